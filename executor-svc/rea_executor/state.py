@@ -1,0 +1,67 @@
+"""The executor's state: one document per campaign phase, and nothing in memory.
+
+A campaign waiting for its jobs is this document and nothing else (hibernation): no task,
+timer or cache holds it. The ``job.completed`` / ``job.failed`` event itself wakes it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+from rea.events import JobRecord, JobSpec
+from rea.workloads import JobOutput
+
+JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "skipped_budget"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "skipped_budget"})
+IN_FLIGHT: frozenset[str] = frozenset({"submitted", "running"})
+
+
+class TrackedJob(BaseModel):
+    spec: JobSpec
+    status: JobStatus = "pending"
+    output: JobOutput | None = None
+    worker: str | None = None
+
+    def record(self) -> JobRecord:
+        status: Literal["completed", "failed", "skipped_budget"]
+        status = (
+            "completed"
+            if self.status == "completed"
+            else ("skipped_budget" if self.status == "skipped_budget" else "failed")
+        )
+        out = self.output
+        return JobRecord(
+            job_id=self.spec.job_id,
+            hypothesis_id=self.spec.hypothesis_id,
+            config=self.spec.config,
+            status=status,
+            validation=out.validation if out else None,
+            test=out.test if out else None,
+            cost=out.cost if out else None,
+            error=out.error if out else None,
+        )
+
+
+class PhaseExecution(BaseModel):
+    campaign_id: str
+    phase: str
+    correlation_id: str
+    status: Literal["running", "concluded"] = "running"
+    budget_cpu_seconds: float
+    spent_cpu_seconds: float = 0.0
+    max_parallel_jobs: int
+    jobs: list[TrackedJob]
+
+    def job(self, job_id: str) -> TrackedJob | None:
+        return next((j for j in self.jobs if j.spec.job_id == job_id), None)
+
+    def reserved_cpu_seconds(self) -> float:
+        """Spent plus the estimates of jobs still in flight: what the budget must still cover."""
+        return self.spent_cpu_seconds + sum(
+            j.spec.estimated_cpu_seconds for j in self.jobs if j.status in IN_FLIGHT
+        )
+
+
+def phase_key(campaign_id: str, phase: str) -> str:
+    return f"{campaign_id}:{phase}"

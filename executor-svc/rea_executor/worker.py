@@ -1,0 +1,79 @@
+"""The job worker: a member of a Kafka consumer group that runs jobs on this machine.
+
+It runs one job at a time. Redis keeps a heartbeat lease on the job while it runs and a
+done-marker once its result is published, so a redelivered job (after a rebalance or a
+crash before the offset commit) is neither run twice at once nor rerun once reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import structlog
+from rea.events import (
+    JobCompleted,
+    JobFailed,
+    JobFinishedPayload,
+    JobStarted,
+    JobStartedPayload,
+    JobSubmitted,
+)
+from rea.leases import JobLeases
+from rea.runtime import Runtime
+
+from rea_executor.runner import run_job
+
+log = structlog.get_logger()
+
+
+def wire(rt: Runtime) -> None:
+    leases = JobLeases(rt.redis, rt.settings.topic_prefix)
+    worker = f"{socket.gethostname()}/{rt.name}"
+    ttl = rt.settings.lease_ttl_s
+
+    async def on_job(event: JobSubmitted) -> None:
+        spec = event.payload
+        if await leases.is_done(spec.job_id):
+            return
+        while not await leases.claim(spec.job_id, worker, ttl):
+            if await leases.is_done(spec.job_id):
+                return
+            await asyncio.sleep(ttl / 3)
+        follow = {"campaign_id": event.campaign_id, "correlation_id": event.correlation_id}
+        try:
+            await rt.bus.publish(
+                JobStarted(
+                    **follow, payload=JobStartedPayload(job_id=spec.job_id, phase=spec.phase, worker=worker)
+                )
+            )
+            log.info("job_started", job_id=spec.job_id)
+            async with leases.heartbeat(spec.job_id, worker, ttl):
+                output = await asyncio.to_thread(run_job, spec)
+            payload = JobFinishedPayload(spec=spec, output=output, worker=worker)
+            finished = (
+                JobCompleted(**follow, payload=payload)
+                if output.status == "ok"
+                else JobFailed(**follow, payload=payload)
+            )
+            await rt.bus.publish(finished)
+            await leases.mark_done(spec.job_id)
+            rt.metrics.jobs.labels(service=rt.name, outcome=finished.type).inc()
+            if output.cost:
+                rt.metrics.job_cpu_seconds.labels(service=rt.name).inc(output.cost.cpu_seconds)
+            log.info(
+                "job_finished",
+                job_id=spec.job_id,
+                status=output.status,
+                cpu_seconds=output.cost.cpu_seconds if output.cost else None,
+            )
+        finally:
+            await leases.release(spec.job_id)
+
+    max_job_ms = int(rt.settings.job_timeout_s * 1000) + 120_000
+    rt.bus.subscribe(
+        [rt.topics.job_queue],
+        group="rea-workers",
+        handlers={JobSubmitted: on_job},
+        max_poll_interval_ms=max_job_ms,
+    )

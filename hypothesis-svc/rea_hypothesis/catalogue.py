@@ -1,0 +1,146 @@
+"""A curated catalogue of ranking-model techniques, each mapped to knob changes.
+
+Every entry says what it changes (as a function of the baseline config, so "raise the
+learning rate 3x" means 3x *this* baseline), when it tends to help, a prior effect
+estimate (relative NE reduction) and where the idea comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Config = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Technique:
+    id: str
+    title: str
+    technique: str
+    changes: Callable[[Config], Config]
+    helps_when: str
+    prior_gain: float
+    citation: str
+
+
+def _scaled(knob: str, factor: float, as_int: bool = False) -> Callable[[Config], Config]:
+    def change(base: Config) -> Config:
+        value = base[knob] * factor
+        return {knob: round(value) if as_int else value}
+
+    return change
+
+
+CATALOGUE: tuple[Technique, ...] = (
+    Technique(
+        "dcn_v2",
+        "Explicit feature crosses with DCN-v2",
+        "dcn_v2",
+        lambda base: {"cross_layers": 2, "cross_rank": 0},
+        "feature interactions matter and the MLP alone under-fits them",
+        0.012,
+        "Wang et al., DCN V2: Improved Deep & Cross Network and Practical Lessons (2021)",
+    ),
+    Technique(
+        "dcn_v2_low_rank",
+        "Low-rank DCN-v2 cross layers",
+        "dcn_v2_low_rank",
+        lambda base: {"cross_layers": 2, "cross_rank": 16},
+        "crosses help but full-rank cross layers over-fit or cost too much",
+        0.010,
+        "Wang et al., DCN V2: Improved Deep & Cross Network and Practical Lessons (2021)",
+    ),
+    Technique(
+        "fm",
+        "Factorization-machine pairwise interactions",
+        "fm_interaction",
+        lambda base: {"fm": True},
+        "sparse categorical features with pairwise effects",
+        0.008,
+        "Rendle, Factorization Machines (2010); Guo et al., DeepFM (2017)",
+    ),
+    Technique(
+        "embedding_dim_2x",
+        "Double the embedding dimension",
+        "embedding_dim",
+        _scaled("embedding_dim", 2, as_int=True),
+        "under-fitting on high-cardinality features",
+        0.006,
+        "Naumov et al., Deep Learning Recommendation Model (DLRM) (2019)",
+    ),
+    Technique(
+        "learning_rate_3x",
+        "Raise the learning rate 3x",
+        "learning_rate",
+        _scaled("learning_rate", 3.0),
+        "training loss still falling steadily at the end of the budget",
+        0.006,
+        "Smith, Cyclical Learning Rates for Training Neural Networks (2017)",
+    ),
+    Technique(
+        "adagrad",
+        "Adagrad (per-coordinate rates suit sparse embeddings)",
+        "optimizer",
+        lambda base: {"optimizer": "adagrad", "learning_rate": min(0.05, base["learning_rate"] * 10)},
+        "rare features get too few updates under a global learning rate",
+        0.005,
+        "Duchi et al., Adaptive Subgradient Methods for Online Learning (2011); McMahan et al., "
+        "Ad Click Prediction: a View from the Trenches (2013)",
+    ),
+    Technique(
+        "wider_mlp",
+        "Wider MLP tower",
+        "mlp_capacity",
+        _scaled("mlp_width", 2, as_int=True),
+        "under-fitting: train and validation loss both high",
+        0.004,
+        "Covington et al., Deep Neural Networks for YouTube Recommendations (2016)",
+    ),
+    Technique(
+        "dropout",
+        "Dropout in the MLP",
+        "dropout",
+        lambda base: {"dropout": 0.2},
+        "over-fitting: validation loss rises while training loss falls",
+        0.003,
+        "Srivastava et al., Dropout: A Simple Way to Prevent Neural Networks from Overfitting (2014)",
+    ),
+    Technique(
+        "weight_decay",
+        "L2 weight decay",
+        "l2_regularisation",
+        lambda base: {"weight_decay": 1e-5, "optimizer": "adamw"},
+        "over-fitting on dense weights",
+        0.003,
+        "Loshchilov & Hutter, Decoupled Weight Decay Regularization (2019)",
+    ),
+    Technique(
+        "cosine_schedule",
+        "Cosine learning-rate decay with warm-up",
+        "lr_schedule",
+        lambda base: {"lr_schedule": "warmup_cosine"},
+        "loss plateaus noisily at the end of training",
+        0.003,
+        "Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts (2017)",
+    ),
+    Technique(
+        "layer_norm",
+        "Layer normalisation in the MLP",
+        "normalisation",
+        lambda base: {"layer_norm": True},
+        "unstable or slow optimisation of deeper towers",
+        0.002,
+        "Ba et al., Layer Normalization (2016)",
+    ),
+    Technique(
+        "batch_lr_scaling",
+        "Larger batch with linearly scaled learning rate",
+        "batch_size",
+        lambda base: {"batch_size": base["batch_size"] * 2, "learning_rate": base["learning_rate"] * 2},
+        "throughput-bound training where larger batches are cheaper per sample",
+        0.002,
+        "Goyal et al., Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour (2017)",
+    ),
+)

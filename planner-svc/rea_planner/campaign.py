@@ -1,0 +1,71 @@
+"""The campaign request a person submits, its validation, and the planner's campaign state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rea.events import CampaignResult, Hypothesis, PhasePlan, describe_error, utc_now
+from rea.workloads import get_workload
+
+
+class CampaignSpec(BaseModel):
+    """What a person asks for: improve ``workload`` on ``dataset`` within a CPU budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    workload: str = Field(default="ranker", description="A registered workload (entry point rea.workloads).")
+    dataset: str = Field(min_length=1, description="A dataset spec string, e.g. movielens-100k.")
+    objective: Literal["ne"] = "ne"
+    budget_cpu_seconds: float = Field(gt=0, description="Hard cap on training jobs' CPU seconds.")
+    auto_approve_cpu_seconds: float | None = Field(
+        default=None, ge=0, description="Plans estimated at or below this start without a person's approval."
+    )
+    max_parallel_jobs: int = Field(default=2, ge=1, le=256)
+    max_hypotheses: int = Field(default=6, ge=1, le=100)
+    baseline: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the workload's defaults."
+    )
+    seed: int = 0
+    job_timeout_s: float = Field(default=1800, gt=0)
+    job_memory_mb: int = Field(default=4096, ge=256)
+
+
+def validate_campaign(request: dict[str, Any]) -> tuple[CampaignSpec | None, list[str]]:
+    """Parse a request; on failure return every reason it cannot run, for the rejection event."""
+    try:
+        spec = CampaignSpec.model_validate(request)
+    except ValidationError as exc:
+        return None, describe_error(exc).split("; ")
+    reasons: list[str] = []
+    try:
+        workload = get_workload(spec.workload)
+    except KeyError:
+        return None, [f"unknown workload {spec.workload!r}"]
+    dataset_error = workload.dataset_error(spec.dataset)
+    if dataset_error:
+        reasons.append(f"dataset: {dataset_error}")
+    reasons += [f"baseline: {problem}" for problem in workload.schema.errors(spec.baseline)]
+    return (None, reasons) if reasons else (spec, [])
+
+
+CampaignStatus = Literal["planning", "rejected", "awaiting_approval", "running", "completed", "failed"]
+
+
+class Campaign(BaseModel):
+    """The planner's state for one campaign: the truth about where it stands."""
+
+    campaign_id: str
+    status: CampaignStatus
+    request: dict[str, Any]
+    spec: CampaignSpec | None = None
+    reasons: list[str] = Field(default_factory=list)
+    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    dropped_hypotheses: list[str] = Field(default_factory=list)
+    plan: PhasePlan | None = None
+    approved_by: str | None = None
+    result: CampaignResult | None = None
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)

@@ -1,0 +1,3 @@
+from rea.cli import app
+
+app()

@@ -1,0 +1,154 @@
+"""The event bus: FastStream on Kafka, with dead-lettering and typed dispatch.
+
+Delivery contract
+-----------------
+* **At-least-once.** A consumer's offset is committed only after its handler has returned,
+  i.e. after the state change is durable in MongoDB. A crash before that redelivers the
+  message; handlers are idempotent (dedup on ``event_id``), so redelivery is harmless.
+* **Order per key.** Messages with one key (a campaign; a job on the job queue) land on one
+  partition and are handled in order by the single consumer that owns it.
+* **Never crash on input.** A message that is not a valid event (bad bytes, unknown type or
+  version, wrong field types) goes to the dead-letter topic with the reason, and consumption
+  goes on. A handler that keeps failing on one event dead-letters it after a few tries;
+  failures of the infrastructure itself (database or broker unreachable) are retried until
+  it is back, never dead-lettered, so no valid event is dropped because a server blinked.
+* **No idempotent producer by default**: Tansu does not support it; set
+  ``REA_KAFKA_IDEMPOTENCE=true`` on Apache Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pydantic import ValidationError
+from pymongo.errors import ConnectionFailure, OperationFailure
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from rea.events import DeadLetter, Envelope, describe_error, encode_event, parse_event
+from rea.metrics import Metrics
+from rea.settings import Settings
+from rea.topics import Topics
+
+Handler = Callable[[Any], Awaitable[None]]
+
+MAX_DEAD_LETTER_COPY = 4096
+HANDLER_ATTEMPTS = 3
+INFRA_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailure, KafkaError, ConnectionError)
+
+log = structlog.get_logger()
+
+
+def make_broker(settings: Settings, bootstrap: str) -> KafkaBroker:
+    return KafkaBroker(
+        bootstrap,
+        enable_idempotence=settings.kafka_idempotence,
+        client_id=settings.service_name,
+        logger=None,
+    )
+
+
+class Bus:
+    """Publishes events and wires typed handlers to topics (see the module docstring)."""
+
+    def __init__(self, broker: KafkaBroker, topics: Topics, service: str, metrics: Metrics) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.service = service
+        self.metrics = metrics
+
+    async def publish(self, event: Envelope) -> None:
+        await self.send(self.topics.for_event(event.type), event.key(), encode_event(event))
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        await self.broker.publish(value, topic, key=key)
+
+    async def dead_letter(
+        self, raw: bytes, reason: str, topic: str, partition: int | None = None, offset: int | None = None
+    ) -> None:
+        letter = DeadLetter(
+            reason=reason,
+            service=self.service,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            original=raw[:MAX_DEAD_LETTER_COPY].decode("utf-8", errors="replace"),
+            original_size=len(raw),
+        )
+        self.metrics.dead_letters.labels(service=self.service, topic=topic).inc()
+        log.warning("dead_lettered", topic=topic, offset=offset, reason=reason[:300])
+        await self.send(self.topics.dead_letter, b"", letter.model_dump_json().encode())
+
+    def subscribe(
+        self,
+        topics: list[str],
+        group: str,
+        handlers: Mapping[type[Envelope], Handler],
+        *,
+        max_poll_interval_ms: int = 300_000,
+    ) -> None:
+        """Consume ``topics`` in consumer group ``group`` and route each event to its handler.
+
+        Events of a known type that this consumer has no handler for are skipped: they are
+        meant for another consumer of the same topic.
+        """
+
+        async def consume(message: KafkaMessage) -> None:
+            record: Any = message.raw_message  # aiokafka's ConsumerRecord
+            topic, partition, offset = record.topic, record.partition, record.offset
+            raw: bytes = message.body or b""
+            try:
+                event = parse_event(raw)
+            except ValidationError as exc:
+                await self.dead_letter(raw, f"invalid event: {describe_error(exc)}", topic, partition, offset)
+                return
+            handler = handlers.get(type(event))
+            if handler is None:
+                return
+            self.metrics.events_consumed.labels(service=self.service, type=event.type).inc()
+            with self.metrics.handler_seconds.labels(service=self.service, type=event.type).time():
+                await self._handle(handler, event, raw, topic, partition, offset)
+
+        self.broker.subscriber(
+            *topics,
+            group_id=group,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.ACK,
+            max_poll_interval_ms=max_poll_interval_ms,
+        )(consume)
+
+    async def _handle(
+        self, handler: Handler, event: Envelope, raw: bytes, topic: str, partition: int, offset: int
+    ) -> None:
+        failures = 0
+        while True:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(INFRA_ERRORS),
+                    wait=wait_exponential(multiplier=0.2, max=5),
+                    stop=stop_after_attempt(1_000_000),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await handler(event)
+                return
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                failures += 1
+                if _is_transient(exc):
+                    continue
+                log.exception("handler_failed", type=event.type, event_id=event.event_id, attempt=failures)
+                if failures >= HANDLER_ATTEMPTS:
+                    reason = f"handler failed {failures} times: {type(exc).__name__}: {exc}"
+                    await self.dead_letter(raw, reason, topic, partition, offset)
+                    return
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, OperationFailure) and exc.has_error_label("TransientTransactionError")

@@ -1,0 +1,403 @@
+"""``rea``: the command line for people — run the stack, submit campaigns, approve, read results."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rea.client import FINAL_STATUSES, Client
+from rea.events import CampaignRequested, PlanApproved, PlanApprovedPayload, new_id
+from rea.settings import Settings
+from rea.stack import EmbeddedStack, StackError, stop_recorded_stack
+
+app = typer.Typer(help="REA, the Ranking Engineer Agent.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+T = TypeVar("T")
+
+SERVICE_WIRING = {
+    "planner": "rea_planner.service",
+    "hypothesis": "rea_hypothesis.service",
+    "executor": "rea_executor.service",
+    "logger": "rea_logger.service",
+    "worker": "rea_executor.worker",
+}
+
+DEMO_CAMPAIGN: dict[str, Any] = {
+    "name": "demo: improve the ranker on MovieLens-100k",
+    "workload": "ranker",
+    "dataset": "movielens-100k",
+    "budget_cpu_seconds": 900,
+    "auto_approve_cpu_seconds": 900,
+    "max_parallel_jobs": 2,
+    "max_hypotheses": 6,
+}
+
+
+def _with_client(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> T:
+    async def run() -> T:
+        client = Client(settings)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(run())
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(help="Local job workers to start.")] = 2,
+) -> None:
+    """Start the embedded stack (Tansu, SecantusDB, redis-server), every service and the workers."""
+    settings = Settings()
+    if (settings.home / "stack.json").exists():
+        console.print(f"A stack is already recorded in {settings.home}/stack.json; run `rea down` first.")
+        raise typer.Exit(1)
+    stack = EmbeddedStack(settings, attached=False)
+    try:
+        _bring_up(stack, workers)
+    except StackError as exc:
+        stack.stop()
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"REA is up: {len(stack.processes)} processes, logs in {stack.home / 'logs'}")
+
+
+def _bring_up(stack: EmbeddedStack, workers: int) -> None:
+    from rea.runtime import ensure_topics
+    from rea.topics import Topics
+
+    with console.status("Starting Kafka (Tansu), MongoDB (SecantusDB) and Redis..."):
+        endpoints = stack.start_infra()
+        asyncio.run(
+            ensure_topics(
+                endpoints.kafka_bootstrap,
+                Topics(stack.settings.topic_prefix),
+                stack.settings.topic_partitions,
+            )
+        )
+    with console.status("Starting services and workers..."):
+        stack.start_services(workers)
+        stack.write_state()
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `rea up` started."""
+    stopped = stop_recorded_stack(Settings().home)
+    console.print(f"Stopped {stopped} processes." if stopped else "No running stack found.")
+
+
+@app.command()
+def service(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_WIRING)}.")]) -> None:
+    """Run one service in the foreground (what `rea up`, Docker and Kubernetes start)."""
+    from rea.runtime import serve
+
+    if name not in SERVICE_WIRING:
+        console.print(f"[red]unknown service {name!r}; choose one of {', '.join(SERVICE_WIRING)}[/red]")
+        raise typer.Exit(2)
+    wire = importlib.import_module(SERVICE_WIRING[name]).wire
+    asyncio.run(serve(name, wire))
+
+
+def _load_campaign(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        console.print(f"[red]cannot read {path}: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    if not isinstance(data, dict):
+        console.print(f"[red]{path} must hold a mapping of campaign fields[/red]")
+        raise typer.Exit(2)
+    return data
+
+
+@app.command()
+def submit(
+    path: Annotated[Path, typer.Argument(help="Campaign YAML (name, dataset, budget_cpu_seconds, ...).")],
+    wait: Annotated[bool, typer.Option(help="Wait until the planner accepts or rejects it.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the planner.")] = 60,
+) -> None:
+    """Publish a campaign request on the campaign topic (the same JSON any producer could send)."""
+    request = _load_campaign(path)
+    campaign_id = str(request.pop("campaign_id", None) or new_id())
+    event = CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
+    settings = Settings()
+
+    async def work(client: Client) -> dict[str, Any] | None:
+        await client.publish(event)
+        if not wait:
+            return None
+        return await client.wait_for(
+            campaign_id,
+            frozenset({"rejected", "awaiting_approval", "running", "completed", "failed"}),
+            timeout,
+        )
+
+    state = _with_client(settings, work)
+    print(campaign_id)
+    if not wait:
+        return
+    if state is None:
+        console.print(f"No answer from the planner within {timeout:g}s; check `rea status {campaign_id}`.")
+        raise typer.Exit(1)
+    if state["status"] == "rejected":
+        console.print("[red]Campaign rejected:[/red]")
+        for reason in state["reasons"]:
+            console.print(f"  - {reason}")
+        raise typer.Exit(1)
+    console.print(f"Campaign {campaign_id}: {state['status']}")
+    if state["status"] == "awaiting_approval":
+        console.print(
+            f"Estimated {state['plan']['estimated_cpu_seconds']:g} CPU-s; approve with "
+            f"`rea approve {campaign_id}`."
+        )
+
+
+@app.command()
+def approve(
+    campaign_id: str,
+    by: Annotated[str, typer.Option(help="Who approves (recorded with the plan).")] = "cli",
+) -> None:
+    """Approve a campaign's proposed plan and budget."""
+    event = PlanApproved(
+        campaign_id=campaign_id, correlation_id=campaign_id, payload=PlanApprovedPayload(approved_by=by)
+    )
+
+    async def work(client: Client) -> None:
+        state = await client.campaign(campaign_id)
+        if state is None:
+            console.print(f"[red]no campaign {campaign_id}[/red]")
+            raise typer.Exit(1)
+        if state["status"] != "awaiting_approval":
+            console.print(f"Campaign is {state['status']}, not awaiting approval.")
+            raise typer.Exit(1)
+        await client.publish(event)
+
+    _with_client(Settings(), work)
+    console.print(f"Approved {campaign_id}.")
+
+
+@app.command()
+def status(
+    campaign_id: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List campaigns, or show one campaign's plan and jobs."""
+
+    async def work(client: Client) -> Any:
+        if campaign_id is None:
+            return await client.campaigns()
+        state = await client.campaign(campaign_id)
+        if state is None:
+            return None
+        return {"campaign": state, "phase": await client.phase(campaign_id)}
+
+    data = _with_client(Settings(), work)
+    if campaign_id is not None and data is None:
+        console.print(f"[red]no campaign {campaign_id}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(data, default=str))
+        return
+    out = Console()
+    if campaign_id is None:
+        table = Table("campaign", "name", "status", "dataset", "updated")
+        for row in data:
+            table.add_row(
+                row["campaign_id"],
+                (row.get("spec") or row["request"]).get("name", ""),
+                row["status"],
+                (row.get("spec") or row["request"]).get("dataset", ""),
+                str(row["updated_at"])[:19],
+            )
+        out.print(table)
+        return
+    _print_campaign(out, data["campaign"], data["phase"])
+
+
+def _print_campaign(out: Console, campaign: dict[str, Any], phase: dict[str, Any] | None) -> None:
+    out.print(f"[bold]{campaign['campaign_id']}[/bold]: {campaign['status']}")
+    for reason in campaign.get("reasons", []):
+        out.print(f"  reason: {reason}")
+    if campaign.get("plan"):
+        out.print(
+            f"  plan: {len(campaign['plan']['jobs'])} jobs, estimated "
+            f"{campaign['plan']['estimated_cpu_seconds']:g} CPU-s; approved by {campaign.get('approved_by')}"
+        )
+    for dropped in campaign.get("dropped_hypotheses", []):
+        out.print(f"  dropped: {dropped}")
+    if phase:
+        table = Table(
+            "job", "hypothesis", "status", "val NE", "test NE", "CPU-s", title=f"phase {phase['phase']}"
+        )
+        for job in phase["jobs"]:
+            output = job.get("output") or {}
+            val, test, cost = output.get("validation"), output.get("test"), output.get("cost")
+            table.add_row(
+                job["spec"]["job_id"][-32:],
+                job["spec"]["hypothesis_id"] or "baseline",
+                job["status"],
+                f"{val['ne']:.4f}" if val else "",
+                f"{test['ne']:.4f}" if test else "",
+                f"{cost['cpu_seconds']:.1f}" if cost else "",
+            )
+        out.print(table)
+        out.print(
+            f"  budget: {phase['spent_cpu_seconds']:.1f} of {phase['budget_cpu_seconds']:g} CPU-s spent"
+        )
+
+
+def proposal_summary(campaign: dict[str, Any]) -> dict[str, Any]:
+    """The machine-readable result: baseline and best on the test split, with the cost."""
+    result = campaign["result"]
+    return {
+        "campaign_id": campaign["campaign_id"],
+        "status": campaign["status"],
+        "baseline": {
+            "ne": result["baseline"]["ne"],
+            "auc": result["baseline"]["auc"],
+            "job_id": result["baseline"]["job_id"],
+        },
+        "best": {
+            "ne": result["best"]["ne"],
+            "auc": result["best"]["auc"],
+            "job_id": result["best"]["job_id"],
+            "hypothesis_id": result["best"]["hypothesis_id"],
+            "changes": result["best_changes"],
+        },
+        "ne_relative_gain": result["ne_relative_gain"],
+        "auc_delta": result["auc_delta"],
+        "jobs_completed": result["jobs_completed"],
+        "jobs_failed": result["jobs_failed"],
+        "compute_seconds": result["compute_seconds"],
+    }
+
+
+def _print_proposal(out: Console, campaign: dict[str, Any]) -> None:
+    summary = proposal_summary(campaign)
+    base, best = summary["baseline"], summary["best"]
+    table = Table(
+        "metric (test split)", "baseline", "best", "delta", title=f"Campaign {summary['campaign_id']}"
+    )
+    table.add_row(
+        "NE (lower is better)",
+        f"{base['ne']:.4f}",
+        f"{best['ne']:.4f}",
+        f"{best['ne'] - base['ne']:+.4f} ({summary['ne_relative_gain']:+.2%} gain)",
+    )
+    table.add_row("AUC", f"{base['auc']:.4f}", f"{best['auc']:.4f}", f"{summary['auc_delta']:+.4f}")
+    out.print(table)
+    out.print(f"Best: {best['hypothesis_id'] or 'baseline'} with {best['changes'] or 'no changes'}")
+    out.print(
+        f"Jobs completed: {summary['jobs_completed']}, failed: {summary['jobs_failed']}, "
+        f"compute: {summary['compute_seconds']:.1f} CPU-s. Single seed: deltas carry no confidence "
+        "interval yet."
+    )
+
+
+@app.command()
+def proposal(
+    campaign_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a completed campaign's result: baseline vs best on the test split, with deltas."""
+
+    async def work(client: Client) -> dict[str, Any] | None:
+        return await client.campaign(campaign_id)
+
+    campaign = _with_client(Settings(), work)
+    if campaign is None or campaign.get("result") is None:
+        state = "not found" if campaign is None else campaign["status"]
+        console.print(f"[red]no result for {campaign_id} ({state})[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(proposal_summary(campaign)))
+    else:
+        _print_proposal(Console(), campaign)
+
+
+@app.command()
+def demo(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on the last line.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Local job workers.")] = 2,
+    dataset: Annotated[str, typer.Option(help="Dataset spec.")] = "movielens-100k",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the campaign.")] = 900,
+) -> None:
+    """Start the embedded stack, run a small auto-approved campaign, print the result, shut down."""
+    settings = Settings()
+    if (settings.home / "stack.json").exists():
+        console.print(f"A stack is already running from {settings.home}; `rea down` it first.")
+        raise typer.Exit(1)
+    from rea_workload import prepare_dataset
+
+    with console.status(f"Preparing dataset {dataset}..."):
+        prepare_dataset(dataset)
+    stack = EmbeddedStack(settings, attached=True)
+    try:
+        _bring_up(stack, workers)
+        campaign_id = new_id()
+        request = {**DEMO_CAMPAIGN, "dataset": dataset}
+        event = CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
+        campaign = _with_client(settings, lambda client: _run_demo(client, event, timeout))
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        with console.status("Shutting down..."):
+            stack.stop()
+    if campaign is None or campaign["status"] != "completed":
+        state = "timed out" if campaign is None else f"{campaign['status']}: {campaign.get('reasons')}"
+        console.print(f"[red]The demo campaign did not complete ({state}). Logs: {stack.home / 'logs'}[/red]")
+        raise typer.Exit(1)
+    _print_proposal(Console(stderr=as_json), campaign)
+    if as_json:
+        print(json.dumps(proposal_summary(campaign)))
+
+
+async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) -> dict[str, Any] | None:
+    await client.publish(event)
+    deadline = time.monotonic() + timeout_s
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("planning", total=None)
+        while time.monotonic() < deadline:
+            campaign = await client.campaign(event.campaign_id)
+            phase = await client.phase(event.campaign_id)
+            if phase:
+                done = sum(
+                    job["status"] in ("completed", "failed", "skipped_budget") for job in phase["jobs"]
+                )
+                progress.update(task, description="training jobs", total=len(phase["jobs"]), completed=done)
+            if campaign and campaign["status"] in FINAL_STATUSES:
+                return campaign
+            await asyncio.sleep(0.5)
+    return None
+
+
+def main() -> None:
+    app(sys.argv[1:])

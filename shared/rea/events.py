@@ -1,0 +1,307 @@
+"""Event contracts: one pydantic model per event type, each versioned.
+
+Every event carries the envelope ``event_id``, ``type``, ``version``, ``occurred_at``,
+``campaign_id``, ``correlation_id`` and a typed ``payload``. Consumers dedup on
+``event_id``; Kafka messages are keyed by ``campaign_id`` (job work by ``job_id``), so one
+consumer owns a campaign at a time. A message that does not parse as one of these models
+(bad JSON, unknown type, unsupported version, wrong field types) is dead-lettered.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from rea.workloads import JobCost, JobError, JobOutput, SplitMetrics
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
+    type: str
+    version: int
+    occurred_at: datetime = Field(default_factory=utc_now)
+    campaign_id: str = Field(min_length=1, max_length=128)
+    correlation_id: str = Field(min_length=1, max_length=128)
+
+    def key(self) -> bytes:
+        """The Kafka message key: the campaign, so one consumer owns a campaign at a time."""
+        return self.campaign_id.encode()
+
+
+# ---- payloads -------------------------------------------------------------------------
+
+
+class Hypothesis(BaseModel):
+    """A proposed change to the baseline config, with where it came from and why."""
+
+    id: str
+    title: str
+    technique: str
+    changes: dict[str, Any]
+    source: Literal["catalogue", "history", "diagnostics", "llm"]
+    rationale: str
+    citation: str = ""
+    expected_gain: float = Field(default=0.0, description="Prior relative NE reduction, e.g. 0.01 = 1%.")
+
+
+class JobSpec(BaseModel):
+    """Everything a worker needs to run one training job."""
+
+    job_id: str
+    campaign_id: str
+    phase: str
+    hypothesis_id: str | None = Field(default=None, description="None for the baseline.")
+    workload: str
+    dataset: str
+    config: dict[str, Any]
+    seed: int = 0
+    attempt: int = 1
+    estimated_cpu_seconds: float = 0.0
+    timeout_s: float
+    memory_mb: int
+
+
+class PhasePlan(BaseModel):
+    phase: str
+    jobs: list[JobSpec]
+    estimated_cpu_seconds: float
+
+
+class JobRecord(BaseModel):
+    """A finished job as the executor saw it: enough to pick a winner without the logs."""
+
+    job_id: str
+    hypothesis_id: str | None
+    config: dict[str, Any]
+    status: Literal["completed", "failed", "skipped_budget"]
+    validation: SplitMetrics | None = None
+    test: SplitMetrics | None = None
+    cost: JobCost | None = None
+    error: JobError | None = None
+
+
+class MetricSummary(BaseModel):
+    job_id: str
+    hypothesis_id: str | None = None
+    ne: float
+    auc: float
+    validation_ne: float
+
+
+class CampaignResult(BaseModel):
+    baseline: MetricSummary
+    best: MetricSummary
+    best_changes: dict[str, Any]
+    ne_delta: float = Field(description="best.ne - baseline.ne on the test split (negative is better).")
+    ne_relative_gain: float = Field(description="(baseline.ne - best.ne) / baseline.ne on the test split.")
+    auc_delta: float
+    jobs_completed: int
+    jobs_failed: int
+    compute_seconds: float
+
+
+# ---- events ---------------------------------------------------------------------------
+
+
+class CampaignRequested(Envelope):
+    """A person's campaign request. The payload is left loose on purpose: the planner validates
+    it against ``CampaignSpec`` and answers with a ``campaign.rejected`` that says why."""
+
+    type: Literal["campaign.requested"] = "campaign.requested"
+    version: Literal[1] = 1
+    payload: dict[str, Any]
+
+
+class CampaignRejectedPayload(BaseModel):
+    reasons: list[str]
+
+
+class CampaignRejected(Envelope):
+    type: Literal["campaign.rejected"] = "campaign.rejected"
+    version: Literal[1] = 1
+    payload: CampaignRejectedPayload
+
+
+class HypothesesRequestedPayload(BaseModel):
+    workload: str
+    dataset: str
+    baseline: dict[str, Any]
+    max_hypotheses: int
+
+
+class HypothesesRequested(Envelope):
+    type: Literal["hypotheses.requested"] = "hypotheses.requested"
+    version: Literal[1] = 1
+    payload: HypothesesRequestedPayload
+
+
+class HypothesesGeneratedPayload(BaseModel):
+    hypotheses: list[Hypothesis]
+
+
+class HypothesesGenerated(Envelope):
+    type: Literal["hypotheses.generated"] = "hypotheses.generated"
+    version: Literal[1] = 1
+    payload: HypothesesGeneratedPayload
+
+
+class PlanProposedPayload(BaseModel):
+    plan: PhasePlan
+    requires_approval: bool
+
+
+class PlanProposed(Envelope):
+    type: Literal["plan.proposed"] = "plan.proposed"
+    version: Literal[1] = 1
+    payload: PlanProposedPayload
+
+
+class PlanApprovedPayload(BaseModel):
+    approved_by: str
+    auto: bool = False
+
+
+class PlanApproved(Envelope):
+    """A person's (or the auto-approve policy's) approval of the proposed plan and its budget."""
+
+    type: Literal["plan.approved"] = "plan.approved"
+    version: Literal[1] = 1
+    payload: PlanApprovedPayload
+
+
+class PhaseStartedPayload(BaseModel):
+    plan: PhasePlan
+    budget_cpu_seconds: float
+    max_parallel_jobs: int
+
+
+class PhaseStarted(Envelope):
+    type: Literal["phase.started"] = "phase.started"
+    version: Literal[1] = 1
+    payload: PhaseStartedPayload
+
+
+class JobSubmitted(Envelope):
+    type: Literal["job.submitted"] = "job.submitted"
+    version: Literal[1] = 1
+    payload: JobSpec
+
+    def key(self) -> bytes:
+        """Jobs are keyed by job id so they spread over every worker in the group."""
+        return self.payload.job_id.encode()
+
+
+class JobStartedPayload(BaseModel):
+    job_id: str
+    phase: str
+    worker: str
+
+
+class JobStarted(Envelope):
+    type: Literal["job.started"] = "job.started"
+    version: Literal[1] = 1
+    payload: JobStartedPayload
+
+
+class JobFinishedPayload(BaseModel):
+    spec: JobSpec
+    output: JobOutput
+    worker: str
+
+
+class JobCompleted(Envelope):
+    type: Literal["job.completed"] = "job.completed"
+    version: Literal[1] = 1
+    payload: JobFinishedPayload
+
+
+class JobFailed(Envelope):
+    type: Literal["job.failed"] = "job.failed"
+    version: Literal[1] = 1
+    payload: JobFinishedPayload
+
+
+class PhaseConcludedPayload(BaseModel):
+    phase: str
+    jobs: list[JobRecord]
+
+
+class PhaseConcluded(Envelope):
+    type: Literal["phase.concluded"] = "phase.concluded"
+    version: Literal[1] = 1
+    payload: PhaseConcludedPayload
+
+
+class CampaignCompletedPayload(BaseModel):
+    result: CampaignResult
+
+
+class CampaignCompleted(Envelope):
+    type: Literal["campaign.completed"] = "campaign.completed"
+    version: Literal[1] = 1
+    payload: CampaignCompletedPayload
+
+
+AnyEvent = Annotated[
+    CampaignRequested
+    | CampaignRejected
+    | HypothesesRequested
+    | HypothesesGenerated
+    | PlanProposed
+    | PlanApproved
+    | PhaseStarted
+    | JobSubmitted
+    | JobStarted
+    | JobCompleted
+    | JobFailed
+    | PhaseConcluded
+    | CampaignCompleted,
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+def parse_event(raw: bytes | str) -> AnyEvent:
+    """Parse one message body; raises pydantic.ValidationError (with the reason) when it is not an event."""
+    return _ADAPTER.validate_json(raw)
+
+
+def encode_event(event: Envelope) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def describe_error(error: ValidationError) -> str:
+    """A one-line, person-readable account of every validation problem."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "message"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class DeadLetter(BaseModel):
+    """What the dead-letter topic carries: the original bytes (as text) and why they were refused."""
+
+    id: str = Field(default_factory=new_id)
+    reason: str
+    service: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    original: str = Field(description="The refused message, decoded as UTF-8 with replacement, truncated.")
+    original_size: int
+    occurred_at: datetime = Field(default_factory=utc_now)

@@ -1,0 +1,61 @@
+"""The outbox relay: publishes what services wrote to the outbox, in order, and marks it.
+
+Services never publish state-changing events directly; they write them to the outbox in
+the same transaction as their state (:meth:`rea.store.Store.apply`) and kick the relay.
+The relay also sweeps on a timer and at start-up, so entries left by a crash (committed,
+never published) go out as soon as the service is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from rea.store import Store
+
+Send = Callable[[str, bytes, bytes], Awaitable[None]]
+
+log = structlog.get_logger()
+
+
+class OutboxRelay:
+    def __init__(
+        self, store: Store, send: Send, interval_s: float, on_published: Callable[[int], None]
+    ) -> None:
+        self.store = store
+        self.send = send
+        self.interval_s = interval_s
+        self.on_published = on_published
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Ask for a flush now (called right after a decision commits)."""
+        self._wake.set()
+
+    async def flush(self) -> int:
+        """Publish every pending entry in write order; returns how many went out."""
+        sent = 0
+        while True:
+            pending = await self.store.pending_outbox()
+            if not pending:
+                return sent
+            for entry in pending:
+                await self.send(entry["topic"], bytes(entry["key"]), bytes(entry["value"]))
+                await self.store.mark_published([entry["_id"]])
+                sent += 1
+                self.on_published(1)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox_flush_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            self._wake.clear()

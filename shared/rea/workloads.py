@@ -1,0 +1,99 @@
+"""The workload contract: how REA finds, validates and runs a model trainer.
+
+A workload is anything that declares a knob schema and an entrypoint command. REA's
+reference trainer is the built-in ``ranker``; users plug in their own by exposing an
+object with the same attributes under the ``rea.workloads`` entry-point group.
+
+The job contract, for every workload: the worker runs ``command() + ["--job", JOB_JSON,
+"--output", RESULT_JSON]`` in a subprocess. ``JOB_JSON`` holds a :class:`JobInput`;
+the process writes a :class:`JobOutput` to ``RESULT_JSON`` and exits 0 — or exits non-zero
+(the worker then reports the failure, with the output's ``error`` when it wrote one).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from rea.knobs import KnobSchema
+
+ENTRY_POINT_GROUP = "rea.workloads"
+
+
+@runtime_checkable
+class Workload(Protocol):
+    name: str
+    description: str
+    schema: KnobSchema
+
+    def dataset_error(self, dataset: str) -> str | None:
+        """Why ``dataset`` cannot be used (unknown name, missing file), or None. Must be cheap."""
+
+    def command(self) -> list[str]:
+        """The argv prefix that runs one job."""
+
+
+class JobInput(BaseModel):
+    job_id: str
+    dataset: str
+    config: dict[str, Any]
+    seed: int = 0
+
+
+class SplitMetrics(BaseModel):
+    ne: float = Field(description="Normalized entropy: log loss divided by the entropy of the base rate.")
+    auc: float
+    logloss: float
+    rows: int
+
+
+class EpochRecord(BaseModel):
+    epoch: int
+    train_loss: float
+    val_ne: float
+
+
+class JobError(BaseModel):
+    kind: Literal["oom", "nan", "invalid_config", "timeout", "lost_worker", "error"]
+    message: str
+
+
+class JobCost(BaseModel):
+    cpu_seconds: float = Field(description="User + system CPU seconds of the job process tree.")
+    wall_seconds: float
+    peak_rss_mb: float
+
+
+class JobOutput(BaseModel):
+    status: Literal["ok", "failed"]
+    train: SplitMetrics | None = None
+    validation: SplitMetrics | None = None
+    test: SplitMetrics | None = None
+    history: list[EpochRecord] = []
+    samples_per_second: float | None = None
+    parameters: int | None = None
+    cost: JobCost | None = None
+    error: JobError | None = None
+
+
+@cache
+def _registered() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def workload_names() -> list[str]:
+    return sorted(_registered())
+
+
+def get_workload(name: str) -> Workload:
+    """Load a registered workload by name; raises KeyError for an unknown one."""
+    entry = _registered().get(name)
+    if entry is None:
+        raise KeyError(name)
+    workload = entry.load()
+    if not isinstance(workload, Workload):
+        raise TypeError(f"entry point {name!r} does not provide a Workload")
+    return workload

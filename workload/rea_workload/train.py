@@ -1,0 +1,112 @@
+"""Train one ranker config on one data set and report its metrics: the body of a job.
+
+Jobs run in parallel, one CPU thread each, and must be reproducible: the same job (config,
+data set, seed) gives identical metrics every time, so methods can be compared fairly.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rea.workloads import EpochRecord, JobError, JobInput, JobOutput
+
+from rea_workload.batches import batches
+from rea_workload.datasets.data import CtrData
+from rea_workload.datasets.loader import load_splits
+from rea_workload.datasets.splits import Splits, subsample
+from rea_workload.metrics import base_rate_entropy, normalized_entropy, split_metrics
+from rea_workload.model import RankerModel
+from rea_workload.optim import build_optimizer, build_schedule
+from rea_workload.schema import RankerConfig
+
+EVAL_BATCH = 8192
+TRAIN_EVAL_ROWS = 100_000  # training metrics on a prefix: enough to spot over-fitting, cheap on big data
+EXPLOSION_FACTOR = 10.0  # an epoch loss this many times the base-rate entropy means divergence
+
+
+class Diverged(Exception):
+    """Training produced a non-finite or exploding loss."""
+
+
+def train(job: JobInput) -> JobOutput:
+    """Validate the config, load the data and fit; raises ValueError for a bad config or spec."""
+    config = RankerConfig.from_overrides(job.config)
+    return fit(load_splits(job.dataset), config, job.seed)
+
+
+def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
+    _make_deterministic(seed)
+    data = subsample(splits.train, config.data_fraction)
+    model = RankerModel(data, config)
+    optimizer = build_optimizer(model, config)
+    steps = config.epochs * math.ceil(len(data) / config.batch_size)
+    schedule = build_schedule(optimizer, config.lr_schedule, steps)
+    reference = base_rate_entropy(data.labels)
+    rng = np.random.default_rng(seed)
+    history: list[EpochRecord] = []
+    seconds = 0.0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            total_loss = 0.0
+            for batch in batches(data, config.batch_size, rng):
+                logits, embeddings = model(batch)
+                loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+                if not torch.isfinite(loss):
+                    raise Diverged(f"non-finite training loss in epoch {epoch}")
+                objective = loss
+                if config.embedding_l2 > 0:
+                    objective = loss + config.embedding_l2 * embeddings.pow(2).sum(dim=(1, 2)).mean()
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                schedule.step()
+                total_loss += loss.item() * len(batch)
+            seconds += time.perf_counter() - start
+            train_loss = total_loss / len(data)
+            if train_loss > EXPLOSION_FACTOR * max(reference, 1e-3):
+                raise Diverged(f"training loss exploded to {train_loss:.3g} in epoch {epoch}")
+            validation = splits.validation
+            val_ne = normalized_entropy(validation.labels, predict(model, validation))
+            history.append(EpochRecord(epoch=epoch, train_loss=train_loss, val_ne=val_ne))
+            print(f"epoch {epoch}: train_loss={train_loss:.4f} val_ne={val_ne:.4f}", file=sys.stderr)
+        train_rows = data.take(np.arange(min(len(data), TRAIN_EVAL_ROWS)))
+        evaluated = {"train": train_rows, "validation": splits.validation, "test": splits.test}
+        results = {name: split_metrics(rows.labels, predict(model, rows)) for name, rows in evaluated.items()}
+    except Diverged as exc:
+        return JobOutput(status="failed", history=history, error=JobError(kind="nan", message=str(exc)))
+    return JobOutput(
+        status="ok",
+        train=results["train"],
+        validation=results["validation"],
+        test=results["test"],
+        history=history,
+        samples_per_second=config.epochs * len(data) / seconds if seconds > 0 else None,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def predict(model: RankerModel, data: CtrData) -> np.ndarray:
+    """Click probabilities for every row; raises :class:`Diverged` if any is not finite."""
+    model.eval()
+    with torch.no_grad():
+        chunks = [torch.sigmoid(model(batch)[0]).numpy() for batch in batches(data, EVAL_BATCH)]
+    probabilities = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if not np.isfinite(probabilities).all():
+        raise Diverged("non-finite predictions")
+    return probabilities
+
+
+def _make_deterministic(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
