@@ -135,7 +135,11 @@ def _build(model: type[_S], name: str, params: dict[str, Any]) -> _S:
     try:
         return model(**params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
+        problems = "; ".join(_describe(error) for error in exc.errors(include_url=False))
         raise ValueError(f"{name}: {problems}") from None
+
+
+def _describe(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    location = ".".join(map(str, error["loc"]))
+    return f"{location}: {message}" if location else message
