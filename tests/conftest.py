@@ -5,14 +5,13 @@ tests never collide."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 import pytest_asyncio
+
 from rea.client import Client
 from rea.runtime import ensure_topics
 from rea.settings import Settings
@@ -89,15 +88,3 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
         yield made
     finally:
         await made.close()
-
-
-def run_rea(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "rea", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -17,7 +17,6 @@ from rea.events import (
     PhaseStarted,
 )
 from rea.store import Decision
-
 from rea_executor.state import IN_FLIGHT, TERMINAL, PhaseExecution, TrackedJob
 
 

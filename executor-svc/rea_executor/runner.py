@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from pydantic import ValidationError
+
 from rea.events import JobSpec
 from rea.workloads import JobCost, JobError, JobInput, JobOutput, get_workload
 

@@ -8,7 +8,6 @@ from typing import Any
 from rea.events import Envelope, JobCompleted, JobFailed, JobStarted, JobSubmitted, PhaseStarted
 from rea.runtime import Runtime
 from rea.store import Decision
-
 from rea_executor import logic
 from rea_executor.state import PhaseExecution, phase_key
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel
+
 from rea.events import JobRecord, JobSpec
 from rea.workloads import JobOutput
 

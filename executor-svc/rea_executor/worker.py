@@ -11,6 +11,7 @@ import asyncio
 import socket
 
 import structlog
+
 from rea.events import (
     JobCompleted,
     JobFailed,
@@ -21,7 +22,6 @@ from rea.events import (
 )
 from rea.leases import JobLeases
 from rea.runtime import Runtime
-
 from rea_executor.runner import run_job
 
 log = structlog.get_logger()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
+
 from rea.events import (
     HypothesesGenerated,
     HypothesesGeneratedPayload,
@@ -14,7 +15,6 @@ from rea.events import (
 from rea.knobs import KnobSchema
 from rea.store import Decision
 from rea.workloads import get_workload
-
 from rea_hypothesis.catalogue import CATALOGUE, Technique
 
 

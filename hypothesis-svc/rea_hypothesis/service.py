@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from rea.events import HypothesesRequested
 from rea.runtime import Runtime
-
 from rea_hypothesis.logic import HypothesisSet, on_hypotheses_requested
 
 CONSUMER = "hypothesis"

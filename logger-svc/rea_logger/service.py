@@ -13,6 +13,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
+
 from rea.events import (
     CampaignCompleted,
     CampaignRejected,
@@ -30,7 +31,6 @@ from rea.events import (
     PlanProposed,
 )
 from rea.runtime import Runtime
-
 from rea_logger.records import dead_letter_document, event_document, result_document
 
 log = structlog.get_logger()

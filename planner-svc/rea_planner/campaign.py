@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from rea.events import CampaignResult, Hypothesis, PhasePlan, describe_error, utc_now
 from rea.workloads import get_workload
 

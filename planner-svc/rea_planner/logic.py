@@ -34,7 +34,6 @@ from rea.events import (
 )
 from rea.store import Decision
 from rea.workloads import get_workload
-
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
 from rea_planner.costs import CostModel
 

@@ -6,7 +6,6 @@ from functools import partial
 
 from rea.events import CampaignRequested, Envelope, HypothesesGenerated, PhaseConcluded, PlanApproved
 from rea.runtime import Runtime
-
 from rea_planner import logic
 from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel

@@ -1,0 +1,66 @@
+"""Shared bits of the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rea.client import FINAL_STATUSES, Client
+from rea.events import CampaignRequested, new_id
+
+# Small and fast, but a real training job through the real worker path.
+FAST_DATASET = "synthetic:rows=3000,crosses=1,strength=3"
+
+
+def campaign_request(**overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "name": "e2e",
+        "workload": "ranker",
+        "dataset": FAST_DATASET,
+        "budget_cpu_seconds": 600,
+        "auto_approve_cpu_seconds": 600,
+        "max_parallel_jobs": 2,
+        "max_hypotheses": 3,
+        "baseline": {"epochs": 1},
+    }
+    request.update(overrides)
+    return request
+
+
+async def submit(client: Client, request: dict[str, Any]) -> str:
+    campaign_id = new_id()
+    await client.publish(
+        CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
+    )
+    return campaign_id
+
+
+async def finished(client: Client, campaign_id: str, timeout_s: float = 240) -> dict[str, Any]:
+    state = await client.wait_for(campaign_id, FINAL_STATUSES, timeout_s)
+    assert state is not None, f"campaign {campaign_id} did not finish within {timeout_s}s"
+    return state
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_rea(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the ``rea`` command line as a person would, pointed at this test's namespace."""
+    return subprocess.run(
+        [sys.executable, "-m", "rea", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,86 @@
+"""A campaign from request to result, through real Tansu, SecantusDB, redis-server, real
+service processes and real training subprocesses."""
+
+from __future__ import annotations
+
+import pytest
+
+from rea.client import Client
+from rea.stack import EmbeddedStack
+from rea.store import Store
+
+from .helpers import campaign_request, eventually, finished, submit
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_campaign_from_request_to_result(services: EmbeddedStack, client: Client, store: Store) -> None:
+    services.start_services(workers=2)
+    campaign_id = await submit(client, campaign_request())
+
+    state = await finished(client, campaign_id)
+
+    assert state["status"] == "completed", state.get("reasons")
+    plan_jobs = {job["job_id"] for job in state["plan"]["jobs"]}
+    assert len(plan_jobs) == 4  # the baseline and three hypotheses
+    result = state["result"]
+    assert result["jobs_completed"] == 4 and result["jobs_failed"] == 0
+    assert result["best"]["validation_ne"] <= result["baseline"]["validation_ne"]
+
+    # Every job's result is in the insights DB exactly once, with its measured cost.
+    rows = await client.results(campaign_id)
+    assert sorted(row["_id"] for row in rows) == sorted(plan_jobs)
+    assert all(row["status"] == "completed" and row["cost"]["cpu_seconds"] > 0 for row in rows)
+    assert result["compute_seconds"] == pytest.approx(
+        sum(row["cost"]["cpu_seconds"] for row in rows), abs=0.05
+    )
+    baseline_row = next(row for row in rows if row["hypothesis_id"] is None)
+    assert result["baseline"]["ne"] == pytest.approx(baseline_row["test"]["ne"])
+
+    # The logger saw the whole story, in order, each event once.
+    async def logged_completion() -> bool:
+        return (
+            await store.events.count_documents({"campaign_id": campaign_id, "type": "campaign.completed"}) > 0
+        )
+
+    await eventually(logged_completion, "the logger to record campaign.completed")
+    types = [
+        doc["type"] async for doc in store.events.find({"campaign_id": campaign_id}).sort("occurred_at", 1)
+    ]
+    assert types[0] == "campaign.requested" and types[-1] == "campaign.completed"
+    for expected in (
+        "hypotheses.requested",
+        "hypotheses.generated",
+        "plan.proposed",
+        "phase.started",
+        "phase.concluded",
+    ):
+        assert types.count(expected) == 1, (expected, types)
+    assert types.count("job.submitted") == 4 and types.count("job.completed") == 4
+
+    # Nothing is left unpublished in the outbox.
+    assert await store.outbox.count_documents({"published": False}) == 0
+
+
+async def test_plan_waits_for_approval(services: EmbeddedStack, client: Client) -> None:
+    from rea.events import PlanApproved, PlanApprovedPayload
+
+    for name in ("logger", "hypothesis", "planner", "executor"):
+        services.start_service(name)
+    services.start_service("worker", "worker-0")
+    campaign_id = await submit(client, campaign_request(auto_approve_cpu_seconds=None, max_hypotheses=1))
+
+    state = await client.wait_for(campaign_id, frozenset({"awaiting_approval"}), 60)
+    assert state is not None and state["plan"]["estimated_cpu_seconds"] > 0
+    assert await client.phase(campaign_id) is None, "no job may start before approval"
+
+    await client.publish(
+        PlanApproved(
+            campaign_id=campaign_id,
+            correlation_id=campaign_id,
+            payload=PlanApprovedPayload(approved_by="alice"),
+        )
+    )
+    state = await finished(client, campaign_id)
+    assert state["status"] == "completed"
+    assert state["approved_by"] == "alice"

@@ -1,0 +1,43 @@
+"""Crash safety: the executor is killed (SIGKILL) while jobs run, a new one takes over from
+the state in MongoDB and the campaign completes with every result recorded exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from rea.client import Client
+from rea.stack import EmbeddedStack
+from rea.store import Store
+
+from .helpers import campaign_request, eventually, finished, submit
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_executor_killed_while_jobs_run(services: EmbeddedStack, client: Client, store: Store) -> None:
+    services.start_services(workers=2)
+    campaign_id = await submit(client, campaign_request(max_hypotheses=4, baseline={"epochs": 2}))
+
+    async def a_job_is_running() -> bool:
+        phase = await client.phase(campaign_id)
+        return phase is not None and any(job["status"] == "running" for job in phase["jobs"])
+
+    await eventually(a_job_is_running, "a running job", 120)
+    services.stop_process("executor", signal.SIGKILL)
+    await asyncio.sleep(3)  # jobs finish and report while no executor is alive
+    services.start_service("executor", "executor-2")
+
+    state = await finished(client, campaign_id)
+
+    assert state["status"] == "completed", state.get("reasons")
+    plan_jobs = sorted(job["job_id"] for job in state["plan"]["jobs"])
+    assert state["result"]["jobs_completed"] == len(plan_jobs) == 5
+    rows = await client.results(campaign_id)
+    assert sorted(row["_id"] for row in rows) == plan_jobs  # none lost, none twice
+    submitted = await store.events.count_documents({"campaign_id": campaign_id, "type": "job.submitted"})
+    concluded = await store.events.count_documents({"campaign_id": campaign_id, "type": "phase.concluded"})
+    assert concluded == 1
+    assert submitted >= len(plan_jobs)
