@@ -20,7 +20,7 @@ from rich.table import Table
 from rea.client import FINAL_STATUSES, Client
 from rea.events import CampaignRequested, PlanApproved, PlanApprovedPayload, new_id
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, StackError, stop_recorded_stack
+from rea.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
 
 app = typer.Typer(help="REA, the Ranking Engineer Agent.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -66,8 +66,8 @@ def up(
 ) -> None:
     """Start the embedded stack (Tansu, SecantusDB, redis-server), every service and the workers."""
     settings = Settings()
-    if (settings.home / "stack.json").exists():
-        console.print(f"A stack is already recorded in {settings.home}/stack.json; run `rea down` first.")
+    if StackState.read(settings.home) is not None:
+        console.print(f"A stack is already running from {settings.home}; run `rea down` first.")
         raise typer.Exit(1)
     stack = EmbeddedStack(settings, attached=False)
     try:
@@ -344,8 +344,8 @@ def demo(
 ) -> None:
     """Start the embedded stack, run a small auto-approved campaign, print the result, shut down."""
     settings = Settings()
-    if (settings.home / "stack.json").exists():
-        console.print(f"A stack is already running from {settings.home}; `rea down` it first.")
+    if StackState.read(settings.home) is not None:
+        console.print(f"A stack is already running from {settings.home}; run `rea down` first.")
         raise typer.Exit(1)
     from rea_workload import prepare_dataset
 

@@ -57,6 +57,7 @@ class ManagedProcess:
     name: str
     pid: int
     log: str
+    metrics_port: int = 0
 
 
 @dataclass
@@ -66,11 +67,16 @@ class StackState:
 
     @classmethod
     def read(cls, home: Path) -> StackState | None:
+        """The recorded stack, or None; a record whose processes are all gone is stale and removed."""
         path = home / "stack.json"
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(Endpoints(**data["endpoints"]), [ManagedProcess(**p) for p in data["processes"]])
+        state = cls(Endpoints(**data["endpoints"]), [ManagedProcess(**p) for p in data["processes"]])
+        if not any(_alive(p.pid) for p in state.processes):
+            path.unlink(missing_ok=True)
+            return None
+        return state
 
     def write(self, home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
@@ -219,9 +225,10 @@ class EmbeddedStack:
         self.endpoints: Endpoints | None = None
 
     def _start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, metrics_port: int = 0
     ) -> subprocess.Popen[bytes]:
         proc, managed = spawn(name, argv, self.home, env, attached=self.attached)
+        managed.metrics_port = metrics_port
         self.children[name] = proc
         self.processes.append(managed)
         return proc
@@ -308,8 +315,8 @@ class EmbeddedStack:
 
     def start_service(self, service: str, instance: str | None = None, metrics: bool = True) -> None:
         name = instance or service
-        env = self.service_env(name, free_port() if metrics else 0)
-        self._start(name, [sys.executable, "-m", "rea", "service", service], env)
+        port = free_port() if metrics else 0
+        self._start(name, [sys.executable, "-m", "rea", "service", service], self.service_env(name, port), port)
 
     def start_services(self, workers: int) -> None:
         for service in SERVICES:

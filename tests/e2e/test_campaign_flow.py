@@ -3,6 +3,7 @@ service processes and real training subprocesses."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from rea.client import Client
@@ -84,3 +85,22 @@ async def test_plan_waits_for_approval(services: EmbeddedStack, client: Client) 
     state = await finished(client, campaign_id)
     assert state["status"] == "completed"
     assert state["approved_by"] == "alice"
+
+
+async def test_every_service_exposes_prometheus_metrics(services: EmbeddedStack, client: Client) -> None:
+    services.start_services(workers=1)
+    campaign_id = await submit(client, campaign_request(max_hypotheses=1))
+    assert (await finished(client, campaign_id))["status"] == "completed"
+
+    async with httpx.AsyncClient() as http:
+        pages = {
+            p.name: (await http.get(f"http://127.0.0.1:{p.metrics_port}/metrics")).text
+            for p in services.processes
+            if p.metrics_port
+        }
+    assert set(pages) == {"logger", "hypothesis", "planner", "executor", "worker-0"}
+    for name, page in pages.items():
+        assert f'rea_up{{service="{name}"}} 1.0' in page
+    assert 'rea_events_consumed_total{service="planner",type="campaign.requested"} 1.0' in pages["planner"]
+    assert 'rea_jobs_total{outcome="job.completed",service="worker-0"} 2.0' in pages["worker-0"]
+    assert 'rea_results_recorded_total{status="job.completed"} 2.0' in pages["logger"]

@@ -1,0 +1,39 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up from PyPI first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch, installed before anything else so no CUDA packages are pulled in.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test lint typecheck unit e2e clean
+
+$(BIN)/.rea-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.rea-installed
+
+demo: setup
+	$(BIN)/rea demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m "not e2e"
+
+e2e: setup
+	$(BIN)/pytest -m e2e
+
+test: lint typecheck
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .rea .mypy_cache .ruff_cache .pytest_cache
