@@ -1,12 +1,14 @@
 """Runs one training job in a subprocess with time and memory limits, and measures it.
 
-The job's CPU seconds (user + system) and peak RSS come from the operating system
-(``wait4``'s resource usage for the job process), not from the job's own report, so every
-method in a comparison is charged the same way.
+The job's CPU seconds (user + system) come from the operating system (``wait4``'s resource
+usage for the job process and the children it waited for), not from the job's own report,
+so every method in a comparison is charged the same way. Peak memory is the job process's
+own high-water mark (``VmHWM``), sampled while it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -14,7 +16,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -24,60 +28,103 @@ from rea.workloads import JobCost, JobError, JobInput, JobOutput, get_workload
 OOM_EXIT_CODE = 3
 
 
-def _limit_memory(memory_mb: int) -> None:
-    limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+@dataclass(frozen=True)
+class Exit:
+    code: int
+    usage: resource.struct_rusage
+    wall_seconds: float
+    timed_out: bool
+    peak_rss_mb: float
 
 
 def run_job(spec: JobSpec) -> JobOutput:
     """Blocking: run the job to completion (or its limits) and return what it reported."""
     try:
-        command = get_workload(spec.workload).command()
+        workload = get_workload(spec.workload)
     except KeyError:
-        return JobOutput(
-            status="failed",
-            error=JobError(kind="invalid_config", message=f"unknown workload {spec.workload!r}"),
-        )
+        return _failed("invalid_config", f"unknown workload {spec.workload!r}")
+    try:
+        workload.prepare(spec.dataset)
+    except Exception as exc:
+        return _failed("error", f"could not prepare dataset {spec.dataset!r}: {exc}")
     with tempfile.TemporaryDirectory(prefix=f"rea-{spec.job_id[:40]}-") as tmp:
-        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path, out_path, err_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "stderr"
         job = JobInput(job_id=spec.job_id, dataset=spec.dataset, config=spec.config, seed=spec.seed)
         job_path.write_text(job.model_dump_json())
-        started = time.monotonic()
+        argv = [*workload.command(), "--job", str(job_path), "--output", str(out_path)]
+        ended = _run(argv, err_path, spec.memory_mb, spec.timeout_s)
+        stderr = _tail(err_path)
+        output = _read_output(out_path)
+    cost = JobCost(
+        cpu_seconds=round(ended.usage.ru_utime + ended.usage.ru_stime, 3),
+        wall_seconds=round(ended.wall_seconds, 3),
+        peak_rss_mb=round(ended.peak_rss_mb, 1),
+    )
+    if ended.timed_out:
+        return _failed("timeout", f"killed after {spec.timeout_s:g}s", cost)
+    if output is not None:
+        return output.model_copy(update={"cost": cost})
+    kind: Literal["oom", "error"] = (
+        "oom" if ended.code == OOM_EXIT_CODE or "MemoryError" in stderr else "error"
+    )
+    return _failed(kind, f"exit code {ended.code}: {stderr.strip()[-500:] or 'no output'}", cost)
+
+
+def _run(argv: list[str], stderr_path: Path, memory_mb: int, timeout_s: float) -> Exit:
+    """Run ``argv`` in its own session under the limits; reap it with ``wait4`` for its usage."""
+    started = time.monotonic()
+    with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
-            [*command, "--job", str(job_path), "--output", str(out_path)],
+            argv,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=lambda: _limit_memory(spec.memory_mb),
+            stderr=stderr,
             start_new_session=True,
         )
-        timed_out = False
-        deadline = started + spec.timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        stderr = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-        cost = JobCost(
-            cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3),
-            wall_seconds=round(time.monotonic() - started, 3),
-            peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
-        )
-        output = _read_output(out_path)
-        if timed_out:
-            error = JobError(kind="timeout", message=f"killed after {spec.timeout_s:g}s")
-            return JobOutput(status="failed", cost=cost, error=error)
-        if output is not None:
-            return output.model_copy(update={"cost": cost})
-        kind = "oom" if proc.returncode == OOM_EXIT_CODE or "MemoryError" in stderr else "error"
-        message = f"exit code {proc.returncode}: {stderr.strip()[-500:] or 'no output'}"
-        return JobOutput(status="failed", cost=cost, error=JobError(kind=kind, message=message))
+    limit = memory_mb * 1024 * 1024
+    with contextlib.suppress(ProcessLookupError):
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
+    timed_out = False
+    peak_kb = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak_kb = max(peak_kb, _high_water_kb(proc.pid))
+        if time.monotonic() - started > timeout_s:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # leave no stray grandchildren behind
+    return Exit(proc.returncode, usage, time.monotonic() - started, timed_out, peak_kb / 1024)
+
+
+def _high_water_kb(pid: int) -> int:
+    """The job's own peak RSS so far (VmHWM). ``wait4``'s ru_maxrss cannot be used for this: on
+    Linux a child inherits its parent's high-water mark across fork and exec, so it would report
+    the worker's size, not the job's."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - size))
+        return handle.read().decode(errors="replace")
+
+
+def _failed(
+    kind: Literal["oom", "invalid_config", "timeout", "error"], message: str, cost: JobCost | None = None
+) -> JobOutput:
+    return JobOutput(status="failed", cost=cost, error=JobError(kind=kind, message=message))
 
 
 def _read_output(path: Path) -> JobOutput | None:

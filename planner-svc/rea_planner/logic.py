@@ -201,7 +201,7 @@ def summarize(jobs: list[JobRecord]) -> CampaignResult | str:
         best=top,
         best_changes=changes,
         ne_delta=top.ne - base.ne,
-        ne_relative_gain=(base.ne - top.ne) / base.ne,
+        ne_relative_gain=(base.ne - top.ne) / base.ne if base.ne > 0 else 0.0,
         auc_delta=top.auc - base.auc,
         jobs_completed=len(done),
         jobs_failed=sum(j.status == "failed" for j in jobs),

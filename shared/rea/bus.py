@@ -28,7 +28,6 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from rea.events import DeadLetter, Envelope, describe_error, encode_event, parse_event
 from rea.metrics import Metrics
@@ -39,6 +38,7 @@ Handler = Callable[[Any], Awaitable[None]]
 
 MAX_DEAD_LETTER_COPY = 4096
 HANDLER_ATTEMPTS = 3
+RETRY_MAX_WAIT_S = 5.0
 INFRA_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailure, KafkaError, ConnectionError)
 
 log = structlog.get_logger()
@@ -125,30 +125,30 @@ class Bus:
     async def _handle(
         self, handler: Handler, event: Envelope, raw: bytes, topic: str, partition: int, offset: int
     ) -> None:
-        failures = 0
+        failures = waits = 0
         while True:
             try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(INFRA_ERRORS),
-                    wait=wait_exponential(multiplier=0.2, max=5),
-                    stop=stop_after_attempt(1_000_000),
-                    reraise=True,
-                ):
-                    with attempt:
-                        await handler(event)
+                await handler(event)
                 return
-            except (asyncio.CancelledError, KeyboardInterrupt):
+            except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                if _is_transient(exc):
+                if _is_retryable(exc):
+                    waits += 1
+                    log.warning("handler_waiting_for_infrastructure", type=event.type, error=repr(exc))
+                    await asyncio.sleep(min(RETRY_MAX_WAIT_S, 0.05 * 2**waits))
                     continue
+                failures += 1
                 log.exception("handler_failed", type=event.type, event_id=event.event_id, attempt=failures)
                 if failures >= HANDLER_ATTEMPTS:
                     reason = f"handler failed {failures} times: {type(exc).__name__}: {exc}"
                     await self.dead_letter(raw, reason, topic, partition, offset)
                     return
+                await asyncio.sleep(0.1 * failures)
 
 
-def _is_transient(exc: Exception) -> bool:
+def _is_retryable(exc: Exception) -> bool:
+    """Infrastructure blips and transaction write conflicts: wait them out, never dead-letter."""
+    if isinstance(exc, INFRA_ERRORS):
+        return True
     return isinstance(exc, OperationFailure) and exc.has_error_label("TransientTransactionError")

@@ -21,6 +21,7 @@ from rea.client import FINAL_STATUSES, Client
 from rea.events import CampaignRequested, PlanApproved, PlanApprovedPayload, new_id
 from rea.settings import Settings
 from rea.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
+from rea.workloads import get_workload
 
 app = typer.Typer(help="REA, the Ranking Engineer Agent.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -347,10 +348,8 @@ def demo(
     if StackState.read(settings.home) is not None:
         console.print(f"A stack is already running from {settings.home}; run `rea down` first.")
         raise typer.Exit(1)
-    from rea_workload import prepare_dataset
-
     with console.status(f"Preparing dataset {dataset}..."):
-        prepare_dataset(dataset)
+        get_workload(DEMO_CAMPAIGN["workload"]).prepare(dataset)
     stack = EmbeddedStack(settings, attached=True)
     try:
         _bring_up(stack, workers)

@@ -52,14 +52,16 @@ class Knob(BaseModel):
         if self.type == "categorical":
             assert self.choices is not None
             return (
-                None if value in self.choices else f"{self.name} must be one of {self.choices}, got {value!r}"
+                None
+                if any(value == c and type(value) is type(c) for c in self.choices)
+                else f"{self.name} must be one of {self.choices}, got {value!r}"
             )
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{self.name} must be a number, got {value!r}"
-        if self.type == "int" and not float(value).is_integer():
-            return f"{self.name} must be an integer, got {value!r}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"{self.name} must be finite, got {value!r}"
+        if self.type == "int" and isinstance(value, float) and not value.is_integer():
+            return f"{self.name} must be an integer, got {value!r}"
         assert self.low is not None and self.high is not None
         if not self.low <= value <= self.high:
             return f"{self.name}={value!r} is outside [{_fmt(self.low)}, {_fmt(self.high)}]"

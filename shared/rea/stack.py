@@ -316,7 +316,9 @@ class EmbeddedStack:
     def start_service(self, service: str, instance: str | None = None, metrics: bool = True) -> None:
         name = instance or service
         port = free_port() if metrics else 0
-        self._start(name, [sys.executable, "-m", "rea", "service", service], self.service_env(name, port), port)
+        self._start(
+            name, [sys.executable, "-m", "rea", "service", service], self.service_env(name, port), port
+        )
 
     def start_services(self, workers: int) -> None:
         for service in SERVICES:

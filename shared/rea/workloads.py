@@ -35,6 +35,9 @@ class Workload(Protocol):
     def command(self) -> list[str]:
         """The argv prefix that runs one job."""
 
+    def prepare(self, dataset: str) -> None:
+        """Download or cache what ``dataset`` needs (may be slow); jobs assume it was called."""
+
 
 class JobInput(BaseModel):
     job_id: str

@@ -22,7 +22,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from rea.workloads import JobCost, JobError, JobInput, JobOutput  # noqa: E402
-
 from rea_workload.datasets.spec import spec_error  # noqa: E402
 from rea_workload.schema import SCHEMA  # noqa: E402
 
@@ -59,12 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as exc:
         return finish(_failed("oom", f"out of memory: {exc}"), 3)
     except Exception as exc:
-        return finish(_failed("error", f"{type(exc).__name__}: {exc}"), 1)
+        if _is_torch_oom(exc):
+            return finish(_failed("oom", str(exc)[:500]), 3)
+        return finish(_failed("error", f"{type(exc).__name__}: {exc}"[:2000]), 1)
     return finish(output, 0)
 
 
 def _failed(kind: Literal["oom", "invalid_config", "error"], message: str) -> JobOutput:
     return JobOutput(status="failed", error=JobError(kind=kind, message=message))
+
+
+def _is_torch_oom(exc: Exception) -> bool:
+    """torch reports a failed CPU allocation as a RuntimeError rather than a MemoryError."""
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 def _cost() -> JobCost:

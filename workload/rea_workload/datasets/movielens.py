@@ -52,7 +52,7 @@ def load_movielens() -> CtrData:
         ids, size = encode_categorical(raw)
         columns[name] = (ids[user_row], size)
     ids, size = encode_categorical(_release_half_decade(items["release_date"]))
-    columns["release_years"] = (ids[movie_row], size)
+    columns["release_year_bucket"] = (ids[movie_row], size)
 
     genre_matrix = np.stack([items[g].to_numpy() for g in GENRES], axis=1)
     genres = MultiValued.from_lists([list(np.flatnonzero(row) + 1) for row in genre_matrix])

@@ -1,0 +1,171 @@
+"""Hypothesis generation from the catalogue against the ranker's knob schema."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from rea.events import HypothesesGenerated, HypothesesRequested, HypothesesRequestedPayload
+from rea.knobs import Knob, KnobSchema
+from rea.workloads import get_workload
+from rea_hypothesis.catalogue import CATALOGUE, Technique
+from rea_hypothesis.logic import HypothesisSet, from_catalogue, on_hypotheses_requested
+
+SCHEMA = get_workload("ranker").schema
+DEFAULTS = SCHEMA.defaults()
+
+
+def supported(technique: Technique, baseline: dict[str, Any]) -> bool:
+    try:
+        changes = technique.changes(baseline)
+    except KeyError:
+        return False
+    return not SCHEMA.errors(changes)
+
+
+def test_catalogue_ids_are_unique_and_entries_complete() -> None:
+    ids = [t.id for t in CATALOGUE]
+    assert len(ids) == len(set(ids))
+    for t in CATALOGUE:
+        assert t.title and t.technique and t.helps_when and t.citation
+        assert 0 < t.prior_gain < 0.1
+
+
+def test_every_supported_technique_yields_a_schema_valid_hypothesis() -> None:
+    hypotheses, skipped = from_catalogue(SCHEMA, DEFAULTS, limit=len(CATALOGUE))
+    by_id = {h.id: h for h in hypotheses}
+    expected = [t for t in CATALOGUE if supported(t, DEFAULTS)]
+    assert len(expected) >= len(CATALOGUE) - 2  # the ranker is the catalogue's reference workload
+    assert set(by_id) == {t.id for t in expected}
+    assert {line.split(":")[0] for line in skipped} == {t.id for t in CATALOGUE} - set(by_id)
+    for technique in expected:
+        h = by_id[technique.id]
+        assert SCHEMA.errors(h.changes) == []
+        config = SCHEMA.resolve(h.changes, base=DEFAULTS)
+        assert config != DEFAULTS, f"{h.id} changes nothing"
+        assert h.source == "catalogue"
+        assert h.technique == technique.technique
+        assert h.expected_gain == technique.prior_gain
+        assert h.rationale.startswith("Helps when ")
+
+
+def test_changes_are_relative_to_the_baseline_and_coerced() -> None:
+    baseline = {**DEFAULTS, "embedding_dim": 12, "learning_rate": 0.002, "mlp_width": 40}
+    hypotheses, _ = from_catalogue(SCHEMA, baseline, limit=100)
+    by_id = {h.id: h for h in hypotheses}
+    assert by_id["embedding_dim_2x"].changes == {"embedding_dim": 24}
+    assert type(by_id["embedding_dim_2x"].changes["embedding_dim"]) is int
+    assert by_id["learning_rate_3x"].changes["learning_rate"] == pytest.approx(0.006)
+    assert by_id["wider_mlp"].changes == {"mlp_width": 80}
+    assert by_id["adagrad"].changes == {"optimizer": "adagrad", "learning_rate": pytest.approx(0.02)}
+
+
+def test_techniques_already_in_the_baseline_are_skipped() -> None:
+    baseline = {
+        **DEFAULTS,
+        "fm": True,
+        "dropout": 0.2,
+        "layer_norm": True,
+        "lr_schedule": "warmup_cosine",
+        "cross_layers": 2,
+        "cross_rank": 16,
+    }
+    hypotheses, skipped = from_catalogue(SCHEMA, baseline, limit=100)
+    ids = {h.id for h in hypotheses}
+    for already in ("fm", "dropout", "layer_norm", "cosine_schedule", "dcn_v2_low_rank"):
+        assert already not in ids
+        assert f"{already}: the baseline already has it" in skipped
+    # dcn_v2 (full rank) differs from a low-rank baseline, so it stays
+    assert "dcn_v2" in ids
+
+
+def test_techniques_the_schema_refuses_at_this_baseline_are_skipped_with_the_reason() -> None:
+    baseline = {**DEFAULTS, "embedding_dim": 64, "learning_rate": 0.03}
+    hypotheses, skipped = from_catalogue(SCHEMA, baseline, limit=100)
+    ids = {h.id for h in hypotheses}
+    assert "embedding_dim_2x" not in ids and "learning_rate_3x" not in ids
+    assert "embedding_dim_2x: embedding_dim=128 is outside [4, 64]" in skipped
+    assert any(s.startswith("learning_rate_3x: learning_rate=") for s in skipped)
+    # adagrad caps its rate at the schema's ceiling, so it survives a high baseline rate
+    assert "adagrad" in ids
+
+
+def test_techniques_for_knobs_a_workload_lacks_are_skipped() -> None:
+    tiny = KnobSchema(
+        knobs=[
+            Knob(name="fm", type="bool", default=False, technique="fm"),
+            Knob(name="dropout", type="float", low=0, high=0.5, default=0.0, technique="dropout"),
+        ]
+    )
+    hypotheses, skipped = from_catalogue(tiny, tiny.defaults(), limit=100)
+    assert [h.id for h in hypotheses] == ["fm", "dropout"]
+    assert "embedding_dim_2x: workload has no knob 'embedding_dim'" in skipped
+    assert any(s.startswith("dcn_v2: unknown knob 'cross_layers'") for s in skipped)
+    assert len(skipped) == len(CATALOGUE) - 2
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_limit_keeps_the_best_priors(limit: int) -> None:
+    everything, _ = from_catalogue(SCHEMA, DEFAULTS, limit=100)
+    limited, _ = from_catalogue(SCHEMA, DEFAULTS, limit=limit)
+    assert len(limited) == limit
+    assert limited == everything[:limit]
+
+
+def test_hypotheses_are_ordered_by_prior_gain_ties_in_catalogue_order() -> None:
+    hypotheses, _ = from_catalogue(SCHEMA, DEFAULTS, limit=100)
+    gains = [h.expected_gain for h in hypotheses]
+    assert gains == sorted(gains, reverse=True)
+    assert hypotheses[0].id == max(CATALOGUE, key=lambda t: t.prior_gain).id
+    order = [t.id for t in CATALOGUE]
+    for a, b in itertools.pairwise(hypotheses):
+        if a.expected_gain == b.expected_gain:
+            assert order.index(a.id) < order.index(b.id)
+
+
+def test_custom_catalogue_order_follows_priors_not_declaration() -> None:
+    low = Technique("low", "low", "fm", lambda b: {"fm": True}, "x", 0.001, "cite-low")
+    high = Technique("high", "high", "dropout", lambda b: {"dropout": 0.1}, "y", 0.02, "cite-high")
+    hypotheses, _ = from_catalogue(SCHEMA, DEFAULTS, limit=10, catalogue=(low, high))
+    assert [(h.id, h.citation) for h in hypotheses] == [("high", "cite-high"), ("low", "cite-low")]
+
+
+def test_every_hypothesis_cites_its_source() -> None:
+    hypotheses, _ = from_catalogue(SCHEMA, DEFAULTS, limit=100)
+    citations = {t.id: t.citation for t in CATALOGUE}
+    assert hypotheses
+    for h in hypotheses:
+        assert h.citation == citations[h.id]
+        assert len(h.citation) > 10
+
+
+def requested(max_hypotheses: int = 3) -> HypothesesRequested:
+    return HypothesesRequested(
+        campaign_id="camp-1",
+        correlation_id="corr-1",
+        payload=HypothesesRequestedPayload(
+            workload="ranker", dataset="movielens-100k", baseline=DEFAULTS, max_hypotheses=max_hypotheses
+        ),
+    )
+
+
+def test_request_generates_and_remembers_the_answer() -> None:
+    decision = on_hypotheses_requested(None, requested(3))
+    assert decision.state is not None
+    [answer] = decision.emit
+    assert isinstance(answer, HypothesesGenerated)
+    assert (answer.campaign_id, answer.correlation_id) == ("camp-1", "corr-1")
+    assert answer.payload.hypotheses == decision.state.hypotheses
+    assert len(answer.payload.hypotheses) == 3
+
+
+def test_repeated_request_gets_the_same_answer_from_state() -> None:
+    remembered = HypothesisSet(
+        campaign_id="camp-1", hypotheses=from_catalogue(SCHEMA, DEFAULTS, 1)[0], skipped=[]
+    )
+    decision = on_hypotheses_requested(remembered, requested(5))
+    [answer] = decision.emit
+    assert isinstance(answer, HypothesesGenerated)
+    assert answer.payload.hypotheses == remembered.hypotheses  # not regenerated with the new limit

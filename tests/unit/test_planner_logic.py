@@ -1,0 +1,482 @@
+"""The planner's pure decisions: request validation, planning within budget, approval, summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rea.events import (
+    CampaignCompleted,
+    CampaignRejected,
+    CampaignRequested,
+    HypothesesGenerated,
+    HypothesesGeneratedPayload,
+    HypothesesRequested,
+    Hypothesis,
+    JobRecord,
+    PhaseConcluded,
+    PhaseConcludedPayload,
+    PhaseStarted,
+    PlanApproved,
+    PlanApprovedPayload,
+    PlanProposed,
+)
+from rea.workloads import JobCost, SplitMetrics, get_workload
+from rea_planner import logic
+from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
+from rea_planner.costs import PRIOR_CPU_SECONDS_PER_EPOCH, SAFETY_FACTOR, CostModel
+
+FOLLOW = {"campaign_id": "camp-1", "correlation_id": "corr-1"}
+SCHEMA = get_workload("ranker").schema
+# 10 CPU-s per epoch: the ranker's default 3 epochs x full data cost 10 * 3 * 1.25 = 37.5.
+COSTS = CostModel(cpu_seconds_per_unit=10.0)
+BASELINE_COST = 37.5
+
+
+def request(**overrides: Any) -> dict[str, Any]:
+    return {"name": "try crosses", "dataset": "synthetic:rows=3000", "budget_cpu_seconds": 1000, **overrides}
+
+
+def hypothesis(hid: str, changes: dict[str, Any], gain: float = 0.01) -> Hypothesis:
+    return Hypothesis(
+        id=hid,
+        title=hid,
+        technique=hid,
+        changes=changes,
+        source="catalogue",
+        rationale="test",
+        expected_gain=gain,
+    )
+
+
+def planning(**overrides: Any) -> Campaign:
+    body = request(**overrides)
+    return Campaign(
+        campaign_id="camp-1", status="planning", request=body, spec=CampaignSpec.model_validate(body)
+    )
+
+
+def generated(*hypotheses: Hypothesis) -> HypothesesGenerated:
+    return HypothesesGenerated(**FOLLOW, payload=HypothesesGeneratedPayload(hypotheses=list(hypotheses)))
+
+
+def approved(by: str = "alice") -> PlanApproved:
+    return PlanApproved(**FOLLOW, payload=PlanApprovedPayload(approved_by=by))
+
+
+# ---- validate_campaign --------------------------------------------------------------
+
+
+def test_valid_request_is_accepted_with_defaults() -> None:
+    spec, reasons = validate_campaign(request(baseline={"epochs": 2}))
+    assert reasons == []
+    assert spec is not None
+    assert spec.workload == "ranker" and spec.max_parallel_jobs == 2 and spec.baseline == {"epochs": 2}
+
+
+def test_unknown_workload_is_named() -> None:
+    spec, reasons = validate_campaign(request(workload="no-such-trainer"))
+    assert spec is None
+    assert reasons == ["unknown workload 'no-such-trainer'"]
+
+
+def test_unknown_dataset_is_named() -> None:
+    spec, reasons = validate_campaign(request(dataset="imagenet"))
+    assert spec is None
+    assert len(reasons) == 1
+    assert reasons[0].startswith("dataset: ") and "imagenet" in reasons[0]
+
+
+def test_bad_dataset_parameter_is_named() -> None:
+    spec, reasons = validate_campaign(request(dataset="synthetic:rows=lots"))
+    assert spec is None
+    assert len(reasons) == 1 and reasons[0].startswith("dataset: ") and "rows" in reasons[0]
+
+
+def test_baseline_knobs_outside_the_schema_are_each_named() -> None:
+    spec, reasons = validate_campaign(request(baseline={"epochs": 999, "warp_drive": 1}))
+    assert spec is None
+    assert reasons == ["baseline: epochs=999 is outside [1, 30]", "baseline: unknown knob 'warp_drive'"]
+
+
+def test_dataset_and_baseline_problems_are_reported_together() -> None:
+    _, reasons = validate_campaign(request(dataset="imagenet", baseline={"dropout": 0.9}))
+    assert [r.split(":")[0] for r in reasons] == ["dataset", "baseline"]
+
+
+@pytest.mark.parametrize("budget", [0, -5])
+def test_non_positive_budget_is_named(budget: float) -> None:
+    spec, reasons = validate_campaign(request(budget_cpu_seconds=budget))
+    assert spec is None
+    assert len(reasons) == 1 and reasons[0].startswith("budget_cpu_seconds: ")
+    assert "greater than 0" in reasons[0]
+
+
+def test_every_missing_required_field_is_named() -> None:
+    spec, reasons = validate_campaign({})
+    assert spec is None
+    assert sorted(reasons) == [
+        "budget_cpu_seconds: Field required",
+        "dataset: Field required",
+        "name: Field required",
+    ]
+
+
+def test_unexpected_field_is_named() -> None:
+    _, reasons = validate_campaign(request(budgit=5))
+    assert len(reasons) == 1 and reasons[0].startswith("budgit: ")
+
+
+# ---- on_campaign_requested ----------------------------------------------------------
+
+
+def test_invalid_request_is_rejected_with_reasons() -> None:
+    event = CampaignRequested(**FOLLOW, payload=request(budget_cpu_seconds=-1))
+    decision = logic.on_campaign_requested(None, event)
+    assert decision.state is not None
+    assert decision.state.status == "rejected"
+    assert decision.state.reasons and decision.state.reasons[0].startswith("budget_cpu_seconds")
+    [rejected] = decision.emit
+    assert isinstance(rejected, CampaignRejected)
+    assert rejected.payload.reasons == decision.state.reasons
+    assert (rejected.campaign_id, rejected.correlation_id) == ("camp-1", "corr-1")
+
+
+def test_valid_request_asks_for_hypotheses_with_the_resolved_baseline() -> None:
+    event = CampaignRequested(**FOLLOW, payload=request(baseline={"epochs": 2}, max_hypotheses=4))
+    decision = logic.on_campaign_requested(None, event)
+    assert decision.state is not None and decision.state.status == "planning"
+    assert decision.state.spec is not None
+    [ask] = decision.emit
+    assert isinstance(ask, HypothesesRequested)
+    assert ask.payload.baseline == {**SCHEMA.defaults(), "epochs": 2}
+    assert ask.payload.max_hypotheses == 4
+    assert ask.payload.dataset == "synthetic:rows=3000"
+    assert ask.correlation_id == "corr-1"
+
+
+@pytest.mark.parametrize("status", ["planning", "rejected", "running", "completed"])
+def test_repeated_request_is_a_no_op(status: str) -> None:
+    state = planning().model_copy(update={"status": status})
+    decision = logic.on_campaign_requested(state, CampaignRequested(**FOLLOW, payload=request()))
+    assert decision.state is None and decision.emit == []
+
+
+# ---- on_hypotheses_generated --------------------------------------------------------
+
+
+def test_plan_within_auto_approve_starts_immediately() -> None:
+    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST, max_parallel_jobs=3)
+    decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
+    assert decision.state is not None
+    assert decision.state.status == "running"
+    assert decision.state.approved_by == "auto-approve policy"
+    proposed, started = decision.emit
+    assert isinstance(proposed, PlanProposed) and proposed.payload.requires_approval is False
+    assert isinstance(started, PhaseStarted)
+    assert started.payload.plan == proposed.payload.plan == decision.state.plan
+    assert started.payload.budget_cpu_seconds == 1000
+    assert started.payload.max_parallel_jobs == 3
+    assert proposed.payload.plan.estimated_cpu_seconds == 2 * BASELINE_COST
+
+
+def test_plan_above_auto_approve_waits_for_a_person() -> None:
+    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST - 0.01)
+    decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
+    assert decision.state is not None and decision.state.status == "awaiting_approval"
+    assert decision.state.approved_by is None
+    [proposed] = decision.emit
+    assert isinstance(proposed, PlanProposed) and proposed.payload.requires_approval is True
+
+
+def test_without_auto_approve_every_plan_waits() -> None:
+    decision = logic.on_hypotheses_generated(planning(), generated(), COSTS)
+    assert decision.state is not None and decision.state.status == "awaiting_approval"
+    [proposed] = decision.emit
+    assert isinstance(proposed, PlanProposed) and proposed.payload.requires_approval is True
+    assert [j.hypothesis_id for j in proposed.payload.plan.jobs] == [None]
+
+
+def test_plan_has_baseline_first_then_hypotheses_by_prior_gain() -> None:
+    decision = logic.on_hypotheses_generated(
+        planning(baseline={"epochs": 2}),
+        generated(
+            hypothesis("small", {"dropout": 0.1}, gain=0.001),
+            hypothesis("big", {"fm": True}, gain=0.05),
+        ),
+        COSTS,
+    )
+    assert decision.state is not None and decision.state.plan is not None
+    jobs = decision.state.plan.jobs
+    assert [j.hypothesis_id for j in jobs] == [None, "big", "small"]
+    assert jobs[0].config == {**SCHEMA.defaults(), "epochs": 2}
+    # A hypothesis changes the resolved baseline, not the workload's defaults.
+    assert jobs[1].config == {**SCHEMA.defaults(), "epochs": 2, "fm": True}
+    assert jobs[2].config["dropout"] == 0.1 and jobs[2].config["epochs"] == 2
+    assert len({j.job_id for j in jobs}) == 3
+    assert all(j.phase == "validation" and j.campaign_id == "camp-1" for j in jobs)
+    assert all(j.estimated_cpu_seconds == 10 * 2 * SAFETY_FACTOR for j in jobs)
+
+
+def test_over_budget_and_invalid_hypotheses_are_dropped_with_reasons() -> None:
+    # Budget 100: baseline (37.5) + one cheap hypothesis (37.5) fit; the 30-epoch one (375)
+    # is over budget yet a cheaper one after it still fits; the third cheap one does not.
+    state = planning(budget_cpu_seconds=100)
+    decision = logic.on_hypotheses_generated(
+        state,
+        generated(
+            hypothesis("expensive", {"epochs": 30}, gain=0.9),
+            hypothesis("fm", {"fm": True}, gain=0.5),
+            hypothesis("bad_value", {"dropout": 0.9}, gain=0.4),
+            hypothesis("bad_knob", {"warp_drive": 1}, gain=0.3),
+            hypothesis("layer_norm", {"layer_norm": True}, gain=0.1),
+        ),
+        COSTS,
+    )
+    campaign = decision.state
+    assert campaign is not None and campaign.plan is not None
+    assert [j.hypothesis_id for j in campaign.plan.jobs] == [None, "fm"]
+    assert campaign.plan.estimated_cpu_seconds == 2 * BASELINE_COST
+    dropped = {line.split(":")[0]: line for line in campaign.dropped_hypotheses}
+    assert set(dropped) == {"expensive", "bad_value", "bad_knob", "layer_norm"}
+    assert "over budget" in dropped["expensive"] and "375" in dropped["expensive"]
+    assert "over budget" in dropped["layer_norm"]
+    assert "invalid config" in dropped["bad_value"] and "dropout=0.9" in dropped["bad_value"]
+    assert "invalid config" in dropped["bad_knob"] and "warp_drive" in dropped["bad_knob"]
+    assert campaign.plan.estimated_cpu_seconds <= 100
+    assert [h.id for h in campaign.hypotheses] == ["expensive", "fm", "bad_value", "bad_knob", "layer_norm"]
+
+
+def test_budget_below_the_baseline_is_rejected() -> None:
+    decision = logic.on_hypotheses_generated(
+        planning(budget_cpu_seconds=30, auto_approve_cpu_seconds=1000),
+        generated(hypothesis("fm", {"fm": True})),
+        COSTS,
+    )
+    assert decision.state is not None and decision.state.status == "rejected"
+    [rejected] = decision.emit
+    assert isinstance(rejected, CampaignRejected)
+    [reason] = rejected.payload.reasons
+    assert reason.startswith("budget_cpu_seconds: 30 cannot cover even the baseline")
+    assert "37.5" in reason
+    assert decision.state.reasons == [reason]
+
+
+@pytest.mark.parametrize("status", ["awaiting_approval", "running", "rejected", "completed"])
+def test_hypotheses_outside_planning_are_ignored(status: str) -> None:
+    state = planning().model_copy(update={"status": status})
+    decision = logic.on_hypotheses_generated(state, generated(), COSTS)
+    assert decision.state is None and decision.emit == []
+
+
+def test_hypotheses_for_an_unknown_campaign_are_ignored() -> None:
+    decision = logic.on_hypotheses_generated(None, generated(), COSTS)
+    assert decision.state is None and decision.emit == []
+
+
+# ---- on_plan_approved ---------------------------------------------------------------
+
+
+def awaiting() -> Campaign:
+    decision = logic.on_hypotheses_generated(planning(), generated(hypothesis("fm", {"fm": True})), COSTS)
+    assert decision.state is not None and decision.state.status == "awaiting_approval"
+    return decision.state
+
+
+def test_approval_starts_the_phase() -> None:
+    state = awaiting()
+    decision = logic.on_plan_approved(state, approved("alice"))
+    assert decision.state is not None
+    assert decision.state.status == "running" and decision.state.approved_by == "alice"
+    [started] = decision.emit
+    assert isinstance(started, PhaseStarted)
+    assert started.payload.plan == state.plan
+    assert started.payload.budget_cpu_seconds == 1000
+
+
+def test_second_approval_is_a_no_op() -> None:
+    running = logic.on_plan_approved(awaiting(), approved("alice")).state
+    decision = logic.on_plan_approved(running, approved("bob"))
+    assert decision.state is None and decision.emit == []
+
+
+@pytest.mark.parametrize("status", ["planning", "rejected", "completed", "failed"])
+def test_approval_outside_awaiting_approval_is_ignored(status: str) -> None:
+    state = awaiting().model_copy(update={"status": status})
+    decision = logic.on_plan_approved(state, approved())
+    assert decision.state is None and decision.emit == []
+
+
+def test_approval_for_an_unknown_campaign_is_ignored() -> None:
+    decision = logic.on_plan_approved(None, approved())
+    assert decision.state is None and decision.emit == []
+
+
+# ---- summarize / on_phase_concluded -------------------------------------------------
+
+
+def metrics(ne: float, auc: float = 0.7) -> SplitMetrics:
+    return SplitMetrics(ne=ne, auc=auc, logloss=ne / 2, rows=1000)
+
+
+def record(
+    job_id: str,
+    hypothesis_id: str | None,
+    config: dict[str, Any],
+    val_ne: float,
+    test_ne: float,
+    *,
+    auc: float = 0.7,
+    cpu: float = 10.0,
+) -> JobRecord:
+    return JobRecord(
+        job_id=job_id,
+        hypothesis_id=hypothesis_id,
+        config=config,
+        status="completed",
+        validation=metrics(val_ne),
+        test=metrics(test_ne, auc),
+        cost=JobCost(cpu_seconds=cpu, wall_seconds=cpu, peak_rss_mb=100),
+    )
+
+
+BASE_CONFIG = {"epochs": 3, "fm": False, "dropout": 0.0}
+
+
+def phase_records() -> list[JobRecord]:
+    return [
+        record("j-base", None, BASE_CONFIG, val_ne=0.90, test_ne=0.90, auc=0.70, cpu=10.0),
+        # best on test, but NOT best on validation: must not win
+        record("j-lucky", "dropout", {**BASE_CONFIG, "dropout": 0.2}, 0.88, 0.70, auc=0.80, cpu=11.0),
+        # best on validation: the winner
+        record("j-fm", "fm", {**BASE_CONFIG, "fm": True}, 0.80, 0.85, auc=0.75, cpu=12.0),
+        JobRecord(job_id="j-oom", hypothesis_id="big", config={}, status="failed", cost=None),
+        JobRecord(
+            job_id="j-partial",
+            hypothesis_id="p",
+            config={},
+            status="failed",
+            cost=JobCost(cpu_seconds=2.5, wall_seconds=1, peak_rss_mb=1),
+        ),
+        JobRecord(job_id="j-skip", hypothesis_id="skip", config={}, status="skipped_budget"),
+    ]
+
+
+def test_summary_picks_the_best_on_validation_and_reports_test_metrics() -> None:
+    result = logic.summarize(phase_records())
+    assert not isinstance(result, str)
+    assert result.best.job_id == "j-fm" and result.best.hypothesis_id == "fm"
+    assert result.best.ne == 0.85 and result.best.validation_ne == 0.80 and result.best.auc == 0.75
+    assert result.baseline.job_id == "j-base" and result.baseline.ne == 0.90
+    assert result.best_changes == {"fm": True}
+    assert result.ne_delta == pytest.approx(0.85 - 0.90)
+    assert result.ne_relative_gain == pytest.approx((0.90 - 0.85) / 0.90)
+    assert result.auc_delta == pytest.approx(0.05)
+    assert result.jobs_completed == 3
+    assert result.jobs_failed == 2
+    assert result.compute_seconds == pytest.approx(35.5)
+
+
+def test_summary_when_nothing_beats_the_baseline() -> None:
+    records = [
+        record("j-base", None, BASE_CONFIG, 0.80, 0.80),
+        record("j-worse", "fm", {**BASE_CONFIG, "fm": True}, 0.85, 0.75),
+    ]
+    result = logic.summarize(records)
+    assert not isinstance(result, str)
+    assert result.best.job_id == "j-base" and result.best_changes == {}
+    assert result.ne_delta == 0 and result.ne_relative_gain == 0
+
+
+def test_summary_fails_clearly_without_a_completed_baseline() -> None:
+    records = [r for r in phase_records() if r.hypothesis_id is not None]
+    records.append(JobRecord(job_id="j-base", hypothesis_id=None, config=BASE_CONFIG, status="failed"))
+    result = logic.summarize(records)
+    assert result == "the baseline job did not complete, so nothing can be compared"
+
+
+def test_summary_ignores_completed_jobs_without_metrics() -> None:
+    records = [
+        *phase_records()[:1],
+        JobRecord(job_id="j-nometrics", hypothesis_id="x", config={"epochs": 1}, status="completed"),
+    ]
+    result = logic.summarize(records)
+    assert not isinstance(result, str)
+    assert result.best.job_id == "j-base" and result.jobs_completed == 1
+
+
+def concluded(jobs: list[JobRecord]) -> PhaseConcluded:
+    return PhaseConcluded(**FOLLOW, payload=PhaseConcludedPayload(phase="validation", jobs=jobs))
+
+
+def test_phase_concluded_completes_the_campaign() -> None:
+    running = planning().model_copy(update={"status": "running"})
+    decision = logic.on_phase_concluded(running, concluded(phase_records()))
+    assert decision.state is not None and decision.state.status == "completed"
+    [done] = decision.emit
+    assert isinstance(done, CampaignCompleted)
+    assert done.payload.result == decision.state.result
+    assert done.payload.result.best.job_id == "j-fm"
+
+
+def test_phase_concluded_without_baseline_marks_the_campaign_failed() -> None:
+    running = planning().model_copy(update={"status": "running"})
+    decision = logic.on_phase_concluded(running, concluded(phase_records()[1:]))
+    assert decision.state is not None and decision.state.status == "failed"
+    assert decision.state.reasons == ["the baseline job did not complete, so nothing can be compared"]
+    assert decision.emit == []
+
+
+def test_phase_concluded_outside_running_is_ignored() -> None:
+    decision = logic.on_phase_concluded(planning(), concluded(phase_records()))
+    assert decision.state is None and decision.emit == []
+
+
+# ---- costs --------------------------------------------------------------------------
+
+
+def test_cost_model_without_history_uses_the_prior() -> None:
+    model = CostModel.from_history([])
+    assert model.observations == 0
+    assert model.estimate({"epochs": 2, "data_fraction": 0.5}) == round(
+        PRIOR_CPU_SECONDS_PER_EPOCH * 1 * SAFETY_FACTOR, 2
+    )
+
+
+def test_cost_model_learns_mean_cost_per_fidelity_unit() -> None:
+    rows: list[dict[str, Any]] = [
+        {"config": {"epochs": 2, "data_fraction": 0.5}, "cost": {"cpu_seconds": 10.0}},  # 10 / unit
+        {"config": {"epochs": 4}, "cost": {"cpu_seconds": 80.0}},  # 20 / unit
+        {"config": {"epochs": 4}, "cost": None},  # no cost: ignored
+        {"config": {"epochs": 0}, "cost": {"cpu_seconds": 5.0}},  # zero fidelity: ignored
+    ]
+    model = CostModel.from_history(rows)
+    assert model.observations == 2
+    assert model.cpu_seconds_per_unit == pytest.approx(15.0)
+    assert model.estimate({"epochs": 2}) == pytest.approx(15.0 * 2 * SAFETY_FACTOR)
+    assert model.estimate({"epochs": 10, "data_fraction": 0.1}) == pytest.approx(15.0 * SAFETY_FACTOR)
+
+
+def test_learned_costs_change_the_plan() -> None:
+    cheap = logic.on_hypotheses_generated(
+        planning(budget_cpu_seconds=100), generated(hypothesis("fm", {"fm": True})), COSTS
+    )
+    pricey = logic.on_hypotheses_generated(
+        planning(budget_cpu_seconds=100),
+        generated(hypothesis("fm", {"fm": True})),
+        CostModel.from_history([{"config": {"epochs": 1}, "cost": {"cpu_seconds": 20.0}}]),
+    )
+    assert cheap.state is not None and cheap.state.plan is not None
+    assert pricey.state is not None and pricey.state.plan is not None
+    assert len(cheap.state.plan.jobs) == 2
+    assert [j.hypothesis_id for j in pricey.state.plan.jobs] == [None]  # 75 + 75 > 100
+    assert pricey.state.plan.estimated_cpu_seconds == 75.0
+
+
+def test_absurdly_large_baseline_value_is_rejected_not_crashed() -> None:
+    decision = logic.on_campaign_requested(
+        None, CampaignRequested(**FOLLOW, payload=request(baseline={"epochs": 10**400}))
+    )
+    assert decision.state is not None and decision.state.status == "rejected"
+    assert decision.state.reasons[0].startswith("baseline: epochs=")
