@@ -16,12 +16,14 @@ from rea.events import (
     JobCompleted,
     JobFailed,
     JobFinishedPayload,
+    JobSpec,
     JobStarted,
     JobStartedPayload,
     JobSubmitted,
 )
 from rea.leases import JobLeases
 from rea.runtime import Runtime
+from rea.settings import Settings
 from rea_executor.runner import run_job
 
 log = structlog.get_logger()
@@ -33,7 +35,7 @@ def wire(rt: Runtime) -> None:
     ttl = rt.settings.lease_ttl_s
 
     async def on_job(event: JobSubmitted) -> None:
-        spec = event.payload
+        spec = capped(event.payload, rt.settings)
         if await leases.is_done(spec.job_id):
             return
         while not await leases.claim(spec.job_id, worker, ttl):
@@ -70,10 +72,21 @@ def wire(rt: Runtime) -> None:
         finally:
             await leases.release(spec.job_id)
 
+    # A job may hold the consumer as long as its time limit; past that Kafka would rebalance.
     max_job_ms = int(rt.settings.job_timeout_s * 1000) + 120_000
     rt.bus.subscribe(
         [rt.topics.job_queue],
         group="rea-workers",
         handlers={JobSubmitted: on_job},
         max_poll_interval_ms=max_job_ms,
+    )
+
+
+def capped(spec: JobSpec, settings: Settings) -> JobSpec:
+    """The job with this worker's own limits applied: a campaign may ask for less, never more."""
+    return spec.model_copy(
+        update={
+            "timeout_s": min(spec.timeout_s, settings.job_timeout_s),
+            "memory_mb": min(spec.memory_mb, settings.job_memory_mb),
+        }
     )

@@ -63,7 +63,9 @@ def _with_client(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> 
 
 @app.command()
 def up(
-    workers: Annotated[int, typer.Option(help="Local job workers to start.")] = 2,
+    workers: Annotated[
+        int | None, typer.Option(help="Local job workers (default: REA_WORKERS or 2).")
+    ] = None,
 ) -> None:
     """Start the embedded stack (Tansu, SecantusDB, redis-server), every service and the workers."""
     settings = Settings()
@@ -72,7 +74,7 @@ def up(
         raise typer.Exit(1)
     stack = EmbeddedStack(settings, attached=False)
     try:
-        _bring_up(stack, workers)
+        _bring_up(stack, settings.workers if workers is None else workers)
     except StackError as exc:
         stack.stop()
         console.print(f"[red]{exc}[/red]")
@@ -339,7 +341,9 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on the last line.")
     ] = False,
-    workers: Annotated[int, typer.Option(help="Local job workers.")] = 2,
+    workers: Annotated[
+        int | None, typer.Option(help="Local job workers (default: REA_WORKERS or 2).")
+    ] = None,
     dataset: Annotated[str, typer.Option(help="Dataset spec.")] = "movielens-100k",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the campaign.")] = 900,
 ) -> None:
@@ -352,7 +356,7 @@ def demo(
         get_workload(DEMO_CAMPAIGN["workload"]).prepare(dataset)
     stack = EmbeddedStack(settings, attached=True)
     try:
-        _bring_up(stack, workers)
+        _bring_up(stack, settings.workers if workers is None else workers)
         campaign_id = new_id()
         request = {**DEMO_CAMPAIGN, "dataset": dataset}
         event = CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)

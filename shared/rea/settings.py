@@ -28,9 +28,9 @@ class Settings(BaseSettings):
     topic_prefix: str = "rea"
     topic_partitions: int = 6
     mongo_db: str = "rea"
-    workers: int = 2
-    job_timeout_s: float = 1800.0
-    job_memory_mb: int = 4096
+    workers: int = Field(default=2, description="Job workers `rea up` and `rea demo` start.")
+    job_timeout_s: float = Field(default=1800.0, description="The longest a worker lets any job run.")
+    job_memory_mb: int = Field(default=4096, description="The most memory a worker lets any job use.")
     relay_interval_s: float = Field(
         default=1.0, description="How often the outbox relay sweeps for stragglers."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -102,7 +103,7 @@ async def test_malformed_events_reach_the_dead_letter_topic(
     assert state["status"] == "rejected"
 
 
-INVALID = [
+INVALID: list[tuple[dict[str, Any], str]] = [
     ({"workload": "no-such-model"}, "unknown workload 'no-such-model'"),
     ({"dataset": "imagenet"}, "dataset"),
     ({"dataset": "criteo:/no/such/file.tsv"}, "/no/such/file.tsv"),
