@@ -1,0 +1,74 @@
+"""`rea up` / `rea submit` / `rea status` / `rea approve` / `rea proposal` / `rea down`, the way a
+person drives a detached embedded stack from a shell."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rea.stack import StackState
+
+from .helpers import FAST_DATASET, run_rea
+
+pytestmark = pytest.mark.e2e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
+    env = {"REA_HOME": str(tmp_path / "rea"), "REA_WORKERS": "1"}
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(
+        f"name: from the shell\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\nmax_hypotheses: 1\n"
+        "baseline: {epochs: 1}\n"
+    )
+    up = run_rea(["up"], env)
+    assert up.returncode == 0, up.stderr
+    state = StackState.read(tmp_path / "rea")
+    assert state is not None
+    assert {p.name for p in state.processes} == {
+        "tansu",
+        "secantusdb",
+        "redis",
+        "logger",
+        "hypothesis",
+        "planner",
+        "executor",
+        "worker-0",
+    }
+    try:
+        assert run_rea(["up"], env).returncode == 1  # one stack per home
+
+        submitted = run_rea(["submit", str(campaign)], env)
+        assert submitted.returncode == 0, submitted.stderr
+        campaign_id = submitted.stdout.strip()
+        assert "awaiting_approval" in submitted.stderr  # no auto-approve cap in this request
+
+        assert run_rea(["approve", campaign_id, "--by", "bob"], env).returncode == 0
+        status = {}
+        for _ in range(240):
+            status = json.loads(run_rea(["status", campaign_id, "--json"], env).stdout)
+            if status["campaign"]["status"] == "completed":
+                break
+        assert status["campaign"]["status"] == "completed"
+        assert status["campaign"]["approved_by"] == "bob"
+
+        proposal = run_rea(["proposal", campaign_id, "--json"], env)
+        assert proposal.returncode == 0
+        result = json.loads(proposal.stdout)
+        assert result["jobs_completed"] == 2
+        assert result["best"]["ne"] > 0 and result["baseline"]["ne"] > 0
+    finally:
+        down = run_rea(["down"], env)
+    assert down.returncode == 0
+    assert not any(_alive(p.pid) for p in state.processes)
+    assert StackState.read(tmp_path / "rea") is None
