@@ -1,12 +1,20 @@
 """The executor's decisions: pure functions of (phase state, event) -> Decision.
 
 Budget guardrail: a job is submitted only if what is spent, plus the estimates of jobs in
-flight, plus its own estimate fits the budget; otherwise it is skipped and recorded.
+flight, plus its own estimate fits the budget. When the next job cannot fit, the phase
+pauses (``paused_budget``) until a person extends the budget; a warning goes out once 80%
+of the budget is spent. Failed jobs go through the runbook (:mod:`rea_executor.runbook`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from rea.events import (
+    BudgetExtended,
+    BudgetWarning,
+    CampaignPaused,
+    CampaignResumed,
     Envelope,
     JobCompleted,
     JobFailed,
@@ -14,40 +22,71 @@ from rea.events import (
     JobSubmitted,
     PhaseConcluded,
     PhaseConcludedPayload,
+    PhasePaused,
+    PhaseResumed,
     PhaseStarted,
+    PhaseStatusPayload,
+    RunbookApplied,
+    RunbookEntry,
 )
 from rea.store import Decision
-from rea_executor.state import IN_FLIGHT, TERMINAL, PhaseExecution, TrackedJob
+from rea.workloads import JobError
+from rea_executor.runbook import recover
+from rea_executor.state import (
+    BUDGET_WARNING_FRACTION,
+    IN_FLIGHT,
+    TERMINAL,
+    JobStatus,
+    PhaseExecution,
+    PhaseStatus,
+    TrackedJob,
+)
 
 
 def _follow(event: Envelope) -> dict[str, str]:
     return {"campaign_id": event.campaign_id, "correlation_id": event.correlation_id}
 
 
+def _status(state: PhaseExecution, reason: str) -> PhaseStatusPayload:
+    return PhaseStatusPayload(
+        phase=state.phase,
+        reason=reason,
+        spent_cpu_seconds=state.spent_cpu_seconds,
+        budget_cpu_seconds=state.budget_cpu_seconds,
+    )
+
+
 def schedule(state: PhaseExecution, cause: Envelope) -> tuple[PhaseExecution, list[Envelope]]:
     """Submit pending jobs up to the parallelism limit and within budget; conclude when done."""
-    jobs = [job.model_copy() for job in state.jobs]
-    state = state.model_copy(update={"jobs": jobs})
+    state = state.model_copy(update={"jobs": [job.model_copy() for job in state.jobs]})
     emit: list[Envelope] = []
-    in_flight = sum(job.status in IN_FLIGHT for job in jobs)
-    for job in jobs:
-        if job.status != "pending":
-            continue
-        if state.reserved_cpu_seconds() + job.spec.estimated_cpu_seconds > state.budget_cpu_seconds:
-            job.status = "skipped_budget"
-            continue
-        if in_flight >= state.max_parallel_jobs:
-            break
-        job.status = "submitted"
-        in_flight += 1
-        emit.append(JobSubmitted(**_follow(cause), payload=job.spec))
-    if all(job.status in TERMINAL for job in jobs):
+    if (
+        not state.budget_warned
+        and state.spent_cpu_seconds >= BUDGET_WARNING_FRACTION * state.budget_cpu_seconds
+    ):
+        state.budget_warned = True
+        emit.append(BudgetWarning(**_follow(cause), payload=_status(state, "80% of the budget is spent")))
+    if state.status == "running":
+        in_flight = sum(job.status in IN_FLIGHT for job in state.jobs)
+        for job in state.jobs:
+            if job.status != "pending" or in_flight >= state.max_parallel_jobs:
+                continue
+            if state.reserved_cpu_seconds() + job.spec.estimated_cpu_seconds > state.budget_cpu_seconds:
+                state.status = "paused_budget"
+                reason = (
+                    f"the next job ({job.spec.estimated_cpu_seconds:g} CPU-s estimated) would cross "
+                    "the budget; extend it to continue"
+                )
+                emit.append(PhasePaused(**_follow(cause), payload=_status(state, reason)))
+                break
+            job.status = "submitted"
+            in_flight += 1
+            emit.append(JobSubmitted(**_follow(cause), payload=job.spec))
+    if all(job.status in TERMINAL for job in state.jobs):
         state.status = "concluded"
+        records = [job.record() for job in state.jobs]
         emit.append(
-            PhaseConcluded(
-                **_follow(cause),
-                payload=PhaseConcludedPayload(phase=state.phase, jobs=[job.record() for job in jobs]),
-            )
+            PhaseConcluded(**_follow(cause), payload=PhaseConcludedPayload(phase=state.phase, jobs=records))
         )
     return state, emit
 
@@ -64,8 +103,7 @@ def on_phase_started(state: PhaseExecution | None, event: PhaseStarted) -> Decis
         max_parallel_jobs=event.payload.max_parallel_jobs,
         jobs=[TrackedJob(spec=spec) for spec in plan.jobs],
     )
-    new_state, emit = schedule(fresh, event)
-    return Decision(new_state, emit)
+    return Decision(*schedule(fresh, event))
 
 
 def on_job_started(state: PhaseExecution | None, event: JobStarted) -> Decision[PhaseExecution]:
@@ -87,14 +125,96 @@ def on_job_finished(
     if state is None or job is None or job.status in TERMINAL:
         return Decision()
     output = event.payload.output
-    status = "completed" if isinstance(event, JobCompleted) else "failed"
     cost = output.cost.cpu_seconds if output.cost else 0.0
-    jobs = [
-        j.model_copy(update={"status": status, "output": output, "worker": event.payload.worker})
-        if j is job
-        else j
-        for j in state.jobs
-    ]
-    updated = state.model_copy(update={"jobs": jobs, "spent_cpu_seconds": state.spent_cpu_seconds + cost})
-    new_state, emit = schedule(updated, event)
-    return Decision(new_state, emit)
+    status: JobStatus = "completed" if isinstance(event, JobCompleted) else "failed"
+    jobs = list(state.jobs)
+    emit: list[Envelope] = []
+    if isinstance(event, JobFailed):
+        error = output.error or JobError(kind="error", message="the job failed without saying why")
+        status, retry, entry = _apply_runbook(job, error, event.occurred_at)
+        if retry is not None:
+            jobs.append(retry)
+        emit.append(RunbookApplied(**_follow(event), payload=entry))
+    index = jobs.index(job)
+    jobs[index] = job.model_copy(update={"status": status, "output": output, "worker": event.payload.worker})
+    updated = state.model_copy(
+        update={
+            "jobs": jobs,
+            "spent_cpu_seconds": state.spent_cpu_seconds + cost,
+            "runbook": _runbook(state, emit),
+        }
+    )
+    new_state, scheduled = schedule(updated, event)
+    return Decision(new_state, emit + scheduled)
+
+
+def on_lease_expired(state: PhaseExecution | None, event: JobFailed) -> Decision[PhaseExecution]:
+    """A worker's lease on a job expired: the job is lost, and that becomes a ``job.failed``.
+
+    ``event`` has an id derived from the job, so when several executors see the expiry only
+    the first records it (dedup on ``event_id``). It is also emitted, so the failure reaches
+    the insights DB like any other.
+    """
+    decision = on_job_finished(state, event)
+    if decision.state is None:
+        return decision
+    return Decision(decision.state, [event, *decision.emit])
+
+
+def _apply_runbook(
+    job: TrackedJob, error: JobError, now: datetime
+) -> tuple[JobStatus, TrackedJob | None, RunbookEntry]:
+    recovery = recover(job.spec, error, job.failures, now)
+    retry = None
+    if recovery.retry is not None:
+        retry = TrackedJob(spec=recovery.retry, failures=[*job.failures, error.kind])
+    entry = RunbookEntry(
+        job_id=job.spec.job_id,
+        hypothesis_id=job.spec.hypothesis_id,
+        failure=error.kind,
+        message=error.message[:500],
+        action=recovery.action,
+        reason=recovery.reason,
+        retry_job_id=recovery.retry.job_id if recovery.retry else None,
+        escalated=recovery.escalate,
+    )
+    return ("retried" if retry else "failed"), retry, entry
+
+
+def _runbook(state: PhaseExecution, emitted: list[Envelope]) -> list[RunbookEntry]:
+    return state.runbook + [e.payload for e in emitted if isinstance(e, RunbookApplied)]
+
+
+def on_campaign_paused(state: PhaseExecution | None, event: CampaignPaused) -> Decision[PhaseExecution]:
+    if state is None or state.status == "concluded" or state.status == "paused":
+        return Decision()
+    paused = state.model_copy(update={"status": "paused"})
+    reason = f"paused by {event.payload.by}"
+    return Decision(paused, [PhasePaused(**_follow(event), payload=_status(paused, reason))])
+
+
+def on_campaign_resumed(state: PhaseExecution | None, event: CampaignResumed) -> Decision[PhaseExecution]:
+    if state is None or state.status != "paused":
+        return Decision()
+    return _resume(state, event, f"resumed by {event.payload.by}")
+
+
+def on_budget_extended(state: PhaseExecution | None, event: BudgetExtended) -> Decision[PhaseExecution]:
+    if state is None or state.status == "concluded":
+        return Decision()
+    budget = state.budget_cpu_seconds + event.payload.cpu_seconds
+    warned = state.budget_warned and state.spent_cpu_seconds >= BUDGET_WARNING_FRACTION * budget
+    extended = state.model_copy(update={"budget_cpu_seconds": budget, "budget_warned": warned})
+    if state.status != "paused_budget":
+        return Decision(extended)
+    reason = f"budget extended by {event.payload.cpu_seconds:g} CPU-s by {event.payload.by}"
+    return _resume(extended, event, reason)
+
+
+def _resume(state: PhaseExecution, cause: Envelope, reason: str) -> Decision[PhaseExecution]:
+    running: PhaseStatus = "running"
+    resumed = state.model_copy(update={"status": running})
+    new_state, emit = schedule(resumed, cause)
+    if new_state.status == "paused_budget":
+        return Decision(new_state, emit)
+    return Decision(new_state, [PhaseResumed(**_follow(cause), payload=_status(resumed, reason)), *emit])

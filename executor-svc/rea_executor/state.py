@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from rea.events import JobRecord, JobSpec
+from rea.events import JobRecord, JobSpec, RunbookEntry
 from rea.workloads import JobOutput
 
-JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "skipped_budget"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "skipped_budget"})
+JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "retried"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "retried"})
 IN_FLIGHT: frozenset[str] = frozenset({"submitted", "running"})
+PhaseStatus = Literal["running", "paused", "paused_budget", "concluded"]
+BUDGET_WARNING_FRACTION = 0.8
 
 
 class TrackedJob(BaseModel):
@@ -23,20 +25,17 @@ class TrackedJob(BaseModel):
     status: JobStatus = "pending"
     output: JobOutput | None = None
     worker: str | None = None
+    failures: list[str] = Field(
+        default_factory=list, description="Failure kinds of this job's earlier attempts."
+    )
 
     def record(self) -> JobRecord:
-        status: Literal["completed", "failed", "skipped_budget"]
-        status = (
-            "completed"
-            if self.status == "completed"
-            else ("skipped_budget" if self.status == "skipped_budget" else "failed")
-        )
         out = self.output
         return JobRecord(
             job_id=self.spec.job_id,
             hypothesis_id=self.spec.hypothesis_id,
             config=self.spec.config,
-            status=status,
+            status="failed" if self.status not in TERMINAL else self.status,
             validation=out.validation if out else None,
             test=out.test if out else None,
             cost=out.cost if out else None,
@@ -48,11 +47,13 @@ class PhaseExecution(BaseModel):
     campaign_id: str
     phase: str
     correlation_id: str
-    status: Literal["running", "concluded"] = "running"
+    status: PhaseStatus = "running"
     budget_cpu_seconds: float
     spent_cpu_seconds: float = 0.0
+    budget_warned: bool = False
     max_parallel_jobs: int
     jobs: list[TrackedJob]
+    runbook: list[RunbookEntry] = Field(default_factory=list)
 
     def job(self, job_id: str) -> TrackedJob | None:
         return next((j for j in self.jobs if j.spec.job_id == job_id), None)

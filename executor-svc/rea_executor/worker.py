@@ -20,10 +20,12 @@ from rea.events import (
     JobStarted,
     JobStartedPayload,
     JobSubmitted,
+    utc_now,
 )
 from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea.settings import Settings
+from rea_executor.runbook import BACKOFF_MAX_S
 from rea_executor.runner import run_job
 
 log = structlog.get_logger()
@@ -38,10 +40,11 @@ def wire(rt: Runtime) -> None:
         spec = capped(event.payload, rt.settings)
         if await leases.is_done(spec.job_id):
             return
-        while not await leases.claim(spec.job_id, worker, ttl):
-            if await leases.is_done(spec.job_id):
-                return
-            await asyncio.sleep(ttl / 3)
+        if not await leases.claim(spec.job_id, worker, ttl):
+            # A live worker holds it: it reports, or its lease expires and the executor
+            # resubmits the job through the runbook. Either way this copy has nothing to do.
+            log.info("job_held_elsewhere", job_id=spec.job_id, holder=await leases.holder(spec.job_id))
+            return
         follow = {"campaign_id": event.campaign_id, "correlation_id": event.correlation_id}
         try:
             await rt.bus.publish(
@@ -51,6 +54,7 @@ def wire(rt: Runtime) -> None:
             )
             log.info("job_started", job_id=spec.job_id)
             async with leases.heartbeat(spec.job_id, worker, ttl):
+                await _backoff(spec)
                 output = await asyncio.to_thread(run_job, spec)
             payload = JobFinishedPayload(spec=spec, output=output, worker=worker)
             finished = (
@@ -80,6 +84,13 @@ def wire(rt: Runtime) -> None:
         handlers={JobSubmitted: on_job},
         max_poll_interval_ms=max_job_ms,
     )
+
+
+async def _backoff(spec: JobSpec) -> None:
+    """A retry after a lost worker waits out its backoff (bounded by the runbook's maximum)."""
+    if spec.not_before is not None:
+        delay = (spec.not_before - utc_now()).total_seconds()
+        await asyncio.sleep(min(max(delay, 0.0), BACKOFF_MAX_S))
 
 
 def capped(spec: JobSpec, settings: Settings) -> JobSpec:

@@ -14,42 +14,11 @@ from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from rea.events import (
-    CampaignCompleted,
-    CampaignRejected,
-    CampaignRequested,
-    DeadLetter,
-    HypothesesGenerated,
-    HypothesesRequested,
-    JobCompleted,
-    JobFailed,
-    JobStarted,
-    JobSubmitted,
-    PhaseConcluded,
-    PhaseStarted,
-    PlanApproved,
-    PlanProposed,
-)
+from rea.events import EVENT_TYPES, AnyEvent, DeadLetter, JobCompleted, JobFailed
 from rea.runtime import Runtime
 from rea_logger.records import dead_letter_document, event_document, result_document
 
 log = structlog.get_logger()
-
-LOGGED_EVENTS = (
-    CampaignRequested,
-    CampaignRejected,
-    HypothesesRequested,
-    HypothesesGenerated,
-    PlanProposed,
-    PlanApproved,
-    PhaseStarted,
-    JobSubmitted,
-    JobStarted,
-    JobCompleted,
-    JobFailed,
-    PhaseConcluded,
-    CampaignCompleted,
-)
 
 
 async def insert_once(collection: AsyncCollection[dict[str, object]], doc: dict[str, object]) -> bool:
@@ -68,8 +37,7 @@ def wire(rt: Runtime) -> None:
         registry=rt.metrics.registry,
     )
 
-    async def on_event(event: object) -> None:
-        assert isinstance(event, LOGGED_EVENTS)
+    async def on_event(event: AnyEvent) -> None:
         await insert_once(rt.store.events, event_document(event))
         if isinstance(event, JobCompleted | JobFailed) and await insert_once(
             rt.store.results, result_document(event)
@@ -77,7 +45,7 @@ def wire(rt: Runtime) -> None:
             results_recorded.labels(status=event.type).inc()
 
     topics = [t for t in rt.topics.all() if t != rt.topics.dead_letter]
-    rt.bus.subscribe(topics, group="rea-logger", handlers=dict.fromkeys(LOGGED_EVENTS, on_event))
+    rt.bus.subscribe(topics, group="rea-logger", handlers=dict.fromkeys(EVENT_TYPES, on_event))
 
     async def on_dead_letter(message: KafkaMessage) -> None:
         try:

@@ -52,7 +52,10 @@ def validate_campaign(request: dict[str, Any]) -> tuple[CampaignSpec | None, lis
     return (None, reasons) if reasons else (spec, [])
 
 
-CampaignStatus = Literal["planning", "rejected", "awaiting_approval", "running", "completed", "failed"]
+CampaignStatus = Literal[
+    "planning", "rejected", "awaiting_approval", "running", "paused", "paused_budget", "completed", "failed"
+]
+ACTIVE: frozenset[str] = frozenset({"running", "paused", "paused_budget"})
 
 
 class Campaign(BaseModel):
@@ -67,6 +70,9 @@ class Campaign(BaseModel):
     dropped_hypotheses: list[str] = Field(default_factory=list)
     plan: PhasePlan | None = None
     approved_by: str | None = None
+    notices: list[str] = Field(
+        default_factory=list, description="Pauses, resumes and budget warnings, in order."
+    )
     result: CampaignResult | None = None
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)

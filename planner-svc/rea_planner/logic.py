@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rea.events import (
+    BudgetWarning,
     CampaignCompleted,
     CampaignCompletedPayload,
     CampaignRejected,
@@ -24,7 +25,9 @@ from rea.events import (
     JobSpec,
     MetricSummary,
     PhaseConcluded,
+    PhasePaused,
     PhasePlan,
+    PhaseResumed,
     PhaseStarted,
     PhaseStartedPayload,
     PlanApproved,
@@ -34,7 +37,7 @@ from rea.events import (
 )
 from rea.store import Decision
 from rea.workloads import get_workload
-from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
+from rea_planner.campaign import ACTIVE, Campaign, CampaignSpec, CampaignStatus, validate_campaign
 from rea_planner.costs import CostModel
 
 VALIDATION = "validation"
@@ -210,7 +213,7 @@ def summarize(jobs: list[JobRecord]) -> CampaignResult | str:
 
 
 def on_phase_concluded(state: Campaign | None, event: PhaseConcluded) -> Decision[Campaign]:
-    if state is None or state.status != "running":
+    if state is None or state.status not in ACTIVE:
         return Decision()
     result = summarize(event.payload.jobs)
     if isinstance(result, str):
@@ -219,3 +222,27 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded) -> Decisio
     return Decision(
         completed, [CampaignCompleted(**_follow(event), payload=CampaignCompletedPayload(result=result))]
     )
+
+
+def on_phase_paused(state: Campaign | None, event: PhasePaused) -> Decision[Campaign]:
+    """Mirror the executor's pause, so `rea status` tells people why nothing runs."""
+    if state is None or state.status not in ACTIVE:
+        return Decision()
+    status: CampaignStatus = "paused_budget" if "budget" in event.payload.reason else "paused"
+    return Decision(_save(state, status=status, notices=[*state.notices, f"paused: {event.payload.reason}"]))
+
+
+def on_phase_resumed(state: Campaign | None, event: PhaseResumed) -> Decision[Campaign]:
+    if state is None or state.status not in ("paused", "paused_budget"):
+        return Decision()
+    return Decision(
+        _save(state, status="running", notices=[*state.notices, f"resumed: {event.payload.reason}"])
+    )
+
+
+def on_budget_warning(state: Campaign | None, event: BudgetWarning) -> Decision[Campaign]:
+    if state is None:
+        return Decision()
+    spent, budget = event.payload.spent_cpu_seconds, event.payload.budget_cpu_seconds
+    notice = f"budget warning: {spent:.0f} of {budget:g} CPU-s spent"
+    return Decision(_save(state, notices=[*state.notices, notice]))

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from functools import partial
 
-from rea.events import CampaignRequested, Envelope, HypothesesGenerated, PhaseConcluded, PlanApproved
+from rea.events import (
+    BudgetWarning,
+    CampaignRequested,
+    Envelope,
+    HypothesesGenerated,
+    PhaseConcluded,
+    PhasePaused,
+    PhaseResumed,
+    PlanApproved,
+)
 from rea.runtime import Runtime
 from rea_planner import logic
 from rea_planner.campaign import Campaign
@@ -12,6 +21,15 @@ from rea_planner.costs import CostModel
 
 CONSUMER = "planner"
 HISTORY_LIMIT = 200
+
+DECISIONS: dict[type[Envelope], logic.Decide] = {
+    CampaignRequested: logic.on_campaign_requested,
+    PlanApproved: logic.on_plan_approved,
+    PhaseConcluded: logic.on_phase_concluded,
+    PhasePaused: logic.on_phase_paused,
+    PhaseResumed: logic.on_phase_resumed,
+    BudgetWarning: logic.on_budget_warning,
+}
 
 
 def wire(rt: Runtime) -> None:
@@ -26,17 +44,11 @@ def wire(rt: Runtime) -> None:
         )
         rt.relay.kick()
 
-    async def on_requested(event: CampaignRequested) -> None:
-        await apply(event, logic.on_campaign_requested)
+    async def on_event(event: Envelope) -> None:
+        await apply(event, DECISIONS[type(event)])
 
     async def on_hypotheses(event: HypothesesGenerated) -> None:
         await apply(event, partial(logic.on_hypotheses_generated, costs=await cost_model(rt, event)))
-
-    async def on_approved(event: PlanApproved) -> None:
-        await apply(event, logic.on_plan_approved)
-
-    async def on_concluded(event: PhaseConcluded) -> None:
-        await apply(event, logic.on_phase_concluded)
 
     rt.bus.subscribe(
         [
@@ -46,12 +58,7 @@ def wire(rt: Runtime) -> None:
             rt.topics.executor_events,
         ],
         group="rea-planner",
-        handlers={
-            CampaignRequested: on_requested,
-            HypothesesGenerated: on_hypotheses,
-            PlanApproved: on_approved,
-            PhaseConcluded: on_concluded,
-        },
+        handlers={**dict.fromkeys(DECISIONS, on_event), HypothesesGenerated: on_hypotheses},
     )
 
 

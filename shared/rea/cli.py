@@ -392,9 +392,7 @@ async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) 
             campaign = await client.campaign(event.campaign_id)
             phase = await client.phase(event.campaign_id)
             if phase:
-                done = sum(
-                    job["status"] in ("completed", "failed", "skipped_budget") for job in phase["jobs"]
-                )
+                done = sum(job["status"] in ("completed", "failed", "retried") for job in phase["jobs"])
                 progress.update(task, description="training jobs", total=len(phase["jobs"]), completed=done)
             if campaign and campaign["status"] in FINAL_STATUSES:
                 return campaign

@@ -10,7 +10,7 @@ consumer owns a campaign at a time. A message that does not parse as one of thes
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -69,6 +69,12 @@ class JobSpec(BaseModel):
     config: dict[str, Any]
     seed: int = 0
     attempt: int = 1
+    retry_of: str | None = Field(
+        default=None, description="The job this one retries, after a runbook action."
+    )
+    not_before: datetime | None = Field(
+        default=None, description="Backoff: a worker waits until then to start."
+    )
     estimated_cpu_seconds: float = 0.0
     timeout_s: float
     memory_mb: int
@@ -86,7 +92,7 @@ class JobRecord(BaseModel):
     job_id: str
     hypothesis_id: str | None
     config: dict[str, Any]
-    status: Literal["completed", "failed", "skipped_budget"]
+    status: Literal["completed", "failed", "retried"]
     validation: SplitMetrics | None = None
     test: SplitMetrics | None = None
     cost: JobCost | None = None
@@ -182,6 +188,66 @@ class PlanApproved(Envelope):
     payload: PlanApprovedPayload
 
 
+class PersonAction(BaseModel):
+    by: str = "cli"
+
+
+class CampaignPaused(Envelope):
+    """A person paused the campaign: jobs in flight finish, no new ones start."""
+
+    type: Literal["campaign.paused"] = "campaign.paused"
+    version: Literal[1] = 1
+    payload: PersonAction
+
+
+class CampaignResumed(Envelope):
+    type: Literal["campaign.resumed"] = "campaign.resumed"
+    version: Literal[1] = 1
+    payload: PersonAction
+
+
+class BudgetExtendedPayload(BaseModel):
+    cpu_seconds: float = Field(gt=0)
+    by: str = "cli"
+
+
+class BudgetExtended(Envelope):
+    """A person raised the campaign's CPU budget (resumes a campaign paused for budget)."""
+
+    type: Literal["budget.extended"] = "budget.extended"
+    version: Literal[1] = 1
+    payload: BudgetExtendedPayload
+
+
+class PhaseStatusPayload(BaseModel):
+    phase: str
+    reason: str
+    spent_cpu_seconds: float
+    budget_cpu_seconds: float
+
+
+class PhasePaused(Envelope):
+    """The executor stopped starting jobs: a person paused it, or the budget is spent."""
+
+    type: Literal["phase.paused"] = "phase.paused"
+    version: Literal[1] = 1
+    payload: PhaseStatusPayload
+
+
+class PhaseResumed(Envelope):
+    type: Literal["phase.resumed"] = "phase.resumed"
+    version: Literal[1] = 1
+    payload: PhaseStatusPayload
+
+
+class BudgetWarning(Envelope):
+    """80% of the budget is spent."""
+
+    type: Literal["budget.warning"] = "budget.warning"
+    version: Literal[1] = 1
+    payload: PhaseStatusPayload
+
+
 class PhaseStartedPayload(BaseModel):
     plan: PhasePlan
     budget_cpu_seconds: float
@@ -245,6 +311,27 @@ class PhaseConcluded(Envelope):
     payload: PhaseConcludedPayload
 
 
+class RunbookEntry(BaseModel):
+    """One runbook decision about a failed job: what failed, what was done, and why."""
+
+    job_id: str
+    hypothesis_id: str | None
+    failure: str
+    message: str
+    action: str
+    reason: str
+    retry_job_id: str | None = None
+    escalated: bool = False
+
+
+class RunbookApplied(Envelope):
+    """The executor handled a failed job by its runbook (or escalated it to a person)."""
+
+    type: Literal["runbook.applied"] = "runbook.applied"
+    version: Literal[1] = 1
+    payload: RunbookEntry
+
+
 class CampaignCompletedPayload(BaseModel):
     result: CampaignResult
 
@@ -268,11 +355,21 @@ AnyEvent = Annotated[
     | JobCompleted
     | JobFailed
     | PhaseConcluded
+    | CampaignPaused
+    | CampaignResumed
+    | BudgetExtended
+    | PhasePaused
+    | PhaseResumed
+    | BudgetWarning
+    | RunbookApplied
     | CampaignCompleted,
     Field(discriminator="type"),
 ]
 
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+EVENT_TYPES: tuple[type[Envelope], ...] = get_args(get_args(AnyEvent)[0])
+"""Every event model, for consumers that handle them all (the experiment logger)."""
 
 
 def parse_event(raw: bytes | str) -> AnyEvent:

@@ -4,17 +4,23 @@ Contract: a claim is a key with a TTL that its holder refreshes (the heartbeat).
 holder dies, the key expires after ``ttl`` and another worker may claim the job. A done
 marker records that a job's result was published, so a redelivered job is not rerun.
 Redis is a coordination aid, never the source of truth: results live in MongoDB.
+Expiry is pushed, not polled: Redis publishes a keyspace notification when a lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 DONE_TTL_S = 7 * 24 * 3600
+
+log = structlog.get_logger()
 
 
 class JobLeases:
@@ -63,3 +69,44 @@ class JobLeases:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def expired(self, on_subscribed: Callable[[], Awaitable[None]]) -> AsyncIterator[str]:
+        """Yield the id of each job whose lease expires, from Redis keyspace notifications.
+
+        ``on_subscribed`` runs once the subscription is live, so a caller can sweep for
+        expiries it missed while it was not listening without a gap in between.
+        """
+        await self._enable_expiry_notifications()
+        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
+        pattern = re.compile(rf"{re.escape(self.prefix)}:job:(.+):lease")
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(f"__keyevent@{db}__:expired")
+        try:
+            await on_subscribed()
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                data = message["data"]
+                key = data.decode() if isinstance(data, bytes) else str(data)
+                match = pattern.fullmatch(key)
+                if match:
+                    yield match.group(1)
+        finally:
+            await pubsub.aclose()
+
+    async def _enable_expiry_notifications(self) -> None:
+        """Add expired-key events to the server's notifications, keeping what was there."""
+        try:
+            current = (await self.redis.config_get("notify-keyspace-events")).get(
+                "notify-keyspace-events", ""
+            )
+            flags = current.decode() if isinstance(current, bytes) else str(current)
+            if "A" in flags or ("E" in flags and "x" in flags):
+                return
+            await self.redis.config_set("notify-keyspace-events", "".join(sorted(set(flags + "Ex"))))
+        except ResponseError as exc:
+            log.warning(
+                "cannot_enable_keyspace_notifications",
+                error=str(exc),
+                hint="set notify-keyspace-events to include 'Ex' on the Redis server",
+            )

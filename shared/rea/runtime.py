@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -56,6 +57,11 @@ class Runtime:
     metrics: Metrics
     relay: OutboxRelay
     name: str
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+    def background(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``task`` for the life of the service (started after the broker, cancelled at stop)."""
+        self.tasks.append(task)
 
 
 Wire = Callable[[Runtime], Awaitable[None] | None]
@@ -89,7 +95,7 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
 
     await broker.start()
-    relay_task = asyncio.create_task(relay.run())
+    running = [asyncio.create_task(relay.run()), *(asyncio.create_task(task()) for task in runtime.tasks)]
     metrics.serve(settings.metrics_port, settings.metrics_host)
     metrics.up.labels(service=name).set(1)
     log.info("service_started", kafka=endpoints.kafka_bootstrap, metrics_port=settings.metrics_port)
@@ -97,9 +103,9 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
         await stop.wait()
     finally:
         log.info("service_stopping")
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         await broker.stop()
         await redis.aclose()
         await store.close()

@@ -296,6 +296,8 @@ class EmbeddedStack:
                     "",
                     "--appendonly",
                     "no",
+                    "--notify-keyspace-events",
+                    "Ex",
                 ],
             )
             wait_until(lambda: _redis_ready(redis_url), "redis-server", 30, proc, self.processes[-1].log)

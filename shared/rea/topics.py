@@ -21,7 +21,7 @@ class Topics:
 
     @property
     def control(self) -> str:
-        """Commands from people: approvals now; budget extensions and pauses later."""
+        """Decisions of people: plan approvals, pauses and resumes, budget extensions."""
         return f"{self.prefix}.control"
 
     @property
@@ -66,12 +66,19 @@ class Topics:
         routes = {
             "campaign.requested": self.campaign_requests,
             "plan.approved": self.control,
+            "campaign.paused": self.control,
+            "campaign.resumed": self.control,
+            "budget.extended": self.control,
+            "phase.paused": self.executor_events,
+            "phase.resumed": self.executor_events,
+            "budget.warning": self.executor_events,
             "hypotheses.generated": self.hypothesis_events,
             "job.submitted": self.job_queue,
             "job.started": self.job_events,
             "job.completed": self.job_events,
             "job.failed": self.job_events,
             "phase.concluded": self.executor_events,
+            "runbook.applied": self.executor_events,
             "campaign.rejected": self.planner_events,
             "hypotheses.requested": self.planner_events,
             "plan.proposed": self.planner_events,

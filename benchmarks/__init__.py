@@ -1,0 +1,1 @@
+"""REA benchmarks: each module is one command (``python -m benchmarks.<name> --help``)."""

@@ -1,0 +1,101 @@
+"""The runbook: a declared table of failure patterns and what the executor does about each.
+
+Applied without a human, within guardrails: at most ``MAX_ATTEMPTS`` attempts per job, the
+same failure twice gives up on the job, and a retried config must still be legal for the
+workload's knob schema. Only what the table cannot resolve escalates to a person.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from rea.events import JobSpec
+from rea.workloads import JobError, get_workload
+
+Action = Literal["halve_batch", "lower_lr_and_clip", "resubmit", "drop", "escalate"]
+
+MAX_ATTEMPTS = 3
+BACKOFF_BASE_S = 2.0
+BACKOFF_MAX_S = 60.0
+LR_FACTOR = 1 / 3
+CLIP_NORM = 1.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    failure: str
+    action: Action
+    description: str
+
+
+RUNBOOK: tuple[Rule, ...] = (
+    Rule("oom", "halve_batch", "Out of memory: retry with half the batch size."),
+    Rule(
+        "nan",
+        "lower_lr_and_clip",
+        "NaN or exploding loss: retry with a third of the learning rate, "
+        f"clipping gradients at norm {CLIP_NORM:g}.",
+    ),
+    Rule("lost_worker", "resubmit", "Lost worker: resubmit unchanged after an exponential backoff."),
+    Rule("invalid_config", "drop", "Invalid config: drop the job and record why; retrying cannot help."),
+    Rule("timeout", "escalate", "Time limit reached: a person decides whether a longer limit is worth it."),
+    Rule("error", "escalate", "Unrecognised error: a person should look at the job's log."),
+)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What to do about one failed job; ``retry`` is the job to submit next, if any."""
+
+    action: Action | Literal["give_up"]
+    reason: str
+    retry: JobSpec | None = None
+    escalate: bool = False
+
+
+def rule_for(failure: str) -> Rule:
+    return next((r for r in RUNBOOK if r.failure == failure), RUNBOOK[-1])
+
+
+def recover(spec: JobSpec, error: JobError, earlier_failures: list[str], now: datetime) -> Recovery:
+    """Decide from the runbook; a pure function of the failed job, its lineage and the clock."""
+    rule = rule_for(error.kind)
+    if rule.action == "drop":
+        return Recovery("drop", rule.description)
+    if rule.action == "escalate":
+        return Recovery("escalate", rule.description, escalate=True)
+    if error.kind in earlier_failures:
+        return Recovery("give_up", f"the same failure ({error.kind}) twice: giving up on this job")
+    if spec.attempt >= MAX_ATTEMPTS:
+        return Recovery("give_up", f"{spec.attempt} attempts used: giving up on this job")
+    changes = _changes(rule.action, spec.config)
+    problems = get_workload(spec.workload).schema.errors(changes)
+    if problems:
+        return Recovery("give_up", f"{rule.description} Not possible: {'; '.join(problems)}")
+    attempt = spec.attempt + 1
+    delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 2)) if rule.action == "resubmit" else 0.0
+    retry = spec.model_copy(
+        update={
+            "job_id": f"{re.sub(r'-a[0-9]+$', '', spec.job_id)}-a{attempt}",
+            "attempt": attempt,
+            "retry_of": spec.job_id,
+            "config": {**spec.config, **changes},
+            "not_before": now + timedelta(seconds=delay) if delay else None,
+        }
+    )
+    return Recovery(rule.action, rule.description, retry=retry)
+
+
+def _changes(action: Action, config: dict[str, Any]) -> dict[str, Any]:
+    if action == "halve_batch":
+        return {"batch_size": int(config["batch_size"]) // 2}
+    if action == "lower_lr_and_clip":
+        clip = config.get("grad_clip") or CLIP_NORM
+        return {
+            "learning_rate": float(config["learning_rate"]) * LR_FACTOR,
+            "grad_clip": min(clip, CLIP_NORM),
+        }
+    return {}
