@@ -40,6 +40,7 @@ RUNBOOK: tuple[Rule, ...] = (
         f"clipping gradients at norm {CLIP_NORM:g}.",
     ),
     Rule("lost_worker", "resubmit", "Lost worker: resubmit unchanged after an exponential backoff."),
+    Rule("killed", "resubmit", "Job killed by a signal: resubmit unchanged after an exponential backoff."),
     Rule("invalid_config", "drop", "Invalid config: drop the job and record why; retrying cannot help."),
     Rule("timeout", "escalate", "Time limit reached: a person decides whether a longer limit is worth it."),
     Rule("error", "escalate", "Unrecognised error: a person should look at the job's log."),

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from rea.events import JobSpec
-from rea.workloads import JobCost, JobError, JobInput, JobOutput, get_workload
+from rea.workloads import FAULT_ENV, JobCost, JobError, JobInput, JobOutput, get_workload
 
 OOM_EXIT_CODE = 3
 
@@ -37,8 +37,16 @@ class Exit:
     peak_rss_mb: float
 
 
-def run_job(spec: JobSpec) -> JobOutput:
-    """Blocking: run the job to completion (or its limits) and return what it reported."""
+Fault = Literal["oom", "nan", "kill"]
+KILL_AFTER_S = 1.0
+
+
+def run_job(spec: JobSpec, fault: Fault | None = None) -> JobOutput:
+    """Blocking: run the job to completion (or its limits) and return what it reported.
+
+    ``fault`` is for resilience drills: ``oom`` and ``nan`` ask the job itself to fail that
+    way (through its real failure paths), ``kill`` SIGKILLs it one second in.
+    """
     try:
         workload = get_workload(spec.workload)
     except KeyError:
@@ -52,7 +60,9 @@ def run_job(spec: JobSpec) -> JobOutput:
         job = JobInput(job_id=spec.job_id, dataset=spec.dataset, config=spec.config, seed=spec.seed)
         job_path.write_text(job.model_dump_json())
         argv = [*workload.command(), "--job", str(job_path), "--output", str(out_path)]
-        ended = _run(argv, err_path, spec.memory_mb, spec.timeout_s)
+        env = {**os.environ, FAULT_ENV: fault} if fault in ("oom", "nan") else None
+        kill_after = KILL_AFTER_S if fault == "kill" else None
+        ended = _run(argv, err_path, spec.memory_mb, spec.timeout_s, env, kill_after)
         stderr = _tail(err_path)
         output = _read_output(out_path)
     cost = JobCost(
@@ -64,13 +74,22 @@ def run_job(spec: JobSpec) -> JobOutput:
         return _failed("timeout", f"killed after {spec.timeout_s:g}s", cost)
     if output is not None:
         return output.model_copy(update={"cost": cost})
-    kind: Literal["oom", "error"] = (
-        "oom" if ended.code == OOM_EXIT_CODE or "MemoryError" in stderr else "error"
-    )
+    kind: Literal["oom", "killed", "error"] = "error"
+    if ended.code == OOM_EXIT_CODE or "MemoryError" in stderr:
+        kind = "oom"
+    elif ended.code < 0:
+        kind = "killed"
     return _failed(kind, f"exit code {ended.code}: {stderr.strip()[-500:] or 'no output'}", cost)
 
 
-def _run(argv: list[str], stderr_path: Path, memory_mb: int, timeout_s: float) -> Exit:
+def _run(
+    argv: list[str],
+    stderr_path: Path,
+    memory_mb: int,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    kill_after_s: float | None = None,
+) -> Exit:
     """Run ``argv`` in its own session under the limits; reap it with ``wait4`` for its usage."""
     started = time.monotonic()
     with stderr_path.open("wb") as stderr:
@@ -78,11 +97,14 @@ def _run(argv: list[str], stderr_path: Path, memory_mb: int, timeout_s: float) -
             argv,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            env=env,
             start_new_session=True,
         )
     limit = memory_mb * 1024 * 1024
+    cpu_limit = int(timeout_s) + 1  # a backstop should this worker die: the kernel stops the job
     with contextlib.suppress(ProcessLookupError):
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
+        resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 5))
     timed_out = False
     peak_kb = 0
     while True:
@@ -90,6 +112,9 @@ def _run(argv: list[str], stderr_path: Path, memory_mb: int, timeout_s: float) -
         if pid:
             break
         peak_kb = max(peak_kb, _high_water_kb(proc.pid))
+        if kill_after_s is not None and time.monotonic() - started > kill_after_s:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kill_after_s = None
         if time.monotonic() - started > timeout_s:
             timed_out = True
             os.killpg(proc.pid, signal.SIGKILL)
@@ -122,7 +147,9 @@ def _tail(path: Path, size: int = 2000) -> str:
 
 
 def _failed(
-    kind: Literal["oom", "invalid_config", "timeout", "error"], message: str, cost: JobCost | None = None
+    kind: Literal["oom", "invalid_config", "timeout", "killed", "error"],
+    message: str,
+    cost: JobCost | None = None,
 ) -> JobOutput:
     return JobOutput(status="failed", cost=cost, error=JobError(kind=kind, message=message))
 

@@ -8,6 +8,7 @@ crash before the offset commit) is neither run twice at once nor rerun once repo
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 
 import structlog
@@ -26,7 +27,7 @@ from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea.settings import Settings
 from rea_executor.runbook import BACKOFF_MAX_S
-from rea_executor.runner import run_job
+from rea_executor.runner import Fault, run_job
 
 log = structlog.get_logger()
 
@@ -55,7 +56,9 @@ def wire(rt: Runtime) -> None:
             log.info("job_started", job_id=spec.job_id)
             async with leases.heartbeat(spec.job_id, worker, ttl):
                 await _backoff(spec)
-                output = await asyncio.to_thread(run_job, spec)
+                output = await asyncio.to_thread(
+                    run_job, spec, drawn_fault(rt.settings.inject_faults, spec.job_id)
+                )
             payload = JobFinishedPayload(spec=spec, output=output, worker=worker)
             finished = (
                 JobCompleted(**follow, payload=payload)
@@ -84,6 +87,18 @@ def wire(rt: Runtime) -> None:
         handlers={JobSubmitted: on_job},
         max_poll_interval_ms=max_job_ms,
     )
+
+
+def drawn_fault(chances: dict[str, float], job_id: str) -> Fault | None:
+    """A fault to inject into this job, drawn deterministically from its id (drills only)."""
+    if not chances:
+        return None
+    draw = random.Random(job_id).random()
+    for fault in ("oom", "nan", "kill"):
+        draw -= chances.get(fault, 0.0)
+        if draw < 0:
+            return fault
+    return None
 
 
 async def _backoff(spec: JobSpec) -> None:

@@ -18,7 +18,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rea.client import FINAL_STATUSES, Client
-from rea.events import CampaignRequested, PlanApproved, PlanApprovedPayload, new_id
+from rea.events import (
+    BudgetExtended,
+    BudgetExtendedPayload,
+    CampaignPaused,
+    CampaignRequested,
+    CampaignResumed,
+    Envelope,
+    PersonAction,
+    PlanApproved,
+    PlanApprovedPayload,
+    new_id,
+)
 from rea.settings import Settings
 from rea.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
 from rea.workloads import get_workload
@@ -173,6 +184,25 @@ def submit(
         )
 
 
+def _send_decision(campaign_id: str, event: Envelope, allowed: frozenset[str], done: str) -> None:
+    """Publish a person's decision about a campaign, if the campaign is in a state it applies to."""
+
+    async def work(client: Client) -> None:
+        state = await client.campaign(campaign_id)
+        if state is None:
+            console.print(f"[red]no campaign {campaign_id}[/red]")
+            raise typer.Exit(1)
+        if state["status"] not in allowed:
+            console.print(
+                f"Campaign is {state['status']}; this applies only when it is {' or '.join(sorted(allowed))}."
+            )
+            raise typer.Exit(1)
+        await client.publish(event)
+
+    _with_client(Settings(), work)
+    console.print(done)
+
+
 @app.command()
 def approve(
     campaign_id: str,
@@ -182,19 +212,45 @@ def approve(
     event = PlanApproved(
         campaign_id=campaign_id, correlation_id=campaign_id, payload=PlanApprovedPayload(approved_by=by)
     )
+    _send_decision(campaign_id, event, frozenset({"awaiting_approval"}), f"Approved {campaign_id}.")
 
-    async def work(client: Client) -> None:
-        state = await client.campaign(campaign_id)
-        if state is None:
-            console.print(f"[red]no campaign {campaign_id}[/red]")
-            raise typer.Exit(1)
-        if state["status"] != "awaiting_approval":
-            console.print(f"Campaign is {state['status']}, not awaiting approval.")
-            raise typer.Exit(1)
-        await client.publish(event)
 
-    _with_client(Settings(), work)
-    console.print(f"Approved {campaign_id}.")
+@app.command()
+def pause(campaign_id: str, by: Annotated[str, typer.Option(help="Who pauses.")] = "cli") -> None:
+    """Pause a running campaign: jobs in flight finish, no new job starts."""
+    event = CampaignPaused(campaign_id=campaign_id, correlation_id=campaign_id, payload=PersonAction(by=by))
+    _send_decision(campaign_id, event, frozenset({"running", "paused_budget"}), f"Pausing {campaign_id}.")
+
+
+@app.command()
+def resume(campaign_id: str, by: Annotated[str, typer.Option(help="Who resumes.")] = "cli") -> None:
+    """Resume a campaign a person paused."""
+    event = CampaignResumed(campaign_id=campaign_id, correlation_id=campaign_id, payload=PersonAction(by=by))
+    _send_decision(campaign_id, event, frozenset({"paused"}), f"Resuming {campaign_id}.")
+
+
+budget_app = typer.Typer(help="Campaign budgets.", no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
+
+
+@budget_app.command("extend")
+def budget_extend(
+    campaign_id: str,
+    cpu_seconds: Annotated[float, typer.Option("--cpu-seconds", help="CPU seconds to add.", min=0.001)],
+    by: Annotated[str, typer.Option(help="Who extends it.")] = "cli",
+) -> None:
+    """Raise a campaign's CPU budget; a campaign paused for budget resumes."""
+    event = BudgetExtended(
+        campaign_id=campaign_id,
+        correlation_id=campaign_id,
+        payload=BudgetExtendedPayload(cpu_seconds=cpu_seconds, by=by),
+    )
+    _send_decision(
+        campaign_id,
+        event,
+        frozenset({"running", "paused", "paused_budget"}),
+        f"Added {cpu_seconds:g} CPU-s to {campaign_id}.",
+    )
 
 
 @app.command()
@@ -246,6 +302,8 @@ def _print_campaign(out: Console, campaign: dict[str, Any], phase: dict[str, Any
         )
     for dropped in campaign.get("dropped_hypotheses", []):
         out.print(f"  dropped: {dropped}")
+    for notice in campaign.get("notices", []):
+        out.print(f"  {notice}")
     if phase:
         table = Table(
             "job", "hypothesis", "status", "val NE", "test NE", "CPU-s", title=f"phase {phase['phase']}"
@@ -265,6 +323,14 @@ def _print_campaign(out: Console, campaign: dict[str, Any], phase: dict[str, Any
         out.print(
             f"  budget: {phase['spent_cpu_seconds']:.1f} of {phase['budget_cpu_seconds']:g} CPU-s spent"
         )
+        for entry in phase.get("runbook", []):
+            line = (
+                f"{entry['job_id'][-32:]} failed ({entry['failure']}): {entry['action']} - {entry['reason']}"
+            )
+            if entry["escalated"]:
+                out.print(f"  [bold red]ESCALATED[/bold red] {line} Message: {entry['message'][:200]}")
+            else:
+                out.print(f"  runbook: {line}")
 
 
 def proposal_summary(campaign: dict[str, Any]) -> dict[str, Any]:

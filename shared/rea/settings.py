@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,5 +37,20 @@ class Settings(BaseSettings):
     lease_ttl_s: float = 15.0
     metrics_port: int = Field(default=0, description="Prometheus port for this process; 0 disables it.")
     metrics_host: str = "127.0.0.1"
+    inject_faults: dict[str, float] = Field(
+        default_factory=dict,
+        description='Resilience drills: chance per job that a worker injects a fault, e.g. {"oom": 0.1, '
+        '"nan": 0.1, "kill": 0.1} (REA_INJECT_FAULTS as JSON). Never set this in production.',
+    )
     log_level: str = "INFO"
     service_name: str = "rea"
+
+    @field_validator("inject_faults")
+    @classmethod
+    def _known_faults(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - {"oom", "nan", "kill"}
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}: use oom, nan, kill")
+        if any(not 0 <= p <= 1 for p in value.values()) or sum(value.values()) > 1:
+            raise ValueError("fault chances must be in [0, 1] and sum to at most 1")
+        return value

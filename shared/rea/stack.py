@@ -315,18 +315,24 @@ class EmbeddedStack:
             "REA_METRICS_PORT": str(metrics_port),
         }
 
-    def start_service(self, service: str, instance: str | None = None, metrics: bool = True) -> None:
+    def start_service(
+        self,
+        service: str,
+        instance: str | None = None,
+        metrics: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start one service process; ``env`` adds settings for it alone (e.g. ``REA_INJECT_FAULTS``)."""
         name = instance or service
         port = free_port() if metrics else 0
-        self._start(
-            name, [sys.executable, "-m", "rea", "service", service], self.service_env(name, port), port
-        )
+        argv = [sys.executable, "-m", "rea", "service", service]
+        self._start(name, argv, {**self.service_env(name, port), **(env or {})}, port)
 
-    def start_services(self, workers: int) -> None:
+    def start_services(self, workers: int, env: dict[str, str] | None = None) -> None:
         for service in SERVICES:
-            self.start_service(service)
+            self.start_service(service, env=env)
         for index in range(workers):
-            self.start_service("worker", f"worker-{index}")
+            self.start_service("worker", f"worker-{index}", env=env)
 
     def write_state(self) -> None:
         assert self.endpoints is not None

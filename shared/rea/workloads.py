@@ -8,6 +8,9 @@ The job contract, for every workload: the worker runs ``command() + ["--job", JO
 "--output", RESULT_JSON]`` in a subprocess. ``JOB_JSON`` holds a :class:`JobInput`;
 the process writes a :class:`JobOutput` to ``RESULT_JSON`` and exits 0 — or exits non-zero
 (the worker then reports the failure, with the output's ``error`` when it wrote one).
+
+For resilience drills a worker may set ``REA_INJECT_FAULT`` to ``oom`` or ``nan`` in the job's
+environment; a workload that honours it fails that way through its real detection paths.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel, Field
 from rea.knobs import KnobSchema
 
 ENTRY_POINT_GROUP = "rea.workloads"
+FAULT_ENV = "REA_INJECT_FAULT"
 
 
 @runtime_checkable
@@ -60,7 +64,7 @@ class EpochRecord(BaseModel):
 
 
 class JobError(BaseModel):
-    kind: Literal["oom", "nan", "invalid_config", "timeout", "lost_worker", "error"]
+    kind: Literal["oom", "nan", "invalid_config", "timeout", "lost_worker", "killed", "error"]
     message: str
 
 

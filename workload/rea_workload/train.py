@@ -7,6 +7,7 @@ data set, seed) gives identical metrics every time, so methods can be compared f
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from rea.workloads import EpochRecord, JobError, JobInput, JobOutput
+from rea.workloads import FAULT_ENV, EpochRecord, JobError, JobInput, JobOutput
 from rea_workload.batches import batches
 from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.loader import load_splits
@@ -51,10 +52,14 @@ def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
     rng = np.random.default_rng(seed)
     history: list[EpochRecord] = []
     seconds = 0.0
+    fault = os.environ.get(FAULT_ENV)  # resilience drills: fail through the real detection paths
+    if fault == "oom":
+        torch.empty(1 << 40, dtype=torch.uint8)
     try:
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
-            train_loss = _train_epoch(model, data, optimizer, schedule, config, rng)
+            poison = fault == "nan" and epoch == 1
+            train_loss = _train_epoch(model, data, optimizer, schedule, config, rng, poison)
             seconds += time.perf_counter() - start
             if train_loss > limit:
                 raise Diverged(f"training loss exploded to {train_loss:.3g} in epoch {epoch}")
@@ -85,6 +90,7 @@ def _train_epoch(
     schedule: LRScheduler,
     config: RankerConfig,
     rng: np.random.Generator,
+    poison: bool = False,
 ) -> float:
     """One shuffled pass over ``data``; returns the mean BCE loss (without the L2 penalty)."""
     model.train()
@@ -92,6 +98,8 @@ def _train_epoch(
     for batch in batches(data, config.batch_size, rng):
         logits, embeddings = model(batch)
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        if poison:
+            loss = loss * float("nan")
         if not torch.isfinite(loss):
             raise Diverged("non-finite training loss")
         objective = loss

@@ -1,0 +1,181 @@
+"""Failures handled without a human: injected OOM, NaN and killed jobs go through the runbook,
+a lost worker's lease expires into exactly one `job.failed`, and retries never overspend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from typing import Any
+
+import pytest
+
+from rea.client import Client
+from rea.events import BudgetExtended, BudgetExtendedPayload, new_id
+from rea.stack import EmbeddedStack
+from rea.store import Store
+from rea_executor.worker import drawn_fault
+
+from .helpers import campaign_request, eventually, finished, submit
+
+pytestmark = pytest.mark.e2e
+
+FAILURE_OF = {"oom": "oom", "nan": "nan", "kill": "killed"}
+
+
+def campaign_where(wanted: Any, hypotheses: list[str], chances: dict[str, float]) -> str:
+    """A campaign id whose deterministic fault draws (job ids derive from it) satisfy ``wanted``."""
+    for _ in range(10_000):
+        campaign_id = new_id()
+        draws = {
+            name: [
+                drawn_fault(chances, f"{campaign_id}-validation-{name}-s0{suffix}") for suffix in ("", "-a2")
+            ]
+            for name in ["baseline", *hypotheses]
+        }
+        if wanted(draws):
+            return campaign_id
+    raise AssertionError("no campaign id satisfies the wanted draws")
+
+
+async def publish_with_id(client: Client, campaign_id: str, request: dict[str, Any]) -> None:
+    from rea.events import CampaignRequested
+
+    await client.publish(
+        CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
+    )
+
+
+async def test_injected_faults_are_recovered_by_the_runbook(
+    services: EmbeddedStack, client: Client, store: Store
+) -> None:
+    chances = {"oom": 0.2, "nan": 0.2, "kill": 0.2}
+    hypotheses = ["dcn_v2", "dcn_v2_low_rank", "fm"]
+
+    def wanted(draws: dict[str, list[str | None]]) -> bool:
+        first = {d[0] for d in draws.values()}
+        return {"oom", "nan", "kill"} <= first and draws["baseline"][1] is None and None in first
+
+    campaign_id = campaign_where(wanted, hypotheses, chances)
+    services.start_services(workers=2, env={"REA_INJECT_FAULTS": json.dumps(chances)})
+    await publish_with_id(client, campaign_id, campaign_request(max_hypotheses=3))
+
+    state = await finished(client, campaign_id)
+
+    assert state["status"] == "completed", state.get("reasons")
+    phase = await client.phase(campaign_id)
+    assert phase is not None
+    entries = {entry["job_id"]: entry for entry in phase["runbook"]}
+    for job in phase["jobs"]:
+        job_id = job["spec"]["job_id"]
+        fault = drawn_fault(chances, job_id)
+        if fault is None:
+            assert job["status"] == "completed", job_id
+            continue
+        entry = entries[job_id]
+        assert entry["failure"] == FAILURE_OF[fault]
+        assert job["status"] in ("retried", "failed")
+        if job["spec"]["attempt"] == 1:  # a first failure is retried the runbook's way
+            assert (
+                entry["action"]
+                == {"oom": "halve_batch", "nan": "lower_lr_and_clip", "kill": "resubmit"}[fault]
+            )
+            retry = next(j for j in phase["jobs"] if j["spec"]["job_id"] == entry["retry_job_id"])
+            if fault == "oom":
+                assert retry["spec"]["config"]["batch_size"] == job["spec"]["config"]["batch_size"] // 2
+            if fault == "nan":
+                assert retry["spec"]["config"]["learning_rate"] < job["spec"]["config"]["learning_rate"]
+                assert retry["spec"]["config"]["grad_clip"] == 1.0
+
+    # Every attempt is in the insights DB exactly once, and so is every runbook decision.
+    rows = await client.results(campaign_id)
+    assert sorted(row["_id"] for row in rows) == sorted(job["spec"]["job_id"] for job in phase["jobs"])
+
+    async def runbook_logged() -> bool:
+        count = await store.events.count_documents({"campaign_id": campaign_id, "type": "runbook.applied"})
+        return count == len(phase["runbook"])
+
+    await eventually(runbook_logged, "runbook decisions in the insights DB")
+
+
+async def test_a_lost_worker_becomes_one_job_failed_and_is_resubmitted(
+    services: EmbeddedStack, client: Client, store: Store
+) -> None:
+    fast_leases = {"REA_LEASE_TTL_S": "2"}
+    for name in ("logger", "hypothesis", "planner"):
+        services.start_service(name)
+    services.start_service("executor", "executor-a", env=fast_leases)
+    services.start_service("executor", "executor-b", env=fast_leases)  # two executors see every expiry
+    services.start_service("worker", "worker-0", env=fast_leases)
+    campaign_id = await submit(
+        client, campaign_request(max_hypotheses=1, max_parallel_jobs=1, baseline={"epochs": 3})
+    )
+
+    async def running() -> bool:
+        phase = await client.phase(campaign_id)
+        return phase is not None and any(job["status"] == "running" for job in phase["jobs"])
+
+    await eventually(running, "a running job", 120)
+    phase = await client.phase(campaign_id)
+    assert phase is not None
+    lost = next(job["spec"]["job_id"] for job in phase["jobs"] if job["status"] == "running")
+    services.stop_process("worker-0", signal.SIGKILL)
+    services.start_service("worker", "worker-1", env=fast_leases)
+
+    state = await finished(client, campaign_id)
+
+    assert state["status"] == "completed", state.get("reasons")
+    phase = await client.phase(campaign_id)
+    assert phase is not None
+    entry = next(e for e in phase["runbook"] if e["job_id"] == lost)
+    assert entry["failure"] == "lost_worker" and entry["action"] == "resubmit"
+    retry = next(job for job in phase["jobs"] if job["spec"]["job_id"] == entry["retry_job_id"])
+    assert retry["status"] == "completed" and retry["spec"]["retry_of"] == lost
+
+    async def failure_logged() -> bool:
+        return await store.events.count_documents({"type": "job.failed", "payload.spec.job_id": lost}) > 0
+
+    await eventually(failure_logged, "the lost worker's job.failed")
+    await asyncio.sleep(3)  # time for any second executor's duplicate to show up, if there were one
+    failures = [doc async for doc in store.events.find({"type": "job.failed", "payload.spec.job_id": lost})]
+    assert len(failures) == 1
+    assert failures[0]["payload"]["output"]["error"]["kind"] == "lost_worker"
+    assert len([e for e in phase["runbook"] if e["job_id"] == lost]) == 1
+
+
+async def test_a_retry_that_would_overspend_pauses_until_the_budget_is_extended(
+    services: EmbeddedStack, client: Client, store: Store
+) -> None:
+    chances = {"nan": 0.5}
+    campaign_id = campaign_where(lambda d: d["baseline"] == ["nan", None], [], chances)
+    services.start_services(workers=1, env={"REA_INJECT_FAULTS": json.dumps(chances)})
+    # No history, so each 1-epoch job is estimated at 25 CPU-s: the plan (the baseline alone)
+    # fits 26, but its retry after the NaN does not.
+    await publish_with_id(
+        client,
+        campaign_id,
+        campaign_request(budget_cpu_seconds=26, auto_approve_cpu_seconds=26, max_hypotheses=1),
+    )
+
+    state = await client.wait_for(campaign_id, frozenset({"paused_budget"}), 240)
+    assert state is not None, (await client.campaign(campaign_id), await client.phase(campaign_id))
+    phase = await client.phase(campaign_id)
+    assert phase is not None and phase["status"] == "paused_budget"
+    assert [job["status"] for job in phase["jobs"]] == ["retried", "pending"]
+    assert phase["spent_cpu_seconds"] <= phase["budget_cpu_seconds"]
+
+    await client.publish(
+        BudgetExtended(
+            campaign_id=campaign_id,
+            correlation_id=campaign_id,
+            payload=BudgetExtendedPayload(cpu_seconds=30, by="carol"),
+        )
+    )
+    state = await finished(client, campaign_id)
+
+    assert state["status"] == "completed", state.get("reasons")
+    assert any("budget extended by 30 CPU-s by carol" in notice for notice in state["notices"])
+    phase = await client.phase(campaign_id)
+    assert phase is not None and phase["budget_cpu_seconds"] == 56
+    assert phase["spent_cpu_seconds"] <= phase["budget_cpu_seconds"]
+    assert state["result"]["baseline"]["job_id"].endswith("-a2")
