@@ -71,8 +71,11 @@ def wire(rt: Runtime) -> None:
         await apply(event, str(doc["_id"]), decide[type(event)])
 
     async def on_lease_expired(job_id: str) -> None:
-        if await leases.is_done(job_id):
-            return  # it reported; the lease simply outlived the release
+        finished = await leases.finished_event(job_id)
+        if finished is not None:
+            # It reported. If that report never reached us (the broker lost it), send it again.
+            await _resend_if_still_running(job_id, finished)
+            return
         doc = await rt.store.phases.find_one({"state.jobs.spec.job_id": job_id})
         if doc is None:
             return
@@ -98,6 +101,13 @@ def wire(rt: Runtime) -> None:
         log.warning("lost_worker", job_id=job_id, worker=job.worker)
         await apply(failure, str(doc["_id"]), logic.on_lease_expired)
 
+    async def _resend_if_still_running(job_id: str, finished: bytes) -> None:
+        doc = await rt.store.phases.find_one({"state.jobs.spec.job_id": job_id})
+        job = PhaseExecution.model_validate(doc["state"]).job(job_id) if doc else None
+        if job is not None and job.status in ("submitted", "running"):
+            log.warning("resending_lost_result", job_id=job_id)
+            await rt.bus.send(rt.topics.job_events, job.spec.campaign_id.encode(), finished)
+
     async def watch_leases() -> None:
         """Redis tells us when a lease expires (keyspace notifications); at start-up, and
         whenever the subscription is re-established, sweep for leases that expired unseen."""
@@ -112,10 +122,15 @@ def wire(rt: Runtime) -> None:
                 await asyncio.sleep(1)
 
     async def sweep() -> None:
+        """Find what expired or was reported while nobody listened: a running job without a
+        lease was lost; an in-flight job with a done-marker reported and may need a resend."""
         async for doc in rt.store.phases.find({"state.status": {"$ne": "concluded"}}):
             for job in PhaseExecution.model_validate(doc["state"]).jobs:
-                if job.status == "running" and await leases.holder(job.spec.job_id) is None:
-                    await on_lease_expired(job.spec.job_id)
+                job_id = job.spec.job_id
+                if job.status not in ("submitted", "running") or await leases.holder(job_id) is not None:
+                    continue
+                if job.status == "running" or await leases.is_done(job_id):
+                    await on_lease_expired(job_id)
 
     rt.bus.subscribe(
         [rt.topics.planner_events, rt.topics.job_events, rt.topics.control],
@@ -131,3 +146,5 @@ def wire(rt: Runtime) -> None:
         },
     )
     rt.background(watch_leases)
+    rt.on_reconcile(rt.republish_outbox)
+    rt.on_reconcile(sweep)

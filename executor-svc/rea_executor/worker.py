@@ -21,6 +21,7 @@ from rea.events import (
     JobStarted,
     JobStartedPayload,
     JobSubmitted,
+    encode_event,
     utc_now,
 )
 from rea.leases import JobLeases
@@ -66,7 +67,7 @@ def wire(rt: Runtime) -> None:
                 else JobFailed(**follow, payload=payload)
             )
             await rt.bus.publish(finished)
-            await leases.mark_done(spec.job_id)
+            await leases.mark_done(spec.job_id, encode_event(finished))
             rt.metrics.jobs.labels(service=rt.name, outcome=finished.type).inc()
             if output.cost:
                 rt.metrics.job_cpu_seconds.labels(service=rt.name).inc(output.cost.cpu_seconds)

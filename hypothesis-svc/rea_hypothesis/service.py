@@ -21,6 +21,7 @@ def wire(rt: Runtime) -> None:
         )
         rt.relay.kick()
 
+    rt.on_reconcile(rt.republish_outbox)
     rt.bus.subscribe(
         [rt.topics.planner_events], group="rea-hypothesis", handlers={HypothesesRequested: on_requested}
     )

@@ -50,6 +50,7 @@ def wire(rt: Runtime) -> None:
     async def on_hypotheses(event: HypothesesGenerated) -> None:
         await apply(event, partial(logic.on_hypotheses_generated, costs=await cost_model(rt, event)))
 
+    rt.on_reconcile(rt.republish_outbox)
     rt.bus.subscribe(
         [
             rt.topics.campaign_requests,

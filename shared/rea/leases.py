@@ -2,7 +2,8 @@
 
 Contract: a claim is a key with a TTL that its holder refreshes (the heartbeat). If the
 holder dies, the key expires after ``ttl`` and another worker may claim the job. A done
-marker records that a job's result was published, so a redelivered job is not rerun.
+marker records that a job's result was published (and keeps that event), so a redelivered
+job is not rerun and a result the broker lost can be sent again.
 Redis is a coordination aid, never the source of truth: results live in MongoDB.
 Expiry is pushed, not polled: Redis publishes a keyspace notification when a lease expires.
 """
@@ -47,11 +48,19 @@ class JobLeases:
     async def release(self, job_id: str) -> None:
         await self.redis.delete(self._claim_key(job_id))
 
-    async def mark_done(self, job_id: str) -> None:
-        await self.redis.set(self._done_key(job_id), b"1", ex=DONE_TTL_S)
+    async def mark_done(self, job_id: str, finished: bytes) -> None:
+        """Record that the job reported, keeping the event it published (``finished``) so it can
+        be sent again if the broker loses it."""
+        await self.redis.set(self._done_key(job_id), finished, ex=DONE_TTL_S)
 
     async def is_done(self, job_id: str) -> bool:
         return bool(await self.redis.exists(self._done_key(job_id)))
+
+    async def finished_event(self, job_id: str) -> bytes | None:
+        value = await self.redis.get(self._done_key(job_id))
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
 
     @contextlib.asynccontextmanager
     async def heartbeat(self, job_id: str, holder: str, ttl_s: float) -> AsyncIterator[None]:

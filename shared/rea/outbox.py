@@ -23,9 +23,10 @@ log = structlog.get_logger()
 
 class OutboxRelay:
     def __init__(
-        self, store: Store, send: Send, interval_s: float, on_published: Callable[[int], None]
+        self, store: Store, producer: str, send: Send, interval_s: float, on_published: Callable[[int], None]
     ) -> None:
         self.store = store
+        self.producer = producer
         self.send = send
         self.interval_s = interval_s
         self.on_published = on_published
@@ -39,7 +40,7 @@ class OutboxRelay:
         """Publish every pending entry in write order; returns how many went out."""
         sent = 0
         while True:
-            pending = await self.store.pending_outbox()
+            pending = await self.store.pending_outbox(self.producer)
             if not pending:
                 return sent
             for entry in pending:

@@ -29,6 +29,8 @@ from rea.topics import Topics
 
 log = structlog.get_logger()
 
+Task = Callable[[], Coroutine[Any, Any, None]]
+
 
 async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
     """Create REA's topics (idempotent). Retries while the broker is still coming up."""
@@ -57,14 +59,70 @@ class Runtime:
     metrics: Metrics
     relay: OutboxRelay
     name: str
-    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    service: str
+    tasks: list[Task] = field(default_factory=list)
+    reconcilers: list[Task] = field(default_factory=list)
 
-    def background(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def background(self, task: Task) -> None:
         """Run ``task`` for the life of the service (started after the broker, cancelled at stop)."""
         self.tasks.append(task)
 
+    def on_reconcile(self, task: Task) -> None:
+        """Run ``task`` at start-up and whenever the broker is found to have lost its log."""
+        self.reconcilers.append(task)
 
-Wire = Callable[[Runtime], Awaitable[None] | None]
+    async def republish_outbox(self) -> None:
+        """The default reconciliation: send this service's events of active campaigns again."""
+        count = await self.store.republish_active(self.service)
+        if count:
+            log.warning("outbox_republished", entries=count)
+        self.relay.kick()
+
+    async def reconcile(self) -> None:
+        for task in self.reconcilers:
+            await task()
+
+    async def watch_broker(self) -> None:
+        """Notice a broker that lost its log — a new cluster id (an embedded broker restarted with
+        in-memory storage) or missing topics — then recreate the topics and reconcile.
+
+        The cluster id last seen is kept in MongoDB per service, so a service that was down while
+        the broker restarted notices at start-up too.
+        """
+        marker = f"broker:{self.service}"
+        while True:
+            try:
+                seen = await self.store.db["meta"].find_one({"_id": marker})
+                cluster_id, missing = await _broker_facts(self.endpoints.kafka_bootstrap, self.topics)
+                if missing or (seen is not None and seen.get("cluster_id") != cluster_id):
+                    log.warning("broker_log_lost", cluster_id=cluster_id, missing_topics=len(missing))
+                    await ensure_topics(
+                        self.endpoints.kafka_bootstrap, self.topics, self.settings.topic_partitions
+                    )
+                    await self.reconcile()
+                if seen is None or seen.get("cluster_id") != cluster_id:
+                    await self.store.db["meta"].update_one(
+                        {"_id": marker}, {"$set": {"cluster_id": cluster_id}}, upsert=True
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("broker_check_failed", error=repr(exc))
+            await asyncio.sleep(self.settings.broker_check_interval_s)
+
+
+async def _broker_facts(bootstrap: str, topics: Topics) -> tuple[str, list[str]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        existing = set(await admin.list_topics())
+        return str(cluster["cluster_id"]), [t for t in topics.all() if t not in existing]
+    finally:
+        await admin.close()
+
+
+Wire = Callable[["Runtime"], Awaitable[None] | None]
 
 
 async def serve(service: str, wire: Wire, settings: Settings | None = None) -> None:
@@ -82,9 +140,9 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     broker = make_broker(settings, endpoints.kafka_bootstrap)
     bus = Bus(broker, topics, name, metrics)
     relay = OutboxRelay(
-        store, bus.send, settings.relay_interval_s, metrics.outbox_published.labels(service=name).inc
+        store, service, bus.send, settings.relay_interval_s, metrics.outbox_published.labels(service=name).inc
     )
-    runtime = Runtime(settings, endpoints, topics, bus, store, redis, metrics, relay, name)
+    runtime = Runtime(settings, endpoints, topics, bus, store, redis, metrics, relay, name, service)
     wired = wire(runtime)
     if wired is not None:
         await wired
@@ -95,7 +153,9 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
 
     await broker.start()
-    running = [asyncio.create_task(relay.run()), *(asyncio.create_task(task()) for task in runtime.tasks)]
+    await runtime.reconcile()
+    tasks = [relay.run, runtime.watch_broker, *runtime.tasks]
+    running = [asyncio.create_task(task()) for task in tasks]
     metrics.serve(settings.metrics_port, settings.metrics_host)
     metrics.up.labels(service=name).set(1)
     log.info("service_started", kafka=endpoints.kafka_bootstrap, metrics_port=settings.metrics_port)

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         default=1.0, description="How often the outbox relay sweeps for stragglers."
     )
     lease_ttl_s: float = 15.0
+    broker_check_interval_s: float = Field(
+        default=2.0, description="How often to check the broker kept its log."
+    )
     metrics_port: int = Field(default=0, description="Prometheus port for this process; 0 disables it.")
     metrics_host: str = "127.0.0.1"
     inject_faults: dict[str, float] = Field(

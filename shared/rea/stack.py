@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 import redis
 from pymongo import MongoClient
@@ -237,23 +238,7 @@ class EmbeddedStack:
         """Start each part that is not configured externally and wait until it answers."""
         kafka = self.settings.kafka_bootstrap
         if not kafka:
-            port = free_port()
-            kafka = f"127.0.0.1:{port}"
-            url = f"tcp://127.0.0.1:{port}"
-            proc = self._start(
-                "tansu",
-                [
-                    tansu_binary(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-            )
-            wait_until(lambda: _kafka_ready(kafka), "Tansu (Kafka)", 30, proc, self.processes[-1].log)
+            kafka = self.start_broker(free_port())
         mongo = self.settings.mongo_uri
         if not mongo:
             port = free_port()
@@ -303,6 +288,33 @@ class EmbeddedStack:
             wait_until(lambda: _redis_ready(redis_url), "redis-server", 30, proc, self.processes[-1].log)
         self.endpoints = Endpoints(kafka, mongo, redis_url)
         return self.endpoints
+
+    def start_broker(self, port: int) -> str:
+        """Start Tansu on ``port`` with in-memory storage and a fresh cluster id, so services can
+        tell a restarted broker (which lost its log) from the one they knew."""
+        url = f"tcp://127.0.0.1:{port}"
+        argv = [
+            tansu_binary(),
+            "broker",
+            "--cluster-id",
+            f"rea-{uuid4().hex[:12]}",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        proc = self._start("tansu", argv)
+        bootstrap = f"127.0.0.1:{port}"
+        wait_until(lambda: _kafka_ready(bootstrap), "Tansu (Kafka)", 30, proc, self.processes[-1].log)
+        return bootstrap
+
+    def restart_broker(self) -> None:
+        """Kill the embedded broker (-9) and start a new one on the same port: its log is gone."""
+        assert self.endpoints is not None
+        self.stop_process("tansu", signal.SIGKILL)
+        self.start_broker(int(self.endpoints.kafka_bootstrap.rsplit(":", 1)[1]))
 
     def service_env(self, name: str, metrics_port: int = 0) -> dict[str, str]:
         assert self.endpoints is not None, "start_infra() first"

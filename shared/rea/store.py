@@ -112,8 +112,14 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         await self.outbox.create_index(
-            [("published", ASCENDING), ("created_at", ASCENDING), ("position", ASCENDING)]
+            [
+                ("producer", ASCENDING),
+                ("published", ASCENDING),
+                ("created_at", ASCENDING),
+                ("position", ASCENDING),
+            ]
         )
+        await self.outbox.create_index([("producer", ASCENDING), ("campaign_id", ASCENDING)])
         await self.campaigns.create_index([("state.status", ASCENDING)])
         await self.phases.create_index([("state.campaign_id", ASCENDING)])
         await self.results.create_index([("campaign_id", ASCENDING)])
@@ -182,14 +188,16 @@ class Store:
                     )
                     if replaced.matched_count != 1:
                         raise VersionConflict(key)
-            await self.add_to_outbox(decision.emit, session)
             try:
+                await self.add_to_outbox(decision.emit, consumer, session)
                 await self.processed.insert_one(marker, session=session)
-            except DuplicateKeyError:
-                return Applied(duplicate=True, decision=None)
+            except DuplicateKeyError as exc:  # a concurrent twin of this decision committed first
+                raise VersionConflict(key) from exc
         return Applied(duplicate=False, decision=decision)
 
-    async def add_to_outbox(self, events: list[Envelope], session: AsyncClientSession | None = None) -> None:
+    async def add_to_outbox(
+        self, events: list[Envelope], producer: str, session: AsyncClientSession | None = None
+    ) -> None:
         if not events:
             return
         now = datetime.now(UTC)
@@ -203,14 +211,15 @@ class Store:
                 "value": encode_event(event),
                 "type": event.type,
                 "campaign_id": event.campaign_id,
+                "producer": producer,
                 "published": False,
             }
             for index, event in enumerate(events)
         ]
         await self.outbox.insert_many(docs, session=session)
 
-    async def pending_outbox(self, limit: int = 500) -> list[Doc]:
-        cursor = self.outbox.find({"published": False}).sort(
+    async def pending_outbox(self, producer: str, limit: int = 500) -> list[Doc]:
+        cursor = self.outbox.find({"producer": producer, "published": False}).sort(
             [("created_at", ASCENDING), ("position", ASCENDING)]
         )
         cursor = cursor.limit(limit)
@@ -221,3 +230,23 @@ class Store:
             await self.outbox.update_many(
                 {"_id": {"$in": event_ids}}, {"$set": {"published": True, "published_at": datetime.now(UTC)}}
             )
+
+    async def active_campaign_ids(self) -> list[str]:
+        """Campaigns still in progress: what a reconciliation has to care about."""
+        final = ["completed", "rejected", "failed"]
+        return [
+            doc["_id"] async for doc in self.campaigns.find({"state.status": {"$nin": final}}, {"_id": 1})
+        ]
+
+    async def republish_active(self, producer: str) -> int:
+        """Mark ``producer``'s outbox entries of active campaigns unpublished, so the relay sends
+        them again (after the broker lost its log; consumers dedup what they already had)."""
+        result = await self.outbox.update_many(
+            {
+                "producer": producer,
+                "campaign_id": {"$in": await self.active_campaign_ids()},
+                "published": True,
+            },
+            {"$set": {"published": False}},
+        )
+        return result.modified_count
