@@ -9,6 +9,7 @@ of the budget is spent. Failed jobs go through the runbook (:mod:`rea_executor.r
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from rea.events import (
     BudgetExtended,
@@ -47,9 +48,12 @@ def _follow(event: Envelope) -> dict[str, str]:
     return {"campaign_id": event.campaign_id, "correlation_id": event.correlation_id}
 
 
-def _status(state: PhaseExecution, reason: str) -> PhaseStatusPayload:
+def _status(
+    state: PhaseExecution, reason: str, cause: Literal["person", "budget"] = "budget"
+) -> PhaseStatusPayload:
     return PhaseStatusPayload(
         phase=state.phase,
+        cause=cause,
         reason=reason,
         spent_cpu_seconds=state.spent_cpu_seconds,
         budget_cpu_seconds=state.budget_cpu_seconds,
@@ -190,13 +194,13 @@ def on_campaign_paused(state: PhaseExecution | None, event: CampaignPaused) -> D
         return Decision()
     paused = state.model_copy(update={"status": "paused"})
     reason = f"paused by {event.payload.by}"
-    return Decision(paused, [PhasePaused(**_follow(event), payload=_status(paused, reason))])
+    return Decision(paused, [PhasePaused(**_follow(event), payload=_status(paused, reason, "person"))])
 
 
 def on_campaign_resumed(state: PhaseExecution | None, event: CampaignResumed) -> Decision[PhaseExecution]:
     if state is None or state.status != "paused":
         return Decision()
-    return _resume(state, event, f"resumed by {event.payload.by}")
+    return _resume(state, event, f"resumed by {event.payload.by}", "person")
 
 
 def on_budget_extended(state: PhaseExecution | None, event: BudgetExtended) -> Decision[PhaseExecution]:
@@ -211,10 +215,12 @@ def on_budget_extended(state: PhaseExecution | None, event: BudgetExtended) -> D
     return _resume(extended, event, reason)
 
 
-def _resume(state: PhaseExecution, cause: Envelope, reason: str) -> Decision[PhaseExecution]:
+def _resume(
+    state: PhaseExecution, cause: Envelope, reason: str, who: Literal["person", "budget"] = "budget"
+) -> Decision[PhaseExecution]:
     running: PhaseStatus = "running"
     resumed = state.model_copy(update={"status": running})
     new_state, emit = schedule(resumed, cause)
     if new_state.status == "paused_budget":
         return Decision(new_state, emit)
-    return Decision(new_state, [PhaseResumed(**_follow(cause), payload=_status(resumed, reason)), *emit])
+    return Decision(new_state, [PhaseResumed(**_follow(cause), payload=_status(resumed, reason, who)), *emit])

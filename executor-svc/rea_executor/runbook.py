@@ -72,8 +72,12 @@ def recover(spec: JobSpec, error: JobError, earlier_failures: list[str], now: da
         return Recovery("give_up", f"the same failure ({error.kind}) twice: giving up on this job")
     if spec.attempt >= MAX_ATTEMPTS:
         return Recovery("give_up", f"{spec.attempt} attempts used: giving up on this job")
-    changes = _changes(rule.action, spec.config)
-    problems = get_workload(spec.workload).schema.errors(changes)
+    schema = get_workload(spec.workload).schema
+    try:
+        changes = _changes(rule.action, schema.resolve(spec.config))
+    except (KeyError, ValueError) as exc:
+        return Recovery("give_up", f"{rule.description} Not possible for this workload: {exc}")
+    problems = schema.errors(changes)
     if problems:
         return Recovery("give_up", f"{rule.description} Not possible: {'; '.join(problems)}")
     attempt = spec.attempt + 1

@@ -228,7 +228,7 @@ def on_phase_paused(state: Campaign | None, event: PhasePaused) -> Decision[Camp
     """Mirror the executor's pause, so `rea status` tells people why nothing runs."""
     if state is None or state.status not in ACTIVE:
         return Decision()
-    status: CampaignStatus = "paused_budget" if "budget" in event.payload.reason else "paused"
+    status: CampaignStatus = "paused_budget" if event.payload.cause == "budget" else "paused"
     return Decision(_save(state, status=status, notices=[*state.notices, f"paused: {event.payload.reason}"]))
 
 

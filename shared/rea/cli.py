@@ -466,5 +466,33 @@ async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) 
     return None
 
 
+@app.command()
+def chaos(
+    campaigns: Annotated[int, typer.Option(help="Campaigns to run.")] = 3,
+    malformed: Annotated[int, typer.Option(help="Malformed or hostile messages to publish.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds before giving up on the campaigns.")] = 600,
+    home: Annotated[
+        Path | None, typer.Option(help="Where the private stack lives (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Fault-injection suite: campaigns under kill -9, broker restarts, replays and garbage; then checks."""
+    import tempfile
+
+    from rea.chaos import ChaosPlan, run_chaos
+
+    plan = ChaosPlan(campaigns=campaigns, malformed=malformed, seed=seed, timeout_s=timeout)
+    with (
+        tempfile.TemporaryDirectory(prefix="rea-chaos-") as tmp,
+        console.status("Running campaigns under fault injection..."),
+    ):
+        report = asyncio.run(run_chaos(plan, home or Path(tmp), console))
+    Console().print(report.table())
+    for line in [*report.unfinished, *report.crashes]:
+        console.print(f"[red]{line}[/red]")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app(sys.argv[1:])

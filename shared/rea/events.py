@@ -221,6 +221,7 @@ class BudgetExtended(Envelope):
 
 class PhaseStatusPayload(BaseModel):
     phase: str
+    cause: Literal["person", "budget"]
     reason: str
     spent_cpu_seconds: float
     budget_cpu_seconds: float

@@ -7,7 +7,11 @@ from typing import Any
 import pytest
 
 from rea.events import (
+    BudgetExtended,
+    BudgetExtendedPayload,
+    BudgetWarning,
     CampaignCompleted,
+    CampaignPaused,
     CampaignRejected,
     CampaignRequested,
     HypothesesGenerated,
@@ -15,14 +19,21 @@ from rea.events import (
     HypothesesRequested,
     Hypothesis,
     JobRecord,
+    PersonAction,
     PhaseConcluded,
     PhaseConcludedPayload,
+    PhasePaused,
+    PhasePlan,
+    PhaseResumed,
     PhaseStarted,
+    PhaseStartedPayload,
+    PhaseStatusPayload,
     PlanApproved,
     PlanApprovedPayload,
     PlanProposed,
 )
 from rea.workloads import JobCost, SplitMetrics, get_workload
+from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
 from rea_planner.costs import PRIOR_CPU_SECONDS_PER_EPOCH, SAFETY_FACTOR, CostModel
@@ -359,7 +370,14 @@ def phase_records() -> list[JobRecord]:
             status="failed",
             cost=JobCost(cpu_seconds=2.5, wall_seconds=1, peak_rss_mb=1),
         ),
-        JobRecord(job_id="j-skip", hypothesis_id="skip", config={}, status="skipped_budget"),
+        # handled by the runbook: neither completed nor failed, but its CPU was spent
+        JobRecord(
+            job_id="j-retried",
+            hypothesis_id="r",
+            config={},
+            status="retried",
+            cost=JobCost(cpu_seconds=1.5, wall_seconds=1, peak_rss_mb=1),
+        ),
     ]
 
 
@@ -374,8 +392,8 @@ def test_summary_picks_the_best_on_validation_and_reports_test_metrics() -> None
     assert result.ne_relative_gain == pytest.approx((0.90 - 0.85) / 0.90)
     assert result.auc_delta == pytest.approx(0.05)
     assert result.jobs_completed == 3
-    assert result.jobs_failed == 2
-    assert result.compute_seconds == pytest.approx(35.5)
+    assert result.jobs_failed == 2  # j-oom and j-partial; the retried job is not a failure
+    assert result.compute_seconds == pytest.approx(37.0)
 
 
 def test_summary_when_nothing_beats_the_baseline() -> None:
@@ -410,8 +428,9 @@ def concluded(jobs: list[JobRecord]) -> PhaseConcluded:
     return PhaseConcluded(**FOLLOW, payload=PhaseConcludedPayload(phase="validation", jobs=jobs))
 
 
-def test_phase_concluded_completes_the_campaign() -> None:
-    running = planning().model_copy(update={"status": "running"})
+@pytest.mark.parametrize("status", ["running", "paused", "paused_budget"])
+def test_phase_concluded_completes_the_campaign(status: str) -> None:
+    running = planning().model_copy(update={"status": status})
     decision = logic.on_phase_concluded(running, concluded(phase_records()))
     assert decision.state is not None and decision.state.status == "completed"
     [done] = decision.emit
@@ -428,9 +447,145 @@ def test_phase_concluded_without_baseline_marks_the_campaign_failed() -> None:
     assert decision.emit == []
 
 
-def test_phase_concluded_outside_running_is_ignored() -> None:
-    decision = logic.on_phase_concluded(planning(), concluded(phase_records()))
+@pytest.mark.parametrize("status", ["planning", "awaiting_approval", "rejected", "completed", "failed"])
+def test_phase_concluded_outside_an_active_campaign_is_ignored(status: str) -> None:
+    state = planning().model_copy(update={"status": status})
+    decision = logic.on_phase_concluded(state, concluded(phase_records()))
     assert decision.state is None and decision.emit == []
+
+
+def test_phase_concluded_for_an_unknown_campaign_is_ignored() -> None:
+    decision = logic.on_phase_concluded(None, concluded(phase_records()))
+    assert decision.state is None and decision.emit == []
+
+
+def test_a_retried_baseline_that_completed_on_retry_is_the_baseline() -> None:
+    records = [
+        JobRecord(job_id="j-base", hypothesis_id=None, config=BASE_CONFIG, status="retried"),
+        record("j-base-a2", None, {**BASE_CONFIG, "batch_size": 128}, 0.9, 0.9),
+        record("j-fm", "fm", {**BASE_CONFIG, "fm": True}, 0.8, 0.8),
+    ]
+    result = logic.summarize(records)
+    assert not isinstance(result, str)
+    assert result.baseline.job_id == "j-base-a2" and result.best.job_id == "j-fm"
+    assert (result.jobs_completed, result.jobs_failed) == (2, 0)
+
+
+# ---- pauses, resumes and budget warnings ----------------------------------------------
+
+
+def status_payload(reason: str, spent: float = 20.0, budget: float = 25.0) -> PhaseStatusPayload:
+    cause = "person" if reason.startswith(("paused by", "resumed by")) else "budget"
+    return PhaseStatusPayload(
+        phase="validation", cause=cause, reason=reason, spent_cpu_seconds=spent, budget_cpu_seconds=budget
+    )
+
+
+def phase_paused(reason: str) -> PhasePaused:
+    return PhasePaused(**FOLLOW, payload=status_payload(reason))
+
+
+def phase_resumed(reason: str) -> PhaseResumed:
+    return PhaseResumed(**FOLLOW, payload=status_payload(reason))
+
+
+def campaign(status: str, notices: list[str] | None = None) -> Campaign:
+    return planning().model_copy(update={"status": status, "notices": notices or []})
+
+
+BUDGET_REASON = "the next job (10 CPU-s estimated) would cross the budget; extend it to continue"
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [(BUDGET_REASON, "paused_budget"), ("paused by alice", "paused")],
+)
+@pytest.mark.parametrize("status", ["running", "paused", "paused_budget"])
+def test_phase_paused_mirrors_the_pause_into_the_campaign(status: str, reason: str, expected: str) -> None:
+    state = campaign(status, notices=["earlier"])
+    decision = logic.on_phase_paused(state, phase_paused(reason))
+    assert decision.emit == []
+    assert decision.state is not None
+    assert decision.state.status == expected
+    assert decision.state.notices == ["earlier", f"paused: {reason}"]
+    assert decision.state.updated_at >= state.updated_at
+    assert state.notices == ["earlier"]  # the input state is not mutated
+
+
+@pytest.mark.parametrize("status", ["planning", "awaiting_approval", "rejected", "completed", "failed"])
+def test_phase_paused_outside_an_active_campaign_is_ignored(status: str) -> None:
+    decision = logic.on_phase_paused(campaign(status), phase_paused("paused by alice"))
+    assert decision.state is None and decision.emit == []
+    assert logic.on_phase_paused(None, phase_paused("paused by alice")).state is None
+
+
+def test_a_person_named_budget_pausing_is_not_a_budget_pause() -> None:
+    decision = logic.on_phase_paused(campaign("running"), phase_paused("paused by budget-office"))
+    assert decision.state is not None and decision.state.status == "paused"
+
+
+@pytest.mark.parametrize("status", ["paused", "paused_budget"])
+def test_phase_resumed_sets_the_campaign_running(status: str) -> None:
+    state = campaign(status, notices=["paused: paused by alice"])
+    decision = logic.on_phase_resumed(state, phase_resumed("resumed by bob"))
+    assert decision.emit == []
+    assert decision.state is not None and decision.state.status == "running"
+    assert decision.state.notices == ["paused: paused by alice", "resumed: resumed by bob"]
+
+
+@pytest.mark.parametrize("status", ["running", "planning", "awaiting_approval", "completed", "failed"])
+def test_phase_resumed_of_a_campaign_not_paused_is_ignored(status: str) -> None:
+    decision = logic.on_phase_resumed(campaign(status), phase_resumed("resumed by bob"))
+    assert decision.state is None and decision.emit == []
+    assert logic.on_phase_resumed(None, phase_resumed("resumed by bob")).state is None
+
+
+@pytest.mark.parametrize("status", ["running", "paused_budget"])
+def test_budget_warning_adds_a_notice_and_keeps_the_status(status: str) -> None:
+    warning = BudgetWarning(**FOLLOW, payload=status_payload("80% of the budget is spent", 20.4, 25))
+    decision = logic.on_budget_warning(campaign(status, notices=["earlier"]), warning)
+    assert decision.emit == []
+    assert decision.state is not None and decision.state.status == status
+    assert decision.state.notices == ["earlier", "budget warning: 20 of 25 CPU-s spent"]
+
+
+def test_budget_warning_for_an_unknown_campaign_is_ignored() -> None:
+    warning = BudgetWarning(**FOLLOW, payload=status_payload("80% of the budget is spent"))
+    decision = logic.on_budget_warning(None, warning)
+    assert decision.state is None and decision.emit == []
+
+
+def test_the_executors_pause_and_resume_events_read_right_in_the_planner() -> None:
+    """Contract: the planner classifies the executor's real pause reasons correctly."""
+    spec = planning().spec
+    assert spec is not None
+    job = logic.make_job(spec, "camp-1", None, SCHEMA.defaults(), COSTS)
+    phase = PhaseStarted(
+        **FOLLOW,
+        payload=PhaseStartedPayload(
+            plan=PhasePlan(phase="validation", jobs=[job], estimated_cpu_seconds=BASELINE_COST),
+            budget_cpu_seconds=1.0,
+            max_parallel_jobs=1,
+        ),
+    )
+    start = executor.on_phase_started(None, phase)
+    [budget_pause] = start.emit
+    assert isinstance(budget_pause, PhasePaused)
+    paused = logic.on_phase_paused(campaign("running"), budget_pause).state
+    assert paused is not None and paused.status == "paused_budget"
+    assert start.state is not None
+    extension = BudgetExtended(**FOLLOW, payload=BudgetExtendedPayload(cpu_seconds=100, by="carol"))
+    resumed_phase = executor.on_budget_extended(start.state, extension)
+    resume = next(e for e in resumed_phase.emit if isinstance(e, PhaseResumed))
+    resumed = logic.on_phase_resumed(paused, resume).state
+    assert resumed is not None and resumed.status == "running"
+    assert resumed_phase.state is not None
+    pause = CampaignPaused(**FOLLOW, payload=PersonAction(by="alice"))
+    person = executor.on_campaign_paused(resumed_phase.state, pause)
+    [person_pause] = person.emit
+    assert isinstance(person_pause, PhasePaused)
+    by_person = logic.on_phase_paused(resumed, person_pause).state
+    assert by_person is not None and by_person.status == "paused"
 
 
 # ---- costs --------------------------------------------------------------------------

@@ -1,0 +1,264 @@
+"""The fault-injection suite (`rea chaos`): run campaigns on a private embedded stack while
+killing services, restarting the broker, replaying events and feeding garbage — then check
+from MongoDB and the broker that nothing was lost, duplicated, overspent or crashed.
+
+Everything is seeded and bounded in time; traffic goes only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+from rea.client import Client
+from rea.events import CampaignRequested, new_id
+from rea.runtime import ensure_topics
+from rea.settings import Settings
+from rea.stack import SERVICES, EmbeddedStack
+from rea.topics import Topics
+
+FINAL = frozenset({"completed", "failed", "rejected", "paused_budget"})
+MAX_MESSAGE = 900_000
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    campaigns: int = 3
+    workers: int = 2
+    hypotheses: int = 3
+    malformed: int = 1000
+    duplicates: int = 200
+    service_kills: int = 1
+    broker_restarts: int = 1
+    job_faults: dict[str, float] = field(default_factory=lambda: {"oom": 0.1, "nan": 0.1, "kill": 0.1})
+    dataset: str = "synthetic:rows=3000,crosses=1,strength=3"
+    seed: int = 0
+    timeout_s: float = 600.0
+
+
+@dataclass
+class ChaosReport:
+    campaigns: int = 0
+    completed: int = 0
+    paused_for_budget: int = 0
+    unfinished: list[str] = field(default_factory=list)
+    results_lost: int = 0
+    results_duplicated: int = 0
+    overspend_cpu_seconds: float = 0.0
+    crashes: list[str] = field(default_factory=list)
+    faults: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.unfinished
+            and self.results_lost == 0
+            and self.results_duplicated == 0
+            and self.overspend_cpu_seconds == 0
+            and not self.crashes
+        )
+
+    def table(self) -> Table:
+        table = Table("check", "value", title=f"rea chaos: {'PASSED' if self.passed else 'FAILED'}")
+        table.add_row("campaigns completed", f"{self.completed} of {self.campaigns}")
+        table.add_row("campaigns paused for budget (by design)", str(self.paused_for_budget))
+        table.add_row("campaigns unfinished", str(len(self.unfinished)))
+        table.add_row("results lost", str(self.results_lost))
+        table.add_row("results duplicated", str(self.results_duplicated))
+        table.add_row("overspend (CPU-s)", f"{self.overspend_cpu_seconds:g}")
+        table.add_row("service crashes", str(len(self.crashes)))
+        for kind, count in sorted(self.faults.items()):
+            table.add_row(f"faults injected: {kind}", str(count))
+        table.add_row("seconds", f"{self.seconds:.0f}")
+        return table
+
+
+def hostile_messages(rng: random.Random, count: int) -> list[bytes]:
+    """Bad JSON, wrong types, unknown types and versions, huge payloads, binary noise."""
+    envelope = {
+        "event_id": "x",
+        "campaign_id": "c",
+        "correlation_id": "c",
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }
+    makers = [
+        lambda: bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))),
+        lambda: b'{"type": "campaign.requested", "payload": ',
+        lambda: json.dumps({**envelope, "type": f"no.such.{rng.randint(0, 99)}", "version": 1}).encode(),
+        lambda: json.dumps(
+            {**envelope, "type": "job.completed", "version": rng.randint(2, 99), "payload": {}}
+        ).encode(),
+        lambda: json.dumps(
+            {**envelope, "type": "job.completed", "version": 1, "payload": {"spec": 7}}
+        ).encode(),
+        lambda: json.dumps(
+            {**envelope, "type": "phase.started", "version": 1, "campaign_id": ["x"]}
+        ).encode(),
+        lambda: json.dumps([rng.random() for _ in range(10)]).encode(),
+        lambda: b"null",
+        lambda: json.dumps({**envelope, "type": "campaign.requested", "payload": "x" * MAX_MESSAGE}).encode(),
+    ]
+    huge = len(makers) - 1
+    picks = [rng.randrange(huge) for _ in range(count - 3)] + [huge] * 3
+    return [makers[i]() for i in picks]
+
+
+class Chaos:
+    def __init__(self, plan: ChaosPlan, home: Path, console: Console) -> None:
+        self.plan = plan
+        self.rng = random.Random(plan.seed)
+        self.console = console
+        self.settings = Settings(home=home, topic_partitions=3)
+        self.stack = EmbeddedStack(self.settings, attached=True)
+        self.service_env = {"REA_INJECT_FAULTS": json.dumps(plan.job_faults), "REA_LEASE_TTL_S": "3"}
+        self.report = ChaosReport(campaigns=plan.campaigns)
+
+    async def run(self) -> ChaosReport:
+        started = time.monotonic()
+        endpoints = self.stack.start_infra()
+        await ensure_topics(endpoints.kafka_bootstrap, Topics(self.settings.topic_prefix), 3)
+        client = Client(self.settings, endpoints)
+        try:
+            self.stack.start_services(self.plan.workers, env=self.service_env)
+            ids = [await self._submit(client, index) for index in range(self.plan.campaigns)]
+            deadline = started + self.plan.timeout_s
+            # A request is the submitter's until the planner holds it durably (the embedded
+            # broker's log is memory only); the faults start once every campaign is accepted.
+            await self._wait(client, ids, deadline, accepted=True)
+            await asyncio.gather(self._havoc(client, deadline), self._feed_garbage(client))
+            await self._wait(client, ids, deadline)
+            await self._check(client, ids)
+        finally:
+            await client.close()
+            self.stack.stop()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    async def _submit(self, client: Client, index: int) -> str:
+        """The last campaign gets a budget with no room for retries: it may pause, as designed."""
+        campaign_id = new_id()
+        budget = 55 if index == self.plan.campaigns - 1 else 2000
+        request: dict[str, Any] = {
+            "name": f"chaos {index}",
+            "dataset": self.plan.dataset,
+            "budget_cpu_seconds": budget,
+            "auto_approve_cpu_seconds": budget,
+            "max_parallel_jobs": 2,
+            "max_hypotheses": self.plan.hypotheses,
+            "baseline": {"epochs": 1},
+            "job_timeout_s": 120,
+        }
+        await client.publish(
+            CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
+        )
+        return campaign_id
+
+    async def _havoc(self, client: Client, deadline: float) -> None:
+        """Kill -9 each service in turn at random moments, restart it; restart the broker; replay events."""
+        victims = [*SERVICES, *(f"worker-{i}" for i in range(self.plan.workers))] * self.plan.service_kills
+        actions: list[str] = victims + ["broker"] * self.plan.broker_restarts
+        self.rng.shuffle(actions)
+        for action in actions:
+            await asyncio.sleep(self.rng.uniform(1.0, 4.0))
+            if time.monotonic() > deadline:
+                return
+            if action == "broker":
+                self.stack.restart_broker()
+                self.report.faults["broker restarts"] += 1
+            else:
+                self._kill_and_restart(action)
+                self.report.faults["service kills (-9)"] += 1
+            self.report.faults["events replayed"] += await self._replay(client)
+
+    def _kill_and_restart(self, name: str) -> None:
+        self.stack.stop_process(name, signal.SIGKILL)
+        service = "worker" if name.startswith("worker") else name
+        self.stack.start_service(service, name, env=self.service_env)
+
+    async def _replay(self, client: Client) -> int:
+        """Re-deliver already-seen events, shuffled: duplicates and reordering at once."""
+        sample = self.plan.duplicates // max(1, self.plan.campaigns * 3)
+        recent = [doc async for doc in client.db["events"].find().sort("occurred_at", -1).limit(200)]
+        docs = self.rng.sample(recent, min(sample, len(recent)))  # shuffled: replayed out of order
+        for doc in docs:
+            event = {"event_id": doc.pop("_id"), **doc}
+            key = (
+                event["payload"]["job_id"] if event["type"] == "job.submitted" else event["campaign_id"]
+            ).encode()
+            value = json.dumps(event, default=lambda v: v.isoformat()).encode()
+            await client.send(client.topics.for_event(event["type"]), key, value)
+        return len(docs)
+
+    async def _feed_garbage(self, client: Client) -> None:
+        topics = [t for t in client.topics.all() if t != client.topics.dead_letter]
+        producer = AIOKafkaProducer(
+            bootstrap_servers=client.endpoints.kafka_bootstrap, max_request_size=2**21
+        )
+        await producer.start()
+        try:
+            for raw in hostile_messages(self.rng, self.plan.malformed):
+                topic = self.rng.choice(topics)
+                for _ in range(20):  # the broker may be restarting under us: try again shortly
+                    try:
+                        await producer.send_and_wait(topic, raw, key=b"chaos")
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.25)
+                self.report.faults["malformed messages"] += 1
+        finally:
+            await producer.stop()
+
+    async def _wait(self, client: Client, ids: list[str], deadline: float, accepted: bool = False) -> None:
+        while time.monotonic() < deadline:
+            states = [await client.campaign(campaign_id) for campaign_id in ids]
+            if all(state is not None and (accepted or state["status"] in FINAL) for state in states):
+                return
+            await asyncio.sleep(0.5)
+
+    async def _check(self, client: Client, ids: list[str]) -> None:
+        for campaign_id in ids:
+            state = await client.campaign(campaign_id)
+            status = state["status"] if state else "missing"
+            if status == "completed":
+                self.report.completed += 1
+            elif status == "paused_budget":
+                self.report.paused_for_budget += 1
+            else:
+                self.report.unfinished.append(f"{campaign_id}: {status}")
+            phase = await client.phase(campaign_id)
+            if phase is None:
+                continue
+            finished = [job for job in phase["jobs"] if job["status"] in ("completed", "failed", "retried")]
+            rows = await client.results(campaign_id)
+            recorded = Counter(row["_id"] for row in rows)
+            self.report.results_lost += sum(1 for job in finished if job["spec"]["job_id"] not in recorded)
+            self.report.results_duplicated += sum(count - 1 for count in recorded.values())
+            charged = sum(
+                (job.get("output") or {}).get("cost", {}).get("cpu_seconds", 0.0) for job in finished
+            )
+            if abs(charged - phase["spent_cpu_seconds"]) > 1e-6:  # a result counted twice, or not at all
+                self.report.results_duplicated += 1
+            self.report.overspend_cpu_seconds += max(
+                0.0, phase["spent_cpu_seconds"] - phase["budget_cpu_seconds"]
+            )
+            for entry in phase["runbook"]:
+                self.report.faults[f"job failures: {entry['failure']}"] += 1
+        for name, proc in self.stack.children.items():
+            if proc.poll() is not None:
+                self.report.crashes.append(f"{name} exited with {proc.returncode}")
+
+
+async def run_chaos(plan: ChaosPlan, home: Path, console: Console | None = None) -> ChaosReport:
+    return await Chaos(plan, home, console or Console(stderr=True)).run()
