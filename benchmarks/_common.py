@@ -13,9 +13,11 @@ import math
 import os
 import platform
 import shutil
+import signal
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,16 +44,26 @@ from rea.events import (
 )
 from rea.runtime import ensure_topics
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, Endpoints
+from rea.stack import EmbeddedStack, Endpoints, spawn
 from rea.topics import Topics
 from rea.workloads import EpochRecord, JobCost, JobOutput, SplitMetrics
 from rea_workload import WORKLOAD
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 Doc = dict[str, Any]
 SERVICE_START_TIMEOUT_S = 90.0
 PHASE = "validation"
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run``, with SIGTERM treated like Ctrl-C so the stack is stopped either way."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    asyncio.run(main)
 
 
 # ---- the stack ------------------------------------------------------------------------
@@ -66,9 +78,21 @@ class Bench:
     endpoints: Endpoints
     topics: Topics
 
-    async def start_service(self, service: str) -> int:
-        """Start ``python -m rea service <service>``; wait until it reports started; return its pid."""
-        self.stack.start_service(service)
+    async def start_service(self, service: str, fetch_max_wait_ms: int | None = None) -> int:
+        """Start ``python -m rea service <service>``; wait until it reports started; return its pid.
+
+        With ``fetch_max_wait_ms`` the service runs through :mod:`benchmarks._tuned_service`
+        (a what-if that changes only its consumers' ``fetch_max_wait_ms``).
+        """
+        if fetch_max_wait_ms is None:
+            self.stack.start_service(service)
+        else:
+            argv = [sys.executable, "-m", "benchmarks._tuned_service", service, str(fetch_max_wait_ms)]
+            paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+            env = {**self.stack.service_env(service), "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+            proc, managed = spawn(service, argv, self.stack.home, env, attached=True)
+            self.stack.children[service] = proc
+            self.stack.processes.append(managed)
         proc = self.stack.children[service]
         log = self.stack.home / "logs" / f"{service}.log"
 
@@ -78,6 +102,10 @@ class Bench:
 
         await wait_until(started, f"the {service} service to start", SERVICE_START_TIMEOUT_S, poll_s=0.2)
         return proc.pid
+
+    def pid(self, name: str) -> int:
+        """The pid of a process of the stack: a service, "tansu", "secantusdb" or "redis"."""
+        return self.stack.children[name].pid
 
     def check_alive(self, service: str) -> None:
         proc = self.stack.children[service]
@@ -154,47 +182,39 @@ async def publish(producer: AIOKafkaProducer, topics: Topics, event: Envelope) -
 
 async def publish_many(
     producer: AIOKafkaProducer, topic: str, messages: Sequence[tuple[bytes, bytes]], chunk: int = 1000
-) -> None:
-    """Publish (key, value) pairs as fast as the producer batches them, ``chunk`` acks at a time."""
+) -> dict[TopicPartition, int]:
+    """Publish (key, value) pairs as fast as the producer batches them, ``chunk`` acks at a time.
+
+    Returns the end offset each partition has after them (as the broker acknowledged it).
+    """
+    ends: dict[TopicPartition, int] = {}
     for start in range(0, len(messages), chunk):
         futures = [
             await producer.send(topic, value, key=key) for key, value in messages[start : start + chunk]
         ]
-        await asyncio.gather(*futures)
+        for meta in await asyncio.gather(*futures):
+            tp = TopicPartition(meta.topic, meta.partition)
+            ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
+    return ends
 
 
-async def consumer_group_lag(bootstrap: str, group: str, topics: Sequence[str]) -> int:
-    """Messages in ``topics`` that consumer group ``group`` has not committed yet."""
+async def consumer_group_lag(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> int:
+    """How many messages below ``ends`` consumer group ``group`` has not committed yet.
+
+    The ends come from the producer's acknowledgements: Tansu's ListOffsets answer is not
+    the log end for batched partitions, while its OffsetFetch is exact.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
-        described = await admin.describe_topics(list(topics))
+        committed = await admin.list_consumer_group_offsets(group, partitions=list(ends))
     finally:
         await admin.close()
-    partitions = [
-        TopicPartition(topic["topic"], part["partition"])
-        for topic in described
-        for part in topic["partitions"]
-    ]
-    ends = await end_offsets(bootstrap, partitions)
     lag = 0
     for tp, end in ends.items():
         meta = committed.get(tp)
-        lag += end - (meta.offset if meta is not None and meta.offset >= 0 else 0)
+        lag += max(0, end - (meta.offset if meta is not None and meta.offset >= 0 else 0))
     return lag
-
-
-async def end_offsets(bootstrap: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        return ends
-    finally:
-        await consumer.stop()
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -294,9 +314,88 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def utc_ms(at: datetime) -> float:
     """A datetime (as MongoDB returns it, millisecond precision) as epoch milliseconds."""
     return at.astimezone(UTC).timestamp() * 1000
+
+
+# ---- profiling (optional: needs `pip install py-spy`) -----------------------------------
+
+
+@asynccontextmanager
+async def py_spy(pids: dict[str, int], out: Path | None, rate: int = 100) -> AsyncIterator[None]:
+    """Sample the given processes with py-spy while the block runs; print where they spent time.
+
+    Does nothing when ``out`` is None. Raw (collapsed-stack) profiles go to ``out/<name>.txt``.
+    """
+    if out is None:
+        yield
+        return
+    binary = shutil.which("py-spy")
+    if binary is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    out.mkdir(parents=True, exist_ok=True)
+    procs = {
+        name: await asyncio.create_subprocess_exec(
+            binary,
+            "record",
+            "-p",
+            str(pid),
+            "-r",
+            str(rate),
+            "-f",
+            "raw",
+            "-o",
+            str(out / f"{name}.txt"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    }
+    try:
+        yield
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        for proc in procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+    for name in pids:
+        print_profile(name, out / f"{name}.txt")
+
+
+def print_profile(name: str, path: Path, top: int = 12) -> None:
+    """The functions a py-spy raw profile spent most samples in (inclusive), busy samples only."""
+    if not path.exists():
+        console.print(f"[yellow]no profile for {name} at {path}[/yellow]")
+        return
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    ranked = sorted(own.items(), key=lambda item: -item[1])[:top]
+    rows = [[frame, f"{100 * n / total:.1f}", f"{100 * inclusive[frame] / total:.1f}"] for frame, n in ranked]
+    print_table(
+        f"py-spy: {name}, {total:,} busy samples (raw profile: {path})", ["frame", "self %", "incl %"], rows
+    )
 
 
 # ---- output ---------------------------------------------------------------------------

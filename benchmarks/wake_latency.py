@@ -6,12 +6,21 @@ and ``max_parallel_jobs=1``, reads each ``job.submitted`` from the job-queue top
 it with a synthetic ``job.completed``, one at a time. Each answer wakes the hibernated phase
 document, and the time until the next submission is one wake.
 
-Peer, measured in the same run and interleaved campaign by campaign: the raw broker round
-trip on the same Tansu (aiokafka produce -> consume on a plain topic, the same message bytes,
-the same consumer settings). A wake crosses the broker twice, so about 2x the round trip is
-its floor. Where the time goes is read back from MongoDB: the executor stamps its
-processed-event marker when the handler starts, the outbox entry when the decision is made
-and ``published_at`` when the relay's send was acknowledged (millisecond precision).
+Peers, measured in the same run and interleaved campaign by campaign, on the same Tansu with
+the same message bytes and consumer settings:
+
+* **A, produce -> consume**: aiokafka sends one message and an idle consumer reads it.
+* **B, one relay hop without a database**: the same path as a wake minus the executor's
+  work: a consumer reads the message and a second producer forwards it to the topic the
+  measuring consumer already waits on (consume -> produce -> consume, in-process aiokafka).
+
+Where a wake's time goes is read back from MongoDB: the executor stamps its processed-event
+marker when the handler starts, the outbox entry when the decision is made and
+``published_at`` when the relay's send was acknowledged (millisecond precision).
+
+``--fetch-max-wait-ms N`` is a what-if: the executor runs through
+:mod:`benchmarks._tuned_service` with its consumers' ``fetch_max_wait_ms`` set to N (FastStream
+and aiokafka default to 500), and the benchmark's own consumers use N too.
 
     python -m benchmarks.wake_latency            # small: 3 campaigns x 11 jobs = 30 wakes
     python -m benchmarks.wake_latency --full     # 20 campaigns x 51 jobs = 1,000 wakes
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -40,14 +50,17 @@ from benchmarks._common import (
     print_table,
     publish,
     ratio,
+    run,
     summary,
     utc_ms,
 )
 from rea.events import JobSubmitted, encode_event, new_id, parse_event
 
 GOAL_P99_MS = 50.0
-SMALL = {"campaigns": 3, "jobs": 11}
-FULL = {"campaigns": 20, "jobs": 51}
+AIOKAFKA_FETCH_MAX_WAIT_MS = 500  # what REA's services get from FastStream today
+SMALL = {"campaigns": 3, "jobs": 11, "relay_per_campaign": 10}
+FULL = {"campaigns": 20, "jobs": 51, "relay_per_campaign": 20}
+STATS = ("p50", "p90", "p99", "max")
 
 
 @dataclass
@@ -62,24 +75,41 @@ class Wake:
 @dataclass
 class Results:
     wakes: list[Wake] = field(default_factory=list)
-    pings: list[float] = field(default_factory=list)
+    produce_consume: list[float] = field(default_factory=list)
+    relay_hop: list[float] = field(default_factory=list)
 
 
-def queue_consumer(bootstrap: str) -> AIOKafkaConsumer:
-    """The consumer settings REA's services get from FastStream (aiokafka defaults)."""
+@dataclass
+class Peers:
+    """The broker-only paths the wakes are compared with (see the module docstring)."""
+
+    producer: AIOKafkaProducer
+    direct: AIOKafkaConsumer  # peer A reads the topic it produces to
+    relay_in: AIOKafkaConsumer  # peer B: the relay reads here ...
+    relay_out: AIOKafkaConsumer  # ... and the measuring consumer reads here
+    topics: tuple[str, str, str]  # (direct, relay in, relay out)
+    value: bytes
+
+
+def consumer(bootstrap: str, fetch_max_wait_ms: int) -> AIOKafkaConsumer:
+    """A consumer with the settings REA's services get from FastStream (aiokafka defaults)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 
-async def assign_all(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> None:
-    await consumer.start()
-    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-    await consumer.seek_to_beginning()
+async def assign_all(made: AIOKafkaConsumer, topic: str, partitions: int) -> AIOKafkaConsumer:
+    await made.start()
+    made.assign([TopicPartition(topic, p) for p in range(partitions)])
+    await made.seek_to_beginning()
+    return made
 
 
-async def next_submission(consumer: AIOKafkaConsumer, timeout_s: float) -> tuple[JobSubmitted, float, float]:
-    record = await asyncio.wait_for(consumer.getone(), timeout_s)
+async def next_submission(queue: AIOKafkaConsumer, timeout_s: float) -> tuple[JobSubmitted, float, float]:
+    record = await asyncio.wait_for(queue.getone(), timeout_s)
     seen, seen_wall = time.perf_counter(), time.time() * 1000
     event = parse_event(record.value or b"")
     if not isinstance(event, JobSubmitted):
@@ -110,15 +140,31 @@ async def run_campaign(
     return wakes
 
 
-async def round_trips(
-    producer: AIOKafkaProducer, ping: AIOKafkaConsumer, topic: str, value: bytes, count: int, timeout_s: float
-) -> list[float]:
-    """Raw broker round trips: produce one message (acked) and wait until the consumer reads it."""
+async def produce_consume(peers: Peers, count: int, timeout_s: float) -> list[float]:
+    """Peer A: produce one message (acked), then read it with an idle consumer."""
     times: list[float] = []
     for index in range(count):
         sent = time.perf_counter()
-        await producer.send_and_wait(topic, value, key=f"k{index}".encode())
-        await asyncio.wait_for(ping.getone(), timeout_s)
+        await peers.producer.send_and_wait(peers.topics[0], peers.value, key=f"k{index}".encode())
+        await asyncio.wait_for(peers.direct.getone(), timeout_s)
+        times.append((time.perf_counter() - sent) * 1000)
+    return times
+
+
+async def relay(peers: Peers, forwarder: AIOKafkaProducer) -> None:
+    """Peer B's middle: what the executor does, minus MongoDB: consume, then produce."""
+    while True:
+        record = await peers.relay_in.getone()
+        await forwarder.send_and_wait(peers.topics[2], record.value, key=record.key)
+
+
+async def relay_hops(peers: Peers, count: int, timeout_s: float) -> list[float]:
+    """Peer B: produce to the relay's topic and wait for the forwarded copy."""
+    times: list[float] = []
+    for index in range(count):
+        sent = time.perf_counter()
+        await peers.producer.send_and_wait(peers.topics[1], peers.value, key=f"r{index}".encode())
+        await asyncio.wait_for(peers.relay_out.getone(), timeout_s)
         times.append((time.perf_counter() - sent) * 1000)
     return times
 
@@ -140,104 +186,126 @@ async def stage_breakdown(bench: Bench, wakes: list[Wake]) -> dict[str, list[flo
         }
     finally:
         await client.close()
-    stages: dict[str, list[float]] = {
-        "broker -> executor handler starts": [],
-        "handler: reads, decide, replace": [],
-        "commit + relay query + send ack": [],
-        "relay ack -> observer reads it": [],
-    }
-    names = list(stages)
+    names = (
+        "completion sent -> executor handler starts",
+        "handler: dedup read, phase read, decide, replace",
+        "outbox + marker writes, commit, relay query, send ack",
+        "relay's send acked -> job.submitted read",
+    )
+    stages: dict[str, list[float]] = {name: [] for name in names}
     for wake in wakes:
         started = markers.get(f"executor:{wake.completion_id}")
         entry = outbox.get(wake.submitted_id)
         if started is None or entry is None:
             continue
         created, published = entry
-        for name, value in zip(
-            names,
-            (
-                started - wake.published_ms,
-                created - started,
-                published - created,
-                wake.observed_ms - published,
-            ),
-            strict=True,
-        ):
+        values = (
+            started - wake.published_ms,
+            created - started,
+            published - created,
+            wake.observed_ms - published,
+        )
+        for name, value in zip(names, values, strict=True):
             stages[name].append(value)
     return stages
 
 
-async def measure(bench: Bench, campaigns: int, jobs: int, timeout_s: float) -> Results:
-    ping_topic = f"{bench.settings.topic_prefix}.bench.ping"
-    partitions = bench.settings.topic_partitions
+async def create_topics(bench: Bench, names: list[str]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bench.endpoints.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(ping_topic, partitions, 1)])
+        await admin.create_topics([NewTopic(name, bench.settings.topic_partitions, 1) for name in names])
     finally:
         await admin.close()
-    queue, ping = (
-        queue_consumer(bench.endpoints.kafka_bootstrap),
-        queue_consumer(bench.endpoints.kafka_bootstrap),
-    )
-    await assign_all(queue, bench.topics.job_queue, partitions)
-    await assign_all(ping, ping_topic, partitions)
+
+
+async def measure(
+    bench: Bench, campaigns: int, jobs: int, relay_per_campaign: int, fetch_wait: int, timeout_s: float
+) -> Results:
+    bootstrap, partitions = bench.endpoints.kafka_bootstrap, bench.settings.topic_partitions
+    names = [f"{bench.settings.topic_prefix}.bench.{name}" for name in ("direct", "relay-in", "relay-out")]
+    await create_topics(bench, names)
+    made = [consumer(bootstrap, fetch_wait) for _ in range(4)]
+    queue = await assign_all(made[0], bench.topics.job_queue, partitions)
     results = Results()
     sample = encode_event(job_completed(phase_started(new_id(), 1, 1).payload.plan.jobs[0]))
     try:
-        async with kafka_producer(bench.endpoints.kafka_bootstrap) as producer:
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task("wakes and round trips", total=campaigns)
-                for _ in range(campaigns):  # interleaved, so both see the same machine
-                    wakes = await run_campaign(bench, producer, queue, jobs, timeout_s)
-                    results.wakes.extend(wakes)
-                    results.pings.extend(
-                        await round_trips(producer, ping, ping_topic, sample, len(wakes), timeout_s)
-                    )
-                    bench.check_alive("executor")
-                    progress.advance(task)
+        async with kafka_producer(bootstrap) as producer, kafka_producer(bootstrap) as forwarder:
+            peers = Peers(
+                producer,
+                await assign_all(made[1], names[0], partitions),
+                await assign_all(made[2], names[1], partitions),
+                await assign_all(made[3], names[2], partitions),
+                (names[0], names[1], names[2]),
+                sample,
+            )
+            relay_task = asyncio.create_task(relay(peers, forwarder))
+            try:
+                with Progress(console=console, transient=True) as progress:
+                    task = progress.add_task("wakes and peers, campaign by campaign", total=campaigns)
+                    for _ in range(campaigns):
+                        wakes = await run_campaign(bench, producer, queue, jobs, timeout_s)
+                        results.wakes.extend(wakes)
+                        results.produce_consume.extend(await produce_consume(peers, len(wakes), timeout_s))
+                        hops = min(len(wakes), relay_per_campaign)
+                        results.relay_hop.extend(await relay_hops(peers, hops, timeout_s))
+                        bench.check_alive("executor")
+                        progress.advance(task)
+            finally:
+                relay_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay_task
     finally:
-        await queue.stop()
-        await ping.stop()
+        for each in made:
+            await each.stop()
     return results
 
 
-def report(results: Results, stages: dict[str, list[float]], warmup: int, message_bytes: int) -> None:
-    wakes = [w.latency_ms for w in results.wakes[warmup:]]
-    pings = results.pings[warmup:]
-    wake, rtt = summary(wakes), summary(pings)
+def report(results: Results, stages: dict[str, list[float]], warmup: int, fetch_wait: int) -> None:
+    wake = summary([w.latency_ms for w in results.wakes[warmup:]])
+    peer_a = summary(results.produce_consume[warmup:])
+    peer_b = summary(results.relay_hop[warmup:])
+
+    def row(name: str, n: int, stats: dict[str, float]) -> list[str]:
+        return [name, str(n)] + [f"{stats[k]:.1f}" for k in STATS]
+
     rows = [
-        ["executor wake (job.completed -> job.submitted)", str(len(wakes))]
-        + [f"{wake[k]:.1f}" for k in ("p50", "p90", "p99", "max")],
-        ["peer: broker round trip (produce -> consume)", str(len(pings))]
-        + [f"{rtt[k]:.1f}" for k in ("p50", "p90", "p99", "max")],
-        ["ratio wake / round trip", ""] + [ratio(wake[k], rtt[k]) for k in ("p50", "p90", "p99", "max")],
+        row("executor wake: job.completed -> job.submitted", len(results.wakes) - warmup, wake),
+        row("peer A: produce -> consume", len(results.produce_consume) - warmup, peer_a),
+        row("peer B: relay hop, no database", len(results.relay_hop) - warmup, peer_b),
+        ["ratio wake / peer A", ""] + [ratio(wake[k], peer_a[k]) for k in STATS],
+        ["ratio wake / peer B", ""] + [ratio(wake[k], peer_b[k]) for k in STATS],
     ]
     print_table(
-        "Wake latency (ms)",
-        ["", "n", "p50", "p90", "p99", "max"],
+        f"Wake latency (ms), consumers' fetch_max_wait_ms={fetch_wait}",
+        ["", "n", *STATS],
         rows,
-        caption=f"{warmup} warm-up samples of each dropped; peer messages are {message_bytes} bytes, "
-        "the size of one job.completed",
+        caption=f"first {warmup} samples of each kind dropped; peers send {len(_sample_bytes())}-byte "
+        "messages, the size of one job.completed",
     )
     stage_rows = []
     for name, values in stages.items():
-        values = values[warmup:]
-        s = summary(values)
-        stage_rows.append([name, f"{s['p50']:.0f}", f"{s['p90']:.0f}", f"{s['p99']:.0f}", f"{s['max']:.0f}"])
+        stats = summary(values[warmup:])
+        stage_rows.append([name, *(f"{stats[k]:.0f}" for k in STATS)])
     print_table(
         "Where a wake's time goes (ms, from the executor's MongoDB timestamps, +/-1 ms)",
-        ["stage", "p50", "p90", "p99", "max"],
+        ["stage", *STATS],
         stage_rows,
     )
-    met = wake["p99"] < GOAL_P99_MS
-    verdict = "[green]met[/green]" if met else "[red]missed[/red]"
+    verdict = "[green]met[/green]" if wake["p99"] < GOAL_P99_MS else "[red]missed[/red]"
     console.print(f"goal p99 < {GOAL_P99_MS:.0f} ms: {verdict} (p99 = {wake['p99']:.1f} ms)")
 
 
+def _sample_bytes() -> bytes:
+    return encode_event(job_completed(phase_started("c" * 32, 1, 1).payload.plan.jobs[0]))
+
+
 async def main(args: argparse.Namespace) -> None:
-    campaigns = args.campaigns or (FULL if args.full else SMALL)["campaigns"]
-    jobs = args.jobs or (FULL if args.full else SMALL)["jobs"]
+    size = FULL if args.full else SMALL
+    campaigns = args.campaigns or size["campaigns"]
+    jobs = args.jobs or size["jobs"]
+    relay_per_campaign = args.relay_per_campaign or size["relay_per_campaign"]
+    fetch_wait = args.fetch_max_wait_ms or AIOKAFKA_FETCH_MAX_WAIT_MS
     if jobs < 2:
         raise SystemExit("--jobs must be at least 2 (a wake needs a next job)")
     print_header(
@@ -247,33 +315,45 @@ async def main(args: argparse.Namespace) -> None:
             "jobs_per_phase": jobs,
             "wakes": campaigns * (jobs - 1),
             "warmup": args.warmup,
+            "fetch_max_wait_ms": fetch_wait if args.fetch_max_wait_ms else f"{fetch_wait} (as shipped)",
         },
     )
     async with embedded_stack("wake", keep=args.keep) as bench:
         with console.status("starting the executor service"):
-            await bench.start_service("executor")
-        results = await measure(bench, campaigns, jobs, args.timeout)
+            await bench.start_service("executor", args.fetch_max_wait_ms)
+        results = await measure(bench, campaigns, jobs, relay_per_campaign, fetch_wait, args.timeout)
         stages = await stage_breakdown(bench, results.wakes)
-    sample = encode_event(job_completed(phase_started(new_id(), 1, 1).payload.plan.jobs[0]))
-    report(results, stages, min(args.warmup, len(results.wakes) - 1), len(sample))
+    report(results, stages, min(args.warmup, len(results.wakes) - 1), fetch_wait)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.wake_latency",
-        description="Executor wake latency (job.completed -> next job.submitted) vs a broker round trip.",
+        description="Executor wake latency (job.completed -> next job.submitted) vs broker-only peers.",
     )
     parser.add_argument(
         "--full",
         action="store_true",
-        help=f"the documented full size: {FULL['campaigns']} campaigns "
-        f"x {FULL['jobs']} jobs = {FULL['campaigns'] * (FULL['jobs'] - 1)} wakes",
+        help=f"the documented full size: {FULL['campaigns']} campaigns x {FULL['jobs']} jobs "
+        f"= {FULL['campaigns'] * (FULL['jobs'] - 1)} wakes",
     )
     parser.add_argument(
-        "--campaigns", type=int, help=f"campaigns, one after another (small: {SMALL['campaigns']})"
+        "--campaigns", type=int, help=f"campaigns, one after another (small {SMALL['campaigns']})"
     )
     parser.add_argument(
-        "--jobs", type=int, help=f"jobs per phase; each phase gives jobs-1 wakes (small: {SMALL['jobs']})"
+        "--jobs", type=int, help=f"jobs per phase, giving jobs-1 wakes each (small {SMALL['jobs']})"
+    )
+    parser.add_argument(
+        "--relay-per-campaign",
+        type=int,
+        help=f"peer B samples after each campaign (small {SMALL['relay_per_campaign']}, "
+        f"full {FULL['relay_per_campaign']})",
+    )
+    parser.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        help="what-if: run the executor (and this benchmark's consumers) with this fetch_max_wait_ms "
+        f"instead of the {AIOKAFKA_FETCH_MAX_WAIT_MS} the services use today",
     )
     parser.add_argument(
         "--warmup", type=int, default=5, help="first samples of each kind left out (default 5)"
@@ -284,4 +364,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run(main(parse_args()))

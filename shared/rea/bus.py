@@ -49,6 +49,8 @@ def make_broker(settings: Settings, bootstrap: str) -> KafkaBroker:
         bootstrap,
         enable_idempotence=settings.kafka_idempotence,
         client_id=settings.service_name,
+        # Notice re-created topics (a broker that lost its log) in seconds, not minutes.
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         logger=None,
     )
 

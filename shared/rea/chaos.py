@@ -246,7 +246,7 @@ class Chaos:
             self.report.results_lost += sum(1 for job in finished if job["spec"]["job_id"] not in recorded)
             self.report.results_duplicated += sum(count - 1 for count in recorded.values())
             charged = sum(
-                (job.get("output") or {}).get("cost", {}).get("cpu_seconds", 0.0) for job in finished
+                ((job.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0) for job in finished
             )
             if abs(charged - phase["spent_cpu_seconds"]) > 1e-6:  # a result counted twice, or not at all
                 self.report.results_duplicated += 1

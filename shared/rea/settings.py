@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = "rea"
     topic_partitions: int = 6
+    kafka_metadata_max_age_ms: int = 10_000
     mongo_db: str = "rea"
     workers: int = Field(default=2, description="Job workers `rea up` and `rea demo` start.")
     job_timeout_s: float = Field(default=1800.0, description="The longest a worker lets any job run.")

@@ -322,6 +322,7 @@ class EmbeddedStack:
             **self.endpoints.env(),
             "REA_HOME": str(self.home),
             "REA_TOPIC_PREFIX": self.settings.topic_prefix,
+            "REA_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
             "REA_MONGO_DB": self.settings.mongo_db,
             "REA_SERVICE_NAME": name,
             "REA_METRICS_PORT": str(metrics_port),

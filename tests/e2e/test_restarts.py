@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rea.client import Client
+from rea.events import CampaignRequested, new_id
 from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.stack import EmbeddedStack
@@ -76,3 +77,64 @@ async def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
     finally:
         await client.close()
         stack.stop()
+
+
+async def test_two_executors_share_campaigns_and_one_takes_over(
+    services: EmbeddedStack, client: Client, store: Store
+) -> None:
+    """Executors in one consumer group split campaigns by partition (campaign id is the key);
+    kill one with SIGKILL and the other takes its partitions, and every campaign completes."""
+    partitions = services.settings.topic_partitions
+    ids = one_campaign_per_partition(partitions)
+    for name in ("logger", "hypothesis", "planner"):
+        services.start_service(name)
+    services.start_service("executor", "executor-a")
+    services.start_service("executor", "executor-b")
+    for index in range(2):
+        services.start_service("worker", f"worker-{index}")
+    for campaign_id in ids:
+        await client.publish(
+            CampaignRequested(
+                campaign_id=campaign_id,
+                correlation_id=campaign_id,
+                payload=campaign_request(max_hypotheses=2, baseline={"epochs": 2}),
+            )
+        )
+
+    async def both_executors_worked() -> bool:
+        counts = [await jobs_submitted_by(services, name) for name in ("executor-a", "executor-b")]
+        return all(count > 0 for count in counts)
+
+    await eventually(both_executors_worked, "both executors to submit jobs", 120)
+    services.stop_process("executor-a", signal.SIGKILL)
+
+    states = [await finished(client, campaign_id, 300) for campaign_id in ids]
+
+    assert [state["status"] for state in states] == ["completed"] * len(ids)
+    for state in states:
+        rows = await client.results(state["campaign_id"])
+        assert sorted(row["_id"] for row in rows) == sorted(job["job_id"] for job in state["plan"]["jobs"])
+
+
+def one_campaign_per_partition(partitions: int) -> list[str]:
+    """Campaign ids whose keys land on every partition, so both executors must get some."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner = DefaultPartitioner()
+    chosen: dict[int, str] = {}
+    while len(chosen) < partitions:
+        campaign_id = new_id()
+        chosen.setdefault(partitioner(campaign_id.encode(), list(range(partitions)), []), campaign_id)
+    return list(chosen.values())
+
+
+async def jobs_submitted_by(services: EmbeddedStack, name: str) -> float:
+    import httpx
+
+    port = next(p.metrics_port for p in services.processes if p.name == name)
+    async with httpx.AsyncClient() as http:
+        page = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    for line in page.splitlines():
+        if line.startswith("rea_jobs_total") and 'outcome="submitted"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -1,0 +1,28 @@
+"""The fault-injection suite at CI size: it must hold every guarantee while everything breaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from rea.chaos import ChaosPlan, run_chaos
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(1200)
+async def test_nothing_is_lost_duplicated_overspent_or_crashed_under_faults(tmp_path: Path) -> None:
+    plan = ChaosPlan(campaigns=3, malformed=1000, seed=7, timeout_s=600)
+
+    report = await run_chaos(plan, tmp_path, Console(stderr=True))
+
+    Console(stderr=True).print(report.table())
+    assert report.passed, (report.unfinished, report.crashes)
+    assert report.completed + report.paused_for_budget == plan.campaigns
+    assert report.completed >= plan.campaigns - 1
+    assert report.faults["malformed messages"] >= 1000
+    assert report.faults["broker restarts"] == 1
+    assert report.faults["service kills (-9)"] == 4 + plan.workers
+    assert report.faults["events replayed"] > 0
