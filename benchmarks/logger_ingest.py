@@ -6,19 +6,24 @@ real logger service process starts and the benchmark waits until all N are in th
 (first to last result), so the service's start-up is not counted; the wall time from
 process start is shown too.
 
-Peers, in the same run and on the same SecantusDB, from one asyncio PyMongo client in this
-process, writing the very documents the logger writes (``rea_logger.records``) into a
-database with the same indexes (``Store.ensure_indexes``):
+Peers, in the same run and on the same SecantusDB, after the logger, from one asyncio PyMongo
+client in this process, writing the very documents the logger writes (``rea_logger.records``,
+the first ``--peer-results`` of them) into a database with the same indexes
+(``Store.ensure_indexes``):
 
 * ``insert_one`` of each result document, one after another;
 * ``insert_one`` of the event document and then the result document: the logger's write
   pattern, without Kafka, parsing or its dedup;
+* the same with ``retryWrites=false`` on the client (PyMongo's default, used by the services,
+  is true: SecantusDB then keeps a record of every write for retries, up to 10,000 for
+  30 minutes, and scans them all on each write);
 * ``insert_many`` of the result documents, 1,000 at a time;
 * ``insert_many`` (unordered, duplicates tolerated) of 1,000 event documents, then of their
   1,000 result documents: the logger's write pattern, batched.
 
-CPU seconds of the logger, SecantusDB and Tansu (``/proc/PID/stat``) are reported per result,
-for the logger while it records and for SecantusDB during each peer.
+The logger's rate is also shown per quarter of its run, and the CPU seconds of the logger,
+SecantusDB and Tansu (``/proc/PID/stat``) per result, for the logger while it records and
+during each peer. ``--profile DIR`` samples the logger and SecantusDB with py-spy.
 
     python -m benchmarks.logger_ingest            # small: 2,000 results
     python -m benchmarks.logger_ingest --full     # 20,000 results
@@ -32,10 +37,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
 from benchmarks._common import (
     Bench,
+    Doc,
     console,
     cpu_seconds,
     embedded_stack,
@@ -61,6 +68,7 @@ FULL = {"results": 20_000}
 JOBS_PER_CAMPAIGN = 10
 BATCH = 1000
 INGEST_TIMEOUT_S = 1800.0
+PEER_RESULTS = 2_000
 SERVERS = ("secantusdb", "tansu")
 
 
@@ -112,43 +120,52 @@ async def logger_run(bench: Bench, events: list[JobCompleted], profile: Path | N
             )
     published = time.monotonic() - started
     client = bench.mongo()
-    results = client[bench.settings.mongo_db]["results"]
+    db = client[bench.settings.mongo_db]
     try:
         started = time.monotonic()
         with console.status("starting the logger service"):
             pid = await bench.start_service("logger")
         meter = CpuMeter({"logger": pid, **{name: bench.pid(name) for name in SERVERS}})
         window: list[int] = []  # results recorded when the CPU window opened
-
-        async def all_recorded() -> bool:
-            bench.check_alive("logger")
-            recorded = await results.count_documents({})
-            if recorded and not window:
-                meter.start()
-                window.append(recorded)
-            console.print(f"[dim]{recorded:,} / {len(events):,} recorded[/dim]", end="\r")
-            return recorded >= len(events)
-
         profiled = {"logger": pid, "secantusdb": bench.pid("secantusdb")}
-        with console.status("the logger is recording"):
+        with console.status("the logger is recording") as status:
+
+            async def all_recorded() -> bool:
+                bench.check_alive("logger")
+                recorded = await db["results"].count_documents({})
+                if recorded and not window:
+                    meter.start()
+                    window.append(recorded)
+                status.update(f"the logger is recording: {recorded:,} / {len(events):,}")
+                return recorded >= len(events)
+
             async with py_spy(profiled, profile and profile / "logger-run"):
                 await wait_until(
                     all_recorded, "the logger to record every result", INGEST_TIMEOUT_S, poll_s=1.0
                 )
         wall = time.monotonic() - started
         cpu = meter.per_result_ms(max(1, len(events) - window[0]))
-        first = await results.find_one({}, sort=[("recorded_at", 1)])
-        last = await results.find_one({}, sort=[("recorded_at", -1)])
-        logged = await client[bench.settings.mongo_db]["events"].count_documents({})
+        stamps = [
+            utc_ms(doc["recorded_at"])
+            async for doc in db["results"].find({}, {"recorded_at": 1}).sort("recorded_at", 1)
+        ]
+        logged = await db["events"].count_documents({})
     finally:
         await client.close()
-    assert first is not None and last is not None
-    span = (utc_ms(last["recorded_at"]) - utc_ms(first["recorded_at"])) / 1000
+    quarters = [stamps[len(stamps) * q // 4 : len(stamps) * (q + 1) // 4] for q in range(4)]
     note = (
         f"published in {published:.1f} s before the logger started; {wall:.1f} s from its process start "
-        f"to the last result; {logged:,} events logged"
+        f"to the last result; {logged:,} events logged; results/s by quarter of the run: "
+        + ", ".join(f"{rate_of(quarter):,.0f}" for quarter in quarters)
     )
-    return Run("logger service (recorded_at, first -> last)", (len(events) - 1) / span, span, cpu, note)
+    span = (stamps[-1] - stamps[0]) / 1000
+    return Run("logger service (recorded_at, first -> last)", rate_of(stamps), span, cpu, note)
+
+
+def rate_of(stamps_ms: list[float]) -> float:
+    """Results per second over sorted ``recorded_at`` stamps (epoch ms)."""
+    span = (stamps_ms[-1] - stamps_ms[0]) / 1000 if len(stamps_ms) > 1 else 0.0
+    return (len(stamps_ms) - 1) / span if span > 0 else float("nan")
 
 
 async def insert_each(store: Store, events: list[JobCompleted]) -> None:
@@ -184,33 +201,43 @@ async def insert_pair_batches(store: Store, events: list[JobCompleted]) -> None:
                     raise
 
 
-PEERS: dict[str, Callable[[Store, list[JobCompleted]], Awaitable[None]]] = {
-    "insert_one result": insert_each,
-    "insert_one event, then result (the logger's writes)": insert_pairs,
-    f"insert_many results x{BATCH}": insert_batches,
-    f"insert_many events, then results x{BATCH}, unordered": insert_pair_batches,
-}
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    write: Callable[[Store, list[JobCompleted]], Awaitable[None]]
+    retry_writes: bool = True  # PyMongo's default, which the services use
+
+
+PEERS = (
+    Peer("insert_one result", insert_each),
+    Peer("insert_one event, then result (the logger's writes)", insert_pairs),
+    Peer("the same, client with retryWrites=false", insert_pairs, retry_writes=False),
+    Peer(f"insert_many results x{BATCH}", insert_batches),
+    Peer(f"insert_many events, then results x{BATCH}, unordered", insert_pair_batches),
+)
 
 
 async def peer_runs(bench: Bench, events: list[JobCompleted], profile: Path | None) -> list[Run]:
     """Plain inserts of the logger's documents from this process (see the module docstring)."""
     runs: list[Run] = []
-    for index, (name, write) in enumerate(PEERS.items()):
-        store = Store.connect(
-            bench.endpoints.mongo_uri, f"{bench.settings.mongo_db}_peer{index}", bench.topics
+    for index, peer in enumerate(PEERS):
+        client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            bench.endpoints.mongo_uri, tz_aware=True, retryWrites=peer.retry_writes
         )
+        store = Store(client, f"{bench.settings.mongo_db}_peer{index}", bench.topics)
         meter = CpuMeter({name: bench.pid(name) for name in SERVERS})
         try:
             await store.ensure_indexes()
-            profiled = {"secantusdb": bench.pid("secantusdb")}
-            with console.status(f"peer: {name}"):
-                async with py_spy(profiled, profile and profile / f"peer{index}"):
+            with console.status(f"peer: {peer.name}"):
+                async with py_spy(
+                    {"secantusdb": bench.pid("secantusdb")}, profile and profile / f"peer{index}"
+                ):
                     meter.start()
                     started = time.perf_counter()
-                    await write(store, events)
+                    await peer.write(store, events)
                     seconds = time.perf_counter() - started
             runs.append(
-                Run(f"peer: {name}", len(events) / seconds, seconds, meter.per_result_ms(len(events)))
+                Run(f"peer: {peer.name}", len(events) / seconds, seconds, meter.per_result_ms(len(events)))
             )
         finally:
             await store.close()
@@ -255,7 +282,7 @@ async def main(args: argparse.Namespace) -> None:
     async with embedded_stack("logger", keep=args.keep) as bench:
         logger = await logger_run(bench, events, args.profile)
         bench.stack.stop_process("logger")
-        peers = await peer_runs(bench, events, args.profile)
+        peers = await peer_runs(bench, events[: args.peer_results or PEER_RESULTS], args.profile)
     report(count, logger, peers)
 
 
@@ -266,6 +293,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--full", action="store_true", help=f"the documented full size: {FULL['results']:,}")
     parser.add_argument("--results", type=int, help=f"job.completed events (small {SMALL['results']:,})")
+    parser.add_argument(
+        "--peer-results",
+        type=int,
+        help=f"how many of the same documents each peer writes (default {PEER_RESULTS:,}, or all if fewer)",
+    )
     parser.add_argument(
         "--profile", type=Path, help="also sample the logger and SecantusDB with py-spy; raw profiles go here"
     )

@@ -2,7 +2,10 @@
 
 Applied without a human, within guardrails: at most ``MAX_ATTEMPTS`` attempts per job, the
 same failure twice gives up on the job, and a retried config must still be legal for the
-workload's knob schema. Only what the table cannot resolve escalates to a person.
+workload's knob schema. Failures of the infrastructure rather than of the config (a lost
+worker, a killed process) are not the job's fault: they are retried up to
+``MAX_INFRASTRUCTURE_ATTEMPTS`` times even when they repeat. Only what the table cannot
+resolve escalates to a person.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from rea.workloads import JobError, get_workload
 Action = Literal["halve_batch", "lower_lr_and_clip", "resubmit", "drop", "escalate"]
 
 MAX_ATTEMPTS = 3
+INFRASTRUCTURE_FAILURES = frozenset({"lost_worker", "killed"})
+MAX_INFRASTRUCTURE_ATTEMPTS = 5
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 60.0
 LR_FACTOR = 1 / 3
@@ -68,9 +73,10 @@ def recover(spec: JobSpec, error: JobError, earlier_failures: list[str], now: da
         return Recovery("drop", rule.description)
     if rule.action == "escalate":
         return Recovery("escalate", rule.description, escalate=True)
-    if error.kind in earlier_failures:
+    infrastructure = error.kind in INFRASTRUCTURE_FAILURES
+    if error.kind in earlier_failures and not infrastructure:
         return Recovery("give_up", f"the same failure ({error.kind}) twice: giving up on this job")
-    if spec.attempt >= MAX_ATTEMPTS:
+    if spec.attempt >= (MAX_INFRASTRUCTURE_ATTEMPTS if infrastructure else MAX_ATTEMPTS):
         return Recovery("give_up", f"{spec.attempt} attempts used: giving up on this job")
     schema = get_workload(spec.workload).schema
     try:

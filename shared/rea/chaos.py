@@ -13,6 +13,7 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rea.client import Client
-from rea.events import CampaignRequested, new_id
+from rea.events import CampaignRequested
 from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.stack import SERVICES, EmbeddedStack
@@ -147,8 +148,9 @@ class Chaos:
         return self.report
 
     async def _submit(self, client: Client, index: int) -> str:
-        """The last campaign gets a budget with no room for retries: it may pause, as designed."""
-        campaign_id = new_id()
+        """The last campaign gets a budget with no room for retries: it may pause, as designed.
+        Ids derive from the seed, so the faults drawn for each job are the same every run."""
+        campaign_id = f"chaos-{self.plan.seed}-{index}"
         budget = 55 if index == self.plan.campaigns - 1 else 2000
         request: dict[str, Any] = {
             "name": f"chaos {index}",
@@ -198,7 +200,7 @@ class Chaos:
                 event["payload"]["job_id"] if event["type"] == "job.submitted" else event["campaign_id"]
             ).encode()
             value = json.dumps(event, default=lambda v: v.isoformat()).encode()
-            await client.send(client.topics.for_event(event["type"]), key, value)
+            await _send_retrying(client.send, client.topics.for_event(event["type"]), key, value)
         return len(docs)
 
     async def _feed_garbage(self, client: Client) -> None:
@@ -207,15 +209,14 @@ class Chaos:
             bootstrap_servers=client.endpoints.kafka_bootstrap, max_request_size=2**21
         )
         await producer.start()
+
+        async def send(topic: str, key: bytes, value: bytes) -> None:
+            await producer.send_and_wait(topic, value, key=key)
+
         try:
             for raw in hostile_messages(self.rng, self.plan.malformed):
                 topic = self.rng.choice(topics)
-                for _ in range(20):  # the broker may be restarting under us: try again shortly
-                    try:
-                        await producer.send_and_wait(topic, raw, key=b"chaos")
-                        break
-                    except Exception:
-                        await asyncio.sleep(0.25)
+                await _send_retrying(send, topic, b"chaos", raw)
                 self.report.faults["malformed messages"] += 1
         finally:
             await producer.stop()
@@ -258,6 +259,24 @@ class Chaos:
         for name, proc in self.stack.children.items():
             if proc.poll() is not None:
                 self.report.crashes.append(f"{name} exited with {proc.returncode}")
+
+
+async def _send_retrying(
+    send: Callable[[str, bytes, bytes], Awaitable[Any]],
+    topic: str,
+    key: bytes,
+    value: bytes,
+    attempts: int = 60,
+) -> None:
+    """The broker may be restarting under us: try again shortly, for up to ~15 s."""
+    for attempt in range(attempts):
+        try:
+            await send(topic, key, value)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def run_chaos(plan: ChaosPlan, home: Path, console: Console | None = None) -> ChaosReport:

@@ -14,8 +14,10 @@ from rea_executor.runbook import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
     CLIP_NORM,
+    INFRASTRUCTURE_FAILURES,
     LR_FACTOR,
     MAX_ATTEMPTS,
+    MAX_INFRASTRUCTURE_ATTEMPTS,
     RUNBOOK,
     Recovery,
     recover,
@@ -40,6 +42,7 @@ EXPECTED_ACTIONS = {
     "error": "escalate",
 }
 RETRYING = [kind for kind, action in EXPECTED_ACTIONS.items() if action not in ("drop", "escalate")]
+CONFIG_FAILURES = [kind for kind in RETRYING if kind not in INFRASTRUCTURE_FAILURES]
 
 
 def job(job_id: str = "camp-1-validation-h1-s0", attempt: int = 1, **config: Any) -> JobSpec:
@@ -228,11 +231,18 @@ def test_recover_is_pure() -> None:
 # ---- guardrails --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", RETRYING)
+@pytest.mark.parametrize("kind", CONFIG_FAILURES)
 def test_the_same_failure_twice_gives_up(kind: str) -> None:
     recovery = recover(job("j-a2", attempt=2), error(kind), [kind], NOW)
     assert recovery.action == "give_up" and recovery.retry is None and not recovery.escalate
     assert kind in recovery.reason and "twice" in recovery.reason
+
+
+@pytest.mark.parametrize("kind", sorted(INFRASTRUCTURE_FAILURES))
+def test_a_repeated_infrastructure_failure_is_retried_again(kind: str) -> None:
+    """A lost worker or a killed process says nothing about the config: repeating it is no reason to stop."""
+    recovery = recover(job("j-a2", attempt=2), error(kind), [kind], NOW)
+    assert recovery.action == "resubmit" and retried(recovery).attempt == 3
 
 
 def test_a_different_earlier_failure_does_not_stop_a_retry() -> None:
@@ -242,16 +252,25 @@ def test_a_different_earlier_failure_does_not_stop_a_retry() -> None:
 
 @pytest.mark.parametrize("kind", RETRYING)
 def test_no_retry_once_max_attempts_are_used(kind: str) -> None:
-    recovery = recover(job("j-a3", attempt=MAX_ATTEMPTS), error(kind), [], NOW)
+    limit = MAX_INFRASTRUCTURE_ATTEMPTS if kind in INFRASTRUCTURE_FAILURES else MAX_ATTEMPTS
+    assert retried(recover(job("j-a2", attempt=limit - 1), error(kind), [], NOW)).attempt == limit
+    recovery = recover(job("j-a3", attempt=limit), error(kind), [], NOW)
     assert recovery.action == "give_up" and recovery.retry is None
-    assert f"{MAX_ATTEMPTS} attempts" in recovery.reason
+    assert f"{limit} attempts" in recovery.reason
 
 
-def test_a_failing_job_gets_at_most_max_attempts() -> None:
-    """Chain different failures, so only the attempt limit stops it."""
+@pytest.mark.parametrize(
+    ("failures", "limit"),
+    [
+        (["oom", "nan", "oom", "nan"], MAX_ATTEMPTS),
+        (["lost_worker", "killed"] * 4, MAX_INFRASTRUCTURE_ATTEMPTS),
+    ],
+)
+def test_a_failing_job_gets_at_most_max_attempts(failures: list[str], limit: int) -> None:
+    """Chain failures that the same-failure rule does not stop, so only the attempt limit does."""
     spec, earlier = job(batch_size=4096), list[str]()
     attempts = [spec]
-    for kind in ["oom", "nan", "lost_worker", "killed", "oom"]:
+    for kind in failures:
         recovery = recover(spec, error(kind), earlier, NOW)
         if recovery.retry is None:
             assert recovery.action == "give_up"
@@ -259,14 +278,14 @@ def test_a_failing_job_gets_at_most_max_attempts() -> None:
         earlier.append(kind)
         spec = recovery.retry
         attempts.append(spec)
-    assert len(attempts) == MAX_ATTEMPTS
-    assert [a.attempt for a in attempts] == list(range(1, MAX_ATTEMPTS + 1))
+    assert len(attempts) == limit
+    assert [a.attempt for a in attempts] == list(range(1, limit + 1))
 
 
 def test_backoff_grows_exponentially_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     # Lift the attempt limit so the cap is reachable; earlier failures are left empty so
     # the same-failure guardrail does not stop the chain.
-    monkeypatch.setattr(runbook, "MAX_ATTEMPTS", 20)
+    monkeypatch.setattr(runbook, "MAX_INFRASTRUCTURE_ATTEMPTS", 20)
     spec = job()
     delays = []
     for _ in range(9):
