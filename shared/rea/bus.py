@@ -64,6 +64,18 @@ class Bus:
         self.service = service
         self.metrics = metrics
 
+    async def rewind(self) -> None:
+        """Read every assigned partition again from its beginning.
+
+        For a broker that lost its log: the new log starts at offset 0, but a running consumer
+        still holds its old position and would silently skip the first messages of the new log.
+        Re-reading is safe: every handler dedups on ``event_id``.
+        """
+        for subscriber in self.broker.subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is not None and consumer.assignment():
+                await consumer.seek_to_beginning()
+
     async def publish(self, event: Envelope) -> None:
         await self.send(self.topics.for_event(event.type), event.key(), encode_event(event))
 

@@ -84,26 +84,34 @@ class Runtime:
 
     async def watch_broker(self) -> None:
         """Notice a broker that lost its log — a new cluster id (an embedded broker restarted with
-        in-memory storage) or missing topics — then recreate the topics and reconcile.
+        in-memory storage) or missing topics — then re-create the topics, rewind this process's
+        consumers and reconcile.
 
-        The cluster id last seen is kept in MongoDB per service, so a service that was down while
-        the broker restarted notices at start-up too.
+        The cluster id last seen is also kept in MongoDB per service, so a service that was down
+        while the broker restarted notices at start-up too.
         """
         marker = f"broker:{self.service}"
+        known: str | None = None
         while True:
             try:
-                seen = await self.store.db["meta"].find_one({"_id": marker})
                 cluster_id, missing = await _broker_facts(self.endpoints.kafka_bootstrap, self.topics)
-                if missing or (seen is not None and seen.get("cluster_id") != cluster_id):
+                first = known is None
+                if known is None:
+                    seen = await self.store.db["meta"].find_one({"_id": marker})
+                    known = cluster_id if seen is None else str(seen.get("cluster_id"))
+                lost = bool(missing) or cluster_id != known
+                if lost:
                     log.warning("broker_log_lost", cluster_id=cluster_id, missing_topics=len(missing))
                     await ensure_topics(
                         self.endpoints.kafka_bootstrap, self.topics, self.settings.topic_partitions
                     )
+                    await self.bus.rewind()
                     await self.reconcile()
-                if seen is None or seen.get("cluster_id") != cluster_id:
+                if lost or first:
                     await self.store.db["meta"].update_one(
                         {"_id": marker}, {"$set": {"cluster_id": cluster_id}}, upsert=True
                     )
+                known = cluster_id
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -133,7 +133,10 @@ async def jobs_submitted_by(services: EmbeddedStack, name: str) -> float:
 
     port = next(p.metrics_port for p in services.processes if p.name == name)
     async with httpx.AsyncClient() as http:
-        page = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        try:
+            page = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        except httpx.ConnectError:
+            return 0.0  # not serving yet
     for line in page.splitlines():
         if line.startswith("rea_jobs_total") and 'outcome="submitted"' in line:
             return float(line.rsplit(" ", 1)[1])
