@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of PyTorch, installed before anything else so no CUDA packages are pulled in.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint typecheck unit e2e clean
+.PHONY: setup demo test lint typecheck unit e2e bench chaos clean
 
 $(BIN)/.rea-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ e2e: setup
 
 test: lint typecheck
 	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks.wake_latency
+	$(BIN)/python -m benchmarks.capacity
+	$(BIN)/python -m benchmarks.logger_ingest
+
+chaos: setup
+	$(BIN)/rea chaos
 
 clean:
 	rm -rf $(VENV) .rea .mypy_cache .ruff_cache .pytest_cache

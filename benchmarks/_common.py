@@ -44,7 +44,7 @@ from rea.events import (
 )
 from rea.runtime import ensure_topics
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, Endpoints, spawn
+from rea.stack import EmbeddedStack, Endpoints
 from rea.topics import Topics
 from rea.workloads import EpochRecord, JobCost, JobOutput, SplitMetrics
 from rea_workload import WORKLOAD
@@ -81,18 +81,10 @@ class Bench:
     async def start_service(self, service: str, fetch_max_wait_ms: int | None = None) -> int:
         """Start ``python -m rea service <service>``; wait until it reports started; return its pid.
 
-        With ``fetch_max_wait_ms`` the service runs through :mod:`benchmarks._tuned_service`
-        (a what-if that changes only its consumers' ``fetch_max_wait_ms``).
+        ``fetch_max_wait_ms`` overrides the service's ``REA_KAFKA_FETCH_MAX_WAIT_MS`` (a what-if).
         """
-        if fetch_max_wait_ms is None:
-            self.stack.start_service(service)
-        else:
-            argv = [sys.executable, "-m", "benchmarks._tuned_service", service, str(fetch_max_wait_ms)]
-            paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
-            env = {**self.stack.service_env(service), "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-            proc, managed = spawn(service, argv, self.stack.home, env, attached=True)
-            self.stack.children[service] = proc
-            self.stack.processes.append(managed)
+        env = None if fetch_max_wait_ms is None else {"REA_KAFKA_FETCH_MAX_WAIT_MS": str(fetch_max_wait_ms)}
+        self.stack.start_service(service, env=env)
         proc = self.stack.children[service]
         log = self.stack.home / "logs" / f"{service}.log"
 

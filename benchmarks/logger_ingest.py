@@ -291,7 +291,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.logger_ingest",
         description="Results/s recorded by the logger service vs plain inserts into the same SecantusDB.",
     )
-    parser.add_argument("--full", action="store_true", help=f"the documented full size: {FULL['results']:,}")
+    parser.add_argument(
+        "--full", action="store_true", help=f"the documented full size: {FULL['results']:,} results"
+    )
     parser.add_argument("--results", type=int, help=f"job.completed events (small {SMALL['results']:,})")
     parser.add_argument(
         "--peer-results",

@@ -18,9 +18,8 @@ Where a wake's time goes is read back from MongoDB: the executor stamps its proc
 marker when the handler starts, the outbox entry when the decision is made and
 ``published_at`` when the relay's send was acknowledged (millisecond precision).
 
-``--fetch-max-wait-ms N`` is a what-if: the executor runs through
-:mod:`benchmarks._tuned_service` with its consumers' ``fetch_max_wait_ms`` set to N (FastStream
-and aiokafka default to 500), and the benchmark's own consumers use N too.
+``--fetch-max-wait-ms N`` is a what-if: the executor runs with ``REA_KAFKA_FETCH_MAX_WAIT_MS=N``
+instead of the shipped setting, and the benchmark's own consumers use N too.
 
     python -m benchmarks.wake_latency            # small: 3 campaigns x 11 jobs = 30 wakes
     python -m benchmarks.wake_latency --full     # 20 campaigns x 51 jobs = 1,000 wakes
@@ -33,6 +32,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -49,15 +49,17 @@ from benchmarks._common import (
     print_header,
     print_table,
     publish,
+    py_spy,
     ratio,
     run,
     summary,
     utc_ms,
 )
 from rea.events import JobSubmitted, encode_event, new_id, parse_event
+from rea.settings import Settings
 
 GOAL_P99_MS = 50.0
-AIOKAFKA_FETCH_MAX_WAIT_MS = 500  # what REA's services get from FastStream today
+SHIPPED_FETCH_MAX_WAIT_MS = Settings().kafka_fetch_max_wait_ms  # what REA's services use
 SMALL = {"campaigns": 3, "jobs": 11, "relay_per_campaign": 10}
 FULL = {"campaigns": 20, "jobs": 51, "relay_per_campaign": 20}
 STATS = ("p50", "p90", "p99", "max")
@@ -305,7 +307,7 @@ async def main(args: argparse.Namespace) -> None:
     campaigns = args.campaigns or size["campaigns"]
     jobs = args.jobs or size["jobs"]
     relay_per_campaign = args.relay_per_campaign or size["relay_per_campaign"]
-    fetch_wait = args.fetch_max_wait_ms or AIOKAFKA_FETCH_MAX_WAIT_MS
+    fetch_wait = args.fetch_max_wait_ms or SHIPPED_FETCH_MAX_WAIT_MS
     if jobs < 2:
         raise SystemExit("--jobs must be at least 2 (a wake needs a next job)")
     print_header(
@@ -321,7 +323,9 @@ async def main(args: argparse.Namespace) -> None:
     async with embedded_stack("wake", keep=args.keep) as bench:
         with console.status("starting the executor service"):
             await bench.start_service("executor", args.fetch_max_wait_ms)
-        results = await measure(bench, campaigns, jobs, relay_per_campaign, fetch_wait, args.timeout)
+        profiled = {"executor": bench.pid("executor"), "secantusdb": bench.pid("secantusdb")}
+        async with py_spy(profiled, args.profile):
+            results = await measure(bench, campaigns, jobs, relay_per_campaign, fetch_wait, args.timeout)
         stages = await stage_breakdown(bench, results.wakes)
     report(results, stages, min(args.warmup, len(results.wakes) - 1), fetch_wait)
 
@@ -353,12 +357,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fetch-max-wait-ms",
         type=int,
         help="what-if: run the executor (and this benchmark's consumers) with this fetch_max_wait_ms "
-        f"instead of the {AIOKAFKA_FETCH_MAX_WAIT_MS} the services use today",
+        f"instead of the shipped {SHIPPED_FETCH_MAX_WAIT_MS}",
     )
     parser.add_argument(
         "--warmup", type=int, default=5, help="first samples of each kind left out (default 5)"
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for any one message")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also sample the executor and SecantusDB with py-spy; raw profiles go here",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary home and its logs")
     return parser.parse_args(argv)
 

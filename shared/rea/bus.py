@@ -58,7 +58,15 @@ def make_broker(settings: Settings, bootstrap: str) -> KafkaBroker:
 class Bus:
     """Publishes events and wires typed handlers to topics (see the module docstring)."""
 
-    def __init__(self, broker: KafkaBroker, topics: Topics, service: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        topics: Topics,
+        service: str,
+        metrics: Metrics,
+        fetch_max_wait_ms: int = 500,
+    ) -> None:
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.broker = broker
         self.topics = topics
         self.service = service
@@ -134,6 +142,7 @@ class Bus:
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
             max_poll_interval_ms=max_poll_interval_ms,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )(consume)
 
     async def _handle(

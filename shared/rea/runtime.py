@@ -146,7 +146,7 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     await store.ensure_indexes()
     redis = Redis.from_url(endpoints.redis_url)
     broker = make_broker(settings, endpoints.kafka_bootstrap)
-    bus = Bus(broker, topics, name, metrics)
+    bus = Bus(broker, topics, name, metrics, settings.kafka_fetch_max_wait_ms)
     relay = OutboxRelay(
         store, service, bus.send, settings.relay_interval_s, metrics.outbox_published.labels(service=name).inc
     )

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     topic_prefix: str = "rea"
     topic_partitions: int = 6
     kafka_metadata_max_age_ms: int = 10_000
+    kafka_fetch_max_wait_ms: int = Field(
+        default=20,
+        description="How long a consumer's fetch may wait for data. Tansu does not answer a waiting fetch "
+        "when data arrives (it re-checks after half the wait), so this bounds the latency of every hop.",
+    )
     mongo_db: str = "rea"
     workers: int = Field(default=2, description="Job workers `rea up` and `rea demo` start.")
     job_timeout_s: float = Field(default=1800.0, description="The longest a worker lets any job run.")
