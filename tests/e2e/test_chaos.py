@@ -13,12 +13,15 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.timeout(1200)
-async def test_nothing_is_lost_duplicated_overspent_or_crashed_under_faults(tmp_path: Path) -> None:
+async def test_nothing_is_lost_duplicated_overspent_or_crashed_under_faults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan = ChaosPlan(campaigns=3, malformed=1000, seed=7, timeout_s=600)
 
     report = await run_chaos(plan, tmp_path, Console(stderr=True))
 
-    Console(stderr=True).print(report.table())
+    with capsys.disabled():  # the figures belong in the CI log, pass or fail
+        Console().print(report.table())
     assert report.passed, (report.unfinished, report.crashes)
     assert report.completed + report.paused_for_budget == plan.campaigns
     assert report.completed >= plan.campaigns - 1
