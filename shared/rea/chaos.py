@@ -190,17 +190,16 @@ class Chaos:
         self.stack.start_service(service, name, env=self.service_env)
 
     async def _replay(self, client: Client) -> int:
-        """Re-deliver already-seen events, shuffled: duplicates and reordering at once."""
+        """Re-deliver already-published events, shuffled: duplicates and reordering at once.
+        The outbox holds each event's exact bytes, topic and key."""
         sample = self.plan.duplicates // max(1, self.plan.campaigns * 3)
-        recent = [doc async for doc in client.db["events"].find().sort("occurred_at", -1).limit(200)]
+        recent = [
+            doc
+            async for doc in client.db["outbox"].find({"published": True}).sort("created_at", -1).limit(200)
+        ]
         docs = self.rng.sample(recent, min(sample, len(recent)))  # shuffled: replayed out of order
         for doc in docs:
-            event = {"event_id": doc.pop("_id"), **doc}
-            key = (
-                event["payload"]["job_id"] if event["type"] == "job.submitted" else event["campaign_id"]
-            ).encode()
-            value = json.dumps(event, default=lambda v: v.isoformat()).encode()
-            await _send_retrying(client.send, client.topics.for_event(event["type"]), key, value)
+            await _send_retrying(client.send, doc["topic"], bytes(doc["key"]), bytes(doc["value"]))
         return len(docs)
 
     async def _feed_garbage(self, client: Client) -> None:
@@ -228,6 +227,15 @@ class Chaos:
                 return
             await asyncio.sleep(0.5)
 
+    async def _recorded(self, client: Client, campaign_id: str, expected: int) -> list[dict[str, Any]]:
+        """The logger records on its own schedule: give it a bounded while to catch up."""
+        deadline = time.monotonic() + 90
+        rows = await client.results(campaign_id)
+        while len(rows) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            rows = await client.results(campaign_id)
+        return rows
+
     async def _check(self, client: Client, ids: list[str]) -> None:
         for campaign_id in ids:
             state = await client.campaign(campaign_id)
@@ -242,7 +250,7 @@ class Chaos:
             if phase is None:
                 continue
             finished = [job for job in phase["jobs"] if job["status"] in ("completed", "failed", "retried")]
-            rows = await client.results(campaign_id)
+            rows = await self._recorded(client, campaign_id, len(finished))
             recorded = Counter(row["_id"] for row in rows)
             self.report.results_lost += sum(1 for job in finished if job["spec"]["job_id"] not in recorded)
             self.report.results_duplicated += sum(count - 1 for count in recorded.values())

@@ -46,6 +46,22 @@ async def finished(client: Client, campaign_id: str, timeout_s: float = 240) -> 
     return state
 
 
+async def recorded_results(
+    client: Client, campaign_id: str, expected: int, timeout_s: float = 90
+) -> list[dict[str, Any]]:
+    """The campaign's rows in the insights DB once ``expected`` are there (or the time is up).
+
+    The logger consumes events on its own schedule, so a campaign can finish before its
+    last result is recorded; the caller then asserts on exactly which rows exist.
+    """
+    deadline = time.monotonic() + timeout_s
+    rows = await client.results(campaign_id)
+    while len(rows) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        rows = await client.results(campaign_id)
+    return rows
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

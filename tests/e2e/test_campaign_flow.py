@@ -10,7 +10,7 @@ from rea.client import Client
 from rea.stack import EmbeddedStack
 from rea.store import Store
 
-from .helpers import campaign_request, eventually, finished, submit
+from .helpers import campaign_request, eventually, finished, recorded_results, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ async def test_campaign_from_request_to_result(services: EmbeddedStack, client: 
     assert result["best"]["validation_ne"] <= result["baseline"]["validation_ne"]
 
     # Every job's result is in the insights DB exactly once, with its measured cost.
-    rows = await client.results(campaign_id)
+    rows = await recorded_results(client, campaign_id, len(plan_jobs))
     assert sorted(row["_id"] for row in rows) == sorted(plan_jobs)
     assert all(row["status"] == "completed" and row["cost"]["cpu_seconds"] > 0 for row in rows)
     assert result["compute_seconds"] == pytest.approx(

@@ -17,7 +17,7 @@ from rea.stack import EmbeddedStack
 from rea.store import Store
 from rea.topics import Topics
 
-from .helpers import campaign_request, eventually, finished, submit
+from .helpers import campaign_request, eventually, finished, recorded_results, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ async def test_executor_killed_while_jobs_run(services: EmbeddedStack, client: C
     assert state["status"] == "completed", state.get("reasons")
     plan_jobs = sorted(job["job_id"] for job in state["plan"]["jobs"])
     assert state["result"]["jobs_completed"] == len(plan_jobs) == 5
-    rows = await client.results(campaign_id)
+    rows = await recorded_results(client, campaign_id, len(plan_jobs))
     assert sorted(row["_id"] for row in rows) == plan_jobs  # none lost, none twice
     submitted = await store.events.count_documents({"campaign_id": campaign_id, "type": "job.submitted"})
     concluded = await store.events.count_documents({"campaign_id": campaign_id, "type": "phase.concluded"})
@@ -72,7 +72,7 @@ async def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
         assert state["status"] == "completed", state.get("reasons")
         plan_jobs = sorted(job["job_id"] for job in state["plan"]["jobs"])
         assert state["result"]["jobs_completed"] == len(plan_jobs)
-        rows = await client.results(campaign_id)
+        rows = await recorded_results(client, campaign_id, len(plan_jobs))
         assert sorted(row["_id"] for row in rows) == plan_jobs
     finally:
         await client.close()
@@ -112,8 +112,9 @@ async def test_two_executors_share_campaigns_and_one_takes_over(
 
     assert [state["status"] for state in states] == ["completed"] * len(ids)
     for state in states:
-        rows = await client.results(state["campaign_id"])
-        assert sorted(row["_id"] for row in rows) == sorted(job["job_id"] for job in state["plan"]["jobs"])
+        jobs = sorted(job["job_id"] for job in state["plan"]["jobs"])
+        rows = await recorded_results(client, state["campaign_id"], len(jobs))
+        assert sorted(row["_id"] for row in rows) == jobs
 
 
 def one_campaign_per_partition(partitions: int) -> list[str]:

@@ -16,7 +16,7 @@ from rea.stack import EmbeddedStack
 from rea.store import Store
 from rea_executor.worker import drawn_fault
 
-from .helpers import campaign_request, eventually, finished, submit
+from .helpers import campaign_request, eventually, finished, recorded_results, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -88,8 +88,9 @@ async def test_injected_faults_are_recovered_by_the_runbook(
                 assert retry["spec"]["config"]["grad_clip"] == 1.0
 
     # Every attempt is in the insights DB exactly once, and so is every runbook decision.
-    rows = await client.results(campaign_id)
-    assert sorted(row["_id"] for row in rows) == sorted(job["spec"]["job_id"] for job in phase["jobs"])
+    attempts = sorted(job["spec"]["job_id"] for job in phase["jobs"])
+    rows = await recorded_results(client, campaign_id, len(attempts))
+    assert sorted(row["_id"] for row in rows) == attempts
 
     async def runbook_logged() -> bool:
         count = await store.events.count_documents({"campaign_id": campaign_id, "type": "runbook.applied"})
