@@ -61,7 +61,6 @@ from rea.events import (
 from rea.topics import Topics
 
 GOAL_GROWTH_MB = 200.0
-EXECUTOR_GROUP = "rea-executor"
 SMALL = {"campaigns": 500}
 FULL = {"campaigns": 10_000}
 WARMUP = 50
@@ -135,7 +134,7 @@ async def run_stage(
         nonlocal peak
         bench.check_alive("executor")
         peak = max(peak, rss_mb(pid))
-        lag = await consumer_group_lag(bench.endpoints.kafka_bootstrap, EXECUTOR_GROUP, ends)
+        lag = await consumer_group_lag(bench.endpoints.kafka_bootstrap, bench.topics.group("executor"), ends)
         return lag == 0 and await outbox.count_documents({"published": False}) == 0
 
     with console.status(f"{name}: waiting for the executor"):

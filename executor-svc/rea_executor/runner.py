@@ -14,6 +14,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,20 +42,19 @@ Fault = Literal["oom", "nan", "kill"]
 KILL_AFTER_S = 1.0
 
 
-def run_job(spec: JobSpec, fault: Fault | None = None) -> JobOutput:
+def run_job(spec: JobSpec, fault: Fault | None = None, *, prepare: bool = True) -> JobOutput:
     """Blocking: run the job to completion (or its limits) and return what it reported.
 
     ``fault`` is for resilience drills: ``oom`` and ``nan`` ask the job itself to fail that
-    way (through its real failure paths), ``kill`` SIGKILLs it one second in.
+    way (through its real failure paths), ``kill`` SIGKILLs it one second in. ``prepare=False``
+    skips preparing the dataset (the caller knows it is ready).
     """
     try:
         workload = get_workload(spec.workload)
     except KeyError:
         return _failed("invalid_config", f"unknown workload {spec.workload!r}")
-    try:
-        workload.prepare(spec.dataset)
-    except Exception as exc:
-        return _failed("error", f"could not prepare dataset {spec.dataset!r}: {exc}")
+    if prepare and (problem := prepare_dataset(spec.workload, spec.dataset)):
+        return _failed("error", f"could not prepare dataset {spec.dataset!r}: {problem}")
     with tempfile.TemporaryDirectory(prefix=f"rea-{spec.job_id[:40]}-") as tmp:
         job_path, out_path, err_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "stderr"
         job = JobInput(job_id=spec.job_id, dataset=spec.dataset, config=spec.config, seed=spec.seed)
@@ -80,6 +80,22 @@ def run_job(spec: JobSpec, fault: Fault | None = None) -> JobOutput:
     elif ended.code < 0:
         kind = "killed"
     return _failed(kind, f"exit code {ended.code}: {stderr.strip()[-500:] or 'no output'}", cost)
+
+
+def prepare_dataset(workload: str, dataset: str) -> str | None:
+    """Blocking: the workload's ``prepare`` in a child process, because it may be slow and hold
+    the GIL (loading torch, generating data) while the worker's lease heartbeat must keep
+    beating. Returns what went wrong, or None when the dataset is ready."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rea_executor.runner", workload, dataset],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"exit code {done.returncode}"
 
 
 def _run(
@@ -159,3 +175,7 @@ def _read_output(path: Path) -> JobOutput | None:
         return JobOutput.model_validate(json.loads(path.read_text()))
     except (OSError, ValueError, ValidationError):
         return None
+
+
+if __name__ == "__main__":
+    get_workload(sys.argv[1]).prepare(sys.argv[2])

@@ -21,6 +21,7 @@ from rea.events import (
     JobStarted,
     JobSubmitted,
     PhaseStarted,
+    encode_event,
 )
 from rea.leases import JobLeases
 from rea.runtime import Runtime
@@ -98,6 +99,10 @@ def wire(rt: Runtime) -> None:
                 worker=job.worker or "unknown",
             ),
         )
+        if not await leases.mark_done(job_id, encode_event(failure)):
+            # It reported just now (or another executor declared it lost first): that word stands.
+            await on_lease_expired(job_id)
+            return
         log.warning("lost_worker", job_id=job_id, worker=job.worker)
         await apply(failure, str(doc["_id"]), logic.on_lease_expired)
 
@@ -134,7 +139,7 @@ def wire(rt: Runtime) -> None:
 
     rt.bus.subscribe(
         [rt.topics.planner_events, rt.topics.job_events, rt.topics.control],
-        group="rea-executor",
+        group="executor",
         handlers={
             PhaseStarted: on_phase_started,
             JobStarted: on_job_started,

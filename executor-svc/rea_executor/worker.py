@@ -37,6 +37,7 @@ def wire(rt: Runtime) -> None:
     leases = JobLeases(rt.redis, rt.settings.topic_prefix)
     worker = f"{socket.gethostname()}/{rt.name}"
     ttl = rt.settings.lease_ttl_s
+    prepared: set[tuple[str, str]] = set()  # (workload, dataset) pairs this worker made ready
 
     async def on_job(event: JobSubmitted) -> None:
         spec = capped(event.payload, rt.settings)
@@ -49,25 +50,32 @@ def wire(rt: Runtime) -> None:
             return
         follow = {"campaign_id": event.campaign_id, "correlation_id": event.correlation_id}
         try:
-            await rt.bus.publish(
-                JobStarted(
-                    **follow, payload=JobStartedPayload(job_id=spec.job_id, phase=spec.phase, worker=worker)
-                )
-            )
-            log.info("job_started", job_id=spec.job_id)
+            # The heartbeat starts with the claim: publishing `job.started` can take longer than
+            # a short lease on a busy broker.
             async with leases.heartbeat(spec.job_id, worker, ttl):
-                await _backoff(spec)
-                output = await asyncio.to_thread(
-                    run_job, spec, drawn_fault(rt.settings.inject_faults, spec.job_id)
+                await rt.bus.publish(
+                    JobStarted(
+                        **follow,
+                        payload=JobStartedPayload(job_id=spec.job_id, phase=spec.phase, worker=worker),
+                    )
                 )
+                log.info("job_started", job_id=spec.job_id)
+                await _backoff(spec)
+                dataset = (spec.workload, spec.dataset)
+                fault = drawn_fault(rt.settings.inject_faults, spec.job_id)
+                output = await asyncio.to_thread(run_job, spec, fault, prepare=dataset not in prepared)
+                if output.status == "ok":
+                    prepared.add(dataset)
             payload = JobFinishedPayload(spec=spec, output=output, worker=worker)
             finished = (
                 JobCompleted(**follow, payload=payload)
                 if output.status == "ok"
                 else JobFailed(**follow, payload=payload)
             )
+            if not await leases.mark_done(spec.job_id, encode_event(finished)):
+                log.warning("job_declared_lost_meanwhile", job_id=spec.job_id)
+                return
             await rt.bus.publish(finished)
-            await leases.mark_done(spec.job_id, encode_event(finished))
             rt.metrics.jobs.labels(service=rt.name, outcome=finished.type).inc()
             if output.cost:
                 rt.metrics.job_cpu_seconds.labels(service=rt.name).inc(output.cost.cpu_seconds)
@@ -84,7 +92,7 @@ def wire(rt: Runtime) -> None:
     max_job_ms = int(rt.settings.job_timeout_s * 1000) + 120_000
     rt.bus.subscribe(
         [rt.topics.job_queue],
-        group="rea-workers",
+        group="workers",
         handlers={JobSubmitted: on_job},
         max_poll_interval_ms=max_job_ms,
     )

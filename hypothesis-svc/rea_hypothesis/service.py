@@ -23,5 +23,5 @@ def wire(rt: Runtime) -> None:
 
     rt.on_reconcile(rt.republish_outbox)
     rt.bus.subscribe(
-        [rt.topics.planner_events], group="rea-hypothesis", handlers={HypothesesRequested: on_requested}
+        [rt.topics.planner_events], group="hypothesis", handlers={HypothesesRequested: on_requested}
     )

@@ -1,7 +1,10 @@
 """The experiment logger: every event, result, cost and failure into the insights DB.
 
 Writes are keyed (events by ``event_id``, results by ``job_id``) and use insert-if-absent,
-so at-least-once delivery never records anything twice.
+so at-least-once delivery never records anything twice. A result the broker lost before the
+logger read it (an embedded broker restarted) is recovered at reconciliation from the worker's
+done-marker, which keeps the original event; failures the executor declares itself (lost
+workers) come back through its outbox.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from rea.events import EVENT_TYPES, AnyEvent, DeadLetter, JobCompleted, JobFailed
+from rea.events import EVENT_TYPES, AnyEvent, DeadLetter, JobCompleted, JobFailed, parse_event
+from rea.leases import JobLeases
 from rea.runtime import Runtime
-from rea_logger.records import dead_letter_document, event_document, result_document
+from rea_logger.records import (
+    dead_letter_document,
+    event_document,
+    result_document,
+)
 
 log = structlog.get_logger()
+
+FINISHED = frozenset({"completed", "failed", "retried"})
 
 
 async def insert_once(collection: AsyncCollection[dict[str, object]], doc: dict[str, object]) -> bool:
@@ -44,8 +54,33 @@ def wire(rt: Runtime) -> None:
         ):
             results_recorded.labels(status=event.type).inc()
 
+    leases = JobLeases(rt.redis, rt.settings.topic_prefix)
+
+    async def recover_results() -> None:
+        """Record every finished job of an active campaign that has no result row yet, from the
+        event its worker kept (same ``event_id``, so a late delivery of it is still deduplicated)."""
+        campaigns = await rt.store.active_campaign_ids()
+        recovered = 0
+        async for doc in rt.store.phases.find({"state.campaign_id": {"$in": campaigns}}, {"state": 1}):
+            state = doc["state"]
+            for job in state["jobs"]:
+                if job["status"] not in FINISHED or job.get("output") is None:
+                    continue
+                job_id = job["spec"]["job_id"]
+                if await rt.store.results.find_one({"_id": job_id}, {"_id": 1}) is not None:
+                    continue
+                original = await leases.finished_event(job_id)
+                event = parse_event(original) if original else None
+                if isinstance(event, JobCompleted | JobFailed) and event.payload.spec.job_id == job_id:
+                    await on_event(event)
+                    recovered += 1
+        if recovered:
+            log.warning("results_recovered", results=recovered)
+
+    rt.on_reconcile(recover_results)
+
     topics = [t for t in rt.topics.all() if t != rt.topics.dead_letter]
-    rt.bus.subscribe(topics, group="rea-logger", handlers=dict.fromkeys(EVENT_TYPES, on_event))
+    rt.bus.subscribe(topics, group="logger", handlers=dict.fromkeys(EVENT_TYPES, on_event))
 
     async def on_dead_letter(message: KafkaMessage) -> None:
         try:
@@ -57,7 +92,7 @@ def wire(rt: Runtime) -> None:
 
     rt.bus.broker.subscriber(
         rt.topics.dead_letter,
-        group_id="rea-logger-deadletters",
+        group_id=rt.topics.group("logger.deadletters"),
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.ACK,
     )(on_dead_letter)

@@ -58,7 +58,7 @@ def wire(rt: Runtime) -> None:
             rt.topics.hypothesis_events,
             rt.topics.executor_events,
         ],
-        group="rea-planner",
+        group="planner",
         handlers={**dict.fromkeys(DECISIONS, on_event), HypothesesGenerated: on_hypotheses},
     )
 

@@ -114,7 +114,8 @@ class Bus:
         *,
         max_poll_interval_ms: int = 300_000,
     ) -> None:
-        """Consume ``topics`` in consumer group ``group`` and route each event to its handler.
+        """Consume ``topics`` in consumer group ``group`` (under the topic prefix) and route each
+        event to its handler.
 
         Events of a known type that this consumer has no handler for are skipped: they are
         meant for another consumer of the same topic.
@@ -138,7 +139,7 @@ class Bus:
 
         self.broker.subscriber(
             *topics,
-            group_id=group,
+            group_id=self.topics.group(group),
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
             max_poll_interval_ms=max_poll_interval_ms,

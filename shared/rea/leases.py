@@ -2,8 +2,8 @@
 
 Contract: a claim is a key with a TTL that its holder refreshes (the heartbeat). If the
 holder dies, the key expires after ``ttl`` and another worker may claim the job. A done
-marker records that a job's result was published (and keeps that event), so a redelivered
-job is not rerun and a result the broker lost can be sent again.
+marker records a job's final event (kept, so a result the broker lost can be sent again), so
+a redelivered job is not rerun and a job is never both lost and finished.
 Redis is a coordination aid, never the source of truth: results live in MongoDB.
 Expiry is pushed, not polled: Redis publishes a keyspace notification when a lease expires.
 """
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 DONE_TTL_S = 7 * 24 * 3600
 
@@ -48,10 +48,11 @@ class JobLeases:
     async def release(self, job_id: str) -> None:
         await self.redis.delete(self._claim_key(job_id))
 
-    async def mark_done(self, job_id: str, finished: bytes) -> None:
-        """Record that the job reported, keeping the event it published (``finished``) so it can
-        be sent again if the broker loses it."""
-        await self.redis.set(self._done_key(job_id), finished, ex=DONE_TTL_S)
+    async def mark_done(self, job_id: str, finished: bytes) -> bool:
+        """Record the job's final word, ``finished`` (its `job.completed` / `job.failed` event),
+        so it can be sent again if the broker loses it. The first final word wins: a worker that
+        reports after an executor declared it lost (or the reverse) gets False and stays silent."""
+        return bool(await self.redis.set(self._done_key(job_id), finished, ex=DONE_TTL_S, nx=True))
 
     async def is_done(self, job_id: str) -> bool:
         return bool(await self.redis.exists(self._done_key(job_id)))
@@ -69,7 +70,10 @@ class JobLeases:
         async def beat() -> None:
             while True:
                 await asyncio.sleep(ttl_s / 3)
-                await self.redis.set(self._claim_key(job_id), holder, px=int(ttl_s * 1000))
+                try:
+                    await self.redis.set(self._claim_key(job_id), holder, px=int(ttl_s * 1000))
+                except RedisError:  # keep beating: one missed refresh need not lose the job
+                    log.warning("heartbeat_failed", job_id=job_id, exc_info=True)
 
         task = asyncio.create_task(beat())
         try:

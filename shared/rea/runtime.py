@@ -10,6 +10,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
@@ -32,8 +33,9 @@ log = structlog.get_logger()
 Task = Callable[[], Coroutine[Any, Any, None]]
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
-    """Create REA's topics (idempotent). Retries while the broker is still coming up."""
+async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> str:
+    """Create REA's topics (idempotent) and return the broker's cluster id, so a caller knows
+    which broker's log it started on. Retries while the broker is still coming up."""
     async for attempt in AsyncRetrying(stop=stop_after_delay(60), wait=wait_fixed(0.5), reraise=True):
         with attempt:
             admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -44,8 +46,11 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None
                 if missing:
                     with contextlib.suppress(TopicAlreadyExistsError):
                         await admin.create_topics(missing)
+                cluster = await admin.describe_cluster()
+                return str(cluster["cluster_id"])
             finally:
                 await admin.close()
+    raise AssertionError("unreachable: AsyncRetrying re-raises the last error")
 
 
 @dataclass
@@ -82,23 +87,21 @@ class Runtime:
         for task in self.reconcilers:
             await task()
 
-    async def watch_broker(self) -> None:
+    async def watch_broker(self, started_with: str) -> None:
         """Notice a broker that lost its log — a new cluster id (an embedded broker restarted with
         in-memory storage) or missing topics — then re-create the topics, rewind this process's
         consumers and reconcile.
 
-        The cluster id last seen is also kept in MongoDB per service, so a service that was down
-        while the broker restarted notices at start-up too.
+        ``started_with`` is the cluster id of the broker this process created its topics on, so a
+        restart during start-up is caught too. The id is also kept in MongoDB per service, so a
+        service that was down while the broker restarted notices at start-up.
         """
         marker = f"broker:{self.service}"
-        known: str | None = None
+        seen = await self.store.db["meta"].find_one({"_id": marker})
+        known = started_with if seen is None else str(seen.get("cluster_id"))
         while True:
             try:
                 cluster_id, missing = await _broker_facts(self.endpoints.kafka_bootstrap, self.topics)
-                first = known is None
-                if known is None:
-                    seen = await self.store.db["meta"].find_one({"_id": marker})
-                    known = cluster_id if seen is None else str(seen.get("cluster_id"))
                 lost = bool(missing) or cluster_id != known
                 if lost:
                     log.warning("broker_log_lost", cluster_id=cluster_id, missing_topics=len(missing))
@@ -107,10 +110,11 @@ class Runtime:
                     )
                     await self.bus.rewind()
                     await self.reconcile()
-                if lost or first:
+                if lost or seen is None:
                     await self.store.db["meta"].update_one(
                         {"_id": marker}, {"$set": {"cluster_id": cluster_id}}, upsert=True
                     )
+                    seen = {"cluster_id": cluster_id}
                 known = cluster_id
             except asyncio.CancelledError:
                 raise
@@ -119,15 +123,20 @@ class Runtime:
             await asyncio.sleep(self.settings.broker_check_interval_s)
 
 
-async def _broker_facts(bootstrap: str, topics: Topics) -> tuple[str, list[str]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        cluster = await admin.describe_cluster()
-        existing = set(await admin.list_topics())
-        return str(cluster["cluster_id"]), [t for t in topics.all() if t not in existing]
-    finally:
-        await admin.close()
+async def _broker_facts(bootstrap: str, topics: Topics, timeout_s: float = 10.0) -> tuple[str, list[str]]:
+    """The broker's cluster id and which of our topics it lacks (bounded: a dying broker can hang)."""
+
+    async def ask() -> tuple[str, list[str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            cluster = await admin.describe_cluster()
+            existing = set(await admin.list_topics())
+            return str(cluster["cluster_id"]), [t for t in topics.all() if t not in existing]
+        finally:
+            await admin.close()
+
+    return await asyncio.wait_for(ask(), timeout_s)
 
 
 Wire = Callable[["Runtime"], Awaitable[None] | None]
@@ -141,7 +150,7 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     endpoints = resolve_endpoints(settings)
     topics = Topics(settings.topic_prefix)
     metrics = Metrics()
-    await ensure_topics(endpoints.kafka_bootstrap, topics, settings.topic_partitions)
+    cluster_id = await ensure_topics(endpoints.kafka_bootstrap, topics, settings.topic_partitions)
     store = Store.connect(endpoints.mongo_uri, settings.mongo_db, topics)
     await store.ensure_indexes()
     redis = Redis.from_url(endpoints.redis_url)
@@ -162,7 +171,7 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
 
     await broker.start()
     await runtime.reconcile()
-    tasks = [relay.run, runtime.watch_broker, *runtime.tasks]
+    tasks: list[Task] = [relay.run, partial(runtime.watch_broker, cluster_id), *runtime.tasks]
     running = [asyncio.create_task(task()) for task in tasks]
     metrics.serve(settings.metrics_port, settings.metrics_host)
     metrics.up.labels(service=name).set(1)

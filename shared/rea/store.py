@@ -31,8 +31,8 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from pymongo.errors import DuplicateKeyError, OperationFailure
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from rea.events import Envelope, encode_event
 from rea.topics import Topics
@@ -45,6 +45,16 @@ Doc = dict[str, Any]
 
 class VersionConflict(Exception):
     """Another writer changed the state between our read and our write; the decision is retried."""
+
+
+WRITE_CONFLICT = 112
+
+
+def _conflicted(error: BaseException) -> bool:
+    """Our optimistic check failed, or the server aborted the transaction for a concurrent write."""
+    if isinstance(error, OperationFailure):
+        return error.code == WRITE_CONFLICT or error.has_error_label("TransientTransactionError")
+    return isinstance(error, VersionConflict)
 
 
 @dataclass
@@ -147,7 +157,7 @@ class Store:
     ) -> Applied[S]:
         """Run ``decide`` on the stored state and commit its outcome atomically (see module doc)."""
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(VersionConflict),
+            retry=retry_if_exception(_conflicted),
             stop=stop_after_attempt(8),
             wait=wait_random_exponential(multiplier=0.02, max=0.5),
             reraise=True,

@@ -49,6 +49,11 @@ class Topics:
     def dead_letter(self) -> str:
         return f"{self.prefix}.deadletter"
 
+    def group(self, name: str) -> str:
+        """A consumer group id under the prefix: deployments sharing a broker never share a group
+        (a stale member of another deployment's group would stall this one's rebalances)."""
+        return f"{self.prefix}.{name}"
+
     def all(self) -> list[str]:
         return [
             self.campaign_requests,

@@ -71,7 +71,7 @@ async def rig() -> AsyncIterator[Rig]:
     made = Rig(bus=Bus(broker, topics, SERVICE, metrics), topics=topics, metrics=metrics)
     made.bus.subscribe(
         [topics.campaign_requests, topics.control],
-        group="rea-unit",
+        group="unit",
         handlers={CampaignRequested: made.handler},
     )
 

@@ -97,6 +97,7 @@ def use_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UseMode:
     def choose(mode: str) -> None:
         argv = [sys.executable, str(script), mode]
         monkeypatch.setattr(runner, "get_workload", lambda name: FakeWorkload(argv))
+        monkeypatch.setattr(runner, "prepare_dataset", lambda workload, dataset: None)
 
     return choose
 
@@ -216,3 +217,9 @@ def test_job_writing_a_lot_to_stderr_still_completes(use_mode: UseMode) -> None:
     use_mode("noisy")
     output = runner.run_job(job(timeout_s=2))
     assert output.status == "ok", output.error
+
+
+def test_a_dataset_is_prepared_in_a_child_process_and_its_failure_is_reported() -> None:
+    assert runner.prepare_dataset("ranker", "synthetic:rows=500,seed=4") is None
+    problem = runner.prepare_dataset("ranker", "nosuch:rows=5")
+    assert problem is not None and "unknown dataset 'nosuch'" in problem
