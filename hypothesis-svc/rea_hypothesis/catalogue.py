@@ -13,6 +13,15 @@ from typing import Any
 
 Config = dict[str, Any]
 
+SIGNALS = {
+    "interactions": "feature crosses carry signal the MLP does not pick up",
+    "underfitting": "train and validation loss both high and close together",
+    "overfitting": "validation loss well above training loss, or rising late",
+    "instability": "loss spikes, gradient-norm spikes or NaNs",
+    "slow_convergence": "loss still falling steadily when training ends",
+    "sparse_features": "many rare ids that get few updates",
+}
+
 
 @dataclass(frozen=True)
 class Technique:
@@ -23,6 +32,8 @@ class Technique:
     helps_when: str
     prior_gain: float
     citation: str
+    signals: frozenset[str] = frozenset()
+    """Diagnostic signals of a baseline run that point to this technique (see ``SIGNALS``)."""
 
 
 def _scaled(knob: str, factor: float, as_int: bool = False) -> Callable[[Config], Config]:
@@ -42,6 +53,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "feature interactions matter and the MLP alone under-fits them",
         0.012,
         "Wang et al., DCN V2: Improved Deep & Cross Network and Practical Lessons (2021)",
+        signals=frozenset({"interactions", "underfitting"}),
     ),
     Technique(
         "dcn_v2_low_rank",
@@ -51,6 +63,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "crosses help but full-rank cross layers over-fit or cost too much",
         0.010,
         "Wang et al., DCN V2: Improved Deep & Cross Network and Practical Lessons (2021)",
+        signals=frozenset({"interactions", "overfitting"}),
     ),
     Technique(
         "fm",
@@ -60,6 +73,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "sparse categorical features with pairwise effects",
         0.008,
         "Rendle, Factorization Machines (2010); Guo et al., DeepFM (2017)",
+        signals=frozenset({"interactions", "sparse_features"}),
     ),
     Technique(
         "embedding_dim_2x",
@@ -69,6 +83,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "under-fitting on high-cardinality features",
         0.006,
         "Naumov et al., Deep Learning Recommendation Model (DLRM) (2019)",
+        signals=frozenset({"underfitting", "sparse_features"}),
     ),
     Technique(
         "learning_rate_3x",
@@ -78,6 +93,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "training loss still falling steadily at the end of the budget",
         0.006,
         "Smith, Cyclical Learning Rates for Training Neural Networks (2017)",
+        signals=frozenset({"slow_convergence"}),
     ),
     Technique(
         "adagrad",
@@ -88,6 +104,7 @@ CATALOGUE: tuple[Technique, ...] = (
         0.005,
         "Duchi et al., Adaptive Subgradient Methods for Online Learning (2011); McMahan et al., "
         "Ad Click Prediction: a View from the Trenches (2013)",
+        signals=frozenset({"sparse_features", "slow_convergence"}),
     ),
     Technique(
         "wider_mlp",
@@ -97,6 +114,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "under-fitting: train and validation loss both high",
         0.004,
         "Covington et al., Deep Neural Networks for YouTube Recommendations (2016)",
+        signals=frozenset({"underfitting"}),
     ),
     Technique(
         "dropout",
@@ -106,6 +124,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "over-fitting: validation loss rises while training loss falls",
         0.003,
         "Srivastava et al., Dropout: A Simple Way to Prevent Neural Networks from Overfitting (2014)",
+        signals=frozenset({"overfitting"}),
     ),
     Technique(
         "weight_decay",
@@ -115,6 +134,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "over-fitting on dense weights",
         0.003,
         "Loshchilov & Hutter, Decoupled Weight Decay Regularization (2019)",
+        signals=frozenset({"overfitting"}),
     ),
     Technique(
         "cosine_schedule",
@@ -124,6 +144,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "loss plateaus noisily at the end of training",
         0.003,
         "Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts (2017)",
+        signals=frozenset({"instability", "slow_convergence"}),
     ),
     Technique(
         "layer_norm",
@@ -133,6 +154,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "unstable or slow optimisation of deeper towers",
         0.002,
         "Ba et al., Layer Normalization (2016)",
+        signals=frozenset({"instability"}),
     ),
     Technique(
         "batch_lr_scaling",
@@ -142,5 +164,66 @@ CATALOGUE: tuple[Technique, ...] = (
         "throughput-bound training where larger batches are cheaper per sample",
         0.002,
         "Goyal et al., Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour (2017)",
+        signals=frozenset({"instability"}),
+    ),
+    Technique(
+        "gradient_clipping",
+        "Clip the global gradient norm",
+        "gradient_clipping",
+        lambda base: {"grad_clip": 1.0},
+        "the training loss spikes or gradient norms jump between steps",
+        0.002,
+        "Pascanu et al., On the Difficulty of Training Recurrent Neural Networks (2013)",
+        signals=frozenset({"instability"}),
+    ),
+    Technique(
+        "learning_rate_third",
+        "Lower the learning rate 3x",
+        "learning_rate",
+        _scaled("learning_rate", 1 / 3),
+        "the loss is noisy or diverges, or validation NE is best in the first epoch",
+        0.002,
+        "Bengio, Practical Recommendations for Gradient-Based Training of Deep Architectures (2012)",
+        signals=frozenset({"instability", "overfitting"}),
+    ),
+    Technique(
+        "embedding_l2",
+        "L2 penalty on the embeddings looked up",
+        "l2_regularisation",
+        lambda base: {"embedding_l2": 1e-5},
+        "embeddings of rare ids over-fit: validation loss rises while training loss falls",
+        0.002,
+        "Koren, Bell & Volinsky, Matrix Factorization Techniques for Recommender Systems (2009)",
+        signals=frozenset({"overfitting", "sparse_features"}),
+    ),
+    Technique(
+        "deeper_mlp",
+        "One more hidden layer in the MLP",
+        "mlp_capacity",
+        lambda base: {"mlp_depth": base["mlp_depth"] + 1},
+        "under-fitting with enough data to fit higher-order interactions implicitly",
+        0.002,
+        "Cheng et al., Wide & Deep Learning for Recommender Systems (2016)",
+        signals=frozenset({"underfitting", "interactions"}),
+    ),
+    Technique(
+        "deeper_cross",
+        "Three DCN-v2 cross layers (higher-order crosses)",
+        "dcn_v2",
+        lambda base: {"cross_layers": 3, "cross_rank": base.get("cross_rank", 0)},
+        "crosses help and the planted or real interactions involve three or more features",
+        0.004,
+        "Wang et al., Deep & Cross Network for Ad Click Predictions (2017)",
+        signals=frozenset({"interactions"}),
+    ),
+    Technique(
+        "embedding_hashing",
+        "Hash large id spaces into 2^16 buckets",
+        "embedding_hashing",
+        lambda base: {"hash_buckets": 65_536},
+        "id fields with a long tail of rare values: shared buckets regularise and bound memory",
+        0.001,
+        "Weinberger et al., Feature Hashing for Large Scale Multitask Learning (2009)",
+        signals=frozenset({"sparse_features", "overfitting"}),
     ),
 )

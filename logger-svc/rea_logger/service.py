@@ -1,13 +1,18 @@
 """The experiment logger: every event, result, cost and failure into the insights DB.
 
 Writes are keyed (events by ``event_id``, results by ``job_id``) and use insert-if-absent,
-so at-least-once delivery never records anything twice. A result the broker lost before the
-logger read it (an embedded broker restarted) is recovered at reconciliation from the worker's
-done-marker, which keeps the original event; failures the executor declares itself (lost
-workers) come back through its outbox.
+so at-least-once delivery never records anything twice. Events arrive in batches (one fetch)
+and go in with two unordered ``insert_many`` calls that tolerate duplicate keys: single
+writes cap the logger at a few hundred results/s (see ``benchmarks/logger_ingest.py``).
+
+A result the broker lost before the logger read it (an embedded broker restarted) is
+recovered at reconciliation from the worker's done-marker, which keeps the original event;
+failures the executor declares itself (lost workers) come back through its outbox.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import structlog
 from faststream import AckPolicy
@@ -15,9 +20,9 @@ from faststream.kafka import KafkaMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from rea.events import EVENT_TYPES, AnyEvent, DeadLetter, JobCompleted, JobFailed, parse_event
+from rea.events import AnyEvent, DeadLetter, JobCompleted, JobFailed, parse_event
 from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea_logger.records import (
@@ -29,6 +34,7 @@ from rea_logger.records import (
 log = structlog.get_logger()
 
 FINISHED = frozenset({"completed", "failed", "retried"})
+DUPLICATE_KEY = 11000
 
 
 async def insert_once(collection: AsyncCollection[dict[str, object]], doc: dict[str, object]) -> bool:
@@ -39,6 +45,22 @@ async def insert_once(collection: AsyncCollection[dict[str, object]], doc: dict[
         return False
 
 
+async def insert_absent(collection: AsyncCollection[dict[str, Any]], docs: list[dict[str, Any]]) -> list[int]:
+    """Insert ``docs`` (unordered); those whose key is already there are skipped. Returns the
+    indexes of the documents that were inserted."""
+    if not docs:
+        return []
+    try:
+        await collection.insert_many(docs, ordered=False)
+        return list(range(len(docs)))
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        skipped = {int(error["index"]) for error in errors}
+        return [index for index in range(len(docs)) if index not in skipped]
+
+
 def wire(rt: Runtime) -> None:
     results_recorded = Counter(
         "rea_results_recorded_total",
@@ -47,12 +69,11 @@ def wire(rt: Runtime) -> None:
         registry=rt.metrics.registry,
     )
 
-    async def on_event(event: AnyEvent) -> None:
-        await insert_once(rt.store.events, event_document(event))
-        if isinstance(event, JobCompleted | JobFailed) and await insert_once(
-            rt.store.results, result_document(event)
-        ):
-            results_recorded.labels(status=event.type).inc()
+    async def record(events: list[AnyEvent]) -> None:
+        await insert_absent(rt.store.events, [event_document(event) for event in events])
+        finished = [event for event in events if isinstance(event, JobCompleted | JobFailed)]
+        for index in await insert_absent(rt.store.results, [result_document(event) for event in finished]):
+            results_recorded.labels(status=finished[index].type).inc()
 
     leases = JobLeases(rt.redis, rt.settings.topic_prefix)
 
@@ -72,7 +93,7 @@ def wire(rt: Runtime) -> None:
                 original = await leases.finished_event(job_id)
                 event = parse_event(original) if original else None
                 if isinstance(event, JobCompleted | JobFailed) and event.payload.spec.job_id == job_id:
-                    await on_event(event)
+                    await record([event])
                     recovered += 1
         if recovered:
             log.warning("results_recovered", results=recovered)
@@ -80,7 +101,7 @@ def wire(rt: Runtime) -> None:
     rt.on_reconcile(recover_results)
 
     topics = [t for t in rt.topics.all() if t != rt.topics.dead_letter]
-    rt.bus.subscribe(topics, group="logger", handlers=dict.fromkeys(EVENT_TYPES, on_event))
+    rt.bus.subscribe_batch(topics, group="logger", handler=record)
 
     async def on_dead_letter(message: KafkaMessage) -> None:
         try:

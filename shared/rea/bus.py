@@ -12,6 +12,10 @@ Delivery contract
   goes on. A handler that keeps failing on one event dead-letters it after a few tries;
   failures of the infrastructure itself (database or broker unreachable) are retried until
   it is back, never dead-lettered, so no valid event is dropped because a server blinked.
+* **Batches** (``subscribe_batch``, for write-heavy consumers such as the logger) keep the same
+  contract: one commit after the handler returned for the whole batch; if the batch fails for
+  a reason other than the infrastructure, its events are retried one by one, so only a
+  poisonous event is dead-lettered.
 * **No idempotent producer by default**: Tansu does not support it; set
   ``REA_KAFKA_IDEMPOTENCE=true`` on Apache Kafka.
 """
@@ -35,6 +39,7 @@ from rea.settings import Settings
 from rea.topics import Topics
 
 Handler = Callable[[Any], Awaitable[None]]
+BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
 MAX_DEAD_LETTER_COPY = 4096
 HANDLER_ATTEMPTS = 3
@@ -145,6 +150,69 @@ class Bus:
             max_poll_interval_ms=max_poll_interval_ms,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )(consume)
+
+    def subscribe_batch(
+        self,
+        topics: list[str],
+        group: str,
+        handler: BatchHandler,
+        *,
+        max_records: int = 500,
+    ) -> None:
+        """Consume ``topics`` in consumer group ``group`` and hand ``handler`` every valid event
+        of a fetch at once (up to ``max_records``); invalid messages are dead-lettered."""
+
+        async def consume(message: KafkaMessage) -> None:
+            records: tuple[Any, ...] = message.raw_message  # aiokafka ConsumerRecords
+            batch: list[tuple[Envelope, bytes, Any]] = []
+            for record in records:
+                raw: bytes = record.value or b""
+                try:
+                    event = parse_event(raw)
+                except ValidationError as exc:
+                    reason = f"invalid event: {describe_error(exc)}"
+                    await self.dead_letter(raw, reason, record.topic, record.partition, record.offset)
+                    continue
+                batch.append((event, raw, record))
+                self.metrics.events_consumed.labels(service=self.service, type=event.type).inc()
+            if not batch:
+                return
+            with self.metrics.handler_seconds.labels(service=self.service, type="batch").time():
+                if await self._attempt([item for item, _, _ in batch], handler):
+                    return
+
+            async def alone(one: Envelope) -> None:
+                await handler([one])
+
+            for item, item_raw, where in batch:
+                await self._handle(alone, item, item_raw, where.topic, where.partition, where.offset)
+
+        self.broker.subscriber(
+            *topics,
+            group_id=self.topics.group(group),
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.ACK,
+            batch=True,
+            max_records=max_records,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+        )(consume)
+
+    async def _attempt(self, events: list[Envelope], handler: BatchHandler) -> bool:
+        """Run a batch handler, waiting out infrastructure failures; False if it failed otherwise."""
+        waits = 0
+        while True:
+            try:
+                await handler(events)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not _is_retryable(exc):
+                    log.warning("batch_failed_retrying_one_by_one", events=len(events), error=repr(exc))
+                    return False
+                waits += 1
+                log.warning("handler_waiting_for_infrastructure", type="batch", error=repr(exc))
+                await asyncio.sleep(min(RETRY_MAX_WAIT_S, 0.05 * 2**waits))
 
     async def _handle(
         self, handler: Handler, event: Envelope, raw: bytes, topic: str, partition: int, offset: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from rea.events import HypothesesGenerated, HypothesesRequested, HypothesesRequestedPayload
 from rea.knobs import Knob, KnobSchema
 from rea.workloads import get_workload
-from rea_hypothesis.catalogue import CATALOGUE, Technique
+from rea_hypothesis.catalogue import CATALOGUE, SIGNALS, Technique
 from rea_hypothesis.logic import HypothesisSet, from_catalogue, on_hypotheses_requested
 
 SCHEMA = get_workload("ranker").schema
@@ -28,9 +29,12 @@ def supported(technique: Technique, baseline: dict[str, Any]) -> bool:
 def test_catalogue_ids_are_unique_and_entries_complete() -> None:
     ids = [t.id for t in CATALOGUE]
     assert len(ids) == len(set(ids))
+    assert len(CATALOGUE) >= 15
     for t in CATALOGUE:
         assert t.title and t.technique and t.helps_when and t.citation
+        assert re.search(r"\((19|20)\d\d\)", t.citation), f"{t.id}: cite the paper's title and year"
         assert 0 < t.prior_gain < 0.1
+        assert t.signals and t.signals <= SIGNALS.keys(), t.id
 
 
 def test_every_supported_technique_yields_a_schema_valid_hypothesis() -> None:
