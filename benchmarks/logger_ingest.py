@@ -12,8 +12,8 @@ the first ``--peer-results`` of them) into a database with the same indexes
 (``Store.ensure_indexes``):
 
 * ``insert_one`` of each result document, one after another;
-* ``insert_one`` of the event document and then the result document: the logger's write
-  pattern, without Kafka, parsing or its dedup;
+* ``insert_one`` of the event document and then the result document: the unbatched logger's
+  writes, without Kafka, parsing or its dedup;
 * the same with ``retryWrites=false`` on the client (PyMongo's default, used by the services,
   is true: SecantusDB then keeps a record of every write for retries, up to 10,000 for
   30 minutes, and scans them all on each write);
@@ -210,7 +210,7 @@ class Peer:
 
 PEERS = (
     Peer("insert_one result", insert_each),
-    Peer("insert_one event, then result (the logger's writes)", insert_pairs),
+    Peer("insert_one event, then result (unbatched logger's writes)", insert_pairs),
     Peer("the same, client with retryWrites=false", insert_pairs, retry_writes=False),
     Peer(f"insert_many results x{BATCH}", insert_batches),
     Peer(f"insert_many events, then results x{BATCH}, unordered", insert_pair_batches),

@@ -101,7 +101,7 @@ def wire(rt: Runtime) -> None:
     rt.on_reconcile(recover_results)
 
     topics = [t for t in rt.topics.all() if t != rt.topics.dead_letter]
-    rt.bus.subscribe_batch(topics, group="logger", handler=record)
+    rt.bus.subscribe_batch(topics, group="logger", handler=record, max_records=1000)
 
     async def on_dead_letter(message: KafkaMessage) -> None:
         try:
