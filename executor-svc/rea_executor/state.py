@@ -35,6 +35,8 @@ class TrackedJob(BaseModel):
             job_id=self.spec.job_id,
             hypothesis_id=self.spec.hypothesis_id,
             config=self.spec.config,
+            phase=self.spec.phase,
+            seed=self.spec.seed,
             status="failed" if self.status not in TERMINAL else self.status,
             validation=out.validation if out else None,
             test=out.test if out else None,

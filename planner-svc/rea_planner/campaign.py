@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rea.events import CampaignResult, Hypothesis, PhasePlan, describe_error, utc_now
+from rea.events import CampaignResult, Hypothesis, JobRecord, PhasePlan, describe_error, utc_now
 from rea.workloads import get_workload
 
 
@@ -30,6 +30,13 @@ class CampaignSpec(BaseModel):
         default_factory=dict, description="Overrides of the workload's defaults."
     )
     seed: int = 0
+    confirm_seeds: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Seeds the winner and the baseline are compared over on the test split, for a "
+        "confidence interval; 1 skips the confirmation phase.",
+    )
     job_timeout_s: float = Field(default=1800, gt=0)
     job_memory_mb: int = Field(default=4096, ge=256)
 
@@ -68,7 +75,10 @@ class Campaign(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     dropped_hypotheses: list[str] = Field(default_factory=list)
-    plan: PhasePlan | None = None
+    plan: PhasePlan | None = Field(default=None, description="The plan a person (or the policy) approved.")
+    phase: str | None = Field(default=None, description="The phase running now.")
+    confirmation: PhasePlan | None = None
+    records: list[JobRecord] = Field(default_factory=list, description="Every concluded phase's jobs.")
     approved_by: str | None = None
     notices: list[str] = Field(
         default_factory=list, description="Pauses, resumes and budget warnings, in order."

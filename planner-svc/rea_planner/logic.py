@@ -7,6 +7,7 @@ atomically (state + outbox). That is what makes replays and crash tests simple.
 from __future__ import annotations
 
 from collections.abc import Callable
+from statistics import fmean
 from typing import Any
 
 from rea.events import (
@@ -35,12 +36,14 @@ from rea.events import (
     PlanProposedPayload,
     utc_now,
 )
+from rea.stats import compare
 from rea.store import Decision
 from rea.workloads import get_workload
 from rea_planner.campaign import ACTIVE, Campaign, CampaignSpec, CampaignStatus, validate_campaign
 from rea_planner.costs import CostModel
 
 VALIDATION = "validation"
+CONFIRMATION = "confirmation"
 
 Decide = Callable[[Campaign | None, Any], Decision[Campaign]]
 
@@ -85,17 +88,20 @@ def make_job(
     hypothesis_id: str | None,
     config: dict[str, object],
     costs: CostModel,
+    phase: str = VALIDATION,
+    seed: int | None = None,
 ) -> JobSpec:
     name = hypothesis_id or "baseline"
+    seed = spec.seed if seed is None else seed
     return JobSpec(
-        job_id=f"{campaign_id}-{VALIDATION}-{name}-s{spec.seed}",
+        job_id=f"{campaign_id}-{phase}-{name}-s{seed}",
         campaign_id=campaign_id,
-        phase=VALIDATION,
+        phase=phase,
         hypothesis_id=hypothesis_id,
         workload=spec.workload,
         dataset=spec.dataset,
         config=config,
-        seed=spec.seed,
+        seed=seed,
         estimated_cpu_seconds=costs.estimate(config),
         timeout_s=spec.job_timeout_s,
         memory_mb=spec.job_memory_mb,
@@ -156,14 +162,14 @@ def on_hypotheses_generated(
     )
     if not auto:
         return Decision(_save(campaign, status="awaiting_approval"), [proposed])
-    running = _save(campaign, status="running", approved_by="auto-approve policy")
+    running = _save(campaign, status="running", approved_by="auto-approve policy", phase=VALIDATION)
     return Decision(running, [proposed, _start_phase(running, event)])
 
 
 def on_plan_approved(state: Campaign | None, event: PlanApproved) -> Decision[Campaign]:
     if state is None or state.status != "awaiting_approval":
         return Decision()
-    running = _save(state, status="running", approved_by=event.payload.approved_by)
+    running = _save(state, status="running", approved_by=event.payload.approved_by, phase=VALIDATION)
     return Decision(running, [_start_phase(running, event)])
 
 
@@ -179,49 +185,135 @@ def _start_phase(campaign: Campaign, cause: Envelope) -> PhaseStarted:
     )
 
 
-def summarize(jobs: list[JobRecord]) -> CampaignResult | str:
-    """Pick the winner on validation NE and report both on the test split; or say why not."""
-    done = [j for j in jobs if j.status == "completed" and j.validation and j.test]
+def _completed(records: list[JobRecord]) -> list[JobRecord]:
+    return [j for j in records if j.status == "completed" and j.validation and j.test]
+
+
+def pick_winner(records: list[JobRecord]) -> tuple[JobRecord, JobRecord] | str:
+    """(baseline, best by validation NE) among the validation jobs; or why there is none."""
+    done = [j for j in _completed(records) if j.phase == VALIDATION]
     baseline = next((j for j in done if j.hypothesis_id is None), None)
     if baseline is None:
         return "the baseline job did not complete, so nothing can be compared"
     best = min(done, key=lambda j: j.validation.ne if j.validation else float("inf"))
+    return baseline, best
 
-    def metric(job: JobRecord) -> MetricSummary:
-        assert job.test is not None and job.validation is not None
-        return MetricSummary(
-            job_id=job.job_id,
-            hypothesis_id=job.hypothesis_id,
-            ne=job.test.ne,
-            auc=job.test.auc,
-            validation_ne=job.validation.ne,
+
+def plan_confirmation(
+    campaign: Campaign, baseline: JobRecord, best: JobRecord, costs: CostModel
+) -> PhasePlan:
+    """The winner and the baseline again on further seeds: with the validation run's seed,
+    ``confirm_seeds`` test-split measurements of each, for a confidence interval."""
+    assert campaign.spec is not None
+    spec = campaign.spec
+    jobs = [
+        make_job(spec, campaign.campaign_id, record.hypothesis_id, record.config, costs, CONFIRMATION, seed)
+        for seed in range(spec.seed + 1, spec.seed + spec.confirm_seeds)
+        for record in (baseline, best)
+    ]
+    return PhasePlan(
+        phase=CONFIRMATION,
+        jobs=jobs,
+        estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2),
+    )
+
+
+def summarize(
+    records: list[JobRecord], confidence: float = 0.95, notes: list[str] | None = None
+) -> CampaignResult | str:
+    """Pick the winner on validation NE and report both on the test split, over every seed
+    each was run with (mean, and a Welch interval of the difference); or say why not."""
+    picked = pick_winner(records)
+    if isinstance(picked, str):
+        return picked
+    baseline, best = picked
+    done = _completed(records)
+
+    def metric(winner: JobRecord) -> tuple[MetricSummary, list[float]]:
+        runs = [j for j in done if j.hypothesis_id == winner.hypothesis_id and j.config == winner.config]
+        by_seed = {j.seed: j.test.ne for j in runs if j.test}
+        aucs = [j.test.auc for j in runs if j.test]
+        assert winner.validation is not None
+        summary = MetricSummary(
+            job_id=winner.job_id,
+            hypothesis_id=winner.hypothesis_id,
+            ne=fmean(by_seed.values()),
+            auc=fmean(aucs),
+            validation_ne=winner.validation.ne,
+            ne_by_seed=by_seed,
         )
+        return summary, list(by_seed.values())
 
-    base, top = metric(baseline), metric(best)
+    (base, base_nes), (top, top_nes) = metric(baseline), metric(best)
+    delta = compare(top_nes, base_nes, confidence)
     changes = {k: v for k, v in best.config.items() if baseline.config.get(k) != v}
     return CampaignResult(
         baseline=base,
         best=top,
         best_changes=changes,
-        ne_delta=top.ne - base.ne,
-        ne_relative_gain=(base.ne - top.ne) / base.ne if base.ne > 0 else 0.0,
+        ne_delta=delta.mean,
+        ne_relative_gain=delta.relative_gain,
         auc_delta=top.auc - base.auc,
         jobs_completed=len(done),
-        jobs_failed=sum(j.status == "failed" for j in jobs),
-        compute_seconds=round(sum(j.cost.cpu_seconds for j in jobs if j.cost), 2),
+        jobs_failed=sum(j.status == "failed" for j in records),
+        compute_seconds=round(sum(j.cost.cpu_seconds for j in records if j.cost), 2),
+        seeds=min(len(base_nes), len(top_nes)),
+        ne_delta_low=delta.low,
+        ne_delta_high=delta.high,
+        p_value=delta.p_value,
+        confidence=confidence,
+        verdict=delta.verdict() if best is not baseline else "not significant",
+        notes=notes or [],
     )
 
 
-def on_phase_concluded(state: Campaign | None, event: PhaseConcluded) -> Decision[Campaign]:
-    if state is None or state.status not in ACTIVE:
-        return Decision()
-    result = summarize(event.payload.jobs)
+def _finish(
+    state: Campaign, cause: Envelope, records: list[JobRecord], notes: list[str]
+) -> Decision[Campaign]:
+    result = summarize(records, notes=notes)
     if isinstance(result, str):
-        return Decision(_save(state, status="failed", reasons=[result]))
-    completed = _save(state, status="completed", result=result)
+        return Decision(_save(state, status="failed", reasons=[result], records=records, phase=None))
+    completed = _save(state, status="completed", result=result, records=records, phase=None)
     return Decision(
-        completed, [CampaignCompleted(**_follow(event), payload=CampaignCompletedPayload(result=result))]
+        completed, [CampaignCompleted(**_follow(cause), payload=CampaignCompletedPayload(result=result))]
     )
+
+
+def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: CostModel) -> Decision[Campaign]:
+    """Validation concluded: confirm its winner on more seeds if it beat the baseline and the
+    budget allows, else finish. Confirmation concluded: finish."""
+    if state is None or state.status not in ACTIVE or state.spec is None:
+        return Decision()
+    if event.payload.phase != (state.phase or VALIDATION):
+        return Decision()
+    records = [*state.records, *event.payload.jobs]
+    if event.payload.phase != VALIDATION:
+        return _finish(state, event, records, [])
+    picked = pick_winner(records)
+    if isinstance(picked, str):
+        return _finish(state, event, records, [])
+    baseline, best = picked
+    if best is baseline:
+        return _finish(state, event, records, ["no hypothesis beat the baseline on validation NE"])
+    if state.spec.confirm_seeds <= 1:
+        return _finish(state, event, records, ["confirmation skipped: confirm_seeds is 1"])
+    plan = plan_confirmation(state, baseline, best, costs)
+    spent = sum(j.cost.cpu_seconds for j in records if j.cost)
+    remaining = state.spec.budget_cpu_seconds - spent
+    if plan.estimated_cpu_seconds > remaining:
+        note = (
+            f"confirmation skipped: it needs an estimated {plan.estimated_cpu_seconds:.0f} CPU-s, "
+            f"{remaining:.0f} of the budget remain"
+        )
+        return _finish(state, event, records, [note])
+    confirming = _save(state, records=records, phase=CONFIRMATION, confirmation=plan)
+    started = PhaseStarted(
+        **_follow(event),
+        payload=PhaseStartedPayload(
+            plan=plan, budget_cpu_seconds=round(remaining, 2), max_parallel_jobs=state.spec.max_parallel_jobs
+        ),
+    )
+    return Decision(confirming, [started])
 
 
 def on_phase_paused(state: Campaign | None, event: PhasePaused) -> Decision[Campaign]:

@@ -25,7 +25,6 @@ HISTORY_LIMIT = 200
 DECISIONS: dict[type[Envelope], logic.Decide] = {
     CampaignRequested: logic.on_campaign_requested,
     PlanApproved: logic.on_plan_approved,
-    PhaseConcluded: logic.on_phase_concluded,
     PhasePaused: logic.on_phase_paused,
     PhaseResumed: logic.on_phase_resumed,
     BudgetWarning: logic.on_budget_warning,
@@ -50,6 +49,9 @@ def wire(rt: Runtime) -> None:
     async def on_hypotheses(event: HypothesesGenerated) -> None:
         await apply(event, partial(logic.on_hypotheses_generated, costs=await cost_model(rt, event)))
 
+    async def on_phase_concluded(event: PhaseConcluded) -> None:
+        await apply(event, partial(logic.on_phase_concluded, costs=await cost_model(rt, event)))
+
     rt.on_reconcile(rt.republish_outbox)
     rt.bus.subscribe(
         [
@@ -59,11 +61,15 @@ def wire(rt: Runtime) -> None:
             rt.topics.executor_events,
         ],
         group="planner",
-        handlers={**dict.fromkeys(DECISIONS, on_event), HypothesesGenerated: on_hypotheses},
+        handlers={
+            **dict.fromkeys(DECISIONS, on_event),
+            HypothesesGenerated: on_hypotheses,
+            PhaseConcluded: on_phase_concluded,
+        },
     )
 
 
-async def cost_model(rt: Runtime, event: HypothesesGenerated) -> CostModel:
+async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
     """Learn job cost from completed jobs of the same workload and dataset in the insights DB."""
     campaign = await rt.store.load("campaigns", event.campaign_id, Campaign)
     if campaign is None or campaign.spec is None:

@@ -246,24 +246,31 @@ class Chaos:
                 self.report.paused_for_budget += 1
             else:
                 self.report.unfinished.append(f"{campaign_id}: {status}")
-            phase = await client.phase(campaign_id)
-            if phase is None:
-                continue
-            finished = [job for job in phase["jobs"] if job["status"] in ("completed", "failed", "retried")]
+            phases = await client.phases(campaign_id)
+            finished = [
+                job
+                for phase in phases
+                for job in phase["jobs"]
+                if job["status"] in ("completed", "failed", "retried")
+            ]
             rows = await self._recorded(client, campaign_id, len(finished))
             recorded = Counter(row["_id"] for row in rows)
             self.report.results_lost += sum(1 for job in finished if job["spec"]["job_id"] not in recorded)
             self.report.results_duplicated += sum(count - 1 for count in recorded.values())
-            charged = sum(
-                ((job.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0) for job in finished
-            )
-            if abs(charged - phase["spent_cpu_seconds"]) > 1e-6:  # a result counted twice, or not at all
-                self.report.results_duplicated += 1
-            self.report.overspend_cpu_seconds += max(
-                0.0, phase["spent_cpu_seconds"] - phase["budget_cpu_seconds"]
-            )
-            for entry in phase["runbook"]:
-                self.report.faults[f"job failures: {entry['failure']}"] += 1
+            for phase in phases:
+                charged = sum(
+                    ((job.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0)
+                    for job in phase["jobs"]
+                    if job["status"] in ("completed", "failed", "retried")
+                )
+                if abs(charged - phase["spent_cpu_seconds"]) > 1e-6:  # a result counted twice, or not at all
+                    self.report.results_duplicated += 1
+                # Each phase's cap is what the campaign's budget had left when the phase started.
+                self.report.overspend_cpu_seconds += max(
+                    0.0, phase["spent_cpu_seconds"] - phase["budget_cpu_seconds"]
+                )
+                for entry in phase["runbook"]:
+                    self.report.faults[f"job failures: {entry['failure']}"] += 1
         for name, proc in self.stack.children.items():
             if proc.poll() is not None:
                 self.report.crashes.append(f"{name} exited with {proc.returncode}")

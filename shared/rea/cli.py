@@ -266,7 +266,7 @@ def status(
         state = await client.campaign(campaign_id)
         if state is None:
             return None
-        return {"campaign": state, "phase": await client.phase(campaign_id)}
+        return {"campaign": state, "phases": await client.phases(campaign_id)}
 
     data = _with_client(Settings(), work)
     if campaign_id is not None and data is None:
@@ -288,10 +288,10 @@ def status(
             )
         out.print(table)
         return
-    _print_campaign(out, data["campaign"], data["phase"])
+    _print_campaign(out, data["campaign"], data["phases"])
 
 
-def _print_campaign(out: Console, campaign: dict[str, Any], phase: dict[str, Any] | None) -> None:
+def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[str, Any]]) -> None:
     out.print(f"[bold]{campaign['campaign_id']}[/bold]: {campaign['status']}")
     for reason in campaign.get("reasons", []):
         out.print(f"  reason: {reason}")
@@ -304,7 +304,7 @@ def _print_campaign(out: Console, campaign: dict[str, Any], phase: dict[str, Any
         out.print(f"  dropped: {dropped}")
     for notice in campaign.get("notices", []):
         out.print(f"  {notice}")
-    if phase:
+    for phase in phases:
         table = Table(
             "job", "hypothesis", "status", "val NE", "test NE", "CPU-s", title=f"phase {phase['phase']}"
         )
@@ -351,7 +351,16 @@ def proposal_summary(campaign: dict[str, Any]) -> dict[str, Any]:
             "hypothesis_id": result["best"]["hypothesis_id"],
             "changes": result["best_changes"],
         },
+        "ne_delta": result["ne_delta"],
         "ne_relative_gain": result["ne_relative_gain"],
+        "ne_delta_ci": (
+            None if result.get("ne_delta_low") is None else [result["ne_delta_low"], result["ne_delta_high"]]
+        ),
+        "confidence": result.get("confidence", 0.95),
+        "p_value": result.get("p_value"),
+        "seeds": result.get("seeds", 1),
+        "verdict": result.get("verdict", "too few seeds"),
+        "notes": result.get("notes", []),
         "auc_delta": result["auc_delta"],
         "jobs_completed": result["jobs_completed"],
         "jobs_failed": result["jobs_failed"],
@@ -374,10 +383,22 @@ def _print_proposal(out: Console, campaign: dict[str, Any]) -> None:
     table.add_row("AUC", f"{base['auc']:.4f}", f"{best['auc']:.4f}", f"{summary['auc_delta']:+.4f}")
     out.print(table)
     out.print(f"Best: {best['hypothesis_id'] or 'baseline'} with {best['changes'] or 'no changes'}")
+    interval = summary["ne_delta_ci"]
+    if interval is None:
+        out.print(
+            f"NE delta {summary['ne_delta']:+.4f} over {summary['seeds']} seed(s): {summary['verdict']}."
+        )
+    else:
+        out.print(
+            f"NE delta {summary['ne_delta']:+.4f}, {summary['confidence']:.0%} CI "
+            f"[{interval[0]:+.4f}, {interval[1]:+.4f}] over {summary['seeds']} seeds "
+            f"(Welch's t, p = {summary['p_value']:.3g}): {summary['verdict']}."
+        )
+    for note in summary["notes"]:
+        out.print(f"Note: {note}")
     out.print(
         f"Jobs completed: {summary['jobs_completed']}, failed: {summary['jobs_failed']}, "
-        f"compute: {summary['compute_seconds']:.1f} CPU-s. Single seed: deltas carry no confidence "
-        "interval yet."
+        f"compute: {summary['compute_seconds']:.1f} CPU-s."
     )
 
 
@@ -456,10 +477,10 @@ async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) 
         task = progress.add_task("planning", total=None)
         while time.monotonic() < deadline:
             campaign = await client.campaign(event.campaign_id)
-            phase = await client.phase(event.campaign_id)
-            if phase:
-                done = sum(job["status"] in ("completed", "failed", "retried") for job in phase["jobs"])
-                progress.update(task, description="training jobs", total=len(phase["jobs"]), completed=done)
+            jobs = [job for phase in await client.phases(event.campaign_id) for job in phase["jobs"]]
+            if jobs:
+                done = sum(job["status"] in ("completed", "failed", "retried") for job in jobs)
+                progress.update(task, description="training jobs", total=len(jobs), completed=done)
             if campaign and campaign["status"] in FINAL_STATUSES:
                 return campaign
             await asyncio.sleep(0.5)

@@ -16,6 +16,8 @@ from rea.topics import Topics
 
 FINAL_STATUSES = frozenset({"rejected", "completed", "failed"})
 
+PHASE_ORDER = ("validation", "confirmation")
+
 
 class Client:
     def __init__(self, settings: Settings, endpoints: Endpoints | None = None) -> None:
@@ -55,6 +57,14 @@ class Client:
     async def phase(self, campaign_id: str, phase: str = "validation") -> dict[str, Any] | None:
         doc = await self.db["phases"].find_one({"_id": f"{campaign_id}:{phase}"})
         return None if doc is None else dict(doc["state"])
+
+    async def phases(self, campaign_id: str) -> list[dict[str, Any]]:
+        """Every phase the executor ran for the campaign, in the order phases run."""
+        states = [
+            dict(doc["state"]) async for doc in self.db["phases"].find({"state.campaign_id": campaign_id})
+        ]
+        order = {name: index for index, name in enumerate(PHASE_ORDER)}
+        return sorted(states, key=lambda state: order.get(state["phase"], len(order)))
 
     async def results(self, campaign_id: str) -> list[dict[str, Any]]:
         return [

@@ -93,6 +93,8 @@ class JobRecord(BaseModel):
     hypothesis_id: str | None
     config: dict[str, Any]
     status: Literal["completed", "failed", "retried"]
+    phase: str = "validation"
+    seed: int = 0
     validation: SplitMetrics | None = None
     test: SplitMetrics | None = None
     cost: JobCost | None = None
@@ -100,11 +102,14 @@ class JobRecord(BaseModel):
 
 
 class MetricSummary(BaseModel):
+    """One config's test-split metrics; ``ne`` and ``auc`` are means over ``ne_by_seed``'s seeds."""
+
     job_id: str
     hypothesis_id: str | None = None
     ne: float
     auc: float
     validation_ne: float
+    ne_by_seed: dict[int, float] = Field(default_factory=dict)
 
 
 class CampaignResult(BaseModel):
@@ -117,6 +122,13 @@ class CampaignResult(BaseModel):
     jobs_completed: int
     jobs_failed: int
     compute_seconds: float
+    seeds: int = Field(default=1, description="Seeds both configs were compared over on the test split.")
+    ne_delta_low: float | None = Field(default=None, description="Confidence interval of ne_delta (Welch).")
+    ne_delta_high: float | None = None
+    p_value: float | None = None
+    confidence: float = 0.95
+    verdict: Literal["better", "worse", "not significant", "too few seeds"] = "too few seeds"
+    notes: list[str] = Field(default_factory=list, description="Why the result is what it is.")
 
 
 # ---- events ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def campaign_request(**overrides: Any) -> dict[str, Any]:
         "max_parallel_jobs": 2,
         "max_hypotheses": 3,
         "baseline": {"epochs": 1},
+        "confirm_seeds": 1,  # most tests are about the flow, not the statistics
     }
     request.update(overrides)
     return request

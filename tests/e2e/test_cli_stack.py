@@ -29,7 +29,7 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
     campaign = tmp_path / "campaign.yaml"
     campaign.write_text(
         f"name: from the shell\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\nmax_hypotheses: 1\n"
-        "baseline: {epochs: 1}\n"
+        "confirm_seeds: 2\nbaseline: {epochs: 1}\n"
     )
     up = run_rea(["up"], env)
     assert up.returncode == 0, up.stderr
@@ -65,8 +65,14 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
         proposal = run_rea(["proposal", campaign_id, "--json"], env)
         assert proposal.returncode == 0
         result = json.loads(proposal.stdout)
-        assert result["jobs_completed"] == 2
         assert result["best"]["ne"] > 0 and result["baseline"]["ne"] > 0
+        # The one hypothesis either won validation and was confirmed on a second seed, or not.
+        confirmed = result["best"]["hypothesis_id"] is not None
+        assert result["jobs_completed"] == (4 if confirmed else 2)
+        assert result["seeds"] == (2 if confirmed else 1)
+        shown = run_rea(["proposal", campaign_id], env)
+        assert shown.returncode == 0 and "NE delta" in shown.stdout
+        assert ("95% CI" in shown.stdout) == confirmed
     finally:
         down = run_rea(["down"], env)
     assert down.returncode == 0

@@ -22,5 +22,9 @@ def test_demo_improves_the_ranker_on_movielens(tmp_path: Path) -> None:
     assert 0 < result["baseline"]["auc"] < 1 and 0 < result["best"]["auc"] < 1
     assert result["jobs_completed"] >= 2 and result["jobs_failed"] == 0
     assert result["compute_seconds"] > 0
+    # The winner was confirmed against the baseline on three seeds of the test split.
+    assert result["seeds"] == 3 and result["verdict"] in ("better", "not significant")
+    low, high = result["ne_delta_ci"]
+    assert low <= result["ne_delta"] <= high
     # The demo shuts down everything it started.
     assert not (tmp_path / "rea" / "stack.json").exists()

@@ -424,24 +424,115 @@ def test_summary_ignores_completed_jobs_without_metrics() -> None:
     assert result.best.job_id == "j-base" and result.jobs_completed == 1
 
 
-def concluded(jobs: list[JobRecord]) -> PhaseConcluded:
-    return PhaseConcluded(**FOLLOW, payload=PhaseConcludedPayload(phase="validation", jobs=jobs))
+def concluded(jobs: list[JobRecord], phase: str = "validation") -> PhaseConcluded:
+    return PhaseConcluded(**FOLLOW, payload=PhaseConcludedPayload(phase=phase, jobs=jobs))
+
+
+def running(**overrides: Any) -> Campaign:
+    return planning(**overrides).model_copy(update={"status": "running", "phase": "validation"})
 
 
 @pytest.mark.parametrize("status", ["running", "paused", "paused_budget"])
-def test_phase_concluded_completes_the_campaign(status: str) -> None:
-    running = planning().model_copy(update={"status": status})
-    decision = logic.on_phase_concluded(running, concluded(phase_records()))
+def test_validation_concluded_without_confirmation_completes_the_campaign(status: str) -> None:
+    state = running(confirm_seeds=1).model_copy(update={"status": status})
+    decision = logic.on_phase_concluded(state, concluded(phase_records()), COSTS)
     assert decision.state is not None and decision.state.status == "completed"
     [done] = decision.emit
     assert isinstance(done, CampaignCompleted)
     assert done.payload.result == decision.state.result
     assert done.payload.result.best.job_id == "j-fm"
+    assert done.payload.result.verdict == "too few seeds" and done.payload.result.seeds == 1
+    assert done.payload.result.notes == ["confirmation skipped: confirm_seeds is 1"]
+
+
+def test_a_validation_winner_is_confirmed_on_more_seeds_within_the_remaining_budget() -> None:
+    decision = logic.on_phase_concluded(running(), concluded(phase_records()), COSTS)
+    assert decision.state is not None and decision.state.status == "running"
+    assert decision.state.phase == "confirmation" and decision.state.result is None
+    [started] = decision.emit
+    assert isinstance(started, PhaseStarted)
+    plan = started.payload.plan
+    assert plan == decision.state.confirmation and plan.phase == "confirmation"
+    assert [(j.hypothesis_id, j.seed) for j in plan.jobs] == [(None, 1), ("fm", 1), (None, 2), ("fm", 2)]
+    assert [j.job_id for j in plan.jobs][:2] == [
+        "camp-1-confirmation-baseline-s1",
+        "camp-1-confirmation-fm-s1",
+    ]
+    assert plan.jobs[1].config == {**BASE_CONFIG, "fm": True} and plan.jobs[0].config == BASE_CONFIG
+    assert started.payload.budget_cpu_seconds == pytest.approx(1000 - 37.0)
+    assert decision.state.records == phase_records()
+
+
+def confirmed(base_nes: list[float], fm_nes: list[float]) -> list[JobRecord]:
+    return [
+        record(f"c-{name}-s{seed}", hid, config, 0.0, ne).model_copy(
+            update={"phase": "confirmation", "seed": seed}
+        )
+        for name, hid, config, nes in (
+            ("base", None, BASE_CONFIG, base_nes),
+            ("fm", "fm", {**BASE_CONFIG, "fm": True}, fm_nes),
+        )
+        for seed, ne in zip((1, 2), nes, strict=True)
+    ]
+
+
+def test_confirmation_concluded_completes_with_an_interval_over_all_seeds() -> None:
+    confirming = logic.on_phase_concluded(running(), concluded(phase_records()), COSTS).state
+    assert confirming is not None
+    jobs = confirmed(base_nes=[0.91, 0.89], fm_nes=[0.84, 0.86])
+    decision = logic.on_phase_concluded(confirming, concluded(jobs, "confirmation"), COSTS)
+    assert decision.state is not None and decision.state.status == "completed"
+    result = decision.state.result
+    assert result is not None and result.seeds == 3
+    assert result.baseline.ne_by_seed == {0: 0.90, 1: 0.91, 2: 0.89}
+    assert result.best.ne_by_seed == {0: 0.85, 1: 0.84, 2: 0.86}
+    assert result.best.ne == pytest.approx(0.85) and result.baseline.ne == pytest.approx(0.90)
+    assert result.ne_delta == pytest.approx(-0.05)
+    assert result.ne_delta_low is not None and result.ne_delta_high is not None
+    assert result.ne_delta_low < -0.05 < result.ne_delta_high < 0
+    assert result.verdict == "better" and result.p_value is not None and result.p_value < 0.05
+    assert result.jobs_completed == 3 + 4
+    assert result.compute_seconds == pytest.approx(37.0 + 4 * 10.0)
+
+
+def test_a_confirmation_that_does_not_separate_them_says_not_significant() -> None:
+    confirming = logic.on_phase_concluded(running(), concluded(phase_records()), COSTS).state
+    assert confirming is not None
+    jobs = confirmed(base_nes=[0.80, 0.86], fm_nes=[0.90, 0.84])
+    result = logic.on_phase_concluded(confirming, concluded(jobs, "confirmation"), COSTS).state
+    assert result is not None and result.result is not None
+    assert result.result.verdict == "not significant"
+
+
+def test_no_confirmation_when_nothing_beat_the_baseline() -> None:
+    records = [
+        record("j-base", None, BASE_CONFIG, 0.80, 0.80),
+        record("j-worse", "fm", {**BASE_CONFIG, "fm": True}, 0.85, 0.75),
+    ]
+    decision = logic.on_phase_concluded(running(), concluded(records), COSTS)
+    assert decision.state is not None and decision.state.status == "completed"
+    assert decision.state.result is not None
+    assert decision.state.result.notes == ["no hypothesis beat the baseline on validation NE"]
+    assert decision.state.result.verdict == "not significant"
+
+
+def test_no_confirmation_when_the_budget_left_cannot_cover_it() -> None:
+    decision = logic.on_phase_concluded(running(budget_cpu_seconds=100), concluded(phase_records()), COSTS)
+    assert decision.state is not None and decision.state.status == "completed"
+    assert decision.state.result is not None
+    [note] = decision.state.result.notes
+    assert note == "confirmation skipped: it needs an estimated 150 CPU-s, 63 of the budget remain"
+
+
+def test_a_late_copy_of_the_validation_conclusion_does_not_restart_confirmation() -> None:
+    confirming = logic.on_phase_concluded(running(), concluded(phase_records()), COSTS).state
+    assert confirming is not None
+    decision = logic.on_phase_concluded(confirming, concluded(phase_records()), COSTS)
+    assert decision.state is None and decision.emit == []
 
 
 def test_phase_concluded_without_baseline_marks_the_campaign_failed() -> None:
-    running = planning().model_copy(update={"status": "running"})
-    decision = logic.on_phase_concluded(running, concluded(phase_records()[1:]))
+    decision = logic.on_phase_concluded(running(), concluded(phase_records()[1:]), COSTS)
     assert decision.state is not None and decision.state.status == "failed"
     assert decision.state.reasons == ["the baseline job did not complete, so nothing can be compared"]
     assert decision.emit == []
@@ -450,12 +541,12 @@ def test_phase_concluded_without_baseline_marks_the_campaign_failed() -> None:
 @pytest.mark.parametrize("status", ["planning", "awaiting_approval", "rejected", "completed", "failed"])
 def test_phase_concluded_outside_an_active_campaign_is_ignored(status: str) -> None:
     state = planning().model_copy(update={"status": status})
-    decision = logic.on_phase_concluded(state, concluded(phase_records()))
+    decision = logic.on_phase_concluded(state, concluded(phase_records()), COSTS)
     assert decision.state is None and decision.emit == []
 
 
 def test_phase_concluded_for_an_unknown_campaign_is_ignored() -> None:
-    decision = logic.on_phase_concluded(None, concluded(phase_records()))
+    decision = logic.on_phase_concluded(None, concluded(phase_records()), COSTS)
     assert decision.state is None and decision.emit == []
 
 
