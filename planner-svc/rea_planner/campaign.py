@@ -84,5 +84,7 @@ class Campaign(BaseModel):
         default_factory=list, description="Pauses, resumes and budget warnings, in order."
     )
     result: CampaignResult | None = None
+    accepted_by: str | None = None
+    accepted_at: datetime | None = None
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)

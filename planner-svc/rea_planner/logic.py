@@ -34,6 +34,7 @@ from rea.events import (
     PlanApproved,
     PlanProposed,
     PlanProposedPayload,
+    ProposalAccepted,
     utc_now,
 )
 from rea.stats import compare
@@ -338,3 +339,10 @@ def on_budget_warning(state: Campaign | None, event: BudgetWarning) -> Decision[
     spent, budget = event.payload.spent_cpu_seconds, event.payload.budget_cpu_seconds
     notice = f"budget warning: {spent:.0f} of {budget:g} CPU-s spent"
     return Decision(_save(state, notices=[*state.notices, notice]))
+
+
+def on_proposal_accepted(state: Campaign | None, event: ProposalAccepted) -> Decision[Campaign]:
+    """Record who accepted a completed campaign's proposal (the first acceptance stands)."""
+    if state is None or state.status != "completed" or state.accepted_by is not None:
+        return Decision()
+    return Decision(_save(state, accepted_by=event.payload.by, accepted_at=event.occurred_at))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from rea.events import (
@@ -13,11 +14,14 @@ from rea.events import (
     PhasePaused,
     PhaseResumed,
     PlanApproved,
+    ProposalAccepted,
+    utc_now,
 )
 from rea.runtime import Runtime
 from rea_planner import logic
 from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel
+from rea_planner.proposal import render_proposal
 
 CONSUMER = "planner"
 HISTORY_LIMIT = 200
@@ -28,12 +32,13 @@ DECISIONS: dict[type[Envelope], logic.Decide] = {
     PhasePaused: logic.on_phase_paused,
     PhaseResumed: logic.on_phase_resumed,
     BudgetWarning: logic.on_budget_warning,
+    ProposalAccepted: logic.on_proposal_accepted,
 }
 
 
 def wire(rt: Runtime) -> None:
     async def apply(event: Envelope, decide: logic.Decide) -> None:
-        await rt.store.apply(
+        applied = await rt.store.apply(
             consumer=CONSUMER,
             event=event,
             collection="campaigns",
@@ -42,6 +47,31 @@ def wire(rt: Runtime) -> None:
             decide=decide,
         )
         rt.relay.kick()
+        campaign = applied.decision.state if applied.decision else None
+        if campaign is not None and campaign.status == "completed" and campaign.accepted_by is None:
+            await save_proposal(campaign)
+
+    async def save_proposal(campaign: Campaign) -> None:
+        """Render the launch proposal (derived from the state: safe to render again) and store it."""
+        proposal = await asyncio.to_thread(render_proposal, campaign)  # matplotlib: keep the loop free
+        await rt.store.proposals.replace_one(
+            {"_id": campaign.campaign_id},
+            {
+                "markdown": proposal.markdown,
+                "html": proposal.html,
+                "images": proposal.images,
+                "rendered_at": utc_now(),
+            },
+            upsert=True,
+        )
+
+    async def render_missing_proposals() -> None:
+        """A planner that stopped between completing a campaign and storing its proposal."""
+        async for doc in rt.store.campaigns.find({"state.status": "completed"}, {"_id": 1}):
+            if await rt.store.proposals.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
+                campaign = await rt.store.load("campaigns", str(doc["_id"]), Campaign)
+                if campaign is not None and campaign.result is not None:
+                    await save_proposal(campaign)
 
     async def on_event(event: Envelope) -> None:
         await apply(event, DECISIONS[type(event)])
@@ -53,6 +83,7 @@ def wire(rt: Runtime) -> None:
         await apply(event, partial(logic.on_phase_concluded, costs=await cost_model(rt, event)))
 
     rt.on_reconcile(rt.republish_outbox)
+    rt.on_reconcile(render_missing_proposals)
     rt.bus.subscribe(
         [
             rt.topics.campaign_requests,

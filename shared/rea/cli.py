@@ -28,6 +28,7 @@ from rea.events import (
     PersonAction,
     PlanApproved,
     PlanApprovedPayload,
+    ProposalAccepted,
     new_id,
 )
 from rea.settings import Settings
@@ -396,6 +397,8 @@ def _print_proposal(out: Console, campaign: dict[str, Any]) -> None:
         )
     for note in summary["notes"]:
         out.print(f"Note: {note}")
+    if campaign.get("accepted_by"):
+        out.print(f"Proposal accepted by {campaign['accepted_by']} at {str(campaign['accepted_at'])[:19]}.")
     out.print(
         f"Jobs completed: {summary['jobs_completed']}, failed: {summary['jobs_failed']}, "
         f"compute: {summary['compute_seconds']:.1f} CPU-s."
@@ -406,21 +409,53 @@ def _print_proposal(out: Console, campaign: dict[str, Any]) -> None:
 def proposal(
     campaign_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="Write the launch proposal as one self-contained HTML page.")
+    ] = None,
+    markdown_dir: Annotated[
+        Path | None, typer.Option("--markdown", help="Write proposal.md and its PNG plots into this folder.")
+    ] = None,
 ) -> None:
-    """Show a completed campaign's result: baseline vs best on the test split, with deltas."""
+    """Show a completed campaign's result: baseline vs best on the test split, with deltas and
+    their interval; optionally write the full launch proposal (plots, evidence) as HTML or Markdown."""
 
-    async def work(client: Client) -> dict[str, Any] | None:
-        return await client.campaign(campaign_id)
+    async def work(client: Client) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        campaign = await client.campaign(campaign_id)
+        wanted = html_path is not None or markdown_dir is not None
+        return campaign, (await client.proposal(campaign_id) if wanted else None)
 
-    campaign = _with_client(Settings(), work)
+    campaign, document = _with_client(Settings(), work)
     if campaign is None or campaign.get("result") is None:
         state = "not found" if campaign is None else campaign["status"]
         console.print(f"[red]no result for {campaign_id} ({state})[/red]")
         raise typer.Exit(1)
+    if (html_path is not None or markdown_dir is not None) and document is None:
+        console.print(f"[red]the proposal of {campaign_id} is not rendered yet; try again shortly[/red]")
+        raise typer.Exit(1)
+    if document is not None:
+        if html_path is not None:
+            html_path.write_text(document["html"])
+            console.print(f"Wrote {html_path}")
+        if markdown_dir is not None:
+            markdown_dir.mkdir(parents=True, exist_ok=True)
+            (markdown_dir / "proposal.md").write_text(document["markdown"])
+            for name, data in document["images"].items():
+                (markdown_dir / name).write_bytes(bytes(data))
+            console.print(f"Wrote {markdown_dir / 'proposal.md'} and {len(document['images'])} plots")
     if as_json:
         print(json.dumps(proposal_summary(campaign)))
     else:
         _print_proposal(Console(), campaign)
+
+
+@app.command()
+def accept(
+    campaign_id: str,
+    by: Annotated[str, typer.Option(help="Who accepts (recorded with the campaign).")] = "cli",
+) -> None:
+    """Accept a completed campaign's launch proposal."""
+    event = ProposalAccepted(campaign_id=campaign_id, correlation_id=campaign_id, payload=PersonAction(by=by))
+    _send_decision(campaign_id, event, frozenset({"completed"}), f"Accepted the proposal of {campaign_id}.")
 
 
 @app.command()
@@ -485,6 +520,44 @@ async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) 
                 return campaign
             await asyncio.sleep(0.5)
     return None
+
+
+@app.command()
+def bench(
+    workload: Annotated[
+        list[str], typer.Option("--workload", help="Dataset spec to benchmark on (repeat for several).")
+    ],
+    methods: Annotated[str, typer.Option(help="Comma-separated: rea, optuna, random.")] = "rea,optuna,random",
+    budget_cpu_seconds: Annotated[
+        float, typer.Option(help="CPU seconds each method may spend per run.")
+    ] = 300,
+    seeds: Annotated[int, typer.Option(help="Runs per method and workload (seeds 0..K-1).")] = 3,
+    out: Annotated[Path, typer.Option(help="Folder for results.json and gains.png.")] = Path("bench-results"),
+    confirm_seeds: Annotated[int, typer.Option(help="Seeds each chosen config is confirmed on.")] = 3,
+    parallel: Annotated[int, typer.Option(help="Jobs at a time, for every method.")] = 2,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs of every job (the fidelity).")] = None,
+) -> None:
+    """Compare REA with Optuna's TPE and random search at equal CPU budget on the same workload."""
+    import optuna
+    from rea_bench import BenchPlan, run_bench
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command prints its own progress
+    plan = BenchPlan(
+        workloads=workload,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        budget_cpu_seconds=budget_cpu_seconds,
+        seeds=seeds,
+        out=out,
+        confirm_seeds=confirm_seeds,
+        parallel=parallel,
+        baseline={} if epochs is None else {"epochs": epochs},
+    )
+    try:
+        run_bench(plan, console)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"Wrote {out / 'results.json'} and {out / 'gains.png'}")
 
 
 @app.command()

@@ -58,6 +58,10 @@ class Client:
         doc = await self.db["phases"].find_one({"_id": f"{campaign_id}:{phase}"})
         return None if doc is None else dict(doc["state"])
 
+    async def proposal(self, campaign_id: str) -> dict[str, Any] | None:
+        """The stored launch proposal: ``markdown``, ``html`` and ``images`` (file name -> PNG)."""
+        return await self.db["proposals"].find_one({"_id": campaign_id})
+
     async def phases(self, campaign_id: str) -> list[dict[str, Any]]:
         """Every phase the executor ran for the campaign, in the order phases run."""
         states = [

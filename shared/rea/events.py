@@ -204,6 +204,14 @@ class PersonAction(BaseModel):
     by: str = "cli"
 
 
+class ProposalAccepted(Envelope):
+    """A person accepted the launch proposal of a completed campaign (its winning config)."""
+
+    type: Literal["proposal.accepted"] = "proposal.accepted"
+    version: Literal[1] = 1
+    payload: PersonAction
+
+
 class CampaignPaused(Envelope):
     """A person paused the campaign: jobs in flight finish, no new ones start."""
 
@@ -375,7 +383,8 @@ AnyEvent = Annotated[
     | PhaseResumed
     | BudgetWarning
     | RunbookApplied
-    | CampaignCompleted,
+    | CampaignCompleted
+    | ProposalAccepted,
     Field(discriminator="type"),
 ]
 

@@ -120,6 +120,11 @@ class Store:
     def dead_letters(self) -> AsyncCollection[Doc]:
         return self.db["dead_letters"]
 
+    @property
+    def proposals(self) -> AsyncCollection[Doc]:
+        """Launch proposals of completed campaigns (derived from the planner's state)."""
+        return self.db["proposals"]
+
     async def ensure_indexes(self) -> None:
         await self.outbox.create_index(
             [

@@ -21,7 +21,7 @@ class Topics:
 
     @property
     def control(self) -> str:
-        """Decisions of people: plan approvals, pauses and resumes, budget extensions."""
+        """Decisions of people: plan approvals, pauses and resumes, budget extensions, acceptances."""
         return f"{self.prefix}.control"
 
     @property
@@ -71,6 +71,7 @@ class Topics:
         routes = {
             "campaign.requested": self.campaign_requests,
             "plan.approved": self.control,
+            "proposal.accepted": self.control,
             "campaign.paused": self.control,
             "campaign.resumed": self.control,
             "budget.extended": self.control,

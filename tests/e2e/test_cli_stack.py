@@ -3,8 +3,10 @@ person drives a detached embedded stack from a shell."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from rea.stack import StackState
 from .helpers import FAST_DATASET, run_rea
 
 pytestmark = pytest.mark.e2e
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _alive(pid: int) -> bool:
@@ -73,6 +77,28 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
         shown = run_rea(["proposal", campaign_id], env)
         assert shown.returncode == 0 and "NE delta" in shown.stdout
         assert ("95% CI" in shown.stdout) == confirmed
+
+        # The launch proposal, rendered by the planner when the campaign completed.
+        page, folder = tmp_path / "proposal.html", tmp_path / "proposal"
+        write = ["proposal", campaign_id, "--html", str(page), "--markdown", str(folder)]
+        written = run_rea(write, env)
+        for _ in range(60):
+            if written.returncode == 0:
+                break
+            written = run_rea(write, env)
+        assert written.returncode == 0, written.stderr
+        sources = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page.read_text())
+        assert len(sources) == 3
+        assert all(base64.b64decode(source).startswith(PNG) for source in sources)
+        plots = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (folder / "proposal.md").read_text())
+        assert len(plots) == 3 and all((folder / plot).read_bytes().startswith(PNG) for plot in plots)
+
+        assert run_rea(["accept", campaign_id, "--by", "carol"], env).returncode == 0
+        for _ in range(120):
+            status = json.loads(run_rea(["status", campaign_id, "--json"], env).stdout)
+            if status["campaign"].get("accepted_by"):
+                break
+        assert status["campaign"]["accepted_by"] == "carol"
     finally:
         down = run_rea(["down"], env)
     assert down.returncode == 0

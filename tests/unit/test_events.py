@@ -226,7 +226,7 @@ def test_payload_wrong_shape_for_completed_job_is_refused() -> None:
 
 def test_union_introspection_sees_every_event_class() -> None:
     members = union_members()
-    assert len(members) == 20
+    assert len(members) == 21
     assert len({event_type(cls) for cls in members}) == len(members)  # every type name is distinct
 
 
@@ -243,6 +243,7 @@ def test_specific_routes() -> None:
     topics = Topics("x")
     assert topics.for_event("campaign.requested") == topics.campaign_requests
     assert topics.for_event("plan.approved") == topics.control
+    assert topics.for_event("proposal.accepted") == topics.control
     assert topics.for_event("job.submitted") == topics.job_queue
     for job_event in ("job.started", "job.completed", "job.failed"):
         assert topics.for_event(job_event) == topics.job_events

@@ -31,6 +31,7 @@ from rea.events import (
     PlanApproved,
     PlanApprovedPayload,
     PlanProposed,
+    ProposalAccepted,
 )
 from rea.workloads import JobCost, SplitMetrics, get_workload
 from rea_executor import logic as executor
@@ -726,3 +727,27 @@ def test_absurdly_large_baseline_value_is_rejected_not_crashed() -> None:
     )
     assert decision.state is not None and decision.state.status == "rejected"
     assert decision.state.reasons[0].startswith("baseline: epochs=")
+
+
+# ---- on_proposal_accepted -----------------------------------------------------------
+
+
+def accepted(by: str) -> ProposalAccepted:
+    return ProposalAccepted(**FOLLOW, payload=PersonAction(by=by))
+
+
+def test_the_first_acceptance_of_a_completed_campaign_is_recorded() -> None:
+    done = logic.on_phase_concluded(running(confirm_seeds=1), concluded(phase_records()), COSTS).state
+    assert done is not None and done.status == "completed"
+    event = accepted("carol")
+    decision = logic.on_proposal_accepted(done, event)
+    assert decision.state is not None and decision.emit == []
+    assert decision.state.accepted_by == "carol" and decision.state.accepted_at == event.occurred_at
+    assert logic.on_proposal_accepted(decision.state, accepted("dave")).state is None
+
+
+@pytest.mark.parametrize("status", ["planning", "awaiting_approval", "running", "rejected", "failed"])
+def test_only_a_completed_campaign_can_be_accepted(status: str) -> None:
+    state = planning().model_copy(update={"status": status})
+    assert logic.on_proposal_accepted(state, accepted("carol")).state is None
+    assert logic.on_proposal_accepted(None, accepted("carol")).state is None

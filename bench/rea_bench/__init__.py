@@ -1,0 +1,322 @@
+"""``rea bench``: REA against Optuna's TPE and random search at equal CPU budget.
+
+Each method searches for a better config of the same workload with the same CPU-second
+budget (see :mod:`rea_bench.search` for what the peers get). REA runs as itself: a campaign
+on an embedded stack (real broker, database, services and workers) with every catalogue
+hypothesis on offer and ``confirm_seeds=1``, so its whole budget goes to the search, as the
+peers' does. Then the bench confirms every method's chosen config the same way, outside the
+budgets: it and the baseline on ``confirm_seeds`` fresh seeds, on the test split; ``gain``
+is (baseline - best) / baseline of the mean test NE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from statistics import fmean, pstdev
+from typing import Any
+
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from rea.client import Client
+from rea.events import CampaignRequested, JobSpec, new_id
+from rea.runtime import ensure_topics
+from rea.settings import Settings
+from rea.stack import EmbeddedStack
+from rea.topics import Topics
+from rea.workloads import get_workload
+from rea_bench.search import budgeted_search
+from rea_executor.runner import prepare_dataset, run_job
+
+METHODS = ("rea", "optuna", "random")
+CONFIRMATION_SEED = 10_000
+FINAL = frozenset({"completed", "failed", "rejected"})
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    workloads: list[str]  # dataset spec strings
+    methods: list[str]
+    budget_cpu_seconds: float
+    seeds: int
+    out: Path
+    confirm_seeds: int = 3
+    parallel: int = 2
+    workload: str = "ranker"
+    baseline: dict[str, Any] = field(default_factory=dict)
+    job_timeout_s: float = 1800
+    job_memory_mb: int = 4096
+    campaign_timeout_s: float = 7200
+
+
+@dataclass
+class BenchRun:
+    method: str
+    workload: str
+    seed: int
+    baseline_test_ne: float
+    best_test_ne: float
+    gain: float
+    budget_used_cpu_s: float
+    best_changes: dict[str, Any]
+    trials: int
+    best_ne_by_seed: list[float]
+    baseline_ne_by_seed: list[float]
+
+
+def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
+    """Run every method on every workload and seed; write ``results.json`` and ``gains.png``."""
+    unknown = [m for m in plan.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    workload = get_workload(plan.workload)
+    baseline = workload.schema.resolve(plan.baseline)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    for dataset in plan.workloads:
+        problem = workload.dataset_error(dataset) or prepare_dataset(plan.workload, dataset)
+        if problem:
+            raise ValueError(f"dataset {dataset!r}: {problem}")
+    runs: list[BenchRun] = []
+    confirm = Confirmer(plan)
+    stack = ReaStack(plan) if "rea" in plan.methods else None
+    try:
+        for dataset in plan.workloads:
+            for seed in range(plan.seeds):
+                for method in plan.methods:
+                    console.print(f"[bold]{method}[/bold] on {dataset}, seed {seed}...")
+                    if method == "rea":
+                        assert stack is not None
+                        config, spent, trials = stack.campaign(dataset, seed, baseline)
+                    else:
+                        outcome = budgeted_search(
+                            method,  # type: ignore[arg-type]
+                            workload.schema,
+                            baseline,
+                            plan.budget_cpu_seconds,
+                            partial(_job, plan, dataset, f"{method}-s{seed}", seed),
+                            partial(run_job, prepare=False),
+                            seed,
+                            plan.parallel,
+                        )
+                        config, spent, trials = outcome.best_config, outcome.spent_cpu_seconds, outcome.trials
+                    runs.append(confirm.run(method, dataset, seed, baseline, config, spent, trials))
+                    last = runs[-1]
+                    console.print(
+                        f"  gain {last.gain:+.2%} (test NE {last.baseline_test_ne:.4f} -> "
+                        f"{last.best_test_ne:.4f}), {spent:.0f} CPU-s in {trials} jobs"
+                    )
+    finally:
+        if stack is not None:
+            stack.close()
+    results = {"settings": _settings(plan), "runs": [asdict(run) for run in runs], "summary": summarize(runs)}
+    (plan.out / "results.json").write_text(json.dumps(results, indent=2))
+    print_table(console, runs, plan)
+    (plan.out / "gains.png").write_bytes(plot_gains(runs))
+    return results
+
+
+def summarize(runs: list[BenchRun]) -> dict[str, Any]:
+    """Mean gain per method per workload, and REA's ratio to Optuna's where both ran."""
+    mean_gain: dict[str, dict[str, float]] = {}
+    for run in runs:
+        mean_gain.setdefault(run.method, {}).setdefault(run.workload, 0.0)
+    for method, by_workload in mean_gain.items():
+        for dataset in by_workload:
+            by_workload[dataset] = fmean(r.gain for r in runs if r.method == method and r.workload == dataset)
+    summary: dict[str, Any] = {"mean_gain": mean_gain}
+    if "rea" in mean_gain and "optuna" in mean_gain:
+        summary["rea_wins"] = {
+            dataset: mean_gain["rea"][dataset] > mean_gain["optuna"][dataset] for dataset in mean_gain["rea"]
+        }
+    return summary
+
+
+class Confirmer:
+    """Each chosen config and the baseline on the same fresh seeds, on the test split."""
+
+    def __init__(self, plan: BenchPlan) -> None:
+        self.plan = plan
+        self.baselines: dict[str, list[float]] = {}
+
+    def test_nes(self, dataset: str, config: dict[str, Any], name: str) -> list[float]:
+        seeds = range(CONFIRMATION_SEED, CONFIRMATION_SEED + self.plan.confirm_seeds)
+        outputs = [
+            run_job(_job(self.plan, dataset, f"confirm-{name}", seed, config, seed), prepare=False)
+            for seed in seeds
+        ]
+        failed = [o.error.message if o.error else o.status for o in outputs if o.test is None]
+        if failed:
+            raise RuntimeError(f"confirmation of {name} on {dataset} failed: {failed[0]}")
+        return [o.test.ne for o in outputs if o.test is not None]
+
+    def run(
+        self,
+        method: str,
+        dataset: str,
+        seed: int,
+        baseline: dict[str, Any],
+        config: dict[str, Any],
+        spent: float,
+        trials: int,
+    ) -> BenchRun:
+        if dataset not in self.baselines:
+            self.baselines[dataset] = self.test_nes(dataset, baseline, "baseline")
+        base = self.baselines[dataset]
+        best = base if config == baseline else self.test_nes(dataset, config, f"{method}-s{seed}")
+        base_ne, best_ne = fmean(base), fmean(best)
+        return BenchRun(
+            method=method,
+            workload=dataset,
+            seed=seed,
+            baseline_test_ne=base_ne,
+            best_test_ne=best_ne,
+            gain=(base_ne - best_ne) / base_ne,
+            budget_used_cpu_s=spent,
+            best_changes={k: v for k, v in config.items() if baseline.get(k) != v},
+            trials=trials,
+            best_ne_by_seed=best,
+            baseline_ne_by_seed=base,
+        )
+
+
+class ReaStack:
+    """An embedded stack for REA's campaigns, started once per bench and torn down after."""
+
+    def __init__(self, plan: BenchPlan) -> None:
+        self.plan = plan
+        self.settings = Settings(home=plan.out / "rea-stack", topic_partitions=3)
+        self.stack = EmbeddedStack(self.settings, attached=True)
+        self.endpoints = self.stack.start_infra()
+        asyncio.run(ensure_topics(self.endpoints.kafka_bootstrap, Topics(self.settings.topic_prefix), 3))
+        self.stack.start_services(workers=plan.parallel)
+
+    def campaign(
+        self, dataset: str, seed: int, baseline: dict[str, Any]
+    ) -> tuple[dict[str, Any], float, int]:
+        plan = self.plan
+        request = {
+            "name": f"bench {dataset} seed {seed}",
+            "workload": plan.workload,
+            "dataset": dataset,
+            "budget_cpu_seconds": plan.budget_cpu_seconds,
+            "auto_approve_cpu_seconds": plan.budget_cpu_seconds,
+            "max_parallel_jobs": plan.parallel,
+            "max_hypotheses": 100,
+            "confirm_seeds": 1,
+            "baseline": plan.baseline,
+            "seed": seed,
+            "job_timeout_s": plan.job_timeout_s,
+            "job_memory_mb": plan.job_memory_mb,
+        }
+        state = asyncio.run(self._run(request))
+        if state is None or state["status"] != "completed":
+            status = "timed out" if state is None else f"{state['status']}: {state.get('reasons')}"
+            raise RuntimeError(f"REA's campaign on {dataset} (seed {seed}) did not complete: {status}")
+        result = state["result"]
+        return {**baseline, **result["best_changes"]}, result["compute_seconds"], result["jobs_completed"]
+
+    async def _run(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        client = Client(self.settings, self.endpoints)
+        try:
+            campaign_id = new_id()
+            await client.publish(
+                CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
+            )
+            return await client.wait_for(campaign_id, FINAL, self.plan.campaign_timeout_s)
+        finally:
+            await client.close()
+
+    def close(self) -> None:
+        self.stack.stop()
+
+
+def _job(plan: BenchPlan, dataset: str, name: str, seed: int, config: dict[str, Any], number: int) -> JobSpec:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset)[:40]
+    return JobSpec(
+        job_id=f"bench-{slug}-{name}-{number}",
+        campaign_id="bench",
+        phase="bench",
+        workload=plan.workload,
+        dataset=dataset,
+        config=config,
+        seed=seed,
+        timeout_s=plan.job_timeout_s,
+        memory_mb=plan.job_memory_mb,
+    )
+
+
+def _settings(plan: BenchPlan) -> dict[str, Any]:
+    return {
+        "workloads": plan.workloads,
+        "methods": plan.methods,
+        "budget_cpu_seconds": plan.budget_cpu_seconds,
+        "seeds": plan.seeds,
+        "confirm_seeds": plan.confirm_seeds,
+        "parallel": plan.parallel,
+        "baseline": plan.baseline,
+    }
+
+
+def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None:
+    table = Table(
+        "workload", "method", "mean gain", "sd", "vs optuna", "CPU-s used", "jobs",
+        title=f"Test-NE gain over the baseline at {plan.budget_cpu_seconds:g} CPU-s each "
+        f"({plan.seeds} seeds, confirmed on {plan.confirm_seeds})",
+    )  # fmt: skip
+    for dataset in plan.workloads:
+        optuna_gain: float | None = None
+        rows: list[tuple[str, float, float, float, float]] = []
+        for method in plan.methods:
+            mine = [r for r in runs if r.method == method and r.workload == dataset]
+            if not mine:
+                continue
+            gain = fmean(r.gain for r in mine)
+            optuna_gain = gain if method == "optuna" else optuna_gain
+            rows.append(
+                (
+                    method,
+                    gain,
+                    pstdev([r.gain for r in mine]),
+                    fmean(r.budget_used_cpu_s for r in mine),
+                    fmean(r.trials for r in mine),
+                )
+            )
+        for method, gain, sd, used, jobs in rows:
+            ratio = "" if not optuna_gain or method == "optuna" else f"{gain / optuna_gain:.2f}x"
+            table.add_row(dataset, method, f"{gain:+.2%}", f"{sd:.2%}", ratio, f"{used:.0f}", f"{jobs:.1f}")
+    console.print(table)
+
+
+def plot_gains(runs: list[BenchRun]) -> bytes:
+    """Mean test-NE gain per workload and method, with each seed's gain as a dot."""
+    workloads = list(dict.fromkeys(r.workload for r in runs))
+    methods = list(dict.fromkeys(r.method for r in runs))
+    figure = Figure(figsize=(max(6.0, 2.5 * len(workloads)), 4))
+    axes = figure.add_subplot()
+    width = 0.8 / max(1, len(methods))
+    for index, method in enumerate(methods):
+        xs, means = [], []
+        for position, dataset in enumerate(workloads):
+            gains = [r.gain * 100 for r in runs if r.method == method and r.workload == dataset]
+            if not gains:
+                continue
+            x = position + (index - (len(methods) - 1) / 2) * width
+            xs.append(x)
+            means.append(fmean(gains))
+            axes.scatter([x] * len(gains), gains, color="black", s=8, zorder=3)
+        axes.bar(xs, means, width=width, label=method)
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set_xticks(range(len(workloads)), [w[:30] for w in workloads], fontsize=8)
+    axes.set_ylabel("test NE gain over the baseline (%)")
+    axes.legend()
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

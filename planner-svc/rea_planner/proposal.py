@@ -1,0 +1,300 @@
+"""The launch proposal: what a campaign improved, with what evidence, at what cost.
+
+A pure function of the campaign's state (its plan, hypotheses, every concluded job and the
+result), so it can be rendered again at any time and always says the same thing. It comes
+as Markdown (images as separate PNG files) and as one self-contained HTML page (images
+inlined), with three plots: test NE of every job over the compute spent, each hypothesis'
+effect on validation NE (the confirmed winner with its interval), and the budget burn.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from rea.events import CampaignResult, JobRecord
+from rea_planner.campaign import Campaign
+
+PHASE_COLOURS = {"validation": "tab:blue", "confirmation": "tab:orange"}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    campaign_id: str
+    markdown: str
+    html: str
+    images: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
+
+
+def render_proposal(campaign: Campaign) -> Proposal:
+    """The proposal of a completed campaign (raises ValueError for one without a result)."""
+    result = campaign.result
+    if result is None or campaign.spec is None:
+        raise ValueError(f"campaign {campaign.campaign_id} has no result to propose")
+    jobs = campaign.records
+    images = {
+        "ne_over_budget.png": _ne_over_budget(jobs, result),
+        "hypothesis_effects.png": _hypothesis_effects(jobs, result),
+        "budget_burn.png": _budget_burn(jobs, campaign.spec.budget_cpu_seconds),
+    }
+    sections = _sections(campaign, result)
+    markdown = _markdown(campaign, sections)
+    page = _html(campaign, sections, images)
+    return Proposal(campaign.campaign_id, markdown, page, images)
+
+
+# ---- content ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sections:
+    headline: str
+    summary: list[list[str]]
+    changes: list[list[str]]
+    notes: list[str]
+    hypotheses: list[list[str]]
+    evidence: list[list[str]]
+    cost: str
+
+
+def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
+    assert campaign.spec is not None
+    base, best = result.baseline, result.best
+    if result.ne_delta_low is None:
+        interval = f"no interval ({result.verdict})"
+    else:
+        interval = (
+            f"{result.confidence:.0%} CI [{result.ne_delta_low:+.4f}, {result.ne_delta_high:+.4f}], "
+            f"p = {result.p_value:.3g}"
+        )
+    winner = best.hypothesis_id or "the baseline"
+    headline = (
+        f"{winner}: test NE {base.ne:.4f} -> {best.ne:.4f} ({result.ne_relative_gain:+.2%}) over "
+        f"{result.seeds} seed(s); {interval}; verdict: {result.verdict}."
+    )
+    summary = [
+        ["NE (lower is better)", f"{base.ne:.4f}", f"{best.ne:.4f}", f"{result.ne_delta:+.4f}"],
+        ["AUC", f"{base.auc:.4f}", f"{best.auc:.4f}", f"{result.auc_delta:+.4f}"],
+        ["validation NE", f"{base.validation_ne:.4f}", f"{best.validation_ne:.4f}",
+         f"{best.validation_ne - base.validation_ne:+.4f}"],
+    ]  # fmt: skip
+    baseline_config = next(
+        (j.config for j in campaign.records if j.job_id == base.job_id), campaign.spec.baseline
+    )
+    changes = [
+        [knob, _show(baseline_config.get(knob)), _show(value)] for knob, value in result.best_changes.items()
+    ]
+    baseline_val = base.validation_ne
+    measured = {
+        j.hypothesis_id: j.validation.ne - baseline_val
+        for j in campaign.records
+        if j.phase == "validation" and j.status == "completed" and j.validation and j.hypothesis_id
+    }
+    hypotheses = [
+        [
+            h.id,
+            h.source,
+            h.title,
+            f"{h.expected_gain:.1%}",
+            f"{measured[h.id]:+.4f}" if h.id in measured else "not run",
+            h.citation,
+        ]
+        for h in campaign.hypotheses
+    ]
+    evidence = [
+        [
+            j.job_id.removeprefix(f"{campaign.campaign_id}-"),
+            j.phase,
+            j.hypothesis_id or "baseline",
+            str(j.seed),
+            j.status,
+            f"{j.validation.ne:.4f}" if j.validation else "",
+            f"{j.test.ne:.4f}" if j.test else "",
+            f"{j.cost.cpu_seconds:.1f}" if j.cost else "",
+        ]
+        for j in campaign.records
+    ]
+    cost = (
+        f"{result.compute_seconds:.1f} CPU-s of the {campaign.spec.budget_cpu_seconds:g} CPU-s budget "
+        f"({result.jobs_completed} jobs completed, {result.jobs_failed} failed)."
+    )
+    notes = [*result.notes, *(f"dropped: {d}" for d in campaign.dropped_hypotheses)]
+    return Sections(headline, summary, changes, notes, hypotheses, evidence, cost)
+
+
+def _show(value: Any) -> str:
+    return "(default)" if value is None else str(value)
+
+
+SUMMARY_HEAD = ["metric (test split unless noted)", "baseline", "best", "delta"]
+CHANGES_HEAD = ["knob", "baseline", "proposed"]
+HYPOTHESES_HEAD = ["hypothesis", "source", "title", "expected gain", "validation NE delta", "citation"]
+EVIDENCE_HEAD = ["job", "phase", "hypothesis", "seed", "status", "val NE", "test NE", "CPU-s"]
+IMAGES = [
+    ("ne_over_budget.png", "Test NE of every job over the compute spent"),
+    ("hypothesis_effects.png", "Each hypothesis' effect on NE (negative is better)"),
+    ("budget_burn.png", "Budget burn"),
+]
+
+
+def _markdown(campaign: Campaign, s: Sections) -> str:
+    def table(head: list[str], rows: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+        return "\n".join(lines)
+
+    name = campaign.spec.name if campaign.spec else campaign.campaign_id
+    parts = [
+        f"# Launch proposal: {name}",
+        f"Campaign `{campaign.campaign_id}`. {s.headline}",
+        table(SUMMARY_HEAD, s.summary),
+        "## Proposed change",
+        table(CHANGES_HEAD, s.changes) if s.changes else "No change: nothing beat the baseline.",
+        *(f"- {note}" for note in s.notes),
+        "## Plots",
+        *(f"![{alt}]({file})" for file, alt in IMAGES),
+        "## Hypotheses",
+        table(HYPOTHESES_HEAD, s.hypotheses),
+        "## Evidence: every job",
+        table(EVIDENCE_HEAD, s.evidence),
+        "## Compute",
+        s.cost,
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _html(campaign: Campaign, s: Sections, images: dict[str, bytes]) -> str:
+    def table(head: list[str], rows: list[list[str]]) -> str:
+        header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+    def image(file: str, alt: str) -> str:
+        data = base64.b64encode(images[file]).decode()
+        caption = html.escape(alt)
+        return (
+            f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+
+    name = html.escape(campaign.spec.name if campaign.spec else campaign.campaign_id)
+    changes = table(CHANGES_HEAD, s.changes) if s.changes else "<p>No change: nothing beat the baseline.</p>"
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in s.notes)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Launch proposal: {name}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+th {{ background: #f3f3f3; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
+.headline {{ font-size: 1.1em; background: #eef6ee; padding: 0.6em; }}
+</style></head>
+<body>
+<h1>Launch proposal: {name}</h1>
+<p>Campaign <code>{html.escape(campaign.campaign_id)}</code></p>
+<p class="headline">{html.escape(s.headline)}</p>
+{table(SUMMARY_HEAD, s.summary)}
+<h2>Proposed change</h2>
+{changes}
+<ul>{notes}</ul>
+<h2>Plots</h2>
+{"".join(image(file, alt) for file, alt in IMAGES)}
+<h2>Hypotheses</h2>
+{table(HYPOTHESES_HEAD, s.hypotheses)}
+<h2>Evidence: every job</h2>
+{table(EVIDENCE_HEAD, s.evidence)}
+<h2>Compute</h2>
+<p>{html.escape(s.cost)}</p>
+</body></html>
+"""
+
+
+# ---- plots ------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    """A figure of its own (matplotlib's object API: no pyplot state shared between renders)."""
+    figure = Figure(figsize=(width, height))
+    return figure, figure.add_subplot()
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _ne_over_budget(jobs: list[JobRecord], result: CampaignResult) -> bytes:
+    figure, axes = _figure(7, 4)
+    spent = 0.0
+    best = float("inf")
+    frontier: list[tuple[float, float]] = []
+    for job in jobs:
+        spent += job.cost.cpu_seconds if job.cost else 0.0
+        if job.status != "completed" or job.test is None:
+            continue
+        colour = PHASE_COLOURS.get(job.phase, "tab:gray")
+        marker = "s" if job.hypothesis_id is None else "o"
+        axes.scatter(spent, job.test.ne, color=colour, marker=marker, s=30, zorder=3)
+        if job.phase == "validation" and job.validation is not None and job.validation.ne < best:
+            best = job.validation.ne
+            frontier.append((spent, job.test.ne))
+    if frontier:
+        xs, ys = zip(*frontier, strict=True)
+        axes.step(xs, ys, where="post", color="tab:green", label="best so far (picked on validation NE)")
+    axes.axhline(result.baseline.ne, color="gray", linestyle="--", label="baseline, mean over seeds")
+    for phase, colour in PHASE_COLOURS.items():
+        axes.scatter([], [], color=colour, label=f"{phase} job")
+    axes.set_xlabel("CPU seconds spent")
+    axes.set_ylabel("test NE")
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def _hypothesis_effects(jobs: list[JobRecord], result: CampaignResult) -> bytes:
+    baseline = result.baseline.validation_ne
+    effects = sorted(
+        (j.validation.ne - baseline, j.hypothesis_id or "")
+        for j in jobs
+        if j.phase == "validation" and j.status == "completed" and j.validation and j.hypothesis_id
+    )
+    labels = [f"{name} (validation, 1 seed)" for _, name in effects]
+    values = [effect for effect, _ in effects]
+    errors: list[tuple[float, float]] = [(0.0, 0.0)] * len(values)
+    if result.best.hypothesis_id is not None and result.ne_delta_low is not None:
+        labels.append(f"{result.best.hypothesis_id} (test, {result.seeds} seeds)")
+        values.append(result.ne_delta)
+        assert result.ne_delta_high is not None
+        errors.append((result.ne_delta - result.ne_delta_low, result.ne_delta_high - result.ne_delta))
+    figure, axes = _figure(7, 0.5 * len(values) + 1.5)
+    colours = ["tab:green" if value < 0 else "tab:red" for value in values]
+    positions = list(range(len(values)))
+    axes.barh(positions, values, color=colours, xerr=list(zip(*errors, strict=True)) if errors else None)
+    axes.set_yticks(positions, labels, fontsize=8)
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_xlabel("NE delta vs the baseline (negative is better)")
+    return _png(figure)
+
+
+def _budget_burn(jobs: list[JobRecord], budget: float) -> bytes:
+    figure, axes = _figure(7, 3.5)
+    spent = [0.0]
+    for job in jobs:
+        spent.append(spent[-1] + (job.cost.cpu_seconds if job.cost else 0.0))
+    axes.step(range(len(spent)), spent, where="post", label="CPU seconds spent")
+    axes.axhline(budget, color="tab:red", linestyle="--", label=f"budget ({budget:g} CPU-s)")
+    boundary = next((i for i, job in enumerate(jobs) if job.phase != "validation"), None)
+    if boundary is not None:
+        axes.axvline(boundary, color="gray", linestyle=":", label="confirmation starts")
+    axes.set_xlabel("jobs concluded")
+    axes.set_ylabel("CPU seconds")
+    axes.legend(fontsize=8)
+    return _png(figure)

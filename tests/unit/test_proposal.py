@@ -1,0 +1,76 @@
+"""The launch proposal renders from a campaign's state: its text and every plot it shows."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from matplotlib import image as mpimg
+
+from rea_planner import logic
+from rea_planner.proposal import render_proposal
+
+from .test_planner_logic import COSTS, concluded, confirmed, hypothesis, phase_records, planning, running
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def completed_campaign() -> logic.Campaign:
+    tried = [
+        hypothesis("fm", {"fm": True}).model_copy(update={"citation": "Rendle (2010)"}),
+        hypothesis("dropout", {"dropout": 0.2}).model_copy(update={"citation": "Srivastava et al. (2014)"}),
+        hypothesis("never_run", {"layer_norm": True}),
+    ]
+    start = running().model_copy(update={"hypotheses": tried})
+    confirming = logic.on_phase_concluded(start, concluded(phase_records()), COSTS).state
+    assert confirming is not None
+    jobs = confirmed(base_nes=[0.91, 0.89], fm_nes=[0.84, 0.86])
+    done = logic.on_phase_concluded(confirming, concluded(jobs, "confirmation"), COSTS).state
+    assert done is not None and done.status == "completed"
+    return done
+
+
+def assert_png(data: bytes) -> None:
+    assert data.startswith(PNG_SIGNATURE)
+    pixels = mpimg.imread(io.BytesIO(data), format="png")
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+def test_every_image_the_html_shows_is_inlined_as_a_valid_png() -> None:
+    proposal = render_proposal(completed_campaign())
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', proposal.html)
+    assert len(sources) == 3
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        assert_png(base64.b64decode(source.removeprefix("data:image/png;base64,")))
+
+
+def test_every_image_the_markdown_references_comes_with_it() -> None:
+    proposal = render_proposal(completed_campaign())
+    referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", proposal.markdown)
+    assert sorted(referenced) == sorted(proposal.images)
+    for data in proposal.images.values():
+        assert_png(data)
+
+
+def test_the_proposal_states_the_winner_its_interval_the_change_and_the_evidence() -> None:
+    campaign = completed_campaign()
+    proposal = render_proposal(campaign)
+    text = proposal.markdown
+    assert "fm: test NE 0.9000 -> 0.8500 (+5.56%) over 3 seed(s); 95% CI [" in text
+    assert "verdict: better" in text
+    assert "| fm | False | True |" in text  # the winning config as a diff against the baseline
+    for job in campaign.records:
+        assert job.job_id in text  # the evidence trail lists every job
+    assert "77.0 CPU-s of the 1000 CPU-s budget (7 jobs completed, 2 failed)" in text
+    assert "| fm | catalogue | fm | 1.0% | -0.1000 | Rendle (2010) |" in text
+    assert "| dropout | catalogue | dropout | 1.0% | -0.0200 | Srivastava et al. (2014) |" in text
+    assert "| never_run | catalogue | never_run | 1.0% | not run |  |" in text
+    assert "fm: test NE" in proposal.html
+
+
+def test_a_campaign_without_a_result_has_no_proposal() -> None:
+    with pytest.raises(ValueError, match="no result"):
+        render_proposal(planning())
