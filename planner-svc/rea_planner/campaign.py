@@ -77,6 +77,9 @@ class Campaign(BaseModel):
     dropped_hypotheses: list[str] = Field(default_factory=list)
     plan: PhasePlan | None = Field(default=None, description="The plan a person (or the policy) approved.")
     phase: str | None = Field(default=None, description="The phase running now.")
+    rounds: list[PhasePlan] = Field(
+        default_factory=list, description="Further validation rounds, planned with learned costs."
+    )
     confirmation: PhasePlan | None = None
     records: list[JobRecord] = Field(default_factory=list, description="Every concluded phase's jobs.")
     approved_by: str | None = None

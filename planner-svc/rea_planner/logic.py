@@ -136,6 +136,55 @@ def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, li
     return PhasePlan(phase=VALIDATION, jobs=jobs, estimated_cpu_seconds=round(spent, 2)), dropped
 
 
+def learned_costs(records: list[JobRecord], fallback: CostModel) -> CostModel:
+    """The cost model from this campaign's own finished jobs (same machine, same data, now);
+    ``fallback`` (history from the insights DB, or the prior) until there are any."""
+    own = CostModel.from_history(
+        [
+            {"config": j.config, "cost": j.cost.model_dump()}
+            for j in records
+            if j.status == "completed" and j.cost
+        ]
+    )
+    return own if own.observations else fallback
+
+
+def _spent(records: list[JobRecord]) -> float:
+    return sum(j.cost.cpu_seconds for j in records if j.cost)
+
+
+def plan_next_round(campaign: Campaign, records: list[JobRecord], costs: CostModel) -> PhasePlan | None:
+    """Another validation round: hypotheses not tried yet that now fit the budget.
+
+    The first plan is made before any job has run, with a generous cost estimate; once jobs
+    report their real cost, hypotheses dropped as over budget may fit after all. Room is kept
+    for the confirmation phase. None when nothing more fits.
+    """
+    assert campaign.spec is not None
+    spec = campaign.spec
+    schema = get_workload(spec.workload).schema
+    baseline = schema.resolve(spec.baseline)
+    tried = {j.hypothesis_id for j in records}
+    confirmation = 2 * (spec.confirm_seeds - 1) * costs.estimate(baseline)
+    room = spec.budget_cpu_seconds - _spent(records) - confirmation
+    rounds = {j.phase for j in records if j.phase.startswith(VALIDATION)}
+    phase = f"{VALIDATION}-{len(rounds) + 1}"
+    jobs: list[JobSpec] = []
+    for hypothesis in sorted(campaign.hypotheses, key=lambda h: -h.expected_gain):
+        if hypothesis.id in tried or schema.errors(hypothesis.changes):
+            continue
+        config = schema.resolve(hypothesis.changes, base=baseline)
+        job = make_job(spec, campaign.campaign_id, hypothesis.id, config, costs, phase)
+        if job.estimated_cpu_seconds <= room:
+            room -= job.estimated_cpu_seconds
+            jobs.append(job)
+    if not jobs:
+        return None
+    return PhasePlan(
+        phase=phase, jobs=jobs, estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2)
+    )
+
+
 def on_hypotheses_generated(
     state: Campaign | None, event: HypothesesGenerated, costs: CostModel
 ) -> Decision[Campaign]:
@@ -192,7 +241,7 @@ def _completed(records: list[JobRecord]) -> list[JobRecord]:
 
 def pick_winner(records: list[JobRecord]) -> tuple[JobRecord, JobRecord] | str:
     """(baseline, best by validation NE) among the validation jobs; or why there is none."""
-    done = [j for j in _completed(records) if j.phase == VALIDATION]
+    done = [j for j in _completed(records) if j.phase.startswith(VALIDATION)]
     baseline = next((j for j in done if j.hypothesis_id is None), None)
     if baseline is None:
         return "the baseline job did not complete, so nothing can be compared"
@@ -257,7 +306,7 @@ def summarize(
         auc_delta=top.auc - base.auc,
         jobs_completed=len(done),
         jobs_failed=sum(j.status == "failed" for j in records),
-        compute_seconds=round(sum(j.cost.cpu_seconds for j in records if j.cost), 2),
+        compute_seconds=round(_spent(records), 2),
         seeds=min(len(base_nes), len(top_nes)),
         ne_delta_low=delta.low,
         ne_delta_high=delta.high,
@@ -281,40 +330,51 @@ def _finish(
 
 
 def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: CostModel) -> Decision[Campaign]:
-    """Validation concluded: confirm its winner on more seeds if it beat the baseline and the
-    budget allows, else finish. Confirmation concluded: finish."""
+    """A validation round concluded: run another round if untried hypotheses now fit the
+    budget; else confirm the winner on more seeds if it beat the baseline and the budget
+    allows; else finish. Confirmation concluded: finish."""
     if state is None or state.status not in ACTIVE or state.spec is None:
         return Decision()
     if event.payload.phase != (state.phase or VALIDATION):
         return Decision()
     records = [*state.records, *event.payload.jobs]
-    if event.payload.phase != VALIDATION:
+    if not event.payload.phase.startswith(VALIDATION):
         return _finish(state, event, records, [])
     picked = pick_winner(records)
     if isinstance(picked, str):
         return _finish(state, event, records, [])
+    costs = learned_costs(records, costs)
+    next_round = plan_next_round(state, records, costs)
+    if next_round is not None:
+        return _start(state, event, records, next_round)
     baseline, best = picked
     if best is baseline:
         return _finish(state, event, records, ["no hypothesis beat the baseline on validation NE"])
     if state.spec.confirm_seeds <= 1:
         return _finish(state, event, records, ["confirmation skipped: confirm_seeds is 1"])
     plan = plan_confirmation(state, baseline, best, costs)
-    spent = sum(j.cost.cpu_seconds for j in records if j.cost)
-    remaining = state.spec.budget_cpu_seconds - spent
+    remaining = state.spec.budget_cpu_seconds - _spent(records)
     if plan.estimated_cpu_seconds > remaining:
         note = (
             f"confirmation skipped: it needs an estimated {plan.estimated_cpu_seconds:.0f} CPU-s, "
             f"{remaining:.0f} of the budget remain"
         )
         return _finish(state, event, records, [note])
-    confirming = _save(state, records=records, phase=CONFIRMATION, confirmation=plan)
+    return _start(state.model_copy(update={"confirmation": plan}), event, records, plan)
+
+
+def _start(state: Campaign, cause: Envelope, records: list[JobRecord], plan: PhasePlan) -> Decision[Campaign]:
+    """Start the next phase with what the budget has left."""
+    assert state.spec is not None
+    remaining = state.spec.budget_cpu_seconds - _spent(records)
     started = PhaseStarted(
-        **_follow(event),
+        **_follow(cause),
         payload=PhaseStartedPayload(
             plan=plan, budget_cpu_seconds=round(remaining, 2), max_parallel_jobs=state.spec.max_parallel_jobs
         ),
     )
-    return Decision(confirming, [started])
+    rounds = [*state.rounds, plan] if plan.phase != CONFIRMATION else state.rounds
+    return Decision(_save(state, records=records, phase=plan.phase, rounds=rounds), [started])
 
 
 def on_phase_paused(state: Campaign | None, event: PhasePaused) -> Decision[Campaign]:

@@ -94,7 +94,7 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
     measured = {
         j.hypothesis_id: j.validation.ne - baseline_val
         for j in campaign.records
-        if j.phase == "validation" and j.status == "completed" and j.validation and j.hypothesis_id
+        if j.phase.startswith("validation") and j.status == "completed" and j.validation and j.hypothesis_id
     }
     hypotheses = [
         [
@@ -241,10 +241,10 @@ def _ne_over_budget(jobs: list[JobRecord], result: CampaignResult) -> bytes:
         spent += job.cost.cpu_seconds if job.cost else 0.0
         if job.status != "completed" or job.test is None:
             continue
-        colour = PHASE_COLOURS.get(job.phase, "tab:gray")
+        colour = PHASE_COLOURS["validation" if job.phase.startswith("validation") else job.phase]
         marker = "s" if job.hypothesis_id is None else "o"
         axes.scatter(spent, job.test.ne, color=colour, marker=marker, s=30, zorder=3)
-        if job.phase == "validation" and job.validation is not None and job.validation.ne < best:
+        if job.phase.startswith("validation") and job.validation is not None and job.validation.ne < best:
             best = job.validation.ne
             frontier.append((spent, job.test.ne))
     if frontier:
@@ -264,7 +264,7 @@ def _hypothesis_effects(jobs: list[JobRecord], result: CampaignResult) -> bytes:
     effects = sorted(
         (j.validation.ne - baseline, j.hypothesis_id or "")
         for j in jobs
-        if j.phase == "validation" and j.status == "completed" and j.validation and j.hypothesis_id
+        if j.phase.startswith("validation") and j.status == "completed" and j.validation and j.hypothesis_id
     )
     labels = [f"{name} (validation, 1 seed)" for _, name in effects]
     values = [effect for effect, _ in effects]
@@ -291,7 +291,7 @@ def _budget_burn(jobs: list[JobRecord], budget: float) -> bytes:
         spent.append(spent[-1] + (job.cost.cpu_seconds if job.cost else 0.0))
     axes.step(range(len(spent)), spent, where="post", label="CPU seconds spent")
     axes.axhline(budget, color="tab:red", linestyle="--", label=f"budget ({budget:g} CPU-s)")
-    boundary = next((i for i, job in enumerate(jobs) if job.phase != "validation"), None)
+    boundary = next((i for i, job in enumerate(jobs) if job.phase == "confirmation"), None)
     if boundary is not None:
         axes.axvline(boundary, color="gray", linestyle=":", label="confirmation starts")
     axes.set_xlabel("jobs concluded")

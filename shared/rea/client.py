@@ -16,7 +16,13 @@ from rea.topics import Topics
 
 FINAL_STATUSES = frozenset({"rejected", "completed", "failed"})
 
-PHASE_ORDER = ("validation", "confirmation")
+
+def phase_order(phase: str) -> tuple[int, int]:
+    """Validation rounds ("validation", "validation-2", ...) in order, then confirmation."""
+    if phase == "confirmation":
+        return (1, 0)
+    _, _, number = phase.partition("-")
+    return (0, int(number) if number.isdigit() else 1)
 
 
 class Client:
@@ -67,8 +73,7 @@ class Client:
         states = [
             dict(doc["state"]) async for doc in self.db["phases"].find({"state.campaign_id": campaign_id})
         ]
-        order = {name: index for index, name in enumerate(PHASE_ORDER)}
-        return sorted(states, key=lambda state: order.get(state["phase"], len(order)))
+        return sorted(states, key=lambda state: phase_order(state["phase"]))
 
     async def results(self, campaign_id: str) -> list[dict[str, Any]]:
         return [

@@ -518,11 +518,67 @@ def test_no_confirmation_when_nothing_beat_the_baseline() -> None:
 
 
 def test_no_confirmation_when_the_budget_left_cannot_cover_it() -> None:
-    decision = logic.on_phase_concluded(running(budget_cpu_seconds=100), concluded(phase_records()), COSTS)
+    # Costs are now learned from the campaign's own jobs: 11/3 CPU-s per epoch, x 3 epochs
+    # x 1.25 = 13.75 per job; confirmation needs 4 of them.
+    decision = logic.on_phase_concluded(running(budget_cpu_seconds=80), concluded(phase_records()), COSTS)
     assert decision.state is not None and decision.state.status == "completed"
     assert decision.state.result is not None
     [note] = decision.state.result.notes
-    assert note == "confirmation skipped: it needs an estimated 150 CPU-s, 63 of the budget remain"
+    assert note == "confirmation skipped: it needs an estimated 55 CPU-s, 43 of the budget remain"
+
+
+def with_hypotheses(state: Campaign, *ids: str) -> Campaign:
+    changes: dict[str, dict[str, Any]] = {
+        "layer_norm": {"layer_norm": True},
+        "bad": {"dropout": 5.0},
+        "wider": {"mlp_width": 128},
+    }
+    return state.model_copy(update={"hypotheses": [hypothesis(i, changes.get(i, {"fm": True})) for i in ids]})
+
+
+def test_hypotheses_that_now_fit_the_budget_get_another_validation_round() -> None:
+    state = with_hypotheses(running(), "fm", "dropout", "layer_norm", "bad", "wider")
+    decision = logic.on_phase_concluded(state, concluded(phase_records()), COSTS)
+    assert decision.state is not None and decision.state.phase == "validation-2"
+    [started] = decision.emit
+    assert isinstance(started, PhaseStarted)
+    plan = started.payload.plan
+    assert plan.phase == "validation-2" and decision.state.rounds == [plan]
+    # fm and dropout were tried, "bad" is outside the schema: the untried, valid ones run.
+    assert [j.job_id for j in plan.jobs] == [
+        "camp-1-validation-2-layer_norm-s0",
+        "camp-1-validation-2-wider-s0",
+    ]
+    assert all(j.estimated_cpu_seconds == pytest.approx(13.75) for j in plan.jobs)
+    assert started.payload.budget_cpu_seconds == pytest.approx(1000 - 37.0)
+
+
+def test_a_round_keeps_room_for_the_confirmation() -> None:
+    # 43 CPU-s remain (37 of 80 spent); the confirmation's 55 leave no room for a round (and do
+    # not fit either, so the campaign completes).
+
+    state = with_hypotheses(running(budget_cpu_seconds=80), "layer_norm")
+    decision = logic.on_phase_concluded(state, concluded(phase_records()), COSTS)
+    assert decision.state is not None and decision.state.status == "completed"
+    # With confirm_seeds=1 nothing is reserved, and the 13.75 CPU-s job fits the 43 left.
+    state = with_hypotheses(running(budget_cpu_seconds=80, confirm_seeds=1), "layer_norm")
+    decision = logic.on_phase_concluded(state, concluded(phase_records()), COSTS)
+    assert decision.state is not None and decision.state.phase == "validation-2"
+
+
+def test_the_winner_is_picked_over_every_validation_round() -> None:
+    state = with_hypotheses(running(), "layer_norm")
+    second = logic.on_phase_concluded(state, concluded(phase_records()), COSTS).state
+    assert second is not None and second.phase == "validation-2"
+    round_two = [
+        record("j-ln", "layer_norm", {**BASE_CONFIG, "layer_norm": True}, 0.70, 0.80).model_copy(
+            update={"phase": "validation-2"}
+        )
+    ]
+    decision = logic.on_phase_concluded(second, concluded(round_two, "validation-2"), COSTS)
+    assert decision.state is not None and decision.state.phase == "confirmation"
+    assert decision.state.confirmation is not None
+    assert {j.hypothesis_id for j in decision.state.confirmation.jobs} == {None, "layer_norm"}
 
 
 def test_a_late_copy_of_the_validation_conclusion_does_not_restart_confirmation() -> None:

@@ -12,7 +12,17 @@ from matplotlib import image as mpimg
 from rea_planner import logic
 from rea_planner.proposal import render_proposal
 
-from .test_planner_logic import COSTS, concluded, confirmed, hypothesis, phase_records, planning, running
+from .test_planner_logic import (
+    BASE_CONFIG,
+    COSTS,
+    concluded,
+    confirmed,
+    hypothesis,
+    phase_records,
+    planning,
+    record,
+    running,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -21,11 +31,15 @@ def completed_campaign() -> logic.Campaign:
     tried = [
         hypothesis("fm", {"fm": True}).model_copy(update={"citation": "Rendle (2010)"}),
         hypothesis("dropout", {"dropout": 0.2}).model_copy(update={"citation": "Srivastava et al. (2014)"}),
-        hypothesis("never_run", {"layer_norm": True}),
+        hypothesis("layer_norm", {"layer_norm": True}),
     ]
     start = running().model_copy(update={"hypotheses": tried})
-    confirming = logic.on_phase_concluded(start, concluded(phase_records()), COSTS).state
-    assert confirming is not None
+    second = logic.on_phase_concluded(start, concluded(phase_records()), COSTS).state
+    assert second is not None and second.phase == "validation-2"
+    round_two = record("j-ln", "layer_norm", {**BASE_CONFIG, "layer_norm": True}, 0.95, 0.95)
+    done_two = concluded([round_two.model_copy(update={"phase": "validation-2"})], "validation-2")
+    confirming = logic.on_phase_concluded(second, done_two, COSTS).state
+    assert confirming is not None and confirming.phase == "confirmation"
     jobs = confirmed(base_nes=[0.91, 0.89], fm_nes=[0.84, 0.86])
     done = logic.on_phase_concluded(confirming, concluded(jobs, "confirmation"), COSTS).state
     assert done is not None and done.status == "completed"
@@ -64,10 +78,10 @@ def test_the_proposal_states_the_winner_its_interval_the_change_and_the_evidence
     assert "| fm | False | True |" in text  # the winning config as a diff against the baseline
     for job in campaign.records:
         assert job.job_id in text  # the evidence trail lists every job
-    assert "77.0 CPU-s of the 1000 CPU-s budget (7 jobs completed, 2 failed)" in text
+    assert "87.0 CPU-s of the 1000 CPU-s budget (8 jobs completed, 2 failed)" in text
     assert "| fm | catalogue | fm | 1.0% | -0.1000 | Rendle (2010) |" in text
     assert "| dropout | catalogue | dropout | 1.0% | -0.0200 | Srivastava et al. (2014) |" in text
-    assert "| never_run | catalogue | never_run | 1.0% | not run |  |" in text
+    assert "| layer_norm | catalogue | layer_norm | 1.0% | +0.0500 |  |" in text
     assert "fm: test NE" in proposal.html
 
 
