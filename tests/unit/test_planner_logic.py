@@ -556,7 +556,6 @@ def test_hypotheses_that_now_fit_the_budget_get_another_validation_round() -> No
 def test_a_round_keeps_room_for_the_confirmation() -> None:
     # 43 CPU-s remain (37 of 80 spent); the confirmation's 55 leave no room for a round (and do
     # not fit either, so the campaign completes).
-
     state = with_hypotheses(running(budget_cpu_seconds=80), "layer_norm")
     decision = logic.on_phase_concluded(state, concluded(phase_records()), COSTS)
     assert decision.state is not None and decision.state.status == "completed"
