@@ -130,10 +130,8 @@ class Bus:
             record: Any = message.raw_message  # aiokafka's ConsumerRecord
             topic, partition, offset = record.topic, record.partition, record.offset
             raw: bytes = message.body or b""
-            try:
-                event = parse_event(raw)
-            except ValidationError as exc:
-                await self.dead_letter(raw, f"invalid event: {describe_error(exc)}", topic, partition, offset)
+            event = await self._parse(raw, topic, partition, offset)
+            if event is None:
                 return
             handler = handlers.get(type(event))
             if handler is None:
@@ -167,19 +165,19 @@ class Bus:
             batch: list[tuple[Envelope, bytes, Any]] = []
             for record in records:
                 raw: bytes = record.value or b""
-                try:
-                    event = parse_event(raw)
-                except ValidationError as exc:
-                    reason = f"invalid event: {describe_error(exc)}"
-                    await self.dead_letter(raw, reason, record.topic, record.partition, record.offset)
+                event = await self._parse(raw, record.topic, record.partition, record.offset)
+                if event is None:
                     continue
                 batch.append((event, raw, record))
                 self.metrics.events_consumed.labels(service=self.service, type=event.type).inc()
             if not batch:
                 return
+            events = [item for item, _, _ in batch]
             with self.metrics.handler_seconds.labels(service=self.service, type="batch").time():
-                if await self._attempt([item for item, _, _ in batch], handler):
-                    return
+                error = await self._wait_out_infrastructure(lambda: handler(events), "batch")
+            if error is None:
+                return
+            log.warning("batch_failed_retrying_one_by_one", events=len(events), error=repr(error))
 
             async def alone(one: Envelope) -> None:
                 await handler([one])
@@ -197,46 +195,48 @@ class Bus:
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )(consume)
 
-    async def _attempt(self, events: list[Envelope], handler: BatchHandler) -> bool:
-        """Run a batch handler, waiting out infrastructure failures; False if it failed otherwise."""
+    async def _parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Envelope | None:
+        """The event in ``raw``, or None once it has been dead-lettered with the reason."""
+        try:
+            return parse_event(raw)
+        except ValidationError as exc:
+            await self.dead_letter(raw, f"invalid event: {describe_error(exc)}", topic, partition, offset)
+            return None
+
+    async def _wait_out_infrastructure(
+        self, call: Callable[[], Awaitable[None]], what: str
+    ) -> Exception | None:
+        """Run ``call`` until it succeeds (None) or fails for a reason other than the
+        infrastructure (that error); infrastructure failures are waited out, never counted."""
         waits = 0
         while True:
             try:
-                await handler(events)
-                return True
+                await call()
+                return None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not _is_retryable(exc):
-                    log.warning("batch_failed_retrying_one_by_one", events=len(events), error=repr(exc))
-                    return False
+                    return exc
                 waits += 1
-                log.warning("handler_waiting_for_infrastructure", type="batch", error=repr(exc))
+                log.warning("handler_waiting_for_infrastructure", type=what, error=repr(exc))
                 await asyncio.sleep(min(RETRY_MAX_WAIT_S, 0.05 * 2**waits))
 
     async def _handle(
         self, handler: Handler, event: Envelope, raw: bytes, topic: str, partition: int, offset: int
     ) -> None:
-        failures = waits = 0
-        while True:
-            try:
-                await handler(event)
+        for failures in range(1, HANDLER_ATTEMPTS + 1):
+            error = await self._wait_out_infrastructure(lambda: handler(event), event.type)
+            if error is None:
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if _is_retryable(exc):
-                    waits += 1
-                    log.warning("handler_waiting_for_infrastructure", type=event.type, error=repr(exc))
-                    await asyncio.sleep(min(RETRY_MAX_WAIT_S, 0.05 * 2**waits))
-                    continue
-                failures += 1
-                log.exception("handler_failed", type=event.type, event_id=event.event_id, attempt=failures)
-                if failures >= HANDLER_ATTEMPTS:
-                    reason = f"handler failed {failures} times: {type(exc).__name__}: {exc}"
-                    await self.dead_letter(raw, reason, topic, partition, offset)
-                    return
-                await asyncio.sleep(0.1 * failures)
+            log.error(
+                "handler_failed", type=event.type, event_id=event.event_id, attempt=failures, exc_info=error
+            )
+            if failures == HANDLER_ATTEMPTS:
+                reason = f"handler failed {failures} times: {type(error).__name__}: {error}"
+                await self.dead_letter(raw, reason, topic, partition, offset)
+                return
+            await asyncio.sleep(0.1 * failures)
 
 
 def _is_retryable(exc: Exception) -> bool:
