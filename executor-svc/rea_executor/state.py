@@ -10,11 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rea.events import JobRecord, JobSpec, RunbookEntry
+from rea.events import FINISHED_JOB_STATUSES, JobRecord, JobSpec, RunbookEntry
 from rea.workloads import JobOutput
 
 JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "retried"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "retried"})
+TERMINAL = FINISHED_JOB_STATUSES
 IN_FLIGHT: frozenset[str] = frozenset({"submitted", "running"})
 PhaseStatus = Literal["running", "paused", "paused_budget", "concluded"]
 BUDGET_WARNING_FRACTION = 0.8

@@ -20,9 +20,9 @@ from faststream.kafka import KafkaMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
-from rea.events import AnyEvent, DeadLetter, JobCompleted, JobFailed, parse_event
+from rea.events import FINISHED_JOB_STATUSES, AnyEvent, DeadLetter, JobCompleted, JobFailed, parse_event
 from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea_logger.records import (
@@ -33,16 +33,7 @@ from rea_logger.records import (
 
 log = structlog.get_logger()
 
-FINISHED = frozenset({"completed", "failed", "retried"})
 DUPLICATE_KEY = 11000
-
-
-async def insert_once(collection: AsyncCollection[dict[str, object]], doc: dict[str, object]) -> bool:
-    try:
-        await collection.insert_one(doc)
-        return True
-    except DuplicateKeyError:
-        return False
 
 
 async def insert_absent(collection: AsyncCollection[dict[str, Any]], docs: list[dict[str, Any]]) -> list[int]:
@@ -81,14 +72,17 @@ def wire(rt: Runtime) -> None:
         """Record every finished job of an active campaign that has no result row yet, from the
         event its worker kept (same ``event_id``, so a late delivery of it is still deduplicated)."""
         campaigns = await rt.store.active_campaign_ids()
+        active = {"campaign_id": {"$in": campaigns}}
+        recorded = {doc["_id"] async for doc in rt.store.results.find(active, {"_id": 1})}
         recovered = 0
         async for doc in rt.store.phases.find({"state.campaign_id": {"$in": campaigns}}, {"state": 1}):
-            state = doc["state"]
-            for job in state["jobs"]:
-                if job["status"] not in FINISHED or job.get("output") is None:
-                    continue
+            for job in doc["state"]["jobs"]:
                 job_id = job["spec"]["job_id"]
-                if await rt.store.results.find_one({"_id": job_id}, {"_id": 1}) is not None:
+                if (
+                    job["status"] not in FINISHED_JOB_STATUSES
+                    or job.get("output") is None
+                    or job_id in recorded
+                ):
                     continue
                 original = await leases.finished_event(job_id)
                 event = parse_event(original) if original else None
@@ -109,7 +103,7 @@ def wire(rt: Runtime) -> None:
         except ValidationError:
             log.warning("unreadable_dead_letter", size=len(message.body or b""))
             return
-        await insert_once(rt.store.dead_letters, dead_letter_document(letter))
+        await insert_absent(rt.store.dead_letters, [dead_letter_document(letter)])
 
     rt.bus.broker.subscriber(
         rt.topics.dead_letter,

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rea.client import Client
-from rea.events import CampaignRequested
+from rea.events import FINISHED_JOB_STATUSES, CampaignRequested
 from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.stack import SERVICES, EmbeddedStack
@@ -248,10 +248,7 @@ class Chaos:
                 self.report.unfinished.append(f"{campaign_id}: {status}")
             phases = await client.phases(campaign_id)
             finished = [
-                job
-                for phase in phases
-                for job in phase["jobs"]
-                if job["status"] in ("completed", "failed", "retried")
+                job for phase in phases for job in phase["jobs"] if job["status"] in FINISHED_JOB_STATUSES
             ]
             rows = await self._recorded(client, campaign_id, len(finished))
             recorded = Counter(row["_id"] for row in rows)
@@ -261,7 +258,7 @@ class Chaos:
                 charged = sum(
                     ((job.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0)
                     for job in phase["jobs"]
-                    if job["status"] in ("completed", "failed", "retried")
+                    if job["status"] in FINISHED_JOB_STATUSES
                 )
                 if abs(charged - phase["spent_cpu_seconds"]) > 1e-6:  # a result counted twice, or not at all
                     self.report.results_duplicated += 1

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from rea.client import FINAL_STATUSES, Client
 from rea.events import (
+    FINISHED_JOB_STATUSES,
     BudgetExtended,
     BudgetExtendedPayload,
     CampaignPaused,
@@ -514,7 +515,7 @@ async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) 
             campaign = await client.campaign(event.campaign_id)
             jobs = [job for phase in await client.phases(event.campaign_id) for job in phase["jobs"]]
             if jobs:
-                done = sum(job["status"] in ("completed", "failed", "retried") for job in jobs)
+                done = sum(job["status"] in FINISHED_JOB_STATUSES for job in jobs)
                 progress.update(task, description="training jobs", total=len(jobs), completed=done)
             if campaign and campaign["status"] in FINAL_STATUSES:
                 return campaign

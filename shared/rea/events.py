@@ -86,6 +86,10 @@ class PhasePlan(BaseModel):
     estimated_cpu_seconds: float
 
 
+FINISHED_JOB_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried"})
+"""A job in one of these is over: it reported, failed for good, or was replaced by a retry."""
+
+
 class JobRecord(BaseModel):
     """A finished job as the executor saw it: enough to pick a winner without the logs."""
 
