@@ -133,7 +133,13 @@ def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, li
             continue
         spent += job.estimated_cpu_seconds
         jobs.append(job)
-    return PhasePlan(phase=VALIDATION, jobs=jobs, estimated_cpu_seconds=round(spent, 2)), dropped
+    return _plan(VALIDATION, jobs), dropped
+
+
+def _plan(phase: str, jobs: list[JobSpec]) -> PhasePlan:
+    return PhasePlan(
+        phase=phase, jobs=jobs, estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2)
+    )
 
 
 def learned_costs(records: list[JobRecord], fallback: CostModel) -> CostModel:
@@ -178,11 +184,7 @@ def plan_next_round(campaign: Campaign, records: list[JobRecord], costs: CostMod
         if job.estimated_cpu_seconds <= room:
             room -= job.estimated_cpu_seconds
             jobs.append(job)
-    if not jobs:
-        return None
-    return PhasePlan(
-        phase=phase, jobs=jobs, estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2)
-    )
+    return _plan(phase, jobs) if jobs else None
 
 
 def on_hypotheses_generated(
@@ -261,11 +263,7 @@ def plan_confirmation(
         for seed in range(spec.seed + 1, spec.seed + spec.confirm_seeds)
         for record in (baseline, best)
     ]
-    return PhasePlan(
-        phase=CONFIRMATION,
-        jobs=jobs,
-        estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2),
-    )
+    return _plan(CONFIRMATION, jobs)
 
 
 def summarize(

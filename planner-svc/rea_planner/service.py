@@ -67,8 +67,9 @@ def wire(rt: Runtime) -> None:
 
     async def render_missing_proposals() -> None:
         """A planner that stopped between completing a campaign and storing its proposal."""
+        rendered = {doc["_id"] async for doc in rt.store.proposals.find({}, {"_id": 1})}
         async for doc in rt.store.campaigns.find({"state.status": "completed"}, {"_id": 1}):
-            if await rt.store.proposals.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
+            if doc["_id"] not in rendered:
                 campaign = await rt.store.load("campaigns", str(doc["_id"]), Campaign)
                 if campaign is not None and campaign.result is not None:
                     await save_proposal(campaign)
