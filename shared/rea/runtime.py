@@ -98,23 +98,23 @@ class Runtime:
         """
         marker = f"broker:{self.service}"
         seen = await self.store.db["meta"].find_one({"_id": marker})
-        known = started_with if seen is None else str(seen.get("cluster_id"))
+        stored = None if seen is None else str(seen.get("cluster_id"))
+        known = stored or started_with
         while True:
             try:
                 cluster_id, missing = await _broker_facts(self.endpoints.kafka_bootstrap, self.topics)
-                lost = bool(missing) or cluster_id != known
-                if lost:
+                if missing or cluster_id != known:
                     log.warning("broker_log_lost", cluster_id=cluster_id, missing_topics=len(missing))
                     await ensure_topics(
                         self.endpoints.kafka_bootstrap, self.topics, self.settings.topic_partitions
                     )
                     await self.bus.rewind()
                     await self.reconcile()
-                if lost or seen is None:
+                if cluster_id != stored:
                     await self.store.db["meta"].update_one(
                         {"_id": marker}, {"$set": {"cluster_id": cluster_id}}, upsert=True
                     )
-                    seen = {"cluster_id": cluster_id}
+                    stored = cluster_id
                 known = cluster_id
             except asyncio.CancelledError:
                 raise
