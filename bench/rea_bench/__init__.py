@@ -12,7 +12,6 @@ is (baseline - best) / baseline of the mean test NE.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -21,10 +20,10 @@ from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Any
 
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from rea import plots
 from rea.client import Client
 from rea.events import CampaignRequested, JobSpec, new_id
 from rea.runtime import ensure_topics
@@ -298,8 +297,7 @@ def plot_gains(runs: list[BenchRun]) -> bytes:
     """Mean test-NE gain per workload and method, with each seed's gain as a dot."""
     workloads = list(dict.fromkeys(r.workload for r in runs))
     methods = list(dict.fromkeys(r.method for r in runs))
-    figure = Figure(figsize=(max(6.0, 2.5 * len(workloads)), 4))
-    axes = figure.add_subplot()
+    figure, axes = plots.figure(max(6.0, 2.5 * len(workloads)), 4)
     width = 0.8 / max(1, len(methods))
     for index, method in enumerate(methods):
         xs, means = [], []
@@ -316,7 +314,4 @@ def plot_gains(runs: list[BenchRun]) -> bytes:
     axes.set_xticks(range(len(workloads)), [w[:30] for w in workloads], fontsize=8)
     axes.set_ylabel("test NE gain over the baseline (%)")
     axes.legend()
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return plots.png(figure)

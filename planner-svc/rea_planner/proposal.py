@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-
+from rea import plots
 from rea.events import CampaignResult, JobRecord
 from rea_planner.campaign import Campaign
 
@@ -219,21 +216,8 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 # ---- plots ------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> tuple[Figure, Axes]:
-    """A figure of its own (matplotlib's object API: no pyplot state shared between renders)."""
-    figure = Figure(figsize=(width, height))
-    return figure, figure.add_subplot()
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
 def _ne_over_budget(jobs: list[JobRecord], result: CampaignResult) -> bytes:
-    figure, axes = _figure(7, 4)
+    figure, axes = plots.figure(7, 4)
     spent = 0.0
     best = float("inf")
     frontier: list[tuple[float, float]] = []
@@ -256,7 +240,7 @@ def _ne_over_budget(jobs: list[JobRecord], result: CampaignResult) -> bytes:
     axes.set_xlabel("CPU seconds spent")
     axes.set_ylabel("test NE")
     axes.legend(fontsize=8)
-    return _png(figure)
+    return plots.png(figure)
 
 
 def _hypothesis_effects(jobs: list[JobRecord], result: CampaignResult) -> bytes:
@@ -274,18 +258,18 @@ def _hypothesis_effects(jobs: list[JobRecord], result: CampaignResult) -> bytes:
         values.append(result.ne_delta)
         assert result.ne_delta_high is not None
         errors.append((result.ne_delta - result.ne_delta_low, result.ne_delta_high - result.ne_delta))
-    figure, axes = _figure(7, 0.5 * len(values) + 1.5)
+    figure, axes = plots.figure(7, 0.5 * len(values) + 1.5)
     colours = ["tab:green" if value < 0 else "tab:red" for value in values]
     positions = list(range(len(values)))
     axes.barh(positions, values, color=colours, xerr=list(zip(*errors, strict=True)) if errors else None)
     axes.set_yticks(positions, labels, fontsize=8)
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_xlabel("NE delta vs the baseline (negative is better)")
-    return _png(figure)
+    return plots.png(figure)
 
 
 def _budget_burn(jobs: list[JobRecord], budget: float) -> bytes:
-    figure, axes = _figure(7, 3.5)
+    figure, axes = plots.figure(7, 3.5)
     spent = [0.0]
     for job in jobs:
         spent.append(spent[-1] + (job.cost.cpu_seconds if job.cost else 0.0))
@@ -297,4 +281,4 @@ def _budget_burn(jobs: list[JobRecord], budget: float) -> bytes:
     axes.set_xlabel("jobs concluded")
     axes.set_ylabel("CPU seconds")
     axes.legend(fontsize=8)
-    return _png(figure)
+    return plots.png(figure)

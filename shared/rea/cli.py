@@ -420,9 +420,10 @@ def proposal(
     """Show a completed campaign's result: baseline vs best on the test split, with deltas and
     their interval; optionally write the full launch proposal (plots, evidence) as HTML or Markdown."""
 
+    wanted = html_path is not None or markdown_dir is not None
+
     async def work(client: Client) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         campaign = await client.campaign(campaign_id)
-        wanted = html_path is not None or markdown_dir is not None
         return campaign, (await client.proposal(campaign_id) if wanted else None)
 
     campaign, document = _with_client(Settings(), work)
@@ -430,7 +431,7 @@ def proposal(
         state = "not found" if campaign is None else campaign["status"]
         console.print(f"[red]no result for {campaign_id} ({state})[/red]")
         raise typer.Exit(1)
-    if (html_path is not None or markdown_dir is not None) and document is None:
+    if wanted and document is None:
         console.print(f"[red]the proposal of {campaign_id} is not rendered yet; try again shortly[/red]")
         raise typer.Exit(1)
     if document is not None:
