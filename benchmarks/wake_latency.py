@@ -142,15 +142,22 @@ async def run_campaign(
     return wakes
 
 
-async def produce_consume(peers: Peers, count: int, timeout_s: float) -> list[float]:
-    """Peer A: produce one message (acked), then read it with an idle consumer."""
+async def round_trips(
+    peers: Peers, topic: str, reader: AIOKafkaConsumer, count: int, timeout_s: float, tag: str
+) -> list[float]:
+    """Produce one message to ``topic`` (acked), then wait until ``reader`` gets one; in ms."""
     times: list[float] = []
     for index in range(count):
         sent = time.perf_counter()
-        await peers.producer.send_and_wait(peers.topics[0], peers.value, key=f"k{index}".encode())
-        await asyncio.wait_for(peers.direct.getone(), timeout_s)
+        await peers.producer.send_and_wait(topic, peers.value, key=f"{tag}{index}".encode())
+        await asyncio.wait_for(reader.getone(), timeout_s)
         times.append((time.perf_counter() - sent) * 1000)
     return times
+
+
+async def produce_consume(peers: Peers, count: int, timeout_s: float) -> list[float]:
+    """Peer A: produce one message (acked), then read it with an idle consumer."""
+    return await round_trips(peers, peers.topics[0], peers.direct, count, timeout_s, "k")
 
 
 async def relay(peers: Peers, forwarder: AIOKafkaProducer) -> None:
@@ -162,13 +169,7 @@ async def relay(peers: Peers, forwarder: AIOKafkaProducer) -> None:
 
 async def relay_hops(peers: Peers, count: int, timeout_s: float) -> list[float]:
     """Peer B: produce to the relay's topic and wait for the forwarded copy."""
-    times: list[float] = []
-    for index in range(count):
-        sent = time.perf_counter()
-        await peers.producer.send_and_wait(peers.topics[1], peers.value, key=f"r{index}".encode())
-        await asyncio.wait_for(peers.relay_out.getone(), timeout_s)
-        times.append((time.perf_counter() - sent) * 1000)
-    return times
+    return await round_trips(peers, peers.topics[1], peers.relay_out, count, timeout_s, "r")
 
 
 async def stage_breakdown(bench: Bench, wakes: list[Wake]) -> dict[str, list[float]]:
