@@ -5,7 +5,7 @@ tests never collide."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -18,6 +18,20 @@ from rea.settings import Settings
 from rea.stack import EmbeddedStack, Endpoints
 from rea.store import Store
 from rea.topics import Topics
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    """When an end-to-end test fails, show the warnings and the last lines its services
+    logged: a stuck campaign is diagnosed from what the services said, not from a time-out."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and call.when == "call" and isinstance(tmp_path, Path):
+        for log in sorted(tmp_path.glob("**/logs/*.log")):
+            lines = log.read_text(errors="replace").splitlines()
+            worth = [line for line in lines if '"level": "info"' not in line][-25:] + lines[-5:]
+            report.sections.append((f"log {log.name}", "\n".join(line[:400] for line in worth)))
 
 
 @pytest.fixture(scope="session")

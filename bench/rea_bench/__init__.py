@@ -208,6 +208,7 @@ class ReaStack:
             "auto_approve_cpu_seconds": plan.budget_cpu_seconds,
             "max_parallel_jobs": plan.parallel,
             "max_hypotheses": 100,
+            "max_exploitation_trials": 1000,  # the budget is the limit, as for the peers
             "confirm_seeds": 1,
             "baseline": plan.baseline,
             "seed": seed,

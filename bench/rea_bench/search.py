@@ -16,17 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 
 from rea.events import JobSpec
 from rea.knobs import KnobSchema
 from rea.workloads import JobOutput
 from rea_planner.costs import CostModel
+from rea_planner.exploitation import search_space
 
 RunJob = Callable[[JobSpec], JobOutput]
 Sampler = Literal["optuna", "random"]
@@ -39,25 +34,6 @@ class SearchOutcome:
     spent_cpu_seconds: float
     trials: int
     failed: int
-
-
-def search_space(schema: KnobSchema) -> dict[str, BaseDistribution]:
-    """Every knob a search may change: all but the fidelity knobs, with their declared ranges."""
-    space: dict[str, BaseDistribution] = {}
-    for knob in schema.knobs:
-        if knob.fidelity:
-            continue
-        if knob.type == "int":
-            assert knob.low is not None and knob.high is not None
-            space[knob.name] = IntDistribution(int(knob.low), int(knob.high), log=knob.log)
-        elif knob.type == "float":
-            assert knob.low is not None and knob.high is not None
-            space[knob.name] = FloatDistribution(knob.low, knob.high, log=knob.log)
-        elif knob.type == "bool":
-            space[knob.name] = CategoricalDistribution([False, True])
-        else:
-            space[knob.name] = CategoricalDistribution(knob.choices or [])
-    return space
 
 
 def budgeted_search(

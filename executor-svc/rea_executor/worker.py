@@ -49,44 +49,41 @@ def wire(rt: Runtime) -> None:
             log.info("job_held_elsewhere", job_id=spec.job_id, holder=await leases.holder(spec.job_id))
             return
         follow = {"campaign_id": event.campaign_id, "correlation_id": event.correlation_id}
-        try:
-            # The heartbeat starts with the claim: publishing `job.started` can take longer than
-            # a short lease on a busy broker.
-            async with leases.heartbeat(spec.job_id, worker, ttl):
-                await rt.bus.publish(
-                    JobStarted(
-                        **follow,
-                        payload=JobStartedPayload(job_id=spec.job_id, phase=spec.phase, worker=worker),
-                    )
+        # The heartbeat starts with the claim: publishing `job.started` can take longer than
+        # a short lease on a busy broker.
+        async with leases.heartbeat(spec.job_id, worker, ttl):
+            await rt.bus.publish(
+                JobStarted(
+                    **follow, payload=JobStartedPayload(job_id=spec.job_id, phase=spec.phase, worker=worker)
                 )
-                log.info("job_started", job_id=spec.job_id)
-                await _backoff(spec)
-                dataset = (spec.workload, spec.dataset)
-                fault = drawn_fault(rt.settings.inject_faults, spec.job_id)
-                output = await asyncio.to_thread(run_job, spec, fault, prepare=dataset not in prepared)
-                if output.status == "ok":
-                    prepared.add(dataset)
-            payload = JobFinishedPayload(spec=spec, output=output, worker=worker)
-            finished = (
-                JobCompleted(**follow, payload=payload)
-                if output.status == "ok"
-                else JobFailed(**follow, payload=payload)
             )
-            if not await leases.mark_done(spec.job_id, encode_event(finished)):
-                log.warning("job_declared_lost_meanwhile", job_id=spec.job_id)
-                return
-            await rt.bus.publish(finished)
-            rt.metrics.jobs.labels(service=rt.name, outcome=finished.type).inc()
-            if output.cost:
-                rt.metrics.job_cpu_seconds.labels(service=rt.name).inc(output.cost.cpu_seconds)
-            log.info(
-                "job_finished",
-                job_id=spec.job_id,
-                status=output.status,
-                cpu_seconds=output.cost.cpu_seconds if output.cost else None,
-            )
-        finally:
-            await leases.release(spec.job_id)
+            log.info("job_started", job_id=spec.job_id)
+            await _backoff(spec)
+            dataset = (spec.workload, spec.dataset)
+            fault = drawn_fault(rt.settings.inject_faults, spec.job_id)
+            output = await asyncio.to_thread(run_job, spec, fault, prepare=dataset not in prepared)
+            if output.status == "ok":
+                prepared.add(dataset)
+        payload = JobFinishedPayload(spec=spec, output=output, worker=worker)
+        outcome = JobCompleted if output.status == "ok" else JobFailed
+        finished = outcome(**follow, payload=payload)
+        if not await leases.mark_done(spec.job_id, encode_event(finished)):
+            log.warning("job_declared_lost_meanwhile", job_id=spec.job_id)
+            return
+        await rt.bus.publish(finished)
+        # Released only once the final word is on the broker. On any other way out (an error,
+        # a broker that refuses the result) the lease lapses instead, and its expiry is what
+        # wakes an executor: it sends the stored result again, or declares the worker lost.
+        await leases.release(spec.job_id)
+        rt.metrics.jobs.labels(service=rt.name, outcome=finished.type).inc()
+        if output.cost:
+            rt.metrics.job_cpu_seconds.labels(service=rt.name).inc(output.cost.cpu_seconds)
+        log.info(
+            "job_finished",
+            job_id=spec.job_id,
+            status=output.status,
+            cpu_seconds=output.cost.cpu_seconds if output.cost else None,
+        )
 
     # A job may hold the consumer as long as its time limit; past that Kafka would rebalance.
     max_job_ms = int(rt.settings.job_timeout_s * 1000) + 120_000

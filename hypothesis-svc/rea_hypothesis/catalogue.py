@@ -167,6 +167,16 @@ CATALOGUE: tuple[Technique, ...] = (
         signals=frozenset({"instability"}),
     ),
     Technique(
+        "small_batch",
+        "Smaller batches: more optimiser steps for the same data",
+        "batch_size",
+        lambda base: {"batch_size": max(32, base["batch_size"] // 4)},
+        "a short training budget (few epochs) ends before the model converges",
+        0.006,
+        "Masters and Luschi, Revisiting Small Batch Training for Deep Neural Networks (2018)",
+        signals=frozenset({"slow_convergence", "underfitting"}),
+    ),
+    Technique(
         "gradient_clipping",
         "Clip the global gradient norm",
         "gradient_clipping",

@@ -57,6 +57,7 @@ def from_catalogue(
                 rationale=f"Helps when {technique.helps_when}.",
                 citation=technique.citation,
                 expected_gain=technique.prior_gain,
+                signals=sorted(technique.signals),
             )
         )
     return hypotheses[:limit], skipped

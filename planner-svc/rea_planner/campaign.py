@@ -37,6 +37,12 @@ class CampaignSpec(BaseModel):
         description="Seeds the winner and the baseline are compared over on the test split, for a "
         "confidence interval; 1 skips the confirmation phase.",
     )
+    max_exploitation_trials: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description="Optuna trials around the best combination, within the budget; 0 skips exploitation.",
+    )
     job_timeout_s: float = Field(default=1800, gt=0)
     job_memory_mb: int = Field(default=4096, ge=256)
 
@@ -76,9 +82,14 @@ class Campaign(BaseModel):
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     dropped_hypotheses: list[str] = Field(default_factory=list)
     plan: PhasePlan | None = Field(default=None, description="The plan a person (or the policy) approved.")
+    budget_by_phase: dict[str, float] = Field(
+        default_factory=dict, description="The estimate per phase shown with the plan."
+    )
     phase: str | None = Field(default=None, description="The phase running now.")
     rounds: list[PhasePlan] = Field(
-        default_factory=list, description="Further validation rounds, planned with learned costs."
+        default_factory=list,
+        description="The phases after the first (validation rounds, combination, exploitation), planned "
+        "with costs learned from the campaign's own jobs.",
     )
     confirmation: PhasePlan | None = None
     records: list[JobRecord] = Field(default_factory=list, description="Every concluded phase's jobs.")

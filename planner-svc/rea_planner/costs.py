@@ -1,8 +1,15 @@
 """Cost estimates for training jobs, learned from the insights DB when it has history.
 
-Cost scales roughly with epochs x data fraction (the fidelity knobs). With history, the
-estimate is the mean observed CPU seconds per unit of fidelity on the same workload and
-dataset, padded by a safety factor; without it, a deliberately generous prior.
+Two models, and an estimate takes the larger (a budget is better over- than under-estimated):
+
+- the *rate*: mean CPU seconds per unit of fidelity (epochs x data fraction); without any
+  history, a deliberately generous prior;
+- the *fit*: ``fixed + per_unit * u + per_step * u * 256 / batch_size`` by non-negative least
+  squares (SciPy), once there are at least three observations. It knows what the rate cannot:
+  a job pays a fixed start-up cost (importing the framework, loading data) whatever its
+  fidelity, and a smaller batch means more optimiser steps for the same data.
+
+Both are padded by a safety factor.
 """
 
 from __future__ import annotations
@@ -10,30 +17,50 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from scipy.optimize import nnls
+
 PRIOR_CPU_SECONDS_PER_EPOCH = 20.0
 SAFETY_FACTOR = 1.25
+REFERENCE_BATCH = 256
+MIN_FIT_OBSERVATIONS = 3
 
 
 def fidelity_units(config: dict[str, Any]) -> float:
     return float(config.get("epochs", 1)) * float(config.get("data_fraction", 1.0))
 
 
+def _features(config: dict[str, Any]) -> list[float]:
+    units = fidelity_units(config)
+    return [1.0, units, units * REFERENCE_BATCH / max(float(config.get("batch_size", REFERENCE_BATCH)), 1.0)]
+
+
 @dataclass(frozen=True)
 class CostModel:
     cpu_seconds_per_unit: float = PRIOR_CPU_SECONDS_PER_EPOCH
     observations: int = 0
+    fit: tuple[float, float, float] | None = None  # (fixed, per unit, per step-unit) CPU seconds
 
     @classmethod
     def from_history(cls, rows: list[dict[str, Any]]) -> CostModel:
         """``rows``: past results with ``config`` and ``cost.cpu_seconds``."""
-        rates = [
-            row["cost"]["cpu_seconds"] / fidelity_units(row["config"])
+        seen = [
+            (row["config"], float(row["cost"]["cpu_seconds"]))
             for row in rows
             if row.get("cost") and fidelity_units(row["config"]) > 0
         ]
-        if not rates:
+        if not seen:
             return cls()
-        return cls(cpu_seconds_per_unit=sum(rates) / len(rates), observations=len(rates))
+        rate = sum(cpu / fidelity_units(config) for config, cpu in seen) / len(seen)
+        fit = None
+        if len(seen) >= MIN_FIT_OBSERVATIONS:
+            coefficients, _ = nnls(
+                np.array([_features(c) for c, _ in seen]), np.array([cpu for _, cpu in seen])
+            )
+            fit = (float(coefficients[0]), float(coefficients[1]), float(coefficients[2]))
+        return cls(cpu_seconds_per_unit=rate, observations=len(seen), fit=fit)
 
     def estimate(self, config: dict[str, Any]) -> float:
-        return round(self.cpu_seconds_per_unit * fidelity_units(config) * SAFETY_FACTOR, 2)
+        by_rate = self.cpu_seconds_per_unit * fidelity_units(config)
+        by_fit = 0.0 if self.fit is None else float(np.dot(self.fit, _features(config)))
+        return round(max(by_rate, by_fit) * SAFETY_FACTOR, 2)

@@ -37,14 +37,15 @@ from rea.events import (
     ProposalAccepted,
     utc_now,
 )
+from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, VALIDATION, kind, numbered
 from rea.stats import compare
 from rea.store import Decision
 from rea.workloads import get_workload
-from rea_planner.campaign import ACTIVE, Campaign, CampaignSpec, CampaignStatus, validate_campaign
+from rea_planner.campaign import ACTIVE, Campaign, CampaignStatus, validate_campaign
+from rea_planner.combination import PAIR_POOL, interactions, parts, plan_combination
 from rea_planner.costs import CostModel
-
-VALIDATION = "validation"
-CONFIRMATION = "confirmation"
+from rea_planner.exploitation import plan_exploitation
+from rea_planner.jobs import make_job, plan_of, search_records, spent
 
 Decide = Callable[[Campaign | None, Any], Decision[Campaign]]
 
@@ -83,32 +84,6 @@ def on_campaign_requested(state: Campaign | None, event: CampaignRequested) -> D
     return Decision(campaign, [ask])
 
 
-def make_job(
-    spec: CampaignSpec,
-    campaign_id: str,
-    hypothesis_id: str | None,
-    config: dict[str, object],
-    costs: CostModel,
-    phase: str = VALIDATION,
-    seed: int | None = None,
-) -> JobSpec:
-    name = hypothesis_id or "baseline"
-    seed = spec.seed if seed is None else seed
-    return JobSpec(
-        job_id=f"{campaign_id}-{phase}-{name}-s{seed}",
-        campaign_id=campaign_id,
-        phase=phase,
-        hypothesis_id=hypothesis_id,
-        workload=spec.workload,
-        dataset=spec.dataset,
-        config=config,
-        seed=seed,
-        estimated_cpu_seconds=costs.estimate(config),
-        timeout_s=spec.job_timeout_s,
-        memory_mb=spec.job_memory_mb,
-    )
-
-
 def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, list[str]]:
     """Baseline plus one job per hypothesis, best prior first, trimmed to fit the budget.
 
@@ -118,28 +93,22 @@ def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, li
     spec = campaign.spec
     schema = get_workload(spec.workload).schema
     baseline = schema.resolve(spec.baseline)
-    jobs = [make_job(spec, campaign.campaign_id, None, baseline, costs)]
+    jobs = [make_job(spec, campaign.campaign_id, None, baseline, costs, VALIDATION)]
     dropped: list[str] = []
-    spent = jobs[0].estimated_cpu_seconds
+    total = jobs[0].estimated_cpu_seconds
     for hypothesis in sorted(campaign.hypotheses, key=lambda h: -h.expected_gain):
         problems = schema.errors(hypothesis.changes)
         if problems:
             dropped.append(f"{hypothesis.id}: invalid config ({'; '.join(problems)})")
             continue
         config = schema.resolve(hypothesis.changes, base=baseline)
-        job = make_job(spec, campaign.campaign_id, hypothesis.id, config, costs)
-        if spent + job.estimated_cpu_seconds > spec.budget_cpu_seconds:
+        job = make_job(spec, campaign.campaign_id, hypothesis.id, config, costs, VALIDATION)
+        if total + job.estimated_cpu_seconds > spec.budget_cpu_seconds:
             dropped.append(f"{hypothesis.id}: over budget (estimated {job.estimated_cpu_seconds:.0f} CPU-s)")
             continue
-        spent += job.estimated_cpu_seconds
+        total += job.estimated_cpu_seconds
         jobs.append(job)
-    return _plan(VALIDATION, jobs), dropped
-
-
-def _plan(phase: str, jobs: list[JobSpec]) -> PhasePlan:
-    return PhasePlan(
-        phase=phase, jobs=jobs, estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2)
-    )
+    return plan_of(VALIDATION, jobs), dropped
 
 
 def learned_costs(records: list[JobRecord], fallback: CostModel) -> CostModel:
@@ -155,26 +124,29 @@ def learned_costs(records: list[JobRecord], fallback: CostModel) -> CostModel:
     return own if own.observations else fallback
 
 
-def _spent(records: list[JobRecord]) -> float:
-    return sum(j.cost.cpu_seconds for j in records if j.cost)
+def confirmation_reserve(campaign: Campaign, config: dict[str, Any], costs: CostModel) -> float:
+    """CPU seconds kept for the confirmation phase: ``config`` and the baseline on the extra seeds."""
+    assert campaign.spec is not None
+    baseline = get_workload(campaign.spec.workload).schema.resolve(campaign.spec.baseline)
+    return (campaign.spec.confirm_seeds - 1) * (costs.estimate(baseline) + costs.estimate(config))
 
 
-def plan_next_round(campaign: Campaign, records: list[JobRecord], costs: CostModel) -> PhasePlan | None:
-    """Another validation round: hypotheses not tried yet that now fit the budget.
+def plan_next_round(
+    campaign: Campaign, records: list[JobRecord], costs: CostModel, room: float
+) -> PhasePlan | None:
+    """Another validation round: hypotheses not tried yet that now fit in ``room``.
 
     The first plan is made before any job has run, with a generous cost estimate; once jobs
-    report their real cost, hypotheses dropped as over budget may fit after all. Room is kept
-    for the confirmation phase. None when nothing more fits.
+    report their real cost, hypotheses dropped as over budget may fit after all. None when
+    nothing more fits.
     """
     assert campaign.spec is not None
     spec = campaign.spec
     schema = get_workload(spec.workload).schema
     baseline = schema.resolve(spec.baseline)
     tried = {j.hypothesis_id for j in records}
-    confirmation = 2 * (spec.confirm_seeds - 1) * costs.estimate(baseline)
-    room = spec.budget_cpu_seconds - _spent(records) - confirmation
-    rounds = {j.phase for j in records if j.phase.startswith(VALIDATION)}
-    phase = f"{VALIDATION}-{len(rounds) + 1}"
+    rounds = {j.phase for j in records if kind(j.phase) == VALIDATION}
+    phase = numbered(VALIDATION, len(rounds) + 1)
     jobs: list[JobSpec] = []
     for hypothesis in sorted(campaign.hypotheses, key=lambda h: -h.expected_gain):
         if hypothesis.id in tried or schema.errors(hypothesis.changes):
@@ -184,7 +156,46 @@ def plan_next_round(campaign: Campaign, records: list[JobRecord], costs: CostMod
         if job.estimated_cpu_seconds <= room:
             room -= job.estimated_cpu_seconds
             jobs.append(job)
-    return _plan(phase, jobs) if jobs else None
+    return plan_of(phase, jobs) if jobs else None
+
+
+def next_search_phase(campaign: Campaign, records: list[JobRecord], costs: CostModel) -> PhasePlan | None:
+    """What runs after a search phase concluded, in phase order: another validation round (for
+    hypotheses that now fit), the combination phase (once, given two or more winners), then
+    exploitation rounds until their trial limit or the budget. Room is always kept for
+    confirming the best config found so far. None when nothing more fits."""
+    assert campaign.spec is not None
+    picked = pick_winner(records)
+    best = picked[1].config if not isinstance(picked, str) else campaign.spec.baseline
+    room = campaign.spec.budget_cpu_seconds - spent(records) - confirmation_reserve(campaign, best, costs)
+    if kind(campaign.phase or VALIDATION) == VALIDATION:
+        plan = plan_next_round(campaign, records, costs, room) or plan_combination(
+            campaign, records, costs, room
+        )
+        if plan is not None:
+            return plan
+    return plan_exploitation(campaign, records, costs, room)
+
+
+def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> dict[str, float]:
+    """The estimate per phase shown before approval: the validation plan itself; combination
+    at one baseline-sized job per pair and stack it could run; confirmation as planned; and
+    exploitation's trials within what is left of the budget."""
+    assert campaign.spec is not None
+    spec = campaign.spec
+    one = costs.estimate(get_workload(spec.workload).schema.resolve(spec.baseline))
+    singles = len(plan.jobs) - 1
+    pooled = min(singles, PAIR_POOL)
+    combination = (pooled * (pooled - 1) // 2 + max(0, min(singles, 4) - 2)) * one if singles >= 2 else 0.0
+    confirmation = 2 * (spec.confirm_seeds - 1) * one
+    left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds - combination - confirmation
+    exploitation = max(0.0, min(spec.max_exploitation_trials * one, left))
+    return {
+        VALIDATION: plan.estimated_cpu_seconds,
+        COMBINATION: round(combination, 2),
+        EXPLOITATION: round(exploitation, 2),
+        CONFIRMATION: round(confirmation, 2),
+    }
 
 
 def on_hypotheses_generated(
@@ -204,13 +215,14 @@ def on_hypotheses_generated(
         return Decision(
             rejected, [CampaignRejected(**_follow(event), payload=CampaignRejectedPayload(reasons=reasons))]
         )
+    by_phase = budget_by_phase(campaign, plan, costs)
     auto = (
-        spec.auto_approve_cpu_seconds is not None
-        and plan.estimated_cpu_seconds <= spec.auto_approve_cpu_seconds
+        spec.auto_approve_cpu_seconds is not None and sum(by_phase.values()) <= spec.auto_approve_cpu_seconds
     )
-    campaign = _save(campaign, plan=plan, dropped_hypotheses=dropped)
+    campaign = _save(campaign, plan=plan, dropped_hypotheses=dropped, budget_by_phase=by_phase)
     proposed = PlanProposed(
-        **_follow(event), payload=PlanProposedPayload(plan=plan, requires_approval=not auto)
+        **_follow(event),
+        payload=PlanProposedPayload(plan=plan, requires_approval=not auto, budget_by_phase=by_phase),
     )
     if not auto:
         return Decision(_save(campaign, status="awaiting_approval"), [proposed])
@@ -242,9 +254,12 @@ def _completed(records: list[JobRecord]) -> list[JobRecord]:
 
 
 def pick_winner(records: list[JobRecord]) -> tuple[JobRecord, JobRecord] | str:
-    """(baseline, best by validation NE) among the validation jobs; or why there is none."""
-    done = [j for j in _completed(records) if j.phase.startswith(VALIDATION)]
-    baseline = next((j for j in done if j.hypothesis_id is None), None)
+    """(baseline, best by validation NE) among the search phases' jobs; or why there is none.
+
+    Many configs compete, so the best validation NE is biased low (the winner's curse): the
+    confirmation phase measures the winner again on fresh seeds, on the test split."""
+    done = search_records(records)
+    baseline = next((j for j in done if j.hypothesis_id is None and kind(j.phase) == VALIDATION), None)
     if baseline is None:
         return "the baseline job did not complete, so nothing can be compared"
     best = min(done, key=lambda j: j.validation.ne if j.validation else float("inf"))
@@ -263,7 +278,7 @@ def plan_confirmation(
         for seed in range(spec.seed + 1, spec.seed + spec.confirm_seeds)
         for record in (baseline, best)
     ]
-    return _plan(CONFIRMATION, jobs)
+    return plan_of(CONFIRMATION, jobs)
 
 
 def summarize(
@@ -304,7 +319,7 @@ def summarize(
         auc_delta=top.auc - base.auc,
         jobs_completed=len(done),
         jobs_failed=sum(j.status == "failed" for j in records),
-        compute_seconds=round(_spent(records), 2),
+        compute_seconds=round(spent(records), 2),
         seeds=min(len(base_nes), len(top_nes)),
         ne_delta_low=delta.low,
         ne_delta_high=delta.high,
@@ -312,6 +327,8 @@ def summarize(
         confidence=confidence,
         verdict=delta.verdict() if best is not baseline else "not significant",
         notes=notes or [],
+        best_hypotheses=[name for name in parts(best.hypothesis_id) if name != "baseline"],
+        interactions=interactions(records),
     )
 
 
@@ -328,30 +345,30 @@ def _finish(
 
 
 def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: CostModel) -> Decision[Campaign]:
-    """A validation round concluded: run another round if untried hypotheses now fit the
-    budget; else confirm the winner on more seeds if it beat the baseline and the budget
-    allows; else finish. Confirmation concluded: finish."""
+    """A search phase concluded: run the next one that fits (validation rounds, combination,
+    exploitation rounds); after the last, confirm the winner on more seeds if it beat the
+    baseline and the budget allows; else finish. Confirmation concluded: finish."""
     if state is None or state.status not in ACTIVE or state.spec is None:
         return Decision()
     if event.payload.phase != (state.phase or VALIDATION):
         return Decision()
     records = [*state.records, *event.payload.jobs]
-    if not event.payload.phase.startswith(VALIDATION):
+    if kind(event.payload.phase) == CONFIRMATION:
         return _finish(state, event, records, [])
     picked = pick_winner(records)
     if isinstance(picked, str):
         return _finish(state, event, records, [])
     costs = learned_costs(records, costs)
-    next_round = plan_next_round(state, records, costs)
-    if next_round is not None:
-        return _start(state, event, records, next_round)
+    following = next_search_phase(state, records, costs)
+    if following is not None:
+        return _start(state, event, records, following)
     baseline, best = picked
     if best is baseline:
-        return _finish(state, event, records, ["no hypothesis beat the baseline on validation NE"])
+        return _finish(state, event, records, ["nothing beat the baseline on validation NE"])
     if state.spec.confirm_seeds <= 1:
         return _finish(state, event, records, ["confirmation skipped: confirm_seeds is 1"])
     plan = plan_confirmation(state, baseline, best, costs)
-    remaining = state.spec.budget_cpu_seconds - _spent(records)
+    remaining = state.spec.budget_cpu_seconds - spent(records)
     if plan.estimated_cpu_seconds > remaining:
         note = (
             f"confirmation skipped: it needs an estimated {plan.estimated_cpu_seconds:.0f} CPU-s, "
@@ -364,7 +381,7 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
 def _start(state: Campaign, cause: Envelope, records: list[JobRecord], plan: PhasePlan) -> Decision[Campaign]:
     """Start the next phase with what the budget has left."""
     assert state.spec is not None
-    remaining = state.spec.budget_cpu_seconds - _spent(records)
+    remaining = state.spec.budget_cpu_seconds - spent(records)
     started = PhaseStarted(
         **_follow(cause),
         payload=PhaseStartedPayload(

@@ -16,9 +16,15 @@ from typing import Any
 
 from rea import plots
 from rea.events import CampaignResult, JobRecord
+from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, VALIDATION, kind
 from rea_planner.campaign import Campaign
 
-PHASE_COLOURS = {"validation": "tab:blue", "confirmation": "tab:orange"}
+PHASE_COLOURS: dict[str, str] = {
+    VALIDATION: "tab:blue",
+    COMBINATION: "tab:purple",
+    EXPLOITATION: "tab:cyan",
+    CONFIRMATION: "tab:orange",
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class Sections:
     summary: list[list[str]]
     changes: list[list[str]]
     notes: list[str]
+    carried: list[str]
+    interactions: list[list[str]]
     hypotheses: list[list[str]]
     evidence: list[list[str]]
     cost: str
@@ -91,7 +99,7 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
     measured = {
         j.hypothesis_id: j.validation.ne - baseline_val
         for j in campaign.records
-        if j.phase.startswith("validation") and j.status == "completed" and j.validation and j.hypothesis_id
+        if kind(j.phase) == VALIDATION and j.status == "completed" and j.validation and j.hypothesis_id
     }
     hypotheses = [
         [
@@ -122,7 +130,48 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         f"({result.jobs_completed} jobs completed, {result.jobs_failed} failed)."
     )
     notes = [*result.notes, *(f"dropped: {d}" for d in campaign.dropped_hypotheses)]
-    return Sections(headline, summary, changes, notes, hypotheses, evidence, cost)
+    return Sections(
+        headline,
+        summary,
+        changes,
+        notes,
+        _carried(campaign, result),
+        _interactions(result),
+        hypotheses,
+        evidence,
+        cost,
+    )
+
+
+def _carried(campaign: Campaign, result: CampaignResult) -> list[str]:
+    """What the winning config is made of, in words, with the feature-interaction ones called out."""
+    known = {h.id: h for h in campaign.hypotheses}
+    carried = [known[name] for name in result.best_hypotheses if name in known]
+    lines = [f"{h.id}: {h.title} ({h.technique}; source: {h.source}). {h.rationale}" for h in carried]
+    crosses = [h.id for h in carried if "interactions" in h.signals]
+    if crosses:
+        lines.append(
+            "The winning configuration includes feature-interaction (cross) technique(s): "
+            f"{', '.join(crosses)}."
+        )
+    if result.best.hypothesis_id and "~t" in result.best.hypothesis_id:
+        lines.append("Its continuous knobs were then tuned by the exploitation phase (Optuna TPE).")
+    return lines
+
+
+def _interactions(result: CampaignResult) -> list[list[str]]:
+    return [
+        [
+            " + ".join(i.pair),
+            f"{i.effects[0]:+.4f}",
+            f"{i.effects[1]:+.4f}",
+            f"{i.expected:+.4f}",
+            f"{i.observed:+.4f}",
+            f"±{i.tolerance:.4f}",
+            i.kind,
+        ]
+        for i in result.interactions
+    ]
 
 
 def _show(value: Any) -> str:
@@ -131,11 +180,12 @@ def _show(value: Any) -> str:
 
 SUMMARY_HEAD = ["metric (test split unless noted)", "baseline", "best", "delta"]
 CHANGES_HEAD = ["knob", "baseline", "proposed"]
+INTERACTIONS_HEAD = ["pair", "effect A", "effect B", "sum (additive)", "observed", "tolerance", "interaction"]
 HYPOTHESES_HEAD = ["hypothesis", "source", "title", "expected gain", "validation NE delta", "citation"]
 EVIDENCE_HEAD = ["job", "phase", "hypothesis", "seed", "status", "val NE", "test NE", "CPU-s"]
 IMAGES = [
     ("ne_over_budget.png", "Test NE of every job over the compute spent"),
-    ("hypothesis_effects.png", "Each hypothesis' effect on NE (negative is better)"),
+    ("hypothesis_effects.png", "Each hypothesis' and combination's effect on NE (negative is better)"),
     ("budget_burn.png", "Budget burn"),
 ]
 
@@ -154,6 +204,10 @@ def _markdown(campaign: Campaign, s: Sections) -> str:
         "## Proposed change",
         table(CHANGES_HEAD, s.changes) if s.changes else "No change: nothing beat the baseline.",
         *(f"- {note}" for note in s.notes),
+        "## What the winning configuration carries",
+        "\n".join(f"- {line}" for line in s.carried) if s.carried else "The baseline's own configuration.",
+        "## Interactions between winning hypotheses (validation NE deltas)",
+        table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "No pair was combined.",
         "## Plots",
         *(f"![{alt}]({file})" for file, alt in IMAGES),
         "## Hypotheses",
@@ -183,6 +237,10 @@ def _html(campaign: Campaign, s: Sections, images: dict[str, bytes]) -> str:
     name = html.escape(campaign.spec.name if campaign.spec else campaign.campaign_id)
     changes = table(CHANGES_HEAD, s.changes) if s.changes else "<p>No change: nothing beat the baseline.</p>"
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in s.notes)
+    carried = "".join(f"<li>{html.escape(line)}</li>" for line in s.carried) or "<li>The baseline's own.</li>"
+    interactions = (
+        table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "<p>No pair was combined.</p>"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Launch proposal: {name}</title>
 <style>
@@ -201,6 +259,10 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 <h2>Proposed change</h2>
 {changes}
 <ul>{notes}</ul>
+<h2>What the winning configuration carries</h2>
+<ul>{carried}</ul>
+<h2>Interactions between winning hypotheses (validation NE deltas)</h2>
+{interactions}
 <h2>Plots</h2>
 {"".join(image(file, alt) for file, alt in IMAGES)}
 <h2>Hypotheses</h2>
@@ -225,10 +287,10 @@ def _ne_over_budget(jobs: list[JobRecord], result: CampaignResult) -> bytes:
         spent += job.cost.cpu_seconds if job.cost else 0.0
         if job.status != "completed" or job.test is None:
             continue
-        colour = PHASE_COLOURS["validation" if job.phase.startswith("validation") else job.phase]
+        colour = PHASE_COLOURS.get(kind(job.phase), "tab:gray")
         marker = "s" if job.hypothesis_id is None else "o"
         axes.scatter(spent, job.test.ne, color=colour, marker=marker, s=30, zorder=3)
-        if job.phase.startswith("validation") and job.validation is not None and job.validation.ne < best:
+        if kind(job.phase) != CONFIRMATION and job.validation is not None and job.validation.ne < best:
             best = job.validation.ne
             frontier.append((spent, job.test.ne))
     if frontier:
@@ -246,12 +308,15 @@ def _ne_over_budget(jobs: list[JobRecord], result: CampaignResult) -> bytes:
 def _hypothesis_effects(jobs: list[JobRecord], result: CampaignResult) -> bytes:
     baseline = result.baseline.validation_ne
     effects = sorted(
-        (j.validation.ne - baseline, j.hypothesis_id or "")
+        (j.validation.ne - baseline, j.hypothesis_id or "", kind(j.phase))
         for j in jobs
-        if j.phase.startswith("validation") and j.status == "completed" and j.validation and j.hypothesis_id
+        if kind(j.phase) in (VALIDATION, COMBINATION)
+        and j.status == "completed"
+        and j.validation
+        and j.hypothesis_id
     )
-    labels = [f"{name} (validation, 1 seed)" for _, name in effects]
-    values = [effect for effect, _ in effects]
+    labels = [f"{name} ({phase}, 1 seed)" for _, name, phase in effects]
+    values = [effect for effect, _, _ in effects]
     errors: list[tuple[float, float]] = [(0.0, 0.0)] * len(values)
     if result.best.hypothesis_id is not None and result.ne_delta_low is not None:
         labels.append(f"{result.best.hypothesis_id} (test, {result.seeds} seeds)")
@@ -275,9 +340,14 @@ def _budget_burn(jobs: list[JobRecord], budget: float) -> bytes:
         spent.append(spent[-1] + (job.cost.cpu_seconds if job.cost else 0.0))
     axes.step(range(len(spent)), spent, where="post", label="CPU seconds spent")
     axes.axhline(budget, color="tab:red", linestyle="--", label=f"budget ({budget:g} CPU-s)")
-    boundary = next((i for i, job in enumerate(jobs) if job.phase == "confirmation"), None)
-    if boundary is not None:
-        axes.axvline(boundary, color="gray", linestyle=":", label="confirmation starts")
+    starts: dict[str, int] = {}
+    for index, job in enumerate(jobs):
+        starts.setdefault(kind(job.phase), index)
+    for phase, index in starts.items():
+        if phase != VALIDATION:
+            axes.axvline(
+                index, color=PHASE_COLOURS.get(phase, "gray"), linestyle=":", label=f"{phase} starts"
+            )
     axes.set_xlabel("jobs concluded")
     axes.set_ylabel("CPU seconds")
     axes.legend(fontsize=8)

@@ -159,6 +159,7 @@ class Chaos:
             "auto_approve_cpu_seconds": budget,
             "max_parallel_jobs": 2,
             "max_hypotheses": self.plan.hypotheses,
+            "max_exploitation_trials": 2,
             "baseline": {"epochs": 1},
             "job_timeout_s": 120,
         }

@@ -56,6 +56,7 @@ DEMO_CAMPAIGN: dict[str, Any] = {
     "auto_approve_cpu_seconds": 900,
     "max_parallel_jobs": 2,
     "max_hypotheses": 6,
+    "max_exploitation_trials": 6,
 }
 
 

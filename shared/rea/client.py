@@ -10,19 +10,12 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from rea.events import Envelope, encode_event
+from rea.phases import order as phase_order
 from rea.settings import Settings
 from rea.stack import Endpoints, resolve_endpoints
 from rea.topics import Topics
 
 FINAL_STATUSES = frozenset({"rejected", "completed", "failed"})
-
-
-def phase_order(phase: str) -> tuple[int, int]:
-    """Validation rounds ("validation", "validation-2", ...) in order, then confirmation."""
-    if phase == "confirmation":
-        return (1, 0)
-    _, _, number = phase.partition("-")
-    return (0, int(number) if number.isdigit() else 1)
 
 
 class Client:

@@ -55,6 +55,9 @@ class Hypothesis(BaseModel):
     rationale: str
     citation: str = ""
     expected_gain: float = Field(default=0.0, description="Prior relative NE reduction, e.g. 0.01 = 1%.")
+    signals: list[str] = Field(
+        default_factory=list, description="What the technique addresses, e.g. interactions, overfitting."
+    )
 
 
 class JobSpec(BaseModel):
@@ -116,6 +119,18 @@ class MetricSummary(BaseModel):
     ne_by_seed: dict[int, float] = Field(default_factory=dict)
 
 
+class Interaction(BaseModel):
+    """Two hypotheses stacked: is their joint effect the sum of their own (validation NE deltas
+    vs the baseline), better (synergistic) or worse (conflicting), beyond ``tolerance``?"""
+
+    pair: tuple[str, str]
+    effects: tuple[float, float]
+    expected: float = Field(description="The sum of the two effects: what an additive pair would give.")
+    observed: float
+    tolerance: float
+    kind: Literal["additive", "synergistic", "conflicting"]
+
+
 class CampaignResult(BaseModel):
     baseline: MetricSummary
     best: MetricSummary
@@ -133,6 +148,10 @@ class CampaignResult(BaseModel):
     confidence: float = 0.95
     verdict: Literal["better", "worse", "not significant", "too few seeds"] = "too few seeds"
     notes: list[str] = Field(default_factory=list, description="Why the result is what it is.")
+    best_hypotheses: list[str] = Field(
+        default_factory=list, description="The hypotheses whose changes the winning config carries."
+    )
+    interactions: list[Interaction] = Field(default_factory=list)
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -183,6 +202,9 @@ class HypothesesGenerated(Envelope):
 class PlanProposedPayload(BaseModel):
     plan: PhasePlan
     requires_approval: bool
+    budget_by_phase: dict[str, float] = Field(
+        default_factory=dict, description="Estimated CPU seconds per phase kind; the plan is the first."
+    )
 
 
 class PlanProposed(Envelope):

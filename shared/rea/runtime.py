@@ -90,7 +90,9 @@ class Runtime:
     async def watch_broker(self, started_with: str) -> None:
         """Notice a broker that lost its log — a new cluster id (an embedded broker restarted with
         in-memory storage) or missing topics — then re-create the topics, rewind this process's
-        consumers and reconcile.
+        consumers and reconcile. A broker that was unreachable for a while and comes back with its
+        log is reconciled too: a send that failed meanwhile (a resent result, an outbox entry)
+        gets another chance, and every reconciler is safe to repeat.
 
         ``started_with`` is the cluster id of the broker this process created its topics on, so a
         restart during start-up is caught too. The id is also kept in MongoDB per service, so a
@@ -100,6 +102,7 @@ class Runtime:
         seen = await self.store.db["meta"].find_one({"_id": marker})
         stored = None if seen is None else str(seen.get("cluster_id"))
         known = stored or started_with
+        unreachable = False
         while True:
             try:
                 cluster_id, missing = await _broker_facts(self.endpoints.kafka_bootstrap, self.topics)
@@ -110,6 +113,10 @@ class Runtime:
                     )
                     await self.bus.rewind()
                     await self.reconcile()
+                elif unreachable:
+                    log.warning("broker_back")
+                    await self.reconcile()
+                unreachable = False
                 if cluster_id != stored:
                     await self.store.db["meta"].update_one(
                         {"_id": marker}, {"$set": {"cluster_id": cluster_id}}, upsert=True
@@ -119,6 +126,7 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                unreachable = True
                 log.warning("broker_check_failed", error=repr(exc))
             await asyncio.sleep(self.settings.broker_check_interval_s)
 

@@ -28,6 +28,7 @@ def campaign_request(**overrides: Any) -> dict[str, Any]:
         "max_hypotheses": 3,
         "baseline": {"epochs": 1},
         "confirm_seeds": 1,  # most tests are about the flow, not the statistics
+        "max_exploitation_trials": 0,  # nor about the search after validation
     }
     request.update(overrides)
     return request
@@ -43,8 +44,20 @@ async def submit(client: Client, request: dict[str, Any]) -> str:
 
 async def finished(client: Client, campaign_id: str, timeout_s: float = 240) -> dict[str, Any]:
     state = await client.wait_for(campaign_id, FINAL_STATUSES, timeout_s)
-    assert state is not None, f"campaign {campaign_id} did not finish within {timeout_s}s"
+    if state is None:
+        stands = await where_it_stands(client, campaign_id)
+        raise AssertionError(f"campaign {campaign_id} did not finish within {timeout_s}s\n{stands}")
     return state
+
+
+async def where_it_stands(client: Client, campaign_id: str) -> str:
+    """A campaign's status and every job's status per phase: what a timed-out test reports."""
+    state = await client.campaign(campaign_id)
+    lines = [f"campaign: {None if state is None else (state['status'], state.get('phase'))}"]
+    for phase in await client.phases(campaign_id):
+        jobs = ", ".join(f"{job['spec']['job_id'][-6:]}={job['status']}" for job in phase["jobs"])
+        lines.append(f"{phase['phase']} ({phase['status']}): {jobs}")
+    return "\n".join(lines)
 
 
 async def recorded_results(

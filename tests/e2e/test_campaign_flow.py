@@ -16,36 +16,53 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_campaign_from_request_to_result(services: EmbeddedStack, client: Client, store: Store) -> None:
-    """Validation (the baseline and three hypotheses), then the winner confirmed against the
-    baseline on two more seeds; every result recorded once; the answer with an interval."""
+    """Every phase in order: validation (the baseline and three hypotheses), combination (when
+    two or more beat the baseline), an exploitation round of two Optuna trials, then the winner
+    confirmed against the baseline on two more seeds; every result recorded once; the answer
+    with an interval."""
     services.start_services(workers=2)
-    campaign_id = await submit(client, campaign_request(confirm_seeds=3))
+    campaign_id = await submit(client, campaign_request(confirm_seeds=3, max_exploitation_trials=2))
 
     state = await finished(client, campaign_id)
 
     assert state["status"] == "completed", state.get("reasons")
-    validation = {job["job_id"] for job in state["plan"]["jobs"]}
+    validation = [r for r in state["records"] if r["phase"] == "validation"]
     assert len(validation) == 4  # the baseline and three hypotheses
+    base_ne = next(r["validation"]["ne"] for r in validation if r["hypothesis_id"] is None)
+    winners = [r for r in validation if r["hypothesis_id"] and r["validation"]["ne"] < base_ne]
+    # With a planted cross, some interaction hypothesis beats the plain MLP on validation.
+    assert winners
+    phases = await client.phases(campaign_id)
+    names = [phase["phase"] for phase in phases]
+    # Combination runs when two winners can be stacked (two that set one knob differently cannot).
+    assert names in (
+        ["validation", "exploitation-1", "confirmation"],
+        ["validation", "combination", "exploitation-1", "confirmation"],
+    )
+    assert len(winners) >= 2 or "combination" not in names
+    combined = [r for r in state["records"] if r["phase"] == "combination"]
+    assert all("+" in r["hypothesis_id"] for r in combined)
+    assert all(phase["spent_cpu_seconds"] <= phase["budget_cpu_seconds"] for phase in phases)
+    trials = [r for r in state["records"] if r["phase"] == "exploitation-1"]
+    assert len(trials) == 2 and all("~t" in r["hypothesis_id"] for r in trials)
+
     result = state["result"]
-    # With a planted cross, some interaction hypothesis beats the plain MLP on validation, so
-    # the winner goes on to confirmation: it and the baseline on seeds 1 and 2.
-    assert result["best"]["hypothesis_id"] is not None
     assert result["best"]["validation_ne"] < result["baseline"]["validation_ne"]
+    assert result["best_hypotheses"]  # the winner carries at least one validated hypothesis
     confirmation = {job["job_id"] for job in state["confirmation"]["jobs"]}
     assert len(confirmation) == 4
     assert {job["seed"] for job in state["confirmation"]["jobs"]} == {1, 2}
-    assert result["jobs_completed"] == 8 and result["jobs_failed"] == 0
+    every_job = {r["job_id"] for r in state["records"]}
+    assert confirmation <= every_job
+    assert result["jobs_completed"] == len(every_job) and result["jobs_failed"] == 0
     assert result["seeds"] == 3
     assert set(result["baseline"]["ne_by_seed"]) == set(result["best"]["ne_by_seed"]) == {"0", "1", "2"}
     assert result["ne_delta_low"] <= result["ne_delta"] <= result["ne_delta_high"]
     assert result["verdict"] in ("better", "worse", "not significant")
-    phases = await client.phases(campaign_id)
-    assert [phase["phase"] for phase in phases] == ["validation", "confirmation"]
-    assert all(phase["spent_cpu_seconds"] <= phase["budget_cpu_seconds"] for phase in phases)
 
     # Every job's result is in the insights DB exactly once, with its measured cost.
-    rows = await recorded_results(client, campaign_id, 8)
-    assert sorted(row["_id"] for row in rows) == sorted(validation | confirmation)
+    rows = await recorded_results(client, campaign_id, len(every_job))
+    assert sorted(row["_id"] for row in rows) == sorted(every_job)
     assert all(row["status"] == "completed" and row["cost"]["cpu_seconds"] > 0 for row in rows)
     assert result["compute_seconds"] == pytest.approx(
         sum(row["cost"]["cpu_seconds"] for row in rows), abs=0.05
@@ -64,10 +81,10 @@ async def test_campaign_from_request_to_result(services: EmbeddedStack, client: 
         doc["type"] async for doc in store.events.find({"campaign_id": campaign_id}).sort("occurred_at", 1)
     ]
     assert types[0] == "campaign.requested" and types[-1] == "campaign.completed"
-    for expected in ("hypotheses.requested", "hypotheses.generated", "plan.proposed"):
-        assert types.count(expected) == 1, (expected, types)
-    assert types.count("phase.started") == 2 and types.count("phase.concluded") == 2
-    assert types.count("job.submitted") == 8 and types.count("job.completed") == 8
+    for once in ("hypotheses.requested", "hypotheses.generated", "plan.proposed"):
+        assert types.count(once) == 1, (once, types)
+    assert types.count("phase.started") == types.count("phase.concluded") == len(phases)
+    assert types.count("job.submitted") == types.count("job.completed") == len(every_job)
 
     # Nothing is left unpublished in the outbox.
     assert await store.outbox.count_documents({"published": False}) == 0

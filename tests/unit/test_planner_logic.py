@@ -47,7 +47,14 @@ BASELINE_COST = 37.5
 
 
 def request(**overrides: Any) -> dict[str, Any]:
-    return {"name": "try crosses", "dataset": "synthetic:rows=3000", "budget_cpu_seconds": 1000, **overrides}
+    """Most tests here are about validation and confirmation: exploitation is off unless asked."""
+    return {
+        "name": "try crosses",
+        "dataset": "synthetic:rows=3000",
+        "budget_cpu_seconds": 1000,
+        "max_exploitation_trials": 0,
+        **overrides,
+    }
 
 
 def hypothesis(hid: str, changes: dict[str, Any], gain: float = 0.01) -> Hypothesis:
@@ -179,7 +186,7 @@ def test_repeated_request_is_a_no_op(status: str) -> None:
 
 
 def test_plan_within_auto_approve_starts_immediately() -> None:
-    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST, max_parallel_jobs=3)
+    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST, max_parallel_jobs=3, confirm_seeds=1)
     decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
     assert decision.state is not None
     assert decision.state.status == "running"
@@ -193,8 +200,36 @@ def test_plan_within_auto_approve_starts_immediately() -> None:
     assert proposed.payload.plan.estimated_cpu_seconds == 2 * BASELINE_COST
 
 
+def test_the_plan_shows_an_estimate_per_phase_and_auto_approval_covers_them_all() -> None:
+    """Three hypotheses: 4 validation jobs; combination = 3 pairs + 1 stack of three; 8 exploitation
+    trials; confirmation = winner and baseline on 2 more seeds. Each job costs BASELINE_COST."""
+    hypotheses = [
+        hypothesis(h, {knob: True}) for h, knob in (("fm", "fm"), ("ln", "layer_norm"), ("x", "fm"))
+    ]
+    hypotheses[2] = hypothesis("dn", {"dropout": 0.2})
+    state = planning(max_exploitation_trials=8, auto_approve_cpu_seconds=20 * BASELINE_COST)
+    decision = logic.on_hypotheses_generated(state, generated(*hypotheses), COSTS)
+    assert decision.state is not None
+    assert decision.state.budget_by_phase == {
+        "validation": 4 * BASELINE_COST,
+        "combination": 4 * BASELINE_COST,
+        "exploitation": 8 * BASELINE_COST,
+        "confirmation": 4 * BASELINE_COST,
+    }
+    assert decision.state.status == "running"  # 20 jobs' worth: covered exactly
+    proposed = decision.emit[0]
+    assert isinstance(proposed, PlanProposed)
+    assert proposed.payload.budget_by_phase == decision.state.budget_by_phase
+    short = logic.on_hypotheses_generated(
+        planning(max_exploitation_trials=8, auto_approve_cpu_seconds=20 * BASELINE_COST - 1),
+        generated(*hypotheses),
+        COSTS,
+    )
+    assert short.state is not None and short.state.status == "awaiting_approval"
+
+
 def test_plan_above_auto_approve_waits_for_a_person() -> None:
-    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST - 0.01)
+    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST - 0.01, confirm_seeds=1)
     decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
     assert decision.state is not None and decision.state.status == "awaiting_approval"
     assert decision.state.approved_by is None
@@ -466,7 +501,7 @@ def test_a_validation_winner_is_confirmed_on_more_seeds_within_the_remaining_bud
 
 def confirmed(base_nes: list[float], fm_nes: list[float]) -> list[JobRecord]:
     return [
-        record(f"c-{name}-s{seed}", hid, config, 0.0, ne).model_copy(
+        record(f"c-{name}-s{seed}", hid, config, ne, ne).model_copy(
             update={"phase": "confirmation", "seed": seed}
         )
         for name, hid, config, nes in (
@@ -513,7 +548,7 @@ def test_no_confirmation_when_nothing_beat_the_baseline() -> None:
     decision = logic.on_phase_concluded(running(), concluded(records), COSTS)
     assert decision.state is not None and decision.state.status == "completed"
     assert decision.state.result is not None
-    assert decision.state.result.notes == ["no hypothesis beat the baseline on validation NE"]
+    assert decision.state.result.notes == ["nothing beat the baseline on validation NE"]
     assert decision.state.result.verdict == "not significant"
 
 
@@ -706,7 +741,7 @@ def test_the_executors_pause_and_resume_events_read_right_in_the_planner() -> No
     """Contract: the planner classifies the executor's real pause reasons correctly."""
     spec = planning().spec
     assert spec is not None
-    job = logic.make_job(spec, "camp-1", None, SCHEMA.defaults(), COSTS)
+    job = logic.make_job(spec, "camp-1", None, SCHEMA.defaults(), COSTS, "validation")
     phase = PhaseStarted(
         **FOLLOW,
         payload=PhaseStartedPayload(

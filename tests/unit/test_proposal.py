@@ -38,7 +38,12 @@ def completed_campaign() -> logic.Campaign:
     assert second is not None and second.phase == "validation-2"
     round_two = record("j-ln", "layer_norm", {**BASE_CONFIG, "layer_norm": True}, 0.95, 0.95)
     done_two = concluded([round_two.model_copy(update={"phase": "validation-2"})], "validation-2")
-    confirming = logic.on_phase_concluded(second, done_two, COSTS).state
+    combining = logic.on_phase_concluded(second, done_two, COSTS).state
+    assert combining is not None and combining.phase == "combination"
+    assert [j.hypothesis_id for j in combining.rounds[-1].jobs] == ["fm+dropout"]
+    pair = record("j-pair", "fm+dropout", {**BASE_CONFIG, "fm": True, "dropout": 0.2}, 0.83, 0.86)
+    done_pair = concluded([pair.model_copy(update={"phase": "combination"})], "combination")
+    confirming = logic.on_phase_concluded(combining, done_pair, COSTS).state
     assert confirming is not None and confirming.phase == "confirmation"
     jobs = confirmed(base_nes=[0.91, 0.89], fm_nes=[0.84, 0.86])
     done = logic.on_phase_concluded(confirming, concluded(jobs, "confirmation"), COSTS).state
@@ -78,11 +83,27 @@ def test_the_proposal_states_the_winner_its_interval_the_change_and_the_evidence
     assert "| fm | False | True |" in text  # the winning config as a diff against the baseline
     for job in campaign.records:
         assert job.job_id in text  # the evidence trail lists every job
-    assert "87.0 CPU-s of the 1000 CPU-s budget (8 jobs completed, 2 failed)" in text
+    assert "97.0 CPU-s of the 1000 CPU-s budget (9 jobs completed, 2 failed)" in text
     assert "| fm | catalogue | fm | 1.0% | -0.1000 | Rendle (2010) |" in text
     assert "| dropout | catalogue | dropout | 1.0% | -0.0200 | Srivastava et al. (2014) |" in text
     assert "| layer_norm | catalogue | layer_norm | 1.0% | +0.0500 |  |" in text
     assert "fm: test NE" in proposal.html
+    # fm alone -0.10 and dropout -0.02 would sum to -0.12; together they gave -0.07. The seed
+    # noise of the baseline (0.90, 0.91, 0.89: sd 0.01) sets the tolerance at 4 sd = 0.04.
+    assert "| fm + dropout | -0.1000 | -0.0200 | -0.1200 | -0.0700 | ±0.0400 | conflicting |" in text
+    assert "- fm: fm (fm; source: catalogue). test" in text
+
+
+def test_the_proposal_calls_out_a_winning_cross_technique() -> None:
+    campaign = completed_campaign()
+    crossing = [
+        h.model_copy(update={"signals": ["interactions", "sparse_features"]}) if h.id == "fm" else h
+        for h in campaign.hypotheses
+    ]
+    proposal = render_proposal(campaign.model_copy(update={"hypotheses": crossing}))
+    assert "includes feature-interaction (cross) technique(s): fm." in proposal.markdown
+    assert "includes feature-interaction (cross) technique(s): fm." in proposal.html
+    assert "cross) technique" not in render_proposal(campaign).markdown
 
 
 def test_a_campaign_without_a_result_has_no_proposal() -> None:

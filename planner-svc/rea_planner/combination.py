@@ -1,0 +1,155 @@
+"""The combination phase: stack the hypotheses that beat the baseline, and check how pairs interact.
+
+Winners are the validated hypotheses whose validation NE beat the baseline's, best first.
+The phase runs, within the budget it is given:
+
+- every compatible *pair* of the best ``PAIR_POOL`` winners, so each pair's joint effect can be
+  compared with the sum of its parts (``interactions``): additive, synergistic or conflicting;
+- the greedy *stacks* of three and more: the best winners added one by one, in order, skipping
+  one whose changes contradict what the stack already sets.
+
+Pure functions: the planner calls them when a validation round concludes and again, for the
+interactions, when the campaign is summarised.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from statistics import stdev
+
+from rea.events import Hypothesis, Interaction, JobRecord, JobSpec, PhasePlan
+from rea.phases import COMBINATION, CONFIRMATION, VALIDATION, kind
+from rea.workloads import get_workload
+from rea_planner.campaign import Campaign
+from rea_planner.costs import CostModel
+from rea_planner.jobs import make_job, plan_of
+
+PAIR_POOL = 3
+MAX_STACK = 4
+JOIN = "+"
+# Without repeated baseline runs to measure seed noise, differences below this fraction of the
+# baseline's NE are called additive.
+FALLBACK_RELATIVE_TOLERANCE = 0.001
+
+
+def combined_id(hypotheses: list[Hypothesis]) -> str:
+    return JOIN.join(h.id for h in hypotheses)
+
+
+def parts(hypothesis_id: str | None) -> list[str]:
+    """The hypotheses a job's config carries: "a+b" -> [a, b]; a tuned trial "a+b~t3" -> [a, b]."""
+    if not hypothesis_id:
+        return []
+    return hypothesis_id.split("~", 1)[0].split(JOIN)
+
+
+def merged(hypotheses: list[Hypothesis]) -> dict[str, object] | None:
+    """The union of their changes, or None if two of them set one knob to different values."""
+    changes: dict[str, object] = {}
+    for hypothesis in hypotheses:
+        for knob, value in hypothesis.changes.items():
+            if knob in changes and changes[knob] != value:
+                return None
+            changes[knob] = value
+    return changes
+
+
+def validated_effects(records: list[JobRecord]) -> tuple[float, dict[str, float]] | None:
+    """The baseline's validation NE and each validated hypothesis' delta from it."""
+    done = [j for j in records if j.status == "completed" and j.validation and kind(j.phase) == VALIDATION]
+    baseline = next((j for j in done if j.hypothesis_id is None), None)
+    if baseline is None or baseline.validation is None:
+        return None
+    base = baseline.validation.ne
+    return base, {j.hypothesis_id: j.validation.ne - base for j in done if j.hypothesis_id and j.validation}
+
+
+def winners(campaign: Campaign, records: list[JobRecord]) -> list[Hypothesis]:
+    """Validated hypotheses that beat the baseline on validation NE, best first."""
+    found = validated_effects(records)
+    if found is None:
+        return []
+    _, effects = found
+    beat = [h for h in campaign.hypotheses if effects.get(h.id, 0.0) < 0]
+    return sorted(beat, key=lambda h: effects[h.id])
+
+
+def candidates(best_first: list[Hypothesis]) -> list[list[Hypothesis]]:
+    """Pairs of the best ``PAIR_POOL`` winners (best pair first), then greedy stacks of 3+."""
+    found = [list(pair) for pair in combinations(best_first[:PAIR_POOL], 2) if merged(list(pair)) is not None]
+    stack: list[Hypothesis] = []
+    for hypothesis in best_first:
+        if len(stack) == MAX_STACK:
+            break
+        if merged([*stack, hypothesis]) is not None:
+            stack.append(hypothesis)
+            if len(stack) >= 3:
+                found.append(list(stack))
+    return found
+
+
+def plan_combination(
+    campaign: Campaign,
+    records: list[JobRecord],
+    costs: CostModel,
+    room: float,
+) -> PhasePlan | None:
+    """The combination phase's jobs that fit in ``room`` CPU seconds; None with fewer than two
+    winners or when nothing fits."""
+    assert campaign.spec is not None
+    schema = get_workload(campaign.spec.workload).schema
+    baseline = schema.resolve(campaign.spec.baseline)
+    jobs: list[JobSpec] = []
+    for stack in candidates(winners(campaign, records)):
+        changes = merged(stack)
+        assert changes is not None
+        config = schema.resolve(changes, base=baseline)
+        job = make_job(campaign.spec, campaign.campaign_id, combined_id(stack), config, costs, COMBINATION)
+        if job.estimated_cpu_seconds <= room:
+            room -= job.estimated_cpu_seconds
+            jobs.append(job)
+    return plan_of(COMBINATION, jobs) if jobs else None
+
+
+def interactions(records: list[JobRecord]) -> list[Interaction]:
+    """Each combined pair's observed effect against the sum of its parts.
+
+    The tolerance comes from the data: the baseline's validation NE over its seeds (the
+    confirmation phase reruns it) gives the seed noise sigma of one run; the interaction
+    ``NE(ab) - NE(a) - NE(b) + NE(base)`` adds four runs, so 2 x (2 sigma) bounds ~95% of noise.
+    """
+    found = validated_effects(records)
+    if found is None:
+        return []
+    base, effects = found
+    baseline_runs = [
+        j.validation.ne
+        for j in records
+        if j.hypothesis_id is None
+        and j.status == "completed"
+        and j.validation
+        and kind(j.phase) in (VALIDATION, CONFIRMATION)
+    ]
+    tolerance = 4 * stdev(baseline_runs) if len(baseline_runs) >= 2 else FALLBACK_RELATIVE_TOLERANCE * base
+    result: list[Interaction] = []
+    for job in records:
+        names = parts(job.hypothesis_id)
+        if kind(job.phase) != COMBINATION or len(names) != 2 or job.validation is None:
+            continue
+        if job.status != "completed" or not all(name in effects for name in names):
+            continue
+        a, b = effects[names[0]], effects[names[1]]
+        observed = job.validation.ne - base
+        gap = observed - (a + b)
+        label = "additive" if abs(gap) <= tolerance else ("synergistic" if gap < 0 else "conflicting")
+        result.append(
+            Interaction(
+                pair=(names[0], names[1]),
+                effects=(a, b),
+                expected=a + b,
+                observed=observed,
+                tolerance=tolerance,
+                kind=label,
+            )
+        )
+    return result

@@ -1,0 +1,53 @@
+"""Jobs as the planner makes them, and the records of jobs that ran: the helpers every phase uses."""
+
+from __future__ import annotations
+
+from rea.events import JobRecord, JobSpec, PhasePlan
+from rea.phases import SEARCH_KINDS, kind
+from rea_planner.campaign import CampaignSpec
+from rea_planner.costs import CostModel
+
+
+def make_job(
+    spec: CampaignSpec,
+    campaign_id: str,
+    hypothesis_id: str | None,
+    config: dict[str, object],
+    costs: CostModel,
+    phase: str,
+    seed: int | None = None,
+) -> JobSpec:
+    name = hypothesis_id or "baseline"
+    seed = spec.seed if seed is None else seed
+    return JobSpec(
+        job_id=f"{campaign_id}-{phase}-{name}-s{seed}",
+        campaign_id=campaign_id,
+        phase=phase,
+        hypothesis_id=hypothesis_id,
+        workload=spec.workload,
+        dataset=spec.dataset,
+        config=config,
+        seed=seed,
+        estimated_cpu_seconds=costs.estimate(config),
+        timeout_s=spec.job_timeout_s,
+        memory_mb=spec.job_memory_mb,
+    )
+
+
+def plan_of(phase: str, jobs: list[JobSpec]) -> PhasePlan:
+    return PhasePlan(
+        phase=phase, jobs=jobs, estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2)
+    )
+
+
+def spent(records: list[JobRecord]) -> float:
+    return sum(j.cost.cpu_seconds for j in records if j.cost)
+
+
+def search_records(records: list[JobRecord]) -> list[JobRecord]:
+    """The jobs that compete to be the winner: completed and measured, in a search phase."""
+    return [
+        j
+        for j in records
+        if j.status == "completed" and j.validation and j.test and kind(j.phase) in SEARCH_KINDS
+    ]

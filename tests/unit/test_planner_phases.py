@@ -1,0 +1,165 @@
+"""The combination and exploitation phases, and the cost model's fit: pure planner decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rea.events import JobCost, JobRecord
+from rea.phases import kind, numbered, order
+from rea_planner import logic
+from rea_planner.combination import candidates, parts
+from rea_planner.costs import SAFETY_FACTOR, CostModel
+from rea_planner.exploitation import anchor, trust_region
+
+from .test_planner_logic import COSTS, SCHEMA, concluded, hypothesis, record, running
+
+BASE = SCHEMA.defaults()
+
+
+def test_phase_names_sort_in_the_order_phases_run() -> None:
+    names = ["confirmation", "exploitation-2", "validation-2", "combination", "exploitation-1", "validation"]
+    assert sorted(names, key=order) == [
+        "validation",
+        "validation-2",
+        "combination",
+        "exploitation-1",
+        "exploitation-2",
+        "confirmation",
+    ]
+    assert kind("exploitation-12") == "exploitation" and kind("validation") == "validation"
+    assert numbered("validation", 1) == "validation" and numbered("exploitation", 1) == "exploitation-1"
+
+
+def test_candidates_are_pairs_of_the_best_three_then_greedy_stacks_skipping_contradictions() -> None:
+    a, b, c = (
+        hypothesis("a", {"fm": True}),
+        hypothesis("b", {"dropout": 0.2}),
+        hypothesis("c", {"dropout": 0.1}),
+    )
+    d, e = hypothesis("d", {"layer_norm": True}), hypothesis("e", {"grad_clip": 1.0})
+    found = [[h.id for h in stack] for stack in candidates([a, b, c, d, e])]
+    # b and c set dropout differently: never together.
+    assert found == [["a", "b"], ["a", "c"], ["a", "b", "d"], ["a", "b", "d", "e"]]
+    assert parts("a+b+d~t7") == ["a", "b", "d"] and parts(None) == []
+
+
+def validation_records() -> list[JobRecord]:
+    return [
+        record("v-base", None, BASE, 0.90, 0.90),
+        record("v-fm", "fm", {**BASE, "fm": True}, 0.85, 0.86),
+        record("v-ln", "ln", {**BASE, "layer_norm": True}, 0.88, 0.88),
+        record("v-do", "do", {**BASE, "dropout": 0.3}, 0.93, 0.93),  # worse: not a winner
+    ]
+
+
+def campaign_with(without: str = "", **overrides: Any) -> logic.Campaign:
+    tried = [
+        hypothesis("fm", {"fm": True}),
+        hypothesis("ln", {"layer_norm": True}),
+        hypothesis("do", {"dropout": 0.3}),
+    ]
+    return running(**overrides).model_copy(update={"hypotheses": [h for h in tried if h.id != without]})
+
+
+def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_best() -> None:
+    state = campaign_with(max_exploitation_trials=3, max_parallel_jobs=2)
+    combining = logic.on_phase_concluded(state, concluded(validation_records()), COSTS).state
+    assert combining is not None and combining.phase == "combination"
+    [pair] = combining.rounds[-1].jobs
+    assert pair.hypothesis_id == "fm+ln" and pair.config["fm"] is True and pair.config["layer_norm"] is True
+
+    joint = record("c-pair", "fm+ln", pair.config, 0.83, 0.84).model_copy(update={"phase": "combination"})
+    exploiting = logic.on_phase_concluded(combining, concluded([joint], "combination"), COSTS).state
+    assert exploiting is not None and exploiting.phase == "exploitation-1"
+    trials = exploiting.rounds[-1].jobs
+    assert [t.hypothesis_id for t in trials] == ["fm+ln~t1", "fm+ln~t2"]  # max_parallel_jobs per round
+    region = trust_region(SCHEMA, pair.config)
+    for trial in trials:
+        assert trial.config["fm"] is True and trial.config["layer_norm"] is True  # structure kept
+        assert trial.config["epochs"] == pair.config["epochs"]  # full fidelity
+        changed = {k for k, v in trial.config.items() if v != pair.config[k]}
+        assert changed and changed <= set(region)
+        lr = trial.config["learning_rate"]
+        assert pair.config["learning_rate"] / 4 <= lr <= pair.config["learning_rate"] * 4
+
+    again = logic.on_phase_concluded(combining, concluded([joint], "combination"), COSTS).state
+    assert again is not None and again.rounds[-1].jobs == trials  # replay asks the same configs
+
+    told = [
+        record(f"e-{i}", t.hypothesis_id, t.config, ne, ne).model_copy(update={"phase": "exploitation-1"})
+        for i, (t, ne) in enumerate(zip(trials, (0.81, 0.86), strict=True))
+    ]
+    last = logic.on_phase_concluded(exploiting, concluded(told, "exploitation-1"), COSTS).state
+    assert last is not None and last.phase == "exploitation-2"
+    [third] = last.rounds[-1].jobs  # the trial limit (3) leaves one
+    assert third.hypothesis_id == "fm+ln~t3"
+
+    final = record("e-3", "fm+ln~t3", third.config, 0.87, 0.87).model_copy(update={"phase": "exploitation-2"})
+    confirming = logic.on_phase_concluded(last, concluded([final], "exploitation-2"), COSTS).state
+    assert confirming is not None and confirming.phase == "confirmation"
+    assert confirming.confirmation is not None
+    assert {j.hypothesis_id for j in confirming.confirmation.jobs} == {None, "fm+ln~t1"}  # the best, 0.81
+
+
+def test_the_result_names_the_hypotheses_a_tuned_winner_carries() -> None:
+    records = [
+        *validation_records(),
+        record("c-pair", "fm+ln", {**BASE, "fm": True, "layer_norm": True}, 0.83, 0.84).model_copy(
+            update={"phase": "combination"}
+        ),
+        record(
+            "e-1", "fm+ln~t1", {**BASE, "fm": True, "layer_norm": True, "dropout": 0.1}, 0.80, 0.81
+        ).model_copy(update={"phase": "exploitation-1"}),
+    ]
+    result = logic.summarize(records)
+    assert not isinstance(result, str)
+    assert result.best.hypothesis_id == "fm+ln~t1"
+    assert result.best_hypotheses == ["fm", "ln"]
+    [pair] = result.interactions  # -0.05 and -0.02 sum to -0.07; observed -0.07: additive
+    assert pair.pair == ("fm", "ln") and pair.kind == "additive"
+    assert pair.expected == pytest.approx(-0.07) and pair.observed == pytest.approx(-0.07)
+
+
+def test_one_winner_skips_combination_and_exploitation_anchors_on_it() -> None:
+    records = [r for r in validation_records() if r.hypothesis_id != "ln"]
+    state = campaign_with("ln", max_exploitation_trials=2)
+    decision = logic.on_phase_concluded(state, concluded(records), COSTS)
+    assert decision.state is not None and decision.state.phase == "exploitation-1"
+    assert all(j.hypothesis_id and j.hypothesis_id.startswith("fm~t") for j in decision.state.rounds[-1].jobs)
+    found = anchor(records)
+    assert found is not None and found.hypothesis_id == "fm"
+
+
+def test_exploitation_keeps_room_for_confirmation() -> None:
+    # Learned cost: 10 CPU-s per 3-epoch job -> 12.5 estimated. Spent 30 of 90; confirmation
+    # (2 more seeds of the winner and the baseline) reserves 4 x 12.5 = 50: no room for a trial.
+    records = [r for r in validation_records() if r.hypothesis_id != "ln"]
+    state = campaign_with("ln", max_exploitation_trials=5, budget_cpu_seconds=90)
+    decision = logic.on_phase_concluded(state, concluded(records), COSTS)
+    assert decision.state is not None and decision.state.phase == "confirmation"
+
+
+def test_cost_fit_learns_a_fixed_start_up_cost_and_the_price_of_small_batches() -> None:
+    def cost(epochs: int, batch: int) -> float:
+        return 4.0 + 1.0 * epochs + 0.5 * epochs * 256 / batch
+
+    configs = [(1, 256), (3, 256), (2, 64), (1, 1024), (4, 128)]
+    rows = [
+        {"config": {"epochs": e, "batch_size": b}, "cost": {"cpu_seconds": cost(e, b)}} for e, b in configs
+    ]
+    model = CostModel.from_history(rows)
+    assert model.fit == pytest.approx((4.0, 1.0, 0.5), abs=1e-6)
+    # A 1-epoch job at batch 32 costs 9; the rate alone (per epoch, averaged) would say less.
+    assert model.estimate({"epochs": 1, "batch_size": 32}) == pytest.approx(cost(1, 32) * SAFETY_FACTOR)
+    records = [
+        JobRecord(
+            job_id="x",
+            hypothesis_id=None,
+            config={"epochs": 1},
+            status="completed",
+            cost=JobCost(cpu_seconds=5.0, wall_seconds=5.0, peak_rss_mb=1),
+        )
+    ]
+    assert logic.learned_costs(records, COSTS).fit is None  # too few observations to fit
