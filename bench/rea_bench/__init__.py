@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,6 +55,18 @@ class BenchPlan:
     job_timeout_s: float = 1800
     job_memory_mb: int = 4096
     campaign_timeout_s: float = 7200
+    warm_start: bool = False
+
+
+@dataclass
+class WarmStart:
+    workload: str
+    seed: int
+    first_best_test_ne: float
+    first_spent_cpu_s: float
+    second_reached_cpu_s: float | None  # None: the second campaign never reached it
+    budget_fraction: float | None
+    second_hypotheses: list[str]  # the first few it tried, history's picks first
 
 
 @dataclass
@@ -83,8 +97,9 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         if problem:
             raise ValueError(f"dataset {dataset!r}: {problem}")
     runs: list[BenchRun] = []
+    warm: list[WarmStart] = []
     confirm = Confirmer(plan)
-    stack = ReaStack(plan) if "rea" in plan.methods else None
+    stack = ReaStack(plan) if "rea" in plan.methods or plan.warm_start else None
     try:
         for dataset in plan.workloads:
             for seed in range(plan.seeds):
@@ -111,10 +126,32 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                         f"  gain {last.gain:+.2%} (test NE {last.baseline_test_ne:.4f} -> "
                         f"{last.best_test_ne:.4f}), {spent:.0f} CPU-s in {trials} jobs"
                     )
+                if plan.warm_start:
+                    assert stack is not None
+                    console.print(f"[bold]warm start[/bold] on {dataset}, seed {seed}: two campaigns...")
+                    warm.append(stack.warm_start(dataset, seed))
+                    fraction = warm[-1].budget_fraction
+                    console.print(
+                        "  the second never reached the first's best"
+                        if fraction is None
+                        else f"  the second reached the first's best with {fraction:.0%} of its budget"
+                    )
     finally:
         if stack is not None:
             stack.close()
-    results = {"settings": _settings(plan), "runs": [asdict(run) for run in runs], "summary": summarize(runs)}
+    summary = summarize(runs)
+    if warm:
+        # A pair that never reached the first's best counts as needing the whole budget.
+        summary["warm_start_budget_fraction"] = fmean(
+            1.0 if w.budget_fraction is None else w.budget_fraction for w in warm
+        )
+        summary["warm_start_reached"] = sum(w.budget_fraction is not None for w in warm)
+    results = {
+        "settings": _settings(plan),
+        "runs": [asdict(run) for run in runs],
+        "warm_start": [asdict(w) for w in warm],
+        "summary": summary,
+    }
     (plan.out / "results.json").write_text(json.dumps(results, indent=2))
     print_table(console, runs, plan)
     (plan.out / "gains.png").write_bytes(plot_gains(runs))
@@ -186,19 +223,73 @@ class Confirmer:
 
 
 class ReaStack:
-    """An embedded stack for REA's campaigns, started once per bench and torn down after."""
+    """The embedded servers, started once per bench. Every REA run gets its own namespace (topic
+    prefix and database) and its own services, so no run learns from another's history, except
+    the second campaign of a warm-start pair, which is the point of that experiment."""
 
     def __init__(self, plan: BenchPlan) -> None:
         self.plan = plan
-        self.settings = Settings(home=plan.out / "rea-stack", topic_partitions=3)
-        self.stack = EmbeddedStack(self.settings, attached=True)
-        self.endpoints = self.stack.start_infra()
-        asyncio.run(ensure_topics(self.endpoints.kafka_bootstrap, Topics(self.settings.topic_prefix), 3))
-        self.stack.start_services(workers=plan.parallel)
+        self.home = plan.out / "rea-stack"
+        self.servers = EmbeddedStack(Settings(home=self.home), attached=True)
+        self.endpoints = self.servers.start_infra()
+
+    @contextmanager
+    def namespace(self) -> Iterator[Settings]:
+        name = f"b{new_id()[:10]}"
+        settings = Settings(
+            home=self.home / name,
+            kafka_bootstrap=self.endpoints.kafka_bootstrap,
+            mongo_uri=self.endpoints.mongo_uri,
+            redis_url=self.endpoints.redis_url,
+            topic_prefix=name,
+            mongo_db=name,
+            topic_partitions=3,
+        )
+        asyncio.run(ensure_topics(self.endpoints.kafka_bootstrap, Topics(name), 3))
+        services = EmbeddedStack(settings, attached=True)
+        services.start_infra()
+        services.start_services(workers=self.plan.parallel)
+        try:
+            yield settings
+        finally:
+            services.stop()
 
     def campaign(
         self, dataset: str, seed: int, baseline: dict[str, Any]
     ) -> tuple[dict[str, Any], float, int]:
+        """A cold campaign: the best config, CPU seconds spent and jobs run."""
+        with self.namespace() as settings:
+            state = self._campaign(settings, dataset, seed)
+        result = state["result"]
+        return {**baseline, **result["best_changes"]}, result["compute_seconds"], result["jobs_completed"]
+
+    def warm_start(self, dataset: str, seed: int) -> WarmStart:
+        """The same campaign twice on one fresh insights DB: how much of the second's budget it
+        takes to reach the first's best test NE."""
+        with self.namespace() as settings:
+            first = self._campaign(settings, dataset, seed)
+            second = self._campaign(settings, dataset, seed)
+        target = first["result"]["best"]["ne"]
+        spent = 0.0
+        reached: float | None = None
+        for record in second["records"]:
+            spent += (record.get("cost") or {}).get("cpu_seconds", 0.0)
+            test = record.get("test")
+            if record["status"] == "completed" and test and test["ne"] <= target:
+                reached = spent
+                break
+        budget = self.plan.budget_cpu_seconds
+        return WarmStart(
+            workload=dataset,
+            seed=seed,
+            first_best_test_ne=target,
+            first_spent_cpu_s=first["result"]["compute_seconds"],
+            second_reached_cpu_s=reached,
+            budget_fraction=(reached / budget) if reached is not None else None,
+            second_hypotheses=[h["id"] for h in second["hypotheses"]][:5],
+        )
+
+    def _campaign(self, settings: Settings, dataset: str, seed: int) -> dict[str, Any]:
         plan = self.plan
         request = {
             "name": f"bench {dataset} seed {seed}",
@@ -215,26 +306,35 @@ class ReaStack:
             "job_timeout_s": plan.job_timeout_s,
             "job_memory_mb": plan.job_memory_mb,
         }
-        state = asyncio.run(self._run(request))
+        state = asyncio.run(self._run(settings, request))
         if state is None or state["status"] != "completed":
             status = "timed out" if state is None else f"{state['status']}: {state.get('reasons')}"
             raise RuntimeError(f"REA's campaign on {dataset} (seed {seed}) did not complete: {status}")
-        result = state["result"]
-        return {**baseline, **result["best_changes"]}, result["compute_seconds"], result["jobs_completed"]
+        return state
 
-    async def _run(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        client = Client(self.settings, self.endpoints)
+    async def _run(self, settings: Settings, request: dict[str, Any]) -> dict[str, Any] | None:
+        client = Client(settings, self.endpoints)
         try:
             campaign_id = new_id()
             await client.publish(
                 CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
             )
-            return await client.wait_for(campaign_id, FINAL, self.plan.campaign_timeout_s)
+            state = await client.wait_for(campaign_id, FINAL, self.plan.campaign_timeout_s)
+            # The next campaign in this namespace should see what this one taught: wait for the
+            # logger to record it (it writes the insights before the event).
+            logged = {"campaign_id": campaign_id, "type": "campaign.completed"}
+            for _ in range(240):
+                if state is None or state["status"] != "completed":
+                    break
+                if await client.db["events"].find_one(logged) is not None:
+                    break
+                await asyncio.sleep(0.25)
+            return state
         finally:
             await client.close()
 
     def close(self) -> None:
-        self.stack.stop()
+        self.servers.stop()
 
 
 def _job(plan: BenchPlan, dataset: str, name: str, seed: int, config: dict[str, Any], number: int) -> JobSpec:
@@ -261,6 +361,7 @@ def _settings(plan: BenchPlan) -> dict[str, Any]:
         "confirm_seeds": plan.confirm_seeds,
         "parallel": plan.parallel,
         "baseline": plan.baseline,
+        "warm_start": plan.warm_start,
     }
 
 

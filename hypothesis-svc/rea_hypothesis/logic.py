@@ -1,4 +1,5 @@
-"""Hypothesis generation: turn catalogue techniques into concrete, schema-valid changes."""
+"""Hypothesis generation: turn catalogue techniques into concrete, schema-valid changes, ranked
+by their prior and by what they did before on the same workload family (``rea.insights``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rea.events import (
     HypothesesRequested,
     Hypothesis,
 )
+from rea.insights import History
 from rea.knobs import KnobSchema
 from rea.store import Decision
 from rea.workloads import get_workload
@@ -27,7 +29,10 @@ class HypothesisSet(BaseModel):
 
 
 def from_catalogue(
-    schema: KnobSchema, baseline: dict[str, Any], limit: int, catalogue: tuple[Technique, ...] = CATALOGUE
+    schema: KnobSchema,
+    baseline: dict[str, Any],
+    limit: int | None,
+    catalogue: tuple[Technique, ...] = CATALOGUE,
 ) -> tuple[list[Hypothesis], list[str]]:
     """Concrete hypotheses, best prior first; skips techniques that are invalid for this
     workload's schema or would not change the baseline (with the reason)."""
@@ -60,18 +65,76 @@ def from_catalogue(
                 signals=sorted(technique.signals),
             )
         )
-    return hypotheses[:limit], skipped
+    return hypotheses[:limit] if limit is not None else hypotheses, skipped
+
+
+PAST_BEST_ID = "history_best"
+
+
+def with_history(
+    hypotheses: list[Hypothesis], history: History, schema: KnobSchema, baseline: dict[str, Any]
+) -> tuple[list[Hypothesis], list[str]]:
+    """Re-rank by history: each hypothesis' expected gain becomes its past effects shrunk toward
+    the catalogue prior; one that is expected to hurt is left out (with the reason); the best
+    configuration found before on the family is offered first. Without history, unchanged."""
+    ranked: list[Hypothesis] = []
+    skipped: list[str] = []
+    for hypothesis in hypotheses:
+        seen = history.effects.get(hypothesis.id)
+        if seen is None:
+            ranked.append(hypothesis)
+            continue
+        expected = seen.shrunk(hypothesis.expected_gain)
+        note = f" History on {history.family}: {seen.describe()}; expected gain {expected:+.2%}."
+        if expected < 0:
+            skipped.append(f"{hypothesis.id}: expected to hurt ({seen.describe()})")
+            continue
+        ranked.append(
+            hypothesis.model_copy(
+                update={
+                    "expected_gain": expected,
+                    "source": "history",
+                    "rationale": hypothesis.rationale + note,
+                }
+            )
+        )
+    ranked.sort(key=lambda h: -h.expected_gain)
+    best = history.best
+    if best is not None:
+        changes = {k: v for k, v in best.changes.items() if k in {n.name for n in schema.knobs}}
+        changes = {k: v for k, v in changes.items() if not schema[k].fidelity and baseline.get(k) != v}
+        if changes and not schema.errors(changes):
+            ranked.insert(
+                0,
+                Hypothesis(
+                    id=PAST_BEST_ID,
+                    title="The best configuration found before on this family",
+                    technique="history",
+                    changes=changes,
+                    source="history",
+                    rationale=(
+                        f"Campaign {best.campaign_id} on {history.family} found it: test NE gain "
+                        f"{best.gain:+.2%} ({best.verdict})."
+                    ),
+                    expected_gain=best.gain,
+                ),
+            )
+    return ranked, skipped
 
 
 def on_hypotheses_requested(
-    state: HypothesisSet | None, event: HypothesesRequested
+    state: HypothesisSet | None, event: HypothesesRequested, history: History | None = None
 ) -> Decision[HypothesisSet]:
     if state is None:
         request = event.payload
-        hypotheses, skipped = from_catalogue(
-            get_workload(request.workload).schema, request.baseline, request.max_hypotheses
+        schema = get_workload(request.workload).schema
+        hypotheses, skipped = from_catalogue(schema, request.baseline, None)
+        hypotheses, unlikely = with_history(hypotheses, history or History.empty(), schema, request.baseline)
+        state = HypothesisSet(
+            campaign_id=event.campaign_id,
+            hypotheses=hypotheses[: request.max_hypotheses],
+            skipped=[*skipped, *unlikely],
         )
-        state = HypothesisSet(campaign_id=event.campaign_id, hypotheses=hypotheses, skipped=skipped)
     answer = HypothesesGenerated(
         campaign_id=event.campaign_id,
         correlation_id=event.correlation_id,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rea.events import AnyEvent, DeadLetter, JobCompleted, JobFailed, utc_now
+from rea.events import AnyEvent, CampaignCompleted, DeadLetter, JobCompleted, JobFailed, utc_now
+from rea.insights import family
 
 
 def event_document(event: AnyEvent) -> dict[str, Any]:
@@ -50,3 +51,48 @@ def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
         **letter.model_dump(mode="json", exclude={"id"}),
         "occurred_at": letter.occurred_at,
     }
+
+
+Upsert = tuple[str, dict[str, Any], dict[str, Any]]  # (collection, filter, update)
+
+
+def insight_updates(event: CampaignCompleted) -> list[Upsert]:
+    """A completed campaign's lessons for its family: each validated hypothesis' effect (one
+    document per family and hypothesis, one field per campaign, so a redelivery rewrites the
+    same value) and the winning changes (one document per campaign)."""
+    payload = event.payload
+    if not payload.workload:
+        return []
+    name = family(payload.workload, payload.dataset)
+    updates: list[Upsert] = [
+        (
+            "insights",
+            {"_id": f"{name}|{hypothesis_id}"},
+            {
+                "$set": {
+                    "family": name,
+                    "hypothesis_id": hypothesis_id,
+                    f"effects.{event.campaign_id}": effect,
+                }
+            },
+        )
+        for hypothesis_id, effect in payload.result.effects.items()
+    ]
+    if payload.result.best_changes:
+        updates.append(
+            (
+                "winners",
+                {"_id": event.campaign_id},
+                {
+                    "$set": {
+                        "family": name,
+                        "dataset": payload.dataset,
+                        "changes": payload.result.best_changes,
+                        "gain": payload.result.ne_relative_gain,
+                        "verdict": payload.result.verdict,
+                        "completed_at": event.occurred_at,
+                    }
+                },
+            )
+        )
+    return updates

@@ -22,12 +22,21 @@ from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from rea.events import FINISHED_JOB_STATUSES, AnyEvent, DeadLetter, JobCompleted, JobFailed, parse_event
+from rea.events import (
+    FINISHED_JOB_STATUSES,
+    AnyEvent,
+    CampaignCompleted,
+    DeadLetter,
+    JobCompleted,
+    JobFailed,
+    parse_event,
+)
 from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea_logger.records import (
     dead_letter_document,
     event_document,
+    insight_updates,
     result_document,
 )
 
@@ -61,6 +70,12 @@ def wire(rt: Runtime) -> None:
     )
 
     async def record(events: list[AnyEvent]) -> None:
+        # Insights first: once a `campaign.completed` is in the events collection, what it taught
+        # is readable too (a redelivered batch rewrites the same values).
+        for event in events:
+            if isinstance(event, CampaignCompleted):
+                for collection, key, update in insight_updates(event):
+                    await rt.store.db[collection].update_one(key, update, upsert=True)
         await insert_absent(rt.store.events, [event_document(event) for event in events])
         finished = [event for event in events if isinstance(event, JobCompleted | JobFailed)]
         for index in await insert_absent(rt.store.results, [result_document(event) for event in finished]):

@@ -42,7 +42,14 @@ from rea.stats import compare
 from rea.store import Decision
 from rea.workloads import get_workload
 from rea_planner.campaign import ACTIVE, Campaign, CampaignStatus, validate_campaign
-from rea_planner.combination import PAIR_POOL, interactions, parts, plan_combination
+from rea_planner.combination import (
+    MAX_STACK,
+    PAIR_POOL,
+    interactions,
+    parts,
+    plan_combination,
+    validated_effects,
+)
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import plan_exploitation
 from rea_planner.jobs import make_job, plan_of, search_records, spent
@@ -178,24 +185,26 @@ def next_search_phase(campaign: Campaign, records: list[JobRecord], costs: CostM
 
 
 def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> dict[str, float]:
-    """The estimate per phase shown before approval: the validation plan itself; combination
-    at one baseline-sized job per pair and stack it could run; confirmation as planned; and
-    exploitation's trials within what is left of the budget."""
+    """The estimate per phase shown before approval, never more than the budget in all: the
+    validation plan itself; then, from what is left and in this order, confirmation as it
+    would be planned, combination at one baseline-sized job per pair and stack it could run,
+    and exploitation's trials."""
     assert campaign.spec is not None
     spec = campaign.spec
     one = costs.estimate(get_workload(spec.workload).schema.resolve(spec.baseline))
     singles = len(plan.jobs) - 1
     pooled = min(singles, PAIR_POOL)
-    combination = (pooled * (pooled - 1) // 2 + max(0, min(singles, 4) - 2)) * one if singles >= 2 else 0.0
-    confirmation = 2 * (spec.confirm_seeds - 1) * one
-    left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds - combination - confirmation
-    exploitation = max(0.0, min(spec.max_exploitation_trials * one, left))
-    return {
-        VALIDATION: plan.estimated_cpu_seconds,
-        COMBINATION: round(combination, 2),
-        EXPLOITATION: round(exploitation, 2),
-        CONFIRMATION: round(confirmation, 2),
-    }
+    stacks = pooled * (pooled - 1) // 2 + max(0, min(singles, MAX_STACK) - 2) if singles >= 2 else 0
+    left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds
+    estimates = {VALIDATION: plan.estimated_cpu_seconds}
+    for phase, wanted in (
+        (CONFIRMATION, 2 * (spec.confirm_seeds - 1) * one),
+        (COMBINATION, stacks * one),
+        (EXPLOITATION, spec.max_exploitation_trials * one),
+    ):
+        estimates[phase] = round(max(0.0, min(wanted, left)), 2)
+        left -= estimates[phase]
+    return {phase: estimates[phase] for phase in (VALIDATION, COMBINATION, EXPLOITATION, CONFIRMATION)}
 
 
 def on_hypotheses_generated(
@@ -329,7 +338,16 @@ def summarize(
         notes=notes or [],
         best_hypotheses=[name for name in parts(best.hypothesis_id) if name != "baseline"],
         interactions=interactions(records),
+        effects=_relative_effects(records),
     )
+
+
+def _relative_effects(records: list[JobRecord]) -> dict[str, float]:
+    found = validated_effects(records)
+    if found is None:
+        return {}
+    base, deltas = found
+    return {name: -delta / base for name, delta in deltas.items()}
 
 
 def _finish(
@@ -339,9 +357,11 @@ def _finish(
     if isinstance(result, str):
         return Decision(_save(state, status="failed", reasons=[result], records=records, phase=None))
     completed = _save(state, status="completed", result=result, records=records, phase=None)
-    return Decision(
-        completed, [CampaignCompleted(**_follow(cause), payload=CampaignCompletedPayload(result=result))]
+    assert state.spec is not None
+    payload = CampaignCompletedPayload(
+        result=result, workload=state.spec.workload, dataset=state.spec.dataset
     )
+    return Decision(completed, [CampaignCompleted(**_follow(cause), payload=payload)])
 
 
 def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: CostModel) -> Decision[Campaign]:

@@ -181,10 +181,7 @@ def submit(
         raise typer.Exit(1)
     console.print(f"Campaign {campaign_id}: {state['status']}")
     if state["status"] == "awaiting_approval":
-        console.print(
-            f"Estimated {state['plan']['estimated_cpu_seconds']:g} CPU-s; approve with "
-            f"`rea approve {campaign_id}`."
-        )
+        console.print(f"Estimated {_by_phase(state)}; approve with `rea approve {campaign_id}`.")
 
 
 def _send_decision(campaign_id: str, event: Envelope, allowed: frozenset[str], done: str) -> None:
@@ -294,14 +291,23 @@ def status(
     _print_campaign(out, data["campaign"], data["phases"])
 
 
+def _by_phase(campaign: dict[str, Any]) -> str:
+    """ "1,234 CPU-s (validation 300, combination 100, ...)": the estimate a person approves."""
+    by_phase: dict[str, float] = campaign.get("budget_by_phase") or {}
+    if not by_phase:
+        return f"{campaign['plan']['estimated_cpu_seconds']:g} CPU-s"
+    parts = ", ".join(f"{phase} {seconds:.0f}" for phase, seconds in by_phase.items())
+    return f"{sum(by_phase.values()):.0f} CPU-s ({parts})"
+
+
 def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[str, Any]]) -> None:
     out.print(f"[bold]{campaign['campaign_id']}[/bold]: {campaign['status']}")
     for reason in campaign.get("reasons", []):
         out.print(f"  reason: {reason}")
     if campaign.get("plan"):
         out.print(
-            f"  plan: {len(campaign['plan']['jobs'])} jobs, estimated "
-            f"{campaign['plan']['estimated_cpu_seconds']:g} CPU-s; approved by {campaign.get('approved_by')}"
+            f"  plan: {len(campaign['plan']['jobs'])} validation jobs; estimated {_by_phase(campaign)}; "
+            f"approved by {campaign.get('approved_by')}"
         )
     for dropped in campaign.get("dropped_hypotheses", []):
         out.print(f"  dropped: {dropped}")
@@ -539,6 +545,14 @@ def bench(
     confirm_seeds: Annotated[int, typer.Option(help="Seeds each chosen config is confirmed on.")] = 3,
     parallel: Annotated[int, typer.Option(help="Jobs at a time, for every method.")] = 2,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of every job (the fidelity).")] = None,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start",
+            help="Also run REA's campaign twice on one fresh insights DB per workload and seed, and "
+            "report the share of the second's budget needed to reach the first's best test NE.",
+        ),
+    ] = False,
 ) -> None:
     """Compare REA with Optuna's TPE and random search at equal CPU budget on the same workload."""
     import optuna
@@ -554,6 +568,7 @@ def bench(
         confirm_seeds=confirm_seeds,
         parallel=parallel,
         baseline={} if epochs is None else {"epochs": epochs},
+        warm_start=warm_start,
     )
     try:
         run_bench(plan, console)

@@ -152,6 +152,10 @@ class CampaignResult(BaseModel):
         default_factory=list, description="The hypotheses whose changes the winning config carries."
     )
     interactions: list[Interaction] = Field(default_factory=list)
+    effects: dict[str, float] = Field(
+        default_factory=dict,
+        description="Each validated hypothesis' relative validation-NE gain over the baseline (one seed).",
+    )
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -381,6 +385,8 @@ class RunbookApplied(Envelope):
 
 class CampaignCompletedPayload(BaseModel):
     result: CampaignResult
+    workload: str = ""
+    dataset: str = ""
 
 
 class CampaignCompleted(Envelope):

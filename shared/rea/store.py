@@ -140,6 +140,8 @@ class Store:
         await self.results.create_index([("campaign_id", ASCENDING)])
         await self.results.create_index([("workload", ASCENDING), ("dataset", ASCENDING)])
         await self.events.create_index([("campaign_id", ASCENDING), ("occurred_at", ASCENDING)])
+        await self.db["insights"].create_index([("family", ASCENDING)])
+        await self.db["winners"].create_index([("family", ASCENDING), ("gain", ASCENDING)])
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:

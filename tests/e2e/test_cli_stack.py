@@ -33,7 +33,7 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
     campaign = tmp_path / "campaign.yaml"
     campaign.write_text(
         f"name: from the shell\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\nmax_hypotheses: 1\n"
-        "confirm_seeds: 2\nbaseline: {epochs: 1}\n"
+        "confirm_seeds: 2\nmax_exploitation_trials: 0\nbaseline: {epochs: 1}\n"
     )
     up = run_rea(["up"], env)
     assert up.returncode == 0, up.stderr

@@ -228,6 +228,20 @@ def test_the_plan_shows_an_estimate_per_phase_and_auto_approval_covers_them_all(
     assert short.state is not None and short.state.status == "awaiting_approval"
 
 
+def test_the_estimate_per_phase_never_exceeds_the_budget() -> None:
+    """Validation takes 2 jobs (75 of 100); confirmation would want 4 jobs (150) and gets the
+    25 left; nothing remains for exploitation. A cap equal to the budget always approves."""
+    state = planning(budget_cpu_seconds=100, max_exploitation_trials=8, auto_approve_cpu_seconds=100)
+    decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
+    assert decision.state is not None and decision.state.status == "running"
+    assert decision.state.budget_by_phase == {
+        "validation": 75.0,
+        "combination": 0.0,
+        "exploitation": 0.0,
+        "confirmation": 25.0,
+    }
+
+
 def test_plan_above_auto_approve_waits_for_a_person() -> None:
     state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST - 0.01, confirm_seeds=1)
     decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
