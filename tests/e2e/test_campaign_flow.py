@@ -119,15 +119,28 @@ async def test_every_service_exposes_prometheus_metrics(services: EmbeddedStack,
     campaign_id = await submit(client, campaign_request(max_hypotheses=1))
     assert (await finished(client, campaign_id))["status"] == "completed"
 
-    async with httpx.AsyncClient() as http:
-        pages = {
-            p.name: (await http.get(f"http://127.0.0.1:{p.metrics_port}/metrics")).text
-            for p in services.processes
-            if p.metrics_port
-        }
+    async def scrape() -> dict[str, str]:
+        async with httpx.AsyncClient() as http:
+            return {
+                p.name: (await http.get(f"http://127.0.0.1:{p.metrics_port}/metrics")).text
+                for p in services.processes
+                if p.metrics_port
+            }
+
+    # The logger (and the worker's counter, bumped after its result is sent) run on their own
+    # schedule: the campaign can complete before they have counted its last result.
+    counted = (
+        ("worker-0", 'rea_jobs_total{outcome="job.completed",service="worker-0"} 2.0'),
+        ("logger", 'rea_results_recorded_total{status="job.completed"} 2.0'),
+    )
+
+    async def all_counted() -> bool:
+        pages = await scrape()
+        return all(line in pages[name] for name, line in counted)
+
+    await eventually(all_counted, "the worker and the logger to count both results", 60)
+    pages = await scrape()
     assert set(pages) == {"logger", "hypothesis", "planner", "executor", "worker-0"}
     for name, page in pages.items():
         assert f'rea_up{{service="{name}"}} 1.0' in page
     assert 'rea_events_consumed_total{service="planner",type="campaign.requested"} 1.0' in pages["planner"]
-    assert 'rea_jobs_total{outcome="job.completed",service="worker-0"} 2.0' in pages["worker-0"]
-    assert 'rea_results_recorded_total{status="job.completed"} 2.0' in pages["logger"]
