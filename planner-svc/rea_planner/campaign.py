@@ -43,6 +43,13 @@ class CampaignSpec(BaseModel):
         le=1000,
         description="Optuna trials around the best combination, within the budget; 0 skips exploitation.",
     )
+    validation_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of the budget single-hypothesis validation may use when exploitation follows "
+        "it; the rest goes to combining and tuning the winners.",
+    )
     job_timeout_s: float = Field(default=1800, gt=0)
     job_memory_mb: int = Field(default=4096, ge=256)
 

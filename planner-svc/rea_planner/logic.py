@@ -41,7 +41,7 @@ from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, VALIDATION, kind
 from rea.stats import compare
 from rea.store import Decision
 from rea.workloads import get_workload
-from rea_planner.campaign import ACTIVE, Campaign, CampaignStatus, validate_campaign
+from rea_planner.campaign import ACTIVE, Campaign, CampaignSpec, CampaignStatus, validate_campaign
 from rea_planner.combination import (
     MAX_STACK,
     PAIR_POOL,
@@ -91,8 +91,15 @@ def on_campaign_requested(state: Campaign | None, event: CampaignRequested) -> D
     return Decision(campaign, [ask])
 
 
+def validation_cap(spec: CampaignSpec) -> float:
+    """What validation may spend: all of the budget when nothing follows it, else its share, so
+    screening single changes cannot crowd out combining and tuning the ones that work."""
+    return spec.budget_cpu_seconds * (spec.validation_share if spec.max_exploitation_trials > 0 else 1.0)
+
+
 def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, list[str]]:
-    """Baseline plus one job per hypothesis, best prior first, trimmed to fit the budget.
+    """Baseline plus one job per hypothesis, best prior first, trimmed to fit the validation
+    share of the budget (the baseline always runs).
 
     Returns the plan and why any hypothesis was dropped (invalid config, over budget).
     """
@@ -110,7 +117,7 @@ def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, li
             continue
         config = schema.resolve(hypothesis.changes, base=baseline)
         job = make_job(spec, campaign.campaign_id, hypothesis.id, config, costs, VALIDATION)
-        if total + job.estimated_cpu_seconds > spec.budget_cpu_seconds:
+        if total + job.estimated_cpu_seconds > validation_cap(spec):
             dropped.append(f"{hypothesis.id}: over budget (estimated {job.estimated_cpu_seconds:.0f} CPU-s)")
             continue
         total += job.estimated_cpu_seconds
@@ -176,7 +183,9 @@ def next_search_phase(campaign: Campaign, records: list[JobRecord], costs: CostM
     best = picked[1].config if not isinstance(picked, str) else campaign.spec.baseline
     room = campaign.spec.budget_cpu_seconds - spent(records) - confirmation_reserve(campaign, best, costs)
     if kind(campaign.phase or VALIDATION) == VALIDATION:
-        plan = plan_next_round(campaign, records, costs, room) or plan_combination(
+        screened = spent([r for r in records if kind(r.phase) == VALIDATION])
+        screening_room = min(room, validation_cap(campaign.spec) - screened)
+        plan = plan_next_round(campaign, records, costs, screening_room) or plan_combination(
             campaign, records, costs, room
         )
         if plan is not None:

@@ -49,6 +49,18 @@ async def test_campaign_from_request_to_result(services: EmbeddedStack, client: 
     result = state["result"]
     assert result["best"]["validation_ne"] < result["baseline"]["validation_ne"]
     assert result["best_hypotheses"]  # the winner carries at least one validated hypothesis
+    # The data has a planted cross: the winner carries a feature-interaction technique and the
+    # launch proposal says so.
+    crossing = {h["id"] for h in state["hypotheses"] if "interactions" in h["signals"]}
+    assert crossing & set(result["best_hypotheses"])
+
+    async def proposal_rendered() -> bool:
+        return await client.proposal(campaign_id) is not None
+
+    await eventually(proposal_rendered, "the launch proposal", 60)
+    proposal = await client.proposal(campaign_id)
+    assert proposal is not None
+    assert "includes feature-interaction (cross) technique(s): " in proposal["markdown"]
     confirmation = {job["job_id"] for job in state["confirmation"]["jobs"]}
     assert len(confirmation) == 4
     assert {job["seed"] for job in state["confirmation"]["jobs"]} == {1, 2}

@@ -229,16 +229,18 @@ def test_the_plan_shows_an_estimate_per_phase_and_auto_approval_covers_them_all(
 
 
 def test_the_estimate_per_phase_never_exceeds_the_budget() -> None:
-    """Validation takes 2 jobs (75 of 100); confirmation would want 4 jobs (150) and gets the
-    25 left; nothing remains for exploitation. A cap equal to the budget always approves."""
+    """Exploitation follows, so validation may use half of the 100: the baseline (37.5) fits,
+    fm (another 37.5) does not. Confirmation would want 4 jobs (150) and gets the 62.5 left;
+    nothing remains for the rest. A cap equal to the budget always approves."""
     state = planning(budget_cpu_seconds=100, max_exploitation_trials=8, auto_approve_cpu_seconds=100)
     decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
     assert decision.state is not None and decision.state.status == "running"
+    assert decision.state.dropped_hypotheses == ["fm: over budget (estimated 38 CPU-s)"]
     assert decision.state.budget_by_phase == {
-        "validation": 75.0,
+        "validation": 37.5,
         "combination": 0.0,
         "exploitation": 0.0,
-        "confirmation": 25.0,
+        "confirmation": 62.5,
     }
 
 

@@ -163,3 +163,15 @@ def test_cost_fit_learns_a_fixed_start_up_cost_and_the_price_of_small_batches() 
         )
     ]
     assert logic.learned_costs(records, COSTS).fit is None  # too few observations to fit
+
+
+@pytest.mark.parametrize(("share", "phase"), [(0.5, "validation-2"), (0.2, "combination")])
+def test_further_validation_rounds_stay_within_the_validation_share(share: float, phase: str) -> None:
+    """40 CPU-s spent on validation of a 200 budget: an untried hypothesis (12.5 estimated)
+    fits in half the budget, not in a fifth of it; then the winners are combined instead."""
+    state = campaign_with(max_exploitation_trials=4, budget_cpu_seconds=200, validation_share=share)
+    state = state.model_copy(
+        update={"hypotheses": [*state.hypotheses, hypothesis("extra", {"grad_clip": 1.0})]}
+    )
+    decision = logic.on_phase_concluded(state, concluded(validation_records()), COSTS)
+    assert decision.state is not None and decision.state.phase == phase
