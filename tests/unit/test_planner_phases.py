@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from optuna.distributions import IntDistribution
 
 from rea.events import JobCost, JobRecord
 from rea.phases import kind, numbered, order
@@ -81,6 +82,8 @@ def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_be
         assert trial.config["epochs"] == pair.config["epochs"]  # full fidelity
         changed = {k for k, v in trial.config.items() if v != pair.config[k]}
         assert changed and changed <= set(region)
+        # fm and layer_norm are not continuous: only the optimiser's step is tuned.
+        assert changed <= {"learning_rate", "batch_size"}
         lr = trial.config["learning_rate"]
         assert pair.config["learning_rate"] / 4 <= lr <= pair.config["learning_rate"] * 4
 
@@ -120,6 +123,20 @@ def test_the_result_names_the_hypotheses_a_tuned_winner_carries() -> None:
     [pair] = result.interactions  # -0.05 and -0.02 sum to -0.07; observed -0.07: additive
     assert pair.pair == ("fm", "ln") and pair.kind == "additive"
     assert pair.expected == pytest.approx(-0.07) and pair.observed == pytest.approx(-0.07)
+
+
+def test_exploitation_tunes_the_continuous_knobs_the_anchor_changed_and_the_optimiser_step() -> None:
+    baseline = SCHEMA.defaults()
+    anchor_config = {**baseline, "dropout": 0.2, "fm": True, "mlp_width": 128}
+    assert set(trust_region(SCHEMA, anchor_config, baseline)) == {
+        "dropout",
+        "mlp_width",
+        "learning_rate",
+        "batch_size",
+    }
+    region = trust_region(SCHEMA, anchor_config, baseline)["mlp_width"]
+    assert isinstance(region, IntDistribution)
+    assert (region.low, region.high) == (32, 512)  # 128 / 4 .. 128 x 4 within [16, 512]
 
 
 def test_one_winner_skips_combination_and_exploitation_anchors_on_it() -> None:
