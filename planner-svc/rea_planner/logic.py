@@ -234,9 +234,8 @@ def on_hypotheses_generated(
             rejected, [CampaignRejected(**_follow(event), payload=CampaignRejectedPayload(reasons=reasons))]
         )
     by_phase = budget_by_phase(campaign, plan, costs)
-    auto = (
-        spec.auto_approve_cpu_seconds is not None and sum(by_phase.values()) <= spec.auto_approve_cpu_seconds
-    )
+    estimate = round(sum(by_phase.values()), 2)  # the per-phase figures are rounded to 0.01
+    auto = spec.auto_approve_cpu_seconds is not None and estimate <= spec.auto_approve_cpu_seconds
     campaign = _save(campaign, plan=plan, dropped_hypotheses=dropped, budget_by_phase=by_phase)
     proposed = PlanProposed(
         **_follow(event),

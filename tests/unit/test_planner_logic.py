@@ -857,3 +857,14 @@ def test_only_a_completed_campaign_can_be_accepted(status: str) -> None:
     state = planning().model_copy(update={"status": status})
     assert logic.on_proposal_accepted(state, accepted("carol")).state is None
     assert logic.on_proposal_accepted(None, accepted("carol")).state is None
+
+
+def test_a_cap_equal_to_the_budget_approves_whatever_the_rounding_of_the_phases() -> None:
+    """Learned costs make odd estimates; rounded per phase, they may sum a hair over the budget."""
+    for per_unit in (3.08, 3.28, 3.48, 3.68, 4.27):  # sums to 120.00000000000001 unrounded
+        state = planning(budget_cpu_seconds=120, max_exploitation_trials=100, auto_approve_cpu_seconds=120)
+        hypotheses = [hypothesis("h0", {"dropout": 0.1})]
+        decision = logic.on_hypotheses_generated(
+            state, generated(*hypotheses), CostModel(cpu_seconds_per_unit=per_unit)
+        )
+        assert decision.state is not None and decision.state.status == "running", per_unit
