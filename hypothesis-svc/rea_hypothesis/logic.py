@@ -101,8 +101,8 @@ def with_history(
     ranked.sort(key=lambda h: -h.expected_gain)
     best = history.best
     if best is not None:
-        changes = {k: v for k, v in best.changes.items() if k in {n.name for n in schema.knobs}}
-        changes = {k: v for k, v in changes.items() if not schema[k].fidelity and baseline.get(k) != v}
+        tunable = {knob.name for knob in schema.knobs if not knob.fidelity}
+        changes = {k: v for k, v in best.changes.items() if k in tunable and baseline.get(k) != v}
         if changes and not schema.errors(changes):
             ranked.insert(
                 0,

@@ -22,11 +22,10 @@ from rea.phases import COMBINATION, CONFIRMATION, VALIDATION, kind
 from rea.workloads import get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel
-from rea_planner.jobs import make_job, plan_of
+from rea_planner.jobs import JOIN, make_job, parts, plan_of
 
 PAIR_POOL = 3
 MAX_STACK = 4
-JOIN = "+"
 # Without repeated baseline runs to measure seed noise, differences below this fraction of the
 # baseline's NE are called additive.
 FALLBACK_RELATIVE_TOLERANCE = 0.001
@@ -34,13 +33,6 @@ FALLBACK_RELATIVE_TOLERANCE = 0.001
 
 def combined_id(hypotheses: list[Hypothesis]) -> str:
     return JOIN.join(h.id for h in hypotheses)
-
-
-def parts(hypothesis_id: str | None) -> list[str]:
-    """The hypotheses a job's config carries: "a+b" -> [a, b]; a tuned trial "a+b~t3" -> [a, b]."""
-    if not hypothesis_id:
-        return []
-    return hypothesis_id.split("~", 1)[0].split(JOIN)
 
 
 def merged(hypotheses: list[Hypothesis]) -> dict[str, object] | None:

@@ -7,6 +7,16 @@ from rea.phases import SEARCH_KINDS, kind
 from rea_planner.campaign import CampaignSpec
 from rea_planner.costs import CostModel
 
+JOIN = "+"  # "a+b": hypotheses a and b combined
+TRIAL = "~t"  # "a+b~t3": the third exploitation trial around the config a+b
+
+
+def parts(hypothesis_id: str | None) -> list[str]:
+    """The hypotheses a job's config carries: "a+b" -> [a, b]; a tuned trial "a+b~t3" -> [a, b]."""
+    if not hypothesis_id:
+        return []
+    return hypothesis_id.split(TRIAL, 1)[0].split(JOIN)
+
 
 def make_job(
     spec: CampaignSpec,

@@ -46,13 +46,12 @@ from rea_planner.combination import (
     MAX_STACK,
     PAIR_POOL,
     interactions,
-    parts,
     plan_combination,
     validated_effects,
 )
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import plan_exploitation
-from rea_planner.jobs import make_job, plan_of, search_records, spent
+from rea_planner.jobs import make_job, parts, plan_of, search_records, spent
 
 Decide = Callable[[Campaign | None, Any], Decision[Campaign]]
 
@@ -173,15 +172,16 @@ def plan_next_round(
     return plan_of(phase, jobs) if jobs else None
 
 
-def next_search_phase(campaign: Campaign, records: list[JobRecord], costs: CostModel) -> PhasePlan | None:
+def next_search_phase(
+    campaign: Campaign, records: list[JobRecord], best: JobRecord, costs: CostModel
+) -> PhasePlan | None:
     """What runs after a search phase concluded, in phase order: another validation round (for
     hypotheses that now fit), the combination phase (once, given two or more winners), then
     exploitation rounds until their trial limit or the budget. Room is always kept for
-    confirming the best config found so far. None when nothing more fits."""
+    confirming ``best``, the best config found so far. None when nothing more fits."""
     assert campaign.spec is not None
-    picked = pick_winner(records)
-    best = picked[1].config if not isinstance(picked, str) else campaign.spec.baseline
-    room = campaign.spec.budget_cpu_seconds - spent(records) - confirmation_reserve(campaign, best, costs)
+    reserve = confirmation_reserve(campaign, best.config, costs)
+    room = campaign.spec.budget_cpu_seconds - spent(records) - reserve
     if kind(campaign.phase or VALIDATION) == VALIDATION:
         screened = spent([r for r in records if kind(r.phase) == VALIDATION])
         screening_room = min(room, validation_cap(campaign.spec) - screened)
@@ -386,11 +386,11 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
     picked = pick_winner(records)
     if isinstance(picked, str):
         return _finish(state, event, records, [])
+    baseline, best = picked
     costs = learned_costs(records, costs)
-    following = next_search_phase(state, records, costs)
+    following = next_search_phase(state, records, best, costs)
     if following is not None:
         return _start(state, event, records, following)
-    baseline, best = picked
     if best is baseline:
         return _finish(state, event, records, ["nothing beat the baseline on validation NE"])
     if state.spec.confirm_seeds <= 1:

@@ -18,6 +18,7 @@ from rea import plots
 from rea.events import CampaignResult, JobRecord
 from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, VALIDATION, kind
 from rea_planner.campaign import Campaign
+from rea_planner.jobs import TRIAL
 
 PHASE_COLOURS: dict[str, str] = {
     VALIDATION: "tab:blue",
@@ -154,7 +155,7 @@ def _carried(campaign: Campaign, result: CampaignResult) -> list[str]:
             "The winning configuration includes feature-interaction (cross) technique(s): "
             f"{', '.join(crosses)}."
         )
-    if result.best.hypothesis_id and "~t" in result.best.hypothesis_id:
+    if result.best.hypothesis_id and TRIAL in result.best.hypothesis_id:
         lines.append("Its continuous knobs were then tuned by the exploitation phase (Optuna TPE).")
     return lines
 

@@ -104,7 +104,7 @@ def free_port() -> int:
     """A port free now, chosen *below* the kernel's ephemeral range: a port the OS hands out for
     binding to 0 comes from the range it also uses for outgoing connections, so a busy host
     (hundreds of Kafka and MongoDB client sockets) can take it before the server binds it."""
-    low, _ = _ephemeral_range()
+    low = _lowest_ephemeral_port()
     for _ in range(200):
         port = random.randint(max(1024, low - 12_000), low - 1)
         with socket.socket() as sock:
@@ -116,12 +116,11 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _lowest_ephemeral_port() -> int:
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def tansu_binary() -> str:

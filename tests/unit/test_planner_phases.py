@@ -10,9 +10,10 @@ from optuna.distributions import IntDistribution
 from rea.events import JobCost, JobRecord
 from rea.phases import kind, numbered, order
 from rea_planner import logic
-from rea_planner.combination import candidates, parts
+from rea_planner.combination import candidates
 from rea_planner.costs import SAFETY_FACTOR, CostModel
 from rea_planner.exploitation import anchor, trust_region
+from rea_planner.jobs import parts
 
 from .test_planner_logic import COSTS, SCHEMA, concluded, hypothesis, record, running
 
