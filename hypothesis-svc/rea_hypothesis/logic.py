@@ -122,18 +122,36 @@ def with_history(
     return ranked, skipped
 
 
+LLM_SHARE = 3
+"""With an LLM configured, up to a third of the hypotheses (at least one) may be its proposals:
+a source someone chose to add should be tried, not ranked out by the catalogue's priors."""
+
+
+def merged(ranked: list[Hypothesis], suggested: list[Hypothesis], limit: int) -> list[Hypothesis]:
+    """The best ``limit`` of catalogue/history hypotheses and the LLM's, its share kept."""
+    share = min(len(suggested), max(1, limit // LLM_SHARE)) if suggested else 0
+    chosen = ranked[: limit - share] + suggested[:share]
+    return sorted(chosen, key=lambda h: (h.id != PAST_BEST_ID, -h.expected_gain))
+
+
 def on_hypotheses_requested(
-    state: HypothesisSet | None, event: HypothesesRequested, history: History | None = None
+    state: HypothesisSet | None,
+    event: HypothesesRequested,
+    history: History | None = None,
+    suggested: tuple[list[Hypothesis], list[str]] = ([], []),
 ) -> Decision[HypothesisSet]:
+    """Answer a campaign's request; ``suggested`` holds the LLM's validated hypotheses and why
+    any of its proposals were dropped (see :mod:`rea_hypothesis.llm`)."""
     if state is None:
         request = event.payload
         schema = get_workload(request.workload).schema
         hypotheses, skipped = from_catalogue(schema, request.baseline, None)
         hypotheses, unlikely = with_history(hypotheses, history or History.empty(), schema, request.baseline)
+        from_llm, dropped = suggested
         state = HypothesisSet(
             campaign_id=event.campaign_id,
-            hypotheses=hypotheses[: request.max_hypotheses],
-            skipped=[*skipped, *unlikely],
+            hypotheses=merged(hypotheses, from_llm, request.max_hypotheses),
+            skipped=[*skipped, *unlikely, *dropped],
         )
     answer = HypothesesGenerated(
         campaign_id=event.campaign_id,

@@ -6,10 +6,13 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from rea.events import HypothesesRequested
+from rea.events import HypothesesRequested, HypothesesRequestedPayload, Hypothesis
 from rea.insights import EffectStats, History, PastWinner, family
 from rea.runtime import Runtime
-from rea_hypothesis.logic import PAST_BEST_ID, HypothesisSet, on_hypotheses_requested
+from rea.settings import Settings
+from rea.workloads import get_workload
+from rea_hypothesis.llm import LlmEndpoint, llm_hypotheses
+from rea_hypothesis.logic import PAST_BEST_ID, HypothesisSet, from_catalogue, on_hypotheses_requested
 
 CONSUMER = "hypothesis"
 
@@ -29,16 +32,42 @@ async def load_history(db: AsyncDatabase[dict[str, Any]], workload: str, dataset
     return History(name, effects, winner)
 
 
+def endpoint(settings: Settings) -> LlmEndpoint | None:
+    """The configured LLM endpoint, or None: the LLM source is optional."""
+    if not settings.llm_base_url:
+        return None
+    return LlmEndpoint(
+        base_url=settings.llm_base_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+        timeout_s=settings.llm_timeout_s,
+        max_hypotheses=settings.llm_max_hypotheses,
+    )
+
+
+async def ask_llm(
+    rt: Runtime, llm: LlmEndpoint | None, request: HypothesesRequestedPayload
+) -> tuple[list[Hypothesis], list[str]]:
+    if llm is None:
+        return [], []
+    schema = get_workload(request.workload).schema
+    offered, _ = from_catalogue(schema, request.baseline, None)
+    return await llm_hypotheses(llm, rt.store.db["llm_answers"], schema, request.baseline, offered)
+
+
 def wire(rt: Runtime) -> None:
+    llm = endpoint(rt.settings)
+
     async def on_requested(event: HypothesesRequested) -> None:
         history = await load_history(rt.store.db, event.payload.workload, event.payload.dataset)
+        suggested = await ask_llm(rt, llm, event.payload)
         await rt.store.apply(
             consumer=CONSUMER,
             event=event,
             collection="hypothesis_sets",
             key=event.campaign_id,
             model=HypothesisSet,
-            decide=lambda state, requested: on_hypotheses_requested(state, requested, history),
+            decide=lambda state, requested: on_hypotheses_requested(state, requested, history, suggested),
         )
         rt.relay.kick()
 

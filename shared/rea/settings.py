@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,6 +51,15 @@ class Settings(BaseSettings):
         description='Resilience drills: chance per job that a worker injects a fault, e.g. {"oom": 0.1, '
         '"nan": 0.1, "kill": 0.1} (REA_INJECT_FAULTS as JSON). Never set this in production.',
     )
+    llm_base_url: str | None = Field(
+        default=None,
+        description="An OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) the hypothesis service "
+        "asks for extra hypotheses; unset, it uses only the catalogue and history.",
+    )
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = 30.0
+    llm_max_hypotheses: int = Field(default=5, ge=1, le=20)
     log_level: str = "INFO"
     service_name: str = "rea"
 
