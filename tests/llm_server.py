@@ -25,9 +25,10 @@ def llm_server(answer: str = "", status: int = 200) -> Iterator[LlmServer]:
     served = LlmServer(answer=answer, status=status)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            served.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+            auth = self.headers.get("Authorization")
+            served.requests.append({"path": self.path, "body": body, "auth": auth})
             reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": served.answer}}]}
             payload = json.dumps(reply).encode() if served.status == 200 else b'{"error": "test"}'
             self.send_response(served.status)
@@ -36,7 +37,7 @@ def llm_server(answer: str = "", status: int = 200) -> Iterator[LlmServer]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

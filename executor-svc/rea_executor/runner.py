@@ -57,7 +57,13 @@ def run_job(spec: JobSpec, fault: Fault | None = None, *, prepare: bool = True) 
         return _failed("error", f"could not prepare dataset {spec.dataset!r}: {problem}")
     with tempfile.TemporaryDirectory(prefix=f"rea-{spec.job_id[:40]}-") as tmp:
         job_path, out_path, err_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "stderr"
-        job = JobInput(job_id=spec.job_id, dataset=spec.dataset, config=spec.config, seed=spec.seed)
+        job = JobInput(
+            job_id=spec.job_id,
+            dataset=spec.dataset,
+            config=spec.config,
+            seed=spec.seed,
+            diagnose=spec.diagnose,
+        )
         job_path.write_text(job.model_dump_json())
         argv = [*workload.command(), "--job", str(job_path), "--output", str(out_path)]
         env = {**os.environ, FAULT_ENV: fault} if fault in ("oom", "nan") else None

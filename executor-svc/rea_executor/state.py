@@ -42,6 +42,7 @@ class TrackedJob(BaseModel):
             test=out.test if out else None,
             cost=out.cost if out else None,
             error=out.error if out else None,
+            diagnostics=out.diagnostics if out else None,
         )
 
 

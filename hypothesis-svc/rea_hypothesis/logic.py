@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rea.diagnostics import findings, rerank
 from rea.events import (
     HypothesesGenerated,
     HypothesesGeneratedPayload,
@@ -16,7 +17,7 @@ from rea.events import (
 from rea.insights import History
 from rea.knobs import KnobSchema
 from rea.store import Decision
-from rea.workloads import get_workload
+from rea.workloads import Diagnostics, get_workload
 from rea_hypothesis.catalogue import CATALOGUE, Technique
 
 
@@ -26,6 +27,7 @@ class HypothesisSet(BaseModel):
     campaign_id: str
     hypotheses: list[Hypothesis]
     skipped: list[str]
+    findings: list[str] = []
 
 
 def from_catalogue(
@@ -139,23 +141,27 @@ def on_hypotheses_requested(
     event: HypothesesRequested,
     history: History | None = None,
     suggested: tuple[list[Hypothesis], list[str]] = ([], []),
+    diagnostics: Diagnostics | None = None,
 ) -> Decision[HypothesisSet]:
-    """Answer a campaign's request; ``suggested`` holds the LLM's validated hypotheses and why
-    any of its proposals were dropped (see :mod:`rea_hypothesis.llm`)."""
+    """Answer a campaign's request: catalogue hypotheses ranked by history and by ``diagnostics``
+    of a past run of the same baseline (when there is one), plus ``suggested``: the LLM's
+    validated hypotheses and why any of its proposals were dropped (:mod:`rea_hypothesis.llm`)."""
     if state is None:
         request = event.payload
         schema = get_workload(request.workload).schema
         hypotheses, skipped = from_catalogue(schema, request.baseline, None)
         hypotheses, unlikely = with_history(hypotheses, history or History.empty(), schema, request.baseline)
+        found = findings(diagnostics) if diagnostics else []
         from_llm, dropped = suggested
         state = HypothesisSet(
             campaign_id=event.campaign_id,
-            hypotheses=merged(hypotheses, from_llm, request.max_hypotheses),
+            hypotheses=merged(rerank(hypotheses, found), from_llm, request.max_hypotheses),
             skipped=[*skipped, *unlikely, *dropped],
+            findings=[f"{f.signal}: {f.evidence}" for f in found],
         )
     answer = HypothesesGenerated(
         campaign_id=event.campaign_id,
         correlation_id=event.correlation_id,
-        payload=HypothesesGeneratedPayload(hypotheses=state.hypotheses),
+        payload=HypothesesGeneratedPayload(hypotheses=state.hypotheses, findings=state.findings),
     )
     return Decision(state, [answer])

@@ -10,11 +10,12 @@ from rea.events import HypothesesRequested, HypothesesRequestedPayload, Hypothes
 from rea.insights import EffectStats, History, PastWinner, family
 from rea.runtime import Runtime
 from rea.settings import Settings
-from rea.workloads import get_workload
+from rea.workloads import Diagnostics, get_workload
 from rea_hypothesis.llm import LlmEndpoint, llm_hypotheses
 from rea_hypothesis.logic import PAST_BEST_ID, HypothesisSet, from_catalogue, on_hypotheses_requested
 
 CONSUMER = "hypothesis"
+PAST_RUNS = 50
 
 
 async def load_history(db: AsyncDatabase[dict[str, Any]], workload: str, dataset: str) -> History:
@@ -30,6 +31,25 @@ async def load_history(db: AsyncDatabase[dict[str, Any]], workload: str, dataset
     )
     winner = None if best is None else PastWinner(best["_id"], best["changes"], best["gain"], best["verdict"])
     return History(name, effects, winner)
+
+
+async def past_diagnostics(
+    db: AsyncDatabase[dict[str, Any]], workload: str, dataset: str, baseline: dict[str, Any]
+) -> Diagnostics | None:
+    """The diagnostics of the latest completed run of exactly this baseline on this data set."""
+    cursor = (
+        db["results"]
+        .find(
+            {"workload": workload, "dataset": dataset, "status": "completed", "diagnostics": {"$ne": None}},
+            {"config": 1, "diagnostics": 1},
+        )
+        .sort("recorded_at", -1)
+        .limit(PAST_RUNS)
+    )
+    async for row in cursor:
+        if row["config"] == baseline:
+            return Diagnostics.model_validate(row["diagnostics"])
+    return None
 
 
 def endpoint(settings: Settings) -> LlmEndpoint | None:
@@ -60,14 +80,18 @@ def wire(rt: Runtime) -> None:
 
     async def on_requested(event: HypothesesRequested) -> None:
         history = await load_history(rt.store.db, event.payload.workload, event.payload.dataset)
-        suggested = await ask_llm(rt, llm, event.payload)
+        request = event.payload
+        suggested = await ask_llm(rt, llm, request)
+        diagnostics = await past_diagnostics(rt.store.db, request.workload, request.dataset, request.baseline)
         await rt.store.apply(
             consumer=CONSUMER,
             event=event,
             collection="hypothesis_sets",
             key=event.campaign_id,
             model=HypothesisSet,
-            decide=lambda state, requested: on_hypotheses_requested(state, requested, history, suggested),
+            decide=lambda state, requested: on_hypotheses_requested(
+                state, requested, history, suggested, diagnostics
+            ),
         )
         rt.relay.kick()
 

@@ -39,6 +39,7 @@ def result_document(event: JobCompleted | JobFailed) -> dict[str, Any]:
         "parameters": output.parameters,
         "cost": output.cost.model_dump() if output.cost else None,
         "error": output.error.model_dump() if output.error else None,
+        "diagnostics": output.diagnostics.model_dump() if output.diagnostics else None,
         "worker": event.payload.worker,
         "event_id": event.event_id,
         "recorded_at": utc_now(),

@@ -88,6 +88,11 @@ class Campaign(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     dropped_hypotheses: list[str] = Field(default_factory=list)
+    findings: list[str] = Field(
+        default_factory=list,
+        description="What the baseline's diagnostics showed, as 'signal: evidence'; the hypotheses were "
+        "ranked by them (see rea.diagnostics).",
+    )
     plan: PhasePlan | None = Field(default=None, description="The plan a person (or the policy) approved.")
     budget_by_phase: dict[str, float] = Field(
         default_factory=dict, description="The estimate per phase shown with the plan."

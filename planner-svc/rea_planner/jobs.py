@@ -26,6 +26,7 @@ def make_job(
     costs: CostModel,
     phase: str,
     seed: int | None = None,
+    diagnose: bool = False,
 ) -> JobSpec:
     name = hypothesis_id or "baseline"
     seed = spec.seed if seed is None else seed
@@ -39,6 +40,7 @@ def make_job(
         config=config,
         seed=seed,
         estimated_cpu_seconds=costs.estimate(config),
+        diagnose=diagnose,
         timeout_s=spec.job_timeout_s,
         memory_mb=spec.job_memory_mb,
     )

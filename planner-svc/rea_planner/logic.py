@@ -10,6 +10,7 @@ from collections.abc import Callable
 from statistics import fmean
 from typing import Any
 
+from rea.diagnostics import findings, rerank
 from rea.events import (
     BudgetWarning,
     CampaignCompleted,
@@ -106,7 +107,7 @@ def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, li
     spec = campaign.spec
     schema = get_workload(spec.workload).schema
     baseline = schema.resolve(spec.baseline)
-    jobs = [make_job(spec, campaign.campaign_id, None, baseline, costs, VALIDATION)]
+    jobs = [make_job(spec, campaign.campaign_id, None, baseline, costs, VALIDATION, diagnose=True)]
     dropped: list[str] = []
     total = jobs[0].estimated_cpu_seconds
     for hypothesis in sorted(campaign.hypotheses, key=lambda h: -h.expected_gain):
@@ -221,7 +222,7 @@ def on_hypotheses_generated(
 ) -> Decision[Campaign]:
     if state is None or state.status != "planning" or state.spec is None:
         return Decision()
-    campaign = _save(state, hypotheses=event.payload.hypotheses)
+    campaign = _save(state, hypotheses=event.payload.hypotheses, findings=event.payload.findings)
     plan, dropped = plan_validation(campaign, costs)
     spec = state.spec
     if plan.estimated_cpu_seconds > spec.budget_cpu_seconds:
@@ -388,6 +389,8 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
         return _finish(state, event, records, [])
     baseline, best = picked
     costs = learned_costs(records, costs)
+    state = diagnosed(state, baseline)
+    assert state.spec is not None
     following = next_search_phase(state, records, best, costs)
     if following is not None:
         return _start(state, event, records, following)
@@ -404,6 +407,22 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
         )
         return _finish(state, event, records, [note])
     return _start(state.model_copy(update={"confirmation": plan}), event, records, plan)
+
+
+def diagnosed(campaign: Campaign, baseline: JobRecord) -> Campaign:
+    """The campaign with its hypotheses re-ranked by what its baseline run showed, so the next
+    validation rounds try what addresses it first; unchanged when they were ranked by a
+    diagnosis already (the hypothesis service's, from a past run of the same baseline)."""
+    if campaign.findings or baseline.diagnostics is None:
+        return campaign
+    found = findings(baseline.diagnostics)
+    if not found:
+        return campaign
+    return _save(
+        campaign,
+        hypotheses=rerank(campaign.hypotheses, found),
+        findings=[f"{f.signal}: {f.evidence}" for f in found],
+    )
 
 
 def _start(state: Campaign, cause: Envelope, records: list[JobRecord], plan: PhasePlan) -> Decision[Campaign]:

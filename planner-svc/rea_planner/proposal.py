@@ -20,6 +20,7 @@ from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, VALIDATION, kind
 from rea_planner.campaign import Campaign
 from rea_planner.jobs import TRIAL
 
+NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
 PHASE_COLOURS: dict[str, str] = {
     VALIDATION: "tab:blue",
     COMBINATION: "tab:purple",
@@ -67,6 +68,7 @@ class Sections:
     hypotheses: list[list[str]]
     evidence: list[list[str]]
     cost: str
+    findings: list[str]
 
 
 def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
@@ -141,6 +143,7 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         hypotheses,
         evidence,
         cost,
+        campaign.findings,
     )
 
 
@@ -211,6 +214,8 @@ def _markdown(campaign: Campaign, s: Sections) -> str:
         table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "No pair was combined.",
         "## Plots",
         *(f"![{alt}]({file})" for file, alt in IMAGES),
+        "## What the baseline run showed",
+        "\n".join(f"- {line}" for line in s.findings) if s.findings else NO_FINDINGS,
         "## Hypotheses",
         table(HYPOTHESES_HEAD, s.hypotheses),
         "## Evidence: every job",
@@ -242,6 +247,7 @@ def _html(campaign: Campaign, s: Sections, images: dict[str, bytes]) -> str:
     interactions = (
         table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "<p>No pair was combined.</p>"
     )
+    findings = "".join(f"<li>{html.escape(line)}</li>" for line in s.findings or [NO_FINDINGS])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Launch proposal: {name}</title>
 <style>
@@ -266,6 +272,8 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 {interactions}
 <h2>Plots</h2>
 {"".join(image(file, alt) for file, alt in IMAGES)}
+<h2>What the baseline run showed</h2>
+<ul>{findings}</ul>
 <h2>Hypotheses</h2>
 {table(HYPOTHESES_HEAD, s.hypotheses)}
 <h2>Evidence: every job</h2>

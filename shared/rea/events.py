@@ -15,7 +15,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from rea.workloads import JobCost, JobError, JobOutput, SplitMetrics
+from rea.workloads import Diagnostics, JobCost, JobError, JobOutput, SplitMetrics
 
 
 def new_id() -> str:
@@ -79,6 +79,7 @@ class JobSpec(BaseModel):
         default=None, description="Backoff: a worker waits until then to start."
     )
     estimated_cpu_seconds: float = 0.0
+    diagnose: bool = Field(default=False, description="Measure the run's diagnostics (baselines).")
     timeout_s: float
     memory_mb: int
 
@@ -106,6 +107,7 @@ class JobRecord(BaseModel):
     test: SplitMetrics | None = None
     cost: JobCost | None = None
     error: JobError | None = None
+    diagnostics: Diagnostics | None = None
 
 
 class MetricSummary(BaseModel):
@@ -195,6 +197,11 @@ class HypothesesRequested(Envelope):
 
 class HypothesesGeneratedPayload(BaseModel):
     hypotheses: list[Hypothesis]
+    findings: list[str] = Field(
+        default_factory=list,
+        description="What a past run of the same baseline showed (see rea.diagnostics), already used "
+        "to rank the hypotheses; empty when no such run was found.",
+    )
 
 
 class HypothesesGenerated(Envelope):

@@ -48,6 +48,7 @@ class JobInput(BaseModel):
     dataset: str
     config: dict[str, Any]
     seed: int = 0
+    diagnose: bool = Field(default=False, description="Also measure :class:`Diagnostics` (costs a little).")
 
 
 class SplitMetrics(BaseModel):
@@ -68,6 +69,22 @@ class JobError(BaseModel):
     message: str
 
 
+class Diagnostics(BaseModel):
+    """How a run trained, beyond its final metrics: what a ranking engineer looks at before
+    choosing what to try (see :mod:`rea.diagnostics` for what it points to)."""
+
+    train_ne: float = Field(description="NE on (a prefix of) the training rows, after training.")
+    validation_ne: float
+    val_ne_by_epoch: list[float]
+    train_loss_by_epoch: list[float]
+    grad_norm_median: float = Field(description="Median global gradient norm over training steps.")
+    grad_norm_max: float
+    feature_importance: dict[str, float] = Field(
+        default_factory=dict,
+        description="Validation NE increase when one feature's values are shuffled across rows.",
+    )
+
+
 class JobCost(BaseModel):
     cpu_seconds: float = Field(description="User + system CPU seconds of the job process tree.")
     wall_seconds: float
@@ -84,6 +101,7 @@ class JobOutput(BaseModel):
     parameters: int | None = None
     cost: JobCost | None = None
     error: JobError | None = None
+    diagnostics: Diagnostics | None = None
 
 
 @cache

@@ -79,6 +79,11 @@ async def test_campaign_from_request_to_result(services: EmbeddedStack, client: 
     assert result["compute_seconds"] == pytest.approx(
         sum(row["cost"]["cpu_seconds"] for row in rows), abs=0.05
     )
+    # Only the baseline's validation run is diagnosed; what it showed ranked the hypotheses.
+    diagnosed = [row for row in rows if row["diagnostics"] is not None]
+    assert [(row["hypothesis_id"], row["phase"]) for row in diagnosed] == [(None, "validation")]
+    assert set(diagnosed[0]["diagnostics"]["feature_importance"]) == {f"f{i}" for i in range(8)}
+    assert any(finding.startswith("underfitting: ") for finding in state["findings"])  # 1 epoch
     baseline_nes = [row["test"]["ne"] for row in rows if row["hypothesis_id"] is None]
     assert result["baseline"]["ne"] == pytest.approx(sum(baseline_nes) / 3)
 

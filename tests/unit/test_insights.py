@@ -8,16 +8,20 @@ from rea.events import (
     CampaignCompleted,
     CampaignCompletedPayload,
     CampaignResult,
+    HypothesesGenerated,
     HypothesesRequested,
     HypothesesRequestedPayload,
+    JobCompleted,
+    JobFinishedPayload,
+    JobSpec,
     MetricSummary,
 )
 from rea.insights import EffectStats, History, PastWinner, family
 from rea.store import Store
-from rea.workloads import get_workload
+from rea.workloads import Diagnostics, JobOutput, get_workload
 from rea_hypothesis.logic import PAST_BEST_ID, from_catalogue, on_hypotheses_requested, with_history
-from rea_hypothesis.service import load_history
-from rea_logger.records import insight_updates
+from rea_hypothesis.service import load_history, past_diagnostics
+from rea_logger.records import insight_updates, result_document
 
 SCHEMA = get_workload("ranker").schema
 BASELINE = SCHEMA.defaults()
@@ -124,3 +128,53 @@ async def test_what_the_logger_keeps_is_what_the_hypothesis_service_reads(store:
     assert decision.state is not None
     assert [h.id for h in decision.state.hypotheses][:2] == [PAST_BEST_ID, "fm"]
     assert len(decision.state.hypotheses) == 3
+
+
+async def test_a_past_run_of_the_same_baseline_ranks_the_hypotheses(store: Store) -> None:
+    """The logger keeps a diagnosed baseline's diagnostics; the next campaign on the same
+    baseline and data is ranked by them before any job runs (a different baseline is not)."""
+    over = Diagnostics(
+        train_ne=0.6,
+        validation_ne=0.8,
+        val_ne_by_epoch=[0.801, 0.8],
+        train_loss_by_epoch=[0.6, 0.5],
+        grad_norm_median=0.1,
+        grad_norm_max=0.2,
+    )
+    spec = JobSpec(
+        job_id="old-baseline",
+        campaign_id="c-0",
+        phase="validation",
+        workload="ranker",
+        dataset="movielens-100k",
+        config=BASELINE,
+        diagnose=True,
+        timeout_s=60,
+        memory_mb=1000,
+    )
+    output = JobOutput(status="ok", diagnostics=over)
+    done = JobCompleted(
+        campaign_id="c-0",
+        correlation_id="c-0",
+        payload=JobFinishedPayload(spec=spec, output=output, worker="w-1"),
+    )
+    await store.results.insert_one(result_document(done))
+
+    found = await past_diagnostics(store.db, "ranker", "movielens-100k", BASELINE)
+    assert found == over
+    assert await past_diagnostics(store.db, "ranker", "movielens-100k", {**BASELINE, "fm": True}) is None
+
+    request = HypothesesRequested(
+        campaign_id="c-1",
+        correlation_id="c-1",
+        payload=HypothesesRequestedPayload(
+            workload="ranker", dataset="movielens-100k", baseline=BASELINE, max_hypotheses=19
+        ),
+    )
+    plain = on_hypotheses_requested(None, request).emit[0]
+    ranked = on_hypotheses_requested(None, request, diagnostics=found).emit[0]
+    assert isinstance(plain, HypothesesGenerated) and isinstance(ranked, HypothesesGenerated)
+    assert plain.payload.findings == [] and ranked.payload.findings[0].startswith("overfitting: ")
+    first = ranked.payload.hypotheses[0]
+    assert "overfitting" in first.signals and first.source == "diagnostics"
+    assert [h.id for h in ranked.payload.hypotheses] != [h.id for h in plain.payload.hypotheses]

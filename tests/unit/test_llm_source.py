@@ -86,13 +86,17 @@ def test_malformed_answers_yield_nothing(text: str, reason: str) -> None:
 
 
 def test_good_parts_survive_bad_neighbours_and_claims_are_capped() -> None:
-    text = "```json\n" + answer(
-        proposal(changes={"learning_rate": 9.0}),
-        proposal(id="big_claim", changes={"mlp_depth": 3, "dropout": 0.1}, expected_gain=0.5),
-        proposal(id="big_claim", changes={"mlp_depth": 4}),
-        proposal(id="again", changes={"mlp_depth": 3, "dropout": 0.1}),
-        proposal(id="one_more", changes={"batch_size": 128}),
-    ) + "\n```"
+    text = (
+        "```json\n"
+        + answer(
+            proposal(changes={"learning_rate": 9.0}),
+            proposal(id="big_claim", changes={"mlp_depth": 3, "dropout": 0.1}, expected_gain=0.5),
+            proposal(id="big_claim", changes={"mlp_depth": 4}),
+            proposal(id="again", changes={"mlp_depth": 3, "dropout": 0.1}),
+            proposal(id="one_more", changes={"batch_size": 128}),
+        )
+        + "\n```"
+    )
     accepted, dropped = parse(text, SCHEMA, BASELINE, OFFERED, 1)
     assert [h.id for h in accepted] == ["llm_big_claim"]
     assert accepted[0].expected_gain == GAIN_CAP

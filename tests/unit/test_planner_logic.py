@@ -33,7 +33,7 @@ from rea.events import (
     PlanProposed,
     ProposalAccepted,
 )
-from rea.workloads import JobCost, SplitMetrics, get_workload
+from rea.workloads import Diagnostics, JobCost, SplitMetrics, get_workload
 from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
@@ -868,3 +868,40 @@ def test_a_cap_equal_to_the_budget_approves_whatever_the_rounding_of_the_phases(
             state, generated(*hypotheses), CostModel(cpu_seconds_per_unit=per_unit)
         )
         assert decision.state is not None and decision.state.status == "running", per_unit
+
+
+def test_the_baseline_diagnosis_reorders_the_next_validation_round() -> None:
+    """The baseline over-fits: the regularising hypothesis moves ahead of the capacity one, and
+    the campaign keeps what was found. A diagnosis made before (by the hypothesis service) stands."""
+    state = with_hypotheses(running(budget_cpu_seconds=110), "fm", "dropout", "wider", "layer_norm")
+    wider, norm = (h for h in state.hypotheses if h.id in ("wider", "layer_norm"))
+    hypotheses = [
+        *state.hypotheses[:2],
+        wider.model_copy(update={"expected_gain": 0.02, "signals": ["underfitting"]}),
+        norm.model_copy(update={"signals": ["overfitting"]}),
+    ]
+    state = state.model_copy(update={"hypotheses": hypotheses})
+    over = Diagnostics(
+        train_ne=0.70,
+        validation_ne=0.90,
+        val_ne_by_epoch=[0.902, 0.90],
+        train_loss_by_epoch=[0.6, 0.5],
+        grad_norm_median=0.1,
+        grad_norm_max=0.2,
+    )
+    records = phase_records()
+    records[0] = records[0].model_copy(update={"diagnostics": over})
+    decision = logic.on_phase_concluded(state, concluded(records), COSTS)
+    assert decision.state is not None and decision.state.phase == "validation-2"
+    assert decision.state.findings == ["overfitting: validation NE 22.2% above training NE"]
+    [job] = decision.state.rounds[-1].jobs  # room for one more: the one that addresses it
+    assert job.hypothesis_id == "layer_norm"
+    already = state.model_copy(update={"findings": ["underfitting: from a past run"]})
+    decision = logic.on_phase_concluded(already, concluded(records), COSTS)
+    assert decision.state is not None and decision.state.findings == ["underfitting: from a past run"]
+    assert [j.hypothesis_id for j in decision.state.rounds[-1].jobs] == ["wider"]
+
+
+def test_the_baseline_is_the_diagnosed_job() -> None:
+    plan, _ = logic.plan_validation(with_hypotheses(running(), "fm"), COSTS)
+    assert [j.diagnose for j in plan.jobs] == [True, False]

@@ -109,3 +109,12 @@ def test_the_proposal_calls_out_a_winning_cross_technique() -> None:
 def test_a_campaign_without_a_result_has_no_proposal() -> None:
     with pytest.raises(ValueError, match="no result"):
         render_proposal(planning())
+
+
+def test_the_proposal_says_what_the_baseline_run_showed() -> None:
+    campaign = completed_campaign()
+    assert "pointed to nothing in particular" in render_proposal(campaign).markdown
+    finding = "overfitting: validation NE 4.9% above training NE"
+    proposal = render_proposal(campaign.model_copy(update={"findings": [finding]}))
+    assert f"## What the baseline run showed\n\n- {finding}" in proposal.markdown
+    assert f"<li>{finding}</li>" in proposal.html

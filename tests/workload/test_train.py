@@ -81,3 +81,17 @@ def test_dcn_beats_the_plain_mlp_on_a_planted_cross() -> None:
     assert baseline.test and crossed.test
     assert crossed.test.ne < baseline.test.ne - 0.03
     assert crossed.validation and baseline.validation and crossed.validation.ne < baseline.validation.ne
+
+
+def test_a_diagnosed_run_measures_gradients_and_feature_importance_without_changing_its_result() -> None:
+    plain = train(job(SMALL, epochs=2))
+    diagnosed = train(job(SMALL, epochs=2).model_copy(update={"diagnose": True}))
+    assert plain.diagnostics is None
+    d = diagnosed.diagnostics
+    assert d is not None and plain.validation is not None and diagnosed.validation == plain.validation
+    assert d.validation_ne == plain.validation.ne and len(d.val_ne_by_epoch) == 2
+    assert 0 < d.grad_norm_median <= d.grad_norm_max
+    splits = load_splits(SMALL)
+    names = splits.train.categorical_names + splits.train.dense_names + splits.train.multi_names
+    assert set(d.feature_importance) == set(names)
+    assert max(d.feature_importance.values()) > 0

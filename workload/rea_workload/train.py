@@ -10,17 +10,19 @@ import math
 import os
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from rea.workloads import FAULT_ENV, EpochRecord, JobError, JobInput, JobOutput
+from rea.workloads import FAULT_ENV, Diagnostics, EpochRecord, JobError, JobInput, JobOutput
 from rea_workload.batches import batches
 from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.loader import load_splits
 from rea_workload.datasets.splits import Splits, subsample
+from rea_workload.diagnostics import permutation_importance
 from rea_workload.metrics import base_rate_entropy, normalized_entropy, split_metrics
 from rea_workload.model import RankerModel
 from rea_workload.optim import build_optimizer, build_schedule
@@ -38,10 +40,10 @@ class Diverged(Exception):
 def train(job: JobInput) -> JobOutput:
     """Validate the config, load the data and fit; raises ValueError for a bad config or spec."""
     config = RankerConfig.from_overrides(job.config)
-    return fit(load_splits(job.dataset), config, job.seed)
+    return fit(load_splits(job.dataset), config, job.seed, job.diagnose)
 
 
-def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
+def fit(splits: Splits, config: RankerConfig, seed: int, diagnose: bool = False) -> JobOutput:
     _make_deterministic(seed)
     data = subsample(splits.train, config.data_fraction)
     model = RankerModel(data, config)
@@ -52,6 +54,7 @@ def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
     rng = np.random.default_rng(seed)
     history: list[EpochRecord] = []
     seconds = 0.0
+    grad_norms: list[float] | None = [] if diagnose else None
     fault = os.environ.get(FAULT_ENV)  # resilience drills: fail through the real detection paths
     if fault == "oom":
         torch.empty(1 << 40, dtype=torch.uint8)
@@ -59,7 +62,7 @@ def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
             poison = fault == "nan" and epoch == 1
-            train_loss = _train_epoch(model, data, optimizer, schedule, config, rng, poison)
+            train_loss = _train_epoch(model, data, optimizer, schedule, config, rng, poison, grad_norms)
             seconds += time.perf_counter() - start
             if train_loss > limit:
                 raise Diverged(f"training loss exploded to {train_loss:.3g} in epoch {epoch}")
@@ -70,6 +73,18 @@ def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
         train_rows = data.take(np.arange(min(len(data), TRAIN_EVAL_ROWS)))
         evaluated = {"train": train_rows, "validation": splits.validation, "test": splits.test}
         results = {name: split_metrics(rows.labels, predict(model, rows)) for name, rows in evaluated.items()}
+        diagnostics = None
+        if grad_norms is not None:
+            importance = permutation_importance(partial(predict, model), splits.validation, seed)
+            diagnostics = Diagnostics(
+                train_ne=results["train"].ne,
+                validation_ne=results["validation"].ne,
+                val_ne_by_epoch=[h.val_ne for h in history],
+                train_loss_by_epoch=[h.train_loss for h in history],
+                grad_norm_median=float(np.median(grad_norms)) if grad_norms else 0.0,
+                grad_norm_max=max(grad_norms, default=0.0),
+                feature_importance=importance,
+            )
     except Diverged as exc:
         return JobOutput(status="failed", history=history, error=JobError(kind="nan", message=str(exc)))
     return JobOutput(
@@ -80,6 +95,7 @@ def fit(splits: Splits, config: RankerConfig, seed: int) -> JobOutput:
         history=history,
         samples_per_second=config.epochs * len(data) / seconds if seconds > 0 else None,
         parameters=sum(p.numel() for p in model.parameters()),
+        diagnostics=diagnostics,
     )
 
 
@@ -91,8 +107,10 @@ def _train_epoch(
     config: RankerConfig,
     rng: np.random.Generator,
     poison: bool = False,
+    grad_norms: list[float] | None = None,
 ) -> float:
-    """One shuffled pass over ``data``; returns the mean BCE loss (without the L2 penalty)."""
+    """One shuffled pass over ``data``; returns the mean BCE loss (without the L2 penalty) and
+    appends each step's global gradient norm (before clipping) to ``grad_norms`` if given."""
     model.train()
     total = 0.0
     for batch in batches(data, config.batch_size, rng):
@@ -108,7 +126,11 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        elif grad_norms is not None:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        if grad_norms is not None:
+            grad_norms.append(float(norm))
         optimizer.step()
         schedule.step()
         total += loss.item() * len(batch)
