@@ -50,6 +50,12 @@ class CampaignSpec(BaseModel):
         description="Share of the budget single-hypothesis validation may use when exploitation follows "
         "it; the rest goes to combining and tuning the winners.",
     )
+    screening: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Screen hypotheses at low fidelity first and validate the best third at full fidelity "
+        "(successive halving). auto: when the learned cost model shows it saves at least half a job's "
+        "cost; a job's fixed start-up cost can make a low-fidelity job nearly as dear as a full one.",
+    )
     job_timeout_s: float = Field(default=1800, gt=0)
     job_memory_mb: int = Field(default=4096, ge=256)
 

@@ -6,6 +6,7 @@ atomically (state + outbox). That is what makes replays and crash tests simple.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from statistics import fmean
 from typing import Any
@@ -38,7 +39,16 @@ from rea.events import (
     ProposalAccepted,
     utc_now,
 )
-from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, VALIDATION, kind, numbered
+from rea.phases import (
+    COMBINATION,
+    CONFIRMATION,
+    EXPLOITATION,
+    KINDS,
+    SCREENING,
+    VALIDATION,
+    kind,
+    numbered,
+)
 from rea.stats import compare
 from rea.store import Decision
 from rea.workloads import get_workload
@@ -53,6 +63,7 @@ from rea_planner.combination import (
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import plan_exploitation
 from rea_planner.jobs import make_job, parts, plan_of, search_records, spent
+from rea_planner.screening import ETA, low_fidelity, plan_promotion, worth_screening
 
 Decide = Callable[[Campaign | None, Any], Decision[Campaign]]
 
@@ -97,17 +108,21 @@ def validation_cap(spec: CampaignSpec) -> float:
     return spec.budget_cpu_seconds * (spec.validation_share if spec.max_exploitation_trials > 0 else 1.0)
 
 
-def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, list[str]]:
+def plan_validation(
+    campaign: Campaign, costs: CostModel, screen: bool = False
+) -> tuple[PhasePlan, list[str]]:
     """Baseline plus one job per hypothesis, best prior first, trimmed to fit the validation
-    share of the budget (the baseline always runs).
+    share of the budget (the baseline always runs). With ``screen``, the screening phase
+    instead: the same at low fidelity (see :mod:`rea_planner.screening`).
 
     Returns the plan and why any hypothesis was dropped (invalid config, over budget).
     """
     assert campaign.spec is not None
     spec = campaign.spec
     schema = get_workload(spec.workload).schema
+    phase, fidelity = (SCREENING, low_fidelity) if screen else (VALIDATION, _unchanged)
     baseline = schema.resolve(spec.baseline)
-    jobs = [make_job(spec, campaign.campaign_id, None, baseline, costs, VALIDATION, diagnose=True)]
+    jobs = [make_job(spec, campaign.campaign_id, None, fidelity(baseline), costs, phase, diagnose=not screen)]
     dropped: list[str] = []
     total = jobs[0].estimated_cpu_seconds
     for hypothesis in sorted(campaign.hypotheses, key=lambda h: -h.expected_gain):
@@ -115,14 +130,18 @@ def plan_validation(campaign: Campaign, costs: CostModel) -> tuple[PhasePlan, li
         if problems:
             dropped.append(f"{hypothesis.id}: invalid config ({'; '.join(problems)})")
             continue
-        config = schema.resolve(hypothesis.changes, base=baseline)
-        job = make_job(spec, campaign.campaign_id, hypothesis.id, config, costs, VALIDATION)
+        config = fidelity(schema.resolve(hypothesis.changes, base=baseline))
+        job = make_job(spec, campaign.campaign_id, hypothesis.id, config, costs, phase)
         if total + job.estimated_cpu_seconds > validation_cap(spec):
             dropped.append(f"{hypothesis.id}: over budget (estimated {job.estimated_cpu_seconds:.0f} CPU-s)")
             continue
         total += job.estimated_cpu_seconds
         jobs.append(job)
-    return plan_of(VALIDATION, jobs), dropped
+    return plan_of(phase, jobs), dropped
+
+
+def _unchanged(config: dict[str, Any]) -> dict[str, Any]:
+    return config
 
 
 def learned_costs(records: list[JobRecord], fallback: CostModel) -> CostModel:
@@ -196,25 +215,31 @@ def next_search_phase(
 
 def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> dict[str, float]:
     """The estimate per phase shown before approval, never more than the budget in all: the
-    validation plan itself; then, from what is left and in this order, confirmation as it
-    would be planned, combination at one baseline-sized job per pair and stack it could run,
-    and exploitation's trials."""
+    first plan itself (screening or validation); then, from what is left and in this order,
+    validation of the survivors after screening, confirmation as it would be planned,
+    combination at one baseline-sized job per pair and stack it could run, and exploitation's
+    trials."""
     assert campaign.spec is not None
     spec = campaign.spec
     one = costs.estimate(get_workload(spec.workload).schema.resolve(spec.baseline))
     singles = len(plan.jobs) - 1
+    following: list[tuple[str, float]] = []
+    if plan.phase == SCREENING:
+        singles = max(1, math.ceil(singles / ETA))
+        following.append((VALIDATION, (1 + singles) * one))
     pooled = min(singles, PAIR_POOL)
     stacks = pooled * (pooled - 1) // 2 + max(0, min(singles, MAX_STACK) - 2) if singles >= 2 else 0
-    left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds
-    estimates = {VALIDATION: plan.estimated_cpu_seconds}
-    for phase, wanted in (
+    following += [
         (CONFIRMATION, 2 * (spec.confirm_seeds - 1) * one),
         (COMBINATION, stacks * one),
         (EXPLOITATION, spec.max_exploitation_trials * one),
-    ):
+    ]
+    left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds
+    estimates = {plan.phase: plan.estimated_cpu_seconds}
+    for phase, wanted in following:
         estimates[phase] = round(max(0.0, min(wanted, left)), 2)
         left -= estimates[phase]
-    return {phase: estimates[phase] for phase in (VALIDATION, COMBINATION, EXPLOITATION, CONFIRMATION)}
+    return {phase: estimates[phase] for phase in KINDS if phase in estimates}
 
 
 def on_hypotheses_generated(
@@ -223,8 +248,8 @@ def on_hypotheses_generated(
     if state is None or state.status != "planning" or state.spec is None:
         return Decision()
     campaign = _save(state, hypotheses=event.payload.hypotheses, findings=event.payload.findings)
-    plan, dropped = plan_validation(campaign, costs)
     spec = state.spec
+    plan, dropped = plan_validation(campaign, costs, worth_screening(spec, costs, len(campaign.hypotheses)))
     if plan.estimated_cpu_seconds > spec.budget_cpu_seconds:
         reasons = [
             f"budget_cpu_seconds: {spec.budget_cpu_seconds:g} cannot cover even the baseline "
@@ -244,14 +269,15 @@ def on_hypotheses_generated(
     )
     if not auto:
         return Decision(_save(campaign, status="awaiting_approval"), [proposed])
-    running = _save(campaign, status="running", approved_by="auto-approve policy", phase=VALIDATION)
+    running = _save(campaign, status="running", approved_by="auto-approve policy", phase=plan.phase)
     return Decision(running, [proposed, _start_phase(running, event)])
 
 
 def on_plan_approved(state: Campaign | None, event: PlanApproved) -> Decision[Campaign]:
     if state is None or state.status != "awaiting_approval":
         return Decision()
-    running = _save(state, status="running", approved_by=event.payload.approved_by, phase=VALIDATION)
+    assert state.plan is not None
+    running = _save(state, status="running", approved_by=event.payload.approved_by, phase=state.plan.phase)
     return Decision(running, [_start_phase(running, event)])
 
 
@@ -384,6 +410,8 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
     records = [*state.records, *event.payload.jobs]
     if kind(event.payload.phase) == CONFIRMATION:
         return _finish(state, event, records, [])
+    if kind(event.payload.phase) == SCREENING:
+        return _start(state, event, records, plan_promotion(state, records, learned_costs(records, costs)))
     picked = pick_winner(records)
     if isinstance(picked, str):
         return _finish(state, event, records, [])

@@ -16,12 +16,13 @@ from typing import Any
 
 from rea import plots
 from rea.events import CampaignResult, JobRecord
-from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, VALIDATION, kind
+from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, VALIDATION, kind
 from rea_planner.campaign import Campaign
 from rea_planner.jobs import TRIAL
 
 NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
 PHASE_COLOURS: dict[str, str] = {
+    SCREENING: "tab:olive",
     VALIDATION: "tab:blue",
     COMBINATION: "tab:purple",
     EXPLOITATION: "tab:cyan",
@@ -353,7 +354,7 @@ def _budget_burn(jobs: list[JobRecord], budget: float) -> bytes:
     for index, job in enumerate(jobs):
         starts.setdefault(kind(job.phase), index)
     for phase, index in starts.items():
-        if phase != VALIDATION:
+        if index > 0:
             axes.axvline(
                 index, color=PHASE_COLOURS.get(phase, "gray"), linestyle=":", label=f"{phase} starts"
             )

@@ -1,6 +1,8 @@
 """The phases a campaign runs, in order, and how their names are numbered.
 
-validation (single hypotheses vs the baseline; further rounds are "validation-2", ...) →
+screening (optional: every single hypothesis and the baseline at low fidelity, the best third
+promoted; successive halving) → validation (single hypotheses vs the baseline at full fidelity;
+further rounds are "validation-2", ...) →
 combination (the winners stacked, pairs checked for interaction) → exploitation (Optuna
 around the best combination, in rounds "exploitation-1", ...) → confirmation (the winner
 and the baseline on more seeds, on the test split).
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-PhaseKind = Literal["validation", "combination", "exploitation", "confirmation"]
+PhaseKind = Literal["screening", "validation", "combination", "exploitation", "confirmation"]
 
+SCREENING: PhaseKind = "screening"
 VALIDATION: PhaseKind = "validation"
 COMBINATION: PhaseKind = "combination"
 EXPLOITATION: PhaseKind = "exploitation"
 CONFIRMATION: PhaseKind = "confirmation"
-KINDS: tuple[PhaseKind, ...] = (VALIDATION, COMBINATION, EXPLOITATION, CONFIRMATION)
+KINDS: tuple[PhaseKind, ...] = (SCREENING, VALIDATION, COMBINATION, EXPLOITATION, CONFIRMATION)
 
 # Phases whose jobs compete to be the winner (picked on validation NE).
 SEARCH_KINDS: frozenset[str] = frozenset({VALIDATION, COMBINATION, EXPLOITATION})
@@ -35,8 +38,8 @@ def round_number(phase: str) -> int:
 
 
 def numbered(phase_kind: PhaseKind, number: int) -> str:
-    """The name of a kind's ``number``-th round (the first validation round is plain "validation")."""
-    return phase_kind if phase_kind == VALIDATION and number == 1 else f"{phase_kind}-{number}"
+    """The name of a kind's ``number``-th round (the first screening or validation round has no number)."""
+    return phase_kind if phase_kind in (SCREENING, VALIDATION) and number == 1 else f"{phase_kind}-{number}"
 
 
 def order(phase: str) -> tuple[int, int]:

@@ -161,3 +161,25 @@ async def test_every_service_exposes_prometheus_metrics(services: EmbeddedStack,
     for name, page in pages.items():
         assert f'rea_up{{service="{name}"}} 1.0' in page
     assert 'rea_events_consumed_total{service="planner",type="campaign.requested"} 1.0' in pages["planner"]
+
+
+async def test_screening_promotes_the_best_third_to_full_fidelity(
+    services: EmbeddedStack, client: Client
+) -> None:
+    """Successive halving through the real stack: every hypothesis at a third of the epochs,
+    the best third (one of three) and the baseline again at full fidelity, the winner from those."""
+    services.start_services(workers=2)
+    request = campaign_request(screening="on", baseline={"epochs": 3}, max_hypotheses=3)
+    campaign_id = await submit(client, request)
+
+    state = await finished(client, campaign_id)
+
+    assert state["status"] == "completed", state.get("reasons")
+    assert [phase["phase"] for phase in await client.phases(campaign_id)] == ["screening", "validation"]
+    screened = [r for r in state["records"] if r["phase"] == "screening"]
+    validated = [r for r in state["records"] if r["phase"] == "validation"]
+    assert len(screened) == 4 and all(r["config"]["epochs"] == 1 for r in screened)
+    assert len(validated) == 2 and all(r["config"]["epochs"] == 3 for r in validated)
+    best_screened = min((r for r in screened if r["hypothesis_id"]), key=lambda r: r["validation"]["ne"])
+    assert {r["hypothesis_id"] for r in validated} == {None, best_screened["hypothesis_id"]}
+    assert state["result"]["best"]["job_id"] in {r["job_id"] for r in validated}
