@@ -191,8 +191,8 @@ async def stage_breakdown(bench: Bench, wakes: list[Wake]) -> dict[str, list[flo
         await client.close()
     names = (
         "completion sent -> executor handler starts",
-        "handler: dedup read, phase read, decide, replace",
-        "outbox + marker writes, commit, relay query, send ack",
+        "handler: marker insert, phase read, decide, replace",
+        "outbox write, commit, relay query, send ack",
         "relay's send acked -> job.submitted read",
     )
     stages: dict[str, list[float]] = {name: [] for name in names}

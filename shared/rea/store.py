@@ -184,8 +184,14 @@ class Store:
     ) -> Applied[S]:
         coll = self.db[collection]
         async with self.transaction() as session:
+            # The marker goes first: its insert is the dedup check, one round trip instead of a
+            # read now and a write at the end. A duplicate key means the event is done; a twin
+            # still in flight makes this a write conflict, which is retried.
             marker = {"_id": f"{consumer}:{event.event_id}", "at": datetime.now(UTC)}
-            if await self.processed.find_one({"_id": marker["_id"]}, session=session):
+            try:
+                await self.processed.insert_one(marker, session=session)
+            except DuplicateKeyError:
+                await session.abort_transaction()
                 return Applied(duplicate=True, decision=None)
             doc = await coll.find_one({"_id": key}, session=session)
             state = None if doc is None else model.model_validate(doc["state"])
@@ -207,7 +213,6 @@ class Store:
                         raise VersionConflict(key)
             try:
                 await self.add_to_outbox(decision.emit, consumer, session)
-                await self.processed.insert_one(marker, session=session)
             except DuplicateKeyError as exc:  # a concurrent twin of this decision committed first
                 raise VersionConflict(key) from exc
         return Applied(duplicate=False, decision=decision)
