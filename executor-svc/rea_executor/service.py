@@ -18,6 +18,7 @@ from rea.events import (
     JobCompleted,
     JobFailed,
     JobFinishedPayload,
+    JobSpec,
     JobStarted,
     JobSubmitted,
     PhaseStarted,
@@ -26,9 +27,16 @@ from rea.events import (
 from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea.store import Decision
-from rea.workloads import JobError, JobOutput
+from rea.workloads import JobCost, JobError, JobOutput
 from rea_executor import logic
 from rea_executor.state import PhaseExecution, phase_key
+
+
+def lost_cost(spec: JobSpec) -> JobCost:
+    """What a lost job is charged: the CPU it burnt died with its worker, so its reserved
+    estimate (padded by the cost model's safety factor) settles the reservation instead of 0."""
+    return JobCost(cpu_seconds=spec.estimated_cpu_seconds, wall_seconds=0.0, peak_rss_mb=0.0, measured=False)
+
 
 CONSUMER = "executor"
 Decide = Callable[[PhaseExecution | None, Any], Decision[PhaseExecution]]
@@ -95,6 +103,7 @@ def wire(rt: Runtime) -> None:
                     error=JobError(
                         kind="lost_worker", message=f"the lease of {job.worker or 'its worker'} expired"
                     ),
+                    cost=lost_cost(job.spec),
                 ),
                 worker=job.worker or "unknown",
             ),

@@ -89,6 +89,11 @@ class JobCost(BaseModel):
     cpu_seconds: float = Field(description="User + system CPU seconds of the job process tree.")
     wall_seconds: float
     peak_rss_mb: float
+    measured: bool = Field(
+        default=True,
+        description="False when no one could measure it (the job's worker was lost): the job's "
+        "reserved estimate is charged instead, so a lost job still counts against the budget.",
+    )
 
 
 class JobOutput(BaseModel):

@@ -141,6 +141,15 @@ async def test_a_lost_worker_becomes_one_job_failed_and_is_resubmitted(
     failures = [doc async for doc in store.events.find({"type": "job.failed", "payload.spec.job_id": lost})]
     assert len(failures) == 1
     assert failures[0]["payload"]["output"]["error"]["kind"] == "lost_worker"
+    # Its CPU died with the worker: the reserved estimate is charged, not nothing.
+    charged = failures[0]["payload"]["output"]["cost"]
+    assert (
+        charged["measured"] is False
+        and charged["cpu_seconds"] == failures[0]["payload"]["spec"]["estimated_cpu_seconds"] > 0
+    )
+    assert (
+        phase["spent_cpu_seconds"] >= charged["cpu_seconds"] + retry["output"]["cost"]["cpu_seconds"] - 0.01
+    )
     assert len([e for e in phase["runbook"] if e["job_id"] == lost]) == 1
 
 
