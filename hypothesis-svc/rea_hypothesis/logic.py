@@ -27,6 +27,7 @@ class HypothesisSet(BaseModel):
     campaign_id: str
     hypotheses: list[Hypothesis]
     skipped: list[str]
+    rejected: list[str] = []
     findings: list[str] = []
 
 
@@ -156,12 +157,15 @@ def on_hypotheses_requested(
         state = HypothesisSet(
             campaign_id=event.campaign_id,
             hypotheses=merged(rerank(hypotheses, found), from_llm, request.max_hypotheses),
-            skipped=[*skipped, *unlikely, *dropped],
+            skipped=skipped,
+            rejected=[*unlikely, *dropped],
             findings=[f"{f.signal}: {f.evidence}" for f in found],
         )
     answer = HypothesesGenerated(
         campaign_id=event.campaign_id,
         correlation_id=event.correlation_id,
-        payload=HypothesesGeneratedPayload(hypotheses=state.hypotheses, findings=state.findings),
+        payload=HypothesesGeneratedPayload(
+            hypotheses=state.hypotheses, rejected=state.rejected, findings=state.findings
+        ),
     )
     return Decision(state, [answer])

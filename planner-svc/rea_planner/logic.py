@@ -262,6 +262,7 @@ def on_hypotheses_generated(
     by_phase = budget_by_phase(campaign, plan, costs)
     estimate = round(sum(by_phase.values()), 2)  # the per-phase figures are rounded to 0.01
     auto = spec.auto_approve_cpu_seconds is not None and estimate <= spec.auto_approve_cpu_seconds
+    dropped = [*event.payload.rejected, *dropped]
     campaign = _save(campaign, plan=plan, dropped_hypotheses=dropped, budget_by_phase=by_phase)
     proposed = PlanProposed(
         **_follow(event),

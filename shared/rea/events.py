@@ -197,6 +197,11 @@ class HypothesesRequested(Envelope):
 
 class HypothesesGeneratedPayload(BaseModel):
     hypotheses: list[Hypothesis]
+    rejected: list[str] = Field(
+        default_factory=list,
+        description="Hypotheses left out and why: expected to hurt by history, or an LLM proposal that "
+        "failed validation. (Catalogue entries that do not apply to the workload are not listed.)",
+    )
     findings: list[str] = Field(
         default_factory=list,
         description="What a past run of the same baseline showed (see rea.diagnostics), already used "

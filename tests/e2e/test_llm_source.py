@@ -52,6 +52,10 @@ async def test_llm_hypotheses_are_validated_before_any_job(services: EmbeddedSta
     assert not {"llm_huge_rate", "llm_rm_rf"} & (tried | set(offered))
     assert all(r["config"]["learning_rate"] <= 0.05 for r in state["records"])
 
+    # The person reading `rea status` or the proposal sees what was left out and why.
+    rejected = [line for line in state["dropped_hypotheses"] if line.startswith("llm: ")]
+    assert len(rejected) == 3 and any("learning_rate=3.0 is outside" in line for line in rejected)
+
     log = (services.home / "logs" / "hypothesis.log").read_text()
     dropped = [json.loads(line) for line in log.splitlines() if "llm_hypothesis_dropped" in line]
     reasons = " | ".join(entry["reason"] for entry in dropped)

@@ -125,7 +125,7 @@ def test_llm_hypotheses_get_a_share_of_the_slots_and_dropped_ones_are_recorded()
     assert decision.state is not None
     ids = [h.id for h in decision.state.hypotheses]
     assert len(ids) == 3 and "llm_wider_embeddings" in ids
-    assert any("unknown knob 'nope'" in reason for reason in decision.state.skipped)
+    assert any("unknown knob 'nope'" in reason for reason in decision.state.rejected)
     without = on_hypotheses_requested(None, request(max_hypotheses=3))
     assert without.state is not None and all(h.source != "llm" for h in without.state.hypotheses)
 
