@@ -203,7 +203,7 @@ def next_search_phase(
     reserve = confirmation_reserve(campaign, best.config, costs)
     room = campaign.spec.budget_cpu_seconds - spent(records) - reserve
     if kind(campaign.phase or VALIDATION) == VALIDATION:
-        screened = spent([r for r in records if kind(r.phase) == VALIDATION])
+        screened = spent([r for r in records if kind(r.phase) in (SCREENING, VALIDATION)])
         screening_room = min(room, validation_cap(campaign.spec) - screened)
         plan = plan_next_round(campaign, records, costs, screening_room) or plan_combination(
             campaign, records, costs, room
