@@ -159,7 +159,7 @@ def on_hypotheses_requested(
             hypotheses=merged(rerank(hypotheses, found), from_llm, request.max_hypotheses),
             skipped=skipped,
             rejected=[*unlikely, *dropped],
-            findings=[f"{f.signal}: {f.evidence}" for f in found],
+            findings=[str(f) for f in found],
         )
     answer = HypothesesGenerated(
         campaign_id=event.campaign_id,

@@ -450,7 +450,7 @@ def diagnosed(campaign: Campaign, baseline: JobRecord) -> Campaign:
     return _save(
         campaign,
         hypotheses=rerank(campaign.hypotheses, found),
-        findings=[f"{f.signal}: {f.evidence}" for f in found],
+        findings=[str(f) for f in found],
     )
 
 

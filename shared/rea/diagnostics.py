@@ -43,6 +43,10 @@ class Finding:
     signal: str
     evidence: str
 
+    def __str__(self) -> str:
+        """How a finding is kept and shown: "signal: evidence"."""
+        return f"{self.signal}: {self.evidence}"
+
 
 def findings(d: Diagnostics) -> list[Finding]:
     """The signals a baseline run shows, each with its evidence."""

@@ -9,7 +9,7 @@ from rea.events import Hypothesis
 from rea.workloads import Diagnostics
 
 
-def run(**overrides: Any) -> Diagnostics:
+def baseline_run(**overrides: Any) -> Diagnostics:
     made: dict[str, Any] = {
         "train_ne": 0.80,
         "validation_ne": 0.82,  # 2.4% above training: neither over- nor under-fitting
@@ -28,23 +28,25 @@ def signals(d: Diagnostics) -> list[str]:
 
 
 def test_a_healthy_run_shows_nothing() -> None:
-    assert findings(run()) == []
+    assert findings(baseline_run()) == []
 
 
 def test_each_signal_is_found_with_its_evidence() -> None:
-    assert signals(run(train_ne=0.70)) == ["overfitting"]
-    assert signals(run(val_ne_by_epoch=[0.85, 0.80, 0.82])) == ["overfitting"]
-    assert signals(run(train_ne=0.93, validation_ne=0.95)) == ["underfitting"]
-    assert signals(run(val_ne_by_epoch=[0.9, 0.86, 0.82])) == ["slow_convergence"]
-    assert signals(run(grad_norm_max=5.0)) == ["instability"]
-    assert signals(run(train_loss_by_epoch=[0.6, 0.7, 0.5])) == ["instability"]
-    assert signals(run(feature_importance={"a": 0.1, "b": 0.05, "c": 0.02, "d": 0.001})) == ["interactions"]
-    [found] = findings(run(train_ne=0.70))
+    assert signals(baseline_run(train_ne=0.70)) == ["overfitting"]
+    assert signals(baseline_run(val_ne_by_epoch=[0.85, 0.80, 0.82])) == ["overfitting"]
+    assert signals(baseline_run(train_ne=0.93, validation_ne=0.95)) == ["underfitting"]
+    assert signals(baseline_run(val_ne_by_epoch=[0.9, 0.86, 0.82])) == ["slow_convergence"]
+    assert signals(baseline_run(grad_norm_max=5.0)) == ["instability"]
+    assert signals(baseline_run(train_loss_by_epoch=[0.6, 0.7, 0.5])) == ["instability"]
+    assert signals(baseline_run(feature_importance={"a": 0.1, "b": 0.05, "c": 0.02, "d": 0.001})) == [
+        "interactions"
+    ]
+    [found] = findings(baseline_run(train_ne=0.70))
     assert "validation NE 14.6% above training NE" in found.evidence
 
 
 def test_two_pieces_of_evidence_for_one_signal_make_one_finding() -> None:
-    [found] = findings(run(train_ne=0.70, val_ne_by_epoch=[0.85, 0.80, 0.82]))
+    [found] = findings(baseline_run(train_ne=0.70, val_ne_by_epoch=[0.85, 0.80, 0.82]))
     assert found.signal == "overfitting" and "; " in found.evidence
 
 
@@ -65,7 +67,7 @@ def test_rerank_favours_what_addresses_a_finding_and_demotes_its_opposite() -> N
     wider = hypothesis("wider", 0.010, "underfitting")
     dropout = hypothesis("dropout", 0.006, "overfitting")
     clip = hypothesis("clip", 0.008, "instability")
-    ranked = rerank([wider, clip, dropout], findings(run(train_ne=0.70)))
+    ranked = rerank([wider, clip, dropout], findings(baseline_run(train_ne=0.70)))
     assert [h.id for h in ranked] == ["dropout", "clip", "wider"]
     by_id = {h.id: h for h in ranked}
     assert by_id["dropout"].expected_gain == 0.006 * 1.5 and by_id["dropout"].source == "diagnostics"
@@ -76,4 +78,4 @@ def test_rerank_favours_what_addresses_a_finding_and_demotes_its_opposite() -> N
 
 
 def test_importances_too_small_to_mean_anything_point_nowhere() -> None:
-    assert findings(run(feature_importance={"a": 0.001, "b": 0.0009, "c": 0.0008})) == []
+    assert findings(baseline_run(feature_importance={"a": 0.001, "b": 0.0009, "c": 0.0008})) == []

@@ -18,10 +18,12 @@ from rea.events import (
 )
 from rea.insights import EffectStats, History, PastWinner, family
 from rea.store import Store
-from rea.workloads import Diagnostics, JobOutput, get_workload
+from rea.workloads import JobOutput, get_workload
 from rea_hypothesis.logic import PAST_BEST_ID, from_catalogue, on_hypotheses_requested, with_history
 from rea_hypothesis.service import load_history, past_diagnostics
 from rea_logger.records import insight_updates, result_document
+
+from .test_diagnostics import baseline_run
 
 SCHEMA = get_workload("ranker").schema
 BASELINE = SCHEMA.defaults()
@@ -133,14 +135,7 @@ async def test_what_the_logger_keeps_is_what_the_hypothesis_service_reads(store:
 async def test_a_past_run_of_the_same_baseline_ranks_the_hypotheses(store: Store) -> None:
     """The logger keeps a diagnosed baseline's diagnostics; the next campaign on the same
     baseline and data is ranked by them before any job runs (a different baseline is not)."""
-    over = Diagnostics(
-        train_ne=0.6,
-        validation_ne=0.8,
-        val_ne_by_epoch=[0.801, 0.8],
-        train_loss_by_epoch=[0.6, 0.5],
-        grad_norm_median=0.1,
-        grad_norm_max=0.2,
-    )
+    over = baseline_run(train_ne=0.6, validation_ne=0.8, val_ne_by_epoch=[0.801, 0.8])
     spec = JobSpec(
         job_id="old-baseline",
         campaign_id="c-0",

@@ -33,11 +33,13 @@ from rea.events import (
     PlanProposed,
     ProposalAccepted,
 )
-from rea.workloads import Diagnostics, JobCost, SplitMetrics, get_workload
+from rea.workloads import JobCost, SplitMetrics, get_workload
 from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
 from rea_planner.costs import PRIOR_CPU_SECONDS_PER_EPOCH, SAFETY_FACTOR, CostModel
+
+from .test_diagnostics import baseline_run
 
 FOLLOW = {"campaign_id": "camp-1", "correlation_id": "corr-1"}
 SCHEMA = get_workload("ranker").schema
@@ -881,14 +883,7 @@ def test_the_baseline_diagnosis_reorders_the_next_validation_round() -> None:
         norm.model_copy(update={"signals": ["overfitting"]}),
     ]
     state = state.model_copy(update={"hypotheses": hypotheses})
-    over = Diagnostics(
-        train_ne=0.70,
-        validation_ne=0.90,
-        val_ne_by_epoch=[0.902, 0.90],
-        train_loss_by_epoch=[0.6, 0.5],
-        grad_norm_median=0.1,
-        grad_norm_max=0.2,
-    )
+    over = baseline_run(train_ne=0.70, validation_ne=0.90, val_ne_by_epoch=[0.902, 0.90])
     records = phase_records()
     records[0] = records[0].model_copy(update={"diagnostics": over})
     decision = logic.on_phase_concluded(state, concluded(records), COSTS)

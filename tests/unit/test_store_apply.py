@@ -5,34 +5,18 @@ from __future__ import annotations
 import asyncio
 
 from benchmarks._common import job_completed, phase_started
-from rea.events import JobCompleted, PhaseStarted
+from rea.events import Envelope, PhaseStarted
 from rea.store import Store
 from rea_executor import logic
+from rea_executor.service import CONSUMER, Decide
 from rea_executor.state import PhaseExecution, phase_key
 
-CONSUMER = "executor"
 
-
-async def _apply_started(store: Store, event: PhaseStarted, key: str) -> bool:
+async def _apply(store: Store, event: Envelope, key: str) -> bool:
+    """Apply ``event`` to the executor's phase document; True when it was a duplicate."""
+    decide: Decide = logic.on_phase_started if isinstance(event, PhaseStarted) else logic.on_job_finished
     applied = await store.apply(
-        consumer=CONSUMER,
-        event=event,
-        collection="phases",
-        key=key,
-        model=PhaseExecution,
-        decide=logic.on_phase_started,
-    )
-    return applied.duplicate
-
-
-async def _apply_finished(store: Store, event: JobCompleted, key: str) -> bool:
-    applied = await store.apply(
-        consumer=CONSUMER,
-        event=event,
-        collection="phases",
-        key=key,
-        model=PhaseExecution,
-        decide=logic.on_job_finished,
+        consumer=CONSUMER, event=event, collection="phases", key=key, model=PhaseExecution, decide=decide
     )
     return applied.duplicate
 
@@ -44,16 +28,16 @@ async def _outbox_ids(store: Store, campaign_id: str) -> list[str]:
 async def test_a_redelivered_event_is_a_duplicate_and_changes_nothing(store: Store) -> None:
     started = phase_started("a" * 32, jobs=3, max_parallel_jobs=1)
     key = phase_key(started.campaign_id, started.payload.plan.phase)
-    assert not await _apply_started(store, started, key)
-    assert await _apply_started(store, started, key)
+    assert not await _apply(store, started, key)
+    assert await _apply(store, started, key)
 
     first = started.payload.plan.jobs[0]
     completed = job_completed(first, seed=1)
-    assert not await _apply_finished(store, completed, key)
+    assert not await _apply(store, completed, key)
     doc = await store.phases.find_one({"_id": key})
     outbox = await _outbox_ids(store, started.campaign_id)
 
-    assert await _apply_finished(store, completed, key)
+    assert await _apply(store, completed, key)
 
     assert await store.phases.find_one({"_id": key}) == doc
     assert await _outbox_ids(store, started.campaign_id) == outbox
@@ -64,10 +48,10 @@ async def test_a_redelivered_event_is_a_duplicate_and_changes_nothing(store: Sto
 async def test_twins_handled_at_once_take_effect_once(store: Store) -> None:
     started = phase_started("b" * 32, jobs=3, max_parallel_jobs=1)
     key = phase_key(started.campaign_id, started.payload.plan.phase)
-    await _apply_started(store, started, key)
+    await _apply(store, started, key)
     completed = job_completed(started.payload.plan.jobs[0], seed=1)
 
-    duplicates = await asyncio.gather(*(_apply_finished(store, completed, key) for _ in range(3)))
+    duplicates = await asyncio.gather(*(_apply(store, completed, key) for _ in range(3)))
 
     assert sorted(duplicates) == [False, True, True]
     doc = await store.phases.find_one({"_id": key})
