@@ -8,8 +8,15 @@ The phase runs, within the budget it is given:
 - the greedy *stacks* of three and more: the best winners added one by one, in order, skipping
   one whose changes contradict what the stack already sets.
 
-Pure functions: the planner calls them when a validation round concludes and again, for the
-interactions, when the campaign is summarised.
+Then *extension* rounds (greedy forward selection): a hypothesis' effect depends on the config
+it is applied to — an interaction term that only hurts an under-trained baseline can be the
+largest gain once a combination trains well. So the hypotheses no combination has tried yet,
+best prior first, are each tried on top of the best config so far, ``max_parallel_jobs`` per
+round; rounds go on while the last one found a new best. Each hypothesis enters the phase
+once, which bounds it.
+
+Pure functions: the planner calls them when a validation or combination round concludes and
+again, for the interactions, when the campaign is summarised.
 """
 
 from __future__ import annotations
@@ -18,11 +25,11 @@ from itertools import combinations
 from statistics import stdev
 
 from rea.events import Hypothesis, Interaction, JobRecord, JobSpec, PhasePlan
-from rea.phases import COMBINATION, CONFIRMATION, VALIDATION, kind
+from rea.phases import COMBINATION, CONFIRMATION, VALIDATION, kind, numbered, round_number
 from rea.workloads import get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel
-from rea_planner.jobs import JOIN, make_job, parts, plan_of
+from rea_planner.jobs import JOIN, anchor, make_job, parts, plan_of
 
 PAIR_POOL = 3
 MAX_STACK = 4
@@ -101,6 +108,46 @@ def plan_combination(
             room -= job.estimated_cpu_seconds
             jobs.append(job)
     return plan_of(COMBINATION, jobs) if jobs else None
+
+
+def plan_extension(
+    campaign: Campaign, records: list[JobRecord], costs: CostModel, room: float
+) -> PhasePlan | None:
+    """The next extension round: untried hypotheses on top of the best config so far, that fit in
+    ``room`` CPU seconds. None when the best is the baseline, when the last combination round
+    found no new best, or when no candidate is left or fits."""
+    assert campaign.spec is not None
+    spec = campaign.spec
+    best = anchor(records)
+    if best is None or best.hypothesis_id is None:
+        return None
+    rounds = {j.phase for j in records if kind(j.phase) == COMBINATION}
+    if rounds and best.phase != max(rounds, key=round_number):
+        return None
+    by_id = {h.id: h for h in campaign.hypotheses}
+    if not all(name in by_id for name in parts(best.hypothesis_id)):
+        return None
+    base = [by_id[name] for name in parts(best.hypothesis_id)]
+    tried = {name for j in records if kind(j.phase) == COMBINATION for name in parts(j.hypothesis_id)}
+    tried |= {h.id for h in base}
+    schema = get_workload(spec.workload).schema
+    baseline = schema.resolve(spec.baseline)
+    phase = numbered(COMBINATION, len(rounds) + 1)
+    jobs: list[JobSpec] = []
+    for hypothesis in sorted(campaign.hypotheses, key=lambda h: -h.expected_gain):
+        if len(jobs) == spec.max_parallel_jobs:
+            break
+        changes = merged([*base, hypothesis])
+        if hypothesis.id in tried or changes is None or schema.errors(hypothesis.changes):
+            continue
+        config = schema.resolve(changes, base=baseline)
+        if config == best.config:
+            continue  # changes nothing the best config does not already have
+        job = make_job(spec, campaign.campaign_id, combined_id([*base, hypothesis]), config, costs, phase)
+        if job.estimated_cpu_seconds <= room:
+            room -= job.estimated_cpu_seconds
+            jobs.append(job)
+    return plan_of(phase, jobs) if jobs else None
 
 
 def interactions(records: list[JobRecord]) -> list[Interaction]:

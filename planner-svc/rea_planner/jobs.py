@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rea.events import JobRecord, JobSpec, PhasePlan
-from rea.phases import SEARCH_KINDS, kind
+from rea.phases import EXPLOITATION, SEARCH_KINDS, kind
 from rea_planner.campaign import CampaignSpec
 from rea_planner.costs import CostModel
 
@@ -63,3 +63,10 @@ def search_records(records: list[JobRecord]) -> list[JobRecord]:
         for j in records
         if j.status == "completed" and j.validation and j.test and kind(j.phase) in SEARCH_KINDS
     ]
+
+
+def anchor(records: list[JobRecord]) -> JobRecord | None:
+    """The best config of the validation and combination phases, by validation NE: what
+    combination extends and exploitation tunes."""
+    found = [j for j in search_records(records) if kind(j.phase) != EXPLOITATION]
+    return min(found, key=lambda j: j.validation.ne if j.validation else float("inf"), default=None)

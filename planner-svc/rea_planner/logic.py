@@ -58,6 +58,7 @@ from rea_planner.combination import (
     PAIR_POOL,
     interactions,
     plan_combination,
+    plan_extension,
     validated_effects,
 )
 from rea_planner.costs import CostModel
@@ -196,29 +197,32 @@ def next_search_phase(
     campaign: Campaign, records: list[JobRecord], best: JobRecord, costs: CostModel
 ) -> PhasePlan | None:
     """What runs after a search phase concluded, in phase order: another validation round (for
-    hypotheses that now fit), the combination phase (once, given two or more winners), then
-    exploitation rounds until their trial limit or the budget. Room is always kept for
-    confirming ``best``, the best config found so far. None when nothing more fits."""
+    hypotheses that now fit), the combination phase (stacking once, given two or more winners,
+    then extension rounds while they find a better config), then exploitation rounds until
+    their trial limit or the budget. Room is always kept for confirming ``best``, the best
+    config found so far. None when nothing more fits."""
     assert campaign.spec is not None
     reserve = confirmation_reserve(campaign, best.config, costs)
     room = campaign.spec.budget_cpu_seconds - spent(records) - reserve
-    if kind(campaign.phase or VALIDATION) == VALIDATION:
+    concluded = kind(campaign.phase or VALIDATION)
+    plan: PhasePlan | None = None
+    if concluded == VALIDATION:
         screened = spent([r for r in records if kind(r.phase) in (SCREENING, VALIDATION)])
         screening_room = min(room, validation_cap(campaign.spec) - screened)
         plan = plan_next_round(campaign, records, costs, screening_room) or plan_combination(
             campaign, records, costs, room
         )
-        if plan is not None:
-            return plan
-    return plan_exploitation(campaign, records, costs, room)
+    if plan is None and concluded in (VALIDATION, COMBINATION):
+        plan = plan_extension(campaign, records, costs, room)
+    return plan or plan_exploitation(campaign, records, costs, room)
 
 
 def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> dict[str, float]:
     """The estimate per phase shown before approval, never more than the budget in all: the
     first plan itself (screening or validation); then, from what is left and in this order,
     validation of the survivors after screening, confirmation as it would be planned,
-    combination at one baseline-sized job per pair and stack it could run, and exploitation's
-    trials."""
+    combination at one baseline-sized job per pair and stack it could run plus one extension
+    round (further rounds run only while they find better configs), and exploitation's trials."""
     assert campaign.spec is not None
     spec = campaign.spec
     one = costs.estimate(get_workload(spec.workload).schema.resolve(spec.baseline))
@@ -231,7 +235,7 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
     stacks = pooled * (pooled - 1) // 2 + max(0, min(singles, MAX_STACK) - 2) if singles >= 2 else 0
     following += [
         (CONFIRMATION, 2 * (spec.confirm_seeds - 1) * one),
-        (COMBINATION, stacks * one),
+        (COMBINATION, (stacks + min(max(0, singles - 1), spec.max_parallel_jobs)) * one),
         (EXPLOITATION, spec.max_exploitation_trials * one),
     ]
     left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds

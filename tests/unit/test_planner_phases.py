@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from optuna.distributions import IntDistribution
 
-from rea.events import JobCost, JobRecord
+from rea.events import JobCost, JobRecord, PhasePlan
 from rea.phases import kind, numbered, order
 from rea_planner import logic
-from rea_planner.combination import candidates
+from rea_planner.combination import candidates, plan_extension
 from rea_planner.costs import SAFETY_FACTOR, CostModel
-from rea_planner.exploitation import anchor, trust_region
-from rea_planner.jobs import parts
+from rea_planner.exploitation import trust_region
+from rea_planner.jobs import anchor, parts
 
 from .test_planner_logic import COSTS, SCHEMA, concluded, hypothesis, record, running
 
@@ -73,7 +73,14 @@ def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_be
     assert pair.hypothesis_id == "fm+ln" and pair.config["fm"] is True and pair.config["layer_norm"] is True
 
     joint = record("c-pair", "fm+ln", pair.config, 0.83, 0.84).model_copy(update={"phase": "combination"})
-    exploiting = logic.on_phase_concluded(combining, concluded([joint], "combination"), COSTS).state
+    extending = logic.on_phase_concluded(combining, concluded([joint], "combination"), COSTS).state
+    assert extending is not None and extending.phase == "combination-2"
+    [extension] = extending.rounds[-1].jobs  # the one hypothesis no combination has tried, on the pair
+    assert extension.hypothesis_id == "fm+ln+do" and extension.config == {**pair.config, "dropout": 0.3}
+
+    worse = record("c-ext", "fm+ln+do", extension.config, 0.84, 0.85)
+    worse = worse.model_copy(update={"phase": "combination-2"})
+    exploiting = logic.on_phase_concluded(extending, concluded([worse], "combination-2"), COSTS).state
     assert exploiting is not None and exploiting.phase == "exploitation-1"
     trials = exploiting.rounds[-1].jobs
     assert [t.hypothesis_id for t in trials] == ["fm+ln~t1", "fm+ln~t2"]  # max_parallel_jobs per round
@@ -88,7 +95,7 @@ def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_be
         lr = trial.config["learning_rate"]
         assert pair.config["learning_rate"] / 4 <= lr <= pair.config["learning_rate"] * 4
 
-    again = logic.on_phase_concluded(combining, concluded([joint], "combination"), COSTS).state
+    again = logic.on_phase_concluded(extending, concluded([worse], "combination-2"), COSTS).state
     assert again is not None and again.rounds[-1].jobs == trials  # replay asks the same configs
 
     told = [
@@ -140,14 +147,74 @@ def test_exploitation_tunes_the_continuous_knobs_the_anchor_changed_and_the_opti
     assert (region.low, region.high) == (32, 512)  # 128 / 4 .. 128 x 4 within [16, 512]
 
 
-def test_one_winner_skips_combination_and_exploitation_anchors_on_it() -> None:
+def test_one_winner_skips_stacking_and_exploitation_anchors_on_it() -> None:
     records = [r for r in validation_records() if r.hypothesis_id != "ln"]
     state = campaign_with("ln", max_exploitation_trials=2)
-    decision = logic.on_phase_concluded(state, concluded(records), COSTS)
+    extending = logic.on_phase_concluded(state, concluded(records), COSTS).state
+    assert extending is not None and extending.phase == "combination-1"
+    assert [j.hypothesis_id for j in extending.rounds[-1].jobs] == ["fm+do"]  # the loser, on the winner
+
+    worse = record("c-ext", "fm+do", {**BASE, "fm": True, "dropout": 0.3}, 0.86, 0.86)
+    worse = worse.model_copy(update={"phase": "combination-1"})
+    decision = logic.on_phase_concluded(extending, concluded([worse], "combination-1"), COSTS)
     assert decision.state is not None and decision.state.phase == "exploitation-1"
     assert all(j.hypothesis_id and j.hypothesis_id.startswith("fm~t") for j in decision.state.rounds[-1].jobs)
-    found = anchor(records)
+    found = anchor([*records, worse])
     assert found is not None and found.hypothesis_id == "fm"
+
+
+def test_extension_rounds_go_on_while_they_find_a_better_config() -> None:
+    hypotheses = [
+        hypothesis("fm", {"fm": True}, gain=0.05),
+        hypothesis("ln", {"layer_norm": True}, gain=0.04),
+        hypothesis("do", {"dropout": 0.3}, gain=0.03),
+        hypothesis("do_low", {"dropout": 0.1}, gain=0.025),
+        hypothesis("wide", {"mlp_width": 128}, gain=0.02),
+        hypothesis("clip", {"grad_clip": 1.0}, gain=0.01),
+        hypothesis("emb", {"embedding_dim": 16}, gain=0.005),
+    ]
+    state = running(max_parallel_jobs=2).model_copy(update={"hypotheses": hypotheses})
+    records = [
+        record("v-base", None, BASE, 0.90, 0.90),
+        record("v-fm", "fm", {**BASE, "fm": True}, 0.85, 0.85),
+        *[record(f"v-{h.id}", h.id, {**BASE, **h.changes}, 0.91, 0.91) for h in hypotheses[1:]],
+    ]
+    first = next_extension(state, records)
+    assert first is not None
+    # Best prior first, two per round (max_parallel_jobs), each on top of the best config so far.
+    assert [j.hypothesis_id for j in first.jobs] == ["fm+ln", "fm+do"]
+    assert first.jobs[1].config == {**BASE, "fm": True, "dropout": 0.3}
+
+    records += [
+        record("c-1", "fm+ln", first.jobs[0].config, 0.86, 0.86),
+        record("c-2", "fm+do", first.jobs[1].config, 0.80, 0.80),
+    ]
+    records = [*records[:-2], *(r.model_copy(update={"phase": first.phase}) for r in records[-2:])]
+    second = next_extension(state, records)
+    assert second is not None and second.phase == "combination-2"
+    # do_low sets dropout as do does, differently: skipped; ln was tried: not again.
+    assert [j.hypothesis_id for j in second.jobs] == ["fm+do+wide", "fm+do+clip"]
+
+    records += [
+        r.model_copy(update={"phase": second.phase})
+        for r in (
+            record("c-3", "fm+do+wide", second.jobs[0].config, 0.81, 0.81),
+            record("c-4", "fm+do+clip", second.jobs[1].config, 0.82, 0.82),
+        )
+    ]
+    assert next_extension(state, records) is None  # no new best in the last round: stop, emb untried
+
+
+def test_nothing_extends_a_baseline_that_nothing_beat() -> None:
+    records = [
+        record("v-base", None, BASE, 0.80, 0.80),
+        record("v-fm", "fm", {**BASE, "fm": True}, 0.85, 0.85),
+    ]
+    assert next_extension(campaign_with(), records) is None
+
+
+def next_extension(state: logic.Campaign, records: list[JobRecord]) -> PhasePlan | None:
+    return plan_extension(state, records, COSTS, room=1_000.0)
 
 
 def test_exploitation_keeps_room_for_confirmation() -> None:
