@@ -21,6 +21,7 @@ again, for the interactions, when the campaign is summarised.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 from statistics import stdev
 
@@ -148,6 +149,45 @@ def plan_extension(
             room -= job.estimated_cpu_seconds
             jobs.append(job)
     return plan_of(phase, jobs) if jobs else None
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What one hypothesis did on top of a config it extended, beside what it did alone."""
+
+    hypothesis: str
+    onto: str  # the combined id of the config it was added to
+    effect: float  # validation NE delta from that config
+    alone: float | None  # its validation NE delta from the baseline; None if not validated
+
+
+def extension_effects(records: list[JobRecord]) -> list[Extension]:
+    """Every completed extension job's effect on the config it extended, in the order they ran.
+
+    Extension rounds are the numbered combination rounds ("combination-2", ...; "combination-1"
+    when no stacking round ran); a job's last part is the hypothesis added, the rest the config
+    it was added to."""
+    found = validated_effects(records)
+    alone = found[1] if found else {}
+    measured = {
+        j.hypothesis_id: j.validation.ne
+        for j in records
+        if j.hypothesis_id
+        and j.status == "completed"
+        and j.validation
+        and kind(j.phase) in (VALIDATION, COMBINATION)
+    }
+    result: list[Extension] = []
+    for job in records:
+        if kind(job.phase) != COMBINATION or job.phase == COMBINATION:
+            continue
+        if job.status != "completed" or job.validation is None:
+            continue
+        *base, added = parts(job.hypothesis_id)
+        onto = JOIN.join(base)
+        if onto in measured:
+            result.append(Extension(added, onto, job.validation.ne - measured[onto], alone.get(added)))
+    return result
 
 
 def interactions(records: list[JobRecord]) -> list[Interaction]:

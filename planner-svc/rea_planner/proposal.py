@@ -18,6 +18,7 @@ from rea import plots
 from rea.events import CampaignResult, JobRecord
 from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, VALIDATION, kind
 from rea_planner.campaign import Campaign
+from rea_planner.combination import extension_effects
 from rea_planner.jobs import TRIAL
 
 NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
@@ -66,6 +67,7 @@ class Sections:
     notes: list[str]
     carried: list[str]
     interactions: list[list[str]]
+    extensions: list[list[str]]
     hypotheses: list[list[str]]
     evidence: list[list[str]]
     cost: str
@@ -141,6 +143,7 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         notes,
         _carried(campaign, result),
         _interactions(result),
+        _extensions(campaign.records),
         hypotheses,
         evidence,
         cost,
@@ -179,12 +182,26 @@ def _interactions(result: CampaignResult) -> list[list[str]]:
     ]
 
 
+def _extensions(records: list[JobRecord]) -> list[list[str]]:
+    rows = []
+    for e in extension_effects(records):
+        if e.alone is not None and (e.effect < 0) != (e.alone < 0):
+            note = "helps here, hurt the baseline" if e.effect < 0 else "hurts here, helped the baseline"
+        else:
+            note = ""
+        alone = "not validated" if e.alone is None else f"{e.alone:+.4f}"
+        rows.append([e.hypothesis, e.onto, f"{e.effect:+.4f}", alone, note])
+    return rows
+
+
 def _show(value: Any) -> str:
     return "(default)" if value is None else str(value)
 
 
 SUMMARY_HEAD = ["metric (test split unless noted)", "baseline", "best", "delta"]
 CHANGES_HEAD = ["knob", "baseline", "proposed"]
+EXTENSIONS_HEAD = ["hypothesis", "added to", "effect there", "effect on the baseline", "note"]
+NO_EXTENSIONS = "No extension round ran."
 INTERACTIONS_HEAD = ["pair", "effect A", "effect B", "sum (additive)", "observed", "tolerance", "interaction"]
 HYPOTHESES_HEAD = ["hypothesis", "source", "title", "expected gain", "validation NE delta", "citation"]
 EVIDENCE_HEAD = ["job", "phase", "hypothesis", "seed", "status", "val NE", "test NE", "CPU-s"]
@@ -213,6 +230,8 @@ def _markdown(campaign: Campaign, s: Sections) -> str:
         "\n".join(f"- {line}" for line in s.carried) if s.carried else "The baseline's own configuration.",
         "## Interactions between winning hypotheses (validation NE deltas)",
         table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "No pair was combined.",
+        "## Hypotheses added to the best configuration (extension rounds, validation NE deltas)",
+        table(EXTENSIONS_HEAD, s.extensions) if s.extensions else NO_EXTENSIONS,
         "## Plots",
         *(f"![{alt}]({file})" for file, alt in IMAGES),
         "## What the baseline run showed",
@@ -248,6 +267,7 @@ def _html(campaign: Campaign, s: Sections, images: dict[str, bytes]) -> str:
     interactions = (
         table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "<p>No pair was combined.</p>"
     )
+    extensions = table(EXTENSIONS_HEAD, s.extensions) if s.extensions else f"<p>{NO_EXTENSIONS}</p>"
     findings = "".join(f"<li>{html.escape(line)}</li>" for line in s.findings or [NO_FINDINGS])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Launch proposal: {name}</title>
@@ -271,6 +291,8 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 <ul>{carried}</ul>
 <h2>Interactions between winning hypotheses (validation NE deltas)</h2>
 {interactions}
+<h2>Hypotheses added to the best configuration (extension rounds, validation NE deltas)</h2>
+{extensions}
 <h2>Plots</h2>
 {"".join(image(file, alt) for file, alt in IMAGES)}
 <h2>What the baseline run showed</h2>

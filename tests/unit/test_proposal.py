@@ -118,3 +118,17 @@ def test_the_proposal_says_what_the_baseline_run_showed() -> None:
     proposal = render_proposal(campaign.model_copy(update={"findings": [finding]}))
     assert f"## What the baseline run showed\n\n- {finding}" in proposal.markdown
     assert f"<li>{finding}</li>" in proposal.html
+
+
+def test_the_proposal_shows_what_each_hypothesis_did_on_top_of_the_config_it_extended() -> None:
+    campaign = completed_campaign()
+    assert "No extension round ran." in render_proposal(campaign).markdown
+    # layer_norm hurt the baseline (+0.05) but helped fm+dropout (0.83 -> 0.81).
+    config = {**BASE_CONFIG, "fm": True, "dropout": 0.2, "layer_norm": True}
+    added = record("j-ext", "fm+dropout+layer_norm", config, 0.81, 0.84).model_copy(
+        update={"phase": "combination-2"}
+    )
+    proposal = render_proposal(campaign.model_copy(update={"records": [*campaign.records, added]}))
+    row = "| layer_norm | fm+dropout | -0.0200 | +0.0500 | helps here, hurt the baseline |"
+    assert row in proposal.markdown
+    assert "<td>helps here, hurt the baseline</td>" in proposal.html
