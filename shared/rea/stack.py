@@ -359,9 +359,18 @@ class EmbeddedStack:
     ) -> None:
         """Start one service process; ``env`` adds settings for it alone (e.g. ``REA_INJECT_FAULTS``)."""
         name = instance or service
-        port = free_port() if metrics else 0
+        port = self._metrics_port() if metrics else 0
         argv = [sys.executable, "-m", "rea", "service", service]
         self._start(name, argv, {**self.service_env(name, port), **(env or {})}, port)
+
+    def _metrics_port(self) -> int:
+        """A free port none of this stack's processes was given: a service binds its port only
+        once it has started, so a port handed to one still looks free when the next asks."""
+        taken = {p.metrics_port for p in self.processes}
+        port = free_port()
+        while port in taken:
+            port = free_port()
+        return port
 
     def start_services(self, workers: int, env: dict[str, str] | None = None) -> None:
         for service in SERVICES:
