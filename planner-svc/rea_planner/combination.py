@@ -12,8 +12,9 @@ Then *extension* rounds (greedy forward selection): a hypothesis' effect depends
 it is applied to — an interaction term that only hurts an under-trained baseline can be the
 largest gain once a combination trains well. So the hypotheses no combination has tried yet,
 best prior first, are each tried on top of the best config so far, ``max_parallel_jobs`` per
-round; rounds go on while the last one found a new best. Each hypothesis enters the phase
-once, which bounds it.
+round; rounds go on while the last one found a new best. A hypothesis that improved the
+config it extended but lost its round to a bigger gain is tried once more, first, on the new
+best; otherwise each hypothesis enters the phase once, which bounds it.
 
 Pure functions: the planner calls them when a validation or combination round concludes and
 again, for the interactions, when the campaign is summarised.
@@ -21,6 +22,7 @@ again, for the interactions, when the campaign is summarised.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 from statistics import stdev
@@ -129,17 +131,19 @@ def plan_extension(
     if not all(name in by_id for name in parts(best.hypothesis_id)):
         return None
     base = [by_id[name] for name in parts(best.hypothesis_id)]
+    again = [by_id[name] for name in runners_up(records, best) if name in by_id]
     tried = {name for j in records if kind(j.phase) == COMBINATION for name in parts(j.hypothesis_id)}
     tried |= {h.id for h in base}
+    untried = [h for h in campaign.hypotheses if h.id not in tried]
     schema = get_workload(spec.workload).schema
     baseline = schema.resolve(spec.baseline)
     phase = numbered(COMBINATION, len(rounds) + 1)
     jobs: list[JobSpec] = []
-    for hypothesis in sorted(campaign.hypotheses, key=lambda h: -h.expected_gain):
+    for hypothesis in [*again, *sorted(untried, key=lambda h: -h.expected_gain)]:
         if len(jobs) == spec.max_parallel_jobs:
             break
         changes = merged([*base, hypothesis])
-        if hypothesis.id in tried or changes is None or schema.errors(hypothesis.changes):
+        if changes is None or schema.errors(hypothesis.changes):
             continue
         config = schema.resolve(changes, base=baseline)
         if config == best.config:
@@ -149,6 +153,44 @@ def plan_extension(
             room -= job.estimated_cpu_seconds
             jobs.append(job)
     return plan_of(phase, jobs) if jobs else None
+
+
+def runners_up(records: list[JobRecord], best: JobRecord) -> list[str]:
+    """Hypotheses that improved the config they extended in ``best``'s extension round but lost
+    the round to ``best``, best first: evidence says they help, so they are tried on the new best
+    before any untried one (once: a second extension of a hypothesis is never repeated)."""
+    if not _is_extension(best.phase):
+        return []
+    added = Counter(parts(j.hypothesis_id)[-1] for j in records if _is_extension(j.phase))
+    measured = _validation_nes(records)
+    found: list[tuple[float, str]] = []
+    for job in records:
+        if job.phase != best.phase or job.job_id == best.job_id:
+            continue
+        if job.status != "completed" or job.validation is None:
+            continue
+        *onto, name = parts(job.hypothesis_id)
+        if added[name] == 1 and job.validation.ne < measured.get(JOIN.join(onto), float("-inf")):
+            found.append((job.validation.ne, name))
+    return [name for _, name in sorted(found)]
+
+
+def _is_extension(phase: str) -> bool:
+    """Extension rounds are the numbered combination rounds ("combination-2", ...; "combination-1"
+    when no stacking round ran); the stacking round is "combination"."""
+    return kind(phase) == COMBINATION and phase != COMBINATION
+
+
+def _validation_nes(records: list[JobRecord]) -> dict[str, float]:
+    """Validation NE by hypothesis id, for the configs validation and combination measured."""
+    return {
+        j.hypothesis_id: j.validation.ne
+        for j in records
+        if j.hypothesis_id
+        and j.status == "completed"
+        and j.validation
+        and kind(j.phase) in (VALIDATION, COMBINATION)
+    }
 
 
 @dataclass(frozen=True)
@@ -162,24 +204,14 @@ class Extension:
 
 
 def extension_effects(records: list[JobRecord]) -> list[Extension]:
-    """Every completed extension job's effect on the config it extended, in the order they ran.
-
-    Extension rounds are the numbered combination rounds ("combination-2", ...; "combination-1"
-    when no stacking round ran); a job's last part is the hypothesis added, the rest the config
-    it was added to."""
+    """Every completed extension job's effect on the config it extended, in the order they ran:
+    a job's last part is the hypothesis added, the rest the config it was added to."""
     found = validated_effects(records)
     alone = found[1] if found else {}
-    measured = {
-        j.hypothesis_id: j.validation.ne
-        for j in records
-        if j.hypothesis_id
-        and j.status == "completed"
-        and j.validation
-        and kind(j.phase) in (VALIDATION, COMBINATION)
-    }
+    measured = _validation_nes(records)
     result: list[Extension] = []
     for job in records:
-        if kind(job.phase) != COMBINATION or job.phase == COMBINATION:
+        if not _is_extension(job.phase):
             continue
         if job.status != "completed" or job.validation is None:
             continue

@@ -205,6 +205,44 @@ def test_extension_rounds_go_on_while_they_find_a_better_config() -> None:
     assert next_extension(state, records) is None  # no new best in the last round: stop, emb untried
 
 
+def test_a_hypothesis_that_helped_but_lost_its_round_is_tried_again_on_the_new_best_once() -> None:
+    hypotheses = [
+        hypothesis("fm", {"fm": True}, gain=0.05),
+        hypothesis("ln", {"layer_norm": True}, gain=0.04),
+        hypothesis("do", {"dropout": 0.3}, gain=0.03),
+        hypothesis("wide", {"mlp_width": 128}, gain=0.02),
+        hypothesis("clip", {"grad_clip": 1.0}, gain=0.01),
+    ]
+    state = running(max_parallel_jobs=2).model_copy(update={"hypotheses": hypotheses})
+    ln, do = ({**BASE, "fm": True, **h.changes} for h in hypotheses[1:3])
+    records = [
+        record("v-base", None, BASE, 0.90, 0.90),
+        record("v-fm", "fm", {**BASE, "fm": True}, 0.85, 0.85),
+        *(
+            r.model_copy(update={"phase": "combination-1"})
+            for r in (
+                record("c-1", "fm+ln", ln, 0.84, 0.84),  # better than fm, but fm+do is better still
+                record("c-2", "fm+do", do, 0.80, 0.80),
+            )
+        ),
+    ]
+    second = next_extension(state, records)
+    assert second is not None
+    assert [j.hypothesis_id for j in second.jobs] == ["fm+do+ln", "fm+do+wide"]
+
+    records += [
+        r.model_copy(update={"phase": second.phase})
+        for r in (
+            record("c-3", "fm+do+ln", {**do, "layer_norm": True}, 0.79, 0.79),
+            record("c-4", "fm+do+wide", {**do, "mlp_width": 128}, 0.75, 0.75),
+        )
+    ]
+    third = next_extension(state, records)
+    assert third is not None
+    # ln helped again and lost again: not a third time; clip is the one left.
+    assert [j.hypothesis_id for j in third.jobs] == ["fm+do+wide+clip"]
+
+
 def test_nothing_extends_a_baseline_that_nothing_beat() -> None:
     records = [
         record("v-base", None, BASE, 0.80, 0.80),
