@@ -10,6 +10,11 @@ Two models, and an estimate takes the larger (a budget is better over- than unde
   fidelity, and a smaller batch means more optimiser steps for the same data.
 
 Both are padded by a safety factor.
+
+The fit can tell the start-up cost from the per-epoch cost only when the history holds jobs
+at two or more fidelities; from one fidelity (a campaign without screening) the split is
+arbitrary, so a lower fidelity is then estimated at the lowest one seen — never assumed cheaper
+— and ``knows_fixed_cost`` says so to whoever would plan on the difference (screening).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class CostModel:
     cpu_seconds_per_unit: float = PRIOR_CPU_SECONDS_PER_EPOCH
     observations: int = 0
     fit: tuple[float, float, float] | None = None  # (fixed, per unit, per step-unit) CPU seconds
+    fidelities: tuple[float, float] | None = None  # the lowest and highest fidelity units seen
 
     @classmethod
     def from_history(cls, rows: list[dict[str, Any]]) -> CostModel:
@@ -58,9 +64,23 @@ class CostModel:
                 np.array([_features(c) for c, _ in seen]), np.array([cpu for _, cpu in seen])
             )
             fit = (float(coefficients[0]), float(coefficients[1]), float(coefficients[2]))
-        return cls(cpu_seconds_per_unit=rate, observations=len(seen), fit=fit)
+        units = [fidelity_units(config) for config, _ in seen]
+        return cls(
+            cpu_seconds_per_unit=rate, observations=len(seen), fit=fit, fidelities=(min(units), max(units))
+        )
+
+    @property
+    def knows_fixed_cost(self) -> bool:
+        """Whether the fit has seen jobs at two or more fidelities, so its start-up cost is real."""
+        return (
+            self.fit is not None and self.fidelities is not None and self.fidelities[0] < self.fidelities[1]
+        )
 
     def estimate(self, config: dict[str, Any]) -> float:
-        by_rate = self.cpu_seconds_per_unit * fidelity_units(config)
+        units = fidelity_units(config)
+        if self.fidelities is not None and not self.knows_fixed_cost and units < self.fidelities[0]:
+            config = {**config, "epochs": self.fidelities[0], "data_fraction": 1.0}
+            units = self.fidelities[0]
+        by_rate = self.cpu_seconds_per_unit * units
         by_fit = 0.0 if self.fit is None else float(np.dot(self.fit, _features(config)))
         return round(max(by_rate, by_fit) * SAFETY_FACTOR, 2)

@@ -32,15 +32,16 @@ def low_fidelity(config: dict[str, Any]) -> dict[str, Any]:
 
 def worth_screening(spec: CampaignSpec, costs: CostModel, hypotheses: int) -> bool:
     """Whether to screen: asked for, or (``auto``) cheap enough by a cost model that has seen
-    real jobs (the prior knows no start-up cost, so it cannot tell); never with fewer epochs or
-    hypotheses than it takes to halve them."""
+    real jobs at two or more fidelities (the prior, or a fit from one fidelity, knows no
+    start-up cost, so it cannot tell); never with fewer epochs or hypotheses than it takes to
+    halve them."""
     baseline = get_workload(spec.workload).schema.resolve(spec.baseline)
     if spec.screening == "off" or int(baseline.get("epochs", 1)) < ETA or hypotheses < ETA:
         return False
     if spec.screening == "on":
         return True
     low, full = costs.estimate(low_fidelity(baseline)), costs.estimate(baseline)
-    return costs.fit is not None and low <= MIN_SAVING * full
+    return costs.knows_fixed_cost and low <= MIN_SAVING * full
 
 
 def promoted(records: list[JobRecord]) -> list[str]:

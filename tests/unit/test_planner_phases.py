@@ -288,6 +288,19 @@ def test_cost_fit_learns_a_fixed_start_up_cost_and_the_price_of_small_batches() 
     assert logic.learned_costs(records, COSTS).fit is None  # too few observations to fit
 
 
+def test_from_jobs_at_one_fidelity_a_lower_one_is_never_assumed_cheaper() -> None:
+    """Every job at 3 epochs costs 4.3 CPU-s, most of it start-up: the fit cannot know that, so a
+    1-epoch job is estimated as a 3-epoch one, not at a third of it."""
+    rows = [
+        {"config": {"epochs": 3, "batch_size": b}, "cost": {"cpu_seconds": 4.3}} for b in (256, 256, 128, 512)
+    ]
+    model = CostModel.from_history(rows)
+    assert model.fit is not None and not model.knows_fixed_cost
+    full = model.estimate({"epochs": 3, "batch_size": 256})
+    assert model.estimate({"epochs": 1, "batch_size": 256}) == full
+    assert model.estimate({"epochs": 6, "batch_size": 256}) > full
+
+
 @pytest.mark.parametrize(("share", "phase"), [(0.5, "validation-2"), (0.2, "combination")])
 def test_further_validation_rounds_stay_within_the_validation_share(share: float, phase: str) -> None:
     """40 CPU-s spent on validation of a 200 budget: an untried hypothesis (12.5 estimated)

@@ -30,10 +30,16 @@ def test_screening_runs_when_asked_or_when_learned_costs_show_it_saves() -> None
     assert not worth_screening(spec(screening="off", **three_epochs), COSTS, 6)
     # auto: the prior knows no start-up cost, so it cannot tell.
     assert not worth_screening(spec(**three_epochs), COSTS, 6)
-    cheap_start = CostModel(cpu_seconds_per_unit=2.0, observations=5, fit=(0.5, 2.0, 0.0))
-    dear_start = CostModel(cpu_seconds_per_unit=2.0, observations=5, fit=(3.5, 1.0, 0.0))
+    spread = (1.0, 3.0)  # jobs at one and three epochs seen: the start-up cost is known
+    cheap_start = CostModel(cpu_seconds_per_unit=2.0, observations=5, fit=(0.5, 2.0, 0.0), fidelities=spread)
+    dear_start = CostModel(cpu_seconds_per_unit=2.0, observations=5, fit=(3.5, 1.0, 0.0), fidelities=spread)
     assert worth_screening(spec(**three_epochs), cheap_start, 6)
     assert not worth_screening(spec(**three_epochs), dear_start, 6)
+    # Every job seen at three epochs: the fit's split of start-up and per-epoch cost is arbitrary.
+    one_fidelity = CostModel(
+        cpu_seconds_per_unit=2.0, observations=5, fit=(0.5, 2.0, 0.0), fidelities=(3.0, 3.0)
+    )
+    assert not worth_screening(spec(**three_epochs), one_fidelity, 6)
     # Too few epochs to cut, or too few hypotheses to halve.
     assert not worth_screening(spec(screening="on", baseline={"epochs": 2}), COSTS, 6)
     assert not worth_screening(spec(screening="on", **three_epochs), COSTS, 2)
