@@ -16,6 +16,14 @@ round; rounds go on while the last one found a new best. A hypothesis that impro
 config it extended but lost its round to a bigger gain is tried once more, first, on the new
 best; otherwise each hypothesis enters the phase once, which bounds it.
 
+Then *pruning* rounds (backward elimination): the parts of the best config were each added to
+a smaller config, and what helped there can hurt the larger one (layer norm helped a stack of
+a 3x learning rate and small batches, then cost 3-4% NE once DCN-v2 and FM joined it). So each
+hypothesis the best config carries, the earliest added first, is taken out once,
+``max_parallel_jobs`` per round; a config already measured is never run again. A pruned config
+that is the new best is extended and pruned in turn; every config runs at most once, which
+bounds it.
+
 Pure functions: the planner calls them when a validation or combination round concludes and
 again, for the interactions, when the campaign is summarised.
 """
@@ -32,7 +40,7 @@ from rea.phases import COMBINATION, CONFIRMATION, VALIDATION, kind, numbered, ro
 from rea.workloads import get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel
-from rea_planner.jobs import JOIN, anchor, make_job, parts, plan_of
+from rea_planner.jobs import JOIN, WITHOUT, anchor, is_pruned, make_job, parts, plan_of
 
 PAIR_POOL = 3
 MAX_STACK = 4
@@ -155,13 +163,50 @@ def plan_extension(
     return plan_of(phase, jobs) if jobs else None
 
 
+def plan_pruning(
+    campaign: Campaign, records: list[JobRecord], costs: CostModel, room: float
+) -> PhasePlan | None:
+    """The next pruning round: the best config so far with one of its hypotheses taken out, the
+    earliest added first, for the configs not measured yet that fit in ``room`` CPU seconds. None
+    when the best is the baseline or a single hypothesis, or when no candidate is left or fits."""
+    assert campaign.spec is not None
+    spec = campaign.spec
+    best = anchor(records)
+    if best is None or best.hypothesis_id is None:
+        return None
+    names = parts(best.hypothesis_id)
+    by_id = {h.id: h for h in campaign.hypotheses}
+    if len(names) < 2 or not all(name in by_id for name in names):
+        return None
+    schema = get_workload(spec.workload).schema
+    baseline = schema.resolve(spec.baseline)
+    measured = [j.config for j in records]
+    rounds = {j.phase for j in records if kind(j.phase) == COMBINATION}
+    phase = numbered(COMBINATION, len(rounds) + 1)
+    jobs: list[JobSpec] = []
+    for name in names:
+        if len(jobs) == spec.max_parallel_jobs:
+            break
+        changes = merged([by_id[other] for other in names if other != name])
+        assert changes is not None  # a subset of a consistent stack is consistent
+        config = schema.resolve(changes, base=baseline)
+        if config in measured:
+            continue
+        job_name = f"{JOIN.join(names)}{WITHOUT}{name}"
+        job = make_job(spec, campaign.campaign_id, job_name, config, costs, phase)
+        if job.estimated_cpu_seconds <= room:
+            room -= job.estimated_cpu_seconds
+            jobs.append(job)
+    return plan_of(phase, jobs) if jobs else None
+
+
 def runners_up(records: list[JobRecord], best: JobRecord) -> list[str]:
     """Hypotheses that improved the config they extended in ``best``'s extension round but lost
     the round to ``best``, best first: evidence says they help, so they are tried on the new best
     before any untried one (once: a second extension of a hypothesis is never repeated)."""
-    if not _is_extension(best.phase):
+    if not _is_extension(best.phase, best.hypothesis_id):
         return []
-    added = Counter(parts(j.hypothesis_id)[-1] for j in records if _is_extension(j.phase))
+    added = Counter(parts(j.hypothesis_id)[-1] for j in records if _is_extension(j.phase, j.hypothesis_id))
     measured = _validation_nes(records)
     found: list[tuple[float, str]] = []
     for job in records:
@@ -175,16 +220,17 @@ def runners_up(records: list[JobRecord], best: JobRecord) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
-def _is_extension(phase: str) -> bool:
-    """Extension rounds are the numbered combination rounds ("combination-2", ...; "combination-1"
-    when no stacking round ran); the stacking round is "combination"."""
-    return kind(phase) == COMBINATION and phase != COMBINATION
+def _is_extension(phase: str, hypothesis_id: str | None) -> bool:
+    """Extension jobs run in the numbered combination rounds ("combination-2", ...; "combination-1"
+    when no stacking round ran), beside pruning rounds; the stacking round is "combination"."""
+    return kind(phase) == COMBINATION and phase != COMBINATION and not is_pruned(hypothesis_id)
 
 
 def _validation_nes(records: list[JobRecord]) -> dict[str, float]:
-    """Validation NE by hypothesis id, for the configs validation and combination measured."""
+    """Validation NE by the hypotheses a config carries ("a+b", however it was reached), for the
+    configs validation and combination measured."""
     return {
-        j.hypothesis_id: j.validation.ne
+        JOIN.join(parts(j.hypothesis_id)): j.validation.ne
         for j in records
         if j.hypothesis_id
         and j.status == "completed"
@@ -211,7 +257,7 @@ def extension_effects(records: list[JobRecord]) -> list[Extension]:
     measured = _validation_nes(records)
     result: list[Extension] = []
     for job in records:
-        if not _is_extension(job.phase):
+        if not _is_extension(job.phase, job.hypothesis_id):
             continue
         if job.status != "completed" or job.validation is None:
             continue
@@ -219,6 +265,33 @@ def extension_effects(records: list[JobRecord]) -> list[Extension]:
         onto = JOIN.join(base)
         if onto in measured:
             result.append(Extension(added, onto, job.validation.ne - measured[onto], alone.get(added)))
+    return result
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What taking one hypothesis out of a config did, beside what adding it to the baseline did."""
+
+    hypothesis: str
+    of: str  # the combined id of the config it was taken out of
+    effect: float  # validation NE delta from that config (negative: better without it)
+    alone: float | None  # its validation NE delta from the baseline; None if not validated
+
+
+def pruning_effects(records: list[JobRecord]) -> list[Removal]:
+    """Every completed pruning job's effect, in the order they ran."""
+    found = validated_effects(records)
+    alone = found[1] if found else {}
+    measured = _validation_nes(records)
+    result: list[Removal] = []
+    for job in records:
+        if not is_pruned(job.hypothesis_id) or kind(job.phase) != COMBINATION:
+            continue
+        if job.status != "completed" or job.validation is None or job.hypothesis_id is None:
+            continue
+        of, _, removed = job.hypothesis_id.partition(WITHOUT)
+        if of in measured:
+            result.append(Removal(removed, of, job.validation.ne - measured[of], alone.get(removed)))
     return result
 
 

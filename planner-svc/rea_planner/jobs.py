@@ -9,13 +9,21 @@ from rea_planner.costs import CostModel
 
 JOIN = "+"  # "a+b": hypotheses a and b combined
 TRIAL = "~t"  # "a+b~t3": the third exploitation trial around the config a+b
+WITHOUT = "~-"  # "a+b+c~-b": the config a+b+c with b taken out (a pruning round's job)
 
 
 def parts(hypothesis_id: str | None) -> list[str]:
-    """The hypotheses a job's config carries: "a+b" -> [a, b]; a tuned trial "a+b~t3" -> [a, b]."""
+    """The hypotheses a job's config carries: "a+b" -> [a, b]; a tuned trial "a+b~t3" -> [a, b];
+    a pruned config "a+b+c~-b" -> [a, c]."""
     if not hypothesis_id:
         return []
-    return hypothesis_id.split(TRIAL, 1)[0].split(JOIN)
+    stacked, _, removed = hypothesis_id.split(TRIAL, 1)[0].partition(WITHOUT)
+    return [name for name in stacked.split(JOIN) if name != removed]
+
+
+def is_pruned(hypothesis_id: str | None) -> bool:
+    """Whether the config is one a pruning round made by taking a hypothesis out of a stack."""
+    return hypothesis_id is not None and WITHOUT in hypothesis_id.split(TRIAL, 1)[0]
 
 
 def make_job(

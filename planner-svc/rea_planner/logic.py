@@ -59,6 +59,7 @@ from rea_planner.combination import (
     interactions,
     plan_combination,
     plan_extension,
+    plan_pruning,
     validated_effects,
 )
 from rea_planner.costs import CostModel
@@ -198,7 +199,8 @@ def next_search_phase(
 ) -> PhasePlan | None:
     """What runs after a search phase concluded, in phase order: another validation round (for
     hypotheses that now fit), the combination phase (stacking once, given two or more winners,
-    then extension rounds while they find a better config), then exploitation rounds until
+    then extension rounds while they find a better config, then pruning rounds that take each
+    hypothesis out of the best config once), then exploitation rounds until
     their trial limit or the budget. Room is always kept for confirming ``best``, the best
     config found so far. None when nothing more fits."""
     assert campaign.spec is not None
@@ -213,7 +215,7 @@ def next_search_phase(
             campaign, records, costs, room
         )
     if plan is None and concluded in (VALIDATION, COMBINATION):
-        plan = plan_extension(campaign, records, costs, room)
+        plan = plan_extension(campaign, records, costs, room) or plan_pruning(campaign, records, costs, room)
     return plan or plan_exploitation(campaign, records, costs, room)
 
 
@@ -222,7 +224,8 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
     first plan itself (screening or validation); then, from what is left and in this order,
     validation of the survivors after screening, confirmation as it would be planned,
     combination at one baseline-sized job per pair and stack it could run plus one extension
-    round (further rounds run only while they find better configs), and exploitation's trials."""
+    and one pruning round (further rounds run only while they find better configs or have
+    hypotheses left to take out), and exploitation's trials."""
     assert campaign.spec is not None
     spec = campaign.spec
     one = costs.estimate(get_workload(spec.workload).schema.resolve(spec.baseline))
@@ -233,9 +236,10 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
         following.append((VALIDATION, (1 + singles) * one))
     pooled = min(singles, PAIR_POOL)
     stacks = pooled * (pooled - 1) // 2 + max(0, min(singles, MAX_STACK) - 2) if singles >= 2 else 0
+    one_round = min(max(0, singles - 1), spec.max_parallel_jobs)
     following += [
         (CONFIRMATION, 2 * (spec.confirm_seeds - 1) * one),
-        (COMBINATION, (stacks + min(max(0, singles - 1), spec.max_parallel_jobs)) * one),
+        (COMBINATION, (stacks + 2 * one_round) * one),
         (EXPLOITATION, spec.max_exploitation_trials * one),
     ]
     left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds

@@ -18,7 +18,7 @@ from rea import plots
 from rea.events import CampaignResult, JobRecord
 from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, VALIDATION, kind
 from rea_planner.campaign import Campaign
-from rea_planner.combination import extension_effects
+from rea_planner.combination import extension_effects, pruning_effects
 from rea_planner.jobs import TRIAL
 
 NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
@@ -68,6 +68,7 @@ class Sections:
     carried: list[str]
     interactions: list[list[str]]
     extensions: list[list[str]]
+    removals: list[list[str]]
     hypotheses: list[list[str]]
     evidence: list[list[str]]
     cost: str
@@ -144,6 +145,7 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         _carried(campaign, result),
         _interactions(result),
         _extensions(campaign.records),
+        _removals(campaign.records),
         hypotheses,
         evidence,
         cost,
@@ -194,6 +196,22 @@ def _extensions(records: list[JobRecord]) -> list[list[str]]:
     return rows
 
 
+def _removals(records: list[JobRecord]) -> list[list[str]]:
+    rows = []
+    for r in pruning_effects(records):
+        if r.effect < 0:
+            note = (
+                "better without it, though it helped the baseline"
+                if r.alone and r.alone < 0
+                else "better without it"
+            )
+        else:
+            note = ""
+        alone = "not validated" if r.alone is None else f"{r.alone:+.4f}"
+        rows.append([r.hypothesis, r.of, f"{r.effect:+.4f}", alone, note])
+    return rows
+
+
 def _show(value: Any) -> str:
     return "(default)" if value is None else str(value)
 
@@ -202,6 +220,8 @@ SUMMARY_HEAD = ["metric (test split unless noted)", "baseline", "best", "delta"]
 CHANGES_HEAD = ["knob", "baseline", "proposed"]
 EXTENSIONS_HEAD = ["hypothesis", "added to", "effect there", "effect on the baseline", "note"]
 NO_EXTENSIONS = "No extension round ran."
+REMOVALS_HEAD = ["hypothesis", "taken out of", "effect of taking it out", "effect on the baseline", "note"]
+NO_REMOVALS = "No pruning round ran."
 INTERACTIONS_HEAD = ["pair", "effect A", "effect B", "sum (additive)", "observed", "tolerance", "interaction"]
 HYPOTHESES_HEAD = ["hypothesis", "source", "title", "expected gain", "validation NE delta", "citation"]
 EVIDENCE_HEAD = ["job", "phase", "hypothesis", "seed", "status", "val NE", "test NE", "CPU-s"]
@@ -232,6 +252,8 @@ def _markdown(campaign: Campaign, s: Sections) -> str:
         table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "No pair was combined.",
         "## Hypotheses added to the best configuration (extension rounds, validation NE deltas)",
         table(EXTENSIONS_HEAD, s.extensions) if s.extensions else NO_EXTENSIONS,
+        "## Hypotheses taken out of the best configuration (pruning rounds, validation NE deltas)",
+        table(REMOVALS_HEAD, s.removals) if s.removals else NO_REMOVALS,
         "## Plots",
         *(f"![{alt}]({file})" for file, alt in IMAGES),
         "## What the baseline run showed",
@@ -268,6 +290,7 @@ def _html(campaign: Campaign, s: Sections, images: dict[str, bytes]) -> str:
         table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "<p>No pair was combined.</p>"
     )
     extensions = table(EXTENSIONS_HEAD, s.extensions) if s.extensions else f"<p>{NO_EXTENSIONS}</p>"
+    removals = table(REMOVALS_HEAD, s.removals) if s.removals else f"<p>{NO_REMOVALS}</p>"
     findings = "".join(f"<li>{html.escape(line)}</li>" for line in s.findings or [NO_FINDINGS])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Launch proposal: {name}</title>
@@ -293,6 +316,8 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 {interactions}
 <h2>Hypotheses added to the best configuration (extension rounds, validation NE deltas)</h2>
 {extensions}
+<h2>Hypotheses taken out of the best configuration (pruning rounds, validation NE deltas)</h2>
+{removals}
 <h2>Plots</h2>
 {"".join(image(file, alt) for file, alt in IMAGES)}
 <h2>What the baseline run showed</h2>

@@ -204,27 +204,27 @@ def test_plan_within_auto_approve_starts_immediately() -> None:
 
 def test_the_plan_shows_an_estimate_per_phase_and_auto_approval_covers_them_all() -> None:
     """Three hypotheses: 4 validation jobs; combination = 3 pairs + 1 stack of three + one extension
-    round (max_parallel_jobs, 2); 8 exploitation trials; confirmation = winner and baseline on 2
-    more seeds. Each job costs BASELINE_COST."""
+    and one pruning round (max_parallel_jobs, 2, each); 8 exploitation trials; confirmation =
+    winner and baseline on 2 more seeds. Each job costs BASELINE_COST."""
     hypotheses = [
         hypothesis(h, {knob: True}) for h, knob in (("fm", "fm"), ("ln", "layer_norm"), ("x", "fm"))
     ]
     hypotheses[2] = hypothesis("dn", {"dropout": 0.2})
-    state = planning(max_exploitation_trials=8, auto_approve_cpu_seconds=22 * BASELINE_COST)
+    state = planning(max_exploitation_trials=8, auto_approve_cpu_seconds=24 * BASELINE_COST)
     decision = logic.on_hypotheses_generated(state, generated(*hypotheses), COSTS)
     assert decision.state is not None
     assert decision.state.budget_by_phase == {
         "validation": 4 * BASELINE_COST,
-        "combination": 6 * BASELINE_COST,
+        "combination": 8 * BASELINE_COST,
         "exploitation": 8 * BASELINE_COST,
         "confirmation": 4 * BASELINE_COST,
     }
-    assert decision.state.status == "running"  # 22 jobs' worth: covered exactly
+    assert decision.state.status == "running"  # 24 jobs' worth: covered exactly
     proposed = decision.emit[0]
     assert isinstance(proposed, PlanProposed)
     assert proposed.payload.budget_by_phase == decision.state.budget_by_phase
     short = logic.on_hypotheses_generated(
-        planning(max_exploitation_trials=8, auto_approve_cpu_seconds=22 * BASELINE_COST - 1),
+        planning(max_exploitation_trials=8, auto_approve_cpu_seconds=24 * BASELINE_COST - 1),
         generated(*hypotheses),
         COSTS,
     )

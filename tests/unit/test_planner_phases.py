@@ -10,7 +10,7 @@ from optuna.distributions import IntDistribution
 from rea.events import JobCost, JobRecord, PhasePlan
 from rea.phases import kind, numbered, order
 from rea_planner import logic
-from rea_planner.combination import candidates, plan_extension
+from rea_planner.combination import candidates, plan_extension, plan_pruning, pruning_effects
 from rea_planner.costs import SAFETY_FACTOR, CostModel
 from rea_planner.exploitation import trust_region
 from rea_planner.jobs import anchor, parts
@@ -249,6 +249,89 @@ def test_nothing_extends_a_baseline_that_nothing_beat() -> None:
         record("v-fm", "fm", {**BASE, "fm": True}, 0.85, 0.85),
     ]
     assert next_extension(campaign_with(), records) is None
+
+
+def in_round(phase: str, *records: JobRecord) -> list[JobRecord]:
+    return [r.model_copy(update={"phase": phase}) for r in records]
+
+
+def test_pruning_takes_each_hypothesis_out_of_the_best_config_earliest_first() -> None:
+    hypotheses = [
+        hypothesis("lr", {"learning_rate": 0.003}, gain=0.05),
+        hypothesis("ln", {"layer_norm": True}, gain=0.04),
+        hypothesis("fm", {"fm": True}, gain=0.03),
+        hypothesis("wide", {"mlp_width": 128}, gain=0.02),
+        hypothesis("do", {"dropout": 0.3}, gain=0.01),  # never in a combination below
+    ]
+    changes = {h.id: h.changes for h in hypotheses}
+    lr_ln = {**BASE, **changes["lr"], **changes["ln"]}
+    stack = {**lr_ln, **changes["fm"]}
+    state = running(max_parallel_jobs=2).model_copy(update={"hypotheses": hypotheses})
+    records = [
+        record("v-base", None, BASE, 0.90, 0.90),
+        *[record(f"v-{h.id}", h.id, {**BASE, **h.changes}, 0.89, 0.89) for h in hypotheses],
+        *in_round("combination", record("c-1", "lr+ln", lr_ln, 0.85, 0.85)),
+        *in_round("combination-2", record("c-2", "lr+ln+fm", stack, 0.80, 0.80)),
+        *in_round("combination-3", record("c-3", "lr+ln+fm+wide", {**stack, "mlp_width": 128}, 0.81, 0.81)),
+    ]
+    extension_stopped = [r.model_copy(update={"phase": "combination-3"}) for r in records[-1:]]
+    assert next_extension(state, [*records[:-1], *extension_stopped]) is None  # no new best
+
+    first = next_pruning(state, records)
+    assert first is not None and first.phase == "combination-4"
+    # lr+ln (without fm) was measured: only the earlier two are taken out.
+    assert [j.hypothesis_id for j in first.jobs] == ["lr+ln+fm~-lr", "lr+ln+fm~-ln"]
+    assert first.jobs[1].config == {**BASE, **changes["lr"], **changes["fm"]}
+    assert parts("lr+ln+fm~-ln") == ["lr", "fm"] and parts("lr+ln+fm~-ln~t2") == ["lr", "fm"]
+
+    records += in_round(
+        "combination-4",
+        record("p-1", "lr+ln+fm~-lr", first.jobs[0].config, 0.86, 0.86),
+        record("p-2", "lr+ln+fm~-ln", first.jobs[1].config, 0.77, 0.77),  # better without ln
+    )
+    # The pruned config is the new best: extended with what no combination tried (not ln again).
+    extended = next_extension(state, records)
+    assert extended is not None and [j.hypothesis_id for j in extended.jobs] == ["lr+fm+do"]
+    assert extended.jobs[0].config == {**BASE, **changes["lr"], **changes["fm"], "dropout": 0.3}
+
+    [without_ln] = [r for r in pruning_effects(records) if r.hypothesis == "ln"]
+    assert without_ln.of == "lr+ln+fm" and without_ln.effect == pytest.approx(-0.03)
+    assert without_ln.alone == pytest.approx(-0.01)
+
+    records += in_round("combination-5", record("c-4", "lr+fm+do", extended.jobs[0].config, 0.79, 0.79))
+    assert next_extension(state, records) is None
+    # Taking lr out of lr+fm leaves fm alone and taking fm out leaves lr: both measured already.
+    assert next_pruning(state, records) is None
+
+
+def test_after_pruning_the_planner_moves_on_to_exploitation() -> None:
+    pair = {**BASE, "fm": True, "layer_norm": True}
+    earlier = [*validation_records(), *in_round("combination", record("c-pair", "fm+ln", pair, 0.83, 0.84))]
+    state = campaign_with(max_exploitation_trials=2, max_parallel_jobs=2).model_copy(
+        update={"phase": "combination-2", "records": earlier}
+    )
+    better = in_round("combination-2", record("c-ext", "fm+ln+do", {**pair, "dropout": 0.3}, 0.82, 0.82))
+    pruning = logic.on_phase_concluded(state, concluded(better, "combination-2"), COSTS).state
+    assert pruning is not None and pruning.phase == "combination-3"
+    # Nothing is left to extend fm+ln+do with: its hypotheses are taken out instead, two a round.
+    assert [j.hypothesis_id for j in pruning.rounds[-1].jobs] == ["fm+ln+do~-fm", "fm+ln+do~-ln"]
+
+    told = in_round(
+        "combination-3",
+        *(
+            record(f"p-{i}", j.hypothesis_id, j.config, 0.9, 0.9)
+            for i, j in enumerate(pruning.rounds[-1].jobs)
+        ),
+    )
+    exploiting = logic.on_phase_concluded(pruning, concluded(told, "combination-3"), COSTS).state
+    # fm+ln (without do) was measured: pruning is done, exploitation tunes the best.
+    assert exploiting is not None and exploiting.phase == "exploitation-1"
+    trials = [j.hypothesis_id or "" for j in exploiting.rounds[-1].jobs]
+    assert trials and all(trial.startswith("fm+ln+do~t") for trial in trials)
+
+
+def next_pruning(state: logic.Campaign, records: list[JobRecord]) -> PhasePlan | None:
+    return plan_pruning(state, records, COSTS, room=1_000.0)
 
 
 def next_extension(state: logic.Campaign, records: list[JobRecord]) -> PhasePlan | None:

@@ -132,3 +132,24 @@ def test_the_proposal_shows_what_each_hypothesis_did_on_top_of_the_config_it_ext
     row = "| layer_norm | fm+dropout | -0.0200 | +0.0500 | helps here, hurt the baseline |"
     assert row in proposal.markdown
     assert "<td>helps here, hurt the baseline</td>" in proposal.html
+
+
+def test_the_proposal_shows_what_taking_a_hypothesis_out_of_the_best_config_did() -> None:
+    campaign = completed_campaign()
+    assert "No pruning round ran." in render_proposal(campaign).markdown
+    stack = {**BASE_CONFIG, "fm": True, "dropout": 0.2, "layer_norm": True}
+    added = record("j-ext", "fm+dropout+layer_norm", stack, 0.81, 0.84).model_copy(
+        update={"phase": "combination-2"}
+    )
+    # dropout helped the baseline (-0.02), but fm+layer_norm is better without it (0.81 -> 0.79).
+    without = {**stack, "dropout": BASE_CONFIG["dropout"]}
+    pruned = record("j-prune", "fm+dropout+layer_norm~-dropout", without, 0.79, 0.82).model_copy(
+        update={"phase": "combination-3"}
+    )
+    proposal = render_proposal(campaign.model_copy(update={"records": [*campaign.records, added, pruned]}))
+    note = "better without it, though it helped the baseline"
+    row = f"| dropout | fm+dropout+layer_norm | -0.0200 | -0.0200 | {note} |"
+    assert row in proposal.markdown
+    assert "<td>better without it, though it helped the baseline</td>" in proposal.html
+    assert "| layer_norm | fm+dropout | -0.0200 |" in proposal.markdown  # still an extension, not a removal
+    assert "| dropout | fm+layer_norm" not in proposal.markdown
