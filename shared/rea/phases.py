@@ -3,8 +3,9 @@
 screening (optional: every single hypothesis and the baseline at low fidelity, the best third
 promoted; successive halving) → validation (single hypotheses vs the baseline at full fidelity;
 further rounds are "validation-2", ...) →
-combination (the winners stacked, pairs checked for interaction; then extension rounds
-"combination-2", ... adding other hypotheses to the best config) → exploitation (Optuna
+combination (the winners stacked, pairs checked for interaction; then rounds "combination-2",
+... adding other hypotheses to the best config, then taking its own out one by one) →
+exploitation (Optuna
 around the best combination, in rounds "exploitation-1", ...) → confirmation (the winner
 and the baseline on more seeds, on the test split).
 """

@@ -36,7 +36,8 @@ async def test_campaign_from_request_to_result(services: EmbeddedStack, client: 
     phases = await client.phases(campaign_id)
     names = [phase["phase"] for phase in phases]
     # Stacking ("combination") runs when two winners can be stacked (two that set one knob
-    # differently cannot); extension rounds ("combination-N") add the other hypotheses to the best.
+    # differently cannot); then rounds ("combination-N") add the other hypotheses to the best
+    # config and take its own out.
     assert names[0] == "validation" and names[-2:] == ["exploitation-1", "confirmation"]
     assert all(kind(name) == "combination" for name in names[1:-2])
     assert len(winners) >= 2 or "combination" not in names
