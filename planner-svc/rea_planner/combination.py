@@ -19,10 +19,12 @@ best; otherwise each hypothesis enters the phase once, which bounds it.
 Then *pruning* rounds (backward elimination): the parts of the best config were each added to
 a smaller config, and what helped there can hurt the larger one (layer norm helped a stack of
 a 3x learning rate and small batches, then cost 3-4% NE once DCN-v2 and FM joined it). So each
-hypothesis the best config carries, the earliest added first, is taken out once,
-``max_parallel_jobs`` per round; a config already measured is never run again. A pruned config
-that is the new best is extended and pruned in turn; every config runs at most once, which
-bounds it.
+hypothesis the best config carries is taken out once, ``max_parallel_jobs`` per round, the
+weakest evidence first: those stacked for their effect on the baseline before those an
+extension round added (measured on top of nearly the config they are in), and among each the
+smallest gain on the baseline first. A config already measured is never run again. A pruned
+config that is the new best is extended and pruned in turn; every config runs at most once,
+which bounds it.
 
 Pure functions: the planner calls them when a validation or combination round concludes and
 again, for the interactions, when the campaign is summarised.
@@ -167,8 +169,9 @@ def plan_pruning(
     campaign: Campaign, records: list[JobRecord], costs: CostModel, room: float
 ) -> PhasePlan | None:
     """The next pruning round: the best config so far with one of its hypotheses taken out, the
-    earliest added first, for the configs not measured yet that fit in ``room`` CPU seconds. None
-    when the best is the baseline or a single hypothesis, or when no candidate is left or fits."""
+    weakest evidence first (see the module's docstring), for the configs not measured yet that
+    fit in ``room`` CPU seconds. None when the best is the baseline or a single hypothesis, or
+    when no candidate is left or fits."""
     assert campaign.spec is not None
     spec = campaign.spec
     best = anchor(records)
@@ -183,8 +186,11 @@ def plan_pruning(
     measured = [j.config for j in records]
     rounds = {j.phase for j in records if kind(j.phase) == COMBINATION}
     phase = numbered(COMBINATION, len(rounds) + 1)
+    found = validated_effects(records)
+    alone = found[1] if found else {}
+    extended = {parts(j.hypothesis_id)[-1] for j in records if _is_extension(j.phase, j.hypothesis_id)}
     jobs: list[JobSpec] = []
-    for name in names:
+    for name in sorted(names, key=lambda name: (name in extended, -alone.get(name, 0.0))):
         if len(jobs) == spec.max_parallel_jobs:
             break
         changes = merged([by_id[other] for other in names if other != name])
