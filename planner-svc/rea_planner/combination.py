@@ -76,12 +76,16 @@ def validated_effects(records: list[JobRecord]) -> tuple[float, dict[str, float]
     return base, {j.hypothesis_id: j.validation.ne - base for j in done if j.hypothesis_id and j.validation}
 
 
+def baseline_effects(records: list[JobRecord]) -> dict[str, float]:
+    """Each validated hypothesis' validation NE delta from the baseline; empty until the
+    baseline is validated."""
+    found = validated_effects(records)
+    return found[1] if found else {}
+
+
 def winners(campaign: Campaign, records: list[JobRecord]) -> list[Hypothesis]:
     """Validated hypotheses that beat the baseline on validation NE, best first."""
-    found = validated_effects(records)
-    if found is None:
-        return []
-    _, effects = found
+    effects = baseline_effects(records)
     beat = [h for h in campaign.hypotheses if effects.get(h.id, 0.0) < 0]
     return sorted(beat, key=lambda h: effects[h.id])
 
@@ -186,8 +190,7 @@ def plan_pruning(
     measured = [j.config for j in records]
     rounds = {j.phase for j in records if kind(j.phase) == COMBINATION}
     phase = numbered(COMBINATION, len(rounds) + 1)
-    found = validated_effects(records)
-    alone = found[1] if found else {}
+    alone = baseline_effects(records)
     extended = {parts(j.hypothesis_id)[-1] for j in records if _is_extension(j.phase, j.hypothesis_id)}
     jobs: list[JobSpec] = []
     for name in sorted(names, key=lambda name: (name in extended, -alone.get(name, 0.0))):
@@ -258,8 +261,7 @@ class Extension:
 def extension_effects(records: list[JobRecord]) -> list[Extension]:
     """Every completed extension job's effect on the config it extended, in the order they ran:
     a job's last part is the hypothesis added, the rest the config it was added to."""
-    found = validated_effects(records)
-    alone = found[1] if found else {}
+    alone = baseline_effects(records)
     measured = _validation_nes(records)
     result: list[Extension] = []
     for job in records:
@@ -286,8 +288,7 @@ class Removal:
 
 def pruning_effects(records: list[JobRecord]) -> list[Removal]:
     """Every completed pruning job's effect, in the order they ran."""
-    found = validated_effects(records)
-    alone = found[1] if found else {}
+    alone = baseline_effects(records)
     measured = _validation_nes(records)
     result: list[Removal] = []
     for job in records:

@@ -395,11 +395,13 @@ def record(
     *,
     auc: float = 0.7,
     cpu: float = 10.0,
+    phase: str = "validation",
 ) -> JobRecord:
     return JobRecord(
         job_id=job_id,
         hypothesis_id=hypothesis_id,
         config=config,
+        phase=phase,
         status="completed",
         validation=metrics(val_ne),
         test=metrics(test_ne, auc),

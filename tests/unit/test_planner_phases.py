@@ -72,14 +72,13 @@ def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_be
     [pair] = combining.rounds[-1].jobs
     assert pair.hypothesis_id == "fm+ln" and pair.config["fm"] is True and pair.config["layer_norm"] is True
 
-    joint = record("c-pair", "fm+ln", pair.config, 0.83, 0.84).model_copy(update={"phase": "combination"})
+    joint = record("c-pair", "fm+ln", pair.config, 0.83, 0.84, phase="combination")
     extending = logic.on_phase_concluded(combining, concluded([joint], "combination"), COSTS).state
     assert extending is not None and extending.phase == "combination-2"
     [extension] = extending.rounds[-1].jobs  # the one hypothesis no combination has tried, on the pair
     assert extension.hypothesis_id == "fm+ln+do" and extension.config == {**pair.config, "dropout": 0.3}
 
-    worse = record("c-ext", "fm+ln+do", extension.config, 0.84, 0.85)
-    worse = worse.model_copy(update={"phase": "combination-2"})
+    worse = record("c-ext", "fm+ln+do", extension.config, 0.84, 0.85, phase="combination-2")
     exploiting = logic.on_phase_concluded(extending, concluded([worse], "combination-2"), COSTS).state
     assert exploiting is not None and exploiting.phase == "exploitation-1"
     trials = exploiting.rounds[-1].jobs
@@ -99,7 +98,7 @@ def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_be
     assert again is not None and again.rounds[-1].jobs == trials  # replay asks the same configs
 
     told = [
-        record(f"e-{i}", t.hypothesis_id, t.config, ne, ne).model_copy(update={"phase": "exploitation-1"})
+        record(f"e-{i}", t.hypothesis_id, t.config, ne, ne, phase="exploitation-1")
         for i, (t, ne) in enumerate(zip(trials, (0.81, 0.86), strict=True))
     ]
     last = logic.on_phase_concluded(exploiting, concluded(told, "exploitation-1"), COSTS).state
@@ -107,7 +106,7 @@ def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_be
     [third] = last.rounds[-1].jobs  # the trial limit (3) leaves one
     assert third.hypothesis_id == "fm+ln~t3"
 
-    final = record("e-3", "fm+ln~t3", third.config, 0.87, 0.87).model_copy(update={"phase": "exploitation-2"})
+    final = record("e-3", "fm+ln~t3", third.config, 0.87, 0.87, phase="exploitation-2")
     confirming = logic.on_phase_concluded(last, concluded([final], "exploitation-2"), COSTS).state
     assert confirming is not None and confirming.phase == "confirmation"
     assert confirming.confirmation is not None
@@ -117,12 +116,15 @@ def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_be
 def test_the_result_names_the_hypotheses_a_tuned_winner_carries() -> None:
     records = [
         *validation_records(),
-        record("c-pair", "fm+ln", {**BASE, "fm": True, "layer_norm": True}, 0.83, 0.84).model_copy(
-            update={"phase": "combination"}
-        ),
+        record("c-pair", "fm+ln", {**BASE, "fm": True, "layer_norm": True}, 0.83, 0.84, phase="combination"),
         record(
-            "e-1", "fm+ln~t1", {**BASE, "fm": True, "layer_norm": True, "dropout": 0.1}, 0.80, 0.81
-        ).model_copy(update={"phase": "exploitation-1"}),
+            "e-1",
+            "fm+ln~t1",
+            {**BASE, "fm": True, "layer_norm": True, "dropout": 0.1},
+            0.80,
+            0.81,
+            phase="exploitation-1",
+        ),
     ]
     result = logic.summarize(records)
     assert not isinstance(result, str)
@@ -154,8 +156,7 @@ def test_one_winner_skips_stacking_and_exploitation_anchors_on_it() -> None:
     assert extending is not None and extending.phase == "combination-1"
     assert [j.hypothesis_id for j in extending.rounds[-1].jobs] == ["fm+do"]  # the loser, on the winner
 
-    worse = record("c-ext", "fm+do", {**BASE, "fm": True, "dropout": 0.3}, 0.86, 0.86)
-    worse = worse.model_copy(update={"phase": "combination-1"})
+    worse = record("c-ext", "fm+do", {**BASE, "fm": True, "dropout": 0.3}, 0.86, 0.86, phase="combination-1")
     decision = logic.on_phase_concluded(extending, concluded([worse], "combination-1"), COSTS)
     assert decision.state is not None and decision.state.phase == "exploitation-1"
     assert all(j.hypothesis_id and j.hypothesis_id.startswith("fm~t") for j in decision.state.rounds[-1].jobs)
@@ -251,10 +252,6 @@ def test_nothing_extends_a_baseline_that_nothing_beat() -> None:
     assert next_extension(campaign_with(), records) is None
 
 
-def in_round(phase: str, *records: JobRecord) -> list[JobRecord]:
-    return [r.model_copy(update={"phase": phase}) for r in records]
-
-
 def test_pruning_takes_each_hypothesis_out_of_the_best_config_weakest_evidence_first() -> None:
     hypotheses = [
         hypothesis("lr", {"learning_rate": 0.003}, gain=0.05),
@@ -271,12 +268,11 @@ def test_pruning_takes_each_hypothesis_out_of_the_best_config_weakest_evidence_f
         record("v-base", None, BASE, 0.90, 0.90),
         record("v-lr", "lr", {**BASE, **changes["lr"]}, 0.86, 0.86),
         *[record(f"v-{h.id}", h.id, {**BASE, **h.changes}, 0.89, 0.89) for h in hypotheses[1:]],
-        *in_round("combination", record("c-1", "lr+ln", lr_ln, 0.85, 0.85)),
-        *in_round("combination-2", record("c-2", "lr+ln+fm", stack, 0.80, 0.80)),
-        *in_round("combination-3", record("c-3", "lr+ln+fm+wide", {**stack, "mlp_width": 128}, 0.81, 0.81)),
+        record("c-1", "lr+ln", lr_ln, 0.85, 0.85, phase="combination"),
+        record("c-2", "lr+ln+fm", stack, 0.80, 0.80, phase="combination-2"),
+        record("c-3", "lr+ln+fm+wide", {**stack, "mlp_width": 128}, 0.81, 0.81, phase="combination-3"),
     ]
-    extension_stopped = [r.model_copy(update={"phase": "combination-3"}) for r in records[-1:]]
-    assert next_extension(state, [*records[:-1], *extension_stopped]) is None  # no new best
+    assert next_extension(state, records) is None  # no new best
 
     first = next_pruning(state, records)
     assert first is not None and first.phase == "combination-4"
@@ -286,11 +282,12 @@ def test_pruning_takes_each_hypothesis_out_of_the_best_config_weakest_evidence_f
     assert first.jobs[0].config == {**BASE, **changes["lr"], **changes["fm"]}
     assert parts("lr+ln+fm~-ln") == ["lr", "fm"] and parts("lr+ln+fm~-ln~t2") == ["lr", "fm"]
 
-    records += in_round(
-        "combination-4",
-        record("p-1", "lr+ln+fm~-ln", first.jobs[0].config, 0.77, 0.77),  # better without ln
-        record("p-2", "lr+ln+fm~-lr", first.jobs[1].config, 0.86, 0.86),
-    )
+    records += [
+        record(
+            "p-1", "lr+ln+fm~-ln", first.jobs[0].config, 0.77, 0.77, phase="combination-4"
+        ),  # better without ln
+        record("p-2", "lr+ln+fm~-lr", first.jobs[1].config, 0.86, 0.86, phase="combination-4"),
+    ]
     # The pruned config is the new best: extended with what no combination tried (not ln again).
     extended = next_extension(state, records)
     assert extended is not None and [j.hypothesis_id for j in extended.jobs] == ["lr+fm+do"]
@@ -300,7 +297,7 @@ def test_pruning_takes_each_hypothesis_out_of_the_best_config_weakest_evidence_f
     assert without_ln.of == "lr+ln+fm" and without_ln.effect == pytest.approx(-0.03)
     assert without_ln.alone == pytest.approx(-0.01)  # it had helped the baseline
 
-    records += in_round("combination-5", record("c-4", "lr+fm+do", extended.jobs[0].config, 0.79, 0.79))
+    records.append(record("c-4", "lr+fm+do", extended.jobs[0].config, 0.79, 0.79, phase="combination-5"))
     assert next_extension(state, records) is None
     # Taking lr out of lr+fm leaves fm alone and taking fm out leaves lr: both measured already.
     assert next_pruning(state, records) is None
@@ -308,24 +305,21 @@ def test_pruning_takes_each_hypothesis_out_of_the_best_config_weakest_evidence_f
 
 def test_after_pruning_the_planner_moves_on_to_exploitation() -> None:
     pair = {**BASE, "fm": True, "layer_norm": True}
-    earlier = [*validation_records(), *in_round("combination", record("c-pair", "fm+ln", pair, 0.83, 0.84))]
+    earlier = [*validation_records(), record("c-pair", "fm+ln", pair, 0.83, 0.84, phase="combination")]
     state = campaign_with(max_exploitation_trials=2, max_parallel_jobs=2).model_copy(
         update={"phase": "combination-2", "records": earlier}
     )
-    better = in_round("combination-2", record("c-ext", "fm+ln+do", {**pair, "dropout": 0.3}, 0.82, 0.82))
+    better = [record("c-ext", "fm+ln+do", {**pair, "dropout": 0.3}, 0.82, 0.82, phase="combination-2")]
     pruning = logic.on_phase_concluded(state, concluded(better, "combination-2"), COSTS).state
     assert pruning is not None and pruning.phase == "combination-3"
     # Nothing is left to extend fm+ln+do with: its hypotheses are taken out instead, two a round,
     # the stacked ones first (ln gained less than fm on the baseline), do (an extension) last.
     assert [j.hypothesis_id for j in pruning.rounds[-1].jobs] == ["fm+ln+do~-ln", "fm+ln+do~-fm"]
 
-    told = in_round(
-        "combination-3",
-        *(
-            record(f"p-{i}", j.hypothesis_id, j.config, 0.9, 0.9)
-            for i, j in enumerate(pruning.rounds[-1].jobs)
-        ),
-    )
+    told = [
+        record(f"p-{i}", j.hypothesis_id, j.config, 0.9, 0.9, phase="combination-3")
+        for i, j in enumerate(pruning.rounds[-1].jobs)
+    ]
     exploiting = logic.on_phase_concluded(pruning, concluded(told, "combination-3"), COSTS).state
     # fm+ln (without do) was measured: pruning is done, exploitation tunes the best.
     assert exploiting is not None and exploiting.phase == "exploitation-1"

@@ -36,13 +36,17 @@ def completed_campaign() -> logic.Campaign:
     start = running().model_copy(update={"hypotheses": tried})
     second = logic.on_phase_concluded(start, concluded(phase_records()), COSTS).state
     assert second is not None and second.phase == "validation-2"
-    round_two = record("j-ln", "layer_norm", {**BASE_CONFIG, "layer_norm": True}, 0.95, 0.95)
-    done_two = concluded([round_two.model_copy(update={"phase": "validation-2"})], "validation-2")
+    round_two = record(
+        "j-ln", "layer_norm", {**BASE_CONFIG, "layer_norm": True}, 0.95, 0.95, phase="validation-2"
+    )
+    done_two = concluded([round_two], "validation-2")
     combining = logic.on_phase_concluded(second, done_two, COSTS).state
     assert combining is not None and combining.phase == "combination"
     assert [j.hypothesis_id for j in combining.rounds[-1].jobs] == ["fm+dropout"]
-    pair = record("j-pair", "fm+dropout", {**BASE_CONFIG, "fm": True, "dropout": 0.2}, 0.83, 0.86)
-    done_pair = concluded([pair.model_copy(update={"phase": "combination"})], "combination")
+    pair = record(
+        "j-pair", "fm+dropout", {**BASE_CONFIG, "fm": True, "dropout": 0.2}, 0.83, 0.86, phase="combination"
+    )
+    done_pair = concluded([pair], "combination")
     confirming = logic.on_phase_concluded(combining, done_pair, COSTS).state
     assert confirming is not None and confirming.phase == "confirmation"
     jobs = confirmed(base_nes=[0.91, 0.89], fm_nes=[0.84, 0.86])
@@ -125,9 +129,7 @@ def test_the_proposal_shows_what_each_hypothesis_did_on_top_of_the_config_it_ext
     assert "No extension round ran." in render_proposal(campaign).markdown
     # layer_norm hurt the baseline (+0.05) but helped fm+dropout (0.83 -> 0.81).
     config = {**BASE_CONFIG, "fm": True, "dropout": 0.2, "layer_norm": True}
-    added = record("j-ext", "fm+dropout+layer_norm", config, 0.81, 0.84).model_copy(
-        update={"phase": "combination-2"}
-    )
+    added = record("j-ext", "fm+dropout+layer_norm", config, 0.81, 0.84, phase="combination-2")
     proposal = render_proposal(campaign.model_copy(update={"records": [*campaign.records, added]}))
     row = "| layer_norm | fm+dropout | -0.0200 | +0.0500 | helps here, hurt the baseline |"
     assert row in proposal.markdown
@@ -138,14 +140,10 @@ def test_the_proposal_shows_what_taking_a_hypothesis_out_of_the_best_config_did(
     campaign = completed_campaign()
     assert "No pruning round ran." in render_proposal(campaign).markdown
     stack = {**BASE_CONFIG, "fm": True, "dropout": 0.2, "layer_norm": True}
-    added = record("j-ext", "fm+dropout+layer_norm", stack, 0.81, 0.84).model_copy(
-        update={"phase": "combination-2"}
-    )
+    added = record("j-ext", "fm+dropout+layer_norm", stack, 0.81, 0.84, phase="combination-2")
     # dropout helped the baseline (-0.02), but fm+layer_norm is better without it (0.81 -> 0.79).
     without = {**stack, "dropout": BASE_CONFIG["dropout"]}
-    pruned = record("j-prune", "fm+dropout+layer_norm~-dropout", without, 0.79, 0.82).model_copy(
-        update={"phase": "combination-3"}
-    )
+    pruned = record("j-prune", "fm+dropout+layer_norm~-dropout", without, 0.79, 0.82, phase="combination-3")
     proposal = render_proposal(campaign.model_copy(update={"records": [*campaign.records, added, pruned]}))
     note = "better without it, though it helped the baseline"
     row = f"| dropout | fm+dropout+layer_norm | -0.0200 | -0.0200 | {note} |"
