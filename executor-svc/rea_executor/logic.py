@@ -4,6 +4,8 @@ Budget guardrail: a job is submitted only if what is spent, plus the estimates o
 flight, plus its own estimate fits the budget. When the next job cannot fit, the phase
 pauses (``paused_budget``) until a person extends the budget; a warning goes out once 80%
 of the budget is spent. Failed jobs go through the runbook (:mod:`rea_executor.runbook`).
+A cancelled campaign's phase starts nothing more, retries nothing, and concludes once the
+jobs in flight have stopped (the service asks their workers through the job ledger).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Literal
 from rea.events import (
     BudgetExtended,
     BudgetWarning,
+    CampaignCancelled,
     CampaignPaused,
     CampaignResumed,
     Envelope,
@@ -95,7 +98,11 @@ def schedule(state: PhaseExecution, cause: Envelope) -> tuple[PhaseExecution, li
     return state, emit
 
 
-def on_phase_started(state: PhaseExecution | None, event: PhaseStarted) -> Decision[PhaseExecution]:
+def on_phase_started(
+    state: PhaseExecution | None, event: PhaseStarted, cancelled: bool = False
+) -> Decision[PhaseExecution]:
+    """Track the phase's jobs and submit the first; ``cancelled``: the campaign was cancelled
+    before this phase reached the executor, so none of its jobs starts."""
     if state is not None:
         return Decision()
     plan = event.payload.plan
@@ -103,9 +110,10 @@ def on_phase_started(state: PhaseExecution | None, event: PhaseStarted) -> Decis
         campaign_id=event.campaign_id,
         phase=plan.phase,
         correlation_id=event.correlation_id,
+        status="cancelling" if cancelled else "running",
         budget_cpu_seconds=event.payload.budget_cpu_seconds,
         max_parallel_jobs=event.payload.max_parallel_jobs,
-        jobs=[TrackedJob(spec=spec) for spec in plan.jobs],
+        jobs=[TrackedJob(spec=spec, status="cancelled" if cancelled else "pending") for spec in plan.jobs],
     )
     return Decision(*schedule(fresh, event))
 
@@ -133,7 +141,9 @@ def on_job_finished(
     status: JobStatus = "completed" if isinstance(event, JobCompleted) else "failed"
     jobs = list(state.jobs)
     emit: list[Envelope] = []
-    if isinstance(event, JobFailed):
+    if state.status == "cancelling" and isinstance(event, JobFailed):
+        status = "cancelled"  # whatever stopped it, nothing is retried for a cancelled campaign
+    elif isinstance(event, JobFailed):
         error = output.error or JobError(kind="error", message="the job failed without saying why")
         status, retry, entry = _apply_runbook(job, error, event.occurred_at)
         if retry is not None:
@@ -152,12 +162,13 @@ def on_job_finished(
     return Decision(new_state, emit + scheduled)
 
 
-def on_lease_expired(state: PhaseExecution | None, event: JobFailed) -> Decision[PhaseExecution]:
-    """A worker's lease on a job expired: the job is lost, and that becomes a ``job.failed``.
+def on_failure_declared(state: PhaseExecution | None, event: JobFailed) -> Decision[PhaseExecution]:
+    """The executor reports a job's failure on the job side's behalf: its worker's lease expired
+    (``lost_worker``), or it was cancelled before any worker took it.
 
-    ``event`` has an id derived from the job, so when several executors see the expiry only
-    the first records it (dedup on ``event_id``). It is also emitted, so the failure reaches
-    the insights DB like any other.
+    ``event`` has an id derived from the job, so when several executors reach the same
+    conclusion only the first records it (dedup on ``event_id``). It is also emitted, so the
+    failure reaches the insights DB like any other.
     """
     decision = on_job_finished(state, event)
     if decision.state is None:
@@ -190,7 +201,7 @@ def _runbook(state: PhaseExecution, emitted: list[Envelope]) -> list[RunbookEntr
 
 
 def on_campaign_paused(state: PhaseExecution | None, event: CampaignPaused) -> Decision[PhaseExecution]:
-    if state is None or state.status == "concluded" or state.status == "paused":
+    if state is None or state.status in ("concluded", "paused", "cancelling"):
         return Decision()
     paused = state.model_copy(update={"status": "paused"})
     reason = f"paused by {event.payload.by}"
@@ -201,6 +212,20 @@ def on_campaign_resumed(state: PhaseExecution | None, event: CampaignResumed) ->
     if state is None or state.status != "paused":
         return Decision()
     return _resume(state, event, f"resumed by {event.payload.by}", "person")
+
+
+def on_campaign_cancelled(state: PhaseExecution | None, event: CampaignCancelled) -> Decision[PhaseExecution]:
+    """Cancel the jobs not started yet; the phase concludes once those in flight have stopped."""
+    if state is None or state.status in ("concluded", "cancelling"):
+        return Decision()
+    jobs = [j.model_copy(update={"status": "cancelled"}) if j.status == "pending" else j for j in state.jobs]
+    cancelling = state.model_copy(update={"jobs": jobs, "status": "cancelling"})
+    return Decision(*schedule(cancelling, event))
+
+
+def to_stop(state: PhaseExecution) -> list[TrackedJob]:
+    """The jobs of a cancelled phase whose workers must be told to stop."""
+    return [j for j in state.jobs if j.status in IN_FLIGHT] if state.status == "cancelling" else []
 
 
 def on_budget_extended(state: PhaseExecution | None, event: BudgetExtended) -> Decision[PhaseExecution]:

@@ -6,6 +6,12 @@ workload's knob schema. Failures of the infrastructure rather than of the config
 worker, a killed process) are not the job's fault: they are retried up to
 ``MAX_INFRASTRUCTURE_ATTEMPTS`` times even when they repeat. Only what the table cannot
 resolve escalates to a person.
+
+The baseline is the reference every hypothesis is measured against, so a rule that changes the
+config does not touch it on a first failure: the baseline is retried unchanged, and a one-off
+failure (an unlucky batch, a faulty node) leaves the reference as it was. Only if it fails the
+same way again is the rule's change applied, and the proposal reports the baseline as adjusted
+by the runbook, with what changed and why.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ RUNBOOK: tuple[Rule, ...] = (
     Rule("lost_worker", "resubmit", "Lost worker: resubmit unchanged after an exponential backoff."),
     Rule("killed", "resubmit", "Job killed by a signal: resubmit unchanged after an exponential backoff."),
     Rule("invalid_config", "drop", "Invalid config: drop the job and record why; retrying cannot help."),
+    Rule("cancelled", "drop", "Cancelled with its campaign: nothing is retried."),
     Rule("timeout", "escalate", "Time limit reached: a person decides whether a longer limit is worth it."),
     Rule("error", "escalate", "Unrecognised error: a person should look at the job's log."),
 )
@@ -62,6 +69,13 @@ class Recovery:
     escalate: bool = False
 
 
+CONFIG_CHANGES: frozenset[Action] = frozenset({"halve_batch", "lower_lr_and_clip"})
+REFERENCE_FIRST = (
+    "The baseline is the reference every hypothesis is compared with: retried unchanged first, so "
+    "a one-off failure does not change it; the same failure again applies the runbook's change."
+)
+
+
 def rule_for(failure: str) -> Rule:
     return next((r for r in RUNBOOK if r.failure == failure), RUNBOOK[-1])
 
@@ -74,7 +88,11 @@ def recover(spec: JobSpec, error: JobError, earlier_failures: list[str], now: da
     if rule.action == "escalate":
         return Recovery("escalate", rule.description, escalate=True)
     infrastructure = error.kind in INFRASTRUCTURE_FAILURES
-    if error.kind in earlier_failures and not infrastructure:
+    reference = spec.hypothesis_id is None
+    repeats = earlier_failures.count(error.kind)
+    if reference and rule.action in CONFIG_CHANGES and repeats == 0:
+        return Recovery("resubmit", REFERENCE_FIRST, retry=_retry(spec, {}, now, 0.0))
+    if repeats > (1 if reference else 0) and not infrastructure:
         return Recovery("give_up", f"the same failure ({error.kind}) twice: giving up on this job")
     if spec.attempt >= (MAX_INFRASTRUCTURE_ATTEMPTS if infrastructure else MAX_ATTEMPTS):
         return Recovery("give_up", f"{spec.attempt} attempts used: giving up on this job")
@@ -88,7 +106,12 @@ def recover(spec: JobSpec, error: JobError, earlier_failures: list[str], now: da
         return Recovery("give_up", f"{rule.description} Not possible: {'; '.join(problems)}")
     attempt = spec.attempt + 1
     delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 2)) if rule.action == "resubmit" else 0.0
-    retry = spec.model_copy(
+    return Recovery(rule.action, rule.description, retry=_retry(spec, changes, now, delay))
+
+
+def _retry(spec: JobSpec, changes: dict[str, Any], now: datetime, delay: float) -> JobSpec:
+    attempt = spec.attempt + 1
+    return spec.model_copy(
         update={
             "job_id": f"{re.sub(r'-a[0-9]+$', '', spec.job_id)}-a{attempt}",
             "attempt": attempt,
@@ -97,7 +120,6 @@ def recover(spec: JobSpec, error: JobError, earlier_failures: list[str], now: da
             "not_before": now + timedelta(seconds=delay) if delay else None,
         }
     )
-    return Recovery(rule.action, rule.description, retry=retry)
 
 
 def _changes(action: Action, config: dict[str, Any]) -> dict[str, Any]:

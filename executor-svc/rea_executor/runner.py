@@ -4,11 +4,18 @@ The job's CPU seconds (user + system) come from the operating system (``wait4``'
 usage for the job process and the children it waited for), not from the job's own report,
 so every method in a comparison is charged the same way. Peak memory is the job process's
 own high-water mark (``VmHWM``), sampled while it runs.
+
+The job dies with the worker thread that started it (``PR_SET_PDEATHSIG``): a worker killed
+with SIGKILL leaves no training process behind to burn CPU nobody charges. While it runs, a
+:class:`JobWatch` shares its pid and the CPU it used so far with the worker (which records
+them in the job ledger), and lets the worker stop it (a cancelled campaign, a worker shutting
+down). The job's stdout and stderr are kept, the last ``LOG_LIMIT`` bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -16,14 +23,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
 
 from rea.events import JobSpec
+from rea.ledger import LOG_LIMIT
 from rea.workloads import FAULT_ENV, JobCost, JobError, JobInput, JobOutput, get_workload
 
 OOM_EXIT_CODE = 3
@@ -36,19 +45,43 @@ class Exit:
     wall_seconds: float
     timed_out: bool
     peak_rss_mb: float
+    stopped: bool = False
 
 
 Fault = Literal["oom", "nan", "kill"]
 KILL_AFTER_S = 1.0
+StopReason = Literal["cancelled", "killed"]
 
 
-def run_job(spec: JobSpec, fault: Fault | None = None, *, prepare: bool = True) -> JobOutput:
+@dataclass
+class JobWatch:
+    """What the runner thread and the worker's event loop share about the job in progress."""
+
+    pid: int | None = None
+    cpu_seconds: float = 0.0
+    log: str = ""
+    stop_reason: StopReason = "killed"
+    stop_message: str = ""
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self, reason: StopReason, message: str) -> None:
+        """Ask the runner to kill the job now; it then reports ``reason`` with the CPU it used."""
+        if not self.stopping.is_set():
+            self.stop_reason, self.stop_message = reason, message
+            self.stopping.set()
+
+
+def run_job(
+    spec: JobSpec, fault: Fault | None = None, *, prepare: bool = True, watch: JobWatch | None = None
+) -> JobOutput:
     """Blocking: run the job to completion (or its limits) and return what it reported.
 
     ``fault`` is for resilience drills: ``oom`` and ``nan`` ask the job itself to fail that
     way (through its real failure paths), ``kill`` SIGKILLs it one second in. ``prepare=False``
-    skips preparing the dataset (the caller knows it is ready).
+    skips preparing the dataset (the caller knows it is ready). ``watch`` receives the job's
+    pid, CPU so far and output, and can stop it.
     """
+    watch = watch or JobWatch()
     try:
         workload = get_workload(spec.workload)
     except KeyError:
@@ -56,7 +89,7 @@ def run_job(spec: JobSpec, fault: Fault | None = None, *, prepare: bool = True) 
     if prepare and (problem := prepare_dataset(spec.workload, spec.dataset)):
         return _failed("error", f"could not prepare dataset {spec.dataset!r}: {problem}")
     with tempfile.TemporaryDirectory(prefix=f"rea-{spec.job_id[:40]}-") as tmp:
-        job_path, out_path, err_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "stderr"
+        job_path, out_path, log_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "log"
         job = JobInput(
             job_id=spec.job_id,
             dataset=spec.dataset,
@@ -68,14 +101,18 @@ def run_job(spec: JobSpec, fault: Fault | None = None, *, prepare: bool = True) 
         argv = [*workload.command(), "--job", str(job_path), "--output", str(out_path)]
         env = {**os.environ, FAULT_ENV: fault} if fault in ("oom", "nan") else None
         kill_after = KILL_AFTER_S if fault == "kill" else None
-        ended = _run(argv, err_path, spec.memory_mb, spec.timeout_s, env, kill_after)
-        stderr = _tail(err_path)
+        ended = _run(argv, log_path, spec.memory_mb, spec.timeout_s, watch, env, kill_after)
+        watch.log = _tail(log_path, LOG_LIMIT)
+        stderr = watch.log[-2000:]
         output = _read_output(out_path)
     cost = JobCost(
         cpu_seconds=round(ended.usage.ru_utime + ended.usage.ru_stime, 3),
         wall_seconds=round(ended.wall_seconds, 3),
         peak_rss_mb=round(ended.peak_rss_mb, 1),
     )
+    watch.cpu_seconds = cost.cpu_seconds
+    if ended.stopped:
+        return _failed(watch.stop_reason, watch.stop_message or "stopped by its worker", cost)
     if ended.timed_out:
         return _failed("timeout", f"killed after {spec.timeout_s:g}s", cost)
     if output is not None:
@@ -104,36 +141,51 @@ def prepare_dataset(workload: str, dataset: str) -> str | None:
     return lines[-1] if lines else f"exit code {done.returncode}"
 
 
+def _die_with_worker() -> None:
+    """In the child, before exec: SIGKILL me when the thread that started me dies."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _run(
     argv: list[str],
-    stderr_path: Path,
+    log_path: Path,
     memory_mb: int,
     timeout_s: float,
+    watch: JobWatch,
     env: dict[str, str] | None = None,
     kill_after_s: float | None = None,
 ) -> Exit:
     """Run ``argv`` in its own session under the limits; reap it with ``wait4`` for its usage."""
     started = time.monotonic()
-    with stderr_path.open("wb") as stderr:
+    with log_path.open("wb") as log:
         proc = subprocess.Popen(
             argv,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_worker,
         )
+    watch.pid = proc.pid
     limit = memory_mb * 1024 * 1024
     cpu_limit = int(timeout_s) + 1  # a backstop should this worker die: the kernel stops the job
     with contextlib.suppress(ProcessLookupError):
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
         resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 5))
-    timed_out = False
+    timed_out = stopped = False
     peak_kb = 0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         peak_kb = max(peak_kb, _high_water_kb(proc.pid))
+        watch.cpu_seconds = max(watch.cpu_seconds, _cpu_so_far(proc.pid))
+        if watch.stopping.is_set():
+            stopped = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            break
         if kill_after_s is not None and time.monotonic() - started > kill_after_s:
             os.killpg(proc.pid, signal.SIGKILL)
             kill_after_s = None
@@ -146,7 +198,17 @@ def _run(
     proc.returncode = os.waitstatus_to_exitcode(status)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # leave no stray grandchildren behind
-    return Exit(proc.returncode, usage, time.monotonic() - started, timed_out, peak_kb / 1024)
+    return Exit(proc.returncode, usage, time.monotonic() - started, timed_out, peak_kb / 1024, stopped)
+
+
+def _cpu_so_far(pid: int) -> float:
+    """The running job's user + system CPU seconds (``/proc/PID/stat``), for its ledger samples."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _high_water_kb(pid: int) -> int:
@@ -169,7 +231,7 @@ def _tail(path: Path, size: int = 2000) -> str:
 
 
 def _failed(
-    kind: Literal["oom", "invalid_config", "timeout", "killed", "error"],
+    kind: Literal["oom", "invalid_config", "timeout", "killed", "cancelled", "error"],
     message: str,
     cost: JobCost | None = None,
 ) -> JobOutput:

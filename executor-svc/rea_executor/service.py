@@ -1,24 +1,28 @@
 """Executor wiring: phase starts, job results, people's decisions and expired job leases
-wake the phase document; nothing else does, and nothing is kept in memory between them."""
+wake the phase document; nothing else does, and nothing is kept in memory between them.
+
+What to do about a quiet worker or a cancelled job is decided in :mod:`rea_executor.recovery`
+and :mod:`rea_executor.logic`; this module reads the state and the job ledger, applies the
+decisions, and sends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
 
 import structlog
 
 from rea.events import (
     BudgetExtended,
+    CampaignCancelled,
     CampaignPaused,
     CampaignResumed,
     Envelope,
     JobCompleted,
     JobFailed,
-    JobFinishedPayload,
-    JobSpec,
     JobStarted,
     JobSubmitted,
     PhaseStarted,
@@ -27,18 +31,11 @@ from rea.events import (
 from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea.store import Decision
-from rea.workloads import JobCost, JobError, JobOutput
-from rea_executor import logic
-from rea_executor.state import PhaseExecution, phase_key
-
-
-def lost_cost(spec: JobSpec) -> JobCost:
-    """What a lost job is charged: the CPU it burnt died with its worker, so its reserved
-    estimate (padded by the cost model's safety factor) settles the reservation instead of 0."""
-    return JobCost(cpu_seconds=spec.estimated_cpu_seconds, wall_seconds=0.0, peak_rss_mb=0.0, measured=False)
-
+from rea_executor import logic, recovery
+from rea_executor.state import IN_FLIGHT, PhaseExecution, phase_key
 
 CONSUMER = "executor"
+CANCELLATIONS = "executor_cancellations"
 Decide = Callable[[PhaseExecution | None, Any], Decision[PhaseExecution]]
 
 log = structlog.get_logger()
@@ -46,8 +43,10 @@ log = structlog.get_logger()
 
 def wire(rt: Runtime) -> None:
     leases = JobLeases(rt.redis, rt.settings.topic_prefix)
+    ledger = rt.store.ledger
+    cancellations = rt.store[CANCELLATIONS]
 
-    async def apply(event: Envelope, key: str, decide: Decide) -> None:
+    async def apply(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
         applied = await rt.store.apply(
             consumer=CONSUMER, event=event, collection="phases", key=key, model=PhaseExecution, decide=decide
         )
@@ -55,9 +54,12 @@ def wire(rt: Runtime) -> None:
             submitted = sum(isinstance(e, JobSubmitted) for e in applied.decision.emit)
             rt.metrics.jobs.labels(service=rt.name, outcome="submitted").inc(submitted)
         rt.relay.kick()
+        return applied.decision.state if applied.decision else None
 
     async def on_phase_started(event: PhaseStarted) -> None:
-        await apply(event, phase_key(event.campaign_id, event.payload.plan.phase), logic.on_phase_started)
+        cancelled = await cancellations.find_one({"_id": event.campaign_id}) is not None
+        decide = partial(logic.on_phase_started, cancelled=cancelled)
+        await apply(event, phase_key(event.campaign_id, event.payload.plan.phase), decide)
 
     async def on_job_started(event: JobStarted) -> None:
         await apply(event, phase_key(event.campaign_id, event.payload.phase), logic.on_job_started)
@@ -65,62 +67,61 @@ def wire(rt: Runtime) -> None:
     async def on_job_finished(event: JobCompleted | JobFailed) -> None:
         await apply(event, phase_key(event.campaign_id, event.payload.spec.phase), logic.on_job_finished)
 
-    async def on_person(event: CampaignPaused | CampaignResumed | BudgetExtended) -> None:
+    async def on_person(event: CampaignPaused | CampaignResumed | BudgetExtended | CampaignCancelled) -> None:
+        if isinstance(event, CampaignCancelled):
+            # Remembered apart from any phase: a phase the planner started just before the
+            # cancellation may reach this executor after it, and must not run.
+            await cancellations.update_one(
+                {"_id": event.campaign_id}, {"$setOnInsert": {"by": event.payload.by}}, upsert=True
+            )
         doc = await rt.store.phases.find_one(
             {"state.campaign_id": event.campaign_id, "state.status": {"$ne": "concluded"}}, {"_id": 1}
         )
         if doc is None:
-            log.warning("no_active_phase", type=event.type, campaign_id=event.campaign_id)
+            log.info("no_active_phase", type=event.type, campaign_id=event.campaign_id)
             return
         decide: dict[type[Envelope], Decide] = {
             CampaignPaused: logic.on_campaign_paused,
             CampaignResumed: logic.on_campaign_resumed,
             BudgetExtended: logic.on_budget_extended,
+            CampaignCancelled: logic.on_campaign_cancelled,
         }
-        await apply(event, str(doc["_id"]), decide[type(event)])
+        state = await apply(event, str(doc["_id"]), decide[type(event)])
+        if state is not None:
+            await stop_jobs(state)
+
+    async def stop_jobs(state: PhaseExecution) -> None:
+        """Tell the workers of a cancelled phase's jobs to stop them (through the job ledger). A
+        job no worker had claimed never will be: it is reported cancelled here."""
+        for job in logic.to_stop(state):
+            if await ledger.request_cancel(job.spec.job_id, state.campaign_id, state.phase):
+                continue
+            event = recovery.unstarted_cancel_event(state, job)
+            if await ledger.declare_lost(
+                job.spec.job_id, state.campaign_id, state.phase, encode_event(event), status="cancelled"
+            ):
+                await apply(event, phase_key(state.campaign_id, state.phase), logic.on_failure_declared)
 
     async def on_lease_expired(job_id: str) -> None:
-        finished = await leases.finished_event(job_id)
-        if finished is not None:
-            # It reported. If that report never reached us (the broker lost it), send it again.
-            await _resend_if_still_running(job_id, finished)
-            return
         doc = await rt.store.phases.find_one({"state.jobs.spec.job_id": job_id})
         if doc is None:
             return
         state = PhaseExecution.model_validate(doc["state"])
         job = state.job(job_id)
-        if job is None or job.status not in ("submitted", "running"):
-            return
-        failure = JobFailed(
-            event_id=uuid5(NAMESPACE_URL, f"rea:lost-worker:{job_id}").hex,
-            campaign_id=state.campaign_id,
-            correlation_id=state.correlation_id,
-            payload=JobFinishedPayload(
-                spec=job.spec,
-                output=JobOutput(
-                    status="failed",
-                    error=JobError(
-                        kind="lost_worker", message=f"the lease of {job.worker or 'its worker'} expired"
-                    ),
-                    cost=lost_cost(job.spec),
-                ),
-                worker=job.worker or "unknown",
-            ),
-        )
-        if not await leases.mark_done(job_id, encode_event(failure)):
-            # It reported just now (or another executor declared it lost first): that word stands.
-            await on_lease_expired(job_id)
-            return
-        log.warning("lost_worker", job_id=job_id, worker=job.worker)
-        await apply(failure, str(doc["_id"]), logic.on_lease_expired)
-
-    async def _resend_if_still_running(job_id: str, finished: bytes) -> None:
-        doc = await rt.store.phases.find_one({"state.jobs.spec.job_id": job_id})
-        job = PhaseExecution.model_validate(doc["state"]).job(job_id) if doc else None
-        if job is not None and job.status in ("submitted", "running"):
+        run = await ledger.get(job_id)
+        action = recovery.after_lease_lost(job, run)
+        if action == "resend" and run is not None and run.final is not None:
+            # It reported, but the executor never heard it (the broker lost it, or the stack
+            # stopped first): send the stored final word again.
             log.warning("resending_lost_result", job_id=job_id)
-            await rt.bus.send(rt.topics.job_events, job.spec.campaign_id.encode(), finished)
+            await rt.bus.send(rt.topics.job_events, state.campaign_id.encode(), run.final)
+        elif action == "declare_lost" and job is not None:
+            failure = recovery.lost_event(state, job, run)
+            if not await ledger.declare_lost(job_id, state.campaign_id, state.phase, encode_event(failure)):
+                await on_lease_expired(job_id)  # its worker's final word came just now: that stands
+                return
+            log.warning("lost_worker", job_id=job_id, worker=job.worker)
+            await apply(failure, str(doc["_id"]), logic.on_failure_declared)
 
     async def watch_leases() -> None:
         """Redis tells us when a lease expires (keyspace notifications); at start-up, and
@@ -136,15 +137,35 @@ def wire(rt: Runtime) -> None:
                 await asyncio.sleep(1)
 
     async def sweep() -> None:
-        """Find what expired or was reported while nobody listened: a running job without a
-        lease was lost; an in-flight job with a done-marker reported and may need a resend."""
+        """Find what went quiet while nobody listened (a restart, a lost Redis): every job in
+        flight without a live lease is looked up in the job ledger; stop what a cancellation
+        left running."""
         async for doc in rt.store.phases.find({"state.status": {"$ne": "concluded"}}):
-            for job in PhaseExecution.model_validate(doc["state"]).jobs:
-                job_id = job.spec.job_id
-                if job.status not in ("submitted", "running") or await leases.holder(job_id) is not None:
-                    continue
-                if job.status == "running" or await leases.is_done(job_id):
-                    await on_lease_expired(job_id)
+            state = PhaseExecution.model_validate(doc["state"])
+            await stop_jobs(state)
+            for job in state.jobs:
+                if job.status in IN_FLIGHT and await leases.holder(job.spec.job_id) is None:
+                    await on_lease_expired(job.spec.job_id)
+
+    async def republish_pending() -> None:
+        """Send this service's events of active campaigns again, except work that is settled:
+        a ``job.submitted`` whose job is no longer in flight is never sent out again."""
+        in_flight = {
+            job.spec.job_id
+            async for doc in rt.store.phases.find({"state.status": {"$ne": "concluded"}})
+            for job in PhaseExecution.model_validate(doc["state"]).jobs
+            if job.status in IN_FLIGHT
+        }
+        submitted = {
+            str(doc["_id"]): bytes(doc["key"]).decode()
+            async for doc in rt.store.outbox.find(
+                {"producer": CONSUMER, "type": JobSubmitted.model_fields["type"].default}, {"key": 1}
+            )
+        }
+        count = await rt.store.republish_active(CONSUMER, recovery.settled_submissions(submitted, in_flight))
+        if count:
+            log.warning("outbox_republished", entries=count)
+        rt.relay.kick()
 
     rt.bus.subscribe(
         [rt.topics.planner_events, rt.topics.job_events, rt.topics.control],
@@ -157,8 +178,9 @@ def wire(rt: Runtime) -> None:
             CampaignPaused: on_person,
             CampaignResumed: on_person,
             BudgetExtended: on_person,
+            CampaignCancelled: on_person,
         },
     )
     rt.background(watch_leases)
-    rt.on_reconcile(rt.republish_outbox)
+    rt.on_reconcile(republish_pending)
     rt.on_reconcile(sweep)

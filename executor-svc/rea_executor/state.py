@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field
 from rea.events import FINISHED_JOB_STATUSES, JobRecord, JobSpec, RunbookEntry
 from rea.workloads import JobOutput
 
-JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "retried"]
+JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "retried", "cancelled"]
 TERMINAL = FINISHED_JOB_STATUSES
 IN_FLIGHT: frozenset[str] = frozenset({"submitted", "running"})
-PhaseStatus = Literal["running", "paused", "paused_budget", "concluded"]
+PhaseStatus = Literal["running", "paused", "paused_budget", "cancelling", "concluded"]
 BUDGET_WARNING_FRACTION = 0.8
 
 
@@ -43,6 +43,7 @@ class TrackedJob(BaseModel):
             cost=out.cost if out else None,
             error=out.error if out else None,
             diagnostics=out.diagnostics if out else None,
+            footprint=out.footprint if out else None,
         )
 
 

@@ -31,7 +31,6 @@ from rea.events import (
     JobFailed,
     parse_event,
 )
-from rea.leases import JobLeases
 from rea.runtime import Runtime
 from rea_logger.records import (
     dead_letter_document,
@@ -81,8 +80,6 @@ def wire(rt: Runtime) -> None:
         for index in await insert_absent(rt.store.results, [result_document(event) for event in finished]):
             results_recorded.labels(status=finished[index].type).inc()
 
-    leases = JobLeases(rt.redis, rt.settings.topic_prefix)
-
     async def recover_results() -> None:
         """Record every finished job of an active campaign that has no result row yet, from the
         event its worker kept (same ``event_id``, so a late delivery of it is still deduplicated)."""
@@ -99,8 +96,8 @@ def wire(rt: Runtime) -> None:
                     or job_id in recorded
                 ):
                     continue
-                original = await leases.finished_event(job_id)
-                event = parse_event(original) if original else None
+                run = await rt.store.ledger.get(job_id)
+                event = parse_event(run.final) if run and run.final else None
                 if isinstance(event, JobCompleted | JobFailed) and event.payload.spec.job_id == job_id:
                     await record([event])
                     recovered += 1

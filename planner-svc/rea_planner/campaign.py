@@ -79,9 +79,28 @@ def validate_campaign(request: dict[str, Any]) -> tuple[CampaignSpec | None, lis
 
 
 CampaignStatus = Literal[
-    "planning", "rejected", "awaiting_approval", "running", "paused", "paused_budget", "completed", "failed"
+    "planning",
+    "rejected",
+    "awaiting_approval",
+    "running",
+    "paused",
+    "paused_budget",
+    "cancelling",
+    "cancelled",
+    "completed",
+    "failed",
 ]
 ACTIVE: frozenset[str] = frozenset({"running", "paused", "paused_budget"})
+CANCELLABLE: frozenset[str] = frozenset({"planning", "awaiting_approval", *ACTIVE})
+
+
+class BudgetChange(BaseModel):
+    """One change of the campaign's budget after it was submitted: who, when, how much, why."""
+
+    cpu_seconds: float
+    by: str
+    at: datetime
+    reason: str = ""
 
 
 class Campaign(BaseModel):
@@ -115,8 +134,17 @@ class Campaign(BaseModel):
     notices: list[str] = Field(
         default_factory=list, description="Pauses, resumes and budget warnings, in order."
     )
+    budget_changes: list[BudgetChange] = Field(
+        default_factory=list, description="Every change of the budget after submission, in order."
+    )
+    cancelled_by: str | None = None
     result: CampaignResult | None = None
     accepted_by: str | None = None
     accepted_at: datetime | None = None
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
+
+    def budget_cpu_seconds(self) -> float:
+        """The cap every phase is planned against now: the request's budget and every change."""
+        assert self.spec is not None
+        return self.spec.budget_cpu_seconds + sum(change.cpu_seconds for change in self.budget_changes)

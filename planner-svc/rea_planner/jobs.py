@@ -78,3 +78,11 @@ def anchor(records: list[JobRecord]) -> JobRecord | None:
     combination extends and exploitation tunes."""
     found = [j for j in search_records(records) if kind(j.phase) != EXPLOITATION]
     return min(found, key=lambda j: j.validation.ne if j.validation else float("inf"), default=None)
+
+
+def still_dropped(dropped: list[str], ran: list[str | None]) -> list[str]:
+    """The "<id>: reason" lines of hypotheses no job carried: the first plan's "over budget"
+    lines go stale once a later round runs the hypothesis (the winner itself was once listed as
+    dropped). ``ran``: the hypothesis ids of jobs, alone or stacked ("a+b~t3" carries a and b)."""
+    carried = {name for hypothesis_id in ran for name in parts(hypothesis_id)}
+    return [line for line in dropped if line.split(":", 1)[0].strip() not in carried]

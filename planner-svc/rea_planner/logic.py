@@ -13,7 +13,9 @@ from typing import Any
 
 from rea.diagnostics import findings, rerank
 from rea.events import (
+    BudgetExtended,
     BudgetWarning,
+    CampaignCancelled,
     CampaignCompleted,
     CampaignCompletedPayload,
     CampaignRejected,
@@ -52,7 +54,14 @@ from rea.phases import (
 from rea.stats import compare
 from rea.store import Decision
 from rea.workloads import get_workload
-from rea_planner.campaign import ACTIVE, Campaign, CampaignSpec, CampaignStatus, validate_campaign
+from rea_planner.campaign import (
+    ACTIVE,
+    CANCELLABLE,
+    BudgetChange,
+    Campaign,
+    CampaignStatus,
+    validate_campaign,
+)
 from rea_planner.combination import (
     MAX_STACK,
     PAIR_POOL,
@@ -64,7 +73,7 @@ from rea_planner.combination import (
 )
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import plan_exploitation
-from rea_planner.jobs import make_job, parts, plan_of, search_records, spent
+from rea_planner.jobs import make_job, parts, plan_of, search_records, spent, still_dropped
 from rea_planner.screening import ETA, low_fidelity, plan_promotion, worth_screening
 
 Decide = Callable[[Campaign | None, Any], Decision[Campaign]]
@@ -104,10 +113,13 @@ def on_campaign_requested(state: Campaign | None, event: CampaignRequested) -> D
     return Decision(campaign, [ask])
 
 
-def validation_cap(spec: CampaignSpec) -> float:
+def validation_cap(campaign: Campaign) -> float:
     """What validation may spend: all of the budget when nothing follows it, else its share, so
     screening single changes cannot crowd out combining and tuning the ones that work."""
-    return spec.budget_cpu_seconds * (spec.validation_share if spec.max_exploitation_trials > 0 else 1.0)
+    assert campaign.spec is not None
+    spec = campaign.spec
+    share = spec.validation_share if spec.max_exploitation_trials > 0 else 1.0
+    return campaign.budget_cpu_seconds() * share
 
 
 def plan_validation(
@@ -134,7 +146,7 @@ def plan_validation(
             continue
         config = fidelity(schema.resolve(hypothesis.changes, base=baseline))
         job = make_job(spec, campaign.campaign_id, hypothesis.id, config, costs, phase)
-        if total + job.estimated_cpu_seconds > validation_cap(spec):
+        if total + job.estimated_cpu_seconds > validation_cap(campaign):
             dropped.append(f"{hypothesis.id}: over budget (estimated {job.estimated_cpu_seconds:.0f} CPU-s)")
             continue
         total += job.estimated_cpu_seconds
@@ -205,12 +217,12 @@ def next_search_phase(
     config found so far. None when nothing more fits."""
     assert campaign.spec is not None
     reserve = confirmation_reserve(campaign, best.config, costs)
-    room = campaign.spec.budget_cpu_seconds - spent(records) - reserve
+    room = campaign.budget_cpu_seconds() - spent(records) - reserve
     concluded = kind(campaign.phase or VALIDATION)
     plan: PhasePlan | None = None
     if concluded == VALIDATION:
         screened = spent([r for r in records if kind(r.phase) in (SCREENING, VALIDATION)])
-        screening_room = min(room, validation_cap(campaign.spec) - screened)
+        screening_room = min(room, validation_cap(campaign) - screened)
         plan = plan_next_round(campaign, records, costs, screening_room) or plan_combination(
             campaign, records, costs, room
         )
@@ -242,7 +254,7 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
         (COMBINATION, (stacks + 2 * one_round) * one),
         (EXPLOITATION, spec.max_exploitation_trials * one),
     ]
-    left = spec.budget_cpu_seconds - plan.estimated_cpu_seconds
+    left = campaign.budget_cpu_seconds() - plan.estimated_cpu_seconds
     estimates = {plan.phase: plan.estimated_cpu_seconds}
     for phase, wanted in following:
         estimates[phase] = round(max(0.0, min(wanted, left)), 2)
@@ -258,9 +270,9 @@ def on_hypotheses_generated(
     campaign = _save(state, hypotheses=event.payload.hypotheses, findings=event.payload.findings)
     spec = state.spec
     plan, dropped = plan_validation(campaign, costs, worth_screening(spec, costs, len(campaign.hypotheses)))
-    if plan.estimated_cpu_seconds > spec.budget_cpu_seconds:
+    if plan.estimated_cpu_seconds > campaign.budget_cpu_seconds():
         reasons = [
-            f"budget_cpu_seconds: {spec.budget_cpu_seconds:g} cannot cover even the baseline "
+            f"budget_cpu_seconds: {campaign.budget_cpu_seconds():g} cannot cover even the baseline "
             f"(estimated {plan.estimated_cpu_seconds:g} CPU-s)"
         ]
         rejected = _save(campaign, status="rejected", reasons=reasons, plan=plan)
@@ -296,7 +308,7 @@ def _start_phase(campaign: Campaign, cause: Envelope) -> PhaseStarted:
         **_follow(cause),
         payload=PhaseStartedPayload(
             plan=campaign.plan,
-            budget_cpu_seconds=campaign.spec.budget_cpu_seconds,
+            budget_cpu_seconds=campaign.budget_cpu_seconds(),
             max_parallel_jobs=campaign.spec.max_parallel_jobs,
         ),
     )
@@ -306,13 +318,27 @@ def _completed(records: list[JobRecord]) -> list[JobRecord]:
     return [j for j in records if j.status == "completed" and j.validation and j.test]
 
 
-def pick_winner(records: list[JobRecord]) -> tuple[JobRecord, JobRecord] | str:
+def _baseline_config(campaign: Campaign) -> dict[str, Any]:
+    """The campaign's baseline: the workload's defaults with the request's overrides."""
+    assert campaign.spec is not None
+    return get_workload(campaign.spec.workload).schema.resolve(campaign.spec.baseline)
+
+
+def pick_winner(
+    records: list[JobRecord], reference: dict[str, Any] | None = None
+) -> tuple[JobRecord, JobRecord] | str:
     """(baseline, best by validation NE) among the search phases' jobs; or why there is none.
+
+    The baseline is the validation run of the campaign's baseline config, ``reference``; a
+    runbook retry that changed it stands in only when the baseline itself could not train
+    (see :mod:`rea_executor.runbook`), and the result then says so.
 
     Many configs compete, so the best validation NE is biased low (the winner's curse): the
     confirmation phase measures the winner again on fresh seeds, on the test split."""
     done = search_records(records)
-    baseline = next((j for j in done if j.hypothesis_id is None and kind(j.phase) == VALIDATION), None)
+    baselines = [j for j in done if j.hypothesis_id is None and kind(j.phase) == VALIDATION]
+    unchanged = [j for j in baselines if reference is None or j.config == reference]
+    baseline = next(iter(unchanged or baselines), None)
     if baseline is None:
         return "the baseline job did not complete, so nothing can be compared"
     best = min(done, key=lambda j: j.validation.ne if j.validation else float("inf"))
@@ -335,15 +361,28 @@ def plan_confirmation(
 
 
 def summarize(
-    records: list[JobRecord], confidence: float = 0.95, notes: list[str] | None = None
+    records: list[JobRecord],
+    confidence: float = 0.95,
+    notes: list[str] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> CampaignResult | str:
     """Pick the winner on validation NE and report both on the test split, over every seed
-    each was run with (mean, and a Welch interval of the difference); or say why not."""
-    picked = pick_winner(records)
+    each was run with (mean, and a Welch interval of the difference); or say why not.
+    ``reference``: the campaign's baseline config, which the winner's changes are told against."""
+    picked = pick_winner(records, reference)
     if isinstance(picked, str):
         return picked
     baseline, best = picked
     done = _completed(records)
+    reference = baseline.config if reference is None else reference
+    adjusted = {k: v for k, v in baseline.config.items() if reference.get(k) != v}
+    notes = list(notes or [])
+    if adjusted:
+        failures = sorted({j.error.kind for j in records if j.hypothesis_id is None and j.error})
+        notes.append(
+            f"the baseline could not train as requested ({', '.join(failures) or 'failed'}, twice); the "
+            f"runbook's retry with {adjusted} is the baseline every delta here is measured against"
+        )
 
     def metric(winner: JobRecord) -> tuple[MetricSummary, list[float]]:
         runs = [j for j in done if j.hypothesis_id == winner.hypothesis_id and j.config == winner.config]
@@ -362,7 +401,7 @@ def summarize(
 
     (base, base_nes), (top, top_nes) = metric(baseline), metric(best)
     delta = compare(top_nes, base_nes, confidence)
-    changes = {k: v for k, v in best.config.items() if baseline.config.get(k) != v}
+    changes = {k: v for k, v in best.config.items() if reference.get(k) != v}
     return CampaignResult(
         baseline=base,
         best=top,
@@ -379,7 +418,8 @@ def summarize(
         p_value=delta.p_value,
         confidence=confidence,
         verdict=delta.verdict() if best is not baseline else "not significant",
-        notes=notes or [],
+        notes=notes,
+        baseline_changes=adjusted,
         best_hypotheses=[name for name in parts(best.hypothesis_id) if name != "baseline"],
         interactions=interactions(records),
         effects=_relative_effects(records),
@@ -397,7 +437,7 @@ def _relative_effects(records: list[JobRecord]) -> dict[str, float]:
 def _finish(
     state: Campaign, cause: Envelope, records: list[JobRecord], notes: list[str]
 ) -> Decision[Campaign]:
-    result = summarize(records, notes=notes)
+    result = summarize(records, notes=notes, reference=_baseline_config(state))
     if isinstance(result, str):
         return Decision(_save(state, status="failed", reasons=[result], records=records, phase=None))
     completed = _save(state, status="completed", result=result, records=records, phase=None)
@@ -412,16 +452,18 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
     """A search phase concluded: run the next one that fits (validation rounds, combination,
     exploitation rounds); after the last, confirm the winner on more seeds if it beat the
     baseline and the budget allows; else finish. Confirmation concluded: finish."""
-    if state is None or state.status not in ACTIVE or state.spec is None:
+    if state is None or state.status not in (*ACTIVE, "cancelling") or state.spec is None:
         return Decision()
     if event.payload.phase != (state.phase or VALIDATION):
         return Decision()
     records = [*state.records, *event.payload.jobs]
+    if state.status == "cancelling":
+        return _finish_cancelled(state, event, records)
     if kind(event.payload.phase) == CONFIRMATION:
         return _finish(state, event, records, [])
     if kind(event.payload.phase) == SCREENING:
         return _start(state, event, records, plan_promotion(state, records, learned_costs(records, costs)))
-    picked = pick_winner(records)
+    picked = pick_winner(records, _baseline_config(state))
     if isinstance(picked, str):
         return _finish(state, event, records, [])
     baseline, best = picked
@@ -436,7 +478,7 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
     if state.spec.confirm_seeds <= 1:
         return _finish(state, event, records, ["confirmation skipped: confirm_seeds is 1"])
     plan = plan_confirmation(state, baseline, best, costs)
-    remaining = state.spec.budget_cpu_seconds - spent(records)
+    remaining = state.budget_cpu_seconds() - spent(records)
     if plan.estimated_cpu_seconds > remaining:
         note = (
             f"confirmation skipped: it needs an estimated {plan.estimated_cpu_seconds:.0f} CPU-s, "
@@ -465,7 +507,7 @@ def diagnosed(campaign: Campaign, baseline: JobRecord) -> Campaign:
 def _start(state: Campaign, cause: Envelope, records: list[JobRecord], plan: PhasePlan) -> Decision[Campaign]:
     """Start the next phase with what the budget has left."""
     assert state.spec is not None
-    remaining = state.spec.budget_cpu_seconds - spent(records)
+    remaining = state.budget_cpu_seconds() - spent(records)
     started = PhaseStarted(
         **_follow(cause),
         payload=PhaseStartedPayload(
@@ -473,7 +515,9 @@ def _start(state: Campaign, cause: Envelope, records: list[JobRecord], plan: Pha
         ),
     )
     rounds = [*state.rounds, plan] if plan.phase != CONFIRMATION else state.rounds
-    return Decision(_save(state, records=records, phase=plan.phase, rounds=rounds), [started])
+    dropped = still_dropped(state.dropped_hypotheses, [job.hypothesis_id for job in plan.jobs])
+    saved = _save(state, records=records, phase=plan.phase, rounds=rounds, dropped_hypotheses=dropped)
+    return Decision(saved, [started])
 
 
 def on_phase_paused(state: Campaign | None, event: PhasePaused) -> Decision[Campaign]:
@@ -498,6 +542,56 @@ def on_budget_warning(state: Campaign | None, event: BudgetWarning) -> Decision[
     spent, budget = event.payload.spent_cpu_seconds, event.payload.budget_cpu_seconds
     notice = f"budget warning: {spent:.0f} of {budget:g} CPU-s spent"
     return Decision(_save(state, notices=[*state.notices, notice]))
+
+
+def on_budget_extended(state: Campaign | None, event: BudgetExtended) -> Decision[Campaign]:
+    """Every later phase is planned against the new cap (the executor raises the running phase's)."""
+    if state is None or state.spec is None or state.status not in CANCELLABLE:
+        return Decision()
+    change = BudgetChange(
+        cpu_seconds=event.payload.cpu_seconds,
+        by=event.payload.by,
+        at=event.occurred_at,
+        reason=f"extended during {state.phase or state.status}",
+    )
+    changes = [*state.budget_changes, change]
+    notice = (
+        f"budget extended by {change.cpu_seconds:g} CPU-s by {change.by}: "
+        f"{state.budget_cpu_seconds() + change.cpu_seconds:g} CPU-s in all"
+    )
+    return Decision(_save(state, budget_changes=changes, notices=[*state.notices, notice]))
+
+
+def on_campaign_cancelled(state: Campaign | None, event: CampaignCancelled) -> Decision[Campaign]:
+    """Before any job runs the campaign ends at once; while jobs run it ends when the executor
+    concludes the phase it stopped (``cancelling``), with a proposal of what it found so far."""
+    if state is None or state.status not in CANCELLABLE:
+        return Decision()
+    notice = f"cancelled by {event.payload.by}"
+    if state.status in ("planning", "awaiting_approval"):
+        return Decision(
+            _save(
+                state,
+                status="cancelled",
+                cancelled_by=event.payload.by,
+                reasons=[f"{notice} before any job ran"],
+                notices=[*state.notices, notice],
+            )
+        )
+    return Decision(
+        _save(state, status="cancelling", cancelled_by=event.payload.by, notices=[*state.notices, notice])
+    )
+
+
+def _finish_cancelled(state: Campaign, cause: Envelope, records: list[JobRecord]) -> Decision[Campaign]:
+    """End a cancelled campaign with the result of what ran, marked as such (no insights are
+    derived from it: no ``campaign.completed``)."""
+    note = f"cancelled by {state.cancelled_by}: this is what the campaign found before it was stopped"
+    result = summarize(records, notes=[note], reference=_baseline_config(state))
+    if isinstance(result, str):
+        return Decision(_save(state, status="cancelled", reasons=[note, result], records=records, phase=None))
+    cancelled = _save(state, status="cancelled", result=result, records=records, phase=None, reasons=[note])
+    return Decision(cancelled)
 
 
 def on_proposal_accepted(state: Campaign | None, event: ProposalAccepted) -> Decision[Campaign]:

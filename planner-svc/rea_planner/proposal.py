@@ -4,22 +4,26 @@ A pure function of the campaign's state (its plan, hypotheses, every concluded j
 result), so it can be rendered again at any time and always says the same thing. It comes
 as Markdown (images as separate PNG files) and as one self-contained HTML page (images
 inlined), with three plots: test NE of every job over the compute spent, each hypothesis'
-effect on validation NE (the confirmed winner with its interval), and the budget burn.
+effect on validation NE (the confirmed winner with its interval), and the budget burn. Every
+mean over seeds comes with its per-seed values, and the winner's model size and inference cost
+with the baseline's: a ranking engineer ships what serves.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from rea import plots
 from rea.events import CampaignResult, JobRecord
 from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, VALIDATION, kind
+from rea.workloads import ModelFootprint, get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.combination import extension_effects, pruning_effects
-from rea_planner.jobs import TRIAL
+from rea_planner.jobs import TRIAL, still_dropped
 
 NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
 PHASE_COLOURS: dict[str, str] = {
@@ -48,7 +52,7 @@ def render_proposal(campaign: Campaign) -> Proposal:
     images = {
         "ne_over_budget.png": _ne_over_budget(jobs, result),
         "hypothesis_effects.png": _hypothesis_effects(jobs, result),
-        "budget_burn.png": _budget_burn(jobs, campaign.spec.budget_cpu_seconds),
+        "budget_burn.png": _budget_burn(jobs, campaign.budget_cpu_seconds()),
     }
     sections = _sections(campaign, result)
     markdown = _markdown(campaign, sections)
@@ -63,7 +67,10 @@ def render_proposal(campaign: Campaign) -> Proposal:
 class Sections:
     headline: str
     summary: list[list[str]]
+    per_seed: list[list[str]]
     changes: list[list[str]]
+    footprint: list[list[str]]
+    footprint_note: str
     notes: list[str]
     carried: list[str]
     interactions: list[list[str]]
@@ -90,18 +97,23 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         f"{winner}: test NE {base.ne:.4f} -> {best.ne:.4f} ({result.ne_relative_gain:+.2%}) over "
         f"{result.seeds} seed(s); {interval}; verdict: {result.verdict}."
     )
+    if campaign.status == "cancelled":
+        headline = f"CANCELLED by {campaign.cancelled_by}: what it found before it was stopped. {headline}"
     summary = [
         ["NE (lower is better)", f"{base.ne:.4f}", f"{best.ne:.4f}", f"{result.ne_delta:+.4f}"],
         ["AUC", f"{base.auc:.4f}", f"{best.auc:.4f}", f"{result.auc_delta:+.4f}"],
         ["validation NE", f"{base.validation_ne:.4f}", f"{best.validation_ne:.4f}",
          f"{best.validation_ne - base.validation_ne:+.4f}"],
     ]  # fmt: skip
-    baseline_config = next(
-        (j.config for j in campaign.records if j.job_id == base.job_id), campaign.spec.baseline
-    )
+    # The requested baseline: the winner's changes are told against it, even when the runbook had
+    # to adjust the baseline's own run (the notes then say so).
+    recorded = next((j.config for j in campaign.records if j.job_id == base.job_id), campaign.spec.baseline)
+    requested = get_workload(campaign.spec.workload).schema.resolve(campaign.spec.baseline)
+    baseline_config = {**recorded, **{knob: requested.get(knob) for knob in result.baseline_changes}}
     changes = [
         [knob, _show(baseline_config.get(knob)), _show(value)] for knob, value in result.best_changes.items()
     ]
+    footprint, footprint_note = _footprint(campaign.records, result)
     baseline_val = base.validation_ne
     measured = {
         j.hypothesis_id: j.validation.ne - baseline_val
@@ -124,6 +136,7 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
             j.job_id.removeprefix(f"{campaign.campaign_id}-"),
             j.phase,
             j.hypothesis_id or "baseline",
+            config_diff(j.config, baseline_config),
             str(j.seed),
             j.status,
             f"{j.validation.ne:.4f}" if j.validation else "",
@@ -133,14 +146,25 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         for j in campaign.records
     ]
     cost = (
-        f"{result.compute_seconds:.1f} CPU-s of the {campaign.spec.budget_cpu_seconds:g} CPU-s budget "
+        f"{result.compute_seconds:.1f} CPU-s of the {campaign.budget_cpu_seconds():g} CPU-s budget "
         f"({result.jobs_completed} jobs completed, {result.jobs_failed} failed)."
     )
-    notes = [*result.notes, *(f"dropped: {d}" for d in campaign.dropped_hypotheses)]
+    if campaign.budget_changes:
+        history = "; ".join(
+            f"{change.cpu_seconds:+g} CPU-s by {change.by} at {change.at:%Y-%m-%d %H:%M} UTC "
+            f"({change.reason})"
+            for change in campaign.budget_changes
+        )
+        cost += f" Budget history: {campaign.spec.budget_cpu_seconds:g} CPU-s requested; {history}."
+    dropped = still_dropped(campaign.dropped_hypotheses, [j.hypothesis_id for j in campaign.records])
+    notes = [*result.notes, *(f"dropped: {d}" for d in dropped)]
     return Sections(
         headline,
         summary,
+        _per_seed(result),
         changes,
+        footprint,
+        footprint_note,
         notes,
         _carried(campaign, result),
         _interactions(result),
@@ -151,6 +175,78 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         cost,
         campaign.findings,
     )
+
+
+def config_diff(config: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """The knobs a job set differently from the baseline, "knob=value, ..." sorted by knob: what
+    the job actually tried, which its hypothesis id only names."""
+    if not config:
+        return "(no config recorded)"
+    changed = sorted(
+        knob for knob in config.keys() | baseline.keys() if config.get(knob) != baseline.get(knob)
+    )
+    return ", ".join(f"{knob}={_show(config.get(knob))}" for knob in changed) or "(baseline config)"
+
+
+def _per_seed(result: CampaignResult) -> list[list[str]]:
+    """Seed -> baseline, best and their difference on the test split: what the headline's means
+    and interval are made of, so one outlier seed shows."""
+    base, best = result.baseline.ne_by_seed, result.best.ne_by_seed
+    rows = []
+    for seed in sorted(base.keys() | best.keys()):
+        b, w = base.get(seed), best.get(seed)
+        delta = f"{w - b:+.4f}" if b is not None and w is not None else ""
+        rows.append([str(seed), _ne(b), _ne(w), delta])
+    return rows
+
+
+def _ne(value: float | None) -> str:
+    return "not run" if value is None else f"{value:.4f}"
+
+
+def _footprint(records: list[JobRecord], result: CampaignResult) -> tuple[list[list[str]], str]:
+    """Baseline vs winner: parameters, size and inference cost, with the relative change; the
+    inference time is the median over every run of the config (it varies run to run, the
+    size does not). Empty rows when neither config's jobs reported a footprint."""
+    base = _footprints(records, result.baseline.job_id)
+    best = _footprints(records, result.best.job_id)
+    if not base and not best:
+        return [], "Not measured: the workload reported no model footprint."
+
+    def row(name: str, values: list[list[float]], show: str) -> list[str]:
+        b, w = (statistics.median(v) if v else None for v in values)
+        change = f"{(w - b) / b:+.1%}" if b and w is not None else ""
+        return [name, *("not measured" if v is None else show.format(v) for v in (b, w)), change]
+
+    rows = [
+        row("parameters", [[f.parameters for f in base], [f.parameters for f in best]], "{:,.0f}"),
+        row(
+            "size (MiB, parameters and buffers)",
+            [[f.size_mb for f in base], [f.size_mb for f in best]],
+            "{:.3f}",
+        ),
+        row(
+            "inference (ms per 1,000 test rows)",
+            [[f.inference_ms_per_1k_rows for f in base], [f.inference_ms_per_1k_rows for f in best]],
+            "{:.3f}",
+        ),
+    ]
+    note = (
+        f"Inference: forward pass on the test split in eval mode, as the workload measured it after "
+        f"training (the reference trainer: one thread per job); median over {len(base)} baseline and "
+        f"{len(best)} winner run(s)."
+    )
+    return rows, note
+
+
+def _footprints(records: list[JobRecord], job_id: str) -> list[ModelFootprint]:
+    """The footprints of every completed run of the config job ``job_id`` ran (any seed, phase)."""
+    job = next((j for j in records if j.job_id == job_id), None)
+    if job is None:
+        return []
+    return [
+        j.footprint for j in records if j.status == "completed" and j.config == job.config and j.footprint
+    ]
 
 
 def _carried(campaign: Campaign, result: CampaignResult) -> list[str]:
@@ -217,6 +313,11 @@ def _show(value: Any) -> str:
 
 
 SUMMARY_HEAD = ["metric (test split unless noted)", "baseline", "best", "delta"]
+PER_SEED_TITLE = "Test NE per seed (the values behind the means and the interval)"
+PER_SEED_HEAD = ["seed", "baseline NE", "best NE", "delta"]
+NO_PER_SEED = "Per-seed values were not recorded."
+FOOTPRINT_TITLE = "Model size and inference cost"
+FOOTPRINT_HEAD = ["measure", "baseline", "winner", "relative change"]
 CHANGES_HEAD = ["knob", "baseline", "proposed"]
 EXTENSIONS_HEAD = ["hypothesis", "added to", "effect there", "effect on the baseline", "note"]
 NO_EXTENSIONS = "No extension round ran."
@@ -224,7 +325,17 @@ REMOVALS_HEAD = ["hypothesis", "taken out of", "effect of taking it out", "effec
 NO_REMOVALS = "No pruning round ran."
 INTERACTIONS_HEAD = ["pair", "effect A", "effect B", "sum (additive)", "observed", "tolerance", "interaction"]
 HYPOTHESES_HEAD = ["hypothesis", "source", "title", "expected gain", "validation NE delta", "citation"]
-EVIDENCE_HEAD = ["job", "phase", "hypothesis", "seed", "status", "val NE", "test NE", "CPU-s"]
+EVIDENCE_HEAD = [
+    "job",
+    "phase",
+    "hypothesis",
+    "config vs baseline",
+    "seed",
+    "status",
+    "val NE",
+    "test NE",
+    "CPU-s",
+]
 IMAGES = [
     ("ne_over_budget.png", "Test NE of every job over the compute spent"),
     ("hypothesis_effects.png", "Each hypothesis' and combination's effect on NE (negative is better)"),
@@ -243,9 +354,14 @@ def _markdown(campaign: Campaign, s: Sections) -> str:
         f"# Launch proposal: {name}",
         f"Campaign `{campaign.campaign_id}`. {s.headline}",
         table(SUMMARY_HEAD, s.summary),
+        f"## {PER_SEED_TITLE}",
+        table(PER_SEED_HEAD, s.per_seed) if s.per_seed else NO_PER_SEED,
         "## Proposed change",
         table(CHANGES_HEAD, s.changes) if s.changes else "No change: nothing beat the baseline.",
         *(f"- {note}" for note in s.notes),
+        f"## {FOOTPRINT_TITLE}",
+        *([table(FOOTPRINT_HEAD, s.footprint)] if s.footprint else []),
+        s.footprint_note,
         "## What the winning configuration carries",
         "\n".join(f"- {line}" for line in s.carried) if s.carried else "The baseline's own configuration.",
         "## Interactions between winning hypotheses (validation NE deltas)",
@@ -285,6 +401,8 @@ def _html(campaign: Campaign, s: Sections, images: dict[str, bytes]) -> str:
     name = html.escape(campaign.spec.name if campaign.spec else campaign.campaign_id)
     changes = table(CHANGES_HEAD, s.changes) if s.changes else "<p>No change: nothing beat the baseline.</p>"
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in s.notes)
+    per_seed = table(PER_SEED_HEAD, s.per_seed) if s.per_seed else f"<p>{NO_PER_SEED}</p>"
+    footprint = table(FOOTPRINT_HEAD, s.footprint) if s.footprint else ""
     carried = "".join(f"<li>{html.escape(line)}</li>" for line in s.carried) or "<li>The baseline's own.</li>"
     interactions = (
         table(INTERACTIONS_HEAD, s.interactions) if s.interactions else "<p>No pair was combined.</p>"
@@ -307,9 +425,14 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 <p>Campaign <code>{html.escape(campaign.campaign_id)}</code></p>
 <p class="headline">{html.escape(s.headline)}</p>
 {table(SUMMARY_HEAD, s.summary)}
+<h2>{PER_SEED_TITLE}</h2>
+{per_seed}
 <h2>Proposed change</h2>
 {changes}
 <ul>{notes}</ul>
+<h2>{FOOTPRINT_TITLE}</h2>
+{footprint}
+<p>{html.escape(s.footprint_note)}</p>
 <h2>What the winning configuration carries</h2>
 <ul>{carried}</ul>
 <h2>Interactions between winning hypotheses (validation NE deltas)</h2>
@@ -384,6 +507,17 @@ def _hypothesis_effects(jobs: list[JobRecord], result: CampaignResult) -> bytes:
     colours = ["tab:green" if value < 0 else "tab:red" for value in values]
     positions = list(range(len(values)))
     axes.barh(positions, values, color=colours, xerr=list(zip(*errors, strict=True)) if errors else None)
+    if result.best.hypothesis_id is not None and result.ne_delta_low is not None:
+        # The seeds behind the winner's mean and interval, so one outlier seed shows.
+        seeds = [
+            best - result.baseline.ne_by_seed[seed]
+            for seed, best in result.best.ne_by_seed.items()
+            if seed in result.baseline.ne_by_seed
+        ]
+        axes.scatter(
+            seeds, [positions[-1] + 0.25] * len(seeds), color="black", marker="x", zorder=3, label="per seed"
+        )
+        axes.legend(fontsize=8)
     axes.set_yticks(positions, labels, fontsize=8)
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_xlabel("NE delta vs the baseline (negative is better)")

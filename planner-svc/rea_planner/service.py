@@ -6,7 +6,9 @@ import asyncio
 from functools import partial
 
 from rea.events import (
+    BudgetExtended,
     BudgetWarning,
+    CampaignCancelled,
     CampaignRequested,
     Envelope,
     HypothesesGenerated,
@@ -33,7 +35,10 @@ DECISIONS: dict[type[Envelope], logic.Decide] = {
     PhaseResumed: logic.on_phase_resumed,
     BudgetWarning: logic.on_budget_warning,
     ProposalAccepted: logic.on_proposal_accepted,
+    BudgetExtended: logic.on_budget_extended,
+    CampaignCancelled: logic.on_campaign_cancelled,
 }
+WITH_PROPOSAL = ("completed", "cancelled")
 
 
 def wire(rt: Runtime) -> None:
@@ -48,7 +53,12 @@ def wire(rt: Runtime) -> None:
         )
         rt.relay.kick()
         campaign = applied.decision.state if applied.decision else None
-        if campaign is not None and campaign.status == "completed" and campaign.accepted_by is None:
+        if (
+            campaign is not None
+            and campaign.status in WITH_PROPOSAL
+            and campaign.result is not None
+            and campaign.accepted_by is None
+        ):
             await save_proposal(campaign)
 
     async def save_proposal(campaign: Campaign) -> None:
@@ -68,7 +78,7 @@ def wire(rt: Runtime) -> None:
     async def render_missing_proposals() -> None:
         """A planner that stopped between completing a campaign and storing its proposal."""
         rendered = {doc["_id"] async for doc in rt.store.proposals.find({}, {"_id": 1})}
-        async for doc in rt.store.campaigns.find({"state.status": "completed"}, {"_id": 1}):
+        async for doc in rt.store.campaigns.find({"state.status": {"$in": WITH_PROPOSAL}}, {"_id": 1}):
             if doc["_id"] not in rendered:
                 campaign = await rt.store.load("campaigns", str(doc["_id"]), Campaign)
                 if campaign is not None and campaign.result is not None:

@@ -1,6 +1,12 @@
 """The fault-injection suite (`rea chaos`): run campaigns on a private embedded stack while
-killing services, restarting the broker, replaying events and feeding garbage — then check
-from MongoDB and the broker that nothing was lost, duplicated, overspent or crashed.
+killing services, restarting the broker, replaying events, feeding garbage, stopping the whole
+stack (as `rea down && rea up` does) and killing all of it with SIGKILL — then check that nothing
+was lost, executed twice, overspent or crashed.
+
+Executions and their CPU are counted from the workers' own logs (:mod:`rea.executions`), not
+from the records the services keep; each fault is counted where it took effect (a runbook entry
+for a failed job, a dead letter for a malformed message), so a run whose faults did not land
+fails instead of passing.
 
 Everything is seeded and bounded in time; traffic goes only to 127.0.0.1.
 """
@@ -8,7 +14,9 @@ Everything is seeded and bounded in time; traffic goes only to 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import random
 import signal
 import time
@@ -24,6 +32,8 @@ from rich.table import Table
 
 from rea.client import Client
 from rea.events import FINISHED_JOB_STATUSES, CampaignRequested
+from rea.executions import audit, executions_from_logs
+from rea.ledger import JobLedger
 from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.stack import SERVICES, EmbeddedStack
@@ -42,6 +52,8 @@ class ChaosPlan:
     duplicates: int = 200
     service_kills: int = 1
     broker_restarts: int = 1
+    stack_restarts: int = 1
+    stack_kills: int = 1
     job_faults: dict[str, float] = field(default_factory=lambda: {"oom": 0.1, "nan": 0.1, "kill": 0.1})
     dataset: str = "synthetic:rows=3000,crosses=1,strength=3"
     seed: int = 0
@@ -55,10 +67,15 @@ class ChaosReport:
     paused_for_budget: int = 0
     unfinished: list[str] = field(default_factory=list)
     results_lost: int = 0
-    results_duplicated: int = 0
+    miscounted_phases: int = 0
+    executions: int = 0
+    executed_more_than_once: int = 0
+    cpu_beyond_cap: float = 0.0
     overspend_cpu_seconds: float = 0.0
     crashes: list[str] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
+    landed: Counter[str] = field(default_factory=Counter)
+    missed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -66,9 +83,13 @@ class ChaosReport:
         return (
             not self.unfinished
             and self.results_lost == 0
-            and self.results_duplicated == 0
+            and self.miscounted_phases == 0
+            and self.executions > 0
+            and self.executed_more_than_once == 0
+            and self.cpu_beyond_cap == 0
             and self.overspend_cpu_seconds == 0
             and not self.crashes
+            and not self.missed
         )
 
     def table(self) -> Table:
@@ -77,11 +98,17 @@ class ChaosReport:
         table.add_row("campaigns paused for budget (by design)", str(self.paused_for_budget))
         table.add_row("campaigns unfinished", str(len(self.unfinished)))
         table.add_row("results lost", str(self.results_lost))
-        table.add_row("results duplicated", str(self.results_duplicated))
-        table.add_row("overspend (CPU-s)", f"{self.overspend_cpu_seconds:g}")
+        table.add_row("phases whose spend is not their jobs' charges", str(self.miscounted_phases))
+        table.add_row("job processes started (workers' logs)", str(self.executions))
+        table.add_row("jobs executed more than once", str(self.executed_more_than_once))
+        table.add_row("CPU beyond the cap (CPU-s, workers' measure)", f"{self.cpu_beyond_cap:g}")
+        table.add_row("overspend (CPU-s, accounted)", f"{self.overspend_cpu_seconds:g}")
         table.add_row("service crashes", str(len(self.crashes)))
+        table.add_row("faults that did not land", str(len(self.missed)))
         for kind, count in sorted(self.faults.items()):
             table.add_row(f"faults injected: {kind}", str(count))
+        for kind, count in sorted(self.landed.items()):
+            table.add_row(f"faults seen landing: {kind}", str(count))
         table.add_row("seconds", f"{self.seconds:.0f}")
         return table
 
@@ -125,24 +152,26 @@ class Chaos:
         self.stack = EmbeddedStack(self.settings, attached=True)
         self.service_env = {"REA_INJECT_FAULTS": json.dumps(plan.job_faults), "REA_LEASE_TTL_S": "3"}
         self.report = ChaosReport(campaigns=plan.campaigns)
+        self.client: Client
 
     async def run(self) -> ChaosReport:
         started = time.monotonic()
         endpoints = self.stack.start_infra()
         await ensure_topics(endpoints.kafka_bootstrap, Topics(self.settings.topic_prefix), 3)
-        client = Client(self.settings, endpoints)
+        self.client = Client(self.settings, endpoints)
         try:
             self.stack.start_services(self.plan.workers, env=self.service_env)
-            ids = [await self._submit(client, index) for index in range(self.plan.campaigns)]
+            ids = [await self._submit(self.client, index) for index in range(self.plan.campaigns)]
             deadline = started + self.plan.timeout_s
             # A request is the submitter's until the planner holds it durably (the embedded
             # broker's log is memory only); the faults start once every campaign is accepted.
-            await self._wait(client, ids, deadline, accepted=True)
-            await asyncio.gather(self._havoc(client, deadline), self._feed_garbage(client))
-            await self._wait(client, ids, deadline)
-            await self._check(client, ids)
+            await self._wait(self.client, ids, deadline, accepted=True)
+            await asyncio.gather(self._havoc(deadline), self._feed_garbage(self.client))
+            await self._stack_faults(ids, deadline)
+            await self._wait(self.client, ids, deadline)
+            await self._check(self.client, ids)
         finally:
-            await client.close()
+            await self.client.close()
             self.stack.stop()
         self.report.seconds = time.monotonic() - started
         return self.report
@@ -168,7 +197,7 @@ class Chaos:
         )
         return campaign_id
 
-    async def _havoc(self, client: Client, deadline: float) -> None:
+    async def _havoc(self, deadline: float) -> None:
         """Kill -9 each service in turn at random moments, restart it; restart the broker; replay events."""
         victims = [*SERVICES, *(f"worker-{i}" for i in range(self.plan.workers))] * self.plan.service_kills
         actions: list[str] = victims + ["broker"] * self.plan.broker_restarts
@@ -177,13 +206,52 @@ class Chaos:
             await asyncio.sleep(self.rng.uniform(1.0, 4.0))
             if time.monotonic() > deadline:
                 return
+            self._note_crashes()
             if action == "broker":
                 self.stack.restart_broker()
                 self.report.faults["broker restarts"] += 1
             else:
                 self._kill_and_restart(action)
                 self.report.faults["service kills (-9)"] += 1
-            self.report.faults["events replayed"] += await self._replay(client)
+            self.report.faults["events replayed"] += await self._replay(self.client)
+
+    async def _stack_faults(self, ids: list[str], deadline: float) -> None:
+        """Stop the whole stack under running campaigns and bring it up again on the same data:
+        SIGKILL to every process at once (a node that died), then a clean stop (`rea down &&
+        rea up`). A fault planned after every campaign finished is reported as not landed."""
+        faults = ["stack kills (-9 all)"] * self.plan.stack_kills + [
+            "stack restarts"
+        ] * self.plan.stack_restarts
+        for fault in faults:
+            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+            if time.monotonic() > deadline:
+                return
+            states = [await self.client.campaign(campaign_id) for campaign_id in ids]
+            if all(state is not None and state["status"] in FINAL for state in states):
+                self.report.missed.append(f"{fault}: every campaign had finished before it")
+                continue
+            self._note_crashes()
+            await self.client.close()
+            if fault.startswith("stack kills"):
+                for process in self.stack.processes:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+            self.stack.stop()
+            endpoints = self.stack.start_infra()
+            await ensure_topics(endpoints.kafka_bootstrap, Topics(self.settings.topic_prefix), 3)
+            self.stack.start_services(self.plan.workers, env=self.service_env)
+            self.client = Client(self.settings, endpoints)
+            self.report.faults[fault] += 1
+
+    def _note_crashes(self) -> None:
+        """A service that exited on its own, before any fault was aimed at it, is a crash."""
+        for name, proc in list(self.stack.children.items()):
+            if proc.poll() is not None:
+                self.report.crashes.append(f"{name} exited with {proc.returncode}")
+                service = "worker" if name.startswith("worker") else name
+                if service in (*SERVICES, "worker"):
+                    self.stack.stop_process(name)
+                    self.stack.start_service(service, name, env=self.service_env)
 
     def _kill_and_restart(self, name: str) -> None:
         self.stack.stop_process(name, signal.SIGKILL)
@@ -238,6 +306,12 @@ class Chaos:
         return rows
 
     async def _check(self, client: Client, ids: list[str]) -> None:
+        self._note_crashes()
+        ledger = JobLedger(client.db["job_runs"])
+        runs = [run for campaign_id in ids for run in await ledger.of_campaign(campaign_id)]
+        measured = audit(executions_from_logs(self.stack.home / "logs"), runs)
+        self.report.executions = len(measured.executions)
+        self.report.executed_more_than_once = len(measured.repeated())
         for campaign_id in ids:
             state = await client.campaign(campaign_id)
             status = state["status"] if state else "missing"
@@ -247,14 +321,19 @@ class Chaos:
                 self.report.paused_for_budget += 1
             else:
                 self.report.unfinished.append(f"{campaign_id}: {status}")
+            if state is not None and state.get("spec"):
+                cap = state["spec"]["budget_cpu_seconds"] + sum(
+                    change["cpu_seconds"] for change in state.get("budget_changes", [])
+                )
+                used = measured.cpu_by_campaign.get(campaign_id, 0.0)
+                self.report.cpu_beyond_cap += round(max(0.0, used - cap), 3)
             phases = await client.phases(campaign_id)
             finished = [
                 job for phase in phases for job in phase["jobs"] if job["status"] in FINISHED_JOB_STATUSES
             ]
             rows = await self._recorded(client, campaign_id, len(finished))
-            recorded = Counter(row["_id"] for row in rows)
+            recorded = {row["_id"] for row in rows}
             self.report.results_lost += sum(1 for job in finished if job["spec"]["job_id"] not in recorded)
-            self.report.results_duplicated += sum(count - 1 for count in recorded.values())
             for phase in phases:
                 charged = sum(
                     ((job.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0)
@@ -262,16 +341,34 @@ class Chaos:
                     if job["status"] in FINISHED_JOB_STATUSES
                 )
                 if abs(charged - phase["spent_cpu_seconds"]) > 1e-6:  # a result counted twice, or not at all
-                    self.report.results_duplicated += 1
+                    self.report.miscounted_phases += 1
                 # Each phase's cap is what the campaign's budget had left when the phase started.
                 self.report.overspend_cpu_seconds += max(
                     0.0, phase["spent_cpu_seconds"] - phase["budget_cpu_seconds"]
                 )
                 for entry in phase["runbook"]:
-                    self.report.faults[f"job failures: {entry['failure']}"] += 1
-        for name, proc in self.stack.children.items():
-            if proc.poll() is not None:
-                self.report.crashes.append(f"{name} exited with {proc.returncode}")
+                    self.report.landed[f"job failures in the runbook: {entry['failure']}"] += 1
+        await self._check_faults_landed(client)
+
+    async def _check_faults_landed(self, client: Client) -> None:
+        """Each kind of fault must show where it takes effect, or the run proves nothing."""
+        letters = await client.db["dead_letters"].count_documents({})
+        self.report.landed["dead letters recorded"] = letters
+        sent = self.report.faults["malformed messages"]
+        if letters < sent:
+            self.report.missed.append(f"{sent} malformed messages sent, {letters} dead letters recorded")
+        job_failures = sum(n for kind, n in self.report.landed.items() if kind.startswith("job failures"))
+        if any(self.plan.job_faults.values()) and job_failures == 0:
+            self.report.missed.append("job faults were drawn, but no failure reached the runbook")
+        for kind in ("service kills (-9)", "broker restarts", "stack kills (-9 all)", "stack restarts"):
+            planned = {
+                "service kills (-9)": self.plan.service_kills * (len(SERVICES) + self.plan.workers),
+                "broker restarts": self.plan.broker_restarts,
+                "stack kills (-9 all)": self.plan.stack_kills,
+                "stack restarts": self.plan.stack_restarts,
+            }[kind]
+            if self.report.faults[kind] < planned and not any(m.startswith(kind) for m in self.report.missed):
+                self.report.missed.append(f"{kind}: {self.report.faults[kind]} of {planned} injected")
 
 
 async def _send_retrying(

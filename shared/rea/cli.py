@@ -8,20 +8,40 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 import yaml
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from rea.client import FINAL_STATUSES, Client
+from rea.client import (
+    FINAL_STATUSES,
+    HIDDEN_STATUSES,
+    CampaignSummary,
+    Client,
+    UnresolvedId,
+    elapsed_s,
+    format_changes,
+    format_gain,
+    job_rows,
+    jobs_in_flight,
+    short_ids,
+    summarize,
+)
 from rea.events import (
     FINISHED_JOB_STATUSES,
     BudgetExtended,
     BudgetExtendedPayload,
+    CampaignCancelled,
     CampaignPaused,
     CampaignRequested,
     CampaignResumed,
@@ -32,6 +52,7 @@ from rea.events import (
     ProposalAccepted,
     new_id,
 )
+from rea.ledger import LOG_LIMIT, JobRun
 from rea.settings import Settings
 from rea.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
 from rea.workloads import get_workload
@@ -70,6 +91,9 @@ def _with_client(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> 
 
     try:
         return asyncio.run(run())
+    except UnresolvedId as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
     except StackError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -184,49 +208,85 @@ def submit(
         console.print(f"Estimated {_by_phase(state)}; approve with `rea approve {campaign_id}`.")
 
 
-def _send_decision(campaign_id: str, event: Envelope, allowed: frozenset[str], done: str) -> None:
-    """Publish a person's decision about a campaign, if the campaign is in a state it applies to."""
+ID_HELP = "A campaign id, or any unique prefix of one."
+CampaignIdArg = Annotated[str, typer.Argument(metavar="ID", help=ID_HELP, show_default=False)]
+CANCELLABLE = frozenset({"planning", "awaiting_approval", "running", "paused", "paused_budget"})
 
-    async def work(client: Client) -> None:
+
+def _send_decision(
+    prefix: str,
+    make_event: Callable[[str], Envelope],
+    allowed: frozenset[str],
+    done: Callable[[str], str],
+) -> None:
+    """Publish a person's decision about a campaign (named by a unique id prefix), if the
+    campaign is in a state it applies to; the event is made for the resolved full id."""
+
+    async def work(client: Client) -> str:
+        campaign_id = await client.resolve_campaign(prefix)
         state = await client.campaign(campaign_id)
         if state is None:
-            console.print(f"[red]no campaign {campaign_id}[/red]")
-            raise typer.Exit(1)
+            raise UnresolvedId("campaign", prefix, [])
         if state["status"] not in allowed:
             console.print(
-                f"Campaign is {state['status']}; this applies only when it is {' or '.join(sorted(allowed))}."
+                f"Campaign {campaign_id} is {state['status']}; "
+                f"this applies only when it is {' or '.join(sorted(allowed))}."
             )
             raise typer.Exit(1)
-        await client.publish(event)
+        await client.publish(make_event(campaign_id))
+        return campaign_id
 
-    _with_client(Settings(), work)
-    console.print(done)
+    console.print(done(_with_client(Settings(), work)))
 
 
 @app.command()
 def approve(
-    campaign_id: str,
+    campaign_id: CampaignIdArg,
     by: Annotated[str, typer.Option(help="Who approves (recorded with the plan).")] = "cli",
 ) -> None:
     """Approve a campaign's proposed plan and budget."""
-    event = PlanApproved(
-        campaign_id=campaign_id, correlation_id=campaign_id, payload=PlanApprovedPayload(approved_by=by)
+    _send_decision(
+        campaign_id,
+        lambda full: PlanApproved(
+            campaign_id=full, correlation_id=full, payload=PlanApprovedPayload(approved_by=by)
+        ),
+        frozenset({"awaiting_approval"}),
+        lambda full: f"Approved {full}.",
     )
-    _send_decision(campaign_id, event, frozenset({"awaiting_approval"}), f"Approved {campaign_id}.")
 
 
 @app.command()
-def pause(campaign_id: str, by: Annotated[str, typer.Option(help="Who pauses.")] = "cli") -> None:
+def pause(campaign_id: CampaignIdArg, by: Annotated[str, typer.Option(help="Who pauses.")] = "cli") -> None:
     """Pause a running campaign: jobs in flight finish, no new job starts."""
-    event = CampaignPaused(campaign_id=campaign_id, correlation_id=campaign_id, payload=PersonAction(by=by))
-    _send_decision(campaign_id, event, frozenset({"running", "paused_budget"}), f"Pausing {campaign_id}.")
+    _send_decision(
+        campaign_id,
+        lambda full: CampaignPaused(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        frozenset({"running", "paused_budget"}),
+        lambda full: f"Pausing {full}.",
+    )
 
 
 @app.command()
-def resume(campaign_id: str, by: Annotated[str, typer.Option(help="Who resumes.")] = "cli") -> None:
+def resume(campaign_id: CampaignIdArg, by: Annotated[str, typer.Option(help="Who resumes.")] = "cli") -> None:
     """Resume a campaign a person paused."""
-    event = CampaignResumed(campaign_id=campaign_id, correlation_id=campaign_id, payload=PersonAction(by=by))
-    _send_decision(campaign_id, event, frozenset({"paused"}), f"Resuming {campaign_id}.")
+    _send_decision(
+        campaign_id,
+        lambda full: CampaignResumed(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        frozenset({"paused"}),
+        lambda full: f"Resuming {full}.",
+    )
+
+
+@app.command()
+def cancel(campaign_id: CampaignIdArg, by: Annotated[str, typer.Option(help="Who cancels.")] = "cli") -> None:
+    """Cancel a campaign: no new job starts, jobs in flight are stopped, and it ends as cancelled
+    with what it found so far."""
+    _send_decision(
+        campaign_id,
+        lambda full: CampaignCancelled(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        CANCELLABLE,
+        lambda full: f"Cancelling {full}.",
+    )
 
 
 budget_app = typer.Typer(help="Campaign budgets.", no_args_is_help=True)
@@ -235,60 +295,327 @@ app.add_typer(budget_app, name="budget")
 
 @budget_app.command("extend")
 def budget_extend(
-    campaign_id: str,
+    campaign_id: CampaignIdArg,
     cpu_seconds: Annotated[float, typer.Option("--cpu-seconds", help="CPU seconds to add.", min=0.001)],
     by: Annotated[str, typer.Option(help="Who extends it.")] = "cli",
 ) -> None:
     """Raise a campaign's CPU budget; a campaign paused for budget resumes."""
-    event = BudgetExtended(
-        campaign_id=campaign_id,
-        correlation_id=campaign_id,
-        payload=BudgetExtendedPayload(cpu_seconds=cpu_seconds, by=by),
-    )
     _send_decision(
         campaign_id,
-        event,
+        lambda full: BudgetExtended(
+            campaign_id=full,
+            correlation_id=full,
+            payload=BudgetExtendedPayload(cpu_seconds=cpu_seconds, by=by),
+        ),
         frozenset({"running", "paused", "paused_budget"}),
-        f"Added {cpu_seconds:g} CPU-s to {campaign_id}.",
+        lambda full: f"Added {cpu_seconds:g} CPU-s to {full}.",
     )
 
 
 @app.command()
 def status(
-    campaign_id: Annotated[str | None, typer.Argument()] = None,
+    campaign_id: Annotated[
+        str | None,
+        typer.Argument(metavar="ID", help=f"{ID_HELP} Leave out to list campaigns.", show_default=False),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list rejected and cancelled campaigns.")
+    ] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show full campaign ids in the list.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow the campaign live until it ends (Ctrl-C stops).")
+    ] = False,
 ) -> None:
-    """List campaigns, or show one campaign's plan and jobs."""
-
-    async def work(client: Client) -> Any:
-        if campaign_id is None:
-            return await client.campaigns()
-        state = await client.campaign(campaign_id)
-        if state is None:
-            return None
-        return {"campaign": state, "phases": await client.phases(campaign_id)}
-
-    data = _with_client(Settings(), work)
-    if campaign_id is not None and data is None:
-        console.print(f"[red]no campaign {campaign_id}[/red]")
-        raise typer.Exit(1)
-    if as_json:
-        print(json.dumps(data, default=str))
+    """List campaigns (id, name, status, phase, spend against budget, best gain so far), or show
+    one campaign's plan, jobs and budget; --watch follows one live."""
+    if watch:
+        if campaign_id is None or as_json:
+            console.print("[red]--watch follows one campaign: give its ID, and no --json[/red]")
+            raise typer.Exit(2)
+        _watch(campaign_id)
         return
-    out = Console()
     if campaign_id is None:
-        table = Table("campaign", "name", "status", "dataset", "updated")
-        for row in data:
-            table.add_row(
-                row["campaign_id"],
-                (row.get("spec") or row["request"]).get("name", ""),
-                row["status"],
-                (row.get("spec") or row["request"]).get("dataset", ""),
-                str(row["updated_at"])[:19],
-            )
-        out.print(table)
+        _list_campaigns(show_all=show_all, wide=wide, as_json=as_json)
         return
-    _print_campaign(out, data["campaign"], data["phases"])
+    prefix = campaign_id
+
+    async def work(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        full = await client.resolve_campaign(prefix)
+        state = await client.campaign(full)
+        if state is None:
+            raise UnresolvedId("campaign", prefix, [])
+        return state, await client.phases(full)
+
+    state, phases = _with_client(Settings(), work)
+    if as_json:
+        summary = summarize(state, phases)
+        brief = {**asdict(summary), "best_gain": None if summary.best is None else summary.best.gain}
+        print(json.dumps({"campaign": state, "phases": phases, "summary": brief}, default=str))
+        return
+    _print_campaign(Console(), state, phases)
+
+
+def _list_campaigns(show_all: bool, wide: bool, as_json: bool) -> None:
+    async def work(client: Client) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], list[str]]:
+        states = await client.campaigns(hidden=() if show_all else HIDDEN_STATUSES)
+        phases = await client.phases_of([state["campaign_id"] for state in states])
+        return states, phases, await client.campaign_ids()
+
+    states, phases, every_id = _with_client(Settings(), work)
+    if as_json:
+        print(json.dumps(states, default=str))
+        return
+    if not states:
+        hidden = "" if show_all else " (rejected and cancelled ones are hidden; --all shows them)"
+        console.print(f"No campaigns{hidden}.")
+        return
+    summaries = [summarize(state, phases[state["campaign_id"]]) for state in states]
+    listed = [summary.campaign_id for summary in summaries]
+    shown = {full: full for full in listed} if wide else short_ids(listed, every_id)
+    table = Table(caption=None if show_all else "rejected and cancelled campaigns hidden (--all shows them)")
+    table.add_column("id", no_wrap=True, min_width=max(len(cut) for cut in shown.values()))
+    table.add_column("name")
+    table.add_column("status", no_wrap=True)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("CPU-s spent / budget", justify="right", no_wrap=True)
+    table.add_column("best", justify="right", no_wrap=True)
+    for summary in summaries:
+        table.add_row(
+            shown[summary.campaign_id],
+            escape(summary.name),
+            summary.status,
+            summary.phase or "",
+            _spend(summary),
+            format_gain(summary.best),
+        )
+    Console().print(table)
+
+
+def _cpu(seconds: float) -> str:
+    """CPU seconds as a person reads them: whole seconds, a decimal only while it matters."""
+    return f"{seconds:,.0f}" if seconds >= 100 else f"{seconds:.1f}"
+
+
+def _spend(summary: CampaignSummary) -> str:
+    spent = _cpu(summary.spent_cpu_seconds)
+    return spent if summary.budget_cpu_seconds is None else f"{spent} / {_cpu(summary.budget_cpu_seconds)}"
+
+
+def _best_line(summary: CampaignSummary) -> str:
+    best = summary.best
+    if best is None:
+        return "not known yet (no completed baseline and candidate on validation)"
+    return (
+        f"{format_gain(best)} NE gain: {escape(best.hypothesis_id or 'baseline')} "
+        f"(validation NE {best.validation_ne:.4f} vs baseline {best.baseline_ne:.4f})"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """ "42s", "3m 05s", "1h 02m": how long a job has run."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def watch_view(
+    campaign: dict[str, Any], phases: list[dict[str, Any]], runs: dict[str, JobRun], now: datetime
+) -> RenderableType:
+    """One frame of `rea status ID --watch`: where the campaign stands, the jobs in flight, the
+    budget burnt and the best so far."""
+    summary = summarize(campaign, phases)
+    phase = f", phase {summary.phase}" if summary.phase else ""
+    header = (
+        f"[bold]{summary.campaign_id}[/bold] {escape(summary.name)}: [bold]{summary.status}[/bold]{phase}"
+    )
+    every_job = [job for state in phases for job in state["jobs"]]
+    finished = sum(job["status"] in FINISHED_JOB_STATUSES for job in every_job)
+    flying = jobs_in_flight(phases)
+    waiting = len(every_job) - finished - len(flying)
+    counts = f"jobs: {finished} finished, {len(flying)} in flight, {waiting} waiting"
+    grid = Table.grid(padding=(0, 1))
+    if summary.budget_cpu_seconds:
+        burnt = summary.spent_cpu_seconds / summary.budget_cpu_seconds
+        grid.add_row(
+            "budget",
+            ProgressBar(total=summary.budget_cpu_seconds, completed=summary.spent_cpu_seconds, width=40),
+            f"{_spend(summary)} CPU-s ({burnt:.0%})",
+        )
+    else:
+        grid.add_row("spent", f"{_cpu(summary.spent_cpu_seconds)} CPU-s", "")
+    grid.add_row("best", _best_line(summary), "")
+    parts: list[RenderableType] = [header, grid, counts]
+    if flying:
+        table = Table(
+            "job", "hypothesis", "status", "worker", "running for", title="in flight", title_justify="left"
+        )
+        for job in flying:
+            spec = job["spec"]
+            run = runs.get(spec["job_id"])
+            table.add_row(
+                spec["job_id"].removeprefix(f"{summary.campaign_id}-"),
+                escape(spec.get("hypothesis_id") or "baseline"),
+                run.status if run else job["status"],
+                escape((run.worker if run else None) or job.get("worker") or ""),
+                _running_for(job["status"], run, now),
+            )
+        parts.append(table)
+    return Group(*parts)
+
+
+def _running_for(executor_status: str, run: JobRun | None, now: datetime) -> str:
+    """How long a job in flight has run, from the ledger's start time (the executor's own
+    status says only that it was handed out)."""
+    seconds = elapsed_s(run.started_at if run else None, now)
+    if seconds is not None:
+        return _duration(seconds)
+    if run is not None:
+        return "starting"
+    return "waiting for a worker" if executor_status == "submitted" else ""
+
+
+WATCH_POLL_S = 0.5
+
+
+def _watch(prefix: str) -> None:
+    """Follow a campaign from MongoDB about twice a second until it reaches a final status."""
+    out = Console()
+
+    async def work(client: Client) -> dict[str, Any]:
+        campaign_id = await client.resolve_campaign(prefix)
+        with Live(console=out, auto_refresh=False) as live:
+            while True:
+                state = await client.campaign(campaign_id)
+                if state is None:
+                    raise UnresolvedId("campaign", prefix, [])
+                phases = await client.phases(campaign_id, without_diagnostics=True)
+                flying = [job["spec"]["job_id"] for job in jobs_in_flight(phases)]
+                runs = await client.job_runs(flying) if flying else {}
+                live.update(watch_view(state, phases, runs, datetime.now(UTC)), refresh=True)
+                if state["status"] in FINAL_STATUSES:
+                    return state
+                await asyncio.sleep(WATCH_POLL_S)
+
+    try:
+        state = _with_client(Settings(), work)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    console.print(f"Campaign {state['campaign_id']} is {state['status']}.")
+
+
+@app.command()
+def jobs(
+    campaign_id: CampaignIdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show full job ids.")] = False,
+) -> None:
+    """Every job of a campaign over all its phases: what its config changed against the baseline,
+    its NE on validation and test, its CPU seconds and why it failed, if it did."""
+
+    async def work(client: Client) -> tuple[str, list[dict[str, Any]], list[str]]:
+        full = await client.resolve_campaign(campaign_id)
+        return full, await client.phases(full, without_diagnostics=True), await client.campaign_ids()
+
+    full_id, phases, every_id = _with_client(Settings(), work)
+    rows = job_rows(full_id, phases)
+    if as_json:
+        print(json.dumps([asdict(row) for row in rows], default=str))
+        return
+    if not rows:
+        console.print(f"Campaign {full_id} has no jobs yet.")
+        return
+    shown = [row.job_id if wide else row.short_id for row in rows]
+    table = Table(title=f"jobs of {full_id}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("job", no_wrap=True, min_width=max(len(job) for job in shown))
+    table.add_column("phase", no_wrap=True)
+    table.add_column("hypothesis", overflow="fold", min_width=10)
+    table.add_column("status", no_wrap=True)
+    table.add_column("changes", overflow="fold", min_width=16)
+    table.add_column("val NE", justify="right", no_wrap=True)
+    table.add_column("test NE", justify="right", no_wrap=True)
+    table.add_column("CPU-s", justify="right", no_wrap=True)
+    for job, row in zip(shown, rows, strict=True):
+        table.add_row(
+            job,
+            row.phase,
+            escape(row.hypothesis_id or "baseline"),
+            row.status if row.failure is None else f"{row.status}: {row.failure}",
+            escape(format_changes(row.changes)),
+            "" if row.validation_ne is None else f"{row.validation_ne:.4f}",
+            "" if row.test_ne is None else f"{row.test_ne:.4f}",
+            "" if row.cpu_seconds is None else f"{row.cpu_seconds:.1f}",
+        )
+    Console().print(table)
+    if not wide:
+        short = short_ids([full_id], every_id)[full_id]
+        example = next((row for row in rows if row.failure), rows[0])
+        console.print(f"A job's output and failure: rea logs {short}-JOB (e.g. {short}-{example.short_id})")
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _no_output(run: JobRun | None, executor_status: str | None) -> str:
+    """Why a job has no output to show, in words."""
+    if run is None:
+        return f"No output kept: no worker has started this job (it is {executor_status or 'unknown'})."
+    if run.status in ("claimed", "running"):
+        return f"No output kept yet: the job is {run.status}, and its output is kept when it finishes."
+    if run.status in ("lost", "cancelled"):
+        return f"No output kept: the job was {run.status} before its worker could keep any."
+    return f"No output kept: the job {run.status} without printing anything."
+
+
+@app.command()
+def logs(
+    job_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="JOB",
+            help="A job id or a unique prefix of one, or a campaign id prefix and the rest of a job id, "
+            "as `rea jobs` shows them: 3f2a91c0-validation-baseline-s0.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """A job's own output (the last 64 KiB of its stdout and stderr) and why it failed, if it did."""
+
+    async def work(client: Client) -> tuple[str, JobRun | None, dict[str, Any] | None]:
+        full = await client.resolve_job(job_id)
+        return full, await client.job_run(full), await client.job(full)
+
+    full_id, run, tracked = _with_client(Settings(), work)
+    spec = (tracked or {}).get("spec") or {}
+    executor_status = None if tracked is None else str(tracked["status"])
+    out = Console(highlight=False)
+    out.print(f"[bold]job[/bold]       {full_id}")
+    if spec:
+        hypothesis = escape(spec.get("hypothesis_id") or "baseline")
+        out.print(f"campaign  {spec['campaign_id']}  phase {spec['phase']}  hypothesis {hypothesis}")
+    run_status = run.status if run else executor_status
+    also = f" (executor: {executor_status})" if executor_status and executor_status != run_status else ""
+    worker = (run.worker if run else None) or (tracked or {}).get("worker") or "none yet"
+    cpu = f"{run.cpu_seconds:.1f}" if run else "0.0"
+    out.print(f"status    {run_status}{also}  worker {escape(worker)}  CPU-s {cpu}")
+    if run and run.started_at:
+        ended = run.finished_at or datetime.now(UTC)
+        took = _duration((ended - run.started_at).total_seconds())
+        finished = f"  finished {_when(run.finished_at)}" if run.finished_at else "  (still running)"
+        out.print(f"started   {_when(run.started_at)}{finished}  ({took})")
+    error = ((tracked or {}).get("output") or {}).get("error")
+    if error:
+        out.print(f"[red]failure   {error['kind']}: {escape(error['message'])}[/red]")
+    if run is None or not run.log:
+        out.print(_no_output(run, executor_status))
+        return
+    cut = " (its last 64 KiB)" if len(run.log) >= LOG_LIMIT else ""
+    out.rule(f"output{cut}", style="dim")
+    sys.stdout.write(run.log if run.log.endswith("\n") else f"{run.log}\n")
 
 
 def _by_phase(campaign: dict[str, Any]) -> str:
@@ -301,9 +628,13 @@ def _by_phase(campaign: dict[str, Any]) -> str:
 
 
 def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[str, Any]]) -> None:
-    out.print(f"[bold]{campaign['campaign_id']}[/bold]: {campaign['status']}")
+    summary = summarize(campaign, phases)
+    running = f", phase {summary.phase}" if summary.phase else ""
+    out.print(f"[bold]{summary.campaign_id}[/bold] {escape(summary.name)}: {summary.status}{running}")
     for reason in campaign.get("reasons", []):
-        out.print(f"  reason: {reason}")
+        out.print(f"  reason: {escape(reason)}")
+    out.print(f"  spent: {_spend(summary)} CPU-s")
+    out.print(f"  best so far: {_best_line(summary)}")
     if campaign.get("plan"):
         out.print(
             f"  plan: {len(campaign['plan']['jobs'])} validation jobs; estimated {_by_phase(campaign)}; "
@@ -321,8 +652,8 @@ def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[st
             output = job.get("output") or {}
             val, test, cost = output.get("validation"), output.get("test"), output.get("cost")
             table.add_row(
-                job["spec"]["job_id"][-32:],
-                job["spec"]["hypothesis_id"] or "baseline",
+                job["spec"]["job_id"].removeprefix(f"{summary.campaign_id}-"),
+                escape(job["spec"]["hypothesis_id"] or "baseline"),
                 job["status"],
                 f"{val['ne']:.4f}" if val else "",
                 f"{test['ne']:.4f}" if test else "",
@@ -333,11 +664,13 @@ def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[st
             f"  budget: {phase['spent_cpu_seconds']:.1f} of {phase['budget_cpu_seconds']:g} CPU-s spent"
         )
         for entry in phase.get("runbook", []):
-            line = (
-                f"{entry['job_id'][-32:]} failed ({entry['failure']}): {entry['action']} - {entry['reason']}"
-            )
+            job_id = entry["job_id"].removeprefix(f"{summary.campaign_id}-")
+            line = escape(f"{job_id} failed ({entry['failure']}): {entry['action']} - {entry['reason']}")
             if entry["escalated"]:
-                out.print(f"  [bold red]ESCALATED[/bold red] {line} Message: {entry['message'][:200]}")
+                message = escape(entry["message"][:200])
+                out.print(
+                    f"  [bold red]ESCALATED[/bold red] {line} Message: {message} (rea logs shows it all)"
+                )
             else:
                 out.print(f"  runbook: {line}")
 
@@ -415,7 +748,7 @@ def _print_proposal(out: Console, campaign: dict[str, Any]) -> None:
 
 @app.command()
 def proposal(
-    campaign_id: str,
+    campaign_id: CampaignIdArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     html_path: Annotated[
         Path | None, typer.Option("--html", help="Write the launch proposal as one self-contained HTML page.")
@@ -429,17 +762,18 @@ def proposal(
 
     wanted = html_path is not None or markdown_dir is not None
 
-    async def work(client: Client) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        campaign = await client.campaign(campaign_id)
-        return campaign, (await client.proposal(campaign_id) if wanted else None)
+    async def work(client: Client) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+        full = await client.resolve_campaign(campaign_id)
+        campaign = await client.campaign(full)
+        return full, campaign, (await client.proposal(full) if wanted else None)
 
-    campaign, document = _with_client(Settings(), work)
+    full_id, campaign, document = _with_client(Settings(), work)
     if campaign is None or campaign.get("result") is None:
         state = "not found" if campaign is None else campaign["status"]
-        console.print(f"[red]no result for {campaign_id} ({state})[/red]")
+        console.print(f"[red]no result for {full_id} ({state})[/red]")
         raise typer.Exit(1)
     if wanted and document is None:
-        console.print(f"[red]the proposal of {campaign_id} is not rendered yet; try again shortly[/red]")
+        console.print(f"[red]the proposal of {full_id} is not rendered yet; try again shortly[/red]")
         raise typer.Exit(1)
     if document is not None:
         if html_path is not None:
@@ -459,12 +793,16 @@ def proposal(
 
 @app.command()
 def accept(
-    campaign_id: str,
+    campaign_id: CampaignIdArg,
     by: Annotated[str, typer.Option(help="Who accepts (recorded with the campaign).")] = "cli",
 ) -> None:
     """Accept a completed campaign's launch proposal."""
-    event = ProposalAccepted(campaign_id=campaign_id, correlation_id=campaign_id, payload=PersonAction(by=by))
-    _send_decision(campaign_id, event, frozenset({"completed"}), f"Accepted the proposal of {campaign_id}.")
+    _send_decision(
+        campaign_id,
+        lambda full: ProposalAccepted(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        frozenset({"completed"}),
+        lambda full: f"Accepted the proposal of {full}.",
+    )
 
 
 @app.command()

@@ -15,7 +15,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from rea.workloads import Diagnostics, JobCost, JobError, JobOutput, SplitMetrics
+from rea.workloads import Diagnostics, JobCost, JobError, JobOutput, ModelFootprint, SplitMetrics
 
 
 def new_id() -> str:
@@ -90,8 +90,9 @@ class PhasePlan(BaseModel):
     estimated_cpu_seconds: float
 
 
-FINISHED_JOB_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried"})
-"""A job in one of these is over: it reported, failed for good, or was replaced by a retry."""
+FINISHED_JOB_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried", "cancelled"})
+"""A job in one of these is over: it reported, failed for good, was replaced by a retry, or was
+cancelled with its campaign (before it started, or stopped while it ran)."""
 
 
 class JobRecord(BaseModel):
@@ -100,7 +101,7 @@ class JobRecord(BaseModel):
     job_id: str
     hypothesis_id: str | None
     config: dict[str, Any]
-    status: Literal["completed", "failed", "retried"]
+    status: Literal["completed", "failed", "retried", "cancelled"]
     phase: str = "validation"
     seed: int = 0
     validation: SplitMetrics | None = None
@@ -108,6 +109,7 @@ class JobRecord(BaseModel):
     cost: JobCost | None = None
     error: JobError | None = None
     diagnostics: Diagnostics | None = None
+    footprint: ModelFootprint | None = None
 
 
 class MetricSummary(BaseModel):
@@ -150,6 +152,11 @@ class CampaignResult(BaseModel):
     confidence: float = 0.95
     verdict: Literal["better", "worse", "not significant", "too few seeds"] = "too few seeds"
     notes: list[str] = Field(default_factory=list, description="Why the result is what it is.")
+    baseline_changes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the runbook changed in the baseline config, when the baseline itself could not "
+        "train as requested (empty: the baseline is the campaign's own).",
+    )
     best_hypotheses: list[str] = Field(
         default_factory=list, description="The hypotheses whose changes the winning config carries."
     )
@@ -264,6 +271,15 @@ class CampaignPaused(Envelope):
 
 class CampaignResumed(Envelope):
     type: Literal["campaign.resumed"] = "campaign.resumed"
+    version: Literal[1] = 1
+    payload: PersonAction
+
+
+class CampaignCancelled(Envelope):
+    """A person cancelled the campaign: no job starts, jobs in flight are stopped, their
+    reservations released, and the campaign ends as ``cancelled`` with what it found so far."""
+
+    type: Literal["campaign.cancelled"] = "campaign.cancelled"
     version: Literal[1] = 1
     payload: PersonAction
 
@@ -422,6 +438,7 @@ AnyEvent = Annotated[
     | PhaseConcluded
     | CampaignPaused
     | CampaignResumed
+    | CampaignCancelled
     | BudgetExtended
     | PhasePaused
     | PhaseResumed

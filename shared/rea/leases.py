@@ -1,11 +1,11 @@
-"""Redis helpers: job claims with heartbeats, and done-markers.
+"""Redis helpers: job leases with heartbeats — how the executor learns, quickly, that a
+worker is gone.
 
-Contract: a claim is a key with a TTL that its holder refreshes (the heartbeat). If the
-holder dies, the key expires after ``ttl`` and another worker may claim the job. A done
-marker records a job's final event (kept, so a result the broker lost can be sent again), so
-a redelivered job is not rerun and a job is never both lost and finished.
-Redis is a coordination aid, never the source of truth: results live in MongoDB.
-Expiry is pushed, not polled: Redis publishes a keyspace notification when a lease expires.
+Contract: a lease is a key with a TTL that its holder refreshes (the heartbeat). If the
+holder dies, the key expires after ``ttl`` and Redis pushes a keyspace notification (expiry
+is pushed, not polled). Redis is a liveness aid, never the source of truth: whether a job ran
+and what it said lives in MongoDB (:mod:`rea.ledger`), which survives a restart that an
+embedded Redis without persistence does not.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-DONE_TTL_S = 7 * 24 * 3600
-
 log = structlog.get_logger()
 
 
@@ -31,9 +29,6 @@ class JobLeases:
 
     def _claim_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:lease"
-
-    def _done_key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:done"
 
     async def claim(self, job_id: str, holder: str, ttl_s: float) -> bool:
         """Take the job if nobody holds a live claim on it."""
@@ -48,24 +43,11 @@ class JobLeases:
     async def release(self, job_id: str) -> None:
         await self.redis.delete(self._claim_key(job_id))
 
-    async def mark_done(self, job_id: str, finished: bytes) -> bool:
-        """Record the job's final word, ``finished`` (its `job.completed` / `job.failed` event),
-        so it can be sent again if the broker loses it. The first final word wins: a worker that
-        reports after an executor declared it lost (or the reverse) gets False and stays silent."""
-        return bool(await self.redis.set(self._done_key(job_id), finished, ex=DONE_TTL_S, nx=True))
-
-    async def is_done(self, job_id: str) -> bool:
-        return bool(await self.redis.exists(self._done_key(job_id)))
-
-    async def finished_event(self, job_id: str) -> bytes | None:
-        value = await self.redis.get(self._done_key(job_id))
-        if value is None:
-            return None
-        return value if isinstance(value, bytes) else str(value).encode()
-
     @contextlib.asynccontextmanager
-    async def heartbeat(self, job_id: str, holder: str, ttl_s: float) -> AsyncIterator[None]:
-        """Refresh the claim every ttl/3 while the body runs."""
+    async def heartbeat(
+        self, job_id: str, holder: str, ttl_s: float, on_beat: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[None]:
+        """Refresh the claim every ttl/3 while the body runs, calling ``on_beat`` after each."""
 
         async def beat() -> None:
             while True:
@@ -74,6 +56,11 @@ class JobLeases:
                     await self.redis.set(self._claim_key(job_id), holder, px=int(ttl_s * 1000))
                 except RedisError:  # keep beating: one missed refresh need not lose the job
                     log.warning("heartbeat_failed", job_id=job_id, exc_info=True)
+                if on_beat is not None:
+                    try:
+                        await on_beat()
+                    except Exception:  # a missed sample must not stop the heartbeat
+                        log.warning("heartbeat_callback_failed", job_id=job_id, exc_info=True)
 
         task = asyncio.create_task(beat())
         try:

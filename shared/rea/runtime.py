@@ -68,10 +68,16 @@ class Runtime:
     service: str
     tasks: list[Task] = field(default_factory=list)
     reconcilers: list[Task] = field(default_factory=list)
+    stoppers: list[Task] = field(default_factory=list)
 
     def background(self, task: Task) -> None:
         """Run ``task`` for the life of the service (started after the broker, cancelled at stop)."""
         self.tasks.append(task)
+
+    def on_stop(self, task: Task) -> None:
+        """Run ``task`` when the service is asked to stop, while the broker and the database are
+        still connected (a worker stops its job and reports it)."""
+        self.stoppers.append(task)
 
     def on_reconcile(self, task: Task) -> None:
         """Run ``task`` at start-up and whenever the broker is found to have lost its log."""
@@ -202,6 +208,11 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
         await stop.wait()
     finally:
         log.info("service_stopping")
+        for stopper in runtime.stoppers:
+            try:
+                await stopper()
+            except Exception:
+                log.exception("stop_hook_failed")
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)

@@ -35,6 +35,8 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from rea.events import Envelope, encode_event
+from rea.ledger import COLLECTION as JOB_RUNS
+from rea.ledger import JobLedger
 from rea.topics import Topics
 
 S = TypeVar("S", bound=BaseModel)
@@ -121,6 +123,11 @@ class Store:
         return self.db["dead_letters"]
 
     @property
+    def ledger(self) -> JobLedger:
+        """The job side's record of every job: claimed, run, what it cost and said (see rea.ledger)."""
+        return JobLedger(self.db[JOB_RUNS])
+
+    @property
     def proposals(self) -> AsyncCollection[Doc]:
         """Launch proposals of completed campaigns (derived from the planner's state)."""
         return self.db["proposals"]
@@ -142,6 +149,7 @@ class Store:
         await self.events.create_index([("campaign_id", ASCENDING), ("occurred_at", ASCENDING)])
         await self.db["insights"].create_index([("family", ASCENDING)])
         await self.db["winners"].create_index([("family", ASCENDING), ("gain", ASCENDING)])
+        await self.ledger.ensure_indexes()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -255,19 +263,21 @@ class Store:
 
     async def active_campaign_ids(self) -> list[str]:
         """Campaigns still in progress: what a reconciliation has to care about."""
-        final = ["completed", "rejected", "failed"]
+        final = ["completed", "rejected", "failed", "cancelled"]
         return [
             doc["_id"] async for doc in self.campaigns.find({"state.status": {"$nin": final}}, {"_id": 1})
         ]
 
-    async def republish_active(self, producer: str) -> int:
+    async def republish_active(self, producer: str, except_ids: list[str] | None = None) -> int:
         """Mark ``producer``'s outbox entries of active campaigns unpublished, so the relay sends
-        them again (after the broker lost its log; consumers dedup what they already had)."""
+        them again (after the broker lost its log; consumers dedup what they already had).
+        ``except_ids``: entries the state says are settled (work already done), left alone."""
         result = await self.outbox.update_many(
             {
                 "producer": producer,
                 "campaign_id": {"$in": await self.active_campaign_ids()},
                 "published": True,
+                "_id": {"$nin": except_ids or []},
             },
             {"$set": {"published": False}},
         )

@@ -21,7 +21,8 @@ class Topics:
 
     @property
     def control(self) -> str:
-        """Decisions of people: plan approvals, pauses and resumes, budget extensions, acceptances."""
+        """Decisions of people: plan approvals, pauses, resumes and cancellations, budget
+        extensions, acceptances."""
         return f"{self.prefix}.control"
 
     @property
@@ -74,6 +75,7 @@ class Topics:
             "proposal.accepted": self.control,
             "campaign.paused": self.control,
             "campaign.resumed": self.control,
+            "campaign.cancelled": self.control,
             "budget.extended": self.control,
             "phase.paused": self.executor_events,
             "phase.resumed": self.executor_events,

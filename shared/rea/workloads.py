@@ -65,7 +65,7 @@ class EpochRecord(BaseModel):
 
 
 class JobError(BaseModel):
-    kind: Literal["oom", "nan", "invalid_config", "timeout", "lost_worker", "killed", "error"]
+    kind: Literal["oom", "nan", "invalid_config", "timeout", "lost_worker", "killed", "cancelled", "error"]
     message: str
 
 
@@ -96,6 +96,18 @@ class JobCost(BaseModel):
     )
 
 
+class ModelFootprint(BaseModel):
+    """What the trained model costs to serve: a ranking engineer ships what serves, so a quality
+    gain is weighed against the size and latency it adds."""
+
+    parameters: int = Field(description="Parameter elements over every weight tensor.")
+    size_mb: float = Field(description="Parameters plus buffers, in MiB (2**20 bytes), at their dtypes.")
+    inference_ms_per_1k_rows: float = Field(
+        description="Forward-pass time per 1,000 rows on the test split, eval mode, no autograd; the "
+        "workload states how many threads and which batch size."
+    )
+
+
 class JobOutput(BaseModel):
     status: Literal["ok", "failed"]
     train: SplitMetrics | None = None
@@ -107,6 +119,7 @@ class JobOutput(BaseModel):
     cost: JobCost | None = None
     error: JobError | None = None
     diagnostics: Diagnostics | None = None
+    footprint: ModelFootprint | None = None
 
 
 @cache

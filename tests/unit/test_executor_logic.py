@@ -15,6 +15,7 @@ from rea.events import (
     BudgetExtended,
     BudgetExtendedPayload,
     BudgetWarning,
+    CampaignCancelled,
     CampaignPaused,
     CampaignResumed,
     Envelope,
@@ -674,16 +675,16 @@ def test_oom_is_retried_with_half_the_batch_and_recorded() -> None:
 
 
 def test_a_retry_waits_for_a_free_slot_in_plan_order() -> None:
-    specs = [spec(0), spec(1)]
+    specs = [spec(1), spec(2)]
     state = start(specs, parallel=1).state
     assert state is not None
     d1 = apply(state, failed(specs[0], kind="nan"))
     assert d1.state is not None
-    assert statuses(d1.state) == {"job-0": "retried", "job-1": "submitted", "job-0-a2": "pending"}
+    assert statuses(d1.state) == {"job-1": "retried", "job-2": "submitted", "job-1-a2": "pending"}
     assert types(d1.emit) == [RunbookApplied, JobSubmitted]
-    assert submitted_ids(d1.emit) == ["job-1"]
+    assert submitted_ids(d1.emit) == ["job-2"]
     d2 = apply(d1.state, completed(specs[1]))
-    assert submitted_ids(d2.emit) == ["job-0-a2"]
+    assert submitted_ids(d2.emit) == ["job-1-a2"]
     assert not of_type(d2.emit, PhaseConcluded)
     [retry] = of_type(d2.emit, JobSubmitted)
     assert retry.payload.config["grad_clip"] == 1.0
@@ -691,19 +692,19 @@ def test_a_retry_waits_for_a_free_slot_in_plan_order() -> None:
 
 
 def test_the_same_failure_twice_fails_the_job_and_the_phase_concludes() -> None:
-    state = start([spec(0)]).state
+    state = start([spec(1)]).state
     assert state is not None
-    d1 = apply(state, failed(spec(0), kind="oom"))
+    d1 = apply(state, failed(spec(1), kind="oom"))
     assert d1.state is not None
-    retry = d1.state.job("job-0-a2")
+    retry = d1.state.job("job-1-a2")
     assert retry is not None
     d2 = apply(d1.state, failed(retry.spec, kind="oom"))
     assert types(d2.emit) == [RunbookApplied, PhaseConcluded]
     assert d2.state is not None
-    assert statuses(d2.state) == {"job-0": "retried", "job-0-a2": "failed"}
+    assert statuses(d2.state) == {"job-1": "retried", "job-1-a2": "failed"}
     assert [(e.job_id, e.action) for e in d2.state.runbook] == [
-        ("job-0", "halve_batch"),
-        ("job-0-a2", "give_up"),
+        ("job-1", "halve_batch"),
+        ("job-1-a2", "give_up"),
     ]
     assert d2.state.runbook[1].retry_job_id is None and "twice" in d2.state.runbook[1].reason
 
@@ -756,7 +757,7 @@ def test_lease_expiry_emits_the_failure_and_the_runbook_decision() -> None:
     specs = [spec(0), spec(1)]
     state = running_phase(specs)
     expiry = lease_expired(specs[0])
-    decision = logic.on_lease_expired(state, expiry)
+    decision = logic.on_failure_declared(state, expiry)
     assert decision.state is not None
     assert types(decision.emit) == [JobFailed, RunbookApplied, JobSubmitted]
     assert decision.emit[0] is expiry
@@ -770,7 +771,7 @@ def test_lease_expiry_emits_the_failure_and_the_runbook_decision() -> None:
     assert decision.state.spent_cpu_seconds == 0  # a lost job reports no cost
     assert decision.state.runbook == [applied.payload]
     # applied again (a second executor saw the expiry): nothing more happens
-    again = logic.on_lease_expired(decision.state, expiry)
+    again = logic.on_failure_declared(decision.state, expiry)
     assert again.state is None and again.emit == []
     # the lost worker comes back with a result for the job already retried: nothing changes
     for late in (completed(specs[0], cpu=9), failed(specs[0], kind="oom")):
@@ -784,5 +785,61 @@ def test_lease_expiry_for_a_job_already_finished_or_unknown_is_a_no_op() -> None
     done = apply(state, completed(specs[0]))
     assert done.state is not None
     for target, job in ((done.state, specs[0]), (state, spec(99)), (None, specs[0])):
-        decision = logic.on_lease_expired(target, lease_expired(job))
+        decision = logic.on_failure_declared(target, lease_expired(job))
         assert decision.state is None and decision.emit == []
+
+
+# ---- cancellation ---------------------------------------------------------------------
+
+
+def cancel() -> CampaignCancelled:
+    return CampaignCancelled(**FOLLOW, payload=PersonAction(by="erin"))
+
+
+def test_cancel_drops_the_pending_jobs_and_waits_for_those_in_flight() -> None:
+    state = start([spec(i) for i in range(4)]).state
+    assert state is not None
+    decision = logic.on_campaign_cancelled(state, cancel())
+    assert decision.state is not None and decision.state.status == "cancelling"
+    assert statuses(decision.state) == {
+        "job-0": "submitted",
+        "job-1": "submitted",
+        "job-2": "cancelled",
+        "job-3": "cancelled",
+    }
+    assert decision.emit == []  # nothing new starts, and the phase is not over yet
+    assert [j.spec.job_id for j in logic.to_stop(decision.state)] == ["job-0", "job-1"]
+    # the reservation of a job in flight lasts until it reports
+    assert decision.state.reserved_cpu_seconds() == 20
+
+
+def test_a_cancelled_phase_retries_nothing_and_concludes_when_its_jobs_stopped() -> None:
+    state = start([spec(1), spec(2)]).state
+    assert state is not None
+    cancelling = logic.on_campaign_cancelled(state, cancel()).state
+    assert cancelling is not None
+    first = apply(cancelling, failed(spec(1), cpu=3.0, kind="cancelled"))
+    assert first.state is not None and not of_type(first.emit, RunbookApplied)
+    second = apply(first.state, failed(spec(2), cpu=4.0, kind="oom"))  # no runbook either
+    assert types(second.emit) == [PhaseConcluded]
+    assert second.state is not None and second.state.status == "concluded"
+    assert statuses(second.state) == {"job-1": "cancelled", "job-2": "cancelled"}
+    assert second.state.spent_cpu_seconds == 7.0 and second.state.reserved_cpu_seconds() == 7.0
+    [concluded] = of_type(second.emit, PhaseConcluded)
+    assert {r.status for r in concluded.payload.jobs} == {"cancelled"}
+
+
+def test_a_phase_started_after_its_campaign_was_cancelled_runs_nothing() -> None:
+    decision = logic.on_phase_started(None, started([spec(0), spec(1)]), cancelled=True)
+    assert types(decision.emit) == [PhaseConcluded]
+    assert decision.state is not None and set(statuses(decision.state).values()) == {"cancelled"}
+
+
+def test_pause_and_a_second_cancel_do_not_touch_a_cancelling_phase() -> None:
+    state = start([spec(0), spec(1), spec(2)]).state
+    assert state is not None
+    cancelling = logic.on_campaign_cancelled(state, cancel()).state
+    assert cancelling is not None
+    paused = CampaignPaused(**FOLLOW, payload=PersonAction(by="x"))
+    assert logic.on_campaign_paused(cancelling, paused).state is None
+    assert logic.on_campaign_cancelled(cancelling, cancel()).state is None

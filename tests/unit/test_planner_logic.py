@@ -10,6 +10,7 @@ from rea.events import (
     BudgetExtended,
     BudgetExtendedPayload,
     BudgetWarning,
+    CampaignCancelled,
     CampaignCompleted,
     CampaignPaused,
     CampaignRejected,
@@ -33,7 +34,7 @@ from rea.events import (
     PlanProposed,
     ProposalAccepted,
 )
-from rea.workloads import JobCost, SplitMetrics, get_workload
+from rea.workloads import JobCost, JobError, SplitMetrics, get_workload
 from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
@@ -903,3 +904,86 @@ def test_the_baseline_diagnosis_reorders_the_next_validation_round() -> None:
 def test_the_baseline_is_the_diagnosed_job() -> None:
     plan, _ = logic.plan_validation(with_hypotheses(running(), "fm"), COSTS)
     assert [j.diagnose for j in plan.jobs] == [True, False]
+
+
+# ---- budget changes, cancellation, the baseline's identity -------------------------------
+
+
+def extended(cpu_seconds: float, by: str = "dana") -> BudgetExtended:
+    return BudgetExtended(**FOLLOW, payload=BudgetExtendedPayload(cpu_seconds=cpu_seconds, by=by))
+
+
+def test_a_budget_extension_is_part_of_the_campaign_and_every_later_phase_plans_from_it() -> None:
+    state = running(budget_cpu_seconds=80)
+    grown = logic.on_budget_extended(state, extended(920)).state
+    assert grown is not None and grown.budget_cpu_seconds() == 1000
+    assert [(c.cpu_seconds, c.by) for c in grown.budget_changes] == [(920, "dana")]
+    assert any("budget extended by 920 CPU-s by dana" in notice for notice in grown.notices)
+    # At 80 CPU-s the confirmation did not fit (see above); at 1000 it does, with what is left.
+    decision = logic.on_phase_concluded(grown, concluded(phase_records()), COSTS)
+    assert decision.state is not None and decision.state.phase == "confirmation"
+    [started] = decision.emit
+    assert isinstance(started, PhaseStarted)
+    assert started.payload.budget_cpu_seconds == pytest.approx(1000 - 37.0)
+
+
+@pytest.mark.parametrize("status", ["completed", "rejected", "cancelled", "failed"])
+def test_a_budget_extension_of_a_finished_campaign_changes_nothing(status: str) -> None:
+    state = running().model_copy(update={"status": status})
+    assert logic.on_budget_extended(state, extended(100)).state is None
+
+
+def cancelled(by: str = "erin") -> CampaignCancelled:
+    return CampaignCancelled(**FOLLOW, payload=PersonAction(by=by))
+
+
+@pytest.mark.parametrize("status", ["planning", "awaiting_approval"])
+def test_a_campaign_cancelled_before_any_job_ends_at_once(status: str) -> None:
+    state = planning().model_copy(update={"status": status})
+    decision = logic.on_campaign_cancelled(state, cancelled())
+    assert decision.state is not None and decision.state.status == "cancelled"
+    assert decision.state.cancelled_by == "erin" and decision.emit == []
+
+
+def test_a_running_campaign_ends_cancelled_with_what_it_found_when_its_phase_concludes() -> None:
+    cancelling = logic.on_campaign_cancelled(running(), cancelled()).state
+    assert cancelling is not None and cancelling.status == "cancelling"
+    decision = logic.on_phase_concluded(cancelling, concluded(phase_records()), COSTS)
+    assert decision.state is not None and decision.state.status == "cancelled"
+    assert decision.emit == []  # no next phase, and no campaign.completed: nothing to learn from
+    result = decision.state.result
+    assert result is not None and result.best.job_id == "j-fm"
+    assert any(note.startswith("cancelled by erin") for note in result.notes)
+
+
+def test_the_baseline_is_the_requested_config_not_a_runbook_retry_that_changed_it() -> None:
+    base = SCHEMA.resolve({})
+    adjusted = {**base, "learning_rate": base["learning_rate"] / 3, "grad_clip": 1.0}
+    records = [
+        record("b-a2", None, adjusted, 0.85, 0.85),  # the runbook's changed retry
+        record("b-a3", None, base, 0.90, 0.90),  # the requested config, trained
+        record("fm", "fm", {**base, "fm": True}, 0.80, 0.80),
+    ]
+    result = logic.summarize(records, reference=base)
+    assert not isinstance(result, str)
+    assert result.baseline.job_id == "b-a3" and result.baseline_changes == {}
+    assert result.best_changes == {"fm": True}
+
+
+def test_a_baseline_only_the_runbook_could_train_is_reported_as_such() -> None:
+    base = SCHEMA.resolve({})
+    adjusted = {**base, "learning_rate": base["learning_rate"] / 3, "grad_clip": 1.0}
+    failed = JobRecord(
+        job_id="b", hypothesis_id=None, config=base, status="retried", error=JobError(kind="nan", message="x")
+    )
+    records = [
+        failed,
+        record("b-a3", None, adjusted, 0.85, 0.85),
+        record("fm", "fm", {**base, "fm": True}, 0.8, 0.8),
+    ]
+    result = logic.summarize(records, reference=base)
+    assert not isinstance(result, str)
+    assert result.baseline.job_id == "b-a3"
+    assert result.baseline_changes == {"learning_rate": adjusted["learning_rate"], "grad_clip": 1.0}
+    assert result.best_changes == {"fm": True}  # told against the requested baseline, not the retry
+    assert any("runbook" in note and "nan" in note for note in result.notes)

@@ -9,8 +9,11 @@ import re
 import pytest
 from matplotlib import image as mpimg
 
+from rea.events import JobRecord
+from rea.workloads import ModelFootprint
 from rea_planner import logic
-from rea_planner.proposal import render_proposal
+from rea_planner.jobs import still_dropped
+from rea_planner.proposal import config_diff, render_proposal
 
 from .test_planner_logic import (
     BASE_CONFIG,
@@ -151,3 +154,110 @@ def test_the_proposal_shows_what_taking_a_hypothesis_out_of_the_best_config_did(
     assert "<td>better without it, though it helped the baseline</td>" in proposal.html
     assert "| layer_norm | fm+dropout | -0.0200 |" in proposal.markdown  # still an extension, not a removal
     assert "| dropout | fm+layer_norm" not in proposal.markdown
+
+
+def test_only_hypotheses_that_never_ran_in_any_phase_stay_dropped() -> None:
+    dropped = [
+        "fm: over budget (estimated 38 CPU-s)",
+        "dropout: over budget (estimated 40 CPU-s)",
+        "layer_norm: over budget (estimated 41 CPU-s)",
+        "cross: over budget (estimated 99 CPU-s)",
+        "bad_knob: invalid config (unknown knob 'warp_drive')",
+    ]
+    ran = [
+        JobRecord(job_id="t", hypothesis_id="fm+dropout~t3", config={}, status="completed"),  # stacked, tuned
+        JobRecord(job_id="ln", hypothesis_id="layer_norm", config={}, status="failed"),  # ran, then failed
+        JobRecord(job_id="b", hypothesis_id=None, config={}, status="completed"),
+    ]
+    assert still_dropped(dropped, [job.hypothesis_id for job in ran]) == dropped[3:]
+    assert still_dropped(dropped, []) == dropped
+
+
+def test_the_proposal_does_not_list_a_hypothesis_a_later_round_ran_as_dropped() -> None:
+    stale = ["fm: over budget (estimated 38 CPU-s)", "cross: over budget (estimated 99 CPU-s)"]
+    proposal = render_proposal(completed_campaign().model_copy(update={"dropped_hypotheses": stale}))
+    assert "- dropped: cross: over budget (estimated 99 CPU-s)" in proposal.markdown
+    assert "<li>dropped: cross: over budget (estimated 99 CPU-s)</li>" in proposal.html
+    assert "dropped: fm" not in proposal.markdown and "dropped: fm" not in proposal.html
+
+
+def test_the_config_diff_names_every_knob_that_differs_from_the_baseline() -> None:
+    baseline = {"epochs": 3, "learning_rate": 0.001, "fm": True}
+    config = {"epochs": 3, "learning_rate": 0.003, "cross_layers": 2}
+    assert config_diff(config, baseline) == "cross_layers=2, fm=(default), learning_rate=0.003"
+    assert config_diff(dict(baseline), baseline) == "(baseline config)"
+    assert config_diff({}, baseline) == "(no config recorded)"
+
+
+def test_the_evidence_table_shows_each_jobs_config_diff() -> None:
+    proposal = render_proposal(completed_campaign())
+    assert "| j-base | validation | baseline | (baseline config) | 0 | completed |" in proposal.markdown
+    assert "| j-lucky | validation | dropout | dropout=0.2 | 0 | completed |" in proposal.markdown
+    assert "| j-pair | combination | fm+dropout | dropout=0.2, fm=True | 0 | completed |" in proposal.markdown
+    assert "| c-fm-s2 | confirmation | fm | fm=True | 2 | completed |" in proposal.markdown
+    assert "<td>dropout=0.2, fm=True</td>" in proposal.html
+
+
+def test_the_proposal_shows_the_per_seed_values_behind_the_interval() -> None:
+    campaign = completed_campaign()
+    proposal = render_proposal(campaign)
+    table = "\n".join(
+        [
+            "| seed | baseline NE | best NE | delta |",
+            "|---|---|---|---|",
+            "| 0 | 0.9000 | 0.8500 | -0.0500 |",
+            "| 1 | 0.9100 | 0.8400 | -0.0700 |",
+            "| 2 | 0.8900 | 0.8600 | -0.0300 |",
+        ]
+    )
+    assert table in proposal.markdown
+    assert "<tr><td>1</td><td>0.9100</td><td>0.8400</td><td>-0.0700</td></tr>" in proposal.html
+    assert campaign.result is not None
+    best = campaign.result.best.model_copy(update={"ne_by_seed": {0: 0.85, 1: 0.84}})
+    partial = campaign.model_copy(update={"result": campaign.result.model_copy(update={"best": best})})
+    assert "| 2 | 0.8900 | not run |  |" in render_proposal(partial).markdown
+
+
+def footprint(parameters: int, ms: float) -> ModelFootprint:
+    return ModelFootprint(parameters=parameters, size_mb=parameters * 4 / 2**20, inference_ms_per_1k_rows=ms)
+
+
+def test_the_proposal_weighs_the_winners_size_and_inference_cost_against_the_baselines() -> None:
+    campaign = completed_campaign()
+    assert "## Model size and inference cost\n\nNot measured" in render_proposal(campaign).markdown
+    # Baseline runs (any seed) 2.0, 2.2, 9.0 ms (a noisy one): median 2.2; the winner's 3.0, 3.3: 3.15.
+    measured = {
+        "j-base": footprint(262_144, 2.0),
+        "c-base-s1": footprint(262_144, 2.2),
+        "c-base-s2": footprint(262_144, 9.0),
+        "j-fm": footprint(393_216, 3.0),
+        "c-fm-s1": footprint(393_216, 3.3),
+        "j-lucky": footprint(1, 0.1),  # another config: not the winner's
+    }
+    records = [j.model_copy(update={"footprint": measured.get(j.job_id)}) for j in campaign.records]
+    proposal = render_proposal(campaign.model_copy(update={"records": records}))
+    text = proposal.markdown
+    assert "## Model size and inference cost\n\n| measure | baseline | winner | relative change |" in text
+    assert "| parameters | 262,144 | 393,216 | +50.0% |" in text
+    assert "| size (MiB, parameters and buffers) | 1.000 | 1.500 | +50.0% |" in text
+    assert "| inference (ms per 1,000 test rows) | 2.200 | 3.150 | +43.2% |" in text
+    assert "median over 3 baseline and 2 winner run(s)" in text
+    assert "<td>393,216</td>" in proposal.html and "<h2>Model size and inference cost</h2>" in proposal.html
+    only_baseline = [j.model_copy(update={"footprint": None}) if j.hypothesis_id else j for j in records]
+    text = render_proposal(campaign.model_copy(update={"records": only_baseline})).markdown
+    assert "| parameters | 262,144 | not measured |  |" in text
+
+
+def test_a_cancelled_campaigns_proposal_says_so_and_shows_the_budget_history() -> None:
+    from datetime import UTC, datetime
+
+    from rea_planner.campaign import BudgetChange
+
+    change = BudgetChange(cpu_seconds=200, by="dana", at=datetime(2026, 3, 4, 5, 6, tzinfo=UTC), reason="x")
+    campaign = completed_campaign().model_copy(
+        update={"status": "cancelled", "cancelled_by": "erin", "budget_changes": [change]}
+    )
+    proposal = render_proposal(campaign)
+    assert "CANCELLED by erin: what it found before it was stopped." in proposal.markdown
+    assert "of the 1200 CPU-s budget" in proposal.markdown
+    assert "Budget history: 1000 CPU-s requested; +200 CPU-s by dana at 2026-03-04 05:06 UTC" in proposal.html

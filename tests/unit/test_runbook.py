@@ -18,6 +18,7 @@ from rea_executor.runbook import (
     LR_FACTOR,
     MAX_ATTEMPTS,
     MAX_INFRASTRUCTURE_ATTEMPTS,
+    REFERENCE_FIRST,
     RUNBOOK,
     Recovery,
     recover,
@@ -38,6 +39,7 @@ EXPECTED_ACTIONS = {
     "lost_worker": "resubmit",
     "killed": "resubmit",
     "invalid_config": "drop",
+    "cancelled": "drop",
     "timeout": "escalate",
     "error": "escalate",
 }
@@ -310,3 +312,25 @@ def test_oom_on_a_config_that_leaves_batch_size_at_its_default_does_not_crash() 
     assert recovery.action in ("halve_batch", "give_up")
     if recovery.retry is not None:
         assert recovery.retry.config["batch_size"] == int(BATCH.default) // 2
+
+
+# ---- the baseline is the reference -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", CONFIG_FAILURES)
+def test_a_baseline_is_retried_unchanged_first_then_the_rule_applies(kind: str) -> None:
+    baseline = job(batch_size=256).model_copy(update={"hypothesis_id": None})
+    first = recover(baseline, error(kind), [], NOW)
+    assert first.action == "resubmit" and first.reason == REFERENCE_FIRST
+    assert retried(first).config == baseline.config and retried(first).not_before is None
+    second = recover(retried(first), error(kind), [kind], NOW)
+    assert second.action == rule_for(kind).action
+    assert retried(second).config != baseline.config
+    third = recover(retried(second), error(kind), [kind, kind], NOW)
+    assert third.action == "give_up"
+
+
+@pytest.mark.parametrize("kind", CONFIG_FAILURES)
+def test_a_hypothesis_gets_the_rules_change_at_once(kind: str) -> None:
+    recovery = recover(job(batch_size=256), error(kind), [], NOW)
+    assert recovery.action == rule_for(kind).action

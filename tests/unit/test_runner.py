@@ -6,8 +6,11 @@ these tests need no torch and no data.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +58,10 @@ SCRIPT = textwrap.dedent(
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         open(os.environ["REA_TEST_PIDFILE"], "w").write(str(child.pid))
         time.sleep(60)
+    elif mode == "spin":
+        print("spinning (marker-out-91)", flush=True)
+        while True:
+            pass
     elif mode == "fail":
         sys.stderr.write("Traceback: the trainer fell over (marker-7f3a)\\n")
         sys.exit(1)
@@ -223,3 +230,63 @@ def test_a_dataset_is_prepared_in_a_child_process_and_its_failure_is_reported() 
     assert runner.prepare_dataset("ranker", "synthetic:rows=500,seed=4") is None
     problem = runner.prepare_dataset("ranker", "nosuch:rows=5")
     assert problem is not None and "unknown dataset 'nosuch'" in problem
+
+
+def test_a_job_the_worker_stops_reports_why_with_the_cpu_it_used_and_its_output(use_mode: UseMode) -> None:
+    use_mode("spin")
+    watch = runner.JobWatch()
+    threading.Timer(1.5, watch.stop, ("cancelled", "the campaign was cancelled")).start()
+    output = runner.run_job(job(), watch=watch)
+    assert output.status == "failed"
+    assert output.error is not None
+    assert (output.error.kind, output.error.message) == ("cancelled", "the campaign was cancelled")
+    assert output.cost is not None and 0.5 < output.cost.cpu_seconds < 10
+    assert watch.cpu_seconds == output.cost.cpu_seconds
+    assert "marker-out-91" in watch.log  # stdout is kept, not only stderr
+    assert watch.pid is not None and _gone_or_zombie(watch.pid)
+
+
+def test_the_cpu_a_running_job_used_is_sampled_while_it_runs(use_mode: UseMode) -> None:
+    use_mode("spin")
+    watch = runner.JobWatch()
+    done = threading.Thread(target=runner.run_job, args=(job(),), kwargs={"watch": watch})
+    done.start()
+    try:
+        deadline = time.monotonic() + 10
+        while watch.cpu_seconds < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert watch.cpu_seconds >= 0.5
+    finally:
+        watch.stop("killed", "test over")
+        done.join(10)
+
+
+def test_a_job_dies_with_the_thread_that_started_it(use_mode: UseMode, tmp_path: Path) -> None:
+    """A worker killed with SIGKILL leaves no training process behind: shown with a child process
+    that runs a job and is then killed, as a worker would be."""
+    use_mode("spin")
+    pidfile = tmp_path / "job.pid"
+    worker = os.fork()
+    if worker == 0:  # the "worker": run the job, report its pid, wait to be killed
+        try:
+            watch = runner.JobWatch()
+            kwargs = {"watch": watch}
+            threading.Thread(target=runner.run_job, args=(job(),), kwargs=kwargs, daemon=True).start()
+            while watch.pid is None:
+                time.sleep(0.01)
+            pidfile.write_text(str(watch.pid))
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    job_pid = int(pidfile.read_text())
+    assert not _gone_or_zombie(job_pid)
+    os.kill(worker, signal.SIGKILL)
+    os.waitpid(worker, 0)
+    deadline = time.monotonic() + 5
+    while not _gone_or_zombie(job_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone_or_zombie(job_pid)

@@ -6,6 +6,7 @@ import pytest
 
 from rea.events import JobRecord, PhaseStarted
 from rea_planner import logic
+from rea_planner.campaign import CampaignSpec
 from rea_planner.costs import CostModel
 from rea_planner.screening import low_fidelity, promoted, worth_screening
 
@@ -14,7 +15,7 @@ from .test_planner_logic import COSTS, concluded, generated, hypothesis, plannin
 SIX = [hypothesis(f"h{i}", {"mlp_width": 32 + 16 * i}, gain=0.01 - 0.001 * i) for i in range(6)]
 
 
-def spec(**overrides: object) -> logic.CampaignSpec:
+def spec(**overrides: object) -> CampaignSpec:
     made = planning(**overrides).spec
     assert made is not None
     return made

@@ -5,11 +5,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from rea.workloads import JobInput
 from rea_workload.datasets.loader import load_dataset, load_splits
 from rea_workload.datasets.spec import parse_spec
 from rea_workload.datasets.splits import Splits
+from rea_workload.footprint import measure_footprint
+from rea_workload.model import RankerModel
 from rea_workload.schema import RankerConfig
 from rea_workload.train import fit, train
 
@@ -36,7 +39,7 @@ def test_a_job_reports_every_split_history_and_throughput() -> None:
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not() -> None:
     config: dict[str, Any] = {"epochs": 2, "cross_layers": 1, "dropout": 0.1, "lr_schedule": "warmup_cosine"}
     first, again = train(job(SMALL, **config)), train(job(SMALL, **config))
-    timing = {"samples_per_second"}
+    timing: dict[str, Any] = {"samples_per_second": True, "footprint": {"inference_ms_per_1k_rows"}}
     assert first.model_dump(exclude=timing) == again.model_dump(exclude=timing)
     other = train(job(SMALL, seed=1, **config))
     assert other.test and first.test and other.test.ne != first.test.ne
@@ -95,3 +98,27 @@ def test_a_diagnosed_run_measures_gradients_and_feature_importance_without_chang
     names = splits.train.categorical_names + splits.train.dense_names + splits.train.multi_names
     assert set(d.feature_importance) == set(names)
     assert max(d.feature_importance.values()) > 0
+
+
+def test_a_job_reports_its_model_footprint_measured_after_training() -> None:
+    out = train(job(SMALL, epochs=1))
+    bigger = train(job(SMALL, epochs=1, cross_layers=2, mlp_width=128))
+    f, g = out.footprint, bigger.footprint
+    assert f is not None and g is not None
+    assert f.parameters == out.parameters and g.parameters == bigger.parameters
+    # Every tensor of the ranker is float32 and it has no buffers: 4 bytes per parameter.
+    assert f.size_mb == pytest.approx(f.parameters * 4 / 2**20)
+    assert g.parameters > f.parameters and g.size_mb > f.size_mb
+    assert 0 < f.inference_ms_per_1k_rows < 1000 and 0 < g.inference_ms_per_1k_rows < 1000
+
+
+def test_the_footprint_counts_buffers_and_skips_timing_without_rows() -> None:
+    splits = load_splits(SMALL)
+    model = RankerModel(splits.train, RankerConfig.from_overrides({}))
+    plain = measure_footprint(model, splits.test, batch_size=128)
+    model.register_buffer("counts", torch.zeros(2**18, dtype=torch.float64))  # 2 MiB
+    buffered = measure_footprint(model, splits.test, batch_size=128)
+    assert plain is not None and buffered is not None
+    assert buffered.parameters == plain.parameters
+    assert buffered.size_mb == pytest.approx(plain.size_mb + 2.0)
+    assert measure_footprint(model, splits.test.take(np.arange(0)), batch_size=128) is None

@@ -23,6 +23,7 @@ from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.loader import load_splits
 from rea_workload.datasets.splits import Splits, subsample
 from rea_workload.diagnostics import permutation_importance
+from rea_workload.footprint import measure_footprint
 from rea_workload.metrics import base_rate_entropy, normalized_entropy, split_metrics
 from rea_workload.model import RankerModel
 from rea_workload.optim import build_optimizer, build_schedule
@@ -85,6 +86,8 @@ def fit(splits: Splits, config: RankerConfig, seed: int, diagnose: bool = False)
                 grad_norm_max=max(grad_norms, default=0.0),
                 feature_importance=importance,
             )
+        # After every metric, so timing it can change nothing the job reports about quality.
+        footprint = measure_footprint(model, splits.test, EVAL_BATCH)
     except Diverged as exc:
         return JobOutput(status="failed", history=history, error=JobError(kind="nan", message=str(exc)))
     return JobOutput(
@@ -96,6 +99,7 @@ def fit(splits: Splits, config: RankerConfig, seed: int, diagnose: bool = False)
         samples_per_second=config.epochs * len(data) / seconds if seconds > 0 else None,
         parameters=sum(p.numel() for p in model.parameters()),
         diagnostics=diagnostics,
+        footprint=footprint,
     )
 
 
