@@ -100,7 +100,7 @@ def wire(rt: Runtime) -> None:
                         payload=JobStartedPayload(job_id=spec.job_id, phase=spec.phase, worker=worker),
                     )
                 )
-                await _backoff(spec)
+                await _backoff(spec, watch)
                 output = await execute(spec, watch)
         finally:
             current.pop(spec.job_id, None)
@@ -181,11 +181,14 @@ def drawn_fault(chances: dict[str, float], job_id: str) -> Fault | None:
     return None
 
 
-async def _backoff(spec: JobSpec) -> None:
-    """A retry after a lost worker waits out its backoff (bounded by the runbook's maximum)."""
-    if spec.not_before is not None:
-        delay = (spec.not_before - utc_now()).total_seconds()
-        await asyncio.sleep(min(max(delay, 0.0), BACKOFF_MAX_S))
+async def _backoff(spec: JobSpec, watch: JobWatch) -> None:
+    """A retry after a lost worker waits out its backoff (bounded by the runbook's maximum),
+    unless the worker is asked to stop meanwhile."""
+    if spec.not_before is None:
+        return
+    delay = min(max((spec.not_before - utc_now()).total_seconds(), 0.0), BACKOFF_MAX_S)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.to_thread(watch.stopping.wait, delay), delay + 1)
 
 
 def capped(spec: JobSpec, settings: Settings) -> JobSpec:
