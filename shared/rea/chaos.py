@@ -156,8 +156,12 @@ class Chaos:
 
     async def run(self) -> ChaosReport:
         started = time.monotonic()
-        endpoints = self.stack.start_infra()
-        await ensure_topics(endpoints.kafka_bootstrap, Topics(self.settings.topic_prefix), 3)
+        try:
+            endpoints = self.stack.start_infra()
+            await ensure_topics(endpoints.kafka_bootstrap, Topics(self.settings.topic_prefix), 3)
+        except BaseException:  # an interrupt, above all: what did start must stop
+            self.stack.stop()
+            raise
         self.client = Client(self.settings, endpoints)
         try:
             self.stack.start_services(self.plan.workers, env=self.service_env)
@@ -171,8 +175,10 @@ class Chaos:
             await self._wait(self.client, ids, deadline)
             await self._check(self.client, ids)
         finally:
-            await self.client.close()
-            self.stack.stop()
+            try:
+                await self.client.close()
+            finally:
+                self.stack.stop()
         self.report.seconds = time.monotonic() - started
         return self.report
 

@@ -821,21 +821,24 @@ def demo(
     if StackState.read(settings.home) is not None:
         console.print(f"A stack is already running from {settings.home}; run `rea down` first.")
         raise typer.Exit(1)
-    with console.status(f"Preparing dataset {dataset}..."):
-        get_workload(DEMO_CAMPAIGN["workload"]).prepare(dataset)
-    stack = EmbeddedStack(settings, attached=True)
-    try:
-        _bring_up(stack, settings.workers if workers is None else workers)
-        campaign_id = new_id()
-        request = {**DEMO_CAMPAIGN, "dataset": dataset}
-        event = CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
-        campaign = _with_client(settings, lambda client: _run_demo(client, event, timeout))
-    except StackError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        with console.status("Shutting down..."):
-            stack.stop()
+    from rea.processes import exit_on_interrupt
+
+    with exit_on_interrupt("demo", console):
+        with console.status(f"Preparing dataset {dataset}..."):
+            get_workload(DEMO_CAMPAIGN["workload"]).prepare(dataset)
+        stack = EmbeddedStack(settings, attached=True)
+        try:
+            _bring_up(stack, settings.workers if workers is None else workers)
+            campaign_id = new_id()
+            request = {**DEMO_CAMPAIGN, "dataset": dataset}
+            event = CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
+            campaign = _with_client(settings, lambda client: _run_demo(client, event, timeout))
+        except StackError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        finally:
+            with console.status("Shutting down..."):
+                stack.stop()
     if campaign is None or campaign["status"] != "completed":
         state = "timed out" if campaign is None else f"{campaign['status']}: {campaign.get('reasons')}"
         console.print(f"[red]The demo campaign did not complete ({state}). Logs: {stack.home / 'logs'}[/red]")
@@ -896,6 +899,8 @@ def bench(
     import optuna
     from rea_bench import BenchPlan, run_bench
 
+    from rea.processes import exit_on_interrupt
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command prints its own progress
     plan = BenchPlan(
         workloads=workload,
@@ -909,7 +914,8 @@ def bench(
         warm_start=warm_start,
     )
     try:
-        run_bench(plan, console)
+        with exit_on_interrupt("bench", console):
+            run_bench(plan, console)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -930,9 +936,11 @@ def chaos(
     import tempfile
 
     from rea.chaos import ChaosPlan, run_chaos
+    from rea.processes import exit_on_interrupt
 
     plan = ChaosPlan(campaigns=campaigns, malformed=malformed, seed=seed, timeout_s=timeout)
     with (
+        exit_on_interrupt("chaos", console),
         tempfile.TemporaryDirectory(prefix="rea-chaos-") as tmp,
         console.status("Running campaigns under fault injection..."),
     ):

@@ -29,6 +29,7 @@ from uuid import uuid4
 import redis
 from pymongo import MongoClient
 
+from rea.processes import descendants, kill
 from rea.settings import Settings
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
@@ -156,7 +157,9 @@ def secantus_binary() -> str:
 
 
 def _die_with_parent() -> None:
-    """Linux: ask the kernel to SIGTERM this child if the process that started it dies."""
+    """Linux: ask the kernel to SIGTERM this child if the process that started it dies. The
+    kernel acts when the *thread* that started the child ends: start attached children from
+    the main thread (or one that lives as long as the process), never from a pool's thread."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -408,7 +411,7 @@ def stop_recorded_stack(home: Path) -> int:
 
 
 def _stop_in_order(processes: list[ManagedProcess]) -> None:
-    _terminate([p.pid for p in processes if p.name not in INFRA])
+    _terminate([p.pid for p in processes if p.name not in INFRA], strays=True)
     _terminate([p.pid for p in processes if p.name in INFRA])
 
 
@@ -426,7 +429,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _terminate(pids: list[int], sig: int = signal.SIGTERM) -> None:
+def _terminate(pids: list[int], sig: int = signal.SIGTERM, *, strays: bool = False) -> None:
+    """Signal each process's group, wait up to ``STOP_GRACE_S``, then SIGKILL what is left.
+
+    ``strays``: also what they started in process groups of their own (training jobs), which the
+    signal does not reach. A worker stops its job itself within the grace; one still running
+    after is SIGKILLed rather than left to its worker's fate.
+    """
+    started = descendants(pids, outside_groups=True) if strays else {}
     for pid in pids:
         try:
             os.killpg(pid, sig)
@@ -435,9 +445,12 @@ def _terminate(pids: list[int], sig: int = signal.SIGTERM) -> None:
     deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
+    if strays:
+        started.update(descendants(pids, outside_groups=True))  # before a SIGKILL orphans them
     for pid in pids:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+    kill(started)
