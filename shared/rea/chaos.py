@@ -170,7 +170,11 @@ class Chaos:
             # A request is the submitter's until the planner holds it durably (the embedded
             # broker's log is memory only); the faults start once every campaign is accepted.
             await self._wait(self.client, ids, deadline, accepted=True)
-            await asyncio.gather(self._havoc(deadline), self._feed_garbage(self.client))
+            # Garbage first, until the dead letters are recorded: the embedded broker keeps its log
+            # in memory, so a restart would lose malformed messages no consumer had read yet.
+            await self._feed_garbage(self.client)
+            await self._dead_lettered(self.client, deadline)
+            await self._havoc(deadline)
             await self._stack_faults(ids, deadline)
             await self._wait(self.client, ids, deadline)
             await self._check(self.client, ids)
@@ -294,6 +298,13 @@ class Chaos:
                 self.report.faults["malformed messages"] += 1
         finally:
             await producer.stop()
+
+    async def _dead_lettered(self, client: Client, deadline: float) -> None:
+        """Wait (bounded) until every malformed message sent is in the dead-letter collection."""
+        sent = self.report.faults["malformed messages"]
+        until = min(deadline, time.monotonic() + 120)
+        while time.monotonic() < until and await client.db["dead_letters"].count_documents({}) < sent:
+            await asyncio.sleep(0.5)
 
     async def _wait(self, client: Client, ids: list[str], deadline: float, accepted: bool = False) -> None:
         while time.monotonic() < deadline:
