@@ -28,6 +28,7 @@ from rich.table import Table
 from rea import plots
 from rea.client import Client
 from rea.events import CampaignRequested, JobSpec, new_id
+from rea.processes import new_children_killed_on_error
 from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.stack import EmbeddedStack
@@ -64,8 +65,9 @@ class WarmStart:
     seed: int
     first_best_test_ne: float
     first_spent_cpu_s: float
-    second_reached_cpu_s: float | None  # None: the second campaign never reached it
-    budget_fraction: float | None
+    reached: bool  # False: no job of the second campaign got to the first's best test NE
+    second_reached_cpu_s: float | None  # None when not reached
+    budget_fraction: float | None  # None when not reached: no share of the budget sufficed
     second_hypotheses: list[str]  # the first few it tried, history's picks first
 
 
@@ -141,11 +143,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             stack.close()
     summary = summarize(runs)
     if warm:
-        # A pair that never reached the first's best counts as needing the whole budget.
-        summary["warm_start_budget_fraction"] = fmean(
-            1.0 if w.budget_fraction is None else w.budget_fraction for w in warm
-        )
-        summary["warm_start_reached"] = sum(w.budget_fraction is not None for w in warm)
+        summary.update(summarize_warm_start(warm))
     results = {
         "settings": _settings(plan),
         "runs": [asdict(run) for run in runs],
@@ -154,6 +152,8 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     }
     (plan.out / "results.json").write_text(json.dumps(results, indent=2))
     print_table(console, runs, plan)
+    if warm:
+        print_warm_start_table(console, warm, plan)
     (plan.out / "gains.png").write_bytes(plot_gains(runs))
     return results
 
@@ -174,6 +174,18 @@ def summarize(runs: list[BenchRun]) -> dict[str, Any]:
     return summary
 
 
+def summarize_warm_start(warm: list[WarmStart]) -> dict[str, Any]:
+    """The warm-start pairs in ``summary``. The mean budget fraction is None unless every pair
+    reached the first campaign's best: counting a miss as 1.0 made "never reached" look like
+    "reached with the last CPU-second", so a broken warm start still produced a number."""
+    fractions = [w.budget_fraction for w in warm if w.reached and w.budget_fraction is not None]
+    return {
+        "warm_start_budget_fraction": fmean(fractions) if len(fractions) == len(warm) else None,
+        "warm_start_reached": len(fractions),
+        "warm_start_pairs": len(warm),
+    }
+
+
 class Confirmer:
     """Each chosen config and the baseline on the same fresh seeds, on the test split."""
 
@@ -183,10 +195,11 @@ class Confirmer:
 
     def test_nes(self, dataset: str, config: dict[str, Any], name: str) -> list[float]:
         seeds = range(CONFIRMATION_SEED, CONFIRMATION_SEED + self.plan.confirm_seeds)
-        outputs = [
-            run_job(_job(self.plan, dataset, f"confirm-{name}", seed, config, seed), prepare=False)
-            for seed in seeds
-        ]
+        with new_children_killed_on_error():  # an interrupted job would finish its training
+            outputs = [
+                run_job(_job(self.plan, dataset, f"confirm-{name}", seed, config, seed), prepare=False)
+                for seed in seeds
+            ]
         failed = [o.error.message if o.error else o.status for o in outputs if o.test is None]
         if failed:
             raise RuntimeError(f"confirmation of {name} on {dataset} failed: {failed[0]}")
@@ -231,7 +244,11 @@ class ReaStack:
         self.plan = plan
         self.home = plan.out / "rea-stack"
         self.servers = EmbeddedStack(Settings(home=self.home), attached=True)
-        self.endpoints = self.servers.start_infra()
+        try:
+            self.endpoints = self.servers.start_infra()
+        except BaseException:  # an interrupt, above all: what did start must stop
+            self.servers.stop()
+            raise
 
     @contextmanager
     def namespace(self) -> Iterator[Settings]:
@@ -247,9 +264,9 @@ class ReaStack:
         )
         asyncio.run(ensure_topics(self.endpoints.kafka_bootstrap, Topics(name), 3))
         services = EmbeddedStack(settings, attached=True)
-        services.start_infra()
-        services.start_services(workers=self.plan.parallel)
         try:
+            services.start_infra()
+            services.start_services(workers=self.plan.parallel)
             yield settings
         finally:
             services.stop()
@@ -284,6 +301,7 @@ class ReaStack:
             seed=seed,
             first_best_test_ne=target,
             first_spent_cpu_s=first["result"]["compute_seconds"],
+            reached=reached is not None,
             second_reached_cpu_s=reached,
             budget_fraction=(reached / budget) if reached is not None else None,
             second_hypotheses=[h["id"] for h in second["hypotheses"]][:5],
@@ -392,6 +410,25 @@ def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None
         for method, gain, sd, used, jobs in rows:
             ratio = "" if not optuna_gain or method == "optuna" else f"{gain / optuna_gain:.2f}x"
             table.add_row(dataset, method, f"{gain:+.2%}", f"{sd:.2%}", ratio, f"{used:.0f}", f"{jobs:.1f}")
+    console.print(table)
+
+
+def print_warm_start_table(console: Console, warm: list[WarmStart], plan: BenchPlan) -> None:
+    """One row per pair; a pair whose second campaign never got there says so, with no fraction."""
+    table = Table(
+        "workload", "seed", "first's best test NE", "reached", "CPU-s to reach", "budget fraction",
+        title=f"Warm start: CPU-s the second campaign needed to reach the first's best "
+        f"(of {plan.budget_cpu_seconds:g})",
+    )  # fmt: skip
+    for w in warm:
+        table.add_row(
+            w.workload,
+            str(w.seed),
+            f"{w.first_best_test_ne:.4f}",
+            "yes" if w.reached else "no",
+            "" if w.second_reached_cpu_s is None else f"{w.second_reached_cpu_s:.1f}",
+            "never reached" if w.budget_fraction is None else f"{w.budget_fraction:.2f}",
+        )
     console.print(table)
 
 

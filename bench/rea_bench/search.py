@@ -19,6 +19,7 @@ import optuna
 
 from rea.events import JobSpec
 from rea.knobs import KnobSchema
+from rea.processes import new_children_killed_on_error
 from rea.workloads import JobOutput
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import search_space
@@ -57,7 +58,12 @@ def budgeted_search(
     spent = 0.0
     failed = 0
     running: dict[Future[JobOutput], tuple[optuna.Trial, float]] = {}
-    with ThreadPoolExecutor(parallel) as pool:
+
+    def settled() -> bool:
+        return all(future.done() for future in running)
+
+    # On an interrupt the pool would wait for its jobs to finish (minutes): kill them first.
+    with ThreadPoolExecutor(parallel) as pool, new_children_killed_on_error(settled):
         while True:
             costs = CostModel.from_history(history)
             while len(running) < parallel:

@@ -1,10 +1,18 @@
 """Crash safety: the executor is killed (SIGKILL) while jobs run, a new one takes over from
-the state in MongoDB and the campaign completes with every result recorded exactly once."""
+the state in MongoDB and the campaign completes with every result recorded exactly once.
+
+"Exactly once" is counted from the insights DB's ``events`` collection, not from the results:
+result rows are keyed by job id, so a job that ran or reported twice still has one row. Each
+execution of a job publishes one ``job.started`` (a worker publishes it once it claims the job),
+and each final report one ``job.completed``/``job.failed`` with its own event id (a redelivery
+or a re-send of the same report keeps the id, so it is stored once).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -42,7 +50,10 @@ async def test_executor_killed_while_jobs_run(services: EmbeddedStack, client: C
     assert len(state["plan"]["jobs"]) == 5  # validation; combination may follow
     assert state["result"]["jobs_completed"] == len(every_job)
     rows = await recorded_results(client, campaign_id, len(every_job))
-    assert sorted(row["_id"] for row in rows) == every_job  # none lost, none twice
+    assert sorted(row["_id"] for row in rows) == every_job  # none lost
+    runs, reports = await runs_and_reports(client, campaign_id, every_job)
+    assert runs == dict.fromkeys(every_job, 1)  # each job ran once, none outside the records
+    assert reports == dict.fromkeys(every_job, 1)  # and reported once
     submitted = await store.events.count_documents({"campaign_id": campaign_id, "type": "job.submitted"})
     concluded = await store.events.count_documents({"campaign_id": campaign_id, "type": "phase.concluded"})
     assert concluded == 1 + len(state["rounds"])  # each phase concluded once
@@ -74,7 +85,12 @@ async def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
         every_job = sorted(record["job_id"] for record in state["records"])
         assert state["result"]["jobs_completed"] == len(every_job)
         rows = await recorded_results(client, campaign_id, len(every_job))
-        assert sorted(row["_id"] for row in rows) == every_job
+        assert sorted(row["_id"] for row in rows) == every_job  # none lost
+        runs, reports = await runs_and_reports(client, campaign_id, every_job, every_start_kept=False)
+        # The old broker's unread events are gone with it, so a job's `job.started` may be
+        # missing; a second one means the job ran again after the restart.
+        assert set(runs) <= set(every_job) and max(runs.values(), default=1) == 1, runs
+        assert reports == dict.fromkeys(every_job, 1)  # a lost report is re-sent, never re-run
     finally:
         await client.close()
         stack.stop()
@@ -115,7 +131,37 @@ async def test_two_executors_share_campaigns_and_one_takes_over(
     for state in states:
         jobs = sorted(record["job_id"] for record in state["records"])
         rows = await recorded_results(client, state["campaign_id"], len(jobs))
-        assert sorted(row["_id"] for row in rows) == jobs
+        assert sorted(row["_id"] for row in rows) == jobs  # none lost
+        runs, reports = await runs_and_reports(client, state["campaign_id"], jobs)
+        assert runs == dict.fromkeys(jobs, 1)  # the surviving executor re-ran nothing
+        assert reports == dict.fromkeys(jobs, 1)
+
+
+async def runs_and_reports(
+    client: Client, campaign_id: str, jobs: list[str], every_start_kept: bool = True, timeout_s: float = 90
+) -> tuple[Counter[str], Counter[str]]:
+    """Per job id, its ``job.started`` events (one per execution) and its distinct final reports,
+    as the logger recorded them, once every job has a report (and a start, if none was lost)."""
+
+    async def by_job(types: list[str]) -> Counter[str]:
+        found = Counter[str]()
+        query = {"campaign_id": campaign_id, "type": {"$in": types}}
+        async for doc in client.db["events"].find(query, {"payload": 1}):
+            payload = doc["payload"]
+            found[payload["spec"]["job_id"] if "spec" in payload else payload["job_id"]] += 1
+        return found
+
+    async def all_there() -> bool:
+        if not set(jobs) <= set(await by_job(FINAL_REPORTS)):
+            return False
+        return not every_start_kept or set(jobs) <= set(await by_job(STARTS))
+
+    await eventually(all_there, f"every job's events of campaign {campaign_id} in the insights DB", timeout_s)
+    return await by_job(STARTS), await by_job(FINAL_REPORTS)
+
+
+STARTS = ["job.started"]
+FINAL_REPORTS = ["job.completed", "job.failed"]
 
 
 def one_campaign_per_partition(partitions: int) -> list[str]:
