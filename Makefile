@@ -7,11 +7,12 @@ TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test lint typecheck unit e2e bench chaos clean
 
-$(BIN)/.rea-installed: pyproject.toml
+$(BIN)/.rea-installed: pyproject.toml examples/autoint/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e examples/autoint
 	touch $@
 
 setup: $(BIN)/.rea-installed

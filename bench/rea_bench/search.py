@@ -21,7 +21,7 @@ from rea.events import JobSpec
 from rea.knobs import KnobSchema
 from rea.processes import new_children_killed_on_error
 from rea.workloads import JobOutput
-from rea_planner.costs import CostModel
+from rea_planner.costs import CostModel, Fidelity
 from rea_planner.exploitation import search_space
 
 RunJob = Callable[[JobSpec], JobOutput]
@@ -65,7 +65,7 @@ def budgeted_search(
     # On an interrupt the pool would wait for its jobs to finish (minutes): kill them first.
     with ThreadPoolExecutor(parallel) as pool, new_children_killed_on_error(settled):
         while True:
-            costs = CostModel.from_history(history)
+            costs = CostModel.from_history(Fidelity.of(schema), history)
             while len(running) < parallel:
                 estimate = costs.estimate(baseline)
                 reserved = sum(estimate_of for _, estimate_of in running.values())

@@ -43,6 +43,7 @@ from rea_executor.state import (
     JobStatus,
     PhaseExecution,
     PhaseStatus,
+    SlotsGranted,
     TrackedJob,
 )
 
@@ -63,8 +64,11 @@ def _status(
     )
 
 
-def schedule(state: PhaseExecution, cause: Envelope) -> tuple[PhaseExecution, list[Envelope]]:
-    """Submit pending jobs up to the parallelism limit and within budget; conclude when done."""
+def schedule(
+    state: PhaseExecution, cause: Envelope, room: int | None = None
+) -> tuple[PhaseExecution, list[Envelope]]:
+    """Submit pending jobs up to the parallelism limit and within budget; conclude when done.
+    ``room``: at most this many more, the phase's share of the workers now (unlimited: None)."""
     state = state.model_copy(update={"jobs": [job.model_copy() for job in state.jobs]})
     emit: list[Envelope] = []
     if (
@@ -75,8 +79,9 @@ def schedule(state: PhaseExecution, cause: Envelope) -> tuple[PhaseExecution, li
         emit.append(BudgetWarning(**_follow(cause), payload=_status(state, "80% of the budget is spent")))
     if state.status == "running":
         in_flight = sum(job.status in IN_FLIGHT for job in state.jobs)
+        limit = state.max_parallel_jobs if room is None else min(state.max_parallel_jobs, in_flight + room)
         for job in state.jobs:
-            if job.status != "pending" or in_flight >= state.max_parallel_jobs:
+            if job.status != "pending" or in_flight >= limit:
                 continue
             if state.reserved_cpu_seconds() + job.spec.estimated_cpu_seconds > state.budget_cpu_seconds:
                 state.status = "paused_budget"
@@ -88,6 +93,7 @@ def schedule(state: PhaseExecution, cause: Envelope) -> tuple[PhaseExecution, li
                 break
             job.status = "submitted"
             in_flight += 1
+            state.stride_pass += job.spec.estimated_cpu_seconds / max(state.weight, 1e-9)
             emit.append(JobSubmitted(**_follow(cause), payload=job.spec))
     if all(job.status in TERMINAL for job in state.jobs):
         state.status = "concluded"
@@ -99,14 +105,21 @@ def schedule(state: PhaseExecution, cause: Envelope) -> tuple[PhaseExecution, li
 
 
 def on_phase_started(
-    state: PhaseExecution | None, event: PhaseStarted, cancelled: bool = False
+    state: PhaseExecution | None,
+    event: PhaseStarted,
+    cancelled: bool = False,
+    stride_pass: float = 0.0,
+    room: int | None = None,
 ) -> Decision[PhaseExecution]:
     """Track the phase's jobs and submit the first; ``cancelled``: the campaign was cancelled
-    before this phase reached the executor, so none of its jobs starts."""
+    before this phase reached the executor, so none of its jobs starts. ``stride_pass``: where
+    it joins the share-out of workers (:func:`rea_executor.shares.joining_pass`)."""
     if state is not None:
         return Decision()
     plan = event.payload.plan
     fresh = PhaseExecution(
+        weight=event.payload.campaign_budget_cpu_seconds or event.payload.budget_cpu_seconds,
+        stride_pass=stride_pass,
         campaign_id=event.campaign_id,
         phase=plan.phase,
         correlation_id=event.correlation_id,
@@ -115,7 +128,7 @@ def on_phase_started(
         max_parallel_jobs=event.payload.max_parallel_jobs,
         jobs=[TrackedJob(spec=spec, status="cancelled" if cancelled else "pending") for spec in plan.jobs],
     )
-    return Decision(*schedule(fresh, event))
+    return Decision(*schedule(fresh, event, room))
 
 
 def on_job_started(state: PhaseExecution | None, event: JobStarted) -> Decision[PhaseExecution]:
@@ -130,7 +143,7 @@ def on_job_started(state: PhaseExecution | None, event: JobStarted) -> Decision[
 
 
 def on_job_finished(
-    state: PhaseExecution | None, event: JobCompleted | JobFailed
+    state: PhaseExecution | None, event: JobCompleted | JobFailed, room: int | None = None
 ) -> Decision[PhaseExecution]:
     """Record a result once (a duplicate result for a finished job changes nothing) and wake up."""
     job = state.job(event.payload.spec.job_id) if state else None
@@ -158,11 +171,20 @@ def on_job_finished(
             "runbook": _runbook(state, emit),
         }
     )
-    new_state, scheduled = schedule(updated, event)
+    new_state, scheduled = schedule(updated, event, room)
     return Decision(new_state, emit + scheduled)
 
 
-def on_failure_declared(state: PhaseExecution | None, event: JobFailed) -> Decision[PhaseExecution]:
+def on_slots_granted(state: PhaseExecution | None, event: SlotsGranted) -> Decision[PhaseExecution]:
+    """A share-out gave this phase room for more jobs: submit up to that many."""
+    if state is None or state.status != "running":
+        return Decision()
+    return Decision(*schedule(state, event, event.payload.slots))
+
+
+def on_failure_declared(
+    state: PhaseExecution | None, event: JobFailed, room: int | None = None
+) -> Decision[PhaseExecution]:
     """The executor reports a job's failure on the job side's behalf: its worker's lease expired
     (``lost_worker``), or it was cancelled before any worker took it.
 
@@ -170,7 +192,7 @@ def on_failure_declared(state: PhaseExecution | None, event: JobFailed) -> Decis
     conclusion only the first records it (dedup on ``event_id``). It is also emitted, so the
     failure reaches the insights DB like any other.
     """
-    decision = on_job_finished(state, event)
+    decision = on_job_finished(state, event, room)
     if decision.state is None:
         return decision
     return Decision(decision.state, [event, *decision.emit])
@@ -200,7 +222,10 @@ def _runbook(state: PhaseExecution, emitted: list[Envelope]) -> list[RunbookEntr
     return state.runbook + [e.payload for e in emitted if isinstance(e, RunbookApplied)]
 
 
-def on_campaign_paused(state: PhaseExecution | None, event: CampaignPaused) -> Decision[PhaseExecution]:
+def on_campaign_paused(
+    state: PhaseExecution | None, event: CampaignPaused, room: int | None = None
+) -> Decision[PhaseExecution]:
+    """Stop submitting (``room`` is unused: a pause submits nothing)."""
     if state is None or state.status in ("concluded", "paused", "cancelling"):
         return Decision()
     paused = state.model_copy(update={"status": "paused"})
@@ -208,14 +233,19 @@ def on_campaign_paused(state: PhaseExecution | None, event: CampaignPaused) -> D
     return Decision(paused, [PhasePaused(**_follow(event), payload=_status(paused, reason, "person"))])
 
 
-def on_campaign_resumed(state: PhaseExecution | None, event: CampaignResumed) -> Decision[PhaseExecution]:
+def on_campaign_resumed(
+    state: PhaseExecution | None, event: CampaignResumed, room: int | None = None
+) -> Decision[PhaseExecution]:
     if state is None or state.status != "paused":
         return Decision()
-    return _resume(state, event, f"resumed by {event.payload.by}", "person")
+    return _resume(state, event, f"resumed by {event.payload.by}", "person", room)
 
 
-def on_campaign_cancelled(state: PhaseExecution | None, event: CampaignCancelled) -> Decision[PhaseExecution]:
-    """Cancel the jobs not started yet; the phase concludes once those in flight have stopped."""
+def on_campaign_cancelled(
+    state: PhaseExecution | None, event: CampaignCancelled, room: int | None = None
+) -> Decision[PhaseExecution]:
+    """Cancel the jobs not started yet; the phase concludes once those in flight have stopped
+    (``room`` is unused: a cancelled phase submits nothing)."""
     if state is None or state.status in ("concluded", "cancelling"):
         return Decision()
     jobs = [j.model_copy(update={"status": "cancelled"}) if j.status == "pending" else j for j in state.jobs]
@@ -228,7 +258,9 @@ def to_stop(state: PhaseExecution) -> list[TrackedJob]:
     return [j for j in state.jobs if j.status in IN_FLIGHT] if state.status == "cancelling" else []
 
 
-def on_budget_extended(state: PhaseExecution | None, event: BudgetExtended) -> Decision[PhaseExecution]:
+def on_budget_extended(
+    state: PhaseExecution | None, event: BudgetExtended, room: int | None = None
+) -> Decision[PhaseExecution]:
     if state is None or state.status == "concluded":
         return Decision()
     budget = state.budget_cpu_seconds + event.payload.cpu_seconds
@@ -237,15 +269,19 @@ def on_budget_extended(state: PhaseExecution | None, event: BudgetExtended) -> D
     if state.status != "paused_budget":
         return Decision(extended)
     reason = f"budget extended by {event.payload.cpu_seconds:g} CPU-s by {event.payload.by}"
-    return _resume(extended, event, reason)
+    return _resume(extended, event, reason, room=room)
 
 
 def _resume(
-    state: PhaseExecution, cause: Envelope, reason: str, who: Literal["person", "budget"] = "budget"
+    state: PhaseExecution,
+    cause: Envelope,
+    reason: str,
+    who: Literal["person", "budget"] = "budget",
+    room: int | None = None,
 ) -> Decision[PhaseExecution]:
     running: PhaseStatus = "running"
     resumed = state.model_copy(update={"status": running})
-    new_state, emit = schedule(resumed, cause)
+    new_state, emit = schedule(resumed, cause, room)
     if new_state.status == "paused_budget":
         return Decision(new_state, emit)
     return Decision(new_state, [PhaseResumed(**_follow(cause), payload=_status(resumed, reason, who)), *emit])

@@ -12,6 +12,13 @@ config does not touch it on a first failure: the baseline is retried unchanged, 
 failure (an unlucky batch, a faulty node) leaves the reference as it was. Only if it fails the
 same way again is the rule's change applied, and the proposal reports the baseline as adjusted
 by the runbook, with what changed and why.
+
+Rules act on knob roles, never on knob names (:class:`~rea.knobs.Role`): an OOM halves the
+knob playing the batch-size role; a NaN cuts the learning-rate role's knob and clips through the
+gradient-clip role's knob when the workload has one, else lowers the learning rate alone. A
+workload without the role a rule needs (no batch-size knob for an OOM, no learning-rate knob for
+a NaN), or whose knob would go below its declared floor, cannot be helped by the rule: the job is given up
+with that reason, never retried blindly.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from rea.events import JobSpec
+from rea.knobs import Knob, KnobSchema, Role
 from rea.workloads import JobError, get_workload
 
 Action = Literal["halve_batch", "lower_lr_and_clip", "resubmit", "drop", "escalate"]
@@ -48,7 +56,7 @@ RUNBOOK: tuple[Rule, ...] = (
         "nan",
         "lower_lr_and_clip",
         "NaN or exploding loss: retry with a third of the learning rate, "
-        f"clipping gradients at norm {CLIP_NORM:g}.",
+        f"clipping gradients at norm {CLIP_NORM:g} where the workload can clip.",
     ),
     Rule("lost_worker", "resubmit", "Lost worker: resubmit unchanged after an exponential backoff."),
     Rule("killed", "resubmit", "Job killed by a signal: resubmit unchanged after an exponential backoff."),
@@ -98,8 +106,8 @@ def recover(spec: JobSpec, error: JobError, earlier_failures: list[str], now: da
         return Recovery("give_up", f"{spec.attempt} attempts used: giving up on this job")
     schema = get_workload(spec.workload).schema
     try:
-        changes = _changes(rule.action, schema.resolve(spec.config))
-    except (KeyError, ValueError) as exc:
+        changes = _changes(rule.action, schema, schema.resolve(spec.config))
+    except ValueError as exc:
         return Recovery("give_up", f"{rule.description} Not possible for this workload: {exc}")
     problems = schema.errors(changes)
     if problems:
@@ -122,13 +130,25 @@ def _retry(spec: JobSpec, changes: dict[str, Any], now: datetime, delay: float) 
     )
 
 
-def _changes(action: Action, config: dict[str, Any]) -> dict[str, Any]:
+def _changes(action: Action, schema: KnobSchema, config: dict[str, Any]) -> dict[str, Any]:
+    """The rule's change to ``config``, through the knobs playing the roles it needs (the schema
+    then refuses a value below a knob's floor); raises ValueError when the workload has no such
+    knob."""
     if action == "halve_batch":
-        return {"batch_size": int(config["batch_size"]) // 2}
+        batch = _knob(schema, Role.BATCH_SIZE, "batch-size knob")
+        return {batch.name: int(config[batch.name]) // 2}
     if action == "lower_lr_and_clip":
-        clip = config.get("grad_clip") or CLIP_NORM
-        return {
-            "learning_rate": float(config["learning_rate"]) * LR_FACTOR,
-            "grad_clip": min(clip, CLIP_NORM),
-        }
+        rate = _knob(schema, Role.LEARNING_RATE, "learning-rate knob")
+        changes: dict[str, Any] = {rate.name: float(config[rate.name]) * LR_FACTOR}
+        clip = schema.knob(Role.GRAD_CLIP)
+        if clip is not None:
+            changes[clip.name] = min(config[clip.name] or CLIP_NORM, CLIP_NORM)
+        return changes
     return {}
+
+
+def _knob(schema: KnobSchema, role: Role, what: str) -> Knob:
+    knob = schema.knob(role)
+    if knob is None:
+        raise ValueError(f"it declares no {what} (role {role!s})")
+    return knob

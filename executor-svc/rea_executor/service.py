@@ -1,6 +1,11 @@
 """Executor wiring: phase starts, job results, people's decisions and expired job leases
 wake the phase document; nothing else does, and nothing is kept in memory between them.
 
+Campaigns share the workers (:mod:`rea_executor.shares`): with workers on the roster, an event
+only updates its own phase, then the free slots are granted to the running phases owed them,
+each grant a recorded decision of its own. Two executors sharing out at the same moment may
+grant a slot twice; the queue is then one job longer, and the next share-out evens it out.
+
 What to do about a quiet worker or a cancelled job is decided in :mod:`rea_executor.recovery`
 and :mod:`rea_executor.logic`; this module reads the state and the job ledger, applies the
 decisions, and sends.
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 import structlog
 
@@ -28,25 +33,28 @@ from rea.events import (
     PhaseStarted,
     encode_event,
 )
-from rea.leases import JobLeases
+from rea.leases import JobLeases, WorkerRoster
 from rea.runtime import Runtime
 from rea.store import Decision
-from rea_executor import logic, recovery
-from rea_executor.state import IN_FLIGHT, PhaseExecution, phase_key
+from rea_executor import logic, recovery, shares
+from rea_executor.state import IN_FLIGHT, PhaseExecution, SlotsGranted, SlotsGrantedPayload, phase_key
 
 CONSUMER = "executor"
 CANCELLATIONS = "executor_cancellations"
-Decide = Callable[[PhaseExecution | None, Any], Decision[PhaseExecution]]
+QUEUE_DEPTH = 2
+Decide = Callable[..., Decision[PhaseExecution]]
+"""A decision of :mod:`rea_executor.logic`: (state, event, room=...) -> Decision."""
 
 log = structlog.get_logger()
 
 
 def wire(rt: Runtime) -> None:
     leases = JobLeases(rt.redis, rt.settings.topic_prefix)
+    roster = WorkerRoster(rt.redis, rt.settings.topic_prefix)
     ledger = rt.store.ledger
     cancellations = rt.store[CANCELLATIONS]
 
-    async def apply(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
+    async def commit(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
         applied = await rt.store.apply(
             consumer=CONSUMER, event=event, collection="phases", key=key, model=PhaseExecution, decide=decide
         )
@@ -56,9 +64,44 @@ def wire(rt: Runtime) -> None:
         rt.relay.kick()
         return applied.decision.state if applied.decision else None
 
+    async def capacity() -> int | None:
+        """Worker slots the campaigns share: the live workers, each with one job queued behind
+        its running one so it never idles waiting for a grant; None (no sharing) without any."""
+        workers = await roster.count()
+        return workers * QUEUE_DEPTH if workers else None
+
+    async def apply(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
+        """Apply ``event`` to its phase; when campaigns share the workers, the phase only records
+        it, and a share-out then grants the free slots to whichever phases are owed them."""
+        slots = await capacity()
+        state = await commit(event, key, decide if slots is None else partial(decide, room=0))
+        if slots is not None:
+            await share_out(event, slots)
+        return state
+
+    async def running_phases() -> list[tuple[str, PhaseExecution]]:
+        return [
+            (str(doc["_id"]), PhaseExecution.model_validate(doc["state"]))
+            async for doc in rt.store.phases.find({"state.status": "running"})
+        ]
+
+    async def share_out(cause: Envelope, slots: int) -> None:
+        running = await running_phases()
+        granted = shares.grants([state.tenant(key) for key, state in running], slots)
+        for key, state in running:
+            if granted[key]:
+                grant = SlotsGranted(
+                    event_id=uuid5(NAMESPACE_URL, f"{cause.event_id}|{key}").hex,
+                    campaign_id=state.campaign_id,
+                    correlation_id=state.correlation_id,
+                    payload=SlotsGrantedPayload(phase=state.phase, slots=granted[key]),
+                )
+                await commit(grant, key, logic.on_slots_granted)
+
     async def on_phase_started(event: PhaseStarted) -> None:
         cancelled = await cancellations.find_one({"_id": event.campaign_id}) is not None
-        decide = partial(logic.on_phase_started, cancelled=cancelled)
+        joining = shares.joining_pass([state.tenant(key) for key, state in await running_phases()])
+        decide = partial(logic.on_phase_started, cancelled=cancelled, stride_pass=joining)
         await apply(event, phase_key(event.campaign_id, event.payload.plan.phase), decide)
 
     async def on_job_started(event: JobStarted) -> None:

@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rea.events import FINISHED_JOB_STATUSES, JobRecord, JobSpec, RunbookEntry
+from rea.events import FINISHED_JOB_STATUSES, Envelope, JobRecord, JobSpec, RunbookEntry
 from rea.workloads import JobOutput
+from rea_executor.shares import Tenant
 
 JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "retried", "cancelled"]
 TERMINAL = FINISHED_JOB_STATUSES
@@ -58,9 +59,24 @@ class PhaseExecution(BaseModel):
     max_parallel_jobs: int
     jobs: list[TrackedJob]
     runbook: list[RunbookEntry] = Field(default_factory=list)
+    weight: float = Field(default=1.0, description="Its campaign's approved budget: its share of workers.")
+    stride_pass: float = Field(
+        default=0.0, description="CPU seconds granted over weight (see :mod:`rea_executor.shares`)."
+    )
 
     def job(self, job_id: str) -> TrackedJob | None:
         return next((j for j in self.jobs if j.spec.job_id == job_id), None)
+
+    def tenant(self, key: str) -> Tenant:
+        """This phase as the share-out of workers sees it."""
+        return Tenant(
+            key=key,
+            weight=self.weight,
+            stride_pass=self.stride_pass,
+            in_flight=sum(j.status in IN_FLIGHT for j in self.jobs),
+            pending_costs=tuple(j.spec.estimated_cpu_seconds for j in self.jobs if j.status == "pending"),
+            max_parallel=self.max_parallel_jobs,
+        )
 
     def reserved_cpu_seconds(self) -> float:
         """Spent plus the estimates of jobs still in flight: what the budget must still cover."""
@@ -71,3 +87,18 @@ class PhaseExecution(BaseModel):
 
 def phase_key(campaign_id: str, phase: str) -> str:
     return f"{campaign_id}:{phase}"
+
+
+class SlotsGrantedPayload(BaseModel):
+    phase: str
+    slots: int = Field(ge=0)
+
+
+class SlotsGranted(Envelope):
+    """The executor's own decision that a phase may submit ``slots`` more jobs now. Never sent
+    on the bus: it is the cause recorded when a share-out wakes a phase, with an id derived
+    from the event that freed the slots, so a redelivered event grants nothing twice."""
+
+    type: Literal["slots.granted"] = "slots.granted"
+    version: Literal[1] = 1
+    payload: SlotsGrantedPayload

@@ -4,7 +4,8 @@ It runs one job at a time, and each job id at most once: the job ledger in Mongo
 (:mod:`rea.ledger`) records the claim, the CPU used and the final event, so a redelivered
 or replayed job — after a rebalance, a crash, a broker that lost its log or a whole-stack
 restart — is never trained again; if it had finished, its stored result is sent again
-instead. A Redis lease with a heartbeat tells the executor quickly when this worker is gone.
+instead. A Redis lease with a heartbeat tells the executor quickly when this worker is gone,
+and a presence key on the worker roster tells it how many workers campaigns share.
 
 Stopping the worker (SIGTERM) stops the job in progress and reports it as ``killed`` with the
 CPU it used, so the runbook resubmits it and the budget counts what was spent. A campaign
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import random
 import socket
+from functools import partial
 
 import structlog
 
@@ -31,7 +33,7 @@ from rea.events import (
     encode_event,
     utc_now,
 )
-from rea.leases import JobLeases
+from rea.leases import JobLeases, WorkerRoster
 from rea.ledger import RunStatus
 from rea.runtime import Runtime
 from rea.settings import Settings
@@ -167,6 +169,7 @@ def wire(rt: Runtime) -> None:
         max_poll_interval_ms=max_job_ms,
     )
     rt.on_stop(drain)
+    rt.background(partial(WorkerRoster(rt.redis, rt.settings.topic_prefix).attend, worker, ttl))
 
 
 def drawn_fault(chances: dict[str, float], job_id: str) -> Fault | None:

@@ -1,17 +1,17 @@
-"""A curated catalogue of ranking-model techniques, each mapped to knob changes.
+"""A curated catalogue of ranking-model techniques, written against knob roles.
 
-Every entry says what it changes (as a function of the baseline config, so "raise the
-learning rate 3x" means 3x *this* baseline), when it tends to help, a prior effect
-estimate (relative NE reduction) and where the idea comes from.
+Every entry says what it changes (as a function of the baseline, so "raise the learning rate
+3x" means 3x *this* baseline's learning-rate knob, whatever the workload calls it), when it
+tends to help, a prior effect estimate (relative NE reduction) and where the idea comes from.
+A technique binds to any workload that declares the roles it needs (:mod:`rea.techniques`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-Config = dict[str, Any]
+from rea.knobs import Role
+from rea.techniques import Baseline, Changes, Technique, scaled
 
 SIGNALS = {
     "interactions": "feature crosses carry signal the MLP does not pick up",
@@ -23,23 +23,13 @@ SIGNALS = {
 }
 
 
-@dataclass(frozen=True)
-class Technique:
-    id: str
-    title: str
-    technique: str
-    changes: Callable[[Config], Config]
-    helps_when: str
-    prior_gain: float
-    citation: str
-    signals: frozenset[str] = frozenset()
-    """Diagnostic signals of a baseline run that point to this technique (see ``SIGNALS``)."""
+def _crosses(layers: int, rank: int | None) -> Callable[[Baseline], Changes]:
+    """Cross layers, and their rank where the workload has a rank knob (full rank when None)."""
 
-
-def _scaled(knob: str, factor: float, as_int: bool = False) -> Callable[[Config], Config]:
-    def change(base: Config) -> Config:
-        value = base[knob] * factor
-        return {knob: round(value) if as_int else value}
+    def change(base: Baseline) -> Changes:
+        if Role.CROSS_RANK not in base:
+            return {Role.CROSS_LAYERS: layers}
+        return {Role.CROSS_LAYERS: layers, Role.CROSS_RANK: base[Role.CROSS_RANK] if rank is None else rank}
 
     return change
 
@@ -49,7 +39,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "dcn_v2",
         "Explicit feature crosses with DCN-v2",
         "dcn_v2",
-        lambda base: {"cross_layers": 2, "cross_rank": 0},
+        _crosses(2, 0),
         "feature interactions matter and the MLP alone under-fits them",
         0.012,
         "Wang et al., DCN V2: Improved Deep & Cross Network and Practical Lessons (2021)",
@@ -59,7 +49,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "dcn_v2_low_rank",
         "Low-rank DCN-v2 cross layers",
         "dcn_v2_low_rank",
-        lambda base: {"cross_layers": 2, "cross_rank": 16},
+        _crosses(2, 16),
         "crosses help but full-rank cross layers over-fit or cost too much",
         0.010,
         "Wang et al., DCN V2: Improved Deep & Cross Network and Practical Lessons (2021)",
@@ -69,7 +59,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "fm",
         "Factorization-machine pairwise interactions",
         "fm_interaction",
-        lambda base: {"fm": True},
+        lambda base: {Role.FM_TERM: True},
         "sparse categorical features with pairwise effects",
         0.008,
         "Rendle, Factorization Machines (2010); Guo et al., DeepFM (2017)",
@@ -79,7 +69,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "embedding_dim_2x",
         "Double the embedding dimension",
         "embedding_dim",
-        _scaled("embedding_dim", 2, as_int=True),
+        scaled(Role.EMBEDDING_DIM, 2, as_int=True),
         "under-fitting on high-cardinality features",
         0.006,
         "Naumov et al., Deep Learning Recommendation Model (DLRM) (2019)",
@@ -89,7 +79,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "learning_rate_3x",
         "Raise the learning rate 3x",
         "learning_rate",
-        _scaled("learning_rate", 3.0),
+        scaled(Role.LEARNING_RATE, 3.0),
         "training loss still falling steadily at the end of the budget",
         0.006,
         "Smith, Cyclical Learning Rates for Training Neural Networks (2017)",
@@ -99,7 +89,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "adagrad",
         "Adagrad (per-coordinate rates suit sparse embeddings)",
         "optimizer",
-        lambda base: {"optimizer": "adagrad", "learning_rate": min(0.05, base["learning_rate"] * 10)},
+        lambda base: {Role.OPTIMIZER: "adagrad", Role.LEARNING_RATE: base[Role.LEARNING_RATE] * 10},
         "rare features get too few updates under a global learning rate",
         0.005,
         "Duchi et al., Adaptive Subgradient Methods for Online Learning (2011); McMahan et al., "
@@ -110,7 +100,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "wider_mlp",
         "Wider MLP tower",
         "mlp_capacity",
-        _scaled("mlp_width", 2, as_int=True),
+        scaled(Role.MLP_WIDTH, 2, as_int=True),
         "under-fitting: train and validation loss both high",
         0.004,
         "Covington et al., Deep Neural Networks for YouTube Recommendations (2016)",
@@ -120,7 +110,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "dropout",
         "Dropout in the MLP",
         "dropout",
-        lambda base: {"dropout": 0.2},
+        lambda base: {Role.DROPOUT: 0.2},
         "over-fitting: validation loss rises while training loss falls",
         0.003,
         "Srivastava et al., Dropout: A Simple Way to Prevent Neural Networks from Overfitting (2014)",
@@ -130,7 +120,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "weight_decay",
         "L2 weight decay",
         "l2_regularisation",
-        lambda base: {"weight_decay": 1e-5, "optimizer": "adamw"},
+        lambda base: {Role.WEIGHT_DECAY: 1e-5, Role.OPTIMIZER: "adamw"},
         "over-fitting on dense weights",
         0.003,
         "Loshchilov & Hutter, Decoupled Weight Decay Regularization (2019)",
@@ -140,7 +130,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "cosine_schedule",
         "Cosine learning-rate decay with warm-up",
         "lr_schedule",
-        lambda base: {"lr_schedule": "warmup_cosine"},
+        lambda base: {Role.LR_SCHEDULE: "warmup_cosine"},
         "loss plateaus noisily at the end of training",
         0.003,
         "Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts (2017)",
@@ -150,7 +140,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "layer_norm",
         "Layer normalisation in the MLP",
         "normalisation",
-        lambda base: {"layer_norm": True},
+        lambda base: {Role.NORMALISATION: True},
         "unstable or slow optimisation of deeper towers",
         0.002,
         "Ba et al., Layer Normalization (2016)",
@@ -160,7 +150,10 @@ CATALOGUE: tuple[Technique, ...] = (
         "batch_lr_scaling",
         "Larger batch with linearly scaled learning rate",
         "batch_size",
-        lambda base: {"batch_size": base["batch_size"] * 2, "learning_rate": base["learning_rate"] * 2},
+        lambda base: {
+            Role.BATCH_SIZE: base[Role.BATCH_SIZE] * 2,
+            Role.LEARNING_RATE: base[Role.LEARNING_RATE] * 2,
+        },
         "throughput-bound training where larger batches are cheaper per sample",
         0.002,
         "Goyal et al., Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour (2017)",
@@ -170,7 +163,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "small_batch",
         "Smaller batches: more optimiser steps for the same data",
         "batch_size",
-        lambda base: {"batch_size": max(32, base["batch_size"] // 4)},
+        lambda base: {Role.BATCH_SIZE: base[Role.BATCH_SIZE] // 4},
         "a short training budget (few epochs) ends before the model converges",
         0.006,
         "Masters and Luschi, Revisiting Small Batch Training for Deep Neural Networks (2018)",
@@ -180,7 +173,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "gradient_clipping",
         "Clip the global gradient norm",
         "gradient_clipping",
-        lambda base: {"grad_clip": 1.0},
+        lambda base: {Role.GRAD_CLIP: 1.0},
         "the training loss spikes or gradient norms jump between steps",
         0.002,
         "Pascanu et al., On the Difficulty of Training Recurrent Neural Networks (2013)",
@@ -190,7 +183,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "learning_rate_third",
         "Lower the learning rate 3x",
         "learning_rate",
-        _scaled("learning_rate", 1 / 3),
+        scaled(Role.LEARNING_RATE, 1 / 3),
         "the loss is noisy or diverges, or validation NE is best in the first epoch",
         0.002,
         "Bengio, Practical Recommendations for Gradient-Based Training of Deep Architectures (2012)",
@@ -200,7 +193,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "embedding_l2",
         "L2 penalty on the embeddings looked up",
         "l2_regularisation",
-        lambda base: {"embedding_l2": 1e-5},
+        lambda base: {Role.EMBEDDING_L2: 1e-5},
         "embeddings of rare ids over-fit: validation loss rises while training loss falls",
         0.002,
         "Koren, Bell & Volinsky, Matrix Factorization Techniques for Recommender Systems (2009)",
@@ -210,7 +203,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "deeper_mlp",
         "One more hidden layer in the MLP",
         "mlp_capacity",
-        lambda base: {"mlp_depth": base["mlp_depth"] + 1},
+        lambda base: {Role.MLP_DEPTH: base[Role.MLP_DEPTH] + 1},
         "under-fitting with enough data to fit higher-order interactions implicitly",
         0.002,
         "Cheng et al., Wide & Deep Learning for Recommender Systems (2016)",
@@ -220,7 +213,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "deeper_cross",
         "Three DCN-v2 cross layers (higher-order crosses)",
         "dcn_v2",
-        lambda base: {"cross_layers": 3, "cross_rank": base.get("cross_rank", 0)},
+        _crosses(3, None),
         "crosses help and the planted or real interactions involve three or more features",
         0.004,
         "Wang et al., Deep & Cross Network for Ad Click Predictions (2017)",
@@ -230,7 +223,7 @@ CATALOGUE: tuple[Technique, ...] = (
         "embedding_hashing",
         "Hash large id spaces into 2^16 buckets",
         "embedding_hashing",
-        lambda base: {"hash_buckets": 65_536},
+        lambda base: {Role.HASH_BUCKETS: 65_536},
         "id fields with a long tail of rare values: shared buckets regularise and bound memory",
         0.001,
         "Weinberger et al., Feature Hashing for Large Scale Multitask Learning (2009)",

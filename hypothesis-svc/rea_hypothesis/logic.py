@@ -17,8 +17,10 @@ from rea.events import (
 from rea.insights import History
 from rea.knobs import KnobSchema
 from rea.store import Decision
-from rea.workloads import Diagnostics, get_workload
-from rea_hypothesis.catalogue import CATALOGUE, Technique
+from rea.techniques import Technique
+from rea.workloads import Diagnostics, get_workload, techniques_of
+from rea_hypothesis.catalogue import CATALOGUE
+from rea_hypothesis.derived import from_schema
 
 
 class HypothesisSet(BaseModel):
@@ -36,22 +38,33 @@ def from_catalogue(
     baseline: dict[str, Any],
     limit: int | None,
     catalogue: tuple[Technique, ...] = CATALOGUE,
+    own: tuple[Technique, ...] = (),
 ) -> tuple[list[Hypothesis], list[str]]:
-    """Concrete hypotheses, best prior first; skips techniques that are invalid for this
-    workload's schema or would not change the baseline (with the reason)."""
+    """Concrete hypotheses, best prior first: the catalogue's and the workload's ``own``
+    techniques bound to this workload's knobs by role, then schema-derived moves of every tunable
+    knob none of them changes (:mod:`rea_hypothesis.derived`). Skips techniques the workload
+    cannot express or that would not change the baseline, with the reason."""
     hypotheses: list[Hypothesis] = []
     skipped: list[str] = []
-    for technique in sorted(catalogue, key=lambda t: -t.prior_gain):
+    covered: set[str] = set()
+    ranked = sorted(
+        [(t, "catalogue") for t in catalogue] + [(t, "workload") for t in own], key=lambda p: -p[0].prior_gain
+    )
+    for technique, source in ranked:
         try:
-            changes = technique.changes(baseline)
+            changes = technique.bind(schema, baseline)
         except KeyError as missing:
-            skipped.append(f"{technique.id}: workload has no knob {missing}")
+            skipped.append(f"{technique.id}: the workload declares no knob for {missing.args[0]!s}")
+            continue
+        except ValueError as reason:
+            skipped.append(f"{technique.id}: {reason}")
             continue
         problems = schema.errors(changes)
         if problems:
             skipped.append(f"{technique.id}: {'; '.join(problems)}")
             continue
         changes = {k: schema[k].coerce(v) for k, v in changes.items()}
+        covered |= set(changes)
         if all(baseline.get(k) == v for k, v in changes.items()):
             skipped.append(f"{technique.id}: the baseline already has it")
             continue
@@ -61,13 +74,15 @@ def from_catalogue(
                 title=technique.title,
                 technique=technique.technique,
                 changes=changes,
-                source="catalogue",
+                source=source,
                 rationale=f"Helps when {technique.helps_when}.",
                 citation=technique.citation,
                 expected_gain=technique.prior_gain,
                 signals=sorted(technique.signals),
             )
         )
+    taken = {h.id for h in hypotheses}
+    hypotheses += [h for h in from_schema(schema, baseline, covered) if h.id not in taken]
     return hypotheses[:limit] if limit is not None else hypotheses, skipped
 
 
@@ -77,20 +92,21 @@ PAST_BEST_ID = "history_best"
 def with_history(
     hypotheses: list[Hypothesis], history: History, schema: KnobSchema, baseline: dict[str, Any]
 ) -> tuple[list[Hypothesis], list[str]]:
-    """Re-rank by history: each hypothesis' expected gain becomes its past effects shrunk toward
-    the catalogue prior; one that is expected to hurt is left out (with the reason); the best
-    configuration found before on the family is offered first. Without history, unchanged."""
+    """Re-rank by history: each hypothesis' expected gain becomes its past effects (on this
+    family, and on other models and data) shrunk toward the catalogue prior; one that is
+    expected to hurt is left out (with the reason); the best configuration found before on the
+    family is offered first. Without history, unchanged."""
     ranked: list[Hypothesis] = []
     skipped: list[str] = []
     for hypothesis in hypotheses:
-        seen = history.effects.get(hypothesis.id)
-        if seen is None:
+        known = history.expected(hypothesis.id, hypothesis.expected_gain)
+        if known is None:
             ranked.append(hypothesis)
             continue
-        expected = seen.shrunk(hypothesis.expected_gain)
-        note = f" History on {history.family}: {seen.describe()}; expected gain {expected:+.2%}."
+        expected, evidence = known
+        note = " " + evidence
         if expected < 0:
-            skipped.append(f"{hypothesis.id}: expected to hurt ({seen.describe()})")
+            skipped.append(f"{hypothesis.id}: expected to hurt ({evidence})")
             continue
         ranked.append(
             hypothesis.model_copy(
@@ -149,8 +165,9 @@ def on_hypotheses_requested(
     validated hypotheses and why any of its proposals were dropped (:mod:`rea_hypothesis.llm`)."""
     if state is None:
         request = event.payload
-        schema = get_workload(request.workload).schema
-        hypotheses, skipped = from_catalogue(schema, request.baseline, None)
+        workload = get_workload(request.workload)
+        schema = workload.schema
+        hypotheses, skipped = from_catalogue(schema, request.baseline, None, own=techniques_of(workload))
         hypotheses, unlikely = with_history(hypotheses, history or History.empty(), schema, request.baseline)
         found = findings(diagnostics) if diagnostics else []
         from_llm, dropped = suggested

@@ -10,7 +10,7 @@ from rea.events import HypothesesRequested, HypothesesRequestedPayload, Hypothes
 from rea.insights import EffectStats, History, PastWinner, family
 from rea.runtime import Runtime
 from rea.settings import Settings
-from rea.workloads import Diagnostics, get_workload
+from rea.workloads import Diagnostics, get_workload, techniques_of
 from rea_hypothesis.llm import LlmEndpoint, llm_hypotheses
 from rea_hypothesis.logic import PAST_BEST_ID, HypothesisSet, from_catalogue, on_hypotheses_requested
 
@@ -19,18 +19,23 @@ PAST_RUNS = 50
 
 
 async def load_history(db: AsyncDatabase[dict[str, Any]], workload: str, dataset: str) -> History:
-    """The family's past effects per hypothesis and its best past winner, from the insights DB."""
+    """The family's past effects per hypothesis, the same hypotheses' effects on every other
+    family, and the family's best past winner, from the insights DB."""
     name = family(workload, dataset)
-    effects = {
-        doc["hypothesis_id"]: EffectStats.of(list(doc["effects"].values()))
-        async for doc in db["insights"].find({"family": name})
-        if doc["hypothesis_id"] != PAST_BEST_ID and doc.get("effects")
-    }
+    effects: dict[str, EffectStats] = {}
+    elsewhere: dict[str, list[float]] = {}
+    async for doc in db["insights"].find({"hypothesis_id": {"$ne": PAST_BEST_ID}}):
+        if not doc.get("effects"):
+            continue
+        if doc["family"] == name:
+            effects[doc["hypothesis_id"]] = EffectStats.of(list(doc["effects"].values()))
+        else:
+            elsewhere.setdefault(doc["hypothesis_id"], []).extend(doc["effects"].values())
     best = await db["winners"].find_one(
         {"family": name, "verdict": {"$ne": "worse"}, "gain": {"$gt": 0}}, sort=[("gain", -1)]
     )
     winner = None if best is None else PastWinner(best["_id"], best["changes"], best["gain"], best["verdict"])
-    return History(name, effects, winner)
+    return History(name, effects, winner, {h: EffectStats.of(e) for h, e in elsewhere.items()})
 
 
 async def past_diagnostics(
@@ -70,8 +75,9 @@ async def ask_llm(
 ) -> tuple[list[Hypothesis], list[str]]:
     if llm is None:
         return [], []
-    schema = get_workload(request.workload).schema
-    offered, _ = from_catalogue(schema, request.baseline, None)
+    workload = get_workload(request.workload)
+    schema = workload.schema
+    offered, _ = from_catalogue(schema, request.baseline, None, own=techniques_of(workload))
     return await llm_hypotheses(llm, rt.store.db["llm_answers"], schema, request.baseline, offered)
 
 

@@ -37,11 +37,19 @@ class CampaignSpec(BaseModel):
         description="Seeds the winner and the baseline are compared over on the test split, for a "
         "confidence interval; 1 skips the confirmation phase.",
     )
-    max_exploitation_trials: int = Field(
-        default=16,
+    max_exploitation_trials: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Optuna trials around the best combination; by default as many as the budget "
+        "affords until tuning converges (see exploitation_patience); 0 skips exploitation.",
+    )
+    exploitation_patience: int = Field(
+        default=8,
         ge=0,
         le=1000,
-        description="Optuna trials around the best combination, within the budget; 0 skips exploitation.",
+        description="Stop tuning once this many trials in a row found no better validation NE than "
+        "the best so far (the campaign says so in its result); 0 tunes until the budget is spent.",
     )
     validation_share: float = Field(
         default=0.5,
@@ -113,6 +121,9 @@ class Campaign(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     dropped_hypotheses: list[str] = Field(default_factory=list)
+    search_ended: str | None = Field(
+        default=None, description="Why the search stopped, when it did before the budget was spent."
+    )
     findings: list[str] = Field(
         default_factory=list,
         description="What the baseline's diagnostics showed, as 'signal: evidence'; the hypotheses were "

@@ -2,7 +2,8 @@
 
 Two models, and an estimate takes the larger (a budget is better over- than under-estimated):
 
-- the *rate*: mean CPU seconds per unit of fidelity (epochs x data fraction); without any
+- the *rate*: mean CPU seconds per unit of fidelity (epochs x data fraction, found by their
+  roles: :class:`Fidelity`); without any
   history, a deliberately generous prior;
 - the *fit*: ``fixed + per_unit * u + per_step * u * 256 / batch_size`` by non-negative least
   squares (SciPy), once there are at least three observations. It knows what the rate cannot:
@@ -25,48 +26,81 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
+from rea.knobs import KnobSchema, Role
+
 PRIOR_CPU_SECONDS_PER_EPOCH = 20.0
 SAFETY_FACTOR = 1.25
 REFERENCE_BATCH = 256
 MIN_FIT_OBSERVATIONS = 3
 
 
-def fidelity_units(config: dict[str, Any]) -> float:
-    return float(config.get("epochs", 1)) * float(config.get("data_fraction", 1.0))
+@dataclass(frozen=True)
+class Fidelity:
+    """Where a workload keeps the knobs a job's cost scales with, found by their roles: epochs
+    times data fraction are a job's *units* of work, and its batch size sets the optimiser steps
+    per unit. A workload without one of the roles counts it as 1 (a whole pass, all the data)."""
 
+    epochs: str | None = None
+    data_fraction: str | None = None
+    batch_size: str | None = None
 
-def _features(config: dict[str, Any]) -> list[float]:
-    units = fidelity_units(config)
-    return [1.0, units, units * REFERENCE_BATCH / max(float(config.get("batch_size", REFERENCE_BATCH)), 1.0)]
+    @classmethod
+    def of(cls, schema: KnobSchema) -> Fidelity:
+        names = schema.roles()
+        return cls(names.get(Role.EPOCHS), names.get(Role.DATA_FRACTION), names.get(Role.BATCH_SIZE))
+
+    def units(self, config: dict[str, Any]) -> float:
+        epochs = float(config.get(self.epochs, 1)) if self.epochs else 1.0
+        share = float(config.get(self.data_fraction, 1.0)) if self.data_fraction else 1.0
+        return epochs * share
+
+    def features(self, config: dict[str, Any]) -> list[float]:
+        units = self.units(config)
+        batch = float(config.get(self.batch_size, REFERENCE_BATCH)) if self.batch_size else REFERENCE_BATCH
+        return [1.0, units, units * REFERENCE_BATCH / max(batch, 1.0)]
+
+    def at_units(self, config: dict[str, Any], units: float) -> dict[str, Any]:
+        """``config`` trained for ``units`` (as epochs, on all the data)."""
+        changed = dict(config)
+        if self.epochs:
+            changed[self.epochs] = units
+        if self.data_fraction:
+            changed[self.data_fraction] = 1.0
+        return changed
 
 
 @dataclass(frozen=True)
 class CostModel:
+    fidelity: Fidelity
     cpu_seconds_per_unit: float = PRIOR_CPU_SECONDS_PER_EPOCH
     observations: int = 0
     fit: tuple[float, float, float] | None = None  # (fixed, per unit, per step-unit) CPU seconds
     fidelities: tuple[float, float] | None = None  # the lowest and highest fidelity units seen
 
     @classmethod
-    def from_history(cls, rows: list[dict[str, Any]]) -> CostModel:
-        """``rows``: past results with ``config`` and ``cost.cpu_seconds``."""
+    def from_history(cls, fidelity: Fidelity, rows: list[dict[str, Any]]) -> CostModel:
+        """``rows``: past results of one workload with ``config`` and ``cost.cpu_seconds``."""
         seen = [
             (row["config"], float(row["cost"]["cpu_seconds"]))
             for row in rows
-            if row.get("cost") and fidelity_units(row["config"]) > 0
+            if row.get("cost") and fidelity.units(row["config"]) > 0
         ]
         if not seen:
-            return cls()
-        rate = sum(cpu / fidelity_units(config) for config, cpu in seen) / len(seen)
+            return cls(fidelity)
+        rate = sum(cpu / fidelity.units(config) for config, cpu in seen) / len(seen)
         fit = None
         if len(seen) >= MIN_FIT_OBSERVATIONS:
             coefficients, _ = nnls(
-                np.array([_features(c) for c, _ in seen]), np.array([cpu for _, cpu in seen])
+                np.array([fidelity.features(c) for c, _ in seen]), np.array([cpu for _, cpu in seen])
             )
             fit = (float(coefficients[0]), float(coefficients[1]), float(coefficients[2]))
-        units = [fidelity_units(config) for config, _ in seen]
+        units = [fidelity.units(config) for config, _ in seen]
         return cls(
-            cpu_seconds_per_unit=rate, observations=len(seen), fit=fit, fidelities=(min(units), max(units))
+            fidelity,
+            cpu_seconds_per_unit=rate,
+            observations=len(seen),
+            fit=fit,
+            fidelities=(min(units), max(units)),
         )
 
     @property
@@ -77,10 +111,10 @@ class CostModel:
         )
 
     def estimate(self, config: dict[str, Any]) -> float:
-        units = fidelity_units(config)
+        units = self.fidelity.units(config)
         if self.fidelities is not None and not self.knows_fixed_cost and units < self.fidelities[0]:
-            config = {**config, "epochs": self.fidelities[0], "data_fraction": 1.0}
+            config = self.fidelity.at_units(config, self.fidelities[0])
             units = self.fidelities[0]
         by_rate = self.cpu_seconds_per_unit * units
-        by_fit = 0.0 if self.fit is None else float(np.dot(self.fit, _features(config)))
+        by_fit = 0.0 if self.fit is None else float(np.dot(self.fit, self.fidelity.features(config)))
         return round(max(by_rate, by_fit) * SAFETY_FACTOR, 2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from statistics import fmean
 from typing import Any
 
@@ -72,7 +73,7 @@ from rea_planner.combination import (
     validated_effects,
 )
 from rea_planner.costs import CostModel
-from rea_planner.exploitation import plan_exploitation
+from rea_planner.exploitation import exploitation_over, plan_exploitation
 from rea_planner.jobs import make_job, parts, plan_of, search_records, spent, still_dropped
 from rea_planner.screening import ETA, low_fidelity, plan_promotion, worth_screening
 
@@ -118,7 +119,7 @@ def validation_cap(campaign: Campaign) -> float:
     screening single changes cannot crowd out combining and tuning the ones that work."""
     assert campaign.spec is not None
     spec = campaign.spec
-    share = spec.validation_share if spec.max_exploitation_trials > 0 else 1.0
+    share = spec.validation_share if spec.max_exploitation_trials != 0 else 1.0
     return campaign.budget_cpu_seconds() * share
 
 
@@ -134,7 +135,8 @@ def plan_validation(
     assert campaign.spec is not None
     spec = campaign.spec
     schema = get_workload(spec.workload).schema
-    phase, fidelity = (SCREENING, low_fidelity) if screen else (VALIDATION, _unchanged)
+    phase = SCREENING if screen else VALIDATION
+    fidelity = partial(low_fidelity, costs.fidelity) if screen else _unchanged
     baseline = schema.resolve(spec.baseline)
     jobs = [make_job(spec, campaign.campaign_id, None, fidelity(baseline), costs, phase, diagnose=not screen)]
     dropped: list[str] = []
@@ -162,11 +164,12 @@ def learned_costs(records: list[JobRecord], fallback: CostModel) -> CostModel:
     """The cost model from this campaign's own finished jobs (same machine, same data, now);
     ``fallback`` (history from the insights DB, or the prior) until there are any."""
     own = CostModel.from_history(
+        fallback.fidelity,
         [
             {"config": j.config, "cost": j.cost.model_dump()}
             for j in records
             if j.status == "completed" and j.cost
-        ]
+        ],
     )
     return own if own.observations else fallback
 
@@ -252,7 +255,10 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
     following += [
         (CONFIRMATION, 2 * (spec.confirm_seeds - 1) * one),
         (COMBINATION, (stacks + 2 * one_round) * one),
-        (EXPLOITATION, spec.max_exploitation_trials * one),
+        (
+            EXPLOITATION,
+            math.inf if spec.max_exploitation_trials is None else spec.max_exploitation_trials * one,
+        ),
     ]
     left = campaign.budget_cpu_seconds() - plan.estimated_cpu_seconds
     estimates = {plan.phase: plan.estimated_cpu_seconds}
@@ -310,6 +316,7 @@ def _start_phase(campaign: Campaign, cause: Envelope) -> PhaseStarted:
             plan=campaign.plan,
             budget_cpu_seconds=campaign.budget_cpu_seconds(),
             max_parallel_jobs=campaign.spec.max_parallel_jobs,
+            campaign_budget_cpu_seconds=campaign.budget_cpu_seconds(),
         ),
     )
 
@@ -434,9 +441,23 @@ def _relative_effects(records: list[JobRecord]) -> dict[str, float]:
     return {name: -delta / base for name, delta in deltas.items()}
 
 
+def why_search_ended(campaign: Campaign, records: list[JobRecord], best: JobRecord, costs: CostModel) -> str:
+    """Why no search phase follows, with what it leaves of the budget: the budget is spent (what
+    is left is kept for confirmation or fits no job), or exploitation is over before that."""
+    reserve = confirmation_reserve(campaign, best.config, costs)
+    left = campaign.budget_cpu_seconds() - spent(records)
+    reason = exploitation_over(campaign, records) or (
+        f"the next job (an estimated {costs.estimate(best.config):.0f} CPU-s) does not fit in what the "
+        f"budget has left after {reserve:.0f} CPU-s kept for confirmation"
+    )
+    return f"the search stopped with {left:.0f} of {campaign.budget_cpu_seconds():.0f} CPU-s left: {reason}"
+
+
 def _finish(
     state: Campaign, cause: Envelope, records: list[JobRecord], notes: list[str]
 ) -> Decision[Campaign]:
+    if state.search_ended:
+        notes = [*notes, state.search_ended]
     result = summarize(records, notes=notes, reference=_baseline_config(state))
     if isinstance(result, str):
         return Decision(_save(state, status="failed", reasons=[result], records=records, phase=None))
@@ -473,6 +494,8 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
     following = next_search_phase(state, records, best, costs)
     if following is not None:
         return _start(state, event, records, following)
+    state = _save(state, search_ended=why_search_ended(state, records, best, costs))
+    assert state.spec is not None
     if best is baseline:
         return _finish(state, event, records, ["nothing beat the baseline on validation NE"])
     if state.spec.confirm_seeds <= 1:
@@ -511,7 +534,10 @@ def _start(state: Campaign, cause: Envelope, records: list[JobRecord], plan: Pha
     started = PhaseStarted(
         **_follow(cause),
         payload=PhaseStartedPayload(
-            plan=plan, budget_cpu_seconds=round(remaining, 2), max_parallel_jobs=state.spec.max_parallel_jobs
+            plan=plan,
+            budget_cpu_seconds=round(remaining, 2),
+            max_parallel_jobs=state.spec.max_parallel_jobs,
+            campaign_budget_cpu_seconds=state.budget_cpu_seconds(),
         ),
     )
     rounds = [*state.rounds, plan] if plan.phase != CONFIRMATION else state.rounds

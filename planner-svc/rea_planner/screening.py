@@ -17,7 +17,7 @@ from rea.events import JobRecord, PhasePlan
 from rea.phases import SCREENING, VALIDATION, kind
 from rea.workloads import get_workload
 from rea_planner.campaign import Campaign, CampaignSpec
-from rea_planner.costs import CostModel
+from rea_planner.costs import CostModel, Fidelity
 from rea_planner.jobs import make_job, plan_of
 
 ETA = 3
@@ -26,21 +26,24 @@ MIN_SAVING = 0.5
 """``auto`` screens when a low-fidelity job costs at most this share of a full one."""
 
 
-def low_fidelity(config: dict[str, Any]) -> dict[str, Any]:
-    return {**config, "epochs": max(1, int(config["epochs"]) // ETA)}
+def low_fidelity(fidelity: Fidelity, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` at a third of its epochs (through the epochs role's knob)."""
+    assert fidelity.epochs is not None
+    return {**config, fidelity.epochs: max(1, int(config[fidelity.epochs]) // ETA)}
 
 
 def worth_screening(spec: CampaignSpec, costs: CostModel, hypotheses: int) -> bool:
     """Whether to screen: asked for, or (``auto``) cheap enough by a cost model that has seen
     real jobs at two or more fidelities (the prior, or a fit from one fidelity, knows no
     start-up cost, so it cannot tell); never with fewer epochs or hypotheses than it takes to
-    halve them."""
+    halve them, nor for a workload without an epochs knob."""
     baseline = get_workload(spec.workload).schema.resolve(spec.baseline)
-    if spec.screening == "off" or int(baseline.get("epochs", 1)) < ETA or hypotheses < ETA:
+    epochs = costs.fidelity.epochs
+    if spec.screening == "off" or epochs is None or int(baseline[epochs]) < ETA or hypotheses < ETA:
         return False
     if spec.screening == "on":
         return True
-    low, full = costs.estimate(low_fidelity(baseline)), costs.estimate(baseline)
+    low, full = costs.estimate(low_fidelity(costs.fidelity, baseline)), costs.estimate(baseline)
     return costs.knows_fixed_cost and low <= MIN_SAVING * full
 
 
@@ -64,6 +67,8 @@ def plan_promotion(campaign: Campaign, records: list[JobRecord], costs: CostMode
     jobs = [make_job(spec, campaign.campaign_id, None, baseline, costs, VALIDATION, diagnose=True)]
     screened = {j.hypothesis_id: j.config for j in records if kind(j.phase) == SCREENING}
     for hypothesis_id in promoted(records):
-        config = {**screened[hypothesis_id], "epochs": baseline["epochs"]}
+        epochs = costs.fidelity.epochs
+        assert epochs is not None  # nothing is screened without an epochs knob
+        config = {**screened[hypothesis_id], epochs: baseline[epochs]}
         jobs.append(make_job(spec, campaign.campaign_id, hypothesis_id, config, costs, VALIDATION))
     return plan_of(VALIDATION, jobs)

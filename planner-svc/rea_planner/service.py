@@ -20,9 +20,10 @@ from rea.events import (
     utc_now,
 )
 from rea.runtime import Runtime
+from rea.workloads import get_workload
 from rea_planner import logic
 from rea_planner.campaign import Campaign
-from rea_planner.costs import CostModel
+from rea_planner.costs import CostModel, Fidelity
 from rea_planner.proposal import render_proposal
 
 CONSUMER = "planner"
@@ -115,7 +116,8 @@ async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
     """Learn job cost from completed jobs of the same workload and dataset in the insights DB."""
     campaign = await rt.store.load("campaigns", event.campaign_id, Campaign)
     if campaign is None or campaign.spec is None:
-        return CostModel()
+        return CostModel(Fidelity())
+    fidelity = Fidelity.of(get_workload(campaign.spec.workload).schema)
     cursor = (
         rt.store.results.find(
             {"workload": campaign.spec.workload, "dataset": campaign.spec.dataset, "status": "completed"},
@@ -124,4 +126,4 @@ async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
         .sort("recorded_at", -1)
         .limit(HISTORY_LIMIT)
     )
-    return CostModel.from_history([row async for row in cursor])
+    return CostModel.from_history(fidelity, [row async for row in cursor])

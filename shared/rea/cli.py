@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import json
 import sys
 import time
@@ -157,55 +158,81 @@ def service(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVIC
     asyncio.run(serve(name, wire))
 
 
-def _load_campaign(path: Path) -> dict[str, Any]:
+def _load_campaigns(path: Path) -> list[dict[str, Any]]:
+    """Every campaign document in ``path``: one mapping, a YAML stream of them (``---``), or a
+    ``campaigns:`` list (a portfolio, each on its own workload, data set and budget)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except (OSError, yaml.YAMLError) as exc:
         console.print(f"[red]cannot read {path}: {exc}[/red]")
         raise typer.Exit(2) from exc
-    if not isinstance(data, dict):
-        console.print(f"[red]{path} must hold a mapping of campaign fields[/red]")
+    if len(documents) == 1 and isinstance(documents[0], dict) and set(documents[0]) == {"campaigns"}:
+        documents = documents[0]["campaigns"] or []
+    if not documents or not all(isinstance(d, dict) for d in documents):
+        console.print(
+            f"[red]{path} must hold a mapping of campaign fields, several (a YAML stream), "
+            "or a `campaigns:` list of them[/red]"
+        )
         raise typer.Exit(2)
-    return data
+    return [dict(d) for d in documents]
+
+
+ANSWERED = frozenset({"rejected", "awaiting_approval", "running", "completed", "failed"})
 
 
 @app.command()
 def submit(
-    path: Annotated[Path, typer.Argument(help="Campaign YAML (name, dataset, budget_cpu_seconds, ...).")],
-    wait: Annotated[bool, typer.Option(help="Wait until the planner accepts or rejects it.")] = True,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Campaign YAML (name, dataset, budget_cpu_seconds, ...); several as a YAML stream "
+            "or a `campaigns:` list."
+        ),
+    ],
+    wait: Annotated[bool, typer.Option(help="Wait until the planner accepts or rejects each.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the planner.")] = 60,
 ) -> None:
-    """Publish a campaign request on the campaign topic (the same JSON any producer could send)."""
-    request = _load_campaign(path)
-    campaign_id = str(request.pop("campaign_id", None) or new_id())
-    event = CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
-    settings = Settings()
+    """Publish campaign requests on the campaign topic (the same JSON any producer could send);
+    prints each campaign's id, and its answer from the planner."""
+    requests = _load_campaigns(path)
+    events = []
+    for request in requests:
+        campaign_id = str(request.pop("campaign_id", None) or new_id())
+        events.append(CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request))
 
-    async def work(client: Client) -> dict[str, Any] | None:
-        await client.publish(event)
+    async def work(client: Client) -> list[dict[str, Any] | None]:
+        for event in events:
+            await client.publish(event)
         if not wait:
-            return None
-        return await client.wait_for(
-            campaign_id,
-            frozenset({"rejected", "awaiting_approval", "running", "completed", "failed"}),
-            timeout,
+            return []
+        return list(
+            await asyncio.gather(*(client.wait_for(e.campaign_id, ANSWERED, timeout) for e in events))
         )
 
-    state = _with_client(settings, work)
-    print(campaign_id)
-    if not wait:
-        return
+    states = _with_client(Settings(), work)
+    failed = False
+    for event, state in itertools.zip_longest(events, states):
+        print(event.campaign_id)
+        if wait:
+            failed |= not _report_answer(event.campaign_id, state, timeout)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _report_answer(campaign_id: str, state: dict[str, Any] | None, timeout: float) -> bool:
+    """Say what the planner answered; False when it rejected the campaign or did not answer."""
     if state is None:
         console.print(f"No answer from the planner within {timeout:g}s; check `rea status {campaign_id}`.")
-        raise typer.Exit(1)
+        return False
     if state["status"] == "rejected":
-        console.print("[red]Campaign rejected:[/red]")
+        console.print(f"[red]Campaign rejected:[/red] {campaign_id}")
         for reason in state["reasons"]:
             console.print(f"  - {reason}")
-        raise typer.Exit(1)
+        return False
     console.print(f"Campaign {campaign_id}: {state['status']}")
     if state["status"] == "awaiting_approval":
         console.print(f"Estimated {_by_phase(state)}; approve with `rea approve {campaign_id}`.")
+    return True
 
 
 ID_HELP = "A campaign id, or any unique prefix of one."
@@ -949,6 +976,100 @@ def chaos(
     for line in [*report.unfinished, *report.crashes]:
         console.print(f"[red]{line}[/red]")
     if not report.passed:
+        raise typer.Exit(1)
+
+
+workloads_app = typer.Typer(
+    help="Registered workloads: list them, or check one against REA's workload contract.",
+    invoke_without_command=True,
+)
+app.add_typer(workloads_app, name="workloads")
+CHECK_MARKS = {"passed": "[green]✓[/green]", "warned": "[yellow]![/yellow]", "failed": "[red]✗[/red]"}
+
+
+@workloads_app.callback()
+def workloads(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """List the registered workloads: knobs, roles covered (and the key ones missing), techniques."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rea.workload_check import summarise_all
+
+    summaries = summarise_all()
+    if as_json:
+        print(json.dumps([asdict(summary) for summary in summaries]))
+        return
+    if not summaries:
+        console.print("No workloads registered under the rea.workloads entry point.")
+        return
+    table = Table()
+    table.add_column("workload", no_wrap=True)
+    table.add_column("description")
+    table.add_column("knobs", justify="right")
+    table.add_column("roles")
+    table.add_column("techniques")
+    for summary in summaries:
+        if summary.error:
+            table.add_row(summary.name, f"[red]cannot load: {escape(summary.error)}[/red]", "", "", "")
+            continue
+        roles = f"{len(summary.roles)} of {summary.roles_total}"
+        if summary.missing_key_roles:
+            roles += f", missing {', '.join(summary.missing_key_roles)}"
+        shipped = ", ".join(summary.techniques) if summary.techniques else "none"
+        description = (
+            summary.description if len(summary.description) <= 60 else summary.description[:59] + "…"
+        )
+        table.add_row(summary.name, escape(description), str(summary.knobs), roles, escape(shipped))
+    Console().print(table)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@workloads_app.command(
+    "check",
+    epilog="Exit code 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for an "
+    "unknown workload.",
+)
+def workloads_check(
+    name: Annotated[str, typer.Argument(help="A registered workload (see `rea workloads`).")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Dataset spec for the short job (default: the workload's example_dataset)."),
+    ] = None,
+    faults: Annotated[
+        bool, typer.Option("--faults", help="Also inject oom and nan faults and check their error kinds.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds each job may run.")] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check a workload against REA's contract, one short job included.
+
+    Entry point, schema, roles, techniques and dataset; then one job at the lowest fidelity.
+    """
+    from rea.workload_check import UnknownWorkload, counts, run_checks
+
+    try:
+        checks = run_checks(name, dataset=dataset, faults=faults, timeout_s=timeout)
+    except UnknownWorkload as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    out = Console(highlight=False)
+    done = []
+    for check in checks:
+        done.append(check)
+        if not as_json:
+            out.print(f"{CHECK_MARKS[check.status]} {check.name}: {escape(check.message)}")
+    tally = counts(done)
+    if as_json:
+        print(json.dumps({"workload": name, "counts": tally, "checks": [asdict(check) for check in done]}))
+    else:
+        warnings = f"{tally['warned']} warning{'' if tally['warned'] == 1 else 's'}"
+        verdict = "[red]FAILED[/red]" if tally["failed"] else "[green]OK[/green]"
+        out.print(f"{verdict} {name}: {tally['passed']} passed, {warnings}, {tally['failed']} failed")
+    if tally["failed"]:
         raise typer.Exit(1)
 
 

@@ -51,7 +51,7 @@ class Hypothesis(BaseModel):
     title: str
     technique: str
     changes: dict[str, Any]
-    source: Literal["catalogue", "history", "diagnostics", "llm"]
+    source: Literal["catalogue", "workload", "schema", "history", "diagnostics", "llm"]
     rationale: str
     citation: str = ""
     expected_gain: float = Field(default=0.0, description="Prior relative NE reduction, e.g. 0.01 = 1%.")
@@ -331,6 +331,11 @@ class PhaseStartedPayload(BaseModel):
     plan: PhasePlan
     budget_cpu_seconds: float
     max_parallel_jobs: int
+    campaign_budget_cpu_seconds: float | None = Field(
+        default=None,
+        description="The campaign's approved budget: its weight when campaigns share the workers "
+        "(the phase's own budget when absent).",
+    )
 
 
 class PhaseStarted(Envelope):

@@ -110,3 +110,32 @@ class JobLeases:
                 error=str(exc),
                 hint="set notify-keyspace-events to include 'Ex' on the Redis server",
             )
+
+
+class WorkerRoster:
+    """Which job workers are alive: each refreshes a presence key with a TTL, busy or idle, and
+    the executor counts them to share the workers between campaigns. Like a lease, only a
+    liveness aid: a worker that dies drops out of the count within ``ttl``."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def _key(self, worker: str) -> str:
+        return f"{self.prefix}:worker:{worker}"
+
+    async def attend(self, worker: str, ttl_s: float) -> None:
+        """Keep ``worker`` on the roster until cancelled, then take it off."""
+        try:
+            while True:
+                try:
+                    await self.redis.set(self._key(worker), "1", px=int(ttl_s * 1000))
+                except RedisError:
+                    log.warning("roster_refresh_failed", worker=worker, exc_info=True)
+                await asyncio.sleep(ttl_s / 3)
+        finally:
+            with contextlib.suppress(RedisError):
+                await self.redis.delete(self._key(worker))
+
+    async def count(self) -> int:
+        return len([key async for key in self.redis.scan_iter(match=self._key("*"), count=1000)])

@@ -11,6 +11,13 @@ the process writes a :class:`JobOutput` to ``RESULT_JSON`` and exits 0 — or ex
 
 For resilience drills a worker may set ``REA_INJECT_FAULT`` to ``oom`` or ``nan`` in the job's
 environment; a workload that honours it fails that way through its real detection paths.
+
+Knobs should declare their :class:`~rea.knobs.Role` where one fits: REA's techniques, runbook,
+cost model, fidelity and search find knobs by role, never by name. Optional attributes:
+
+- ``techniques``: a sequence of :class:`~rea.techniques.Technique`, the workload's own ideas,
+  ranked beside REA's catalogue;
+- ``example_dataset``: a small dataset spec on which ``rea workloads check`` trains one job.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 from rea.knobs import KnobSchema
+from rea.techniques import Technique
 
 ENTRY_POINT_GROUP = "rea.workloads"
 FAULT_ENV = "REA_INJECT_FAULT"
@@ -125,6 +133,11 @@ class JobOutput(BaseModel):
 @cache
 def _registered() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def techniques_of(workload: Workload) -> tuple[Technique, ...]:
+    """The techniques a workload ships (none when it declares no ``techniques``)."""
+    return tuple(getattr(workload, "techniques", ()))
 
 
 def workload_names() -> list[str]:

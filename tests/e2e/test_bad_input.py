@@ -67,23 +67,26 @@ async def test_malformed_events_reach_the_dead_letter_topic(
     )
     await consumer.start()
     letters: list[DeadLetter] = []
+    expected = {len(m) for m in MALFORMED}
+
+    # Each consuming service dead-letters what it receives (the logger reads every topic too),
+    # so count distinct original messages per topic.
+    def sizes(topic: str) -> set[int]:
+        return {letter.original_size for letter in letters if letter.topic == topic}
+
     try:
 
         async def collected() -> bool:
             batch = await consumer.getmany(timeout_ms=500)
             letters.extend(DeadLetter.model_validate_json(m.value) for ms in batch.values() for m in ms)
-            return len(letters) >= 2 * len(MALFORMED)
+            return all(sizes(topic) == expected for topic in topics)
 
-        await eventually(collected, "dead letters", 60)
+        await eventually(collected, "dead letters of both topics", 60)
     finally:
         await consumer.stop()
 
-    # Each consuming service dead-letters what it receives (the logger reads every topic too),
-    # so count distinct original messages per topic.
     for topic in topics:
-        assert {letter.original_size for letter in letters if letter.topic == topic} == {
-            len(m) for m in MALFORMED
-        }
+        assert sizes(topic) == expected
     reasons = " | ".join(letter.reason for letter in letters)
     assert "Invalid JSON" in reasons
     assert "campaign.exploded" in reasons  # unknown type is named
@@ -139,3 +142,17 @@ def test_rea_submit_shows_the_rejection(services: EmbeddedStack, env: dict[str, 
     assert done.returncode == 1
     assert "Campaign rejected" in done.stderr
     assert "budget_cpu_seconds" in done.stderr and "greater than 0" in done.stderr
+
+    # A portfolio: each document is published and answered on its own.
+    portfolio = tmp_path / "portfolio.yaml"
+    portfolio.write_text(
+        "campaigns:\n"
+        "  - {name: fine, dataset: 'synthetic:rows=2000', budget_cpu_seconds: 30,\n"
+        "     auto_approve_cpu_seconds: 0}\n"
+        "  - {name: bad, dataset: movielens-100k, budget_cpu_seconds: -1}\n"
+    )
+    done = run_rea(["submit", str(portfolio)], env)
+    assert done.returncode == 1
+    first, second = done.stdout.split()
+    assert f"Campaign {first}: awaiting_approval" in done.stderr
+    assert f"Campaign rejected: {second}" in done.stderr

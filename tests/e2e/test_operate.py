@@ -85,9 +85,10 @@ async def test_a_budget_extension_reaches_exploitation_and_confirmation(
     )
     assert baseline["spec"]["job_id"].endswith("-a2") and baseline["spec"]["config"] == requested
     assert state["result"]["baseline_changes"] == {}
-    assert "learning_rate" not in state["result"]["best_changes"] or (
-        state["result"]["best_changes"]["learning_rate"] != requested["learning_rate"] / 3
-    )
+    # A lowered learning rate may reach the winner only through a hypothesis' own NaN retry.
+    lowered = [e for p in phases for e in p["runbook"] if e["action"] == "lower_lr_and_clip"]
+    if not lowered:
+        assert state["result"]["best_changes"].get("learning_rate") != requested["learning_rate"] / 3
 
 
 @pytest.fixture
@@ -205,16 +206,17 @@ async def test_cancel_stops_the_jobs_in_flight_and_releases_their_reservation(
 
     assert state is not None, await where_it_stands(client, campaign_id)
     assert state["cancelled_by"] == "erin"
-    [phase] = await client.phases(campaign_id)
-    assert phase["status"] == "concluded"
-    statuses = {job["spec"]["job_id"]: job["status"] for job in phase["jobs"]}
+    phases = await client.phases(campaign_id)
+    assert [phase["status"] for phase in phases] == ["concluded"] * len(phases), [p["phase"] for p in phases]
+    jobs = [job for phase in phases for job in phase["jobs"]]
+    statuses = {job["spec"]["job_id"]: job["status"] for job in jobs}
     assert not {"pending", "submitted", "running"} & set(statuses.values()), statuses
     for run in running:  # stopped, not left to finish: their processes are gone
         assert statuses[run.job_id] == "cancelled"
         assert run.pid is not None and not _alive(run.pid)
     # Nothing is reserved any more: what is spent is what the finished jobs cost.
-    charged = sum(((j.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0) for j in phase["jobs"])
-    assert phase["spent_cpu_seconds"] == pytest.approx(charged)
+    charged = sum(((j.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0) for j in jobs)
+    assert sum(phase["spent_cpu_seconds"] for phase in phases) == pytest.approx(charged)
     later = [r for r in await ledger_of(client).of_campaign(campaign_id) if _started_after(r, cancelled_at)]
     assert later == [], "a job started after the cancellation"
     await asyncio.sleep(2)

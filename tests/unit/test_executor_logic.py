@@ -39,7 +39,7 @@ from rea.store import Decision
 from rea.workloads import JobCost, JobError, JobOutput, SplitMetrics, get_workload
 from rea_executor import logic
 from rea_executor.runbook import BACKOFF_BASE_S, MAX_ATTEMPTS
-from rea_executor.state import TERMINAL, PhaseExecution, phase_key
+from rea_executor.state import TERMINAL, PhaseExecution, SlotsGranted, SlotsGrantedPayload, phase_key
 from rea_planner.logic import summarize
 
 FOLLOW = {"campaign_id": "camp-1", "correlation_id": "corr-1"}
@@ -843,3 +843,23 @@ def test_pause_and_a_second_cancel_do_not_touch_a_cancelling_phase() -> None:
     paused = CampaignPaused(**FOLLOW, payload=PersonAction(by="x"))
     assert logic.on_campaign_paused(cancelling, paused).state is None
     assert logic.on_campaign_cancelled(cancelling, cancel()).state is None
+
+
+# ---- shared workers ---------------------------------------------------------------------
+
+
+def test_with_no_room_a_phase_records_but_submits_until_it_is_granted_slots() -> None:
+    event = started([spec(0), spec(1), spec(2)], parallel=3)
+    decision = logic.on_phase_started(None, event, stride_pass=4.0, room=0)
+    state = decision.state
+    assert state is not None and not [e for e in decision.emit if isinstance(e, JobSubmitted)]
+    assert state.stride_pass == 4.0 and state.weight == 1000.0  # the budget, without a campaign's
+
+    grant = SlotsGranted(**FOLLOW, payload=SlotsGrantedPayload(phase="validation", slots=2))
+    granted = logic.on_slots_granted(state, grant)
+    assert granted.state is not None
+    assert [e.payload.job_id for e in granted.emit if isinstance(e, JobSubmitted)] == ["job-0", "job-1"]
+    assert granted.state.stride_pass == pytest.approx(4.0 + 2 * 10.0 / 1000.0)  # each grant advances it
+    assert granted.state.tenant("k").pending_costs == (10.0,)
+    paused = granted.state.model_copy(update={"status": "paused"})
+    assert logic.on_slots_granted(paused, grant) == Decision()  # a paused phase takes no share

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from rea.events import HypothesesGenerated, HypothesesRequested, HypothesesRequestedPayload
-from rea.knobs import Knob, KnobSchema
+from rea.knobs import Knob, KnobSchema, Role
+from rea.techniques import Technique
 from rea.workloads import get_workload
-from rea_hypothesis.catalogue import CATALOGUE, SIGNALS, Technique
+from rea_hypothesis.catalogue import CATALOGUE, SIGNALS
+from rea_hypothesis.derived import DERIVED_PRIOR
 from rea_hypothesis.logic import HypothesisSet, from_catalogue, on_hypotheses_requested
 
 SCHEMA = get_workload("ranker").schema
@@ -20,8 +22,8 @@ DEFAULTS = SCHEMA.defaults()
 
 def supported(technique: Technique, baseline: dict[str, Any]) -> bool:
     try:
-        changes = technique.changes(baseline)
-    except KeyError:
+        changes = technique.bind(SCHEMA, baseline)
+    except (KeyError, ValueError):
         return False
     return not SCHEMA.errors(changes)
 
@@ -85,29 +87,67 @@ def test_techniques_already_in_the_baseline_are_skipped() -> None:
     assert "dcn_v2" in ids
 
 
-def test_techniques_the_schema_refuses_at_this_baseline_are_skipped_with_the_reason() -> None:
+def test_a_change_beyond_a_knobs_range_is_clamped_to_it() -> None:
     baseline = {**DEFAULTS, "embedding_dim": 64, "learning_rate": 0.03}
     hypotheses, skipped = from_catalogue(SCHEMA, baseline, limit=100)
-    ids = {h.id for h in hypotheses}
-    assert "embedding_dim_2x" not in ids and "learning_rate_3x" not in ids
-    assert "embedding_dim_2x: embedding_dim=128 is outside [4, 64]" in skipped
-    assert any(s.startswith("learning_rate_3x: learning_rate=") for s in skipped)
-    # adagrad caps its rate at the schema's ceiling, so it survives a high baseline rate
-    assert "adagrad" in ids
+    by_id = {h.id: h for h in hypotheses}
+    assert "embedding_dim_2x" not in by_id  # already at the ceiling: nothing to change
+    assert "embedding_dim_2x: the baseline already has it" in skipped
+    assert by_id["learning_rate_3x"].changes == {"learning_rate": 0.05}  # as high as the knob allows
+    assert by_id["adagrad"].changes == {"optimizer": "adagrad", "learning_rate": 0.05}
 
 
-def test_techniques_for_knobs_a_workload_lacks_are_skipped() -> None:
+def test_values_the_schema_refuses_are_skipped_with_the_reason() -> None:
+    bad = Technique("bad", "bad", "x", lambda b: {Role.OPTIMIZER: "lion"}, "never", 0.01, "Nobody (2020)")
+    _, skipped = from_catalogue(SCHEMA, DEFAULTS, limit=100, catalogue=(bad,))
+    assert skipped == ["bad: optimizer must be one of ['adam', 'adamw', 'adagrad', 'sgd'], got 'lion'"]
+
+
+def test_techniques_bind_to_roles_whatever_the_knobs_are_called() -> None:
     tiny = KnobSchema(
         knobs=[
-            Knob(name="fm", type="bool", default=False, technique="fm"),
-            Knob(name="dropout", type="float", low=0, high=0.5, default=0.0, technique="dropout"),
+            Knob(name="pairwise", role=Role.FM_TERM, type="bool", default=False),
+            Knob(name="drop_p", role=Role.DROPOUT, type="float", low=0, high=0.5, default=0.0),
+            Knob(name="pool", type="categorical", choices=["sum", "mean", "max"], default="sum"),
         ]
     )
     hypotheses, skipped = from_catalogue(tiny, tiny.defaults(), limit=100)
-    assert [h.id for h in hypotheses] == ["fm", "dropout"]
-    assert "embedding_dim_2x: workload has no knob 'embedding_dim'" in skipped
-    assert any(s.startswith("dcn_v2: unknown knob 'cross_layers'") for s in skipped)
+    by_id = {h.id: h for h in hypotheses}
+    assert by_id["fm"].changes == {"pairwise": True} and by_id["fm"].source == "catalogue"
+    assert by_id["dropout"].changes == {"drop_p": 0.2}
+    assert "embedding_dim_2x: the workload declares no knob for embedding_dim" in skipped
+    assert "dcn_v2: the workload declares no knob for cross_layers" in skipped
     assert len(skipped) == len(CATALOGUE) - 2
+    # The knob no technique covers gets plain moves, ranked after every cited technique.
+    derived = [h for h in hypotheses if h.source == "schema"]
+    assert [h.changes for h in derived] == [{"pool": "mean"}, {"pool": "max"}]
+    assert hypotheses[-2:] == derived
+    assert all(h.expected_gain <= DERIVED_PRIOR < min(t.prior_gain for t in CATALOGUE) for h in derived)
+
+
+def test_a_workload_ships_its_own_techniques() -> None:
+    tiny = KnobSchema(
+        knobs=[
+            Knob(name="residual", type="bool", default=False),
+            Knob(
+                name="step", role=Role.LEARNING_RATE, type="float", low=1e-4, high=0.1, log=True, default=1e-3
+            ),
+        ]
+    )
+    own = Technique(
+        "residual",
+        "Residual attention",
+        "autoint",
+        lambda b: {"residual": True},
+        "deep stacks",
+        0.004,
+        "X (2019)",
+    )
+    hypotheses, _ = from_catalogue(tiny, tiny.defaults(), limit=100, own=(own,))
+    by_id = {h.id: h for h in hypotheses}
+    assert by_id["residual"].source == "workload" and by_id["residual"].changes == {"residual": True}
+    assert by_id["learning_rate_3x"].changes == {"step": pytest.approx(0.003)}
+    assert not any(h.source == "schema" for h in hypotheses)  # every knob is covered
 
 
 @pytest.mark.parametrize("limit", [1, 3, 5])
@@ -130,10 +170,12 @@ def test_hypotheses_are_ordered_by_prior_gain_ties_in_catalogue_order() -> None:
 
 
 def test_custom_catalogue_order_follows_priors_not_declaration() -> None:
-    low = Technique("low", "low", "fm", lambda b: {"fm": True}, "x", 0.001, "cite-low")
+    low = Technique("low", "low", "fm", lambda b: {Role.FM_TERM: True}, "x", 0.001, "cite-low")
     high = Technique("high", "high", "dropout", lambda b: {"dropout": 0.1}, "y", 0.02, "cite-high")
     hypotheses, _ = from_catalogue(SCHEMA, DEFAULTS, limit=10, catalogue=(low, high))
-    assert [(h.id, h.citation) for h in hypotheses] == [("high", "cite-high"), ("low", "cite-low")]
+    cited = [(h.id, h.citation) for h in hypotheses if h.source == "catalogue"]
+    assert cited == [("high", "cite-high"), ("low", "cite-low")]
+    assert hypotheses[:2] == [h for h in hypotheses if h.source == "catalogue"]
 
 
 def test_every_hypothesis_cites_its_source() -> None:

@@ -70,9 +70,30 @@ def test_history_reranks_drops_what_hurt_and_offers_the_past_best_first() -> Non
     assert wider.source == "history" and wider.expected_gain == pytest.approx((0.14 + 2 * 0.004) / 4)
     assert "2 past campaign(s)" in wider.rationale
     assert "dcn_v2" not in {h.id for h in ranked}
-    assert skipped == ["dcn_v2: expected to hurt (1 past campaign(s), mean gain -10.00%)"]
+    [hurt] = skipped
+    assert hurt.startswith("dcn_v2: expected to hurt (History on ranker/synthetic: 1 past campaign(s)")
+    assert "mean gain -10.00%" in hurt
     untouched = next(h for h in ranked if h.id == "fm")
     assert untouched.source == "catalogue"
+
+
+def test_a_new_model_starts_from_what_other_models_taught() -> None:
+    """No history on this family yet: the prior is pulled toward the other families' effects;
+    with history of its own, that is shrunk toward the cross-family estimate in turn."""
+    hypotheses, _ = from_catalogue(SCHEMA, BASELINE, None)
+    elsewhere = {"dropout": EffectStats.of([0.03, 0.05])}  # prior 0.3%: (8 + 0.6) / 4 = 2.15%
+    fresh = History("autoint/synthetic", {}, None, elsewhere)
+    ranked, _ = with_history(hypotheses, fresh, SCHEMA, BASELINE)
+    dropout = next(h for h in ranked if h.id == "dropout")
+    assert dropout.expected_gain == pytest.approx((0.08 + 2 * 0.003) / 4)
+    assert "on other models and data: 2 past campaign(s)" in dropout.rationale
+    assert ranked[0].id == "dropout"  # it now outranks the catalogue's best prior (1.2%)
+
+    own = History("autoint/synthetic", {"dropout": EffectStats.of([-0.01])}, None, elsewhere)
+    ranked, _ = with_history(hypotheses, own, SCHEMA, BASELINE)
+    dropout = next(h for h in ranked if h.id == "dropout")
+    assert dropout.expected_gain == pytest.approx((-0.01 + 2 * (0.08 + 2 * 0.003) / 4) / 3)
+    assert "on autoint/synthetic: 1 past campaign(s)" in dropout.rationale
 
 
 def test_without_history_the_catalogue_order_stands() -> None:

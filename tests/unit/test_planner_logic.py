@@ -38,14 +38,16 @@ from rea.workloads import JobCost, JobError, SplitMetrics, get_workload
 from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
-from rea_planner.costs import PRIOR_CPU_SECONDS_PER_EPOCH, SAFETY_FACTOR, CostModel
+from rea_planner.costs import PRIOR_CPU_SECONDS_PER_EPOCH, SAFETY_FACTOR, CostModel, Fidelity
 
 from .test_diagnostics import baseline_run
+
+RANKER_FIDELITY = Fidelity.of(get_workload("ranker").schema)
 
 FOLLOW = {"campaign_id": "camp-1", "correlation_id": "corr-1"}
 SCHEMA = get_workload("ranker").schema
 # 10 CPU-s per epoch: the ranker's default 3 epochs x full data cost 10 * 3 * 1.25 = 37.5.
-COSTS = CostModel(cpu_seconds_per_unit=10.0)
+COSTS = CostModel(RANKER_FIDELITY, cpu_seconds_per_unit=10.0)
 BASELINE_COST = 37.5
 
 
@@ -500,7 +502,10 @@ def test_validation_concluded_without_confirmation_completes_the_campaign(status
     assert done.payload.result == decision.state.result
     assert done.payload.result.best.job_id == "j-fm"
     assert done.payload.result.verdict == "too few seeds" and done.payload.result.seeds == 1
-    assert done.payload.result.notes == ["confirmation skipped: confirm_seeds is 1"]
+    assert done.payload.result.notes == [
+        "confirmation skipped: confirm_seeds is 1",
+        "the search stopped with 963 of 1000 CPU-s left: exploitation is off (max_exploitation_trials is 0)",
+    ]
 
 
 def test_a_validation_winner_is_confirmed_on_more_seeds_within_the_remaining_budget() -> None:
@@ -570,7 +575,8 @@ def test_no_confirmation_when_nothing_beat_the_baseline() -> None:
     decision = logic.on_phase_concluded(running(), concluded(records), COSTS)
     assert decision.state is not None and decision.state.status == "completed"
     assert decision.state.result is not None
-    assert decision.state.result.notes == ["nothing beat the baseline on validation NE"]
+    assert decision.state.result.notes[0] == "nothing beat the baseline on validation NE"
+    assert decision.state.result.notes[1].startswith("the search stopped with ")
     assert decision.state.result.verdict == "not significant"
 
 
@@ -580,8 +586,9 @@ def test_no_confirmation_when_the_budget_left_cannot_cover_it() -> None:
     decision = logic.on_phase_concluded(running(budget_cpu_seconds=80), concluded(phase_records()), COSTS)
     assert decision.state is not None and decision.state.status == "completed"
     assert decision.state.result is not None
-    [note] = decision.state.result.notes
+    note, ended = decision.state.result.notes
     assert note == "confirmation skipped: it needs an estimated 55 CPU-s, 43 of the budget remain"
+    assert ended.startswith("the search stopped with 43 of 80 CPU-s left: ")
 
 
 def with_hypotheses(state: Campaign, *ids: str) -> Campaign:
@@ -796,7 +803,7 @@ def test_the_executors_pause_and_resume_events_read_right_in_the_planner() -> No
 
 
 def test_cost_model_without_history_uses_the_prior() -> None:
-    model = CostModel.from_history([])
+    model = CostModel.from_history(RANKER_FIDELITY, [])
     assert model.observations == 0
     assert model.estimate({"epochs": 2, "data_fraction": 0.5}) == round(
         PRIOR_CPU_SECONDS_PER_EPOCH * 1 * SAFETY_FACTOR, 2
@@ -810,7 +817,7 @@ def test_cost_model_learns_mean_cost_per_fidelity_unit() -> None:
         {"config": {"epochs": 4}, "cost": None},  # no cost: ignored
         {"config": {"epochs": 0}, "cost": {"cpu_seconds": 5.0}},  # zero fidelity: ignored
     ]
-    model = CostModel.from_history(rows)
+    model = CostModel.from_history(RANKER_FIDELITY, rows)
     assert model.observations == 2
     assert model.cpu_seconds_per_unit == pytest.approx(15.0)
     assert model.estimate({"epochs": 2}) == pytest.approx(15.0 * 2 * SAFETY_FACTOR)
@@ -824,7 +831,7 @@ def test_learned_costs_change_the_plan() -> None:
     pricey = logic.on_hypotheses_generated(
         planning(budget_cpu_seconds=100),
         generated(hypothesis("fm", {"fm": True})),
-        CostModel.from_history([{"config": {"epochs": 1}, "cost": {"cpu_seconds": 20.0}}]),
+        CostModel.from_history(RANKER_FIDELITY, [{"config": {"epochs": 1}, "cost": {"cpu_seconds": 20.0}}]),
     )
     assert cheap.state is not None and cheap.state.plan is not None
     assert pricey.state is not None and pricey.state.plan is not None
@@ -871,7 +878,7 @@ def test_a_cap_equal_to_the_budget_approves_whatever_the_rounding_of_the_phases(
         state = planning(budget_cpu_seconds=120, max_exploitation_trials=100, auto_approve_cpu_seconds=120)
         hypotheses = [hypothesis("h0", {"dropout": 0.1})]
         decision = logic.on_hypotheses_generated(
-            state, generated(*hypotheses), CostModel(cpu_seconds_per_unit=per_unit)
+            state, generated(*hypotheses), CostModel(RANKER_FIDELITY, cpu_seconds_per_unit=per_unit)
         )
         assert decision.state is not None and decision.state.status == "running", per_unit
 

@@ -9,13 +9,16 @@ from optuna.distributions import IntDistribution
 
 from rea.events import JobCost, JobRecord, PhasePlan
 from rea.phases import kind, numbered, order
+from rea.workloads import get_workload
 from rea_planner import logic
 from rea_planner.combination import candidates, plan_extension, plan_pruning, pruning_effects
-from rea_planner.costs import SAFETY_FACTOR, CostModel
+from rea_planner.costs import SAFETY_FACTOR, CostModel, Fidelity
 from rea_planner.exploitation import trust_region
 from rea_planner.jobs import anchor, parts
 
 from .test_planner_logic import COSTS, SCHEMA, concluded, hypothesis, record, running
+
+RANKER_FIDELITY = Fidelity.of(get_workload("ranker").schema)
 
 BASE = SCHEMA.defaults()
 
@@ -352,7 +355,7 @@ def test_cost_fit_learns_a_fixed_start_up_cost_and_the_price_of_small_batches() 
     rows = [
         {"config": {"epochs": e, "batch_size": b}, "cost": {"cpu_seconds": cost(e, b)}} for e, b in configs
     ]
-    model = CostModel.from_history(rows)
+    model = CostModel.from_history(RANKER_FIDELITY, rows)
     assert model.fit == pytest.approx((4.0, 1.0, 0.5), abs=1e-6)
     # A 1-epoch job at batch 32 costs 9; the rate alone (per epoch, averaged) would say less.
     assert model.estimate({"epochs": 1, "batch_size": 32}) == pytest.approx(cost(1, 32) * SAFETY_FACTOR)
@@ -374,7 +377,7 @@ def test_from_jobs_at_one_fidelity_a_lower_one_is_never_assumed_cheaper() -> Non
     rows = [
         {"config": {"epochs": 3, "batch_size": b}, "cost": {"cpu_seconds": 4.3}} for b in (256, 256, 128, 512)
     ]
-    model = CostModel.from_history(rows)
+    model = CostModel.from_history(RANKER_FIDELITY, rows)
     assert model.fit is not None and not model.knows_fixed_cost
     full = model.estimate({"epochs": 3, "batch_size": 256})
     assert model.estimate({"epochs": 1, "batch_size": 256}) == full
@@ -391,3 +394,34 @@ def test_further_validation_rounds_stay_within_the_validation_share(share: float
     )
     decision = logic.on_phase_concluded(state, concluded(validation_records()), COSTS)
     assert decision.state is not None and decision.state.phase == phase
+
+
+def test_by_default_exploitation_tunes_until_it_converges_and_the_result_says_so() -> None:
+    """No trial limit: rounds go on while the budget allows, and end once the last
+    ``exploitation_patience`` trials found nothing better; the result names why."""
+    state = campaign_with(
+        budget_cpu_seconds=100_000, exploitation_patience=3, max_parallel_jobs=2, max_exploitation_trials=None
+    )
+    assert state.spec is not None and state.spec.max_exploitation_trials is None
+    exploiting = logic.on_phase_concluded(state, concluded(validation_records()), COSTS).state
+    while exploiting is not None and exploiting.phase and exploiting.phase.startswith("combination"):
+        jobs = exploiting.rounds[-1].jobs
+        worse = [
+            record(f"x-{j.hypothesis_id}", j.hypothesis_id, j.config, 0.99, 0.99, phase=exploiting.phase)
+            for j in jobs
+        ]
+        exploiting = logic.on_phase_concluded(exploiting, concluded(worse, exploiting.phase), COSTS).state
+    assert exploiting is not None and exploiting.phase == "exploitation-1"
+    nes = iter([0.80, 0.95, 0.96, 0.97, 0.98, 0.99])  # one gain, then nothing better
+    rounds = 0
+    while exploiting is not None and exploiting.phase and exploiting.phase.startswith("exploitation"):
+        rounds += 1
+        phase = exploiting.phase
+        told = [record(f"{phase}-{t.hypothesis_id}", t.hypothesis_id, t.config, n, n, phase=phase)
+                for t in exploiting.rounds[-1].jobs for n in [next(nes)]]  # fmt: skip
+        exploiting = logic.on_phase_concluded(exploiting, concluded(told, phase), COSTS).state
+    assert rounds == 2  # two trials a round: the gain at trial 1, then three trials without one
+    assert exploiting is not None and exploiting.search_ended is not None
+    assert (
+        "exploitation converged: its last 3 trials found no better validation NE" in exploiting.search_ended
+    )

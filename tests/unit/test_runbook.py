@@ -334,3 +334,58 @@ def test_a_baseline_is_retried_unchanged_first_then_the_rule_applies(kind: str) 
 def test_a_hypothesis_gets_the_rules_change_at_once(kind: str) -> None:
     recovery = recover(job(batch_size=256), error(kind), [], NOW)
     assert recovery.action == rule_for(kind).action
+
+
+class _Renamed:
+    """A workload whose knobs share no name with the ranker's: the runbook finds them by role."""
+
+    def __init__(self, *, batch: bool = True, clip: bool = True) -> None:
+        from rea.knobs import Knob, KnobSchema, Role
+
+        knobs = [
+            Knob(
+                name="step", role=Role.LEARNING_RATE, type="float", low=1e-5, high=1.0, log=True, default=0.01
+            )
+        ]
+        if batch:
+            knobs.append(
+                Knob(name="rows_per_step", role=Role.BATCH_SIZE, type="int", low=8, high=4096, default=512)
+            )
+        if clip:
+            knobs.append(
+                Knob(name="max_norm", role=Role.GRAD_CLIP, type="float", low=0.0, high=50.0, default=0.0)
+            )
+        self.schema = KnobSchema(knobs=knobs)
+
+
+def renamed_job(monkeypatch: pytest.MonkeyPatch, workload: _Renamed) -> JobSpec:
+    monkeypatch.setattr(runbook, "get_workload", lambda name: workload)
+    return job().model_copy(update={"workload": "renamed", "config": workload.schema.defaults()})
+
+
+def test_oom_halves_whatever_knob_plays_the_batch_size_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    recovery = recover(renamed_job(monkeypatch, _Renamed()), error("oom"), [], NOW)
+    assert recovery.action == "halve_batch" and recovery.retry is not None
+    assert recovery.retry.config["rows_per_step"] == 256
+
+
+def test_nan_lowers_the_learning_rate_role_and_clips_through_the_clip_role(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recovery = recover(renamed_job(monkeypatch, _Renamed()), error("nan"), [], NOW)
+    assert recovery.retry is not None
+    assert recovery.retry.config["step"] == pytest.approx(0.01 * LR_FACTOR)
+    assert recovery.retry.config["max_norm"] == CLIP_NORM
+
+
+def test_nan_without_a_clip_role_lowers_the_learning_rate_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    recovery = recover(renamed_job(monkeypatch, _Renamed(clip=False)), error("nan"), [], NOW)
+    assert recovery.action == "lower_lr_and_clip" and recovery.retry is not None
+    assert set(recovery.retry.config) == {"step", "rows_per_step"}
+    assert recovery.retry.config["step"] == pytest.approx(0.01 * LR_FACTOR)
+
+
+def test_oom_without_a_batch_size_role_gives_up_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    recovery = recover(renamed_job(monkeypatch, _Renamed(batch=False)), error("oom"), [], NOW)
+    assert recovery.action == "give_up" and recovery.retry is None
+    assert "no batch-size knob" in recovery.reason

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from rea.events import JobRecord, PhaseStarted
+from rea.workloads import get_workload
 from rea_planner import logic
 from rea_planner.campaign import CampaignSpec
-from rea_planner.costs import CostModel
+from rea_planner.costs import CostModel, Fidelity
 from rea_planner.screening import low_fidelity, promoted, worth_screening
 
 from .test_planner_logic import COSTS, concluded, generated, hypothesis, planning, record
+
+RANKER_FIDELITY = Fidelity.of(get_workload("ranker").schema)
 
 SIX = [hypothesis(f"h{i}", {"mlp_width": 32 + 16 * i}, gain=0.01 - 0.001 * i) for i in range(6)]
 
@@ -32,13 +35,17 @@ def test_screening_runs_when_asked_or_when_learned_costs_show_it_saves() -> None
     # auto: the prior knows no start-up cost, so it cannot tell.
     assert not worth_screening(spec(**three_epochs), COSTS, 6)
     spread = (1.0, 3.0)  # jobs at one and three epochs seen: the start-up cost is known
-    cheap_start = CostModel(cpu_seconds_per_unit=2.0, observations=5, fit=(0.5, 2.0, 0.0), fidelities=spread)
-    dear_start = CostModel(cpu_seconds_per_unit=2.0, observations=5, fit=(3.5, 1.0, 0.0), fidelities=spread)
+    cheap_start = CostModel(
+        RANKER_FIDELITY, cpu_seconds_per_unit=2.0, observations=5, fit=(0.5, 2.0, 0.0), fidelities=spread
+    )
+    dear_start = CostModel(
+        RANKER_FIDELITY, cpu_seconds_per_unit=2.0, observations=5, fit=(3.5, 1.0, 0.0), fidelities=spread
+    )
     assert worth_screening(spec(**three_epochs), cheap_start, 6)
     assert not worth_screening(spec(**three_epochs), dear_start, 6)
     # Every job seen at three epochs: the fit's split of start-up and per-epoch cost is arbitrary.
     one_fidelity = CostModel(
-        cpu_seconds_per_unit=2.0, observations=5, fit=(0.5, 2.0, 0.0), fidelities=(3.0, 3.0)
+        RANKER_FIDELITY, cpu_seconds_per_unit=2.0, observations=5, fit=(0.5, 2.0, 0.0), fidelities=(3.0, 3.0)
     )
     assert not worth_screening(spec(**three_epochs), one_fidelity, 6)
     # Too few epochs to cut, or too few hypotheses to halve.
@@ -54,8 +61,8 @@ def test_the_best_third_by_low_fidelity_validation_ne_survive() -> None:
     screened.append(low(record("s-base", None, {"epochs": 1}, 0.70, 0.70)))
     failed = JobRecord(job_id="s-x", hypothesis_id="hx", config={}, status="failed", phase="screening")
     assert promoted([*screened, failed]) == ["h3", "h1", "h0"]  # ceil(7 / 3); the baseline never counts
-    assert low_fidelity({"epochs": 9, "dropout": 0.1}) == {"epochs": 3, "dropout": 0.1}
-    assert low_fidelity({"epochs": 2})["epochs"] == 1
+    assert low_fidelity(RANKER_FIDELITY, {"epochs": 9, "dropout": 0.1}) == {"epochs": 3, "dropout": 0.1}
+    assert low_fidelity(RANKER_FIDELITY, {"epochs": 2})["epochs"] == 1
 
 
 def test_a_screened_campaign_screens_then_validates_the_survivors_at_full_fidelity() -> None:

@@ -1,0 +1,65 @@
+"""Fair shares of the job workers between campaigns: stride scheduling, weighted by budget.
+
+Many campaigns run at once on one pool of workers. Each running phase is a *tenant* whose
+weight is its campaign's approved budget; a paused phase, or a campaign waiting for approval
+(no phase yet), is no tenant and takes no share. A worker slot that frees up goes to the tenant
+with the lowest *pass*: the CPU seconds it was granted, divided by its weight (Waldspurger and
+Weihl, Stride Scheduling, 1995). Granting a job advances the tenant's pass by the job's
+estimated CPU seconds over its weight, so over time each campaign's share of worker CPU follows
+its share of the budgets, and no campaign starves: every grant to the others raises their pass
+until the waiting one is lowest.
+
+A phase that starts joins at the lowest pass among the running tenants (``joining_pass``): it
+is neither owed the time it was absent nor charged for it. Slots are the live workers
+(``capacity``); a job submitted but not yet started holds its slot, so the job queue stays as
+short as the pool and a grant takes effect at once. Without a count of workers (``None``)
+nothing is shared: every phase submits up to its own parallelism, as a single campaign does.
+
+Pure functions of the tenants and the capacity, so the executor's decisions stay replayable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A running phase as the share-out sees it."""
+
+    key: str
+    weight: float
+    stride_pass: float
+    in_flight: int
+    pending_costs: tuple[float, ...]
+    """Estimated CPU seconds of its pending jobs, in the order it would submit them."""
+    max_parallel: int
+
+
+def joining_pass(tenants: list[Tenant]) -> float:
+    """Where a phase that starts now joins: the lowest pass of the running tenants (0 if none)."""
+    return min((t.stride_pass for t in tenants), default=0.0)
+
+
+def grants(tenants: list[Tenant], capacity: int | None) -> dict[str, int]:
+    """How many more jobs each tenant may submit now: the free slots, handed out one at a time
+    to the tenant with the lowest pass that still has a pending job and room under its own
+    parallelism. Ties go to the tenant listed first."""
+    if capacity is None:
+        return {t.key: max(0, min(t.max_parallel - t.in_flight, len(t.pending_costs))) for t in tenants}
+    free = capacity - sum(t.in_flight for t in tenants)
+    granted = {t.key: 0 for t in tenants}
+    passes = {t.key: t.stride_pass for t in tenants}
+    while free > 0:
+        ready = [
+            t
+            for t in tenants
+            if granted[t.key] < len(t.pending_costs) and t.in_flight + granted[t.key] < t.max_parallel
+        ]
+        if not ready:
+            break
+        chosen = min(ready, key=lambda t: passes[t.key])
+        passes[chosen.key] += chosen.pending_costs[granted[chosen.key]] / max(chosen.weight, 1e-9)
+        granted[chosen.key] += 1
+        free -= 1
+    return granted

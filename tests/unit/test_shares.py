@@ -1,0 +1,77 @@
+"""Fair shares of the workers: stride scheduling weighted by budget, as pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from rea_executor.shares import Tenant, grants, joining_pass
+
+
+def tenant(key: str, weight: float = 100.0, stride_pass: float = 0.0, in_flight: int = 0, pending: int = 50,
+           cost: float = 1.0, max_parallel: int = 8) -> Tenant:  # fmt: skip
+    return Tenant(key, weight, stride_pass, in_flight, (cost,) * pending, max_parallel)
+
+
+def simulate(tenants: list[Tenant], capacity: int, rounds: int) -> dict[str, int]:
+    """Grant, then finish the oldest job in flight, ``rounds`` times: how many each ran."""
+    ran = {t.key: 0 for t in tenants}
+    running: list[str] = []
+    by_key = {t.key: t for t in tenants}
+    for _ in range(rounds):
+        granted = grants(list(by_key.values()), capacity)
+        for key, n in granted.items():
+            t = by_key[key]
+            spent = sum(t.pending_costs[:n])
+            by_key[key] = replace(
+                t,
+                stride_pass=t.stride_pass + spent / t.weight,
+                in_flight=t.in_flight + n,
+                pending_costs=t.pending_costs[n:] + t.pending_costs[:n],  # an endless supply
+            )
+            running += [key] * n
+        done = running.pop(0)
+        by_key[done] = replace(by_key[done], in_flight=by_key[done].in_flight - 1)
+        ran[done] += 1
+    return ran
+
+
+def test_without_a_worker_count_each_phase_submits_up_to_its_own_parallelism() -> None:
+    assert grants([tenant("a", in_flight=1, max_parallel=2), tenant("b", pending=1)], None) == {
+        "a": 1,
+        "b": 1,
+    }
+
+
+def test_free_slots_go_to_the_lowest_pass_and_never_past_a_phases_parallelism() -> None:
+    tenants = [
+        tenant("a", stride_pass=5.0),
+        tenant("b", stride_pass=0.0, max_parallel=1),
+        tenant("c", 100, 1.0),
+    ]
+    assert grants(tenants, 3) == {"a": 0, "b": 1, "c": 2}  # c stays below a after one grant
+    assert grants(tenants, 1) == {"a": 0, "b": 1, "c": 0}
+    busy = [replace(t, in_flight=1) for t in tenants]
+    assert grants(busy, 3) == {"a": 0, "b": 0, "c": 0}  # every slot is taken
+
+
+@pytest.mark.parametrize(("weights", "capacity"), [((300.0, 100.0), 1), ((100.0, 100.0, 200.0, 400.0), 2)])
+def test_over_time_each_campaign_runs_its_budget_share_of_the_jobs(
+    weights: tuple[float, ...], capacity: int
+) -> None:
+    tenants = [tenant(f"t{i}", weight=w) for i, w in enumerate(weights)]
+    ran = simulate(tenants, capacity, 800)
+    total = sum(ran.values())
+    for i, weight in enumerate(weights):
+        assert ran[f"t{i}"] / total == pytest.approx(weight / sum(weights), abs=0.02)
+
+
+def test_a_small_campaign_is_not_starved() -> None:
+    ran = simulate([tenant("big", weight=10_000.0), tenant("small", weight=10.0)], 1, 3000)
+    assert ran["small"] >= 2
+
+
+def test_a_phase_joins_at_the_lowest_pass_neither_owed_nor_charged_for_its_absence() -> None:
+    assert joining_pass([]) == 0.0
+    assert joining_pass([tenant("a", stride_pass=7.0), tenant("b", stride_pass=3.0)]) == 3.0
