@@ -3,8 +3,8 @@
 Two models, and an estimate takes the larger (a budget is better over- than under-estimated):
 
 - the *rate*: mean CPU seconds per unit of fidelity (epochs x data fraction, found by their
-  roles: :class:`Fidelity`); without any
-  history, a deliberately generous prior;
+  roles: :class:`Fidelity`); without any history, a prior (:meth:`CostModel.prior`) scaled by
+  the training rows the workload reports, or a deliberately generous one;
 - the *fit*: ``fixed + per_unit * u + per_step * u * 256 / batch_size`` by non-negative least
   squares (SciPy), once there are at least three observations. It knows what the rate cannot:
   a job pays a fixed start-up cost (importing the framework, loading data) whatever its
@@ -29,6 +29,14 @@ from scipy.optimize import nnls
 from rea.knobs import KnobSchema, Role
 
 PRIOR_CPU_SECONDS_PER_EPOCH = 20.0
+"""The prior when nothing is known of the data: generous, for a job of unknown size."""
+PRIOR_START_CPU_SECONDS = 8.0
+PRIOR_CPU_SECONDS_PER_ROW = 4e-5
+"""The prior when the workload says how many training rows there are: a start-up cost
+(importing the framework, loading data) plus a cost per row and epoch. Measured on the
+reference ranker on this project's 2-core machines: about 7 CPU-s to start and 1.5e-5 CPU-s per
+row and epoch (``synthetic:rows=40000`` at 1 and 4 epochs: 7.5 and 8.9 CPU-s); the per-row
+cost is taken 2.7x higher, since a user's model is often larger than the reference one."""
 SAFETY_FACTOR = 1.25
 REFERENCE_BATCH = 256
 MIN_FIT_OBSERVATIONS = 3
@@ -102,6 +110,16 @@ class CostModel:
             fit=fit,
             fidelities=(min(units), max(units)),
         )
+
+    @classmethod
+    def prior(cls, fidelity: Fidelity, training_rows: int | None) -> CostModel:
+        """What to expect before any job has run: from the data's size when the workload reports
+        it (a start-up cost plus a cost per row and epoch), else the generic prior. The model
+        size is not used: the first jobs' real costs replace the prior within a phase."""
+        if not training_rows:
+            return cls(fidelity)
+        per_unit = training_rows * PRIOR_CPU_SECONDS_PER_ROW
+        return cls(fidelity, cpu_seconds_per_unit=0.0, fit=(PRIOR_START_CPU_SECONDS, per_unit, 0.0))
 
     @property
     def knows_fixed_cost(self) -> bool:

@@ -20,7 +20,7 @@ from rea.events import (
     utc_now,
 )
 from rea.runtime import Runtime
-from rea.workloads import get_workload
+from rea.workloads import get_workload, training_rows_of
 from rea_planner import logic
 from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel, Fidelity
@@ -117,7 +117,8 @@ async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
     campaign = await rt.store.load("campaigns", event.campaign_id, Campaign)
     if campaign is None or campaign.spec is None:
         return CostModel(Fidelity())
-    fidelity = Fidelity.of(get_workload(campaign.spec.workload).schema)
+    workload = get_workload(campaign.spec.workload)
+    fidelity = Fidelity.of(workload.schema)
     cursor = (
         rt.store.results.find(
             {"workload": campaign.spec.workload, "dataset": campaign.spec.dataset, "status": "completed"},
@@ -126,4 +127,7 @@ async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
         .sort("recorded_at", -1)
         .limit(HISTORY_LIMIT)
     )
-    return CostModel.from_history(fidelity, [row async for row in cursor])
+    learned = CostModel.from_history(fidelity, [row async for row in cursor])
+    if learned.observations:
+        return learned
+    return CostModel.prior(fidelity, training_rows_of(workload, campaign.spec.dataset))

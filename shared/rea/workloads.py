@@ -17,7 +17,9 @@ cost model, fidelity and search find knobs by role, never by name. Optional attr
 
 - ``techniques``: a sequence of :class:`~rea.techniques.Technique`, the workload's own ideas,
   ranked beside REA's catalogue;
-- ``example_dataset``: a small dataset spec on which ``rea workloads check`` trains one job.
+- ``example_dataset``: a small dataset spec on which ``rea workloads check`` trains one job;
+- ``training_rows(dataset) -> int | None``: about how many training rows a data set holds,
+  cheaply; the planner's first cost estimates (before any job has run) scale with it.
 """
 
 from __future__ import annotations
@@ -138,6 +140,12 @@ def _registered() -> dict[str, Any]:
 def techniques_of(workload: Workload) -> tuple[Technique, ...]:
     """The techniques a workload ships (none when it declares no ``techniques``)."""
     return tuple(getattr(workload, "techniques", ()))
+
+
+def training_rows_of(workload: Workload, dataset: str) -> int | None:
+    """The workload's cheap estimate of ``dataset``'s training rows, if it gives one."""
+    estimate = getattr(workload, "training_rows", None)
+    return estimate(dataset) if callable(estimate) else None
 
 
 def workload_names() -> list[str]:

@@ -25,7 +25,7 @@ from rea.stack import EmbeddedStack, StackState
 from rea.store import Store
 from rea.workloads import get_workload
 
-from .helpers import campaign_request, eventually, finished, run_rea, submit, where_it_stands
+from .helpers import campaign_request, eventually, finished, first_estimate, run_rea, submit, where_it_stands
 from .test_runbook import campaign_where, publish_with_id
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,7 @@ async def test_a_budget_extension_reaches_exploitation_and_confirmation(
     chances = {"nan": 0.5}
     campaign_id = campaign_where(lambda d: d["baseline"] == ["nan", None], [], chances)
     services.start_services(workers=2, env={"REA_INJECT_FAULTS": json.dumps(chances)})
-    budget = 26  # no history: a 1-epoch job is estimated at 25 CPU-s, so the retry cannot fit
+    budget = round(first_estimate(epochs=1) + 1, 2)  # no history: the baseline's retry cannot fit
     request = campaign_request(
         budget_cpu_seconds=budget,
         auto_approve_cpu_seconds=budget,

@@ -16,7 +16,7 @@ from rea.stack import EmbeddedStack
 from rea.store import Store
 from rea_executor.worker import drawn_fault
 
-from .helpers import campaign_request, eventually, finished, recorded_results, submit
+from .helpers import campaign_request, eventually, finished, first_estimate, recorded_results, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -166,12 +166,13 @@ async def test_a_retry_that_would_overspend_pauses_until_the_budget_is_extended(
     chances = {"nan": 0.5}
     campaign_id = campaign_where(lambda d: d["baseline"] == ["nan", None], [], chances)
     services.start_services(workers=1, env={"REA_INJECT_FAULTS": json.dumps(chances)})
-    # No history, so each 1-epoch job is estimated at 25 CPU-s: the plan (the baseline alone)
-    # fits 26, but its retry after the NaN does not.
+    # No history: the plan (the baseline alone) fits a budget one CPU-s above a job's first
+    # estimate, but its retry after the NaN does not.
+    budget = round(first_estimate(epochs=1) + 1, 2)
     await publish_with_id(
         client,
         campaign_id,
-        campaign_request(budget_cpu_seconds=26, auto_approve_cpu_seconds=26, max_hypotheses=1),
+        campaign_request(budget_cpu_seconds=budget, auto_approve_cpu_seconds=budget, max_hypotheses=1),
     )
 
     state = await client.wait_for(campaign_id, frozenset({"paused_budget"}), 240)
@@ -193,6 +194,6 @@ async def test_a_retry_that_would_overspend_pauses_until_the_budget_is_extended(
     assert state["status"] == "completed", state.get("reasons")
     assert any("budget extended by 30 CPU-s by carol" in notice for notice in state["notices"])
     phase = await client.phase(campaign_id)
-    assert phase is not None and phase["budget_cpu_seconds"] == 56
+    assert phase is not None and phase["budget_cpu_seconds"] == pytest.approx(budget + 30)
     assert phase["spent_cpu_seconds"] <= phase["budget_cpu_seconds"]
     assert state["result"]["baseline"]["job_id"].endswith("-a2")

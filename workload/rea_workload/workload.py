@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from rea.knobs import KnobSchema
-from rea_workload.datasets.spec import spec_error
+from rea_workload.datasets.spec import spec_error, training_rows
 from rea_workload.schema import SCHEMA
 
 
@@ -23,6 +23,9 @@ class RankerWorkload:
 
     def dataset_error(self, dataset: str) -> str | None:
         return spec_error(dataset)
+
+    def training_rows(self, dataset: str) -> int | None:
+        return training_rows(dataset)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rea_workload"]

@@ -12,7 +12,7 @@ from rea.knobs import KnobSchema
 from rea.techniques import Technique
 from rea_autoint.schema import SCHEMA
 from rea_autoint.techniques import TECHNIQUES
-from rea_workload.datasets.spec import spec_error
+from rea_workload.datasets.spec import spec_error, training_rows
 
 
 class AutoIntWorkload:
@@ -28,6 +28,9 @@ class AutoIntWorkload:
 
     def dataset_error(self, dataset: str) -> str | None:
         return spec_error(dataset)
+
+    def training_rows(self, dataset: str) -> int | None:
+        return training_rows(dataset)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rea_autoint"]
