@@ -33,8 +33,8 @@ from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.stack import EmbeddedStack
 from rea.topics import Topics
-from rea.workloads import get_workload
-from rea_bench.search import budgeted_search
+from rea.workloads import get_workload, training_rows_of
+from rea_bench.search import budgeted_search, peer_setup
 from rea_executor.runner import prepare_dataset, run_job
 
 METHODS = ("rea", "optuna", "random")
@@ -74,7 +74,7 @@ class WarmStart:
 @dataclass
 class BenchRun:
     method: str
-    workload: str
+    workload: str  # the dataset spec
     seed: int
     baseline_test_ne: float
     best_test_ne: float
@@ -84,6 +84,7 @@ class BenchRun:
     trials: int
     best_ne_by_seed: list[float]
     baseline_ne_by_seed: list[float]
+    model: str = "ranker"  # the registered workload trained
 
 
 def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
@@ -120,6 +121,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                             partial(run_job, prepare=False),
                             seed,
                             plan.parallel,
+                            training_rows_of(workload, dataset),
                         )
                         config, spent, trials = outcome.best_config, outcome.spent_cpu_seconds, outcome.trials
                     runs.append(confirm.run(method, dataset, seed, baseline, config, spent, trials))
@@ -152,6 +154,9 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     }
     (plan.out / "results.json").write_text(json.dumps(results, indent=2))
     print_table(console, runs, plan)
+    for method in plan.methods:
+        if method != "rea":
+            console.print(f"{method}: {peer_setup(method)}")  # type: ignore[arg-type]
     if warm:
         print_warm_start_table(console, warm, plan)
     (plan.out / "gains.png").write_bytes(plot_gains(runs))
@@ -232,6 +237,7 @@ class Confirmer:
             trials=trials,
             best_ne_by_seed=best,
             baseline_ne_by_seed=base,
+            model=self.plan.workload,
         )
 
 
@@ -317,7 +323,8 @@ class ReaStack:
             "auto_approve_cpu_seconds": plan.budget_cpu_seconds,
             "max_parallel_jobs": plan.parallel,
             "max_hypotheses": 100,
-            "max_exploitation_trials": 1000,  # the budget is the limit, as for the peers
+            "max_exploitation_trials": None,
+            "exploitation_patience": 0,  # the budget is the limit, as for the peers
             "confirm_seeds": 1,
             "baseline": plan.baseline,
             "seed": seed,
@@ -372,6 +379,8 @@ def _job(plan: BenchPlan, dataset: str, name: str, seed: int, config: dict[str, 
 
 def _settings(plan: BenchPlan) -> dict[str, Any]:
     return {
+        "model": plan.workload,
+        "peers": {m: peer_setup(m) for m in plan.methods if m != "rea"},  # type: ignore[arg-type]
         "workloads": plan.workloads,
         "methods": plan.methods,
         "budget_cpu_seconds": plan.budget_cpu_seconds,

@@ -33,7 +33,16 @@ from pydantic import ValidationError
 
 from rea.events import JobSpec
 from rea.ledger import LOG_LIMIT
-from rea.workloads import FAULT_ENV, JobCost, JobError, JobInput, JobOutput, get_workload
+from rea.workloads import (
+    FAULT_ENV,
+    PROGRESS_ENV,
+    EpochRecord,
+    JobCost,
+    JobError,
+    JobInput,
+    JobOutput,
+    get_workload,
+)
 
 OOM_EXIT_CODE = 3
 
@@ -63,6 +72,8 @@ class JobWatch:
     stop_reason: StopReason = "killed"
     stop_message: str = ""
     stopping: threading.Event = field(default_factory=threading.Event)
+    progress: list[EpochRecord] = field(default_factory=list)
+    """The epochs the job reported so far (``REA_PROGRESS_FILE``), for a pruner to read."""
 
     def stop(self, reason: StopReason, message: str) -> None:
         """Ask the runner to kill the job now; it then reports ``reason`` with the CPU it used."""
@@ -90,6 +101,7 @@ def run_job(
         return _failed("error", f"could not prepare dataset {spec.dataset!r}: {problem}")
     with tempfile.TemporaryDirectory(prefix=f"rea-{spec.job_id[:40]}-") as tmp:
         job_path, out_path, log_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "log"
+        progress_path = Path(tmp) / "progress"
         job = JobInput(
             job_id=spec.job_id,
             dataset=spec.dataset,
@@ -99,9 +111,11 @@ def run_job(
         )
         job_path.write_text(job.model_dump_json())
         argv = [*workload.command(), "--job", str(job_path), "--output", str(out_path)]
-        env = {**os.environ, FAULT_ENV: fault} if fault in ("oom", "nan") else None
+        env = {**os.environ, PROGRESS_ENV: str(progress_path)}
+        if fault in ("oom", "nan"):
+            env[FAULT_ENV] = fault
         kill_after = KILL_AFTER_S if fault == "kill" else None
-        ended = _run(argv, log_path, spec.memory_mb, spec.timeout_s, watch, env, kill_after)
+        ended = _run(argv, log_path, spec.memory_mb, spec.timeout_s, watch, env, kill_after, progress_path)
         watch.log = _tail(log_path, LOG_LIMIT)
         stderr = watch.log[-2000:]
         output = _read_output(out_path)
@@ -155,6 +169,7 @@ def _run(
     watch: JobWatch,
     env: dict[str, str] | None = None,
     kill_after_s: float | None = None,
+    progress_path: Path | None = None,
 ) -> Exit:
     """Run ``argv`` in its own session under the limits; reap it with ``wait4`` for its usage."""
     started = time.monotonic()
@@ -181,6 +196,8 @@ def _run(
             break
         peak_kb = max(peak_kb, _high_water_kb(proc.pid))
         watch.cpu_seconds = max(watch.cpu_seconds, _cpu_so_far(proc.pid))
+        if progress_path is not None:
+            watch.progress = _progress(progress_path, watch.progress)
         if watch.stopping.is_set():
             stopped = True
             os.killpg(proc.pid, signal.SIGKILL)
@@ -199,6 +216,20 @@ def _run(
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # leave no stray grandchildren behind
     return Exit(proc.returncode, usage, time.monotonic() - started, timed_out, peak_kb / 1024, stopped)
+
+
+def _progress(path: Path, known: list[EpochRecord]) -> list[EpochRecord]:
+    """The epochs the job reported so far; ``known`` when nothing new (or nothing readable) came."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return known
+    if len(lines) <= len(known):
+        return known
+    try:
+        return [*known, *(EpochRecord.model_validate_json(line) for line in lines[len(known) :])]
+    except ValueError:  # a line half written: read it next time
+        return known
 
 
 def _cpu_so_far(pid: int) -> float:

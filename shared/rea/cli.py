@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import itertools
 import json
@@ -53,10 +54,11 @@ from rea.events import (
     ProposalAccepted,
     new_id,
 )
+from rea.knobs import Role
 from rea.ledger import LOG_LIMIT, JobRun
 from rea.settings import Settings
 from rea.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
-from rea.workloads import get_workload
+from rea.workloads import get_workload, workload_names
 
 app = typer.Typer(help="REA, the Ranking Engineer Agent.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -351,16 +353,22 @@ def status(
     ] = False,
     wide: Annotated[bool, typer.Option("--wide", help="Show full campaign ids in the list.")] = False,
     watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Follow the campaign live until it ends (Ctrl-C stops).")
+        bool,
+        typer.Option(
+            "--watch", "-w", help="Follow the campaign live until it ends, or every campaign (Ctrl-C stops)."
+        ),
     ] = False,
 ) -> None:
     """List campaigns (id, name, status, phase, spend against budget, best gain so far), or show
     one campaign's plan, jobs and budget; --watch follows one live."""
     if watch:
-        if campaign_id is None or as_json:
-            console.print("[red]--watch follows one campaign: give its ID, and no --json[/red]")
+        if as_json:
+            console.print("[red]--watch is a live view for people: leave out --json[/red]")
             raise typer.Exit(2)
-        _watch(campaign_id)
+        if campaign_id is None:
+            _watch_portfolio(show_all, wide)
+        else:
+            _watch(campaign_id)
         return
     if campaign_id is None:
         _list_campaigns(show_all=show_all, wide=wide, as_json=as_json)
@@ -383,13 +391,51 @@ def status(
     _print_campaign(Console(), state, phases)
 
 
-def _list_campaigns(show_all: bool, wide: bool, as_json: bool) -> None:
-    async def work(client: Client) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], list[str]]:
-        states = await client.campaigns(hidden=() if show_all else HIDDEN_STATUSES)
-        phases = await client.phases_of([state["campaign_id"] for state in states])
-        return states, phases, await client.campaign_ids()
+async def _portfolio(
+    client: Client, show_all: bool
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], list[str]]:
+    states = await client.campaigns(hidden=() if show_all else HIDDEN_STATUSES)
+    phases = await client.phases_of([state["campaign_id"] for state in states])
+    return states, phases, await client.campaign_ids()
 
-    states, phases, every_id = _with_client(Settings(), work)
+
+def portfolio_table(
+    states: list[dict[str, Any]],
+    phases: dict[str, list[dict[str, Any]]],
+    every_id: list[str],
+    show_all: bool,
+    wide: bool,
+) -> Table:
+    """Every campaign at a glance: workload, status, phase, spend against budget, best gain so
+    far, jobs in flight (one row each)."""
+    summaries = [summarize(state, phases[state["campaign_id"]]) for state in states]
+    listed = [summary.campaign_id for summary in summaries]
+    shown = {full: full for full in listed} if wide else short_ids(listed, every_id)
+    table = Table(caption=None if show_all else "rejected and cancelled campaigns hidden (--all shows them)")
+    table.add_column("id", no_wrap=True, min_width=max((len(cut) for cut in shown.values()), default=2))
+    table.add_column("name")
+    table.add_column("workload", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("CPU-s spent / budget", justify="right", no_wrap=True)
+    table.add_column("best", justify="right", no_wrap=True)
+    table.add_column("in flight", justify="right", no_wrap=True)
+    for summary in summaries:
+        table.add_row(
+            shown[summary.campaign_id],
+            escape(summary.name),
+            escape(summary.workload),
+            summary.status,
+            summary.phase or "",
+            _spend(summary),
+            format_gain(summary.best),
+            str(summary.in_flight) if summary.in_flight else "",
+        )
+    return table
+
+
+def _list_campaigns(show_all: bool, wide: bool, as_json: bool) -> None:
+    states, phases, every_id = _with_client(Settings(), lambda client: _portfolio(client, show_all))
     if as_json:
         print(json.dumps(states, default=str))
         return
@@ -397,26 +443,22 @@ def _list_campaigns(show_all: bool, wide: bool, as_json: bool) -> None:
         hidden = "" if show_all else " (rejected and cancelled ones are hidden; --all shows them)"
         console.print(f"No campaigns{hidden}.")
         return
-    summaries = [summarize(state, phases[state["campaign_id"]]) for state in states]
-    listed = [summary.campaign_id for summary in summaries]
-    shown = {full: full for full in listed} if wide else short_ids(listed, every_id)
-    table = Table(caption=None if show_all else "rejected and cancelled campaigns hidden (--all shows them)")
-    table.add_column("id", no_wrap=True, min_width=max(len(cut) for cut in shown.values()))
-    table.add_column("name")
-    table.add_column("status", no_wrap=True)
-    table.add_column("phase", no_wrap=True)
-    table.add_column("CPU-s spent / budget", justify="right", no_wrap=True)
-    table.add_column("best", justify="right", no_wrap=True)
-    for summary in summaries:
-        table.add_row(
-            shown[summary.campaign_id],
-            escape(summary.name),
-            summary.status,
-            summary.phase or "",
-            _spend(summary),
-            format_gain(summary.best),
-        )
-    Console().print(table)
+    Console().print(portfolio_table(states, phases, every_id, show_all, wide))
+
+
+def _watch_portfolio(show_all: bool, wide: bool) -> None:
+    """Every campaign live, from MongoDB about twice a second, until Ctrl-C."""
+    out = Console()
+
+    async def work(client: Client) -> None:
+        with Live(console=out, auto_refresh=False) as live:
+            while True:
+                states, phases, every_id = await _portfolio(client, show_all)
+                live.update(portfolio_table(states, phases, every_id, show_all, wide), refresh=True)
+                await asyncio.sleep(WATCH_POLL_S)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_client(Settings(), work)
 
 
 def _cpu(seconds: float) -> str:
@@ -904,6 +946,7 @@ def bench(
     workload: Annotated[
         list[str], typer.Option("--workload", help="Dataset spec to benchmark on (repeat for several).")
     ],
+    model: Annotated[str, typer.Option(help="The registered workload (model) to improve.")] = "ranker",
     methods: Annotated[str, typer.Option(help="Comma-separated: rea, optuna, random.")] = "rea,optuna,random",
     budget_cpu_seconds: Annotated[
         float, typer.Option(help="CPU seconds each method may spend per run.")
@@ -912,7 +955,9 @@ def bench(
     out: Annotated[Path, typer.Option(help="Folder for results.json and gains.png.")] = Path("bench-results"),
     confirm_seeds: Annotated[int, typer.Option(help="Seeds each chosen config is confirmed on.")] = 3,
     parallel: Annotated[int, typer.Option(help="Jobs at a time, for every method.")] = 2,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs of every job (the fidelity).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs of every job (the fidelity), by the epochs role.")
+    ] = None,
     warm_start: Annotated[
         bool,
         typer.Option(
@@ -929,7 +974,17 @@ def bench(
     from rea.processes import exit_on_interrupt
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command prints its own progress
+    try:
+        schema = get_workload(model).schema
+    except KeyError as exc:
+        console.print(f"[red]unknown model {model!r}; registered: {', '.join(workload_names())}[/red]")
+        raise typer.Exit(2) from exc
+    epochs_knob = schema.roles().get(Role.EPOCHS)
+    if epochs is not None and epochs_knob is None:
+        console.print(f"[red]{model} declares no epochs knob; leave --epochs out[/red]")
+        raise typer.Exit(2)
     plan = BenchPlan(
+        workload=model,
         workloads=workload,
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         budget_cpu_seconds=budget_cpu_seconds,
@@ -937,7 +992,7 @@ def bench(
         out=out,
         confirm_seeds=confirm_seeds,
         parallel=parallel,
-        baseline={} if epochs is None else {"epochs": epochs},
+        baseline={} if epochs is None or epochs_knob is None else {epochs_knob: epochs},
         warm_start=warm_start,
     )
     try:

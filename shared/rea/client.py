@@ -268,6 +268,8 @@ class CampaignSummary:
     budget_cpu_seconds: float | None
     best: Best | None
     updated_at: str
+    workload: str = ""
+    in_flight: int = 0
 
 
 def _unrecorded(campaign: Doc, phases: list[Doc]) -> list[Doc]:
@@ -356,6 +358,8 @@ def summarize(campaign: Doc, phases: list[Doc]) -> CampaignSummary:
         budget_cpu_seconds=budget_cpu_seconds(campaign),
         best=best_so_far(job_records(campaign, phases)),
         updated_at=str(campaign.get("updated_at", ""))[:19],
+        workload=str(request.get("workload", "ranker")),
+        in_flight=len(jobs_in_flight(phases)),
     )
 
 

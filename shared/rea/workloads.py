@@ -12,6 +12,11 @@ the process writes a :class:`JobOutput` to ``RESULT_JSON`` and exits 0 — or ex
 For resilience drills a worker may set ``REA_INJECT_FAULT`` to ``oom`` or ``nan`` in the job's
 environment; a workload that honours it fails that way through its real detection paths.
 
+Progress: the runner names a file in ``REA_PROGRESS_FILE``; a workload that appends one
+:class:`EpochRecord` as a JSON line to it at the end of each epoch (:func:`report_epoch`) lets
+a search stop an unpromising job early (a pruner fed per-epoch validation NE). A workload that
+does not is simply never stopped early.
+
 Knobs should declare their :class:`~rea.knobs.Role` where one fits: REA's techniques, runbook,
 cost model, fidelity and search find knobs by role, never by name. Optional attributes:
 
@@ -24,6 +29,7 @@ cost model, fidelity and search find knobs by role, never by name. Optional attr
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -35,6 +41,7 @@ from rea.techniques import Technique
 
 ENTRY_POINT_GROUP = "rea.workloads"
 FAULT_ENV = "REA_INJECT_FAULT"
+PROGRESS_ENV = "REA_PROGRESS_FILE"
 
 
 @runtime_checkable
@@ -72,6 +79,14 @@ class EpochRecord(BaseModel):
     epoch: int
     train_loss: float
     val_ne: float
+
+
+def report_epoch(record: EpochRecord) -> None:
+    """Append one epoch's record to the progress file the runner named, if it named one."""
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "a") as progress:
+            progress.write(record.model_dump_json() + "\n")
 
 
 class JobError(BaseModel):

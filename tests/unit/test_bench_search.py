@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from rea_bench import BenchRun, summarize
-from rea_bench.search import budgeted_search, search_space
+from rea_bench.search import budgeted_search, peer_setup, search_space
 
 from rea.events import JobSpec
-from rea.workloads import JobCost, JobOutput, SplitMetrics, get_workload
+from rea.workloads import EpochRecord, JobCost, JobError, JobOutput, SplitMetrics, get_workload
+from rea_executor.runner import JobWatch
 
 SCHEMA = get_workload("ranker").schema
 BASELINE = SCHEMA.resolve({"epochs": 1})
@@ -31,7 +32,7 @@ class FakeRunner:
         self.configs: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, spec: JobSpec) -> JobOutput:
+    def __call__(self, spec: JobSpec, watch: JobWatch | None = None) -> JobOutput:
         with self.lock:
             self.configs.append(spec.config)
         ne = 0.8 + abs(spec.config["learning_rate"] - 0.01)
@@ -60,6 +61,49 @@ def test_search_stays_within_the_budget_and_starts_from_the_baseline(sampler: st
     assert outcome.failed == 0
     assert outcome.best_validation_ne == min(0.8 + abs(c["learning_rate"] - 0.01) for c in runner.configs)
     assert all(config["epochs"] == 1 for config in runner.configs)  # the fidelity is the baseline's
+
+
+class EpochRunner:
+    """Three epochs of ``EPOCH_S`` each, one CPU-s apiece, each reported as it ends; validation NE
+    is best at learning_rate 0.01 and a little lower every epoch. A stopped job is charged the
+    epochs it ran."""
+
+    EPOCH_S = 0.3
+
+    def __init__(self) -> None:
+        self.stopped = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, spec: JobSpec, watch: JobWatch | None = None) -> JobOutput:
+        watch = watch or JobWatch()
+        ne = 0.8 + abs(spec.config["learning_rate"] - 0.01)
+        for epoch in range(1, 4):
+            if watch.stopping.wait(self.EPOCH_S):
+                with self.lock:
+                    self.stopped += 1
+                cost = JobCost(cpu_seconds=epoch - 1.0, wall_seconds=1.0, peak_rss_mb=10)
+                return JobOutput(status="failed", cost=cost, error=JobError(kind="killed", message="stopped"))
+            watch.progress = [
+                *watch.progress,
+                EpochRecord(epoch=epoch, train_loss=0.5, val_ne=ne + 0.01 * (3 - epoch)),
+            ]
+        metrics = SplitMetrics(ne=ne, auc=0.7, logloss=0.5, rows=10)
+        return JobOutput(
+            status="ok",
+            validation=metrics,
+            test=metrics,
+            cost=JobCost(cpu_seconds=3.0, wall_seconds=1.0, peak_rss_mb=10),
+        )
+
+
+def test_optuna_prunes_unpromising_jobs_on_their_per_epoch_validation_ne() -> None:
+    runner = EpochRunner()
+    outcome = budgeted_search("optuna", SCHEMA, BASELINE, 40.0, make_job, runner, seed=3, parallel=2)
+    assert runner.stopped >= 1  # some jobs were stopped early, and only what they ran is charged
+    assert outcome.spent_cpu_seconds <= 40.0
+    assert outcome.failed == 0  # a pruned trial is not a failure
+    assert peer_setup("optuna").startswith("TPESampler, SuccessiveHalvingPruner(")
+    assert peer_setup("random").startswith("RandomSampler, no pruner; optuna ")
 
 
 def test_a_budget_below_one_job_runs_nothing_and_says_so() -> None:

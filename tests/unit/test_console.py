@@ -375,6 +375,18 @@ def test_the_watch_frame_shows_jobs_in_flight_budget_and_best() -> None:
     assert "combination-dcn_v2+ln-s0" in text and "waiting for a worker" in text
 
 
+def test_the_portfolio_shows_each_campaigns_workload_spend_best_and_jobs_in_flight() -> None:
+    other = campaign(
+        campaign_id="f" * 32, spec={**campaign()["spec"], "workload": "autoint", "name": "towers"}
+    )
+    states = [campaign(), other]
+    phases = {CAMPAIGN: PHASES, "f" * 32: []}
+    text = render(cli.portfolio_table(states, phases, [CAMPAIGN, "f" * 32], show_all=False, wide=False))
+    mine, theirs = (line for line in text.splitlines() if "towers" in line or "crosses" in line)
+    assert "ranker" in mine and "84.5 / 600" in mine and "+3.2%" in mine and mine.rstrip(" │").endswith("2")
+    assert "autoint" in theirs and "ffffffff" in theirs
+
+
 # ---- commands against a fake client ---------------------------------------------------------
 
 

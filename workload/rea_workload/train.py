@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from rea.workloads import FAULT_ENV, Diagnostics, EpochRecord, JobError, JobInput, JobOutput
+from rea.workloads import FAULT_ENV, Diagnostics, EpochRecord, JobError, JobInput, JobOutput, report_epoch
 from rea_workload.batches import batches
 from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.loader import load_splits
@@ -70,6 +70,7 @@ def fit(splits: Splits, config: RankerConfig, seed: int, diagnose: bool = False)
             validation = splits.validation
             val_ne = normalized_entropy(validation.labels, predict(model, validation))
             history.append(EpochRecord(epoch=epoch, train_loss=train_loss, val_ne=val_ne))
+            report_epoch(history[-1])
             print(f"epoch {epoch}: train_loss={train_loss:.4f} val_ne={val_ne:.4f}", file=sys.stderr)
         train_rows = data.take(np.arange(min(len(data), TRAIN_EVAL_ROWS)))
         evaluated = {"train": train_rows, "validation": splits.validation, "test": splits.test}

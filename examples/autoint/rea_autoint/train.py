@@ -15,7 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rea.workloads import FAULT_ENV, Diagnostics, EpochRecord, JobError, JobInput, JobOutput, ModelFootprint
+from rea.workloads import (
+    FAULT_ENV,
+    Diagnostics,
+    EpochRecord,
+    JobError,
+    JobInput,
+    JobOutput,
+    ModelFootprint,
+    report_epoch,
+)
 from rea_autoint.batches import Batch, batches
 from rea_autoint.metrics import base_rate_entropy, normalized_entropy, split_metrics
 from rea_autoint.model import AutoIntModel
@@ -67,6 +76,7 @@ def fit(splits: Splits, config: AutoIntConfig, seed: int, diagnose: bool = False
                 raise Diverged(f"training loss exploded to {train_loss:.3g} in pass {epoch}")
             val_ne = normalized_entropy(splits.validation.labels, predict(model, splits.validation))
             history.append(EpochRecord(epoch=epoch, train_loss=train_loss, val_ne=val_ne))
+            report_epoch(history[-1])
             print(f"pass {epoch}: train_loss={train_loss:.4f} val_ne={val_ne:.4f}", file=sys.stderr)
         train_rows = data.take(np.arange(min(len(data), TRAIN_EVAL_ROWS)))
         evaluated = {"train": train_rows, "validation": splits.validation, "test": splits.test}
