@@ -4,7 +4,7 @@ They get what REA gets: the same knob schema (every non-fidelity knob, its range
 the same baseline (enqueued as the first trial), the same fidelity (the baseline's epochs and
 data fraction), the same job runner (a subprocess whose CPU seconds the OS measures) and the
 same budget rule as REA's executor — a job is started only if the CPU seconds spent, plus the
-estimates of the jobs in flight, plus its own estimate stay within the budget. Estimates come
+estimates of the jobs in flight, plus its own config's estimate stay within the budget. Estimates come
 from the same cost model REA's planner uses: its prior from the data's size, then learned from
 the jobs run so far.
 
@@ -119,6 +119,7 @@ def budgeted_search(
     spent = 0.0
     failed = 0
     running: dict[Future[JobOutput], InFlight] = {}
+    waiting: optuna.Trial | None = None
 
     def settled() -> bool:
         return all(future.done() for future in running)
@@ -130,16 +131,22 @@ def budgeted_search(
             if not costs.observations:
                 costs = CostModel.prior(Fidelity.of(schema), training_rows)
             while len(running) < parallel:
-                estimate = costs.estimate(baseline)
+                # The next trial's own config is estimated (a small batch costs more), as REA's
+                # executor does; one that does not fit waits for running jobs to free budget.
+                if waiting is None:
+                    waiting = study.ask(space)
+                config = {**baseline, **waiting.params}
+                estimate = costs.estimate(config)
                 reserved = sum(job.estimate for job in running.values())
                 if spent + reserved + estimate > budget_cpu_seconds:
                     break
-                trial = study.ask(space)
-                config = {**baseline, **trial.params}
                 watch = JobWatch()
-                spec = make_job(config, trial.number)
-                running[pool.submit(run_job, spec, watch=watch)] = InFlight(trial, estimate, watch)
+                spec = make_job(config, waiting.number)
+                running[pool.submit(run_job, spec, watch=watch)] = InFlight(waiting, estimate, watch)
+                waiting = None
             if not running:
+                if waiting is not None:  # asked but never affordable: not a trial that ran
+                    study.tell(waiting, state=optuna.trial.TrialState.FAIL)
                 break
             done, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
             for job in running.values():
