@@ -131,7 +131,10 @@ def on_phase_started(
     return Decision(*schedule(fresh, event, room))
 
 
-def on_job_started(state: PhaseExecution | None, event: JobStarted) -> Decision[PhaseExecution]:
+def on_job_started(
+    state: PhaseExecution | None, event: JobStarted, room: int | None = None
+) -> Decision[PhaseExecution]:
+    """Note that a worker took the job (``room`` is unused: a start submits nothing)."""
     job = state.job(event.payload.job_id) if state else None
     if state is None or job is None or job.status != "submitted":
         return Decision()

@@ -863,3 +863,17 @@ def test_with_no_room_a_phase_records_but_submits_until_it_is_granted_slots() ->
     assert granted.state.tenant("k").pending_costs == (10.0,)
     paused = granted.state.model_copy(update={"status": "paused"})
     assert logic.on_slots_granted(paused, grant) == Decision()  # a paused phase takes no share
+
+
+def test_every_decision_the_service_wires_takes_the_phases_room() -> None:
+    """With workers shared, the service applies each event with ``room=0`` and grants slots
+    after: a decision that did not take ``room`` would dead-letter its events."""
+    import inspect
+
+    from rea_executor import service
+
+    source = inspect.getsource(service.wire)
+    wired = {name for name in dir(logic) if name.startswith("on_") and f"logic.{name}" in source}
+    assert {"on_phase_started", "on_job_started", "on_job_finished", "on_failure_declared"} <= wired
+    for name in wired - {"on_slots_granted"}:  # the share-out's own decision carries its grant
+        assert "room" in inspect.signature(getattr(logic, name)).parameters, name
