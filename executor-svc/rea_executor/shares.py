@@ -9,8 +9,10 @@ estimated CPU seconds over its weight, so over time each campaign's share of wor
 its share of the budgets, and no campaign starves: every grant to the others raises their pass
 until the waiting one is lowest.
 
-A phase that starts joins at the lowest pass among the running tenants (``joining_pass``): it
-is neither owed the time it was absent nor charged for it. Slots are the live workers
+A campaign's pass carries over from one of its phases to the next (``joining_pass``), so over
+its life a campaign's CPU follows its budget share: one resumed after a pause is granted first
+until it has caught up. A campaign's first phase joins at the lowest pass among the running
+tenants: it is owed nothing for arriving late. Slots are the live workers
 (``capacity``); a job submitted but not yet started holds its slot, so the job queue stays as
 short as the pool and a grant takes effect at once. Without a count of workers (``None``)
 nothing is shared: every phase submits up to its own parallelism, as a single campaign does.
@@ -36,8 +38,13 @@ class Tenant:
     max_parallel: int
 
 
-def joining_pass(tenants: list[Tenant]) -> float:
-    """Where a phase that starts now joins: the lowest pass of the running tenants (0 if none)."""
+def joining_pass(tenants: list[Tenant], campaigns_pass: float | None = None) -> float:
+    """Where a phase that starts now joins: where its campaign's last phase left off, so short
+    phases (an exploitation round) do not reset a campaign's account; a campaign's first phase
+    joins at the lowest pass of the running tenants (0 if none), owed nothing for having
+    arrived late."""
+    if campaigns_pass is not None:
+        return campaigns_pass
     return min((t.stride_pass for t in tenants), default=0.0)
 
 

@@ -72,6 +72,28 @@ def test_a_small_campaign_is_not_starved() -> None:
     assert ran["small"] >= 2
 
 
-def test_a_phase_joins_at_the_lowest_pass_neither_owed_nor_charged_for_its_absence() -> None:
+def test_a_phase_joins_where_its_campaign_left_off_and_a_new_campaign_at_the_lowest_pass() -> None:
+    running = [tenant("a", stride_pass=7.0), tenant("b", stride_pass=3.0)]
     assert joining_pass([]) == 0.0
-    assert joining_pass([tenant("a", stride_pass=7.0), tenant("b", stride_pass=3.0)]) == 3.0
+    assert joining_pass(running) == 3.0  # a new campaign: owed nothing for arriving late
+    assert joining_pass(running, campaigns_pass=5.0) == 5.0  # its next phase keeps its account
+    assert joining_pass(running, campaigns_pass=1.0) == 1.0
+
+
+def test_weights_hold_when_campaigns_run_as_many_short_phases() -> None:
+    """Each round of two jobs is a phase of its own, which rejoins with its campaign's pass."""
+    weights = {"small": 100.0, "big": 200.0}
+    left = dict.fromkeys(weights, 2)  # jobs left in each campaign's current phase
+    phases = {c: tenant(c, weight=w, pending=2, max_parallel=2) for c, w in weights.items()}
+    ran = dict.fromkeys(weights, 0)
+    for _ in range(300):
+        [chosen] = [k for k, n in grants(list(phases.values()), 1).items() if n]
+        t = phases[chosen]
+        phases[chosen] = replace(t, stride_pass=t.stride_pass + 1.0 / t.weight)
+        ran[chosen] += 1
+        left[chosen] -= 1
+        if not left[chosen]:  # the phase ends; the next one joins where it left off
+            others = [p for k, p in phases.items() if k != chosen]
+            phases[chosen] = replace(t, stride_pass=joining_pass(others, phases[chosen].stride_pass))
+            left[chosen] = 2
+    assert ran["big"] / sum(ran.values()) == pytest.approx(2 / 3, abs=0.02)
