@@ -11,7 +11,10 @@ the jobs run so far.
 Optuna gets its strongest set-up a careful user would pick for a few dozen trials: TPE with a
 successive-halving pruner (ASHA: Li et al., 2020) fed each job's validation NE at the end of
 every epoch, read from the job's progress file while it trains; a pruned job is stopped at once
-and only the CPU it used is charged. Random search runs every job to the end. What each ran is
+and only the CPU it used is charged. Random search runs every job to the end. The budget is a
+hard cap: an estimate can be wrong (a sampled config may be many times the baseline's size), so
+when the CPU spent plus what the running jobs have used so far passes the budget, they are
+stopped, and a stopped job's config does not count as a result. What each ran is
 in :func:`peer_setup`, which the bench prints and records.
 """
 
@@ -151,6 +154,9 @@ def budgeted_search(
             done, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
             for job in running.values():
                 job.report()
+            if spent + sum(job.watch.cpu_seconds for job in running.values()) > budget_cpu_seconds:
+                for job in running.values():  # the budget is a hard cap: what runs past it stops
+                    job.watch.stop("killed", "the budget is spent")
             for future in done:
                 finished = running.pop(future)
                 trial, watch = finished.trial, finished.watch

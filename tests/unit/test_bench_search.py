@@ -106,6 +106,27 @@ def test_optuna_prunes_unpromising_jobs_on_their_per_epoch_validation_ne() -> No
     assert peer_setup("random").startswith("RandomSampler, no pruner; optuna ")
 
 
+class DearRunner(EpochRunner):
+    """Every job but the baseline costs ten times the estimate: the hard cap must stop it."""
+
+    def __call__(self, spec: JobSpec, watch: JobWatch | None = None) -> JobOutput:
+        watch = watch or JobWatch()
+        if spec.job_id == "t-0":
+            return super().__call__(spec, watch)
+        for tick in range(1, 1000):
+            watch.cpu_seconds = 0.5 * tick  # 10 CPU-s a second: 2 between two looks of the search
+            if watch.stopping.wait(0.05):
+                cost = JobCost(cpu_seconds=watch.cpu_seconds, wall_seconds=1.0, peak_rss_mb=10)
+                return JobOutput(status="failed", cost=cost, error=JobError(kind="killed", message="stopped"))
+        raise AssertionError("never stopped")
+
+
+def test_the_budget_is_a_hard_cap_even_when_estimates_are_wrong() -> None:
+    outcome = budgeted_search("random", SCHEMA, BASELINE, 40.0, make_job, DearRunner(), seed=0, parallel=1)
+    assert outcome.spent_cpu_seconds <= 40.0 + 3.0  # stopped within a look or so of the cap
+    assert outcome.best_config == BASELINE  # a stopped job is not a result
+
+
 def test_a_budget_below_one_job_runs_nothing_and_says_so() -> None:
     with pytest.raises(RuntimeError, match="no trial completed"):
         budgeted_search("random", SCHEMA, BASELINE, 1.0, make_job, FakeRunner(2.0), seed=0)
