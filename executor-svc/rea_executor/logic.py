@@ -171,6 +171,9 @@ def on_job_finished(
         update={
             "jobs": jobs,
             "spent_cpu_seconds": state.spent_cpu_seconds + cost,
+            # Shares count what the job really used: its grant advanced the pass by its estimate.
+            "stride_pass": state.stride_pass
+            + (cost - job.spec.estimated_cpu_seconds) / max(state.weight, 1e-9),
             "runbook": _runbook(state, emit),
         }
     )

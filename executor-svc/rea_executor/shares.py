@@ -5,9 +5,9 @@ weight is its campaign's approved budget; a paused phase, or a campaign waiting 
 (no phase yet), is no tenant and takes no share. A worker slot that frees up goes to the tenant
 with the lowest *pass*: the CPU seconds it was granted, divided by its weight (Waldspurger and
 Weihl, Stride Scheduling, 1995). Granting a job advances the tenant's pass by the job's
-estimated CPU seconds over its weight, so over time each campaign's share of worker CPU follows
-its share of the budgets, and no campaign starves: every grant to the others raises their pass
-until the waiting one is lowest.
+estimated CPU seconds over its weight, corrected to what it really used when it ends, so over
+time each campaign's share of worker CPU follows its share of the budgets, and no campaign
+starves: every grant to the others raises their pass until the waiting one is lowest.
 
 A campaign's pass carries over from one of its phases to the next (``joining_pass``), so over
 its life a campaign's CPU follows its budget share: one resumed after a pause is granted first
