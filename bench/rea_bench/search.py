@@ -128,11 +128,10 @@ def budgeted_search(
         return all(future.done() for future in running)
 
     # On an interrupt the pool would wait for its jobs to finish (minutes): kill them first.
+    fidelity = Fidelity.of(schema)
     with ThreadPoolExecutor(parallel) as pool, new_children_killed_on_error(settled):
         while True:
-            costs = CostModel.from_history(Fidelity.of(schema), history)
-            if not costs.observations:
-                costs = CostModel.prior(Fidelity.of(schema), training_rows)
+            costs = CostModel.from_history(fidelity, history, training_rows)
             while len(running) < parallel:
                 # The next trial's own config is estimated (a small batch costs more), as REA's
                 # executor does; one that does not fit waits for running jobs to free budget.

@@ -100,11 +100,15 @@ def wire(rt: Runtime) -> None:
 
     async def on_phase_started(event: PhaseStarted) -> None:
         cancelled = await cancellations.find_one({"_id": event.campaign_id}) is not None
+        # Only the passes of its earlier phases are read; the running phases matter only to a
+        # campaign's first phase.
         earlier = [
-            PhaseExecution.model_validate(doc["state"]).stride_pass
-            async for doc in rt.store.phases.find({"state.campaign_id": event.campaign_id})
+            float(doc["state"].get("stride_pass", 0.0))
+            async for doc in rt.store.phases.find(
+                {"state.campaign_id": event.campaign_id}, {"state.stride_pass": 1}
+            )
         ]
-        tenants = [state.tenant(key) for key, state in await running_phases()]
+        tenants = [] if earlier else [state.tenant(key) for key, state in await running_phases()]
         joining = shares.joining_pass(tenants, max(earlier, default=None))
         decide = partial(logic.on_phase_started, cancelled=cancelled, stride_pass=joining)
         await apply(event, phase_key(event.campaign_id, event.payload.plan.phase), decide)

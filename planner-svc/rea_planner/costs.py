@@ -86,15 +86,18 @@ class CostModel:
     fidelities: tuple[float, float] | None = None  # the lowest and highest fidelity units seen
 
     @classmethod
-    def from_history(cls, fidelity: Fidelity, rows: list[dict[str, Any]]) -> CostModel:
-        """``rows``: past results of one workload with ``config`` and ``cost.cpu_seconds``."""
+    def from_history(
+        cls, fidelity: Fidelity, rows: list[dict[str, Any]], training_rows: int | None = None
+    ) -> CostModel:
+        """``rows``: past results of one workload with ``config`` and ``cost.cpu_seconds``; without
+        any, the prior (:meth:`prior`, from ``training_rows`` when known)."""
         seen = [
             (row["config"], float(row["cost"]["cpu_seconds"]))
             for row in rows
             if row.get("cost") and fidelity.units(row["config"]) > 0
         ]
         if not seen:
-            return cls(fidelity)
+            return cls.prior(fidelity, training_rows)
         rate = sum(cpu / fidelity.units(config) for config, cpu in seen) / len(seen)
         fit = None
         if len(seen) >= MIN_FIT_OBSERVATIONS:

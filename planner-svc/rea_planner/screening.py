@@ -66,9 +66,9 @@ def plan_promotion(campaign: Campaign, records: list[JobRecord], costs: CostMode
     baseline = get_workload(spec.workload).schema.resolve(spec.baseline)
     jobs = [make_job(spec, campaign.campaign_id, None, baseline, costs, VALIDATION, diagnose=True)]
     screened = {j.hypothesis_id: j.config for j in records if kind(j.phase) == SCREENING}
+    epochs = costs.fidelity.epochs
+    assert epochs is not None  # nothing is screened without an epochs knob
     for hypothesis_id in promoted(records):
-        epochs = costs.fidelity.epochs
-        assert epochs is not None  # nothing is screened without an epochs knob
         config = {**screened[hypothesis_id], epochs: baseline[epochs]}
         jobs.append(make_job(spec, campaign.campaign_id, hypothesis_id, config, costs, VALIDATION))
     return plan_of(VALIDATION, jobs)

@@ -127,7 +127,5 @@ async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
         .sort("recorded_at", -1)
         .limit(HISTORY_LIMIT)
     )
-    learned = CostModel.from_history(fidelity, [row async for row in cursor])
-    if learned.observations:
-        return learned
-    return CostModel.prior(fidelity, training_rows_of(workload, campaign.spec.dataset))
+    rows = [row async for row in cursor]
+    return CostModel.from_history(fidelity, rows, training_rows_of(workload, campaign.spec.dataset))

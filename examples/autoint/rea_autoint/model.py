@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rea_autoint.batches import Batch
 from rea_autoint.schema import AutoIntConfig
+from rea_workload.batches import Batch
 from rea_workload.datasets.data import CtrData
 
 

@@ -25,10 +25,10 @@ from rea.workloads import (
     ModelFootprint,
     report_epoch,
 )
-from rea_autoint.batches import Batch, batches
 from rea_autoint.metrics import base_rate_entropy, normalized_entropy, split_metrics
 from rea_autoint.model import AutoIntModel
 from rea_autoint.schema import AutoIntConfig
+from rea_workload.batches import Batch, batches
 from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.loader import load_splits
 from rea_workload.datasets.splits import Splits, subsample
