@@ -28,6 +28,9 @@ from rea.workloads import get_workload
 from .helpers import campaign_request, eventually, finished, first_estimate, run_rea, submit, where_it_stands
 from .test_runbook import campaign_where, publish_with_id
 
+# The ranker's first catalogue hypotheses: what a 2-hypothesis campaign validates.
+LEADING = ("dcn_v2", "dcn_v2_low_rank", "fm")
+
 pytestmark = pytest.mark.e2e
 
 
@@ -42,7 +45,13 @@ async def test_a_budget_extension_reaches_exploitation_and_confirmation(
     pauses in validation; extended, it runs every later phase within the new cap. The NaN leaves
     the reported baseline as requested (the runbook retries a baseline unchanged first)."""
     chances = {"nan": 0.5}
-    campaign_id = campaign_where(lambda d: d["baseline"] == ["nan", None], [], chances)
+
+    def wanted(draws: dict[str, list[str | None]]) -> bool:
+        """The baseline fails once; the leading hypotheses run clean after the extension, so one of
+        them can beat the baseline (a campaign nothing improves ends without confirmation)."""
+        return draws["baseline"] == ["nan", None] and all(draws[f"{h}@2"][0] is None for h in LEADING)
+
+    campaign_id = campaign_where(wanted, [], chances, second_round=LEADING)
     services.start_services(workers=2, env={"REA_INJECT_FAULTS": json.dumps(chances)})
     budget = round(first_estimate(epochs=1) + 1, 2)  # no history: the baseline's retry cannot fit
     request = campaign_request(

@@ -23,15 +23,18 @@ pytestmark = pytest.mark.e2e
 FAILURE_OF = {"oom": "oom", "nan": "nan", "kill": "killed"}
 
 
-def campaign_where(wanted: Any, hypotheses: list[str], chances: dict[str, float]) -> str:
-    """A campaign id whose deterministic fault draws (job ids derive from it) satisfy ``wanted``."""
+def campaign_where(
+    wanted: Any, hypotheses: list[str], chances: dict[str, float], second_round: tuple[str, ...] = ()
+) -> str:
+    """A campaign id whose deterministic fault draws (job ids derive from it) satisfy ``wanted``:
+    draws by name for the first validation round, and by ``name@2`` for ``second_round``'s names."""
     for _ in range(10_000):
         campaign_id = new_id()
+        rounds = [("validation", name, name) for name in ["baseline", *hypotheses]]
+        rounds += [("validation-2", f"{name}@2", name) for name in second_round]
         draws = {
-            name: [
-                drawn_fault(chances, f"{campaign_id}-validation-{name}-s0{suffix}") for suffix in ("", "-a2")
-            ]
-            for name in ["baseline", *hypotheses]
+            key: [drawn_fault(chances, f"{campaign_id}-{phase}-{name}-s0{suffix}") for suffix in ("", "-a2")]
+            for phase, key, name in rounds
         }
         if wanted(draws):
             return campaign_id
