@@ -33,7 +33,7 @@ from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.stack import EmbeddedStack
 from rea.topics import Topics
-from rea.workloads import get_workload, training_rows_of
+from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_bench.search import budgeted_search, peer_setup
 from rea_executor.runner import prepare_dataset, run_job
 
@@ -122,6 +122,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                             seed,
                             plan.parallel,
                             training_rows_of(workload, dataset),
+                            partial(parameters_of, workload, dataset=dataset),
                         )
                         config, spent, trials = outcome.best_config, outcome.spent_cpu_seconds, outcome.trials
                     runs.append(confirm.run(method, dataset, seed, baseline, config, spent, trials))

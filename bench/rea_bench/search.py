@@ -32,7 +32,7 @@ from rea.knobs import KnobSchema
 from rea.processes import new_children_killed_on_error
 from rea.workloads import JobOutput
 from rea_executor.runner import JobWatch
-from rea_planner.costs import CostModel, Fidelity
+from rea_planner.costs import CostModel, Fidelity, ParameterCount
 from rea_planner.exploitation import search_space
 
 RunJob = Callable[..., JobOutput]
@@ -111,8 +111,11 @@ def budgeted_search(
     seed: int,
     parallel: int = 2,
     training_rows: int | None = None,
+    parameters: ParameterCount | None = None,
 ) -> SearchOutcome:
-    """Minimise validation NE with ``sampler`` until the budget allows no further job."""
+    """Minimise validation NE with ``sampler`` until the budget allows no further job; before any
+    job has finished, each is priced by the planner's prior from ``training_rows`` and the
+    ``parameters`` of its config's model."""
     study = optuna.create_study(
         direction="minimize", sampler=_sampler(sampler, seed), pruner=_pruner(sampler)
     )
@@ -131,7 +134,7 @@ def budgeted_search(
     fidelity = Fidelity.of(schema)
     with ThreadPoolExecutor(parallel) as pool, new_children_killed_on_error(settled):
         while True:
-            costs = CostModel.from_history(fidelity, history, training_rows)
+            costs = CostModel.from_history(fidelity, history, training_rows, parameters)
             while len(running) < parallel:
                 # The next trial's own config is estimated (a small batch costs more), as REA's
                 # executor does; one that does not fit waits for running jobs to free budget.

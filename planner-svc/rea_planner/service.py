@@ -20,7 +20,7 @@ from rea.events import (
     utc_now,
 )
 from rea.runtime import Runtime
-from rea.workloads import get_workload, training_rows_of
+from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_planner import logic
 from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel, Fidelity
@@ -113,7 +113,8 @@ def wire(rt: Runtime) -> None:
 
 
 async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
-    """Learn job cost from completed jobs of the same workload and dataset in the insights DB."""
+    """Learn job cost from completed jobs of the same workload and dataset in the insights DB;
+    without any, the prior from the data and model sizes the workload reports."""
     campaign = await rt.store.load("campaigns", event.campaign_id, Campaign)
     if campaign is None or campaign.spec is None:
         return CostModel(Fidelity())
@@ -128,4 +129,7 @@ async def cost_model(rt: Runtime, event: Envelope) -> CostModel:
         .limit(HISTORY_LIMIT)
     )
     rows = [row async for row in cursor]
-    return CostModel.from_history(fidelity, rows, training_rows_of(workload, campaign.spec.dataset))
+    dataset = campaign.spec.dataset
+    return CostModel.from_history(
+        fidelity, rows, training_rows_of(workload, dataset), partial(parameters_of, workload, dataset=dataset)
+    )

@@ -24,7 +24,12 @@ cost model, fidelity and search find knobs by role, never by name. Optional attr
   ranked beside REA's catalogue;
 - ``example_dataset``: a small dataset spec on which ``rea workloads check`` trains one job;
 - ``training_rows(dataset) -> int | None``: about how many training rows a data set holds,
-  cheaply; the planner's first cost estimates (before any job has run) scale with it.
+  cheaply; the planner's first cost estimates (before any job has run) scale with it;
+- ``parameters(config, dataset) -> int | None``: the parameter count of the model ``config``
+  builds on ``dataset``, cheaply (no training, no reading the data: by arithmetic over the
+  architecture, as the planner should not need the framework; a model built on torch's
+  ``meta`` device works too) and deterministically, since the planner's decisions ask it for
+  every config they price; None when unknown. The first cost estimates grow with it.
 """
 
 from __future__ import annotations
@@ -161,6 +166,20 @@ def training_rows_of(workload: Workload, dataset: str) -> int | None:
     """The workload's cheap estimate of ``dataset``'s training rows, if it gives one."""
     estimate = getattr(workload, "training_rows", None)
     return estimate(dataset) if callable(estimate) else None
+
+
+def parameters_of(workload: Workload, config: dict[str, Any], dataset: str) -> int | None:
+    """The workload's cheap count of the parameters ``config`` builds on ``dataset``, if it gives
+    one. None too when its count fails (an invalid config, say): a cost estimate is no reason to
+    stop a campaign."""
+    count = getattr(workload, "parameters", None)
+    if not callable(count):
+        return None
+    try:
+        value = count(config, dataset)
+    except Exception:
+        return None
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def workload_names() -> list[str]:

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from rea.client import FINAL_STATUSES, Client
 from rea.events import CampaignRequested, new_id
-from rea.workloads import get_workload, training_rows_of
+from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_planner.costs import CostModel, Fidelity
 
 # Small and fast, but a real training job through the real worker path.
@@ -22,7 +23,8 @@ FAST_DATASET = "synthetic:rows=3000,crosses=1,strength=3"
 def first_estimate(dataset: str = FAST_DATASET, workload: str = "ranker", **baseline: Any) -> float:
     """What the planner estimates a baseline job at before any job has run (no history)."""
     loaded = get_workload(workload)
-    prior = CostModel.prior(Fidelity.of(loaded.schema), training_rows_of(loaded, dataset))
+    rows, size = training_rows_of(loaded, dataset), partial(parameters_of, loaded, dataset=dataset)
+    prior = CostModel.prior(Fidelity.of(loaded.schema), rows, size)
     return prior.estimate(loaded.schema.resolve(baseline))
 
 

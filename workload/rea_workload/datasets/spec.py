@@ -14,6 +14,7 @@ nor numpy and never reads a file; :func:`spec_error` only checks that a path exi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -175,3 +176,27 @@ def training_rows(text: str) -> int | None:
         except (OSError, ValueError):
             return None
     return int(rows * TRAIN_SHARE)
+
+
+@dataclass(frozen=True)
+class FeatureSizes:
+    """What a model's embedding tables and input width follow from: the id count of each
+    single-valued and each multi-valued field (the reserved id 0 included), and the number of
+    dense features."""
+
+    categorical: tuple[int, ...]
+    multi: tuple[int, ...] = ()
+    dense: int = 0
+
+
+def feature_sizes(text: str) -> FeatureSizes | None:
+    """The fields of ``text``'s data, from the spec alone (no data is read): what a workload counts
+    its parameters from. Known for synthetic data; None where the vocabularies are only known
+    once the data is encoded (MovieLens, Criteo and parquet: ids are counted, rare ones dropped)."""
+    try:
+        spec = parse_spec(text)
+    except ValueError:
+        return None
+    if isinstance(spec, SyntheticSpec):
+        return FeatureSizes(categorical=(spec.cardinality + 1,) * spec.fields)
+    return None
