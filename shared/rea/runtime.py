@@ -16,9 +16,10 @@ from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
-from tenacity import AsyncRetrying, stop_after_delay, wait_fixed
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from rea.bus import Bus, make_broker
 from rea.logs import configure_logging
@@ -52,6 +53,25 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> str:
             finally:
                 await admin.close()
     raise AssertionError("unreachable: AsyncRetrying re-raises the last error")
+
+
+async def start_broker(broker: KafkaBroker) -> None:
+    """Connect and start the consumers, waiting out a broker that went away after the topics
+    were ensured (restarted under a starting service): the service waits, it does not exit."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(60),
+        wait=wait_fixed(0.5),
+        retry=retry_if_exception_type(KafkaError),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                await broker.start()
+            except KafkaError:
+                with contextlib.suppress(Exception):
+                    await broker.stop()  # nothing half-started is started twice
+                log.warning("broker_start_retrying")
+                raise
 
 
 @dataclass
@@ -196,7 +216,7 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    await broker.start()
+    await start_broker(broker)
     await runtime.reconcile()
     tasks: list[Task] = [relay.run, partial(runtime.watch_broker, cluster_id), *runtime.tasks]
     running = [asyncio.create_task(task()) for task in tasks]
