@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ class Mode:
     jobs: int
     seconds: float
     shares: dict[str, tuple[float, float]]  # campaign -> (CPU share while all ran, budget share)
+    demand: dict[str, tuple[float, float]]  # campaign -> (share of the window with a job, mean gap s)
 
     @property
     def jobs_per_hour(self) -> float:
@@ -106,6 +108,32 @@ def cpu_in(run: JobRun, start: datetime, end: datetime) -> float:
     return max(0.0, overlap) / (run.finished_at - run.started_at).total_seconds() * run.cpu_seconds
 
 
+def demand_in(runs: list[JobRun], start: datetime, end: datetime) -> tuple[float, float]:
+    """Why a share can fall short of the budget share: the part of the window in which the
+    campaign had a job claimed by a worker (a campaign between rounds has none to be given a
+    slot), and the mean wait from one phase's last job to the next phase's first."""
+    spans = sorted(
+        (r.claimed_at or r.started_at, r.finished_at, r.phase)
+        for r in runs
+        if r.started_at is not None and r.finished_at is not None
+    )
+    busy, reached = 0.0, start
+    by_phase: dict[str, list[tuple[datetime, datetime]]] = {}
+    for begin, finish, phase in spans:
+        assert begin is not None and finish is not None
+        by_phase.setdefault(phase, []).append((begin, finish))
+        begin, finish = max(begin, reached), min(finish, end)
+        if finish > begin:
+            busy += (finish - begin).total_seconds()
+            reached = finish
+    bounds = sorted((min(b for b, _ in ps), max(f for _, f in ps)) for ps in by_phase.values())
+    gaps = [
+        (nxt[0] - last[1]).total_seconds() for last, nxt in itertools.pairwise(bounds) if nxt[0] > last[1]
+    ]
+    window = (end - start).total_seconds()
+    return (busy / window if window > 0 else 0.0, sum(gaps) / len(gaps) if gaps else 0.0)
+
+
 async def measure(bench: Bench, name: str, batch: list[dict[str, Any]], together: bool) -> Mode:
     client = Client(bench.settings, bench.endpoints)
     try:
@@ -122,16 +150,18 @@ async def measure(bench: Bench, name: str, batch: list[dict[str, Any]], together
         await client.close()
     completed = sum(state is not None and state["status"] == "completed" for _, state in finished)
     shares: dict[str, tuple[float, float]] = {}
+    demand: dict[str, tuple[float, float]] = {}
     if together and all(runs.values()):
         start = max(min(r.started_at for r in rs if r.started_at) for rs in runs.values())
         end = min(max(r.finished_at for r in rs if r.finished_at) for rs in runs.values())
         used = {c: sum(cpu_in(r, start, end) for r in rs) for c, rs in runs.items()}
+        demand = {c: demand_in(rs, start, end) for c, rs in runs.items()}
         budgets = {
             c: float(request["budget_cpu_seconds"]) for (c, _), request in zip(finished, batch, strict=True)
         }
         if sum(used.values()) > 0:
             shares = {c: (used[c] / sum(used.values()), budgets[c] / sum(budgets.values())) for c in used}
-    return Mode(name, completed, sum(len(rs) for rs in runs.values()), seconds, shares)
+    return Mode(name, completed, sum(len(rs) for rs in runs.values()), seconds, shares, demand)
 
 
 async def main(unit: float, workers: int) -> None:
@@ -154,9 +184,17 @@ async def main(unit: float, workers: int) -> None:
     if together.shares:
         print_table(
             "Share of worker CPU while all eight ran (at once)",
-            ["campaign", "workload", "budget share", "CPU share", "ratio"],
+            ["campaign", "workload", "budget share", "CPU share", "ratio", "with a job", "gap s"],
             [
-                [c[:8], request["workload"], f"{due:.1%}", f"{share:.1%}", f"{share / due:.2f}"]
+                [
+                    c[:8],
+                    request["workload"],
+                    f"{due:.1%}",
+                    f"{share:.1%}",
+                    f"{share / due:.2f}",
+                    f"{together.demand[c][0]:.0%}",
+                    f"{together.demand[c][1]:.1f}",
+                ]
                 for (c, (share, due)), request in zip(together.shares.items(), batch, strict=True)
             ],
             caption=f"goal: every ratio within 1 +/- {GOAL_SHARE}",

@@ -41,7 +41,6 @@ from rea_executor.state import IN_FLIGHT, PhaseExecution, SlotsGranted, SlotsGra
 
 CONSUMER = "executor"
 CANCELLATIONS = "executor_cancellations"
-QUEUE_DEPTH = 2
 Decide = Callable[..., Decision[PhaseExecution]]
 """A decision of :mod:`rea_executor.logic`: (state, event, room=...) -> Decision."""
 
@@ -64,19 +63,14 @@ def wire(rt: Runtime) -> None:
         rt.relay.kick()
         return applied.decision.state if applied.decision else None
 
-    async def capacity() -> int | None:
-        """Worker slots the campaigns share: the live workers, each with one job queued behind
-        its running one so it never idles waiting for a grant; None (no sharing) without any."""
-        workers = await roster.count()
-        return workers * QUEUE_DEPTH if workers else None
-
     async def apply(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
-        """Apply ``event`` to its phase; when campaigns share the workers, the phase only records
-        it, and a share-out then grants the free slots to whichever phases are owed them."""
-        slots = await capacity()
-        state = await commit(event, key, decide if slots is None else partial(decide, room=0))
-        if slots is not None:
-            await share_out(event, slots)
+        """Apply ``event`` to its phase; when campaigns share the workers (some are on the
+        roster), the phase only records it, and a share-out then grants the free slots to
+        whichever phases are owed them."""
+        workers = await roster.count()
+        state = await commit(event, key, partial(decide, room=0) if workers else decide)
+        if workers:
+            await share_out(event, workers)
         return state
 
     async def running_phases() -> list[tuple[str, PhaseExecution]]:
@@ -85,9 +79,10 @@ def wire(rt: Runtime) -> None:
             async for doc in rt.store.phases.find({"state.status": "running"})
         ]
 
-    async def share_out(cause: Envelope, slots: int) -> None:
+    async def share_out(cause: Envelope, workers: int) -> None:
         running = await running_phases()
-        granted = shares.grants([state.tenant(key) for key, state in running], slots)
+        tenants = [state.tenant(key) for key, state in running]
+        granted = shares.grants(tenants, shares.slots(workers, tenants))
         for key, state in running:
             if granted[key]:
                 grant = SlotsGranted(

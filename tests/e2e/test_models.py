@@ -1,7 +1,8 @@
 """Other people's models and many at once: a campaign on the AutoInt example workload (whose
 knobs share no name with the ranker's) runs end to end with role-bound, workload and
 schema-derived hypotheses and an OOM recovered through its batch-size role; and a portfolio of
-campaigns on two workloads runs at once, every campaign completing and none starved."""
+campaigns on two workloads runs at once, every campaign completing with its budget share of the
+workers' CPU while all run."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def cpu_in(run: JobRun, start: datetime, end: datetime) -> float:
     return max(0.0, overlap) / (run.finished_at - run.started_at).total_seconds() * run.cpu_seconds
 
 
-async def test_a_portfolio_on_two_workloads_completes_and_no_campaign_starves(
+async def test_a_portfolio_on_two_workloads_completes_with_cpu_shared_by_budget(
     services: EmbeddedStack, client: Client, store: Store
 ) -> None:
     services.start_services(workers=2)
@@ -122,8 +123,7 @@ async def test_a_portfolio_on_two_workloads_completes_and_no_campaign_starves(
     assert (end - start).total_seconds() > 30, "the campaigns barely overlapped"
     used = {c: sum(cpu_in(r, start, end) for r in rs) for c, rs in runs.items()}
     weights = {c: budget for c, (_, budget) in zip(ids, portfolio, strict=True)}
-    # No campaign starves while all run. (Shares within 25% of the budget shares is the goal,
-    # not yet met: a smaller campaign has been measured at up to 1.5x its share.)
+    # While all run, each campaign's share of the workers' CPU follows its share of the budgets.
     for c in ids:
         share, due = used[c] / sum(used.values()), weights[c] / sum(weights.values())
-        assert share >= 0.25 * due, (share, due, used, weights)
+        assert abs(share / due - 1) <= 0.25, (share, due, used, weights)

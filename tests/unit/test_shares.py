@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from rea_executor.shares import Tenant, grants, joining_pass
+from rea_executor.shares import Tenant, grants, joining_pass, slots
 
 
 def tenant(key: str, weight: float = 100.0, stride_pass: float = 0.0, in_flight: int = 0, pending: int = 50,
@@ -97,3 +97,11 @@ def test_weights_hold_when_campaigns_run_as_many_short_phases() -> None:
             phases[chosen] = replace(t, stride_pass=joining_pass(others, phases[chosen].stride_pass))
             left[chosen] = 2
     assert ran["big"] / sum(ran.values()) == pytest.approx(2 / 3, abs=0.02)
+
+
+def test_competing_phases_queue_no_job_behind_a_worker_and_a_phase_alone_queues_one_each() -> None:
+    """A queued job runs next on its worker whoever is owed the worker when it frees; a phase
+    alone owes no one, and keeps its workers from waiting on a grant."""
+    assert slots(3, [tenant("a")]) == 6
+    assert slots(3, []) == 6
+    assert slots(3, [tenant("a"), tenant("b")]) == 3
