@@ -426,7 +426,17 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Killed but not yet reaped: an orphan whose new parent (a container's PID 1, often) has not
+    waited for it still answers signal 0, yet nothing of it runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _terminate(pids: list[int], sig: int = signal.SIGTERM, *, strays: bool = False) -> None:

@@ -159,7 +159,9 @@ async def restarted_mid_campaign(env: dict[str, str], stop: str) -> None:
         assert done.returncode == 0, done.stderr
     else:
         assert kill_everything(home) > 0
-        time.sleep(1)
+        deadline = time.monotonic() + 30
+        while StackState.read(home) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     client = up(env)
     try:
