@@ -10,6 +10,7 @@ jobs in flight have stopped (the service asks their workers through the job ledg
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -65,10 +66,11 @@ def _status(
 
 
 def schedule(
-    state: PhaseExecution, cause: Envelope, room: int | None = None
+    state: PhaseExecution, cause: Envelope, room: int | None = None, partitions: Sequence[int | None] = ()
 ) -> tuple[PhaseExecution, list[Envelope]]:
     """Submit pending jobs up to the parallelism limit and within budget; conclude when done.
-    ``room``: at most this many more, the phase's share of the workers now (unlimited: None)."""
+    ``room``: at most this many more, the phase's share of the workers now (unlimited: None);
+    ``partitions``: where to send each, in order (by key past its end)."""
     state = state.model_copy(update={"jobs": [job.model_copy() for job in state.jobs]})
     emit: list[Envelope] = []
     if (
@@ -80,6 +82,7 @@ def schedule(
     if state.status == "running":
         in_flight = sum(job.status in IN_FLIGHT for job in state.jobs)
         limit = state.max_parallel_jobs if room is None else min(state.max_parallel_jobs, in_flight + room)
+        submitted = 0
         for job in state.jobs:
             if job.status != "pending" or in_flight >= limit:
                 continue
@@ -91,10 +94,12 @@ def schedule(
                 )
                 emit.append(PhasePaused(**_follow(cause), payload=_status(state, reason)))
                 break
-            job.status = "submitted"
+            placed = partitions[submitted] if submitted < len(partitions) else None
+            submitted += 1
+            job.status, job.partition = "submitted", placed
             in_flight += 1
             state.stride_pass += job.spec.estimated_cpu_seconds / max(state.weight, 1e-9)
-            emit.append(JobSubmitted(**_follow(cause), payload=job.spec))
+            emit.append(JobSubmitted(**_follow(cause), payload=job.spec, partition=placed))
     if all(job.status in TERMINAL for job in state.jobs):
         state.status = "concluded"
         records = [job.record() for job in state.jobs]
@@ -182,10 +187,11 @@ def on_job_finished(
 
 
 def on_slots_granted(state: PhaseExecution | None, event: SlotsGranted) -> Decision[PhaseExecution]:
-    """A share-out gave this phase room for more jobs: submit up to that many."""
+    """A share-out gave this phase room for more jobs: submit up to that many, each to the
+    partition it was placed on."""
     if state is None or state.status != "running":
         return Decision()
-    return Decision(*schedule(state, event, event.payload.slots))
+    return Decision(*schedule(state, event, event.payload.slots, event.payload.partitions))
 
 
 def on_failure_declared(

@@ -66,8 +66,8 @@ def wire(rt: Runtime) -> None:
     async def apply(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
         """Apply ``event`` to its phase; when campaigns share the workers (some are on the
         roster), the phase only records it, and a share-out then grants the free slots to
-        whichever phases are owed them."""
-        workers = await roster.count()
+        whichever phases are owed them, each job placed on the least busy worker."""
+        workers = await roster.workers()
         state = await commit(event, key, partial(decide, room=0) if workers else decide)
         if workers:
             await share_out(event, workers)
@@ -79,17 +79,26 @@ def wire(rt: Runtime) -> None:
             async for doc in rt.store.phases.find({"state.status": "running"})
         ]
 
-    async def share_out(cause: Envelope, workers: int) -> None:
-        running = await running_phases()
+    async def share_out(cause: Envelope, workers: dict[str, list[int]]) -> None:
+        active = [
+            (str(doc["_id"]), PhaseExecution.model_validate(doc["state"]))
+            async for doc in rt.store.phases.find({"state.status": {"$ne": "concluded"}})
+        ]
+        running = [(key, state) for key, state in active if state.status == "running"]
         tenants = [state.tenant(key) for key, state in running]
-        granted = shares.grants(tenants, shares.slots(workers, tenants))
+        in_flight = [(j.worker, j.partition) for _, s in active for j in s.jobs if j.status in IN_FLIGHT]
+        # Jobs of paused or cancelling phases still run on the workers: they hold their slots.
+        held = len(in_flight) - sum(t.in_flight for t in tenants)
+        granted = shares.grants(tenants, shares.slots(len(workers), tenants) - held)
+        places = shares.placements(workers, in_flight, sum(granted.values()))
         for key, state in running:
             if granted[key]:
+                placed, places = places[: granted[key]], places[granted[key] :]
                 grant = SlotsGranted(
                     event_id=uuid5(NAMESPACE_URL, f"{cause.event_id}|{key}").hex,
                     campaign_id=state.campaign_id,
                     correlation_id=state.correlation_id,
-                    payload=SlotsGrantedPayload(phase=state.phase, slots=granted[key]),
+                    payload=SlotsGrantedPayload(phase=state.phase, slots=granted[key], partitions=placed),
                 )
                 await commit(grant, key, logic.on_slots_granted)
 

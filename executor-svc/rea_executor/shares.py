@@ -28,6 +28,7 @@ Pure functions of the tenants and the capacity, so the executor's decisions stay
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -87,3 +88,29 @@ def grants(tenants: list[Tenant], capacity: int | None) -> dict[str, int]:
         granted[chosen.key] += 1
         free -= 1
     return granted
+
+
+def placements(
+    workers: Mapping[str, Sequence[int]], in_flight: Iterable[tuple[str | None, int | None]], count: int
+) -> list[int | None]:
+    """Where ``count`` new jobs go: each to a job queue partition of the live worker with the
+    fewest jobs, counting those it runs and those already sent to its partitions. A worker's
+    partitions are its queue, so a job sent by key alone may wait behind a busy worker while
+    another idles. ``in_flight``: (worker running it, partition it was sent to) of every job
+    submitted and not finished. None (by key) when no worker has said which partitions it reads.
+    """
+    readers = {w: sorted(ps) for w, ps in sorted(workers.items()) if ps}
+    if not readers:
+        return [None] * count
+    owner = {p: w for w, ps in readers.items() for p in ps}
+    load = dict.fromkeys(readers, 0)
+    for worker, partition in in_flight:
+        holder = worker if worker in load else owner.get(partition) if partition is not None else None
+        if holder is not None:
+            load[holder] += 1
+    placed: list[int | None] = []
+    for _ in range(count):
+        least = min(load, key=lambda w: (load[w], w))
+        load[least] += 1
+        placed.append(readers[least][0])
+    return placed

@@ -26,6 +26,9 @@ class TrackedJob(BaseModel):
     status: JobStatus = "pending"
     output: JobOutput | None = None
     worker: str | None = None
+    partition: int | None = Field(
+        default=None, description="The job queue partition it was sent to, when it was placed."
+    )
     failures: list[str] = Field(
         default_factory=list, description="Failure kinds of this job's earlier attempts."
     )
@@ -92,6 +95,10 @@ def phase_key(campaign_id: str, phase: str) -> str:
 class SlotsGrantedPayload(BaseModel):
     phase: str
     slots: int = Field(ge=0)
+    partitions: list[int | None] = Field(
+        default_factory=list,
+        description="Where each granted job goes (:func:`rea_executor.shares.placements`).",
+    )
 
 
 class SlotsGranted(Envelope):

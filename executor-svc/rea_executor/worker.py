@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import random
 import socket
+from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 
 import structlog
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from rea.events import (
     JobCompleted,
@@ -160,6 +162,8 @@ def wire(rt: Runtime) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(idle.wait(), DRAIN_S)
 
+    roster = WorkerRoster(rt.redis, rt.settings.topic_prefix)
+    reads = QueuePartitions(rt.topics.job_queue, partial(roster.record, worker, ttl))
     # A job may hold the consumer as long as its time limit; past that Kafka would rebalance.
     max_job_ms = int(rt.settings.job_timeout_s * 1000) + 120_000
     rt.bus.subscribe(
@@ -167,9 +171,31 @@ def wire(rt: Runtime) -> None:
         group="workers",
         handlers={JobSubmitted: on_job},
         max_poll_interval_ms=max_job_ms,
+        listener=reads,
     )
     rt.on_stop(drain)
-    rt.background(partial(WorkerRoster(rt.redis, rt.settings.topic_prefix).attend, worker, ttl))
+    rt.background(partial(roster.attend, worker, ttl, reads.partitions))
+
+
+class QueuePartitions(ConsumerRebalanceListener):
+    """The job queue partitions the group gave this worker, told to the roster as soon as they
+    change, so the executor sends jobs to a partition this worker reads when it is the least
+    busy."""
+
+    def __init__(self, topic: str, tell: Callable[[Collection[int]], Awaitable[None]]) -> None:
+        self.topic = topic
+        self.tell = tell
+        self.held: frozenset[int] = frozenset()
+
+    def partitions(self) -> frozenset[int]:
+        return self.held
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        self.held = self.held - {tp.partition for tp in revoked if tp.topic == self.topic}
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self.held = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
+        await self.tell(self.held)
 
 
 def drawn_fault(chances: dict[str, float], job_id: str) -> Fault | None:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -92,8 +93,10 @@ class Bus:
     async def publish(self, event: Envelope) -> None:
         await self.send(self.topics.for_event(event.type), event.key(), encode_event(event))
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        await self.broker.publish(value, topic, key=key)
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        """Publish ``value``; to ``partition`` when the producer placed it (a job sent to a free
+        worker's partition), else to the key's."""
+        await self.broker.publish(value, topic, key=key, partition=partition)
 
     async def dead_letter(
         self, raw: bytes, reason: str, topic: str, partition: int | None = None, offset: int | None = None
@@ -118,9 +121,10 @@ class Bus:
         handlers: Mapping[type[Envelope], Handler],
         *,
         max_poll_interval_ms: int = 300_000,
+        listener: ConsumerRebalanceListener | None = None,
     ) -> None:
         """Consume ``topics`` in consumer group ``group`` (under the topic prefix) and route each
-        event to its handler.
+        event to its handler; ``listener`` hears which partitions the group gives this consumer.
 
         Events of a known type that this consumer has no handler for are skipped: they are
         meant for another consumer of the same topic.
@@ -147,6 +151,7 @@ class Bus:
             ack_policy=AckPolicy.ACK,
             max_poll_interval_ms=max_poll_interval_ms,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            listener=listener,
         )(consume)
 
     def subscribe_batch(

@@ -40,6 +40,10 @@ class Envelope(BaseModel):
         """The Kafka message key: the campaign, so one consumer owns a campaign at a time."""
         return self.campaign_id.encode()
 
+    def placed_partition(self) -> int | None:
+        """The partition its producer chose for it; None: the key's."""
+        return None
+
 
 # ---- payloads -------------------------------------------------------------------------
 
@@ -348,10 +352,19 @@ class JobSubmitted(Envelope):
     type: Literal["job.submitted"] = "job.submitted"
     version: Literal[1] = 1
     payload: JobSpec
+    partition: int | None = Field(
+        default=None,
+        ge=0,
+        description="The job queue partition of the worker it was placed on (the least busy "
+        "when it was submitted); None: by its key.",
+    )
 
     def key(self) -> bytes:
         """Jobs are keyed by job id so they spread over every worker in the group."""
         return self.payload.job_id.encode()
+
+    def placed_partition(self) -> int | None:
+        return self.partition
 
 
 class JobStartedPayload(BaseModel):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 
 import structlog
 from redis.asyncio import Redis
@@ -113,9 +114,11 @@ class JobLeases:
 
 
 class WorkerRoster:
-    """Which job workers are alive: each refreshes a presence key with a TTL, busy or idle, and
-    the executor counts them to share the workers between campaigns. Like a lease, only a
-    liveness aid: a worker that dies drops out of the count within ``ttl``."""
+    """Which job workers are alive and which job queue partitions each reads: each refreshes a
+    presence key with a TTL, busy or idle, holding its partitions, and the executor counts the
+    workers to share them between campaigns and sends a job to a partition of the least busy
+    one. Like a lease, only a liveness aid: a worker that dies drops out within ``ttl``, and a
+    job sent to its partitions meanwhile is read by whoever the group gives them to."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
@@ -124,18 +127,47 @@ class WorkerRoster:
     def _key(self, worker: str) -> str:
         return f"{self.prefix}:worker:{worker}"
 
-    async def attend(self, worker: str, ttl_s: float) -> None:
-        """Keep ``worker`` on the roster until cancelled, then take it off."""
+    async def attend(
+        self, worker: str, ttl_s: float, partitions: Callable[[], Collection[int]] = frozenset
+    ) -> None:
+        """Keep ``worker`` on the roster with the partitions it reads now, until cancelled, then
+        take it off."""
         try:
             while True:
-                try:
-                    await self.redis.set(self._key(worker), "1", px=int(ttl_s * 1000))
-                except RedisError:
-                    log.warning("roster_refresh_failed", worker=worker, exc_info=True)
+                await self.record(worker, ttl_s, partitions())
                 await asyncio.sleep(ttl_s / 3)
         finally:
             with contextlib.suppress(RedisError):
                 await self.redis.delete(self._key(worker))
 
+    async def record(self, worker: str, ttl_s: float, partitions: Collection[int]) -> None:
+        """Say that ``worker`` is alive and reads ``partitions`` (also at once on a rebalance)."""
+        try:
+            await self.redis.set(self._key(worker), json.dumps(sorted(partitions)), px=int(ttl_s * 1000))
+        except RedisError:
+            log.warning("roster_refresh_failed", worker=worker, exc_info=True)
+
+    async def workers(self) -> dict[str, list[int]]:
+        """Every live worker and the job queue partitions it reads (none known yet: empty)."""
+        keys = [key async for key in self.redis.scan_iter(match=self._key("*"), count=1000)]
+        values = await self.redis.mget(keys) if keys else []
+        prefix = self._key("")
+        found: dict[str, list[int]] = {}
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                continue  # expired between the scan and the read
+            name = (key.decode() if isinstance(key, bytes) else str(key)).removeprefix(prefix)
+            found[name] = _partitions(value)
+        return found
+
     async def count(self) -> int:
-        return len([key async for key in self.redis.scan_iter(match=self._key("*"), count=1000)])
+        return len(await self.workers())
+
+
+def _partitions(value: bytes | str) -> list[int]:
+    """A roster entry's partitions; an entry that holds none (or an older worker's "1") is []."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return []
+    return [int(p) for p in parsed] if isinstance(parsed, list) else []

@@ -16,7 +16,7 @@ import structlog
 
 from rea.store import Store
 
-Send = Callable[[str, bytes, bytes], Awaitable[None]]
+Send = Callable[[str, bytes, bytes, int | None], Awaitable[None]]
 
 log = structlog.get_logger()
 
@@ -44,7 +44,8 @@ class OutboxRelay:
             if not pending:
                 return sent
             for entry in pending:
-                await self.send(entry["topic"], bytes(entry["key"]), bytes(entry["value"]))
+                key, value = bytes(entry["key"]), bytes(entry["value"])
+                await self.send(entry["topic"], key, value, entry.get("partition"))
                 await self.store.mark_published([entry["_id"]])
                 sent += 1
                 self.on_published(1)

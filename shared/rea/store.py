@@ -238,6 +238,7 @@ class Store:
                 "position": index,
                 "topic": self.topics.for_event(event.type),
                 "key": event.key(),
+                "partition": event.placed_partition(),
                 "value": encode_event(event),
                 "type": event.type,
                 "campaign_id": event.campaign_id,

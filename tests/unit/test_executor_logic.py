@@ -34,6 +34,8 @@ from rea.events import (
     PhaseStarted,
     PhaseStartedPayload,
     RunbookApplied,
+    encode_event,
+    parse_event,
 )
 from rea.store import Decision
 from rea.workloads import JobCost, JobError, JobOutput, SplitMetrics, get_workload
@@ -863,6 +865,20 @@ def test_with_no_room_a_phase_records_but_submits_until_it_is_granted_slots() ->
     assert granted.state.tenant("k").pending_costs == (10.0,)
     paused = granted.state.model_copy(update={"status": "paused"})
     assert logic.on_slots_granted(paused, grant) == Decision()  # a paused phase takes no share
+
+
+def test_granted_jobs_go_to_the_partitions_they_were_placed_on_and_the_rest_by_key() -> None:
+    state = logic.on_phase_started(None, started([spec(0), spec(1), spec(2)], parallel=3), room=0).state
+    assert state is not None
+    placed = SlotsGrantedPayload(phase="validation", slots=3, partitions=[2, 0])
+    grant = SlotsGranted(**FOLLOW, payload=placed)
+    granted = logic.on_slots_granted(state, grant)
+    assert granted.state is not None
+    sent = [e for e in granted.emit if isinstance(e, JobSubmitted)]
+    assert [(e.payload.job_id, e.partition) for e in sent] == [("job-0", 2), ("job-1", 0), ("job-2", None)]
+    assert [e.placed_partition() for e in sent] == [2, 0, None]
+    assert [j.partition for j in granted.state.jobs] == [2, 0, None]
+    assert parse_event(encode_event(sent[0])) == sent[0]  # the placement travels with the event
 
 
 def test_every_decision_the_service_wires_takes_the_phases_room() -> None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from rea_executor.shares import Tenant, grants, joining_pass, slots
+from rea_executor.shares import Tenant, grants, joining_pass, placements, slots
 
 
 def tenant(key: str, weight: float = 100.0, stride_pass: float = 0.0, in_flight: int = 0, pending: int = 50,
@@ -105,3 +105,14 @@ def test_competing_phases_queue_no_job_behind_a_worker_and_a_phase_alone_queues_
     assert slots(3, [tenant("a")]) == 6
     assert slots(3, []) == 6
     assert slots(3, [tenant("a"), tenant("b")]) == 3
+
+
+def test_jobs_go_to_a_partition_of_the_least_busy_worker() -> None:
+    """A worker's partitions are its queue: a job keyed at random may wait behind a busy worker
+    while another idles. Jobs running count for their worker, jobs sent but not started for
+    the worker that reads their partition."""
+    workers = {"w1": [0, 1], "w2": [2], "new": []}
+    assert placements(workers, [("w1", None)], 1) == [2]
+    assert placements(workers, [(None, 2), (None, 2)], 3) == [0, 0, 0]  # ties: by name
+    assert placements(workers, [("w1", 0), ("gone", 5)], 2) == [2, 0]  # "gone": no longer a worker
+    assert placements({"w": []}, [], 2) == [None, None]  # no worker has said what it reads yet
