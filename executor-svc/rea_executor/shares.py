@@ -23,7 +23,11 @@ larger campaigns got 0.6-0.9 of their share, the smaller up to 1.7). A phase alo
 keeps one job queued per worker, so a worker never waits on a grant. Without a count of
 workers (``None``) nothing is shared: every phase submits up to its own parallelism.
 
-Pure functions of the tenants and the capacity, so the executor's decisions stay replayable.
+Placement (:func:`placements`): each granted job is sent to a partition of the live worker with
+the fewest jobs, so a job does not wait behind a busy worker while another idles.
+
+Pure functions of the tenants, the workers and the capacity, so the executor's decisions stay
+replayable.
 """
 
 from __future__ import annotations

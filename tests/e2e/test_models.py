@@ -95,6 +95,7 @@ def cpu_in(run: JobRun, start: datetime, end: datetime) -> float:
     return max(0.0, overlap) / (run.finished_at - run.started_at).total_seconds() * run.cpu_seconds
 
 
+@pytest.mark.timeout(900)  # four campaigns spend 540 CPU-s on two workers
 async def test_a_portfolio_on_two_workloads_completes_with_cpu_shared_by_budget(
     services: EmbeddedStack, client: Client, store: Store
 ) -> None:
@@ -116,6 +117,11 @@ async def test_a_portfolio_on_two_workloads_completes_with_cpu_shared_by_budget(
     ids = list(await asyncio.gather(*(submit(client, r) for r in requests)))
     states = await asyncio.gather(*(finished(client, c, 900) for c in ids))
     assert [s["status"] for s in states] == ["completed"] * len(ids), [s.get("reasons") for s in states]
+
+    # Each job was sent to a partition of the least busy worker, not to whichever its key picked.
+    phases = [phase for campaign in (await client.phases_of(ids)).values() for phase in campaign]
+    sent = [job for phase in phases for job in phase["jobs"] if job["status"] != "pending"]
+    assert sum(j.get("partition") is not None for j in sent) >= 0.9 * len(sent), sent
 
     runs = {c: [r for r in await store.ledger.of_campaign(c) if r.started_at and r.finished_at] for c in ids}
     start = max(min(r.started_at for r in rs if r.started_at) for rs in runs.values())
