@@ -73,17 +73,14 @@ def wire(rt: Runtime) -> None:
             await share_out(event, workers)
         return state
 
-    async def running_phases() -> list[tuple[str, PhaseExecution]]:
+    async def phases_where(status: object) -> list[tuple[str, PhaseExecution]]:
         return [
             (str(doc["_id"]), PhaseExecution.model_validate(doc["state"]))
-            async for doc in rt.store.phases.find({"state.status": "running"})
+            async for doc in rt.store.phases.find({"state.status": status})
         ]
 
     async def share_out(cause: Envelope, workers: dict[str, list[int]]) -> None:
-        active = [
-            (str(doc["_id"]), PhaseExecution.model_validate(doc["state"]))
-            async for doc in rt.store.phases.find({"state.status": {"$ne": "concluded"}})
-        ]
+        active = await phases_where({"$ne": "concluded"})
         running = [(key, state) for key, state in active if state.status == "running"]
         tenants = [state.tenant(key) for key, state in running]
         in_flight = [(j.worker, j.partition) for _, s in active for j in s.jobs if j.status in IN_FLIGHT]
@@ -112,7 +109,7 @@ def wire(rt: Runtime) -> None:
                 {"state.campaign_id": event.campaign_id}, {"state.stride_pass": 1}
             )
         ]
-        tenants = [] if earlier else [state.tenant(key) for key, state in await running_phases()]
+        tenants = [] if earlier else [state.tenant(key) for key, state in await phases_where("running")]
         joining = shares.joining_pass(tenants, max(earlier, default=None))
         decide = partial(logic.on_phase_started, cancelled=cancelled, stride_pass=joining)
         await apply(event, phase_key(event.campaign_id, event.payload.plan.phase), decide)

@@ -160,9 +160,6 @@ class WorkerRoster:
             found[name] = _partitions(value)
         return found
 
-    async def count(self) -> int:
-        return len(await self.workers())
-
 
 def _partitions(value: bytes | str) -> list[int]:
     """A roster entry's partitions; an entry that holds none (or an older worker's "1") is []."""
