@@ -36,6 +36,7 @@ from rea.topics import Topics
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_bench.search import budgeted_search, peer_setup
 from rea_executor.runner import prepare_dataset, run_job
+from rea_executor.warm import WarmStarts
 
 METHODS = ("rea", "optuna", "random")
 CONFIRMATION_SEED = 10_000
@@ -101,7 +102,8 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             raise ValueError(f"dataset {dataset!r}: {problem}")
     runs: list[BenchRun] = []
     warm: list[WarmStart] = []
-    confirm = Confirmer(plan)
+    zygotes = WarmStarts()  # peers' jobs start warm, as REA's workers start theirs
+    confirm = Confirmer(plan, zygotes)
     stack = ReaStack(plan) if "rea" in plan.methods or plan.warm_start else None
     try:
         for dataset in plan.workloads:
@@ -118,7 +120,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                             baseline,
                             plan.budget_cpu_seconds,
                             partial(_job, plan, dataset, f"{method}-s{seed}", seed),
-                            partial(run_job, prepare=False),
+                            partial(run_job, prepare=False, warm=zygotes),
                             seed,
                             plan.parallel,
                             training_rows_of(workload, dataset),
@@ -144,6 +146,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     finally:
         if stack is not None:
             stack.close()
+        zygotes.close()
     summary = summarize(runs)
     if warm:
         summary.update(summarize_warm_start(warm))
@@ -195,16 +198,17 @@ def summarize_warm_start(warm: list[WarmStart]) -> dict[str, Any]:
 class Confirmer:
     """Each chosen config and the baseline on the same fresh seeds, on the test split."""
 
-    def __init__(self, plan: BenchPlan) -> None:
+    def __init__(self, plan: BenchPlan, warm: WarmStarts | None = None) -> None:
         self.plan = plan
+        self.warm = warm
         self.baselines: dict[str, list[float]] = {}
 
     def test_nes(self, dataset: str, config: dict[str, Any], name: str) -> list[float]:
         seeds = range(CONFIRMATION_SEED, CONFIRMATION_SEED + self.plan.confirm_seeds)
         with new_children_killed_on_error():  # an interrupted job would finish its training
             outputs = [
-                run_job(_job(self.plan, dataset, f"confirm-{name}", seed, config, seed), prepare=False)
-                for seed in seeds
+                run_job(job, prepare=False, warm=self.warm)
+                for job in (_job(self.plan, dataset, f"confirm-{name}", seed, config, seed) for seed in seeds)
             ]
         failed = [o.error.message if o.error else o.status for o in outputs if o.test is None]
         if failed:

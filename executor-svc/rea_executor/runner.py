@@ -5,8 +5,11 @@ usage for the job process and the children it waited for), not from the job's ow
 so every method in a comparison is charged the same way. Peak memory is the job process's
 own high-water mark (``VmHWM``), sampled while it runs.
 
-The job dies with the worker thread that started it (``PR_SET_PDEATHSIG``): a worker killed
-with SIGKILL leaves no training process behind to burn CPU nobody charges. While it runs, a
+A job is a fresh process, started cold (``command()``) or, for a workload that names modules
+to preload, forked from a zygote that imported them (:mod:`rea_executor.warm`), which saves
+the seconds of importing a framework on every job. Either way the job dies with the worker
+that started it: a worker killed with SIGKILL leaves no training process behind to burn CPU
+nobody charges. While it runs, a
 :class:`JobWatch` shares its pid and the CPU it used so far with the worker (which records
 them in the job ledger), and lets the worker stop it (a cancelled campaign, a worker shutting
 down). The job's stdout and stderr are kept, the last ``LOG_LIMIT`` bytes.
@@ -25,10 +28,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
+import structlog
 from pydantic import ValidationError
 
 from rea.events import JobSpec
@@ -43,6 +49,9 @@ from rea.workloads import (
     JobOutput,
     get_workload,
 )
+from rea_executor.warm import Ended, Launch, WarmStarts, Zygote, ZygoteError
+
+log = structlog.get_logger()
 
 OOM_EXIT_CODE = 3
 
@@ -50,7 +59,7 @@ OOM_EXIT_CODE = 3
 @dataclass(frozen=True)
 class Exit:
     code: int
-    usage: resource.struct_rusage
+    cpu_seconds: float
     wall_seconds: float
     timed_out: bool
     peak_rss_mb: float
@@ -83,14 +92,20 @@ class JobWatch:
 
 
 def run_job(
-    spec: JobSpec, fault: Fault | None = None, *, prepare: bool = True, watch: JobWatch | None = None
+    spec: JobSpec,
+    fault: Fault | None = None,
+    *,
+    prepare: bool = True,
+    watch: JobWatch | None = None,
+    warm: WarmStarts | None = None,
 ) -> JobOutput:
     """Blocking: run the job to completion (or its limits) and return what it reported.
 
     ``fault`` is for resilience drills: ``oom`` and ``nan`` ask the job itself to fail that
     way (through its real failure paths), ``kill`` SIGKILLs it one second in. ``prepare=False``
     skips preparing the dataset (the caller knows it is ready). ``watch`` receives the job's
-    pid, CPU so far and output, and can stop it.
+    pid, CPU so far and output, and can stop it. ``warm``: the zygotes to fork the job from
+    when its workload preloads modules (else, or should no zygote start, it starts cold).
     """
     watch = watch or JobWatch()
     try:
@@ -110,17 +125,31 @@ def run_job(
             diagnose=spec.diagnose,
         )
         job_path.write_text(job.model_dump_json())
-        argv = [*workload.command(), "--job", str(job_path), "--output", str(out_path)]
-        env = {**os.environ, PROGRESS_ENV: str(progress_path)}
+        args = ["--job", str(job_path), "--output", str(out_path)]
+        env = {PROGRESS_ENV: str(progress_path)}
         if fault in ("oom", "nan"):
             env[FAULT_ENV] = fault
+        limits = Limits(spec.memory_mb * 1024 * 1024, int(spec.timeout_s) + 1)
         kill_after = KILL_AFTER_S if fault == "kill" else None
-        ended = _run(argv, log_path, spec.memory_mb, spec.timeout_s, watch, env, kill_after, progress_path)
+        start = partial(_start_cold, [*workload.command(), *args], env, log_path, limits)
+        warmable = warm_module(workload)
+        if warm is not None and warmable is not None:
+            module, modules = warmable
+            launch = Launch(
+                module=module,
+                args=args,
+                env=env,
+                log_path=str(log_path),
+                memory_bytes=limits.memory_bytes,
+                cpu_limit_s=limits.cpu_seconds,
+            )
+            start = partial(_start_warm, warm, modules, launch, start)
+        ended = _run(start, spec.timeout_s, watch, kill_after, progress_path)
         watch.log = _tail(log_path, LOG_LIMIT)
         stderr = watch.log[-2000:]
         output = _read_output(out_path)
     cost = JobCost(
-        cpu_seconds=round(ended.usage.ru_utime + ended.usage.ru_stime, 3),
+        cpu_seconds=round(ended.cpu_seconds, 3),
         wall_seconds=round(ended.wall_seconds, 3),
         peak_rss_mb=round(ended.peak_rss_mb, 1),
     )
@@ -155,67 +184,150 @@ def prepare_dataset(workload: str, dataset: str) -> str | None:
     return lines[-1] if lines else f"exit code {done.returncode}"
 
 
+def warm_module(workload: object) -> tuple[str, tuple[str, ...]] | None:
+    """(module, modules to preload) when the workload's jobs can be forked warm: it names the
+    modules to preload, and its command is ``python -m module`` with this interpreter."""
+    preload = getattr(workload, "preload", None)
+    command = getattr(workload, "command", None)
+    if not callable(preload) or not callable(command):
+        return None
+    argv = command()
+    if len(argv) != 3 or argv[:2] != [sys.executable, "-m"]:
+        return None
+    modules = tuple(str(m) for m in preload())
+    return (argv[2], modules) if modules else None
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpu_seconds: int
+    """A backstop should the worker die: the kernel stops the job past this much CPU."""
+
+
+class _Process(Protocol):
+    """A started job, cold or warm, as the runner's loop watches it."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def ended(self, wait: bool = False) -> Ended | None: ...
+
+    def kill(self) -> None: ...
+
+
+@dataclass
+class _Cold:
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ended(self, wait: bool = False) -> Ended | None:
+        pid, status, usage = os.wait4(self.proc.pid, 0 if wait else os.WNOHANG)
+        if not pid:
+            return None
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        return Ended(self.proc.returncode, usage.ru_utime + usage.ru_stime)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@dataclass
+class _Warm:
+    zygote: Zygote
+    pid: int
+
+    def ended(self, wait: bool = False) -> Ended | None:
+        while True:
+            ended = self.zygote.ended(1.0 if wait else 0.0)
+            if ended is not None or not wait:
+                return ended
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
 def _die_with_worker() -> None:
     """In the child, before exec: SIGKILL me when the thread that started me dies."""
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _run(
-    argv: list[str],
-    log_path: Path,
-    memory_mb: int,
-    timeout_s: float,
-    watch: JobWatch,
-    env: dict[str, str] | None = None,
-    kill_after_s: float | None = None,
-    progress_path: Path | None = None,
-) -> Exit:
-    """Run ``argv`` in its own session under the limits; reap it with ``wait4`` for its usage."""
-    started = time.monotonic()
+@contextlib.contextmanager
+def _start_cold(argv: list[str], env: dict[str, str], log_path: Path, limits: Limits) -> Iterator[_Process]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**os.environ, **env},
             start_new_session=True,
             preexec_fn=_die_with_worker,
         )
-    watch.pid = proc.pid
-    limit = memory_mb * 1024 * 1024
-    cpu_limit = int(timeout_s) + 1  # a backstop should this worker die: the kernel stops the job
     with contextlib.suppress(ProcessLookupError):
-        resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
-        resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 5))
-    timed_out = stopped = False
-    peak_kb = 0
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        peak_kb = max(peak_kb, _high_water_kb(proc.pid))
-        watch.cpu_seconds = max(watch.cpu_seconds, _cpu_so_far(proc.pid))
-        if progress_path is not None:
-            watch.progress = _progress(progress_path, watch.progress)
-        if watch.stopping.is_set():
-            stopped = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            _, status, usage = os.wait4(proc.pid, 0)
-            break
-        if kill_after_s is not None and time.monotonic() - started > kill_after_s:
-            os.killpg(proc.pid, signal.SIGKILL)
-            kill_after_s = None
-        if time.monotonic() - started > timeout_s:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            _, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # leave no stray grandchildren behind
-    return Exit(proc.returncode, usage, time.monotonic() - started, timed_out, peak_kb / 1024, stopped)
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        resource.prlimit(proc.pid, resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+    yield _Cold(proc)
+
+
+@contextlib.contextmanager
+def _start_warm(
+    warm: WarmStarts,
+    modules: tuple[str, ...],
+    launch: Launch,
+    cold: Callable[[], contextlib.AbstractContextManager[_Process]],
+) -> Iterator[_Process]:
+    """Fork the job from a zygote; start it cold when no zygote can."""
+    with contextlib.ExitStack() as stack:
+        try:
+            zygote = stack.enter_context(warm.zygote(modules))
+            process: _Process = _Warm(zygote, zygote.launch(launch))
+        except ZygoteError as exc:
+            log.warning("warm_start_failed", modules=list(modules), error=str(exc))
+            process = stack.enter_context(cold())
+        yield process
+
+
+def _run(
+    start: Callable[[], contextlib.AbstractContextManager[_Process]],
+    timeout_s: float,
+    watch: JobWatch,
+    kill_after_s: float | None = None,
+    progress_path: Path | None = None,
+) -> Exit:
+    """Start the job and watch it to its end, its limits or a stop request."""
+    with start() as process:
+        started = time.monotonic()  # a zygote's own start-up is not the job's
+        watch.pid = process.pid
+        timed_out = stopped = False
+        peak_kb = 0
+        while True:
+            ended = process.ended()
+            if ended is not None:
+                break
+            peak_kb = max(peak_kb, _high_water_kb(process.pid))
+            watch.cpu_seconds = max(watch.cpu_seconds, _cpu_so_far(process.pid))
+            if progress_path is not None:
+                watch.progress = _progress(progress_path, watch.progress)
+            if watch.stopping.is_set() or time.monotonic() - started > timeout_s:
+                stopped = watch.stopping.is_set()
+                timed_out = not stopped
+                process.kill()
+                ended = process.ended(wait=True)
+                break
+            if kill_after_s is not None and time.monotonic() - started > kill_after_s:
+                process.kill()
+                kill_after_s = None
+            time.sleep(0.05)
+        process.kill()  # leave no stray grandchildren behind
+    assert ended is not None
+    cpu = max(ended.cpu_seconds, watch.cpu_seconds)
+    return Exit(ended.code, cpu, time.monotonic() - started, timed_out, peak_kb / 1024, stopped)
 
 
 def _progress(path: Path, known: list[EpochRecord]) -> list[EpochRecord]:

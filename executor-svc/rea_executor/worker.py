@@ -1,6 +1,7 @@
 """The job worker: a member of a Kafka consumer group that runs jobs on this machine.
 
-It runs one job at a time, and each job id at most once: the job ledger in MongoDB
+It runs one job at a time (forked warm from a zygote when the workload preloads modules, see
+:mod:`rea_executor.warm`), and each job id at most once: the job ledger in MongoDB
 (:mod:`rea.ledger`) records the claim, the CPU used and the final event, so a redelivered
 or replayed job — after a rebalance, a crash, a broker that lost its log or a whole-stack
 restart — is never trained again; if it had finished, its stored result is sent again
@@ -42,6 +43,7 @@ from rea.settings import Settings
 from rea.workloads import JobCost, JobError, JobOutput
 from rea_executor.runbook import BACKOFF_MAX_S
 from rea_executor.runner import Fault, JobWatch, run_job
+from rea_executor.warm import WarmStarts
 
 log = structlog.get_logger()
 
@@ -57,6 +59,7 @@ def wire(rt: Runtime) -> None:
     current: dict[str, JobWatch] = {}  # the job in progress, so a stop request can reach it
     idle = asyncio.Event()
     idle.set()
+    warm = WarmStarts() if rt.settings.warm_starts else None
 
     async def on_job(event: JobSubmitted) -> None:
         spec = capped(event.payload, rt.settings)
@@ -140,7 +143,7 @@ def wire(rt: Runtime) -> None:
         dataset = (spec.workload, spec.dataset)
         fault = drawn_fault(rt.settings.inject_faults, spec.job_id)
         running = asyncio.create_task(
-            asyncio.to_thread(run_job, spec, fault, prepare=dataset not in prepared, watch=watch)
+            asyncio.to_thread(run_job, spec, fault, prepare=dataset not in prepared, watch=watch, warm=warm)
         )
         while watch.pid is None and not running.done():
             await asyncio.sleep(0.05)
@@ -161,6 +164,8 @@ def wire(rt: Runtime) -> None:
             watch.stop("killed", f"its worker {worker} stopped")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(idle.wait(), DRAIN_S)
+        if warm is not None:
+            await asyncio.to_thread(warm.close)
 
     roster = WorkerRoster(rt.redis, rt.settings.topic_prefix)
     reads = QueuePartitions(rt.topics.job_queue, partial(roster.record, worker, ttl))

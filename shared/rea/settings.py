@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, description="Job workers `rea up` and `rea demo` start.")
     job_timeout_s: float = Field(default=1800.0, description="The longest a worker lets any job run.")
     job_memory_mb: int = Field(default=4096, description="The most memory a worker lets any job use.")
+    warm_starts: bool = Field(
+        default=True,
+        description="Fork jobs from a process that imported the workload's preload modules.",
+    )
     relay_interval_s: float = Field(
         default=1.0, description="How often the outbox relay sweeps for stragglers."
     )

@@ -29,7 +29,12 @@ cost model, fidelity and search find knobs by role, never by name. Optional attr
   builds on ``dataset``, cheaply (no training, no reading the data: by arithmetic over the
   architecture, as the planner should not need the framework; a model built on torch's
   ``meta`` device works too) and deterministically, since the planner's decisions ask it for
-  every config they price; None when unknown. The first cost estimates grow with it.
+  every config they price; None when unknown. The first cost estimates grow with it;
+- ``preload() -> list[str]``: modules worth importing once rather than in every job (the
+  trainer and its framework). A workload whose command is ``python -m MODULE`` and that names
+  them has its jobs forked from a process that imported them (:mod:`rea_executor.warm`):
+  each job is still a fresh process, but does not pay the import. The modules must not start
+  threads when imported, as a process with threads cannot be forked safely.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The job runner: a real subprocess per job, limits enforced and cost measured by the OS.
+"""The job runner: a real process per job, limits enforced and cost measured by the OS.
 
-A tiny fake workload (a Python script written to tmp_path) stands in for the trainer, so
-these tests need no torch and no data.
+A tiny fake workload (a Python module written to tmp_path) stands in for the trainer, so
+these tests need no torch and no data. Every test of the job contract runs twice: with the
+job started cold (``python -m``) and forked warm from a zygote (:mod:`rea_executor.warm`).
 """
 
 from __future__ import annotations
@@ -12,21 +13,26 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 import rea_executor.runner as runner
 from rea.events import JobSpec
+from rea_executor.warm import WarmStarts
 
 UseMode = Callable[[str], None]
+Run = Callable[..., runner.JobOutput]
 
 SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, sys, time
 
-    mode = sys.argv[1]
+    mode = os.environ["REA_TEST_MODE"]
+    if os.environ.get("REA_TEST_IMPORT"):
+        __import__(os.environ["REA_TEST_IMPORT"])
     job = json.load(open(sys.argv[sys.argv.index("--job") + 1]))
     out = sys.argv[sys.argv.index("--output") + 1]
 
@@ -83,14 +89,17 @@ class FakeWorkload:
     name = "fake"
     description = "test double"
 
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
+    def __init__(self, preload: list[str]) -> None:
+        self.modules = preload
 
     def dataset_error(self, dataset: str) -> str | None:
         return None
 
     def command(self) -> list[str]:
-        return self.argv
+        return [sys.executable, "-m", "fake_trainer"]
+
+    def preload(self) -> list[str]:
+        return self.modules
 
     def prepare(self, dataset: str) -> None:
         return None
@@ -98,15 +107,41 @@ class FakeWorkload:
 
 @pytest.fixture
 def use_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UseMode:
-    script = tmp_path / "fake_trainer.py"
-    script.write_text(SCRIPT)
+    (tmp_path / "fake_trainer.py").write_text(SCRIPT)
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.setattr(runner, "prepare_dataset", lambda workload, dataset: None)
 
-    def choose(mode: str) -> None:
-        argv = [sys.executable, str(script), mode]
-        monkeypatch.setattr(runner, "get_workload", lambda name: FakeWorkload(argv))
-        monkeypatch.setattr(runner, "prepare_dataset", lambda workload, dataset: None)
+    def choose(mode: str, preload: tuple[str, ...] = ("json",), imports: str = "json") -> None:
+        """The fake trainer runs ``mode`` after importing ``imports``; its zygote preloads ``preload``."""
+        monkeypatch.setenv("REA_TEST_MODE", mode)
+        monkeypatch.setenv("REA_TEST_IMPORT", imports)
+        monkeypatch.setattr(runner, "get_workload", lambda name: FakeWorkload(list(preload)))
 
     return choose
+
+
+SLOW_IMPORT = """
+import time
+end = time.process_time() + 1.0
+while time.process_time() < end:  # a framework that takes a second of CPU to import
+    pass
+"""
+
+
+@pytest.fixture
+def zygotes() -> Iterator[WarmStarts]:
+    warm = WarmStarts()
+    yield warm
+    warm.close()
+
+
+@pytest.fixture(params=["cold", "warm"])
+def run(request: pytest.FixtureRequest, zygotes: WarmStarts) -> Run:
+    """``run_job`` with the job started cold, or forked warm from a zygote."""
+    return partial(runner.run_job, warm=zygotes if request.param == "warm" else None)
 
 
 def job(timeout_s: float = 30, memory_mb: int = 512, **kw: object) -> JobSpec:
@@ -124,9 +159,9 @@ def job(timeout_s: float = 30, memory_mb: int = 512, **kw: object) -> JobSpec:
     return JobSpec.model_validate({**fields, **kw})
 
 
-def test_successful_job_reports_its_metrics_and_the_os_measured_cost(use_mode: UseMode) -> None:
+def test_successful_job_reports_its_metrics_and_the_os_measured_cost(use_mode: UseMode, run: Run) -> None:
     use_mode("ok")
-    output = runner.run_job(job())
+    output = run(job())
     assert output.status == "ok", output.error
     assert output.error is None
     assert output.validation is not None and output.validation.ne == 0.81
@@ -139,9 +174,9 @@ def test_successful_job_reports_its_metrics_and_the_os_measured_cost(use_mode: U
     assert 0 < output.cost.peak_rss_mb < 999
 
 
-def test_allocation_beyond_the_memory_limit_is_an_oom_failure(use_mode: UseMode) -> None:
+def test_allocation_beyond_the_memory_limit_is_an_oom_failure(use_mode: UseMode, run: Run) -> None:
     use_mode("oom")
-    output = runner.run_job(job(memory_mb=256))
+    output = run(job(memory_mb=256))
     assert output.status == "failed"
     assert output.error is not None and output.error.kind == "oom", output.error
     assert "MemoryError" in output.error.message
@@ -158,6 +193,7 @@ def _gone_or_zombie(pid: int) -> bool:
 
 def test_job_past_its_timeout_is_killed_with_its_children(
     use_mode: UseMode,
+    run: Run,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -165,7 +201,7 @@ def test_job_past_its_timeout_is_killed_with_its_children(
     monkeypatch.setenv("REA_TEST_PIDFILE", str(pidfile))
     use_mode("sleep")
     started = time.monotonic()
-    output = runner.run_job(job(timeout_s=0.7))
+    output = run(job(timeout_s=0.7))
     elapsed = time.monotonic() - started
     assert elapsed < 5
     assert output.status == "failed"
@@ -180,9 +216,9 @@ def test_job_past_its_timeout_is_killed_with_its_children(
     assert _gone_or_zombie(child)
 
 
-def test_nonzero_exit_without_output_is_an_error_with_the_stderr_tail(use_mode: UseMode) -> None:
+def test_nonzero_exit_without_output_is_an_error_with_the_stderr_tail(use_mode: UseMode, run: Run) -> None:
     use_mode("fail")
-    output = runner.run_job(job())
+    output = run(job())
     assert output.status == "failed"
     assert output.error is not None and output.error.kind == "error"
     assert output.error.message.startswith("exit code 1: ")
@@ -190,18 +226,18 @@ def test_nonzero_exit_without_output_is_an_error_with_the_stderr_tail(use_mode: 
     assert output.cost is not None
 
 
-def test_failure_the_job_reported_itself_is_kept_with_the_measured_cost(use_mode: UseMode) -> None:
+def test_failure_the_job_reported_itself_is_kept_with_the_measured_cost(use_mode: UseMode, run: Run) -> None:
     use_mode("nan")
-    output = runner.run_job(job())
+    output = run(job())
     assert output.status == "failed"
     assert output.error is not None
     assert (output.error.kind, output.error.message) == ("nan", "loss became NaN")
     assert output.cost is not None and output.cost.cpu_seconds < 10
 
 
-def test_unparseable_output_counts_as_no_output(use_mode: UseMode) -> None:
+def test_unparseable_output_counts_as_no_output(use_mode: UseMode, run: Run) -> None:
     use_mode("garbage")
-    output = runner.run_job(job())
+    output = run(job())
     assert output.status == "failed"
     assert output.error is not None and output.error.kind == "error"
     assert output.error.message == "exit code 0: no output"
@@ -209,20 +245,21 @@ def test_unparseable_output_counts_as_no_output(use_mode: UseMode) -> None:
 
 def test_unknown_workload_is_an_invalid_config_without_running_anything(
     monkeypatch: pytest.MonkeyPatch,
+    run: Run,
 ) -> None:
     def missing(name: str) -> None:
         raise KeyError(name)
 
     monkeypatch.setattr(runner, "get_workload", missing)
-    output = runner.run_job(job(workload="nope"))
+    output = run(job(workload="nope"))
     assert output.status == "failed" and output.cost is None
     assert output.error is not None
     assert (output.error.kind, output.error.message) == ("invalid_config", "unknown workload 'nope'")
 
 
-def test_job_writing_a_lot_to_stderr_still_completes(use_mode: UseMode) -> None:
+def test_job_writing_a_lot_to_stderr_still_completes(use_mode: UseMode, run: Run) -> None:
     use_mode("noisy")
-    output = runner.run_job(job(timeout_s=2))
+    output = run(job(timeout_s=2))
     assert output.status == "ok", output.error
 
 
@@ -232,11 +269,13 @@ def test_a_dataset_is_prepared_in_a_child_process_and_its_failure_is_reported() 
     assert problem is not None and "unknown dataset 'nosuch'" in problem
 
 
-def test_a_job_the_worker_stops_reports_why_with_the_cpu_it_used_and_its_output(use_mode: UseMode) -> None:
+def test_a_job_the_worker_stops_reports_why_with_the_cpu_it_used_and_its_output(
+    use_mode: UseMode, run: Run
+) -> None:
     use_mode("spin")
     watch = runner.JobWatch()
     threading.Timer(1.5, watch.stop, ("cancelled", "the campaign was cancelled")).start()
-    output = runner.run_job(job(), watch=watch)
+    output = run(job(), watch=watch)
     assert output.status == "failed"
     assert output.error is not None
     assert (output.error.kind, output.error.message) == ("cancelled", "the campaign was cancelled")
@@ -246,10 +285,10 @@ def test_a_job_the_worker_stops_reports_why_with_the_cpu_it_used_and_its_output(
     assert watch.pid is not None and _gone_or_zombie(watch.pid)
 
 
-def test_the_cpu_a_running_job_used_is_sampled_while_it_runs(use_mode: UseMode) -> None:
+def test_the_cpu_a_running_job_used_is_sampled_while_it_runs(use_mode: UseMode, run: Run) -> None:
     use_mode("spin")
     watch = runner.JobWatch()
-    done = threading.Thread(target=runner.run_job, args=(job(),), kwargs={"watch": watch})
+    done = threading.Thread(target=run, args=(job(),), kwargs={"watch": watch})
     done.start()
     try:
         deadline = time.monotonic() + 10
@@ -261,9 +300,10 @@ def test_the_cpu_a_running_job_used_is_sampled_while_it_runs(use_mode: UseMode) 
         done.join(10)
 
 
-def test_a_job_dies_with_the_thread_that_started_it(use_mode: UseMode, tmp_path: Path) -> None:
+def test_a_job_dies_with_the_worker_that_started_it(use_mode: UseMode, run: Run, tmp_path: Path) -> None:
     """A worker killed with SIGKILL leaves no training process behind: shown with a child process
-    that runs a job and is then killed, as a worker would be."""
+    that runs a job and is then killed, as a worker would be (a warm job's zygote sees its
+    worker's pipe close and kills the job)."""
     use_mode("spin")
     pidfile = tmp_path / "job.pid"
     worker = os.fork()
@@ -271,7 +311,7 @@ def test_a_job_dies_with_the_thread_that_started_it(use_mode: UseMode, tmp_path:
         try:
             watch = runner.JobWatch()
             kwargs = {"watch": watch}
-            threading.Thread(target=runner.run_job, args=(job(),), kwargs=kwargs, daemon=True).start()
+            threading.Thread(target=run, args=(job(),), kwargs=kwargs, daemon=True).start()
             while watch.pid is None:
                 time.sleep(0.01)
             pidfile.write_text(str(watch.pid))
@@ -290,3 +330,43 @@ def test_a_job_dies_with_the_thread_that_started_it(use_mode: UseMode, tmp_path:
     while not _gone_or_zombie(job_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone_or_zombie(job_pid)
+
+
+def test_a_warm_job_does_not_pay_for_the_imports_its_zygote_made(
+    use_mode: UseMode, zygotes: WarmStarts
+) -> None:
+    use_mode("ok", preload=("slow_import",), imports="slow_import")
+    cold = runner.run_job(job())
+    warm = [runner.run_job(job(), warm=zygotes) for _ in range(2)]
+    assert all(w.status == "ok" for w in [cold, *warm]), [w.error for w in [cold, *warm]]
+    assert [w.validation for w in warm] == [cold.validation] * 2
+    assert len(zygotes.idle) == 1  # one zygote served both jobs
+    assert cold.cost is not None and cold.cost.cpu_seconds >= 1.2  # the import's second, and the work
+    assert all(w.cost is not None and 0.2 <= w.cost.cpu_seconds < 1.0 for w in warm), [w.cost for w in warm]
+
+
+def test_a_job_whose_zygote_dies_is_reported_killed(use_mode: UseMode, zygotes: WarmStarts) -> None:
+    use_mode("spin")
+    watch = runner.JobWatch()
+    outputs: list[runner.JobOutput] = []
+    done = threading.Thread(target=lambda: outputs.append(runner.run_job(job(), watch=watch, warm=zygotes)))
+    done.start()
+    deadline = time.monotonic() + 10
+    while watch.cpu_seconds < 0.3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watch.pid is not None
+    zygote = int(Path(f"/proc/{watch.pid}/stat").read_text().rpartition(")")[2].split()[1])
+    os.kill(zygote, signal.SIGKILL)
+    done.join(10)
+    assert outputs and outputs[0].error is not None and outputs[0].error.kind == "killed", outputs
+    assert outputs[0].cost is not None and outputs[0].cost.cpu_seconds >= 0.3  # as sampled
+    assert _gone_or_zombie(watch.pid) and not zygotes.idle
+
+
+def test_a_zygote_that_cannot_start_leaves_its_jobs_to_start_cold(
+    use_mode: UseMode, zygotes: WarmStarts
+) -> None:
+    use_mode("ok", preload=("no_such_module_anywhere",))
+    outputs = [runner.run_job(job(), warm=zygotes) for _ in range(2)]
+    assert [o.status for o in outputs] == ["ok", "ok"], [o.error for o in outputs]
+    assert zygotes.failed == {("no_such_module_anywhere",)} and not zygotes.idle

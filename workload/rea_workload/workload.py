@@ -35,6 +35,11 @@ class RankerWorkload:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rea_workload"]
 
+    def preload(self) -> list[str]:
+        """Imported once per worker, so each job is forked warm instead of paying ~5 CPU-s for
+        torch and scikit-learn."""
+        return ["rea_workload.train"]
+
     def prepare(self, dataset: str) -> None:
         """Fetch what the dataset needs once, before parallel jobs would race to do it."""
         from rea_workload.datasets.spec import MovieLensSpec, parse_spec

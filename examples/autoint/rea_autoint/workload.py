@@ -40,6 +40,10 @@ class AutoIntWorkload:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rea_autoint"]
 
+    def preload(self) -> list[str]:
+        """Imported once per worker, so each job is forked warm instead of importing torch."""
+        return ["rea_autoint.train", "sklearn.metrics"]
+
     def prepare(self, dataset: str) -> None:
         """Fetch what the dataset needs once, before parallel jobs would race to do it."""
         from rea_workload.datasets.spec import MovieLensSpec, parse_spec
