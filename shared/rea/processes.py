@@ -154,28 +154,24 @@ def exit_on_interrupt(command: str, console: Console) -> Iterator[None]:
 def new_children_killed_on_error(
     settled: Callable[[], bool] = lambda: True, timeout_s: float = 30.0
 ) -> Iterator[None]:
-    """On an exception (an interrupt, above all), SIGKILL each child this process started during
-    the block, from any thread, with its process group. ``settled`` says when the threads that
-    start children are done; until then (at most ``timeout_s``) children that appear meanwhile
-    are killed too.
+    """On an exception (an interrupt, above all), SIGKILL each process started below this one
+    during the block, from any thread, with its process group: children, and jobs forked by a
+    zygote started before the block. ``settled`` says when the threads that start jobs are
+    done; until then (at most ``timeout_s``) processes that appear meanwhile are killed too.
 
     For job processes a command runs itself: they live in sessions of their own, and a thread
     pool waits for its jobs to end before the exception can go any further.
     """
     me = os.getpid()
-    before = set(_children(me))
+    before = set(descendants([me]))
     try:
         yield
     except BaseException:
         deadline = time.monotonic() + timeout_s
         while True:
             done = settled()
-            kill({pid: start for pid, start in _children(me).items() if pid not in before})
+            kill({pid: start for pid, start in descendants([me]).items() if pid not in before})
             if done or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         raise
-
-
-def _children(pid: int) -> Procs:
-    return {child: start for child, (ppid, _, start) in _table().items() if ppid == pid}

@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from rea.knobs import Knob, KnobSchema, KnobType, Role
 from rea.settings import Settings
 from rea.workloads import ENTRY_POINT_GROUP, FAULT_ENV, JobOutput, Workload, techniques_of, workload_names
+
+if TYPE_CHECKING:
+    from rea_executor.warm import WarmStarts
 
 Status = Literal["passed", "warned", "failed"]
 FALLBACK_DATASET = "synthetic:rows=4000"
@@ -224,6 +227,7 @@ def check_workload(
     yield check_output(workload, config, output)
     if output.status == "ok":
         yield check_footprint(output)
+        yield check_warm_start(workload, name, chosen, config, output, timeout_s)
     if faults:
         for fault in ("oom", "nan"):
             faulted = run_short_job(workload, name, chosen, config, fault=fault, timeout_s=timeout_s)
@@ -390,9 +394,10 @@ def run_short_job(
     config: dict[str, Any],
     fault: Literal["oom", "nan"] | None = None,
     timeout_s: float = JOB_TIMEOUT_S,
+    warm: WarmStarts | None = None,
 ) -> JobOutput:
     """One job through the executor's runner (subprocess, memory limit, OS-measured cost), with
-    the dataset already prepared."""
+    the dataset already prepared; forked from ``warm``'s zygotes when given."""
     # Imported here: listing workloads needs none of the executor.
     from rea.events import JobSpec
     from rea_executor.runner import run_job
@@ -407,7 +412,44 @@ def run_short_job(
         timeout_s=timeout_s,
         memory_mb=Settings().job_memory_mb,
     )
-    return run_job(spec, fault, prepare=False)
+    return run_job(spec, fault, prepare=False, warm=warm)
+
+
+def check_warm_start(
+    workload: Workload, name: str, dataset: str, config: dict[str, Any], cold: JobOutput, timeout_s: float
+) -> Check:
+    """The short job again, forked from a zygote that preloaded the workload's modules: it must
+    give the same metrics as the cold job, for less CPU."""
+    from rea_executor.runner import warm_module
+    from rea_executor.warm import WarmStarts
+
+    if not callable(getattr(workload, "preload", None)):
+        message = "declares no preload(): every job imports its framework itself, which a short job pays for"
+        return Check("warm start", "warned", message)
+    if warm_module(workload) is None:
+        message = (
+            "preload() is declared, but jobs start cold: it names no module, or command() is not "
+            f"[sys.executable, '-m', MODULE] ({shlex.join(workload.command())})"
+        )
+        return Check("warm start", "warned", message)
+    zygotes = WarmStarts()
+    try:
+        warm = run_short_job(workload, name, dataset, config, timeout_s=timeout_s, warm=zygotes)
+    finally:
+        zygotes.close()
+    if zygotes.failed:
+        return _fail("warm start", "the zygote importing preload() did not start: see the errors above")
+    if warm.status != "ok" or (warm.validation, warm.test) != (cold.validation, cold.test):
+        message = (
+            f"forked warm, the short job gave {warm.validation} ({warm.error}), cold {cold.validation}: "
+            "a preloaded module must not keep state a job changes, nor start threads that fork loses"
+        )
+        return _fail("warm start", message)
+    cold_cpu = cold.cost.cpu_seconds if cold.cost else float("nan")
+    warm_cpu = warm.cost.cpu_seconds if warm.cost else float("nan")
+    return Check(
+        "warm start", "passed", f"same metrics forked warm: {warm_cpu:.1f} CPU-s against {cold_cpu:.1f} cold"
+    )
 
 
 def check_output(workload: Workload, config: dict[str, Any], output: JobOutput) -> Check:

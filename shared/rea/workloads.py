@@ -33,8 +33,8 @@ cost model, fidelity and search find knobs by role, never by name. Optional attr
 - ``preload() -> list[str]``: modules worth importing once rather than in every job (the
   trainer and its framework). A workload whose command is ``python -m MODULE`` and that names
   them has its jobs forked from a process that imported them (:mod:`rea_executor.warm`):
-  each job is still a fresh process, but does not pay the import. The modules must not start
-  threads when imported, as a process with threads cannot be forked safely.
+  each job is still a fresh process, but does not pay the import. The modules must be safe to
+  fork after importing: no threads started at import, or libraries that handle fork (pyarrow).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.e2e
 MARK = "REA_INTERRUPT_TEST"
 GONE_WITHIN_S = 20.0
 SERVERS = ("/tansu", "secantusd", "redis-server")
-JOB = "-m rea_workload"
+JOB = "-m rea_workload"  # a job started cold
+ZYGOTE = "-m rea_executor.warm"  # a job forked warm is a child of a zygote, with its argv
 # Optuna first, so the REA servers run too. Its first job would train for a minute (about 40
 # CPU-s): longer than the grace, so a bench that waits for it fails the test.
 BENCH = [
@@ -110,13 +111,25 @@ def _servers_and_a_job(command: int, procs: dict[int, Proc], job_parent: str) ->
     if not all(any(server in argv for argv in argvs) for server in SERVERS):
         return False
     for proc in procs.values():
-        if JOB in proc.argv:
-            parent = procs.get(proc.ppid)
-            if job_parent == "command" and proc.ppid == command:
-                return True
-            if job_parent == "worker" and parent is not None and "rea service worker" in parent.argv:
-                return True
+        starter = _started_job(proc, procs)
+        if starter is None:
+            continue
+        if job_parent == "command" and starter == command:
+            return True
+        if job_parent == "worker" and starter in procs and "rea service worker" in procs[starter].argv:
+            return True
     return False
+
+
+def _started_job(proc: Proc, procs: dict[int, Proc]) -> int | None:
+    """Whoever started ``proc`` if it is a training job: its parent for a cold job, its
+    zygote's parent for a job forked warm; None for any other process."""
+    if JOB in proc.argv:
+        return proc.ppid
+    parent = procs.get(proc.ppid)
+    if parent is not None and ZYGOTE in parent.argv:
+        return parent.ppid
+    return None
 
 
 def _interrupt(
@@ -162,7 +175,7 @@ def _interrupt(
 
     assert exited, f"still running {GONE_WITHIN_S:g} s after {sig.name}:\n{err.read_text()[-3000:]}"
     assert not left, "left running:\n" + "\n".join(f"{p.pid} {p.argv[:160]}" for p in left)
-    assert any(JOB in p.argv for p in recorded.values())
+    assert any(_started_job(p, recorded) is not None for p in recorded.values())
     assert command.returncode == 128 + sig, (command.returncode, err.read_text()[-3000:])
     lines = [line for line in err.read_text().splitlines() if line.strip()]
     assert lines and f"interrupted by {sig.name}" in lines[-1], lines[-5:]

@@ -71,6 +71,8 @@ def test_the_ranker_passes_with_one_real_short_job() -> None:
     assert checks["job"].status == "passed"
     assert "epochs=1, data_fraction=0.1" in checks["job"].message
     assert checks["footprint"].status == "passed"
+    assert checks["warm start"].status == "passed", checks["warm start"].message
+    assert checks["warm start"].message.startswith("same metrics forked warm")
 
 
 def test_a_missing_batch_size_role_warns_that_oom_recovery_degrades() -> None:
