@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -23,7 +24,11 @@ import rea_executor.runner as runner
 from rea.events import JobSpec
 from rea_executor.warm import WarmStarts
 
-UseMode = Callable[[str], None]
+
+class UseMode(Protocol):
+    def __call__(self, mode: str, preload: tuple[str, ...] = ("json",), imports: str = "json") -> None: ...
+
+
 Run = Callable[..., runner.JobOutput]
 
 SCRIPT = textwrap.dedent(
