@@ -1,4 +1,4 @@
-"""Runs one training job in a subprocess with time and memory limits, and measures it.
+"""Runs one training job in a process of its own with time and memory limits, and measures it.
 
 The job's CPU seconds (user + system) come from the operating system (``wait4``'s resource
 usage for the job process and the children it waited for), not from the job's own report,
@@ -9,10 +9,10 @@ A job is a fresh process, started cold (``command()``) or, for a workload that n
 to preload, forked from a zygote that imported them (:mod:`rea_executor.warm`), which saves
 the seconds of importing a framework on every job. Either way the job dies with the worker
 that started it: a worker killed with SIGKILL leaves no training process behind to burn CPU
-nobody charges. While it runs, a
-:class:`JobWatch` shares its pid and the CPU it used so far with the worker (which records
-them in the job ledger), and lets the worker stop it (a cancelled campaign, a worker shutting
-down). The job's stdout and stderr are kept, the last ``LOG_LIMIT`` bytes.
+nobody charges. While it runs, a :class:`JobWatch` shares its pid and the CPU it used so far
+with the worker (which records them in the job ledger), and lets the worker stop it (a
+cancelled campaign, a worker shutting down). The job's stdout and stderr are kept, the last
+``LOG_LIMIT`` bytes.
 """
 
 from __future__ import annotations
