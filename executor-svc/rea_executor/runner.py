@@ -18,7 +18,6 @@ cancelled campaign, a worker shutting down). The job's stdout and stderr are kep
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import resource
@@ -49,7 +48,7 @@ from rea.workloads import (
     JobOutput,
     get_workload,
 )
-from rea_executor.warm import Ended, Launch, WarmStarts, Zygote, ZygoteError
+from rea_executor.warm import Ended, Launch, WarmStarts, Zygote, ZygoteError, die_with_parent, reaped
 
 log = structlog.get_logger()
 
@@ -225,11 +224,10 @@ class _Cold:
         return self.proc.pid
 
     def ended(self, wait: bool = False) -> Ended | None:
-        pid, status, usage = os.wait4(self.proc.pid, 0 if wait else os.WNOHANG)
-        if not pid:
-            return None
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
-        return Ended(self.proc.returncode, usage.ru_utime + usage.ru_stime)
+        ended = reaped(self.proc.pid, wait)
+        if ended is not None:
+            self.proc.returncode = ended.code
+        return ended
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -252,12 +250,6 @@ class _Warm:
             os.killpg(self.pid, signal.SIGKILL)
 
 
-def _die_with_worker() -> None:
-    """In the child, before exec: SIGKILL me when the thread that started me dies."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 @contextlib.contextmanager
 def _start_cold(argv: list[str], env: dict[str, str], log_path: Path, limits: Limits) -> Iterator[_Process]:
     with log_path.open("wb") as log:
@@ -267,7 +259,7 @@ def _start_cold(argv: list[str], env: dict[str, str], log_path: Path, limits: Li
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
             start_new_session=True,
-            preexec_fn=_die_with_worker,
+            preexec_fn=die_with_parent,  # before exec: the job dies with its worker's thread
         )
     with contextlib.suppress(ProcessLookupError):
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))

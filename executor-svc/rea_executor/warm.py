@@ -74,6 +74,21 @@ class Ended:
     cpu_seconds: float
 
 
+def reaped(pid: int, wait: bool = False) -> Ended | None:
+    """The child's end, with the CPU the OS measured for it and the children it waited for;
+    None while it runs (without ``wait``)."""
+    done, status, usage = os.wait4(pid, 0 if wait else os.WNOHANG)
+    if not done:
+        return None
+    return Ended(os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
+
+
+def die_with_parent() -> None:
+    """In a child: SIGKILL me when the thread that started me dies (``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
 class ZygoteError(RuntimeError):
     """The zygote could not start, or went away: the caller runs the job cold instead."""
 
@@ -119,9 +134,8 @@ def _reap(pid: int) -> Ended | None:
     """Wait for the job, watching stdin: the worker sends nothing while a job runs, so a
     readable stdin means it closed. None then."""
     while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            return Ended(os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
+        if (ended := reaped(pid)) is not None:
+            return ended
         readable, _, _ = select.select([sys.stdin.buffer], [], [], POLL_S)
         if readable and not os.read(sys.stdin.buffer.fileno(), 1):
             return None
@@ -134,8 +148,7 @@ def _become_job(launch: Launch) -> None:
         os.setsid()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        die_with_parent()
         resource.setrlimit(resource.RLIMIT_AS, (launch.memory_bytes, launch.memory_bytes))
         resource.setrlimit(resource.RLIMIT_CPU, (launch.cpu_limit_s, launch.cpu_limit_s + 5))
         output = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
