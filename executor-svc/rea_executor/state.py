@@ -79,6 +79,7 @@ class PhaseExecution(BaseModel):
             in_flight=sum(j.status in IN_FLIGHT for j in self.jobs),
             pending_costs=tuple(j.spec.estimated_cpu_seconds for j in self.jobs if j.status == "pending"),
             max_parallel=self.max_parallel_jobs,
+            in_flight_cost=sum(j.spec.estimated_cpu_seconds for j in self.jobs if j.status in IN_FLIGHT),
         )
 
     def reserved_cpu_seconds(self) -> float:

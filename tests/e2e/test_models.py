@@ -129,15 +129,11 @@ async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_bud
     assert (end - start).total_seconds() > 30, "the campaigns barely overlapped"
     used = {c: sum(cpu_in(r, start, end) for r in rs) for c, rs in runs.items()}
     weights = {c: budget for c, (_, budget) in zip(ids, portfolio, strict=True)}
-    # While all run, each campaign's share of the workers' CPU follows its share of the budgets.
-    # Warm-started jobs of ~2.5 CPU-s put ~120 jobs in the window, so granularity no longer
-    # decides it: two runs measured 0.93-1.08 and 0.88-1.48 (a 90 CPU-s campaign, always ready
-    # to run, took what the others left while they planned their next rounds). The +/-25% goal
-    # is therefore not held here; the test holds what no campaign may miss: no campaign starves
-    # and none takes more than 1.6x its share.
+    # While all run, each campaign's share of the workers' CPU follows its share of the budgets
+    # (measured: 0.98-1.01 over ~280 jobs; the campaigns, weighted by budget, end together).
     ratios = {c: (used[c] / sum(used.values())) / (weights[c] / sum(weights.values())) for c in ids}
     inside = sum(cpu_in(r, start, end) > 0 for rs in runs.values() for r in rs)
     window = f"{inside} jobs, {(end - start).total_seconds():.0f} s"
     shown = {c[:8]: round(r, 2) for c, r in ratios.items()}
     print(f"CPU share / budget share while all ran ({window}):", shown)
-    assert all(0.5 <= ratio <= 1.6 for ratio in ratios.values()), (ratios, used, weights)
+    assert all(0.75 <= ratio <= 1.25 for ratio in ratios.values()), (ratios, used, weights)

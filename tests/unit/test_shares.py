@@ -80,6 +80,17 @@ def test_a_phase_joins_where_its_campaign_left_off_and_a_new_campaign_at_the_low
     assert joining_pass(running, campaigns_pass=1.0) == 1.0
 
 
+def test_a_new_campaign_joins_at_what_the_others_really_used_not_at_estimates_in_flight() -> None:
+    """Four first jobs estimated at 10 CPU-s each by a cold-start prior, in flight, really cost
+    about 2 each: a newcomer joining at the charged pass would stay ahead of the running
+    campaign once those estimates are corrected, and that campaign would take its turns."""
+    running = replace(tenant("a", weight=90.0, stride_pass=40 / 90, in_flight=4), in_flight_cost=40.0)
+    assert running.settled_pass == pytest.approx(0.0)
+    assert joining_pass([running]) == pytest.approx(0.0)
+    partly = replace(running, stride_pass=(30 + 2) / 90, in_flight=3, in_flight_cost=30.0)  # one ended
+    assert joining_pass([partly, tenant("b", stride_pass=1.0)]) == pytest.approx(2 / 90)
+
+
 def test_weights_hold_when_campaigns_run_as_many_short_phases() -> None:
     """Each round of two jobs is a phase of its own, which rejoins with its campaign's pass."""
     weights = {"small": 100.0, "big": 200.0}
