@@ -6,7 +6,8 @@ on an embedded stack (real broker, database, services and workers) with every ca
 hypothesis on offer and ``confirm_seeds=1``, so its whole budget goes to the search, as the
 peers' does. Then the bench confirms every method's chosen config the same way, outside the
 budgets: it and the baseline on ``confirm_seeds`` fresh seeds, on the test split; ``gain``
-is (baseline - best) / baseline of the mean test NE.
+is (baseline - best) / baseline of the mean test NE. A bench runs *cases* (a model on a data
+set): those named on the command line, or a suite (:mod:`rea_bench.suites`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from statistics import fmean, pstdev
@@ -28,6 +29,7 @@ from rich.table import Table
 from rea import plots
 from rea.client import Client
 from rea.events import CampaignRequested, JobSpec, new_id
+from rea.knobs import Role
 from rea.processes import new_children_killed_on_error
 from rea.runtime import ensure_topics
 from rea.settings import Settings
@@ -35,6 +37,7 @@ from rea.stack import EmbeddedStack
 from rea.topics import Topics
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_bench.search import budgeted_search, peer_setup
+from rea_bench.suites import BenchCase
 from rea_executor.runner import prepare_dataset, run_job
 from rea_executor.warm import WarmStarts
 
@@ -45,24 +48,30 @@ FINAL = frozenset({"completed", "failed", "rejected"})
 
 @dataclass(frozen=True)
 class BenchPlan:
-    workloads: list[str]  # dataset spec strings
+    cases: list[BenchCase]
     methods: list[str]
     budget_cpu_seconds: float
     seeds: int
     out: Path
     confirm_seeds: int = 3
     parallel: int = 2
-    workload: str = "ranker"
-    baseline: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    """Every job's epochs (the fidelity), through each model's epochs role; None: its default."""
+    suite: str | None = None
     job_timeout_s: float = 1800
     job_memory_mb: int = 4096
     campaign_timeout_s: float = 7200
     warm_start: bool = False
 
+    def baseline(self, model: str) -> dict[str, Any]:
+        """The overrides of ``model``'s baseline: its epochs knob, when ``epochs`` is set."""
+        knob = get_workload(model).schema.roles().get(Role.EPOCHS)
+        return {} if self.epochs is None or knob is None else {knob: self.epochs}
+
 
 @dataclass
 class WarmStart:
-    workload: str
+    workload: str  # the dataset spec
     seed: int
     first_best_test_ne: float
     first_spent_cpu_s: float
@@ -70,6 +79,7 @@ class WarmStart:
     second_reached_cpu_s: float | None  # None when not reached
     budget_fraction: float | None  # None when not reached: no share of the budget sufficed
     second_hypotheses: list[str]  # the first few it tried, history's picks first
+    model: str = "ranker"
 
 
 @dataclass
@@ -87,47 +97,52 @@ class BenchRun:
     baseline_ne_by_seed: list[float]
     model: str = "ranker"  # the registered workload trained
 
+    @property
+    def label(self) -> str:
+        return BenchCase(self.model, self.workload).label
+
 
 def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     """Run every method on every workload and seed; write ``results.json`` and ``gains.png``."""
     unknown = [m for m in plan.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
-    workload = get_workload(plan.workload)
-    baseline = workload.schema.resolve(plan.baseline)
     plan.out.mkdir(parents=True, exist_ok=True)
-    for dataset in plan.workloads:
-        problem = workload.dataset_error(dataset) or prepare_dataset(plan.workload, dataset)
+    for case in plan.cases:
+        workload = get_workload(case.model)
+        problem = workload.dataset_error(case.dataset) or prepare_dataset(case.model, case.dataset)
         if problem:
-            raise ValueError(f"dataset {dataset!r}: {problem}")
+            raise ValueError(f"dataset {case.dataset!r}: {problem}")
     runs: list[BenchRun] = []
     warm: list[WarmStart] = []
     zygotes = WarmStarts()  # peers' jobs start warm, as REA's workers start theirs
     confirm = Confirmer(plan, zygotes)
     stack = ReaStack(plan) if "rea" in plan.methods or plan.warm_start else None
     try:
-        for dataset in plan.workloads:
+        for case in plan.cases:
+            workload = get_workload(case.model)
+            baseline = workload.schema.resolve(plan.baseline(case.model))
             for seed in range(plan.seeds):
                 for method in plan.methods:
-                    console.print(f"[bold]{method}[/bold] on {dataset}, seed {seed}...")
+                    console.print(f"[bold]{method}[/bold] on {case.label}, seed {seed}...")
                     if method == "rea":
                         assert stack is not None
-                        config, spent, trials = stack.campaign(dataset, seed, baseline)
+                        config, spent, trials = stack.campaign(case, seed, baseline)
                     else:
                         outcome = budgeted_search(
                             method,  # type: ignore[arg-type]
                             workload.schema,
                             baseline,
                             plan.budget_cpu_seconds,
-                            partial(_job, plan, dataset, f"{method}-s{seed}", seed),
+                            partial(_job, plan, case, f"{method}-s{seed}", seed),
                             partial(run_job, prepare=False, warm=zygotes),
                             seed,
                             plan.parallel,
-                            training_rows_of(workload, dataset),
-                            partial(parameters_of, workload, dataset=dataset),
+                            training_rows_of(workload, case.dataset),
+                            partial(parameters_of, workload, dataset=case.dataset),
                         )
                         config, spent, trials = outcome.best_config, outcome.spent_cpu_seconds, outcome.trials
-                    runs.append(confirm.run(method, dataset, seed, baseline, config, spent, trials))
+                    runs.append(confirm.run(method, case, seed, baseline, config, spent, trials))
                     last = runs[-1]
                     console.print(
                         f"  gain {last.gain:+.2%} (test NE {last.baseline_test_ne:.4f} -> "
@@ -135,8 +150,8 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                     )
                 if plan.warm_start:
                     assert stack is not None
-                    console.print(f"[bold]warm start[/bold] on {dataset}, seed {seed}: two campaigns...")
-                    warm.append(stack.warm_start(dataset, seed))
+                    console.print(f"[bold]warm start[/bold] on {case.label}, seed {seed}: two campaigns...")
+                    warm.append(stack.warm_start(case, seed))
                     fraction = warm[-1].budget_fraction
                     console.print(
                         "  the second never reached the first's best"
@@ -168,17 +183,19 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
 
 
 def summarize(runs: list[BenchRun]) -> dict[str, Any]:
-    """Mean gain per method per workload, and REA's ratio to Optuna's where both ran."""
+    """Mean gain per method per case (``model/dataset``), and whether REA beat Optuna on each."""
     mean_gain: dict[str, dict[str, float]] = {}
     for run in runs:
-        mean_gain.setdefault(run.method, {}).setdefault(run.workload, 0.0)
-    for method, by_workload in mean_gain.items():
-        for dataset in by_workload:
-            by_workload[dataset] = fmean(r.gain for r in runs if r.method == method and r.workload == dataset)
+        mean_gain.setdefault(run.method, {}).setdefault(run.label, 0.0)
+    for method, by_case in mean_gain.items():
+        for label in by_case:
+            by_case[label] = fmean(r.gain for r in runs if r.method == method and r.label == label)
     summary: dict[str, Any] = {"mean_gain": mean_gain}
     if "rea" in mean_gain and "optuna" in mean_gain:
         summary["rea_wins"] = {
-            dataset: mean_gain["rea"][dataset] > mean_gain["optuna"][dataset] for dataset in mean_gain["rea"]
+            label: mean_gain["rea"][label] > mean_gain["optuna"][label]
+            for label in mean_gain["rea"]
+            if label in mean_gain["optuna"]
         }
     return summary
 
@@ -201,38 +218,38 @@ class Confirmer:
     def __init__(self, plan: BenchPlan, warm: WarmStarts | None = None) -> None:
         self.plan = plan
         self.warm = warm
-        self.baselines: dict[str, list[float]] = {}
+        self.baselines: dict[BenchCase, list[float]] = {}
 
-    def test_nes(self, dataset: str, config: dict[str, Any], name: str) -> list[float]:
+    def test_nes(self, case: BenchCase, config: dict[str, Any], name: str) -> list[float]:
         seeds = range(CONFIRMATION_SEED, CONFIRMATION_SEED + self.plan.confirm_seeds)
         with new_children_killed_on_error():  # an interrupted job would finish its training
             outputs = [
                 run_job(job, prepare=False, warm=self.warm)
-                for job in (_job(self.plan, dataset, f"confirm-{name}", seed, config, seed) for seed in seeds)
+                for job in (_job(self.plan, case, f"confirm-{name}", seed, config, seed) for seed in seeds)
             ]
         failed = [o.error.message if o.error else o.status for o in outputs if o.test is None]
         if failed:
-            raise RuntimeError(f"confirmation of {name} on {dataset} failed: {failed[0]}")
+            raise RuntimeError(f"confirmation of {name} on {case.label} failed: {failed[0]}")
         return [o.test.ne for o in outputs if o.test is not None]
 
     def run(
         self,
         method: str,
-        dataset: str,
+        case: BenchCase,
         seed: int,
         baseline: dict[str, Any],
         config: dict[str, Any],
         spent: float,
         trials: int,
     ) -> BenchRun:
-        if dataset not in self.baselines:
-            self.baselines[dataset] = self.test_nes(dataset, baseline, "baseline")
-        base = self.baselines[dataset]
-        best = base if config == baseline else self.test_nes(dataset, config, f"{method}-s{seed}")
+        if case not in self.baselines:
+            self.baselines[case] = self.test_nes(case, baseline, "baseline")
+        base = self.baselines[case]
+        best = base if config == baseline else self.test_nes(case, config, f"{method}-s{seed}")
         base_ne, best_ne = fmean(base), fmean(best)
         return BenchRun(
             method=method,
-            workload=dataset,
+            workload=case.dataset,
             seed=seed,
             baseline_test_ne=base_ne,
             best_test_ne=best_ne,
@@ -242,7 +259,7 @@ class Confirmer:
             trials=trials,
             best_ne_by_seed=best,
             baseline_ne_by_seed=base,
-            model=self.plan.workload,
+            model=case.model,
         )
 
 
@@ -283,22 +300,22 @@ class ReaStack:
             services.stop()
 
     def campaign(
-        self, dataset: str, seed: int, baseline: dict[str, Any]
+        self, case: BenchCase, seed: int, baseline: dict[str, Any]
     ) -> tuple[dict[str, Any], float, int]:
         """A cold campaign: the best config, CPU seconds spent and jobs run."""
         with self.namespace() as settings:
-            state = self._campaign(settings, dataset, seed)
+            state = self._campaign(settings, case, seed)
         result = state["result"]
         return {**baseline, **result["best_changes"]}, result["compute_seconds"], result["jobs_completed"]
 
-    def warm_start(self, dataset: str, seed: int) -> WarmStart:
+    def warm_start(self, case: BenchCase, seed: int) -> WarmStart:
         """The same campaign twice on one fresh insights DB: how much of the second's budget it
         takes to reach the first's best test NE — that of the job the first chose, so one job
         is compared with one job (the result's mean over confirmation seeds would make the
         same config, run again on the same seed, miss it about half the time)."""
         with self.namespace() as settings:
-            first = self._campaign(settings, dataset, seed)
-            second = self._campaign(settings, dataset, seed)
+            first = self._campaign(settings, case, seed)
+            second = self._campaign(settings, case, seed)
         best = first["result"]["best"]
         chosen = next(
             (r for r in first["records"] if r.get("job_id") == best["job_id"] and r.get("test")), None
@@ -314,7 +331,8 @@ class ReaStack:
                 break
         budget = self.plan.budget_cpu_seconds
         return WarmStart(
-            workload=dataset,
+            workload=case.dataset,
+            model=case.model,
             seed=seed,
             first_best_test_ne=target,
             first_spent_cpu_s=first["result"]["compute_seconds"],
@@ -324,12 +342,12 @@ class ReaStack:
             second_hypotheses=[h["id"] for h in second["hypotheses"]][:5],
         )
 
-    def _campaign(self, settings: Settings, dataset: str, seed: int) -> dict[str, Any]:
+    def _campaign(self, settings: Settings, case: BenchCase, seed: int) -> dict[str, Any]:
         plan = self.plan
         request = {
-            "name": f"bench {dataset} seed {seed}",
-            "workload": plan.workload,
-            "dataset": dataset,
+            "name": f"bench {case.label} seed {seed}",
+            "workload": case.model,
+            "dataset": case.dataset,
             "budget_cpu_seconds": plan.budget_cpu_seconds,
             "auto_approve_cpu_seconds": plan.budget_cpu_seconds,
             "max_parallel_jobs": plan.parallel,
@@ -337,7 +355,7 @@ class ReaStack:
             "max_exploitation_trials": None,
             "exploitation_patience": 0,  # the budget is the limit, as for the peers
             "confirm_seeds": 1,
-            "baseline": plan.baseline,
+            "baseline": plan.baseline(case.model),
             "seed": seed,
             "job_timeout_s": plan.job_timeout_s,
             "job_memory_mb": plan.job_memory_mb,
@@ -345,7 +363,7 @@ class ReaStack:
         state = asyncio.run(self._run(settings, request))
         if state is None or state["status"] != "completed":
             status = "timed out" if state is None else f"{state['status']}: {state.get('reasons')}"
-            raise RuntimeError(f"REA's campaign on {dataset} (seed {seed}) did not complete: {status}")
+            raise RuntimeError(f"REA's campaign on {case.label} (seed {seed}) did not complete: {status}")
         return state
 
     async def _run(self, settings: Settings, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -373,14 +391,16 @@ class ReaStack:
         self.servers.stop()
 
 
-def _job(plan: BenchPlan, dataset: str, name: str, seed: int, config: dict[str, Any], number: int) -> JobSpec:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset)[:40]
+def _job(
+    plan: BenchPlan, case: BenchCase, name: str, seed: int, config: dict[str, Any], number: int
+) -> JobSpec:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", case.label)[:40]
     return JobSpec(
         job_id=f"bench-{slug}-{name}-{number}",
         campaign_id="bench",
         phase="bench",
-        workload=plan.workload,
-        dataset=dataset,
+        workload=case.model,
+        dataset=case.dataset,
         config=config,
         seed=seed,
         timeout_s=plan.job_timeout_s,
@@ -390,30 +410,30 @@ def _job(plan: BenchPlan, dataset: str, name: str, seed: int, config: dict[str, 
 
 def _settings(plan: BenchPlan) -> dict[str, Any]:
     return {
-        "model": plan.workload,
+        "suite": plan.suite,
+        "cases": [asdict(case) for case in plan.cases],
         "peers": {m: peer_setup(m) for m in plan.methods if m != "rea"},  # type: ignore[arg-type]
-        "workloads": plan.workloads,
         "methods": plan.methods,
         "budget_cpu_seconds": plan.budget_cpu_seconds,
         "seeds": plan.seeds,
         "confirm_seeds": plan.confirm_seeds,
         "parallel": plan.parallel,
-        "baseline": plan.baseline,
+        "epochs": plan.epochs,
         "warm_start": plan.warm_start,
     }
 
 
 def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None:
     table = Table(
-        "workload", "method", "mean gain", "sd", "vs optuna", "CPU-s used", "jobs",
+        "model", "data set", "method", "mean gain", "sd", "vs optuna", "CPU-s used", "jobs",
         title=f"Test-NE gain over the baseline at {plan.budget_cpu_seconds:g} CPU-s each "
         f"({plan.seeds} seeds, confirmed on {plan.confirm_seeds})",
     )  # fmt: skip
-    for dataset in plan.workloads:
+    for case in plan.cases:
         optuna_gain: float | None = None
         rows: list[tuple[str, float, float, float, float]] = []
         for method in plan.methods:
-            mine = [r for r in runs if r.method == method and r.workload == dataset]
+            mine = [r for r in runs if r.method == method and r.label == case.label]
             if not mine:
                 continue
             gain = fmean(r.gain for r in mine)
@@ -429,19 +449,29 @@ def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None
             )
         for method, gain, sd, used, jobs in rows:
             ratio = "" if not optuna_gain or method == "optuna" else f"{gain / optuna_gain:.2f}x"
-            table.add_row(dataset, method, f"{gain:+.2%}", f"{sd:.2%}", ratio, f"{used:.0f}", f"{jobs:.1f}")
+            table.add_row(
+                case.model,
+                case.dataset,
+                method,
+                f"{gain:+.2%}",
+                f"{sd:.2%}",
+                ratio,
+                f"{used:.0f}",
+                f"{jobs:.1f}",
+            )
     console.print(table)
 
 
 def print_warm_start_table(console: Console, warm: list[WarmStart], plan: BenchPlan) -> None:
     """One row per pair; a pair whose second campaign never got there says so, with no fraction."""
     table = Table(
-        "workload", "seed", "first's best test NE", "reached", "CPU-s to reach", "budget fraction",
+        "model", "data set", "seed", "first's best test NE", "reached", "CPU-s to reach", "budget fraction",
         title=f"Warm start: CPU-s the second campaign needed to reach the first's best "
         f"(of {plan.budget_cpu_seconds:g})",
     )  # fmt: skip
     for w in warm:
         table.add_row(
+            w.model,
             w.workload,
             str(w.seed),
             f"{w.first_best_test_ne:.4f}",
@@ -453,15 +483,15 @@ def print_warm_start_table(console: Console, warm: list[WarmStart], plan: BenchP
 
 
 def plot_gains(runs: list[BenchRun]) -> bytes:
-    """Mean test-NE gain per workload and method, with each seed's gain as a dot."""
-    workloads = list(dict.fromkeys(r.workload for r in runs))
+    """Mean test-NE gain per case and method, with each seed's gain as a dot."""
+    workloads = list(dict.fromkeys(r.label for r in runs))
     methods = list(dict.fromkeys(r.method for r in runs))
     figure, axes = plots.figure(max(6.0, 2.5 * len(workloads)), 4)
     width = 0.8 / max(1, len(methods))
     for index, method in enumerate(methods):
         xs, means = [], []
         for position, dataset in enumerate(workloads):
-            gains = [r.gain * 100 for r in runs if r.method == method and r.workload == dataset]
+            gains = [r.gain * 100 for r in runs if r.method == method and r.label == dataset]
             if not gains:
                 continue
             x = position + (index - (len(methods) - 1) / 2) * width

@@ -944,9 +944,17 @@ async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) 
 @app.command()
 def bench(
     workload: Annotated[
-        list[str], typer.Option("--workload", help="Dataset spec to benchmark on (repeat for several).")
-    ],
+        list[str] | None,
+        typer.Option("--workload", help="Dataset spec to benchmark on (repeat for several)."),
+    ] = None,
     model: Annotated[str, typer.Option(help="The registered workload (model) to improve.")] = "ranker",
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            help="Run a suite instead of --workload: 'dev' (what planner rules were tuned on) or "
+            "'eval' (public data no rule was tuned on, and the example model)."
+        ),
+    ] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated: rea, optuna, random.")] = "rea,optuna,random",
     budget_cpu_seconds: Annotated[
         float, typer.Option(help="CPU seconds each method may spend per run.")
@@ -970,29 +978,39 @@ def bench(
     """Compare REA with Optuna's TPE and random search at equal CPU budget on the same workload."""
     import optuna
     from rea_bench import BenchPlan, run_bench
+    from rea_bench.suites import SUITES, BenchCase
 
     from rea.processes import exit_on_interrupt
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command prints its own progress
-    try:
-        schema = get_workload(model).schema
-    except KeyError as exc:
-        console.print(f"[red]unknown model {model!r}; registered: {', '.join(workload_names())}[/red]")
-        raise typer.Exit(2) from exc
-    epochs_knob = schema.roles().get(Role.EPOCHS)
-    if epochs is not None and epochs_knob is None:
-        console.print(f"[red]{model} declares no epochs knob; leave --epochs out[/red]")
+    if (suite is None) == (not workload):
+        console.print("[red]name the data with --workload (repeat for several) or a --suite, not both[/red]")
         raise typer.Exit(2)
+    if suite is not None and suite not in SUITES:
+        console.print(f"[red]unknown suite {suite!r}; known: {', '.join(SUITES)}[/red]")
+        raise typer.Exit(2)
+    cases = list(SUITES[suite]) if suite is not None else [BenchCase(model, w) for w in workload or []]
+    for case in cases:
+        try:
+            schema = get_workload(case.model).schema
+        except KeyError as exc:
+            console.print(
+                f"[red]unknown model {case.model!r}; registered: {', '.join(workload_names())}[/red]"
+            )
+            raise typer.Exit(2) from exc
+        if epochs is not None and schema.roles().get(Role.EPOCHS) is None:
+            console.print(f"[red]{case.model} declares no epochs knob; leave --epochs out[/red]")
+            raise typer.Exit(2)
     plan = BenchPlan(
-        workload=model,
-        workloads=workload,
+        cases=cases,
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         budget_cpu_seconds=budget_cpu_seconds,
         seeds=seeds,
         out=out,
         confirm_seeds=confirm_seeds,
         parallel=parallel,
-        baseline={} if epochs is None or epochs_knob is None else {epochs_knob: epochs},
+        epochs=epochs,
+        suite=suite,
         warm_start=warm_start,
     )
     try:

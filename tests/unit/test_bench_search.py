@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from rea_bench import BenchRun, summarize
 from rea_bench.search import budgeted_search, peer_setup, search_space
+from rea_bench.suites import SUITES
 
 from rea.events import JobSpec
 from rea.workloads import EpochRecord, JobCost, JobError, JobOutput, SplitMetrics, get_workload
@@ -140,6 +142,23 @@ def test_the_summary_gives_the_mean_gain_per_method_and_workload() -> None:
     runs = [run("rea", "a", 0.02), run("rea", "a", 0.04), run("optuna", "a", 0.01), run("optuna", "a", 0.03)]
     runs += [run("rea", "b", 0.0), run("optuna", "b", 0.01)]
     summary = summarize(runs)
-    assert summary["mean_gain"]["rea"] == {"a": pytest.approx(0.03), "b": 0.0}
-    assert summary["mean_gain"]["optuna"] == {"a": pytest.approx(0.02), "b": pytest.approx(0.01)}
-    assert summary["rea_wins"] == {"a": True, "b": False}
+    assert summary["mean_gain"]["rea"] == {"ranker/a": pytest.approx(0.03), "ranker/b": 0.0}
+    assert summary["mean_gain"]["optuna"] == {
+        "ranker/a": pytest.approx(0.02),
+        "ranker/b": pytest.approx(0.01),
+    }
+    assert summary["rea_wins"] == {"ranker/a": True, "ranker/b": False}
+
+
+def test_the_summary_keeps_two_models_on_one_data_set_apart() -> None:
+    runs = [run("rea", "adult", 0.02), replace(run("rea", "adult", 0.04), model="autoint")]
+    assert summarize(runs)["mean_gain"]["rea"] == {"ranker/adult": 0.02, "autoint/adult": 0.04}
+
+
+def test_the_evaluation_suite_shares_no_data_set_with_the_development_suite() -> None:
+    """What rules were tuned on cannot judge them; the example model is part of evaluation."""
+    dev, evaluation = ({case.dataset for case in SUITES[s]} for s in ("dev", "eval"))
+    assert not dev & evaluation and len(evaluation) >= 3
+    assert {case.model for case in SUITES["eval"]} >= {"ranker", "autoint"}
+    for case in SUITES["eval"]:
+        assert get_workload(case.model).dataset_error(case.dataset) is None

