@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from statistics import fmean, pstdev
@@ -36,12 +36,17 @@ from rea.settings import Settings
 from rea.stack import EmbeddedStack
 from rea.topics import Topics
 from rea.workloads import get_workload, parameters_of, training_rows_of
-from rea_bench.search import budgeted_search, peer_setup
+from rea_bench.anytime import Trial, best_within, curve
+from rea_bench.search import PEERS, budgeted_search, peer_setup
 from rea_bench.suites import BenchCase
 from rea_executor.runner import prepare_dataset, run_job
 from rea_executor.warm import WarmStarts
 
-METHODS = ("rea", "optuna", "random")
+METHODS = ("rea", *PEERS)
+OPTUNA = ("optuna", "optuna-gp")
+"""The Optuna variants: REA is compared with the stronger of those that ran."""
+CHECKPOINT = 0.5
+"""The share of the budget at which each method's best-so-far config is also confirmed."""
 CONFIRMATION_SEED = 10_000
 FINAL = frozenset({"completed", "failed", "rejected"})
 
@@ -96,6 +101,10 @@ class BenchRun:
     best_ne_by_seed: list[float]
     baseline_ne_by_seed: list[float]
     model: str = "ranker"  # the registered workload trained
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    """(CPU-s spent, best validation NE so far) after each trial that improved it."""
+    checkpoint_gain: float | None = None
+    """The test-NE gain of the best config found within :data:`CHECKPOINT` of the budget."""
 
     @property
     def label(self) -> str:
@@ -127,7 +136,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                     console.print(f"[bold]{method}[/bold] on {case.label}, seed {seed}...")
                     if method == "rea":
                         assert stack is not None
-                        config, spent, trials = stack.campaign(case, seed, baseline)
+                        config, spent, history = stack.campaign(case, seed, baseline)
                     else:
                         outcome = budgeted_search(
                             method,  # type: ignore[arg-type]
@@ -141,12 +150,17 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                             training_rows_of(workload, case.dataset),
                             partial(parameters_of, workload, dataset=case.dataset),
                         )
-                        config, spent, trials = outcome.best_config, outcome.spent_cpu_seconds, outcome.trials
-                    runs.append(confirm.run(method, case, seed, baseline, config, spent, trials))
+                        config, spent, history = (
+                            outcome.best_config,
+                            outcome.spent_cpu_seconds,
+                            outcome.history,
+                        )
+                    runs.append(confirm.run(method, case, seed, baseline, config, spent, history))
                     last = runs[-1]
                     console.print(
                         f"  gain {last.gain:+.2%} (test NE {last.baseline_test_ne:.4f} -> "
-                        f"{last.best_test_ne:.4f}), {spent:.0f} CPU-s in {trials} jobs"
+                        f"{last.best_test_ne:.4f}), {spent:.0f} CPU-s in {last.trials} jobs; "
+                        f"at {CHECKPOINT:.0%} of the budget {last.checkpoint_gain:+.2%}"
                     )
                 if plan.warm_start:
                     assert stack is not None
@@ -179,6 +193,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     if warm:
         print_warm_start_table(console, warm, plan)
     (plan.out / "gains.png").write_bytes(plot_gains(runs))
+    (plan.out / "anytime.png").write_bytes(plot_curves(runs, plan.budget_cpu_seconds))
     return results
 
 
@@ -191,13 +206,28 @@ def summarize(runs: list[BenchRun]) -> dict[str, Any]:
         for label in by_case:
             by_case[label] = fmean(r.gain for r in runs if r.method == method and r.label == label)
     summary: dict[str, Any] = {"mean_gain": mean_gain}
-    if "rea" in mean_gain and "optuna" in mean_gain:
+    checkpoint: dict[str, dict[str, float]] = {}
+    for run in runs:
+        if run.checkpoint_gain is not None:
+            checkpoint.setdefault(run.method, {}).setdefault(run.label, 0.0)
+    for method, by_case in checkpoint.items():
+        for label in by_case:
+            gains = [r.checkpoint_gain for r in runs if r.method == method and r.label == label]
+            by_case[label] = fmean(g for g in gains if g is not None)
+    if checkpoint:
+        summary[f"mean_gain_at_{CHECKPOINT:g}_budget"] = checkpoint
+    if "rea" in mean_gain:
+        peer = {label: strongest_optuna(mean_gain, label) for label in mean_gain["rea"]}
         summary["rea_wins"] = {
-            label: mean_gain["rea"][label] > mean_gain["optuna"][label]
-            for label in mean_gain["rea"]
-            if label in mean_gain["optuna"]
+            label: mean_gain["rea"][label] > gain for label, (_, gain) in peer.items() if gain is not None
         }
     return summary
+
+
+def strongest_optuna(mean_gain: dict[str, dict[str, float]], label: str) -> tuple[str | None, float | None]:
+    """The Optuna variant with the higher mean gain on a case, and that gain (None if none ran)."""
+    ran = [(method, mean_gain[method][label]) for method in OPTUNA if label in mean_gain.get(method, {})]
+    return max(ran, key=lambda item: item[1]) if ran else (None, None)
 
 
 def summarize_warm_start(warm: list[WarmStart]) -> dict[str, Any]:
@@ -240,12 +270,21 @@ class Confirmer:
         baseline: dict[str, Any],
         config: dict[str, Any],
         spent: float,
-        trials: int,
+        history: list[Trial],
     ) -> BenchRun:
+        """Confirm the chosen config, and the best one found within :data:`CHECKPOINT` of the
+        budget (the baseline when nothing had finished by then)."""
         if case not in self.baselines:
             self.baselines[case] = self.test_nes(case, baseline, "baseline")
         base = self.baselines[case]
         best = base if config == baseline else self.test_nes(case, config, f"{method}-s{seed}")
+        early = best_within(history, CHECKPOINT * self.plan.budget_cpu_seconds) or baseline
+        if early == config:
+            at_checkpoint = best
+        elif early == baseline:
+            at_checkpoint = base
+        else:
+            at_checkpoint = self.test_nes(case, early, f"{method}-s{seed}-at-{CHECKPOINT:g}")
         base_ne, best_ne = fmean(base), fmean(best)
         return BenchRun(
             method=method,
@@ -256,10 +295,12 @@ class Confirmer:
             gain=(base_ne - best_ne) / base_ne,
             budget_used_cpu_s=spent,
             best_changes={k: v for k, v in config.items() if baseline.get(k) != v},
-            trials=trials,
+            trials=len(history),
             best_ne_by_seed=best,
             baseline_ne_by_seed=base,
             model=case.model,
+            curve=curve(history),
+            checkpoint_gain=(base_ne - fmean(at_checkpoint)) / base_ne,
         )
 
 
@@ -301,12 +342,23 @@ class ReaStack:
 
     def campaign(
         self, case: BenchCase, seed: int, baseline: dict[str, Any]
-    ) -> tuple[dict[str, Any], float, int]:
-        """A cold campaign: the best config, CPU seconds spent and jobs run."""
+    ) -> tuple[dict[str, Any], float, list[Trial]]:
+        """A cold campaign: the best config, CPU seconds spent, and every job it ran in the
+        order its phases concluded."""
         with self.namespace() as settings:
             state = self._campaign(settings, case, seed)
         result = state["result"]
-        return {**baseline, **result["best_changes"]}, result["compute_seconds"], result["jobs_completed"]
+        history = [
+            Trial(
+                (record.get("cost") or {}).get("cpu_seconds", 0.0),
+                record["validation"]["ne"]
+                if record["status"] == "completed" and record.get("validation")
+                else None,
+                {**baseline, **record["config"]},
+            )
+            for record in state["records"]
+        ]
+        return {**baseline, **result["best_changes"]}, result["compute_seconds"], history
 
     def warm_start(self, case: BenchCase, seed: int) -> WarmStart:
         """The same campaign twice on one fresh insights DB: how much of the second's budget it
@@ -425,41 +477,36 @@ def _settings(plan: BenchPlan) -> dict[str, Any]:
 
 def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None:
     table = Table(
-        "model", "data set", "method", "mean gain", "sd", "vs optuna", "CPU-s used", "jobs",
+        "model", "data set", "method", "mean gain", "sd", "vs best optuna", f"gain at {CHECKPOINT:.0%}",
+        "CPU-s used", "jobs",
         title=f"Test-NE gain over the baseline at {plan.budget_cpu_seconds:g} CPU-s each "
         f"({plan.seeds} seeds, confirmed on {plan.confirm_seeds})",
     )  # fmt: skip
+    mean_gain = summarize(runs)["mean_gain"]
     for case in plan.cases:
-        optuna_gain: float | None = None
-        rows: list[tuple[str, float, float, float, float]] = []
+        peer, peer_gain = strongest_optuna(mean_gain, case.label)
         for method in plan.methods:
             mine = [r for r in runs if r.method == method and r.label == case.label]
             if not mine:
                 continue
             gain = fmean(r.gain for r in mine)
-            optuna_gain = gain if method == "optuna" else optuna_gain
-            rows.append(
-                (
-                    method,
-                    gain,
-                    pstdev([r.gain for r in mine]),
-                    fmean(r.budget_used_cpu_s for r in mine),
-                    fmean(r.trials for r in mine),
-                )
-            )
-        for method, gain, sd, used, jobs in rows:
-            ratio = "" if not optuna_gain or method == "optuna" else f"{gain / optuna_gain:.2f}x"
+            early = [r.checkpoint_gain for r in mine if r.checkpoint_gain is not None]
+            if peer_gain is None or method == peer:
+                ratio = ""
+            else:  # a ratio to a loss or to nothing says nothing
+                ratio = f"{gain / peer_gain:.2f}x" if peer_gain > 0 else "peer gained nothing"
             table.add_row(
                 case.model,
                 case.dataset,
                 method,
                 f"{gain:+.2%}",
-                f"{sd:.2%}",
+                f"{pstdev([r.gain for r in mine]):.2%}",
                 ratio,
-                f"{used:.0f}",
-                f"{jobs:.1f}",
+                f"{fmean(early):+.2%}" if early else "",
+                f"{fmean(r.budget_used_cpu_s for r in mine):.0f}",
+                f"{fmean(r.trials for r in mine):.1f}",
             )
-    console.print(table)
+    console.print(table, width=max(console.width, 150))
 
 
 def print_warm_start_table(console: Console, warm: list[WarmStart], plan: BenchPlan) -> None:
@@ -503,4 +550,30 @@ def plot_gains(runs: list[BenchRun]) -> bytes:
     axes.set_xticks(range(len(workloads)), [w[:30] for w in workloads], fontsize=8)
     axes.set_ylabel("test NE gain over the baseline (%)")
     axes.legend()
+    return plots.png(figure)
+
+
+def plot_curves(runs: list[BenchRun], budget_cpu_seconds: float) -> bytes:
+    """Best validation NE so far over CPU seconds: one panel per case, a line per method and seed."""
+    from matplotlib.figure import Figure
+
+    labels = list(dict.fromkeys(r.label for r in runs))
+    methods = list(dict.fromkeys(r.method for r in runs))
+    figure = Figure(figsize=(4.5 * len(labels), 3.6))
+    colours = {method: f"C{index}" for index, method in enumerate(methods)}
+    for index, label in enumerate(labels):
+        axes = figure.add_subplot(1, len(labels), index + 1)
+        for run in (r for r in runs if r.label == label and r.curve):
+            xs = [x for x, _ in run.curve] + [budget_cpu_seconds]
+            ys = [y for _, y in run.curve] + [run.curve[-1][1]]
+            axes.step(xs, ys, where="post", color=colours[run.method], alpha=0.8, linewidth=1.2)
+        axes.axvline(CHECKPOINT * budget_cpu_seconds, color="grey", linestyle=":", linewidth=0.8)
+        axes.set_title(label[:40], fontsize=9)
+        axes.set_xlabel("CPU seconds spent")
+        if index == 0:
+            axes.set_ylabel("best validation NE so far")
+    for method in methods:
+        figure.axes[0].plot([], [], color=colours[method], label=method)
+    figure.axes[0].legend(fontsize=8)
+    figure.tight_layout()
     return plots.png(figure)

@@ -8,10 +8,14 @@ estimates of the jobs in flight, plus its own config's estimate stay within the 
 from the same cost model REA's planner uses: its prior from the data's size, then learned from
 the jobs run so far.
 
-Optuna gets its strongest set-up a careful user would pick for a few dozen trials: TPE with a
-successive-halving pruner (ASHA: Li et al., 2020) fed each job's validation NE at the end of
-every epoch, read from the job's progress file while it trains; a pruned job is stopped at once
-and only the CPU it used is charged. Random search runs every job to the end. The budget is a
+Optuna gets the set-up a careful user would pick for a few dozen trials, in two variants the
+bench measures against each other: TPE (``optuna``) and Gaussian-process Bayesian optimisation
+(``optuna-gp``), each with its random start-up trials sized to the budget (a quarter of the
+trials the budget affords at the baseline's estimated cost, within 3..10; Optuna's default of
+10 random trials would be most of a 300 CPU-s run) and a successive-halving pruner (ASHA: Li et
+al., 2020) fed each job's validation NE at the end of every epoch, read from the job's progress
+file while it trains; a pruned job is stopped at once and only the CPU it used is charged.
+Random search runs every job to the end. The budget is a
 hard cap: an estimate can be wrong (a sampled config may be many times the baseline's size), so
 when the CPU spent plus what the running jobs have used so far passes the budget, they are
 stopped, and a stopped job's config does not count as a result. What each ran is
@@ -31,13 +35,15 @@ from rea.events import JobSpec
 from rea.knobs import KnobSchema
 from rea.processes import new_children_killed_on_error
 from rea.workloads import JobOutput
+from rea_bench.anytime import Trial
 from rea_executor.runner import JobWatch
 from rea_planner.costs import CostModel, Fidelity, ParameterCount
 from rea_planner.exploitation import search_space
 
 RunJob = Callable[..., JobOutput]
 """Runs a job to its end: ``run_job(spec, watch=JobWatch())`` (see :mod:`rea_executor.runner`)."""
-Sampler = Literal["optuna", "random"]
+Sampler = Literal["optuna", "optuna-gp", "random"]
+PEERS: tuple[Sampler, ...] = ("optuna", "optuna-gp", "random")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class SearchOutcome:
     spent_cpu_seconds: float
     trials: int
     failed: int
+    history: list[Trial]
+    """Every trial in the order it finished (:mod:`rea_bench.anytime`)."""
+    startup_trials: int = 0
 
 
 PRUNER_MIN_EPOCHS = 1
@@ -54,14 +63,27 @@ PRUNER_REDUCTION = 3
 POLL_S = 0.2
 
 
-def _sampler(sampler: Sampler, seed: int) -> optuna.samplers.BaseSampler:
+STARTUP_SHARE = 4
+STARTUP_RANGE = (3, 10)
+
+
+def startup_trials(affordable: float) -> int:
+    """Random start-up trials for a model-based sampler: a quarter of the trials the budget
+    affords, within :data:`STARTUP_RANGE`."""
+    low, high = STARTUP_RANGE
+    return max(low, min(high, int(affordable) // STARTUP_SHARE))
+
+
+def _sampler(sampler: Sampler, seed: int, startup: int = STARTUP_RANGE[1]) -> optuna.samplers.BaseSampler:
     if sampler == "optuna":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    if sampler == "optuna-gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     return optuna.samplers.RandomSampler(seed)
 
 
 def _pruner(sampler: Sampler) -> optuna.pruners.BasePruner:
-    if sampler == "optuna":
+    if sampler != "random":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=PRUNER_MIN_EPOCHS, reduction_factor=PRUNER_REDUCTION
         )
@@ -73,10 +95,16 @@ def peer_setup(sampler: Sampler) -> str:
     pruner = (
         f"SuccessiveHalvingPruner(min_resource={PRUNER_MIN_EPOCHS}, reduction_factor={PRUNER_REDUCTION}) "
         "on per-epoch validation NE"
-        if sampler == "optuna"
+        if sampler != "random"
         else "no pruner"
     )
-    return f"{type(_sampler(sampler, 0)).__name__}, {pruner}; optuna {optuna.__version__}"
+    low, high = STARTUP_RANGE
+    startup = (
+        ""
+        if sampler == "random"
+        else f" (n_startup_trials: affordable trials / {STARTUP_SHARE}, {low}..{high})"
+    )
+    return f"{type(_sampler(sampler, 0)).__name__}{startup}, {pruner}; optuna {optuna.__version__}"
 
 
 @dataclass
@@ -116,12 +144,16 @@ def budgeted_search(
     """Minimise validation NE with ``sampler`` until the budget allows no further job; before any
     job has finished, each is priced by the planner's prior from ``training_rows`` and the
     ``parameters`` of its config's model."""
+    fidelity = Fidelity.of(schema)
+    prior = CostModel.from_history(fidelity, [], training_rows, parameters)
+    startup = startup_trials(budget_cpu_seconds / max(prior.estimate(baseline), 1e-9))
     study = optuna.create_study(
-        direction="minimize", sampler=_sampler(sampler, seed), pruner=_pruner(sampler)
+        direction="minimize", sampler=_sampler(sampler, seed, startup), pruner=_pruner(sampler)
     )
     space = search_space(schema)
     study.enqueue_trial({name: baseline[name] for name in space})
     history: list[dict[str, Any]] = []
+    finished_trials: list[Trial] = []
     spent = 0.0
     failed = 0
     running: dict[Future[JobOutput], InFlight] = {}
@@ -131,7 +163,6 @@ def budgeted_search(
         return all(future.done() for future in running)
 
     # On an interrupt the pool would wait for its jobs to finish (minutes): kill them first.
-    fidelity = Fidelity.of(schema)
     with ThreadPoolExecutor(parallel) as pool, new_children_killed_on_error(settled):
         while True:
             costs = CostModel.from_history(fidelity, history, training_rows, parameters)
@@ -166,8 +197,10 @@ def budgeted_search(
                 cost = output.cost.cpu_seconds if output.cost else 0.0
                 spent += cost
                 history.append({"config": {**baseline, **trial.params}, "cost": {"cpu_seconds": cost}})
-                if output.status == "ok" and output.validation is not None:
-                    study.tell(trial, output.validation.ne)
+                ne = output.validation.ne if output.status == "ok" and output.validation is not None else None
+                finished_trials.append(Trial(cost, ne, {**baseline, **trial.params}))
+                if ne is not None:
+                    study.tell(trial, ne)
                 elif watch.stopping.is_set():
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
@@ -178,4 +211,12 @@ def budgeted_search(
         raise RuntimeError(f"{sampler}: no trial completed within {budget_cpu_seconds:g} CPU-s")
     best = min(completed, key=lambda t: t.value if t.value is not None else float("inf"))
     assert best.value is not None
-    return SearchOutcome({**baseline, **best.params}, best.value, round(spent, 2), len(history), failed)
+    return SearchOutcome(
+        {**baseline, **best.params},
+        best.value,
+        round(spent, 2),
+        len(history),
+        failed,
+        finished_trials,
+        startup,
+    )

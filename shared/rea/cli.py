@@ -1019,7 +1019,7 @@ def bench(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    console.print(f"Wrote {out / 'results.json'} and {out / 'gains.png'}")
+    console.print(f"Wrote {out / 'results.json'}, {out / 'gains.png'} and {out / 'anytime.png'}")
 
 
 @app.command()

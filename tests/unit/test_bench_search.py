@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from rea_bench import BenchRun, summarize
-from rea_bench.search import budgeted_search, peer_setup, search_space
+from rea_bench.anytime import Trial, best_within, curve
+from rea_bench.search import budgeted_search, peer_setup, search_space, startup_trials
 from rea_bench.suites import SUITES
 
 from rea.events import JobSpec
@@ -63,6 +64,22 @@ def test_search_stays_within_the_budget_and_starts_from_the_baseline(sampler: st
     assert outcome.failed == 0
     assert outcome.best_validation_ne == min(0.8 + abs(c["learning_rate"] - 0.01) for c in runner.configs)
     assert all(config["epochs"] == 1 for config in runner.configs)  # the fidelity is the baseline's
+    assert sorted(map(repr, (t.config for t in outcome.history))) == sorted(map(repr, runner.configs))
+    assert [t.cpu_seconds for t in outcome.history] == [2.0] * outcome.trials
+
+
+def test_the_gaussian_process_variant_searches_past_its_random_start() -> None:
+    """GPSampler fits a GP for every trial (~2 s each here): a small budget keeps this short."""
+    runner = FakeRunner(cost=5.0)
+    outcome = budgeted_search("optuna-gp", SCHEMA, BASELINE, 30.0, make_job, runner, seed=1, parallel=1)
+    assert runner.configs[0] == BASELINE and outcome.startup_trials == 3
+    assert outcome.trials > outcome.startup_trials + 1  # the baseline, 3 at random, then the GP
+    assert outcome.spent_cpu_seconds <= 30.0
+
+
+def test_model_based_samplers_start_with_a_quarter_of_the_affordable_trials_at_random() -> None:
+    assert [startup_trials(n) for n in (4, 12, 20, 40, 400)] == [3, 3, 5, 10, 10]
+    assert "n_startup_trials" in peer_setup("optuna-gp") and "n_startup_trials" not in peer_setup("random")
 
 
 class EpochRunner:
@@ -104,7 +121,9 @@ def test_optuna_prunes_unpromising_jobs_on_their_per_epoch_validation_ne() -> No
     assert runner.stopped >= 1  # some jobs were stopped early, and only what they ran is charged
     assert outcome.spent_cpu_seconds <= 40.0
     assert outcome.failed == 0  # a pruned trial is not a failure
-    assert peer_setup("optuna").startswith("TPESampler, SuccessiveHalvingPruner(")
+    assert peer_setup("optuna").startswith("TPESampler (n_startup_trials")
+    assert "SuccessiveHalvingPruner(" in peer_setup("optuna")
+    assert peer_setup("optuna-gp").startswith("GPSampler")
     assert peer_setup("random").startswith("RandomSampler, no pruner; optuna ")
 
 
@@ -162,3 +181,20 @@ def test_the_evaluation_suite_shares_no_data_set_with_the_development_suite() ->
     assert {case.model for case in SUITES["eval"]} >= {"ranker", "autoint"}
     for case in SUITES["eval"]:
         assert get_workload(case.model).dataset_error(case.dataset) is None
+
+
+def test_the_anytime_curve_and_the_best_config_within_part_of_the_budget() -> None:
+    trials = [
+        Trial(10, 0.80, {"a": 1}),
+        Trial(5, None, {"a": 2}),
+        Trial(10, 0.78, {"a": 3}),
+        Trial(30, 0.70, {"a": 4}),
+    ]
+    assert curve(trials) == [(10, 0.80), (25, 0.78), (55, 0.70)]
+    assert best_within(trials, 27.5) == {"a": 3}  # the 0.70 trial finished past half of 55
+    assert best_within(trials, 9) is None
+
+
+def test_rea_is_compared_with_the_stronger_optuna_variant() -> None:
+    runs = [run("rea", "a", 0.03), run("optuna", "a", 0.01), run("optuna-gp", "a", 0.04)]
+    assert summarize(runs)["rea_wins"] == {"ranker/a": False}
