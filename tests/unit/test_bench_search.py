@@ -11,7 +11,9 @@ from rea_bench import BenchRun, summarize
 from rea_bench.anytime import Trial, best_within, curve
 from rea_bench.search import budgeted_search, peer_setup, search_space, startup_trials
 from rea_bench.suites import SUITES
+from typer.testing import CliRunner
 
+from rea import cli
 from rea.events import JobSpec
 from rea.workloads import EpochRecord, JobCost, JobError, JobOutput, SplitMetrics, get_workload
 from rea_executor.runner import JobWatch
@@ -198,3 +200,17 @@ def test_the_anytime_curve_and_the_best_config_within_part_of_the_budget() -> No
 def test_rea_is_compared_with_the_stronger_optuna_variant() -> None:
     runs = [run("rea", "a", 0.03), run("optuna", "a", 0.01), run("optuna-gp", "a", 0.04)]
     assert summarize(runs)["rea_wins"] == {"ranker/a": False}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "--workload"),
+        (["--suite", "eval", "--workload", "adult"], "not both"),
+        (["--suite", "prod"], "unknown suite 'prod'; known: dev, eval"),
+        (["--workload", "adult", "--model", "nope"], "unknown model 'nope'"),
+    ],
+)
+def test_bench_says_what_is_wrong_with_its_cases_before_running_anything(args: list[str], says: str) -> None:
+    result = CliRunner().invoke(cli.app, ["bench", *args, "--out", "/nonexistent/never-written"])
+    assert result.exit_code == 2 and says in " ".join(result.output.split()), result.output
