@@ -23,12 +23,13 @@ from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from rea import plots
 from rea.client import Client
-from rea.events import CampaignRequested, JobSpec, new_id
+from rea.events import CampaignRequested, JobSpec, describe_error, new_id
 from rea.knobs import Role
 from rea.processes import new_children_killed_on_error
 from rea.runtime import ensure_topics
@@ -67,6 +68,8 @@ class BenchPlan:
     job_memory_mb: int = 4096
     campaign_timeout_s: float = 7200
     warm_start: bool = False
+    rea_options: dict[str, Any] = field(default_factory=dict)
+    """Campaign fields REA's runs set differently from the bench's defaults: an ablation."""
 
     def baseline(self, model: str) -> dict[str, Any]:
         """The overrides of ``model``'s baseline: its epochs knob, when ``epochs`` is set."""
@@ -116,6 +119,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     unknown = [m for m in plan.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    check_rea_options(plan.rea_options)
     plan.out.mkdir(parents=True, exist_ok=True)
     for case in plan.cases:
         workload = get_workload(case.model)
@@ -411,6 +415,7 @@ class ReaStack:
             "seed": seed,
             "job_timeout_s": plan.job_timeout_s,
             "job_memory_mb": plan.job_memory_mb,
+            **plan.rea_options,
         }
         state = asyncio.run(self._run(settings, request))
         if state is None or state["status"] != "completed":
@@ -443,6 +448,25 @@ class ReaStack:
         self.servers.stop()
 
 
+FIXED_BY_THE_BENCH = frozenset(
+    {"name", "workload", "dataset", "budget_cpu_seconds", "auto_approve_cpu_seconds", "seed", "baseline"}
+)
+
+
+def check_rea_options(options: dict[str, Any]) -> None:
+    """Raise ValueError unless ``options`` are campaign fields the bench leaves open, with values
+    a campaign accepts."""
+    from rea_planner.campaign import CampaignSpec
+
+    fixed = sorted(FIXED_BY_THE_BENCH & set(options))
+    if fixed:
+        raise ValueError(f"REA options {fixed} are set by the bench for every method alike")
+    try:
+        CampaignSpec.model_validate({"name": "check", "dataset": "adult", "budget_cpu_seconds": 1, **options})
+    except ValidationError as exc:
+        raise ValueError(f"REA options: {describe_error(exc)}") from None
+
+
 def _job(
     plan: BenchPlan, case: BenchCase, name: str, seed: int, config: dict[str, Any], number: int
 ) -> JobSpec:
@@ -472,6 +496,7 @@ def _settings(plan: BenchPlan) -> dict[str, Any]:
         "parallel": plan.parallel,
         "epochs": plan.epochs,
         "warm_start": plan.warm_start,
+        "rea_options": plan.rea_options,
     }
 
 

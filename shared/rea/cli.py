@@ -966,6 +966,14 @@ def bench(
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs of every job (the fidelity), by the epochs role.")
     ] = None,
+    rea_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rea-set",
+            help="KEY=VALUE: a campaign field REA's runs set otherwise, for an ablation (repeatable), "
+            "e.g. --rea-set validation_share=0.3",
+        ),
+    ] = None,
     warm_start: Annotated[
         bool,
         typer.Option(
@@ -1001,8 +1009,16 @@ def bench(
         if epochs is not None and schema.roles().get(Role.EPOCHS) is None:
             console.print(f"[red]{case.model} declares no epochs knob; leave --epochs out[/red]")
             raise typer.Exit(2)
+    rea_options: dict[str, Any] = {}
+    for item in rea_set or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            console.print(f"[red]--rea-set takes KEY=VALUE, got {item!r}[/red]")
+            raise typer.Exit(2)
+        rea_options[key.strip()] = yaml.safe_load(value)
     plan = BenchPlan(
         cases=cases,
+        rea_options=rea_options,
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         budget_cpu_seconds=budget_cpu_seconds,
         seeds=seeds,

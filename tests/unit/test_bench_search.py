@@ -209,6 +209,9 @@ def test_rea_is_compared_with_the_stronger_optuna_variant() -> None:
         (["--suite", "eval", "--workload", "adult"], "not both"),
         (["--suite", "prod"], "unknown suite 'prod'; known: dev, eval"),
         (["--workload", "adult", "--model", "nope"], "unknown model 'nope'"),
+        (["--workload", "adult", "--rea-set", "budget_cpu_seconds=5"], "set by the bench for every method"),
+        (["--workload", "adult", "--rea-set", "validation_share=2"], "validation_share"),
+        (["--workload", "adult", "--rea-set", "validation_share"], "--rea-set takes KEY=VALUE"),
     ],
 )
 def test_bench_says_what_is_wrong_with_its_cases_before_running_anything(args: list[str], says: str) -> None:
