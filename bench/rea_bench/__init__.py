@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -203,21 +203,9 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
 
 def summarize(runs: list[BenchRun]) -> dict[str, Any]:
     """Mean gain per method per case (``model/dataset``), and whether REA beat Optuna on each."""
-    mean_gain: dict[str, dict[str, float]] = {}
-    for run in runs:
-        mean_gain.setdefault(run.method, {}).setdefault(run.label, 0.0)
-    for method, by_case in mean_gain.items():
-        for label in by_case:
-            by_case[label] = fmean(r.gain for r in runs if r.method == method and r.label == label)
+    mean_gain = _mean_per_case((run, run.gain) for run in runs)
     summary: dict[str, Any] = {"mean_gain": mean_gain}
-    checkpoint: dict[str, dict[str, float]] = {}
-    for run in runs:
-        if run.checkpoint_gain is not None:
-            checkpoint.setdefault(run.method, {}).setdefault(run.label, 0.0)
-    for method, by_case in checkpoint.items():
-        for label in by_case:
-            gains = [r.checkpoint_gain for r in runs if r.method == method and r.label == label]
-            by_case[label] = fmean(g for g in gains if g is not None)
+    checkpoint = _mean_per_case((run, run.checkpoint_gain) for run in runs if run.checkpoint_gain is not None)
     if checkpoint:
         summary[f"mean_gain_at_{CHECKPOINT:g}_budget"] = checkpoint
     if "rea" in mean_gain:
@@ -226,6 +214,14 @@ def summarize(runs: list[BenchRun]) -> dict[str, Any]:
             label: mean_gain["rea"][label] > gain for label, (_, gain) in peer.items() if gain is not None
         }
     return summary
+
+
+def _mean_per_case(values: Iterable[tuple[BenchRun, float]]) -> dict[str, dict[str, float]]:
+    """The mean of a value over seeds, per method and case, in the order the runs came."""
+    grouped: dict[str, dict[str, list[float]]] = {}
+    for run, value in values:
+        grouped.setdefault(run.method, {}).setdefault(run.label, []).append(value)
+    return {method: {label: fmean(v) for label, v in by_case.items()} for method, by_case in grouped.items()}
 
 
 def strongest_optuna(mean_gain: dict[str, dict[str, float]], label: str) -> tuple[str | None, float | None]:
@@ -514,7 +510,7 @@ def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None
             mine = [r for r in runs if r.method == method and r.label == case.label]
             if not mine:
                 continue
-            gain = fmean(r.gain for r in mine)
+            gain = mean_gain[method][case.label]
             early = [r.checkpoint_gain for r in mine if r.checkpoint_gain is not None]
             if peer_gain is None or method == peer:
                 ratio = ""

@@ -152,8 +152,7 @@ def budgeted_search(
     )
     space = search_space(schema)
     study.enqueue_trial({name: baseline[name] for name in space})
-    history: list[dict[str, Any]] = []
-    finished_trials: list[Trial] = []
+    ended: list[Trial] = []
     spent = 0.0
     failed = 0
     running: dict[Future[JobOutput], InFlight] = {}
@@ -165,6 +164,7 @@ def budgeted_search(
     # On an interrupt the pool would wait for its jobs to finish (minutes): kill them first.
     with ThreadPoolExecutor(parallel) as pool, new_children_killed_on_error(settled):
         while True:
+            history = [{"config": t.config, "cost": {"cpu_seconds": t.cpu_seconds}} for t in ended]
             costs = CostModel.from_history(fidelity, history, training_rows, parameters)
             while len(running) < parallel:
                 # The next trial's own config is estimated (a small batch costs more), as REA's
@@ -196,9 +196,8 @@ def budgeted_search(
                 output = future.result()
                 cost = output.cost.cpu_seconds if output.cost else 0.0
                 spent += cost
-                history.append({"config": {**baseline, **trial.params}, "cost": {"cpu_seconds": cost}})
                 ne = output.validation.ne if output.status == "ok" and output.validation is not None else None
-                finished_trials.append(Trial(cost, ne, {**baseline, **trial.params}))
+                ended.append(Trial(cost, ne, {**baseline, **trial.params}))
                 if ne is not None:
                     study.tell(trial, ne)
                 elif watch.stopping.is_set():
@@ -215,8 +214,8 @@ def budgeted_search(
         {**baseline, **best.params},
         best.value,
         round(spent, 2),
-        len(history),
+        len(ended),
         failed,
-        finished_trials,
+        ended,
         startup,
     )

@@ -79,14 +79,16 @@ class PhaseExecution(BaseModel):
             in_flight=sum(j.status in IN_FLIGHT for j in self.jobs),
             pending_costs=tuple(j.spec.estimated_cpu_seconds for j in self.jobs if j.status == "pending"),
             max_parallel=self.max_parallel_jobs,
-            in_flight_cost=sum(j.spec.estimated_cpu_seconds for j in self.jobs if j.status in IN_FLIGHT),
+            in_flight_cost=self.in_flight_estimate(),
         )
+
+    def in_flight_estimate(self) -> float:
+        """The estimated CPU seconds of the jobs submitted and not finished."""
+        return sum(j.spec.estimated_cpu_seconds for j in self.jobs if j.status in IN_FLIGHT)
 
     def reserved_cpu_seconds(self) -> float:
         """Spent plus the estimates of jobs still in flight: what the budget must still cover."""
-        return self.spent_cpu_seconds + sum(
-            j.spec.estimated_cpu_seconds for j in self.jobs if j.status in IN_FLIGHT
-        )
+        return self.spent_cpu_seconds + self.in_flight_estimate()
 
 
 def phase_key(campaign_id: str, phase: str) -> str:

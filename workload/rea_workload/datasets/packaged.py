@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -58,10 +59,7 @@ def _words(table: pa.Table, columns: tuple[str, ...], min_count: int) -> tuple[M
     words seen in fewer than ``min_count`` rows dropped); a row with none holds the OOV id 0."""
     texts = pc.binary_join_element_wise(*(pc.fill_null(table[c], "") for c in columns), " ")
     rows = [sorted(set(WORD.findall((text or "").lower()))) for text in texts.to_pylist()]
-    counts: dict[str, int] = {}
-    for row in rows:
-        for word in row:
-            counts[word] = counts.get(word, 0) + 1
+    counts = Counter(word for row in rows for word in row)
     vocabulary = {w: i + 1 for i, w in enumerate(sorted(w for w, n in counts.items() if n >= min_count))}
     ids = [[vocabulary[w] for w in row if w in vocabulary] or [0] for row in rows]
     return MultiValued.from_lists(ids), len(vocabulary) + 1
