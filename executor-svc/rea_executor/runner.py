@@ -242,6 +242,8 @@ class _Warm:
     def ended(self, wait: bool = False) -> Ended | None:
         while True:
             ended = self.zygote.ended(1.0 if wait else 0.0)
+            if ended is not None and ended.orphaned:
+                self.kill()  # the job's own children outlive its parent-death signal
             if ended is not None or not wait:
                 return ended
 

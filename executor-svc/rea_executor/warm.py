@@ -72,6 +72,7 @@ class Launch(BaseModel):
 class Ended:
     code: int
     cpu_seconds: float
+    orphaned: bool = False  # its zygote died first: nobody reaped it
 
 
 def reaped(pid: int, wait: bool = False) -> Ended | None:
@@ -209,7 +210,7 @@ class Zygote:
         if not reply:
             return None
         if "code" not in reply:
-            return Ended(-signal.SIGKILL, 0.0)
+            return Ended(-signal.SIGKILL, 0.0, orphaned=True)
         return Ended(int(reply["code"]), float(reply["cpu_seconds"]))
 
     def alive(self) -> bool:

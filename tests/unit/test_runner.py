@@ -365,6 +365,9 @@ def test_a_job_whose_zygote_dies_is_reported_killed(use_mode: UseMode, zygotes: 
     done.join(10)
     assert outputs and outputs[0].error is not None and outputs[0].error.kind == "killed", outputs
     assert outputs[0].cost is not None and outputs[0].cost.cpu_seconds >= 0.3  # as sampled
+    deadline = time.monotonic() + 5  # a signal is delivered, not waited for
+    while not _gone_or_zombie(watch.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _gone_or_zombie(watch.pid) and not zygotes.idle
 
 
