@@ -37,6 +37,15 @@ class CampaignSpec(BaseModel):
         description="Seeds the winner and the baseline are compared over on the test split, for a "
         "confidence interval; 1 skips the confirmation phase.",
     )
+    contenders: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="When the search ends, the best few configs by validation NE run again on "
+        "selection_seeds more seeds and the winner is the best by its mean validation NE: the best "
+        "of many single runs is biased low (the winner's curse). 0 or 1 picks the best single run.",
+    )
+    selection_seeds: int = Field(default=1, ge=1, le=10, description="Extra seeds per contender.")
     max_exploitation_trials: int | None = Field(
         default=None,
         ge=0,

@@ -48,6 +48,7 @@ from rea.phases import (
     EXPLOITATION,
     KINDS,
     SCREENING,
+    SELECTION,
     VALIDATION,
     kind,
     numbered,
@@ -76,6 +77,13 @@ from rea_planner.costs import CostModel
 from rea_planner.exploitation import exploitation_over, plan_exploitation
 from rea_planner.jobs import make_job, parts, plan_of, search_records, spent, still_dropped
 from rea_planner.screening import ETA, low_fidelity, plan_promotion, worth_screening
+from rea_planner.selection import (
+    best_by_mean,
+    config_key,
+    mean_validation_ne,
+    plan_selection,
+    selection_reserve,
+)
 
 Decide = Callable[[Campaign | None, Any], Decision[Campaign]]
 
@@ -181,6 +189,12 @@ def confirmation_reserve(campaign: Campaign, config: dict[str, Any], costs: Cost
     return (campaign.spec.confirm_seeds - 1) * (costs.estimate(baseline) + costs.estimate(config))
 
 
+def search_reserve(campaign: Campaign, records: list[JobRecord], best: JobRecord, costs: CostModel) -> float:
+    """CPU seconds the search leaves for what follows it: selecting among the contenders and
+    confirming ``best``, the best config so far."""
+    return confirmation_reserve(campaign, best.config, costs) + selection_reserve(campaign, records, costs)
+
+
 def plan_next_round(
     campaign: Campaign, records: list[JobRecord], costs: CostModel, room: float
 ) -> PhasePlan | None:
@@ -216,11 +230,10 @@ def next_search_phase(
     hypotheses that now fit), the combination phase (stacking once, given two or more winners,
     then extension rounds while they find a better config, then pruning rounds that take each
     hypothesis out of the best config once), then exploitation rounds until
-    their trial limit or the budget. Room is always kept for confirming ``best``, the best
-    config found so far. None when nothing more fits."""
+    their trial limit or the budget. Room is always kept for selection and for confirming
+    ``best``, the best config found so far. None when nothing more fits."""
     assert campaign.spec is not None
-    reserve = confirmation_reserve(campaign, best.config, costs)
-    room = campaign.budget_cpu_seconds() - spent(records) - reserve
+    room = campaign.budget_cpu_seconds() - spent(records) - search_reserve(campaign, records, best, costs)
     concluded = kind(campaign.phase or VALIDATION)
     plan: PhasePlan | None = None
     if concluded == VALIDATION:
@@ -237,8 +250,8 @@ def next_search_phase(
 def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> dict[str, float]:
     """The estimate per phase shown before approval, never more than the budget in all: the
     first plan itself (screening or validation); then, from what is left and in this order,
-    validation of the survivors after screening, confirmation as it would be planned,
-    combination at one baseline-sized job per pair and stack it could run plus one extension
+    validation of the survivors after screening, selection and confirmation as they would be
+    planned, combination at one baseline-sized job per pair and stack it could run plus one extension
     and one pruning round (further rounds run only while they find better configs or have
     hypotheses left to take out), and exploitation's trials."""
     assert campaign.spec is not None
@@ -252,13 +265,14 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
     pooled = min(singles, PAIR_POOL)
     stacks = pooled * (pooled - 1) // 2 + max(0, min(singles, MAX_STACK) - 2) if singles >= 2 else 0
     one_round = min(max(0, singles - 1), spec.max_parallel_jobs)
+    exploited = math.inf if spec.max_exploitation_trials is None else spec.max_exploitation_trials
+    configs = min(spec.contenders, 1 + singles + stacks + 2 * one_round + exploited)
+    if configs >= 2:
+        following.append((SELECTION, configs * spec.selection_seeds * one))
     following += [
         (CONFIRMATION, 2 * (spec.confirm_seeds - 1) * one),
         (COMBINATION, (stacks + 2 * one_round) * one),
-        (
-            EXPLOITATION,
-            math.inf if spec.max_exploitation_trials is None else spec.max_exploitation_trials * one,
-        ),
+        (EXPLOITATION, exploited * one),
     ]
     left = campaign.budget_cpu_seconds() - plan.estimated_cpu_seconds
     estimates = {plan.phase: plan.estimated_cpu_seconds}
@@ -340,29 +354,35 @@ def pick_winner(
     runbook retry that changed it stands in only when the baseline itself could not train
     (see :mod:`rea_executor.runbook`), and the result then says so.
 
-    Many configs compete, so the best validation NE is biased low (the winner's curse): the
-    confirmation phase measures the winner again on fresh seeds, on the test split."""
+    Many configs compete, so the best validation NE is biased low (the winner's curse): once
+    the selection phase has run the best few again, the best *mean* wins
+    (:func:`rea_planner.selection.best_by_mean`), and the confirmation phase measures the winner
+    again on fresh seeds, on the test split."""
     done = search_records(records)
     baselines = [j for j in done if j.hypothesis_id is None and kind(j.phase) == VALIDATION]
     unchanged = [j for j in baselines if reference is None or j.config == reference]
     baseline = next(iter(unchanged or baselines), None)
     if baseline is None:
         return "the baseline job did not complete, so nothing can be compared"
-    best = min(done, key=lambda j: j.validation.ne if j.validation else float("inf"))
-    return baseline, best
+    best = best_by_mean(records)
+    assert best is not None
+    return baseline, baseline if best.config == baseline.config else best
 
 
 def plan_confirmation(
-    campaign: Campaign, baseline: JobRecord, best: JobRecord, costs: CostModel
+    campaign: Campaign, records: list[JobRecord], baseline: JobRecord, best: JobRecord, costs: CostModel
 ) -> PhasePlan:
     """The winner and the baseline again on further seeds: with the validation run's seed,
-    ``confirm_seeds`` test-split measurements of each, for a confidence interval."""
+    ``confirm_seeds`` test-split measurements of each, for a confidence interval. A seed the
+    selection phase already ran a config on is not run again."""
     assert campaign.spec is not None
     spec = campaign.spec
+    measured = {(config_key(j.config), j.seed) for j in records if j.status == "completed" and j.test}
     jobs = [
         make_job(spec, campaign.campaign_id, record.hypothesis_id, record.config, costs, CONFIRMATION, seed)
         for seed in range(spec.seed + 1, spec.seed + spec.confirm_seeds)
         for record in (baseline, best)
+        if (config_key(record.config), seed) not in measured
     ]
     return plan_of(CONFIRMATION, jobs)
 
@@ -401,7 +421,7 @@ def summarize(
             hypothesis_id=winner.hypothesis_id,
             ne=fmean(by_seed.values()),
             auc=fmean(aucs),
-            validation_ne=winner.validation.ne,
+            validation_ne=mean_validation_ne(records, winner.config) or winner.validation.ne,
             ne_by_seed=by_seed,
         )
         return summary, list(by_seed.values())
@@ -444,11 +464,11 @@ def _relative_effects(records: list[JobRecord]) -> dict[str, float]:
 def why_search_ended(campaign: Campaign, records: list[JobRecord], best: JobRecord, costs: CostModel) -> str:
     """Why no search phase follows, with what it leaves of the budget: the budget is spent (what
     is left is kept for confirmation or fits no job), or exploitation is over before that."""
-    reserve = confirmation_reserve(campaign, best.config, costs)
+    reserve = search_reserve(campaign, records, best, costs)
     left = campaign.budget_cpu_seconds() - spent(records)
     reason = exploitation_over(campaign, records) or (
         f"the next job (an estimated {costs.estimate(best.config):.0f} CPU-s) does not fit in what the "
-        f"budget has left after {reserve:.0f} CPU-s kept for confirmation"
+        f"budget has left after {reserve:.0f} CPU-s kept for selection and confirmation"
     )
     return f"the search stopped with {left:.0f} of {campaign.budget_cpu_seconds():.0f} CPU-s left: {reason}"
 
@@ -471,8 +491,8 @@ def _finish(
 
 def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: CostModel) -> Decision[Campaign]:
     """A search phase concluded: run the next one that fits (validation rounds, combination,
-    exploitation rounds); after the last, confirm the winner on more seeds if it beat the
-    baseline and the budget allows; else finish. Confirmation concluded: finish."""
+    exploitation rounds); after the last, the selection phase among the best few configs, then
+    the winner's confirmation (:func:`_conclude_search`). Confirmation concluded: finish."""
     if state is None or state.status not in (*ACTIVE, "cancelling") or state.spec is None:
         return Decision()
     if event.payload.phase != (state.phase or VALIDATION):
@@ -484,31 +504,47 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
         return _finish(state, event, records, [])
     if kind(event.payload.phase) == SCREENING:
         return _start(state, event, records, plan_promotion(state, records, learned_costs(records, costs)))
+    if kind(event.payload.phase) == SELECTION:
+        return _conclude_search(state, event, records, learned_costs(records, costs))
     picked = pick_winner(records, _baseline_config(state))
     if isinstance(picked, str):
         return _finish(state, event, records, [])
     baseline, best = picked
     costs = learned_costs(records, costs)
     state = diagnosed(state, baseline)
-    assert state.spec is not None
     following = next_search_phase(state, records, best, costs)
     if following is not None:
         return _start(state, event, records, following)
     state = _save(state, search_ended=why_search_ended(state, records, best, costs))
+    selection = plan_selection(state, records, costs, state.budget_cpu_seconds() - spent(records))
+    if selection is not None:
+        return _start(state, event, records, selection)
+    return _conclude_search(state, event, records, costs)
+
+
+def _conclude_search(
+    state: Campaign, cause: Envelope, records: list[JobRecord], costs: CostModel
+) -> Decision[Campaign]:
+    """The search (and selection, if it ran) is over: confirm the winner on more seeds if it
+    beat the baseline and the budget allows; else finish."""
     assert state.spec is not None
+    picked = pick_winner(records, _baseline_config(state))
+    if isinstance(picked, str):
+        return _finish(state, cause, records, [])
+    baseline, best = picked
     if best is baseline:
-        return _finish(state, event, records, ["nothing beat the baseline on validation NE"])
+        return _finish(state, cause, records, ["nothing beat the baseline on validation NE"])
     if state.spec.confirm_seeds <= 1:
-        return _finish(state, event, records, ["confirmation skipped: confirm_seeds is 1"])
-    plan = plan_confirmation(state, baseline, best, costs)
+        return _finish(state, cause, records, ["confirmation skipped: confirm_seeds is 1"])
+    plan = plan_confirmation(state, records, baseline, best, costs)
     remaining = state.budget_cpu_seconds() - spent(records)
     if plan.estimated_cpu_seconds > remaining:
         note = (
             f"confirmation skipped: it needs an estimated {plan.estimated_cpu_seconds:.0f} CPU-s, "
             f"{remaining:.0f} of the budget remain"
         )
-        return _finish(state, event, records, [note])
-    return _start(state.model_copy(update={"confirmation": plan}), event, records, plan)
+        return _finish(state, cause, records, [note])
+    return _start(state.model_copy(update={"confirmation": plan}), cause, records, plan)
 
 
 def diagnosed(campaign: Campaign, baseline: JobRecord) -> Campaign:

@@ -19,7 +19,7 @@ from typing import Any
 
 from rea import plots
 from rea.events import CampaignResult, JobRecord
-from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, VALIDATION, kind
+from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, SELECTION, VALIDATION, kind
 from rea.workloads import ModelFootprint, get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.combination import extension_effects, pruning_effects
@@ -31,6 +31,7 @@ PHASE_COLOURS: dict[str, str] = {
     VALIDATION: "tab:blue",
     COMBINATION: "tab:purple",
     EXPLOITATION: "tab:cyan",
+    SELECTION: "tab:brown",
     CONFIRMATION: "tab:orange",
 }
 
@@ -470,7 +471,8 @@ def _ne_over_budget(jobs: list[JobRecord], result: CampaignResult) -> bytes:
         colour = PHASE_COLOURS.get(kind(job.phase), "tab:gray")
         marker = "s" if job.hypothesis_id is None else "o"
         axes.scatter(spent, job.test.ne, color=colour, marker=marker, s=30, zorder=3)
-        if kind(job.phase) != CONFIRMATION and job.validation is not None and job.validation.ne < best:
+        remeasured = kind(job.phase) in (SELECTION, CONFIRMATION)
+        if not remeasured and job.validation is not None and job.validation.ne < best:
             best = job.validation.ne
             frontier.append((spent, job.test.ne))
     if frontier:

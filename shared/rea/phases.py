@@ -6,22 +6,24 @@ further rounds are "validation-2", ...) →
 combination (the winners stacked, pairs checked for interaction; then rounds "combination-2",
 ... adding other hypotheses to the best config, then taking its own out one by one) →
 exploitation (Optuna
-around the best combination, in rounds "exploitation-1", ...) → confirmation (the winner
-and the baseline on more seeds, on the test split).
+around the best combination, in rounds "exploitation-1", ...) → selection (the best few configs
+again on more seeds, so the winner is picked on a mean, not on one lucky run) → confirmation
+(the winner and the baseline on more seeds, on the test split).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-PhaseKind = Literal["screening", "validation", "combination", "exploitation", "confirmation"]
+PhaseKind = Literal["screening", "validation", "combination", "exploitation", "selection", "confirmation"]
 
 SCREENING: PhaseKind = "screening"
 VALIDATION: PhaseKind = "validation"
 COMBINATION: PhaseKind = "combination"
 EXPLOITATION: PhaseKind = "exploitation"
+SELECTION: PhaseKind = "selection"
 CONFIRMATION: PhaseKind = "confirmation"
-KINDS: tuple[PhaseKind, ...] = (SCREENING, VALIDATION, COMBINATION, EXPLOITATION, CONFIRMATION)
+KINDS: tuple[PhaseKind, ...] = (SCREENING, VALIDATION, COMBINATION, EXPLOITATION, SELECTION, CONFIRMATION)
 
 # Phases whose jobs compete to be the winner (picked on validation NE).
 SEARCH_KINDS: frozenset[str] = frozenset({VALIDATION, COMBINATION, EXPLOITATION})

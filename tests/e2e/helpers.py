@@ -40,6 +40,7 @@ def campaign_request(**overrides: Any) -> dict[str, Any]:
         "baseline": {"epochs": 1},
         "confirm_seeds": 1,  # most tests are about the flow, not the statistics
         "max_exploitation_trials": 0,  # nor about the search after validation
+        "contenders": 0,  # nor about picking among the best few
     }
     request.update(overrides)
     return request

@@ -61,12 +61,14 @@ BASELINE_COST = 37.5
 
 
 def request(**overrides: Any) -> dict[str, Any]:
-    """Most tests here are about validation and confirmation: exploitation is off unless asked."""
+    """Most tests here are about validation and confirmation: exploitation and selection are off
+    unless asked."""
     return {
         "name": "try crosses",
         "dataset": "synthetic:rows=3000",
         "budget_cpu_seconds": 1000,
         "max_exploitation_trials": 0,
+        "contenders": 0,
         **overrides,
     }
 

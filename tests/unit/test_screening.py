@@ -15,7 +15,8 @@ from .test_planner_logic import COSTS, concluded, generated, hypothesis, plannin
 
 RANKER_FIDELITY = Fidelity.of(get_workload("ranker").schema)
 
-SIX = [hypothesis(f"h{i}", {"mlp_width": 32 + 16 * i}, gain=0.01 - 0.001 * i) for i in range(6)]
+# None of them is the baseline (mlp_width 64).
+SIX = [hypothesis(f"h{i}", {"mlp_width": 80 + 16 * i}, gain=0.01 - 0.001 * i) for i in range(6)]
 
 
 def spec(**overrides: object) -> CampaignSpec:

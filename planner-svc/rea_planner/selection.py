@@ -1,0 +1,118 @@
+"""The selection phase: the best few configs again on more seeds, so the winner is a mean.
+
+Among dozens of single-seed results the lowest validation NE is biased low (the winner's
+curse): at these data sizes a config's NE moves between seeds by about as much as most
+hypotheses move it, so the best single run is partly the luckiest. When the search ends, the
+``contenders`` best distinct configs by validation NE run again on ``selection_seeds`` more
+seeds, and the winner is the config with the best *mean* validation NE among those measured on
+the most seeds. The test split plays no part in the choice.
+
+The extra seeds are the first ones the confirmation phase uses, so the winner's selection runs
+count towards its confirmation and are not run twice.
+"""
+
+from __future__ import annotations
+
+import json
+from statistics import fmean
+from typing import Any
+
+from rea.events import JobRecord, JobSpec, PhasePlan
+from rea.phases import SELECTION, kind
+from rea_planner.campaign import Campaign
+from rea_planner.costs import CostModel
+from rea_planner.jobs import make_job, plan_of, search_records
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """One config, whatever the order of its keys."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def selection_runs(records: list[JobRecord]) -> list[JobRecord]:
+    return [j for j in records if j.status == "completed" and j.validation and kind(j.phase) == SELECTION]
+
+
+def contenders(records: list[JobRecord], count: int) -> list[JobRecord]:
+    """The best search job of each of the ``count`` best distinct configs, by validation NE."""
+    best: dict[str, JobRecord] = {}
+    for job in sorted(search_records(records), key=_validation_ne):
+        best.setdefault(config_key(job.config), job)
+    return list(best.values())[:count]
+
+
+def extra_seeds(campaign: Campaign) -> range:
+    assert campaign.spec is not None
+    return range(campaign.spec.seed + 1, campaign.spec.seed + 1 + campaign.spec.selection_seeds)
+
+
+def plan_selection(
+    campaign: Campaign, records: list[JobRecord], costs: CostModel, room: float
+) -> PhasePlan | None:
+    """The contenders on the extra seeds, the most contenders whose jobs fit in ``room``;
+    None when selection is off, has run, or fewer than two contenders would take part."""
+    assert campaign.spec is not None
+    spec = campaign.spec
+    if spec.contenders < 2 or _selected(records):
+        return None
+    picked = contenders(records, spec.contenders)
+    while len(picked) >= 2:
+        jobs = _jobs(campaign, picked, costs)
+        if sum(j.estimated_cpu_seconds for j in jobs) <= room:
+            return plan_of(SELECTION, jobs)
+        picked = picked[:-1]
+    return None
+
+
+def selection_reserve(campaign: Campaign, records: list[JobRecord], costs: CostModel) -> float:
+    """CPU seconds to keep for the selection phase as the contenders stand now (0 when off)."""
+    assert campaign.spec is not None
+    if campaign.spec.contenders < 2 or _selected(records):
+        return 0.0
+    picked = contenders(records, campaign.spec.contenders)
+    return sum(j.estimated_cpu_seconds for j in _jobs(campaign, picked, costs))
+
+
+def best_by_mean(records: list[JobRecord]) -> JobRecord | None:
+    """The winner: among configs measured on the most seeds (the contenders, once selection
+    ran; every config before), the one with the lowest mean validation NE. Returned as its best
+    search job, which names its hypotheses."""
+    measured = [*search_records(records), *selection_runs(records)]
+    by_config: dict[str, dict[int, float]] = {}
+    for job in measured:
+        assert job.validation is not None
+        by_config.setdefault(config_key(job.config), {})[job.seed] = job.validation.ne
+    if not by_config:
+        return None
+    most = max(len(seeds) for seeds in by_config.values())
+    most_seeds = (k for k, seeds in by_config.items() if len(seeds) == most)
+    key = min(most_seeds, key=lambda k: fmean(by_config[k].values()))
+    return min((j for j in search_records(records) if config_key(j.config) == key), key=_validation_ne)
+
+
+def mean_validation_ne(records: list[JobRecord], config: dict[str, Any]) -> float | None:
+    """A config's validation NE over every seed the search and selection measured it on."""
+    key = config_key(config)
+    by_seed = {
+        j.seed: j.validation.ne
+        for j in [*search_records(records), *selection_runs(records)]
+        if j.validation is not None and config_key(j.config) == key
+    }
+    return fmean(by_seed.values()) if by_seed else None
+
+
+def _jobs(campaign: Campaign, picked: list[JobRecord], costs: CostModel) -> list[JobSpec]:
+    assert campaign.spec is not None
+    return [
+        make_job(campaign.spec, campaign.campaign_id, job.hypothesis_id, job.config, costs, SELECTION, seed)
+        for job in picked
+        for seed in extra_seeds(campaign)
+    ]
+
+
+def _selected(records: list[JobRecord]) -> bool:
+    return any(kind(j.phase) == SELECTION for j in records)
+
+
+def _validation_ne(job: JobRecord) -> float:
+    return job.validation.ne if job.validation is not None else float("inf")
