@@ -60,6 +60,13 @@ class CampaignSpec(BaseModel):
         description="Stop tuning once this many trials in a row found no better validation NE than "
         "the best so far (the campaign says so in its result); 0 tunes until the budget is spent.",
     )
+    exploitation_scope: Literal["auto", "local", "global"] = Field(
+        default="auto",
+        description="Where exploitation searches. local: a trust region around the best config (its "
+        "changed continuous knobs and the optimiser's step); global: every knob over its whole range, "
+        "with every job the campaign ran told to the sampler; auto: each round goes to the one that "
+        "has improved the best validation NE more per CPU-second so far (each is tried first).",
+    )
     validation_share: float = Field(
         default=0.5,
         gt=0,

@@ -8,22 +8,32 @@ from rea_planner.campaign import CampaignSpec
 from rea_planner.costs import CostModel
 
 JOIN = "+"  # "a+b": hypotheses a and b combined
-TRIAL = "~t"  # "a+b~t3": the third exploitation trial around the config a+b
+TRIAL = "~t"  # "a+b~t3": the third exploitation trial, in a trust region around the config a+b
+GLOBAL_TRIAL = "~g"  # "a~g7": the seventh, from the whole space; its config still carries a
 WITHOUT = "~-"  # "a+b+c~-b": the config a+b+c with b taken out (a pruning round's job)
+
+
+def stack_of(hypothesis_id: str) -> str:
+    """The name without its trial number: "a+b~t3" -> "a+b", "a~g7" -> "a", "~g2" -> ""."""
+    return hypothesis_id.split(TRIAL, 1)[0].split(GLOBAL_TRIAL, 1)[0]
+
+
+def is_trial(hypothesis_id: str | None) -> bool:
+    return hypothesis_id is not None and (TRIAL in hypothesis_id or GLOBAL_TRIAL in hypothesis_id)
 
 
 def parts(hypothesis_id: str | None) -> list[str]:
     """The hypotheses a job's config carries: "a+b" -> [a, b]; a tuned trial "a+b~t3" -> [a, b];
-    a pruned config "a+b+c~-b" -> [a, c]."""
+    a pruned config "a+b+c~-b" -> [a, c]; a trial from the whole space that carries none "~g2" -> []."""
     if not hypothesis_id:
         return []
-    stacked, _, removed = hypothesis_id.split(TRIAL, 1)[0].partition(WITHOUT)
-    return [name for name in stacked.split(JOIN) if name != removed]
+    stacked, _, removed = stack_of(hypothesis_id).partition(WITHOUT)
+    return [name for name in stacked.split(JOIN) if name and name != removed]
 
 
 def is_pruned(hypothesis_id: str | None) -> bool:
     """Whether the config is one a pruning round made by taking a hypothesis out of a stack."""
-    return hypothesis_id is not None and WITHOUT in hypothesis_id.split(TRIAL, 1)[0]
+    return hypothesis_id is not None and WITHOUT in stack_of(hypothesis_id)
 
 
 def make_job(
@@ -71,6 +81,13 @@ def search_records(records: list[JobRecord]) -> list[JobRecord]:
         for j in records
         if j.status == "completed" and j.validation and j.test and kind(j.phase) in SEARCH_KINDS
     ]
+
+
+def best_so_far(records: list[JobRecord]) -> JobRecord | None:
+    """The best config of every search phase so far, by validation NE."""
+    return min(
+        search_records(records), key=lambda j: j.validation.ne if j.validation else float("inf"), default=None
+    )
 
 
 def anchor(records: list[JobRecord]) -> JobRecord | None:

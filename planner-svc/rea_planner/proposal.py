@@ -23,7 +23,7 @@ from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, SELEC
 from rea.workloads import ModelFootprint, get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.combination import extension_effects, pruning_effects
-from rea_planner.jobs import TRIAL, still_dropped
+from rea_planner.jobs import GLOBAL_TRIAL, TRIAL, still_dropped
 
 NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
 PHASE_COLOURS: dict[str, str] = {
@@ -261,7 +261,12 @@ def _carried(campaign: Campaign, result: CampaignResult) -> list[str]:
             "The winning configuration includes feature-interaction (cross) technique(s): "
             f"{', '.join(crosses)}."
         )
-    if result.best.hypothesis_id and TRIAL in result.best.hypothesis_id:
+    if result.best.hypothesis_id and GLOBAL_TRIAL in result.best.hypothesis_id:
+        lines.append(
+            "It was then found by the exploitation phase's search of every knob (Optuna TPE, told every "
+            "job the campaign ran)."
+        )
+    elif result.best.hypothesis_id and TRIAL in result.best.hypothesis_id:
         lines.append("Its continuous knobs were then tuned by the exploitation phase (Optuna TPE).")
     return lines
 

@@ -69,7 +69,7 @@ def campaign_with(without: str = "", **overrides: Any) -> logic.Campaign:
 
 
 def test_two_winners_lead_to_a_combination_phase_then_exploitation_around_the_best() -> None:
-    state = campaign_with(max_exploitation_trials=3, max_parallel_jobs=2)
+    state = campaign_with(max_exploitation_trials=3, max_parallel_jobs=2, exploitation_scope="local")
     combining = logic.on_phase_concluded(state, concluded(validation_records()), COSTS).state
     assert combining is not None and combining.phase == "combination"
     [pair] = combining.rounds[-1].jobs
@@ -154,7 +154,7 @@ def test_exploitation_tunes_the_continuous_knobs_the_anchor_changed_and_the_opti
 
 def test_one_winner_skips_stacking_and_exploitation_anchors_on_it() -> None:
     records = [r for r in validation_records() if r.hypothesis_id != "ln"]
-    state = campaign_with("ln", max_exploitation_trials=2)
+    state = campaign_with("ln", max_exploitation_trials=2, exploitation_scope="local")
     extending = logic.on_phase_concluded(state, concluded(records), COSTS).state
     assert extending is not None and extending.phase == "combination-1"
     assert [j.hypothesis_id for j in extending.rounds[-1].jobs] == ["fm+do"]  # the loser, on the winner
@@ -309,9 +309,9 @@ def test_pruning_takes_each_hypothesis_out_of_the_best_config_weakest_evidence_f
 def test_after_pruning_the_planner_moves_on_to_exploitation() -> None:
     pair = {**BASE, "fm": True, "layer_norm": True}
     earlier = [*validation_records(), record("c-pair", "fm+ln", pair, 0.83, 0.84, phase="combination")]
-    state = campaign_with(max_exploitation_trials=2, max_parallel_jobs=2).model_copy(
-        update={"phase": "combination-2", "records": earlier}
-    )
+    state = campaign_with(
+        max_exploitation_trials=2, max_parallel_jobs=2, exploitation_scope="local"
+    ).model_copy(update={"phase": "combination-2", "records": earlier})
     better = [record("c-ext", "fm+ln+do", {**pair, "dropout": 0.3}, 0.82, 0.82, phase="combination-2")]
     pruning = logic.on_phase_concluded(state, concluded(better, "combination-2"), COSTS).state
     assert pruning is not None and pruning.phase == "combination-3"
