@@ -70,6 +70,10 @@ class BenchPlan:
     warm_start: bool = False
     rea_options: dict[str, Any] = field(default_factory=dict)
     """Campaign fields REA's runs set differently from the bench's defaults: an ablation."""
+    reuse: list[Path] = field(default_factory=list)
+    """Earlier ``results.json`` files whose runs (method, case, seed) are taken instead of run
+    again, when they were made with the same budget, confirmation, parallelism and epochs (and,
+    for REA, the same options): a long bench resumed, or peers kept across REA ablations."""
 
     def baseline(self, model: str) -> dict[str, Any]:
         """The overrides of ``model``'s baseline: its epochs knob, when ``epochs`` is set."""
@@ -126,6 +130,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         problem = workload.dataset_error(case.dataset) or prepare_dataset(case.model, case.dataset)
         if problem:
             raise ValueError(f"dataset {case.dataset!r}: {problem}")
+    reused = reusable_runs(plan)
     runs: list[BenchRun] = []
     warm: list[WarmStart] = []
     zygotes = WarmStarts()  # peers' jobs start warm, as REA's workers start theirs
@@ -137,6 +142,13 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             baseline = workload.schema.resolve(plan.baseline(case.model))
             for seed in range(plan.seeds):
                 for method in plan.methods:
+                    earlier = reused.get((method, case.label, seed))
+                    if earlier is not None:
+                        runs.append(earlier)
+                        console.print(
+                            f"{method} on {case.label}, seed {seed}: gain {earlier.gain:+.2%} (reused)"
+                        )
+                        continue
                     console.print(f"[bold]{method}[/bold] on {case.label}, seed {seed}...")
                     if method == "rea":
                         assert stack is not None
@@ -199,6 +211,29 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     (plan.out / "gains.png").write_bytes(plot_gains(runs))
     (plan.out / "anytime.png").write_bytes(plot_curves(runs, plan.budget_cpu_seconds))
     return results
+
+
+REUSE_MUST_MATCH = ("budget_cpu_seconds", "confirm_seeds", "parallel", "epochs")
+
+
+def reusable_runs(plan: BenchPlan) -> dict[tuple[str, str, int], BenchRun]:
+    """The runs of ``plan.reuse`` files this plan would make, by (method, case, seed); a file
+    made with other settings is refused (ValueError), REA's runs only with the same options."""
+    found: dict[tuple[str, str, int], BenchRun] = {}
+    for path in plan.reuse:
+        earlier = json.loads(path.read_text())
+        settings = earlier["settings"]
+        ours = _settings(plan)
+        differ = [key for key in REUSE_MUST_MATCH if settings.get(key) != ours[key]]
+        if differ:
+            raise ValueError(f"{path} was made with other {', '.join(differ)}; its runs cannot be compared")
+        for raw in earlier["runs"]:
+            run = BenchRun(**raw)
+            if run.method == "rea" and settings.get("rea_options", {}) != plan.rea_options:
+                continue
+            if run.method in plan.methods and BenchCase(run.model, run.workload) in plan.cases:
+                found.setdefault((run.method, run.label, run.seed), run)
+    return found
 
 
 def summarize(runs: list[BenchRun]) -> dict[str, Any]:
@@ -498,6 +533,7 @@ def _settings(plan: BenchPlan) -> dict[str, Any]:
         "epochs": plan.epochs,
         "warm_start": plan.warm_start,
         "rea_options": plan.rea_options,
+        "reused": [str(path) for path in plan.reuse],
     }
 
 

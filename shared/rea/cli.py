@@ -955,7 +955,9 @@ def bench(
             "'eval' (public data no rule was tuned on, and the example model)."
         ),
     ] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: rea, optuna, random.")] = "rea,optuna,random",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: rea, optuna (TPE), optuna-gp (GPSampler), random.")
+    ] = "rea,optuna,random",
     budget_cpu_seconds: Annotated[
         float, typer.Option(help="CPU seconds each method may spend per run.")
     ] = 300,
@@ -972,6 +974,16 @@ def bench(
             "--rea-set",
             help="KEY=VALUE: a campaign field REA's runs set otherwise, for an ablation (repeatable), "
             "e.g. --rea-set validation_share=0.3",
+        ),
+    ] = None,
+    reuse: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reuse",
+            exists=True,
+            dir_okay=False,
+            help="An earlier results.json whose runs (method, case, seed) are taken instead of run again, "
+            "if made with the same budget, confirmation, parallelism and epochs (repeatable).",
         ),
     ] = None,
     warm_start: Annotated[
@@ -1028,6 +1040,7 @@ def bench(
         epochs=epochs,
         suite=suite,
         warm_start=warm_start,
+        reuse=list(reuse or []),
     )
     try:
         with exit_on_interrupt("bench", console):
