@@ -22,7 +22,10 @@ async def test_campaign_from_request_to_result(services: EmbeddedStack, client: 
     configs again on another seed (selection), then the winner confirmed against the baseline on
     two more seeds; every result recorded once; the answer with an interval."""
     services.start_services(workers=2)
-    request = campaign_request(confirm_seeds=3, max_exploitation_trials=2, contenders=3)
+    # Trust-region trials keep the winner's hypotheses, so the proposal can name its cross.
+    request = campaign_request(
+        confirm_seeds=3, max_exploitation_trials=2, contenders=3, exploitation_scope="local"
+    )
     campaign_id = await submit(client, request)
 
     state = await finished(client, campaign_id)

@@ -279,7 +279,14 @@ def test_a_job_the_worker_stops_reports_why_with_the_cpu_it_used_and_its_output(
 ) -> None:
     use_mode("spin")
     watch = runner.JobWatch()
-    threading.Timer(1.5, watch.stop, ("cancelled", "the campaign was cancelled")).start()
+
+    def stop_once_it_has_worked() -> None:  # by CPU used, not wall time: the machine may be busy
+        deadline = time.monotonic() + 20
+        while watch.cpu_seconds < 0.6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        watch.stop("cancelled", "the campaign was cancelled")
+
+    threading.Thread(target=stop_once_it_has_worked).start()
     output = run(job(), watch=watch)
     assert output.status == "failed"
     assert output.error is not None
