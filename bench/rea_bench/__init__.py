@@ -172,6 +172,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                             outcome.history,
                         )
                     runs.append(confirm.run(method, case, seed, baseline, config, spent, history))
+                    _write_results(plan, runs, warm, summary=None)  # an interrupted bench keeps it
                     last = runs[-1]
                     console.print(
                         f"  gain {last.gain:+.2%} (test NE {last.baseline_test_ne:.4f} -> "
@@ -195,13 +196,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     summary = summarize(runs)
     if warm:
         summary.update(summarize_warm_start(warm))
-    results = {
-        "settings": _settings(plan),
-        "runs": [asdict(run) for run in runs],
-        "warm_start": [asdict(w) for w in warm],
-        "summary": summary,
-    }
-    (plan.out / "results.json").write_text(json.dumps(results, indent=2))
+    results = _write_results(plan, runs, warm, summary)
     print_table(console, runs, plan)
     for method in plan.methods:
         if method != "rea":
@@ -210,6 +205,21 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
         print_warm_start_table(console, warm, plan)
     (plan.out / "gains.png").write_bytes(plot_gains(runs))
     (plan.out / "anytime.png").write_bytes(plot_curves(runs, plan.budget_cpu_seconds))
+    return results
+
+
+def _write_results(
+    plan: BenchPlan, runs: list[BenchRun], warm: list[WarmStart], summary: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``results.json``: after every run with ``summary`` None (a partial file, which
+    ``--reuse`` can resume from), and once more with the summary at the end."""
+    results = {
+        "settings": _settings(plan),
+        "runs": [asdict(run) for run in runs],
+        "warm_start": [asdict(w) for w in warm],
+        "summary": summary,
+    }
+    (plan.out / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
