@@ -23,6 +23,7 @@ from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, SELEC
 from rea.workloads import ModelFootprint, get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.combination import extension_effects, pruning_effects
+from rea_planner.exploitation import scope_of
 from rea_planner.jobs import GLOBAL_TRIAL, TRIAL, still_dropped
 
 NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
@@ -81,6 +82,7 @@ class Sections:
     evidence: list[list[str]]
     cost: str
     findings: list[str]
+    budget: list[list[str]]
 
 
 def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
@@ -175,7 +177,52 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         evidence,
         cost,
         campaign.findings,
+        budget_spent(campaign),
     )
+
+
+def budget_spent(campaign: Campaign) -> list[list[str]]:
+    """Where the budget went: per stage (exploitation split by scope), its jobs, CPU seconds,
+    share of what was spent, the best validation NE it reached, and the rule that gave it that."""
+    assert campaign.spec is not None
+    spec = campaign.spec
+    stages: dict[str, list[JobRecord]] = {}
+    for job in campaign.records:
+        stage = kind(job.phase)
+        if stage == EXPLOITATION:
+            stage += " (whole space)" if scope_of(job.hypothesis_id) == "global" else " (trust region)"
+        stages.setdefault(stage, []).append(job)
+    rounds = {stage: len({j.phase for j in jobs}) for stage, jobs in stages.items()}
+    exploited = (
+        "each round to the scope whose last rounds lowered the best validation NE more per CPU-s"
+        if spec.exploitation_scope == "auto"
+        else f"exploitation_scope is {spec.exploitation_scope}"
+    )
+    why: dict[str, str] = {
+        SCREENING: "every hypothesis at low fidelity; the best third promoted",
+        VALIDATION: f"each hypothesis once, best prior first, within {spec.validation_share:.0%} of it",
+        COMBINATION: "the winners stacked, then extended and pruned while that found a better config",
+        SELECTION: f"the best {spec.contenders} configs on {spec.selection_seeds} more seed(s): best mean",
+        CONFIRMATION: "the winner and the baseline on more seeds, on the test split",
+    }
+    total = sum(j.cost.cpu_seconds for j in campaign.records if j.cost) or 1.0
+    rows = []
+    for stage, jobs in stages.items():
+        cpu = sum(j.cost.cpu_seconds for j in jobs if j.cost)
+        nes = [j.validation.ne for j in jobs if j.status == "completed" and j.validation]
+        searched = stage.split(" ")[0] in (VALIDATION, COMBINATION, EXPLOITATION)
+        rule = why.get(stage, f"{rounds[stage]} round(s): {exploited}")
+        rows.append(
+            [
+                stage,
+                str(len(jobs)),
+                f"{cpu:.1f}",
+                f"{cpu / total:.0%}",
+                f"{min(nes):.4f}" if nes and searched else "",
+                rule,
+            ]
+        )
+    return rows
 
 
 def config_diff(config: dict[str, Any], baseline: dict[str, Any]) -> str:
@@ -331,6 +378,7 @@ REMOVALS_HEAD = ["hypothesis", "taken out of", "effect of taking it out", "effec
 NO_REMOVALS = "No pruning round ran."
 INTERACTIONS_HEAD = ["pair", "effect A", "effect B", "sum (additive)", "observed", "tolerance", "interaction"]
 HYPOTHESES_HEAD = ["hypothesis", "source", "title", "expected gain", "validation NE delta", "citation"]
+BUDGET_HEAD = ["stage", "jobs", "CPU-s", "share", "best validation NE", "why it got this"]
 EVIDENCE_HEAD = [
     "job",
     "phase",
@@ -386,6 +434,7 @@ def _markdown(campaign: Campaign, s: Sections) -> str:
         table(EVIDENCE_HEAD, s.evidence),
         "## Compute",
         s.cost,
+        table(BUDGET_HEAD, s.budget),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -457,6 +506,7 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 {table(EVIDENCE_HEAD, s.evidence)}
 <h2>Compute</h2>
 <p>{html.escape(s.cost)}</p>
+{table(BUDGET_HEAD, s.budget)}
 </body></html>
 """
 

@@ -10,10 +10,11 @@ import pytest
 from matplotlib import image as mpimg
 
 from rea.events import JobRecord
+from rea.phases import kind
 from rea.workloads import ModelFootprint
 from rea_planner import logic
 from rea_planner.jobs import still_dropped
-from rea_planner.proposal import config_diff, render_proposal
+from rea_planner.proposal import budget_spent, config_diff, render_proposal
 
 from .test_planner_logic import (
     BASE_CONFIG,
@@ -99,6 +100,20 @@ def test_the_proposal_states_the_winner_its_interval_the_change_and_the_evidence
     # noise of the baseline (0.90, 0.91, 0.89: sd 0.01) sets the tolerance at 4 sd = 0.04.
     assert "| fm + dropout | -0.1000 | -0.0200 | -0.1200 | -0.0700 | ±0.0400 | conflicting |" in text
     assert "- fm: fm (fm; source: catalogue). test" in text
+
+
+def test_the_proposal_says_where_the_budget_went_and_why() -> None:
+    campaign = completed_campaign()
+    rows = {row[0]: row for row in budget_spent(campaign)}
+    spent = sum(j.cost.cpu_seconds for j in campaign.records if j.cost)
+    assert sum(float(row[2]) for row in rows.values()) == pytest.approx(spent, abs=0.1)
+    validation = [j for j in campaign.records if kind(j.phase) == "validation"]
+    assert rows["validation"][1] == str(len(validation))
+    assert "within 50% of it" in rows["validation"][5]
+    assert (
+        "| stage | jobs | CPU-s | share | best validation NE | why it got this |"
+        in render_proposal(campaign).markdown
+    )
 
 
 def test_the_proposal_calls_out_a_winning_cross_technique() -> None:
