@@ -126,7 +126,7 @@ class InFlight:
         if len(epochs) > self.reported:
             self.reported = len(epochs)
             if self.trial.should_prune():
-                self.watch.stop("killed", f"pruned after {len(epochs)} epoch(s)")
+                self.watch.stop("pruned", f"pruned after {len(epochs)} epoch(s)")
 
 
 def budgeted_search(

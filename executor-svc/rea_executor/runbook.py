@@ -62,6 +62,11 @@ RUNBOOK: tuple[Rule, ...] = (
     Rule("killed", "resubmit", "Job killed by a signal: resubmit unchanged after an exponential backoff."),
     Rule("invalid_config", "drop", "Invalid config: drop the job and record why; retrying cannot help."),
     Rule("cancelled", "drop", "Cancelled with its campaign: nothing is retried."),
+    Rule(
+        "pruned",
+        "drop",
+        "Stopped early: its learning curve was behind the campaign's median; nothing is retried.",
+    ),
     Rule("timeout", "escalate", "Time limit reached: a person decides whether a longer limit is worth it."),
     Rule("error", "escalate", "Unrecognised error: a person should look at the job's log."),
 )

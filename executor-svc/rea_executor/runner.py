@@ -67,7 +67,7 @@ class Exit:
 
 Fault = Literal["oom", "nan", "kill"]
 KILL_AFTER_S = 1.0
-StopReason = Literal["cancelled", "killed"]
+StopReason = Literal["cancelled", "killed", "pruned"]
 
 
 @dataclass
@@ -143,7 +143,7 @@ def run_job(
                 cpu_limit_s=limits.cpu_seconds,
             )
             start = partial(_start_warm, warm, modules, launch, start)
-        ended = _run(start, spec.timeout_s, watch, kill_after, progress_path)
+        ended = _run(start, spec.timeout_s, watch, kill_after, progress_path, spec.stop_above)
         watch.log = _tail(log_path, LOG_LIMIT)
         stderr = watch.log[-2000:]
         output = _read_output(out_path)
@@ -154,7 +154,8 @@ def run_job(
     )
     watch.cpu_seconds = cost.cpu_seconds
     if ended.stopped:
-        return _failed(watch.stop_reason, watch.stop_message or "stopped by its worker", cost)
+        stopped = _failed(watch.stop_reason, watch.stop_message or "stopped by its worker", cost)
+        return stopped.model_copy(update={"history": watch.progress})
     if ended.timed_out:
         return _failed("timeout", f"killed after {spec.timeout_s:g}s", cost)
     if output is not None:
@@ -293,6 +294,7 @@ def _run(
     watch: JobWatch,
     kill_after_s: float | None = None,
     progress_path: Path | None = None,
+    stop_above: dict[int, float] | None = None,
 ) -> Exit:
     """Start the job and watch it to its end, its limits or a stop request."""
     with start() as process:
@@ -308,6 +310,8 @@ def _run(
             watch.cpu_seconds = max(watch.cpu_seconds, _cpu_so_far(process.pid))
             if progress_path is not None:
                 watch.progress = _progress(progress_path, watch.progress)
+                if (reason := behind(watch.progress, stop_above or {})) is not None:
+                    watch.stop("pruned", reason)
             if watch.stopping.is_set() or time.monotonic() - started > timeout_s:
                 stopped = watch.stopping.is_set()
                 timed_out = not stopped
@@ -367,8 +371,20 @@ def _tail(path: Path, size: int = 2000) -> str:
         return handle.read().decode(errors="replace")
 
 
+def behind(progress: list[EpochRecord], stop_above: dict[int, float]) -> str | None:
+    """Why the job should stop early: its latest epoch's validation NE is above the bar the
+    planner set for that epoch (None: it goes on)."""
+    if not progress:
+        return None
+    latest = progress[-1]
+    bar = stop_above.get(latest.epoch)
+    if bar is None or not latest.val_ne > bar:
+        return None
+    return f"pruned after epoch {latest.epoch}: validation NE {latest.val_ne:.4f} above the median {bar:.4f}"
+
+
 def _failed(
-    kind: Literal["oom", "invalid_config", "timeout", "killed", "cancelled", "error"],
+    kind: Literal["oom", "invalid_config", "timeout", "killed", "cancelled", "pruned", "error"],
     message: str,
     cost: JobCost | None = None,
 ) -> JobOutput:

@@ -67,6 +67,12 @@ class CampaignSpec(BaseModel):
         "with every job the campaign ran told to the sampler; auto: each round goes to the one that "
         "has improved the best validation NE more per CPU-second so far (each is tried first).",
     )
+    early_stopping: bool = Field(
+        default=True,
+        description="Stop an exploitation trial after an epoch whose validation NE is worse than the "
+        "median of the campaign's finished jobs at that epoch (the median stopping rule); its CPU so "
+        "far is still charged.",
+    )
     validation_share: float = Field(
         default=0.5,
         gt=0,

@@ -411,6 +411,10 @@ def summarize(
             f"runbook's retry with {adjusted} is the baseline every delta here is measured against"
         )
 
+    pruned = sum(_pruned(j) for j in records)
+    if pruned:
+        notes.append(f"{pruned} trial(s) stopped early, behind the median learning curve (early_stopping)")
+
     def metric(winner: JobRecord) -> tuple[MetricSummary, list[float]]:
         runs = [j for j in done if j.hypothesis_id == winner.hypothesis_id and j.config == winner.config]
         by_seed = {j.seed: j.test.ne for j in runs if j.test}
@@ -437,7 +441,7 @@ def summarize(
         ne_relative_gain=delta.relative_gain,
         auc_delta=top.auc - base.auc,
         jobs_completed=len(done),
-        jobs_failed=sum(j.status == "failed" for j in records),
+        jobs_failed=sum(j.status == "failed" and not _pruned(j) for j in records),
         compute_seconds=round(spent(records), 2),
         seeds=min(len(base_nes), len(top_nes)),
         ne_delta_low=delta.low,
@@ -451,6 +455,10 @@ def summarize(
         interactions=interactions(records),
         effects=_relative_effects(records),
     )
+
+
+def _pruned(job: JobRecord) -> bool:
+    return job.error is not None and job.error.kind == "pruned"
 
 
 def _relative_effects(records: list[JobRecord]) -> dict[str, float]:

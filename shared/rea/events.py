@@ -86,6 +86,11 @@ class JobSpec(BaseModel):
     diagnose: bool = Field(default=False, description="Measure the run's diagnostics (baselines).")
     timeout_s: float
     memory_mb: int
+    stop_above: dict[int, float] = Field(
+        default_factory=dict,
+        description="Early stopping: a validation NE above stop_above[e] after epoch e ends the job as "
+        "pruned, with the CPU it used (the planner's median-stopping rule).",
+    )
 
 
 class PhasePlan(BaseModel):
@@ -114,6 +119,9 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     diagnostics: Diagnostics | None = None
     footprint: ModelFootprint | None = None
+    val_ne_by_epoch: list[float] = Field(
+        default_factory=list, description="Validation NE after each epoch it reported: its learning curve."
+    )
 
 
 class MetricSummary(BaseModel):

@@ -100,7 +100,9 @@ def report_epoch(record: EpochRecord) -> None:
 
 
 class JobError(BaseModel):
-    kind: Literal["oom", "nan", "invalid_config", "timeout", "lost_worker", "killed", "cancelled", "error"]
+    kind: Literal[
+        "oom", "nan", "invalid_config", "timeout", "lost_worker", "killed", "cancelled", "pruned", "error"
+    ]
     message: str
 
 

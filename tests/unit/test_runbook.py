@@ -40,6 +40,7 @@ EXPECTED_ACTIONS = {
     "killed": "resubmit",
     "invalid_config": "drop",
     "cancelled": "drop",
+    "pruned": "drop",
     "timeout": "escalate",
     "error": "escalate",
 }
@@ -183,7 +184,7 @@ def test_timeout_and_unrecognised_errors_escalate_to_a_person(kind: str) -> None
     assert recovery.reason == rule_for(kind).description
 
 
-@pytest.mark.parametrize("kind", ["invalid_config", "timeout", "error"])
+@pytest.mark.parametrize("kind", ["invalid_config", "pruned", "timeout", "error"])
 def test_drop_and_escalate_apply_on_any_attempt(kind: str) -> None:
     recovery = recover(job(attempt=MAX_ATTEMPTS), error(kind), [kind], NOW)
     assert recovery.action == EXPECTED_ACTIONS[kind] and recovery.retry is None

@@ -22,6 +22,7 @@ import pytest
 
 import rea_executor.runner as runner
 from rea.events import JobSpec
+from rea.workloads import EpochRecord
 from rea_executor.warm import WarmStarts
 
 
@@ -80,6 +81,17 @@ SCRIPT = textwrap.dedent(
         failure = {"kind": "nan", "message": "loss became NaN"}
         json.dump({"status": "failed", "error": failure}, open(out, "w"))
         sys.exit(1)
+    elif mode == "curve":  # three epochs, each reported as it ends, then a result
+        from rea.workloads import EpochRecord, report_epoch
+        history = []
+        for epoch, ne in enumerate((0.9, 0.85, 0.8), start=1):
+            end = time.process_time() + 0.3
+            while time.process_time() < end:
+                pass
+            history.append({"epoch": epoch, "train_loss": 0.5, "val_ne": ne})
+            report_epoch(EpochRecord(**history[-1]))
+        json.dump({"status": "ok", "validation": metrics(0.8), "test": metrics(0.8), "history": history},
+                  open(out, "w"))
     elif mode == "garbage":
         open(out, "w").write("{not json")
     elif mode == "noisy":
@@ -385,3 +397,28 @@ def test_a_zygote_that_cannot_start_leaves_its_jobs_to_start_cold(
     outputs = [runner.run_job(job(), warm=zygotes) for _ in range(2)]
     assert [o.status for o in outputs] == ["ok", "ok"], [o.error for o in outputs]
     assert zygotes.failed == {("no_such_module_anywhere",)} and not zygotes.idle
+
+
+def test_a_job_behind_its_early_stopping_bar_is_pruned_with_its_curve_and_cpu(
+    use_mode: UseMode, run: Run
+) -> None:
+    use_mode("curve")
+    ahead = run(job(stop_above={1: 0.95, 2: 0.9}))
+    assert ahead.status == "ok" and [e.val_ne for e in ahead.history] == [0.9, 0.85, 0.8]
+    pruned = run(job(stop_above={1: 0.95, 2: 0.84}))  # 0.85 after epoch 2 is above 0.84
+    assert pruned.status == "failed" and pruned.error is not None and pruned.error.kind == "pruned"
+    assert "epoch 2" in pruned.error.message
+    assert [e.val_ne for e in pruned.history] == [0.9, 0.85]
+    assert pruned.cost is not None and 0.5 <= pruned.cost.cpu_seconds < ahead.cost.cpu_seconds  # type: ignore[union-attr]
+
+
+def test_behind_reads_only_the_latest_epoch_against_its_bar() -> None:
+    curve = [
+        EpochRecord(epoch=1, train_loss=0.5, val_ne=0.9),
+        EpochRecord(epoch=2, train_loss=0.5, val_ne=0.8),
+    ]
+    assert runner.behind(curve, {}) is None
+    assert runner.behind(curve, {1: 0.5}) is None  # epoch 1 is past; only the latest counts
+    assert runner.behind(curve, {2: 0.81}) is None
+    assert runner.behind(curve, {2: 0.79}) is not None
+    assert runner.behind([], {1: 0.1}) is None
