@@ -77,17 +77,23 @@ def best_by_mean(records: list[JobRecord]) -> JobRecord | None:
     """The winner: among configs measured on the most seeds (the contenders, once selection
     ran; every config before), the one with the lowest mean validation NE. Returned as its best
     search job, which names its hypotheses."""
-    measured = [*search_records(records), *selection_runs(records)]
+    searched = search_records(records)
     by_config: dict[str, dict[int, float]] = {}
-    for job in measured:
+    for job in searched:
         assert job.validation is not None
         by_config.setdefault(config_key(job.config), {})[job.seed] = job.validation.ne
+    for job in selection_runs(records):
+        # A run the runbook retried with another config (a halved batch) measured that config,
+        # not the contender: it does not count.
+        assert job.validation is not None
+        if (seeds := by_config.get(config_key(job.config))) is not None:
+            seeds[job.seed] = job.validation.ne
     if not by_config:
         return None
     most = max(len(seeds) for seeds in by_config.values())
     most_seeds = (k for k, seeds in by_config.items() if len(seeds) == most)
     key = min(most_seeds, key=lambda k: fmean(by_config[k].values()))
-    return min((j for j in search_records(records) if config_key(j.config) == key), key=_validation_ne)
+    return min((j for j in searched if config_key(j.config) == key), key=_validation_ne)
 
 
 def mean_validation_ne(records: list[JobRecord], config: dict[str, Any]) -> float | None:

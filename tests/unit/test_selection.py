@@ -129,3 +129,17 @@ def test_the_search_keeps_room_for_the_selection() -> None:
     without = running(contenders=0, max_exploitation_trials=10, confirm_seeds=1, budget_cpu_seconds=budget)
     tuning = logic.on_phase_concluded(without, concluded(searched()), COSTS).state
     assert tuning is not None and tuning.phase is not None and tuning.phase.startswith("exploitation")
+
+
+def test_a_selection_run_the_runbook_retried_with_another_config_does_not_count() -> None:
+    """fm's run on seed 1 ran out of memory and its retry halved the batch: that measured another
+    config, so fm keeps one seed and the winner is among the configs measured on two."""
+    halved = {**FM, "batch_size": FM["batch_size"] // 2}
+    records = [
+        *searched(),
+        reseeded("s-fm-a2", "fm", halved, 0.70),
+        reseeded("s-ln", "ln", LN, 0.83),
+        reseeded("s-drop", "drop", DROP, 0.84),
+    ]
+    best = best_by_mean(records)
+    assert best is not None and best.job_id == "v-ln"
