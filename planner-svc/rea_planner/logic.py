@@ -78,6 +78,7 @@ from rea_planner.exploitation import exploitation_over, plan_exploitation
 from rea_planner.jobs import make_job, parts, plan_of, search_records, spent, still_dropped
 from rea_planner.screening import ETA, low_fidelity, plan_promotion, worth_screening
 from rea_planner.selection import (
+    SELECTION_SHARE,
     best_by_mean,
     config_key,
     mean_validation_ne,
@@ -266,7 +267,8 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
     stacks = pooled * (pooled - 1) // 2 + max(0, min(singles, MAX_STACK) - 2) if singles >= 2 else 0
     one_round = min(max(0, singles - 1), spec.max_parallel_jobs)
     exploited = math.inf if spec.max_exploitation_trials is None else spec.max_exploitation_trials
-    configs = min(spec.contenders, 1 + singles + stacks + 2 * one_round + exploited)
+    affordable = math.floor(SELECTION_SHARE * campaign.budget_cpu_seconds() / (spec.selection_seeds * one))
+    configs = min(spec.contenders, 1 + singles + stacks + 2 * one_round + exploited, affordable)
     if configs >= 2:
         following.append((SELECTION, configs * spec.selection_seeds * one))
     following += [

@@ -23,6 +23,10 @@ from rea_planner.campaign import Campaign
 from rea_planner.costs import CostModel
 from rea_planner.jobs import make_job, plan_of, search_records
 
+SELECTION_SHARE = 0.1
+"""The most of a campaign's budget selection may take: on a small budget, searching further is
+worth more than measuring the best few again."""
+
 
 def config_key(config: dict[str, Any]) -> str:
     """One config, whatever the order of its keys."""
@@ -49,13 +53,11 @@ def extra_seeds(campaign: Campaign) -> range:
 def plan_selection(
     campaign: Campaign, records: list[JobRecord], costs: CostModel, room: float
 ) -> PhasePlan | None:
-    """The contenders on the extra seeds, the most contenders whose jobs fit in ``room``;
-    None when selection is off, has run, or fewer than two contenders would take part."""
-    assert campaign.spec is not None
-    spec = campaign.spec
-    if spec.contenders < 2 or _selected(records):
+    """The affordable contenders on the extra seeds, as many as fit in ``room``; None when
+    selection is off, has run, or fewer than two contenders would take part."""
+    if _selected(records):
         return None
-    picked = contenders(records, spec.contenders)
+    picked = affordable_contenders(campaign, records, costs)
     while len(picked) >= 2:
         jobs = _jobs(campaign, picked, costs)
         if sum(j.estimated_cpu_seconds for j in jobs) <= room:
@@ -66,11 +68,23 @@ def plan_selection(
 
 def selection_reserve(campaign: Campaign, records: list[JobRecord], costs: CostModel) -> float:
     """CPU seconds to keep for the selection phase as the contenders stand now (0 when off)."""
-    assert campaign.spec is not None
-    if campaign.spec.contenders < 2 or _selected(records):
+    if _selected(records):
         return 0.0
+    return sum(
+        j.estimated_cpu_seconds
+        for j in _jobs(campaign, affordable_contenders(campaign, records, costs), costs)
+    )
+
+
+def affordable_contenders(campaign: Campaign, records: list[JobRecord], costs: CostModel) -> list[JobRecord]:
+    """The best ``contenders`` configs, fewer when their extra runs would take more than
+    :data:`SELECTION_SHARE` of the budget; none when fewer than two remain (selection is off)."""
+    assert campaign.spec is not None
     picked = contenders(records, campaign.spec.contenders)
-    return sum(j.estimated_cpu_seconds for j in _jobs(campaign, picked, costs))
+    cap = SELECTION_SHARE * campaign.budget_cpu_seconds()
+    while len(picked) >= 2 and sum(j.estimated_cpu_seconds for j in _jobs(campaign, picked, costs)) > cap:
+        picked = picked[:-1]
+    return picked if len(picked) >= 2 else []
 
 
 def best_by_mean(records: list[JobRecord]) -> JobRecord | None:

@@ -118,17 +118,33 @@ def test_selection_takes_fewer_contenders_when_the_budget_is_short_and_none_belo
 
 
 def test_the_search_keeps_room_for_the_selection() -> None:
-    """Exploitation would run, but its trials do not fit beside the selection's three jobs."""
-    costs = logic.learned_costs(searched(), COSTS)  # the planner's estimates, from these jobs
+    """Thirty jobs searched; exploitation would run, but its trials do not fit beside the
+    selection's jobs (two contenders: three would cost more than a tenth of the budget)."""
+    many = [
+        *searched(),
+        *(record(f"v-{i}", f"d{i}", {**BASE_CONFIG, "dropout": 0.01 * i}, 0.95, 0.95) for i in range(1, 26)),
+    ]
+    costs = logic.learned_costs(many, COSTS)  # the planner's estimates, from these jobs
     one = max(costs.estimate(c) for c in (FM, LN, DROP))
-    spent = sum(j.cost.cpu_seconds for j in searched() if j.cost)
-    budget = spent + 3.5 * one
+    spent = sum(j.cost.cpu_seconds for j in many if j.cost)
+    budget = spent + 2.5 * one
     state = running(contenders=3, max_exploitation_trials=10, confirm_seeds=1, budget_cpu_seconds=budget)
-    decision = logic.on_phase_concluded(state, concluded(searched()), COSTS)
+    decision = logic.on_phase_concluded(state, concluded(many), COSTS)
     assert decision.state is not None and decision.state.phase == "selection"
     without = running(contenders=0, max_exploitation_trials=10, confirm_seeds=1, budget_cpu_seconds=budget)
-    tuning = logic.on_phase_concluded(without, concluded(searched()), COSTS).state
+    tuning = logic.on_phase_concluded(without, concluded(many), COSTS).state
     assert tuning is not None and tuning.phase is not None and tuning.phase.startswith("exploitation")
+
+
+def test_selection_never_takes_more_than_a_tenth_of_the_budget() -> None:
+    one = COSTS.estimate(FM)
+    assert plan_selection(running(contenders=3, budget_cpu_seconds=30 * one), searched(), COSTS, 100 * one)
+    two = plan_selection(running(contenders=3, budget_cpu_seconds=25 * one), searched(), COSTS, 100 * one)
+    assert two is not None and len(two.jobs) == 2
+    assert (
+        plan_selection(running(contenders=3, budget_cpu_seconds=15 * one), searched(), COSTS, 100 * one)
+        is None
+    )
 
 
 def test_a_selection_run_the_runbook_retried_with_another_config_does_not_count() -> None:
