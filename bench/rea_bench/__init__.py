@@ -462,7 +462,7 @@ class ReaStack:
         if state is not None:  # the whole campaign, for reading why REA spent where it did
             campaigns = plan.out / "campaigns"
             campaigns.mkdir(exist_ok=True)
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{case.label}-s{seed}-{settings.topic_prefix}")
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{case.label}-s{seed}-{state['campaign_id'][:12]}")
             (campaigns / f"{slug}.json").write_text(json.dumps(state, indent=1, default=str))
         if state is None or state["status"] != "completed":
             status = "timed out" if state is None else f"{state['status']}: {state.get('reasons')}"
