@@ -8,7 +8,8 @@ seeds, and the winner is the config with the best *mean* validation NE among tho
 the most seeds. The test split plays no part in the choice.
 
 The extra seeds are the first ones the confirmation phase uses, so the winner's selection runs
-count towards its confirmation and are not run twice.
+count towards its confirmation and are not run twice. Selection takes at most
+:data:`SELECTION_SHARE` of the budget: fewer contenders, or none, on a small one.
 """
 
 from __future__ import annotations
