@@ -230,10 +230,10 @@ def reusable_runs(plan: BenchPlan) -> dict[tuple[str, str, int], BenchRun]:
     """The runs of ``plan.reuse`` files this plan would make, by (method, case, seed); a file
     made with other settings is refused (ValueError), REA's runs only with the same options."""
     found: dict[tuple[str, str, int], BenchRun] = {}
+    ours = _settings(plan)
     for path in plan.reuse:
         earlier = json.loads(path.read_text())
         settings = earlier["settings"]
-        ours = _settings(plan)
         differ = [key for key in REUSE_MUST_MATCH if settings.get(key) != ours[key]]
         if differ:
             raise ValueError(f"{path} was made with other {', '.join(differ)}; its runs cannot be compared")

@@ -18,10 +18,6 @@ def stack_of(hypothesis_id: str) -> str:
     return hypothesis_id.split(TRIAL, 1)[0].split(GLOBAL_TRIAL, 1)[0]
 
 
-def is_trial(hypothesis_id: str | None) -> bool:
-    return hypothesis_id is not None and (TRIAL in hypothesis_id or GLOBAL_TRIAL in hypothesis_id)
-
-
 def parts(hypothesis_id: str | None) -> list[str]:
     """The hypotheses a job's config carries: "a+b" -> [a, b]; a tuned trial "a+b~t3" -> [a, b];
     a pruned config "a+b+c~-b" -> [a, c]; a trial from the whole space that carries none "~g2" -> []."""
@@ -81,6 +77,11 @@ def search_records(records: list[JobRecord]) -> list[JobRecord]:
         for j in records
         if j.status == "completed" and j.validation and j.test and kind(j.phase) in SEARCH_KINDS
     ]
+
+
+def stopped_early(job: JobRecord) -> bool:
+    """Whether the runner stopped the job behind its early-stopping bar (not a failure)."""
+    return job.error is not None and job.error.kind == "pruned"
 
 
 def best_so_far(records: list[JobRecord]) -> JobRecord | None:

@@ -75,7 +75,7 @@ from rea_planner.combination import (
 )
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import exploitation_over, plan_exploitation
-from rea_planner.jobs import make_job, parts, plan_of, search_records, spent, still_dropped
+from rea_planner.jobs import make_job, parts, plan_of, search_records, spent, still_dropped, stopped_early
 from rea_planner.screening import ETA, low_fidelity, plan_promotion, worth_screening
 from rea_planner.selection import (
     SELECTION_SHARE,
@@ -413,7 +413,7 @@ def summarize(
             f"runbook's retry with {adjusted} is the baseline every delta here is measured against"
         )
 
-    pruned = sum(_pruned(j) for j in records)
+    pruned = sum(stopped_early(j) for j in records)
     if pruned:
         notes.append(f"{pruned} trial(s) stopped early, behind the median learning curve (early_stopping)")
 
@@ -443,7 +443,7 @@ def summarize(
         ne_relative_gain=delta.relative_gain,
         auc_delta=top.auc - base.auc,
         jobs_completed=len(done),
-        jobs_failed=sum(j.status == "failed" and not _pruned(j) for j in records),
+        jobs_failed=sum(j.status == "failed" and not stopped_early(j) for j in records),
         compute_seconds=round(spent(records), 2),
         seeds=min(len(base_nes), len(top_nes)),
         ne_delta_low=delta.low,
@@ -457,10 +457,6 @@ def summarize(
         interactions=interactions(records),
         effects=_relative_effects(records),
     )
-
-
-def _pruned(job: JobRecord) -> bool:
-    return job.error is not None and job.error.kind == "pruned"
 
 
 def _relative_effects(records: list[JobRecord]) -> dict[str, float]:

@@ -88,13 +88,11 @@ def affordable_contenders(campaign: Campaign, records: list[JobRecord], costs: C
     return picked if len(picked) >= 2 else []
 
 
-def best_by_mean(records: list[JobRecord]) -> JobRecord | None:
-    """The winner: among configs measured on the most seeds (the contenders, once selection
-    ran; every config before), the one with the lowest mean validation NE. Returned as its best
-    search job, which names its hypotheses."""
-    searched = search_records(records)
+def validation_by_config(records: list[JobRecord]) -> dict[str, dict[int, float]]:
+    """Validation NE by seed, per config the search ran (keyed by :func:`config_key`), with
+    the selection phase's runs of it."""
     by_config: dict[str, dict[int, float]] = {}
-    for job in searched:
+    for job in search_records(records):
         assert job.validation is not None
         by_config.setdefault(config_key(job.config), {})[job.seed] = job.validation.ne
     for job in selection_runs(records):
@@ -103,22 +101,25 @@ def best_by_mean(records: list[JobRecord]) -> JobRecord | None:
         assert job.validation is not None
         if (seeds := by_config.get(config_key(job.config))) is not None:
             seeds[job.seed] = job.validation.ne
+    return by_config
+
+
+def best_by_mean(records: list[JobRecord]) -> JobRecord | None:
+    """The winner: among configs measured on the most seeds (the contenders, once selection
+    ran; every config before), the one with the lowest mean validation NE. Returned as its best
+    search job, which names its hypotheses."""
+    by_config = validation_by_config(records)
     if not by_config:
         return None
     most = max(len(seeds) for seeds in by_config.values())
     most_seeds = (k for k, seeds in by_config.items() if len(seeds) == most)
     key = min(most_seeds, key=lambda k: fmean(by_config[k].values()))
-    return min((j for j in searched if config_key(j.config) == key), key=_validation_ne)
+    return min((j for j in search_records(records) if config_key(j.config) == key), key=_validation_ne)
 
 
 def mean_validation_ne(records: list[JobRecord], config: dict[str, Any]) -> float | None:
     """A config's validation NE over every seed the search and selection measured it on."""
-    key = config_key(config)
-    by_seed = {
-        j.seed: j.validation.ne
-        for j in [*search_records(records), *selection_runs(records)]
-        if j.validation is not None and config_key(j.config) == key
-    }
+    by_seed = validation_by_config(records).get(config_key(config))
     return fmean(by_seed.values()) if by_seed else None
 
 
