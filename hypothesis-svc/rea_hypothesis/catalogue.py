@@ -120,7 +120,9 @@ CATALOGUE: tuple[Technique, ...] = (
         "weight_decay",
         "L2 weight decay",
         "l2_regularisation",
-        lambda base: {Role.WEIGHT_DECAY: 1e-5, Role.OPTIMIZER: "adamw"},
+        # PyTorch's AdamW default. Decoupled decay shrinks each weight by lr * wd per step; at
+        # 1e-5 with a 1e-3 learning rate that factor rounds to 1 in float32 and trains nothing.
+        lambda base: {Role.WEIGHT_DECAY: 1e-2, Role.OPTIMIZER: "adamw"},
         "over-fitting on dense weights",
         0.003,
         "Loshchilov & Hutter, Decoupled Weight Decay Regularization (2019)",

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from rea.workloads import JobInput
+from rea_hypothesis.catalogue import CATALOGUE
 from rea_workload.datasets.loader import load_dataset, load_splits
 from rea_workload.datasets.spec import parse_spec
 from rea_workload.datasets.splits import Splits
 from rea_workload.footprint import measure_footprint
 from rea_workload.model import RankerModel
-from rea_workload.schema import RankerConfig
+from rea_workload.schema import SCHEMA, RankerConfig
 from rea_workload.train import fit, train
 
 SMALL = "synthetic:rows=4000"
@@ -122,3 +123,13 @@ def test_the_footprint_counts_buffers_and_skips_timing_without_rows() -> None:
     assert buffered.parameters == plain.parameters
     assert buffered.size_mb == pytest.approx(plain.size_mb + 2.0)
     assert measure_footprint(model, splits.test.take(np.arange(0)), batch_size=128) is None
+
+
+@pytest.mark.parametrize("technique", ["weight_decay", "embedding_l2"])
+def test_a_regularising_technique_changes_what_the_ranker_learns(technique: str) -> None:
+    """A technique whose change rounds away in float32 would be measured as 'no effect' on every
+    data set; each regulariser the catalogue proposes must move the trained result."""
+    changes = next(t for t in CATALOGUE if t.id == technique).bind(SCHEMA, SCHEMA.defaults())
+    base, changed = train(job(SMALL, epochs=1)), train(job(SMALL, epochs=1, **changes))
+    assert base.validation and changed.validation
+    assert changed.validation.ne != base.validation.ne, changes
