@@ -7,7 +7,9 @@ hypothesis on offer and ``confirm_seeds=1``, so its whole budget goes to the sea
 peers' does. Then the bench confirms every method's chosen config the same way, outside the
 budgets: it and the baseline on ``confirm_seeds`` fresh seeds, on the test split; ``gain``
 is (baseline - best) / baseline of the mean test NE. A bench runs *cases* (a model on a data
-set): those named on the command line, or a suite (:mod:`rea_bench.suites`).
+set): those named on the command line, or a suite (:mod:`rea_bench.suites`). With a teaching
+suite, the ``-transfer`` methods start from what each method learned there
+(:mod:`rea_bench.transfer`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from statistics import fmean, pstdev
 from typing import Any
 
 from pydantic import ValidationError
+from pymongo import MongoClient
 from rich.console import Console
 from rich.table import Table
 
@@ -38,12 +41,13 @@ from rea.stack import EmbeddedStack
 from rea.topics import Topics
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_bench.anytime import Trial, best_within, curve
-from rea_bench.search import PEERS, budgeted_search, peer_setup
-from rea_bench.suites import BenchCase
+from rea_bench.search import PEERS, SearchOutcome, budgeted_search, peer_setup, search_space
+from rea_bench.suites import SUITES, BenchCase
+from rea_bench.transfer import TRANSFER_METHODS, Lessons, is_transfer, taught, translated
 from rea_executor.runner import prepare_dataset, run_job
 from rea_executor.warm import WarmStarts
 
-METHODS = ("rea", *PEERS)
+METHODS = ("rea", *PEERS, *TRANSFER_METHODS)
 OPTUNA = ("optuna", "optuna-gp")
 """The Optuna variants: REA is compared with the stronger of those that ran."""
 CHECKPOINT = 0.5
@@ -70,6 +74,8 @@ class BenchPlan:
     warm_start: bool = False
     rea_options: dict[str, Any] = field(default_factory=dict)
     """Campaign fields REA's runs set differently from the bench's defaults: an ablation."""
+    transfer_from: str | None = None
+    """The suite whose runs teach the ``-transfer`` methods (one run per case and seed)."""
     reuse: list[Path] = field(default_factory=list)
     """Earlier ``results.json`` files whose runs (method, case, seed) are taken instead of run
     again, when they were made with the same budget, confirmation, parallelism and epochs (and,
@@ -124,8 +130,9 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
     check_rea_options(plan.rea_options)
+    teachers = check_transfer(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
-    for case in plan.cases:
+    for case in (*plan.cases, *teachers):
         workload = get_workload(case.model)
         problem = workload.dataset_error(case.dataset) or prepare_dataset(case.model, case.dataset)
         if problem:
@@ -135,7 +142,16 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     warm: list[WarmStart] = []
     zygotes = WarmStarts()  # peers' jobs start warm, as REA's workers start theirs
     confirm = Confirmer(plan, zygotes)
-    stack = ReaStack(plan) if "rea" in plan.methods or plan.warm_start else None
+    uses_rea = {"rea", "rea-transfer"} & set(plan.methods)
+    stack = ReaStack(plan) if uses_rea or plan.warm_start else None
+    lessons: dict[int, Lessons] = {}
+
+    def taught_on(seed: int) -> Lessons:
+        """This seed's teaching runs, made the first time a transfer run needs them."""
+        if seed not in lessons:
+            lessons[seed] = teach(plan, teachers, seed, stack, zygotes, console)
+        return lessons[seed]
+
     try:
         for case in plan.cases:
             workload = get_workload(case.model)
@@ -150,29 +166,25 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                         )
                         continue
                     console.print(f"[bold]{method}[/bold] on {case.label}, seed {seed}...")
-                    if method == "rea":
+                    if method in ("rea", "rea-transfer"):
                         assert stack is not None
-                        config, spent, history = stack.campaign(case, seed, baseline)
+                        insights = taught_on(seed).insights_db if is_transfer(method) else None
+                        config, spent, history = stack.campaign(case, seed, baseline, insights)
                     else:
-                        outcome = budgeted_search(
-                            method,  # type: ignore[arg-type]
-                            workload.schema,
-                            baseline,
-                            plan.budget_cpu_seconds,
-                            partial(_job, plan, case, f"{method}-s{seed}", seed),
-                            partial(run_job, prepare=False, warm=zygotes),
-                            seed,
-                            plan.parallel,
-                            training_rows_of(workload, case.dataset),
-                            partial(parameters_of, workload, dataset=case.dataset),
+                        warm_configs = (
+                            carried(plan, taught_on(seed), taught(method), case, baseline)
+                            if is_transfer(method)
+                            else []
                         )
+                        outcome = peer_search(plan, method, case, seed, baseline, zygotes, warm_configs)
                         config, spent, history = (
                             outcome.best_config,
                             outcome.spent_cpu_seconds,
                             outcome.history,
                         )
                     runs.append(confirm.run(method, case, seed, baseline, config, spent, history))
-                    _write_results(plan, runs, warm, summary=None)  # an interrupted bench keeps it
+                    # After every run, so that an interrupted bench keeps what it made.
+                    _write_results(plan, runs, warm, summary=None, lessons=lessons)
                     last = runs[-1]
                     console.print(
                         f"  gain {last.gain:+.2%} (test NE {last.baseline_test_ne:.4f} -> "
@@ -196,11 +208,12 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     summary = summarize(runs)
     if warm:
         summary.update(summarize_warm_start(warm))
-    results = _write_results(plan, runs, warm, summary)
+    results = _write_results(plan, runs, warm, summary, lessons)
     print_table(console, runs, plan)
+    print_goals(console, summary)
     for method in plan.methods:
         if method != "rea":
-            console.print(f"{method}: {peer_setup(method)}")  # type: ignore[arg-type]
+            console.print(f"{method}: {method_setup(method, plan)}")
     if warm:
         print_warm_start_table(console, warm, plan)
     (plan.out / "gains.png").write_bytes(plot_gains(runs))
@@ -208,15 +221,129 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
     return results
 
 
+def peer_search(
+    plan: BenchPlan,
+    method: str,
+    case: BenchCase,
+    seed: int,
+    baseline: dict[str, Any],
+    zygotes: WarmStarts,
+    warm_configs: list[dict[str, Any]] | None = None,
+) -> SearchOutcome:
+    """One peer's budgeted search on ``case`` (a transfer method runs the peer it names)."""
+    workload = get_workload(case.model)
+    return budgeted_search(
+        taught(method),  # type: ignore[arg-type]
+        workload.schema,
+        baseline,
+        plan.budget_cpu_seconds,
+        partial(_job, plan, case, f"{method}-s{seed}", seed),
+        partial(run_job, prepare=False, warm=zygotes),
+        seed,
+        plan.parallel,
+        training_rows_of(workload, case.dataset),
+        partial(parameters_of, workload, dataset=case.dataset),
+        warm_configs or [],
+    )
+
+
+def check_transfer(plan: BenchPlan) -> tuple[BenchCase, ...]:
+    """The teaching cases the plan's ``-transfer`` methods need (none without such a method);
+    ValueError when the teaching suite is missing, unknown, or shares a data set with the cases."""
+    wanted = [m for m in plan.methods if is_transfer(m)]
+    if not wanted:
+        return ()
+    if plan.transfer_from is None:
+        raise ValueError(f"{', '.join(wanted)} need a teaching suite: --transfer-from SUITE")
+    if plan.transfer_from not in SUITES:
+        raise ValueError(f"unknown teaching suite {plan.transfer_from!r}; known: {', '.join(SUITES)}")
+    teachers = SUITES[plan.transfer_from]
+    shared = sorted({c.dataset for c in teachers} & {c.dataset for c in plan.cases})
+    if shared:
+        raise ValueError(
+            f"the teaching suite shares data with the cases ({', '.join(shared)}); not a transfer"
+        )
+    return teachers
+
+
+def teach(
+    plan: BenchPlan,
+    teachers: tuple[BenchCase, ...],
+    seed: int,
+    stack: ReaStack | None,
+    zygotes: WarmStarts,
+    console: Console,
+) -> Lessons:
+    """One run per teaching case and method with a transfer variant in the plan, on ``seed``:
+    REA's campaigns share one insights DB; each Optuna variant keeps its best config per case."""
+    lessons = Lessons(seed)
+    if "rea-transfer" in plan.methods:
+        assert stack is not None
+        console.print(f"[bold]teaching[/bold] REA on the {plan.transfer_from} suite, seed {seed}...")
+        lessons.insights_db, lessons.runs = stack.teach(teachers, seed)
+    for peer in OPTUNA:
+        if f"{peer}-transfer" not in plan.methods:
+            continue
+        for case in teachers:
+            console.print(f"[bold]teaching[/bold] {peer} on {case.label}, seed {seed}...")
+            baseline = get_workload(case.model).schema.resolve(plan.baseline(case.model))
+            outcome = peer_search(plan, peer, case, seed, baseline, zygotes)
+            lessons.best_configs.setdefault(peer, []).append((case.model, outcome.best_config))
+            lessons.runs.append(
+                {
+                    "method": peer,
+                    "case": case.label,
+                    "seed": seed,
+                    "spent_cpu_s": outcome.spent_cpu_seconds,
+                    "best_validation_ne": outcome.best_validation_ne,
+                    "best_changes": {k: v for k, v in outcome.best_config.items() if baseline.get(k) != v},
+                }
+            )
+    return lessons
+
+
+def carried(
+    plan: BenchPlan, lessons: Lessons, peer: str, case: BenchCase, baseline: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The peer's best teaching configs as configs of ``case``'s model, to enqueue."""
+    target = get_workload(case.model).schema
+    space = set(search_space(target))
+    configs = []
+    for model, config in lessons.best_configs.get(peer, []):
+        source = get_workload(model).schema
+        source_baseline = source.resolve(plan.baseline(model))
+        configs.append(translated(config, source, source_baseline, target, baseline, space))
+    return configs
+
+
+def method_setup(method: str, plan: BenchPlan) -> str:
+    """What a non-REA-cold method ran, in words."""
+    if method == "rea-transfer":
+        return (
+            f"REA's campaign on the insights DB its campaigns on the {plan.transfer_from} suite left "
+            "(one per case, same seed and budget)"
+        )
+    setup = peer_setup(taught(method))  # type: ignore[arg-type]
+    if is_transfer(method):
+        setup += f"; warm-started with its best config on each {plan.transfer_from} case (same seed, budget)"
+    return setup
+
+
 def _write_results(
-    plan: BenchPlan, runs: list[BenchRun], warm: list[WarmStart], summary: dict[str, Any] | None
+    plan: BenchPlan,
+    runs: list[BenchRun],
+    warm: list[WarmStart],
+    summary: dict[str, Any] | None,
+    lessons: dict[int, Lessons] | None = None,
 ) -> dict[str, Any]:
     """``results.json``: after every run with ``summary`` None (a partial file, which
     ``--reuse`` can resume from), and once more with the summary at the end."""
+    taught_runs = lessons or {}
     results = {
         "settings": _settings(plan),
         "runs": [asdict(run) for run in runs],
         "warm_start": [asdict(w) for w in warm],
+        "teaching_runs": [run for seed in sorted(taught_runs) for run in taught_runs[seed].runs],
         "summary": summary,
     }
     (plan.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -239,7 +366,9 @@ def reusable_runs(plan: BenchPlan) -> dict[tuple[str, str, int], BenchRun]:
             raise ValueError(f"{path} was made with other {', '.join(differ)}; its runs cannot be compared")
         for raw in earlier["runs"]:
             run = BenchRun(**raw)
-            if run.method == "rea" and settings.get("rea_options", {}) != plan.rea_options:
+            if taught(run.method) == "rea" and settings.get("rea_options", {}) != plan.rea_options:
+                continue
+            if is_transfer(run.method) and settings.get("transfer_from") != plan.transfer_from:
                 continue
             if run.method in plan.methods and BenchCase(run.model, run.workload) in plan.cases:
                 found.setdefault((run.method, run.label, run.seed), run)
@@ -257,6 +386,13 @@ def summarize(runs: list[BenchRun]) -> dict[str, Any]:
         peer = {label: strongest_optuna(mean_gain, label) for label in mean_gain["rea"]}
         summary["rea_wins"] = {
             label: mean_gain["rea"][label] > gain for label, (_, gain) in peer.items() if gain is not None
+        }
+    for method in ("rea", "rea-transfer"):  # the anytime goals: half the budget against the peer's all
+        if method not in checkpoint:
+            continue
+        peer = {label: strongest_optuna(mean_gain, label) for label in checkpoint[method]}
+        summary[f"{method}_at_{CHECKPOINT:g}_reaches_optuna"] = {
+            label: checkpoint[method][label] >= gain for label, (_, gain) in peer.items() if gain is not None
         }
     return summary
 
@@ -365,7 +501,9 @@ class ReaStack:
             raise
 
     @contextmanager
-    def namespace(self) -> Iterator[Settings]:
+    def namespace(self, insights_from: str | None = None) -> Iterator[Settings]:
+        """A fresh topic prefix and database with its own services; ``insights_from`` names a
+        database whose insights (effects per hypothesis, past winners) it starts with."""
         name = f"b{new_id()[:10]}"
         settings = Settings(
             home=self.home / name,
@@ -377,6 +515,8 @@ class ReaStack:
             topic_partitions=3,
         )
         asyncio.run(ensure_topics(self.endpoints.kafka_bootstrap, Topics(name), 3))
+        if insights_from is not None:
+            copy_insights(self.endpoints.mongo_uri, insights_from, name)
         services = EmbeddedStack(settings, attached=True)
         try:
             services.start_infra()
@@ -386,11 +526,11 @@ class ReaStack:
             services.stop()
 
     def campaign(
-        self, case: BenchCase, seed: int, baseline: dict[str, Any]
+        self, case: BenchCase, seed: int, baseline: dict[str, Any], insights_from: str | None = None
     ) -> tuple[dict[str, Any], float, list[Trial]]:
-        """A cold campaign: the best config, CPU seconds spent, and every job it ran in the
-        order its phases concluded."""
-        with self.namespace() as settings:
+        """A campaign, cold or on the insights of database ``insights_from``: the best config,
+        CPU seconds spent, and every job it ran in the order its phases concluded."""
+        with self.namespace(insights_from) as settings:
             state = self._campaign(settings, case, seed)
         result = state["result"]
         history = [
@@ -404,6 +544,24 @@ class ReaStack:
             for record in state["records"]
         ]
         return {**baseline, **result["best_changes"]}, result["compute_seconds"], history
+
+    def teach(self, cases: Iterable[BenchCase], seed: int) -> tuple[str, list[dict[str, Any]]]:
+        """One campaign per case in one fresh namespace: the database their insights are in,
+        and a summary of each campaign."""
+        runs = []
+        with self.namespace() as settings:
+            for case in cases:
+                result = self._campaign(settings, case, seed)["result"]
+                runs.append(
+                    {
+                        "method": "rea",
+                        "case": case.label,
+                        "seed": seed,
+                        "spent_cpu_s": result["compute_seconds"],
+                        "best_changes": result["best_changes"],
+                    }
+                )
+        return settings.mongo_db, runs
 
     def warm_start(self, case: BenchCase, seed: int) -> WarmStart:
         """The same campaign twice on one fresh insights DB: how much of the second's budget it
@@ -494,6 +652,22 @@ class ReaStack:
         self.servers.stop()
 
 
+INSIGHT_COLLECTIONS = ("insights", "winners")
+"""What the hypothesis service reads as history (:mod:`rea_hypothesis.service`)."""
+
+
+def copy_insights(mongo_uri: str, source: str, target: str) -> None:
+    """Copy the insights collections of database ``source`` into ``target``."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    try:
+        for name in INSIGHT_COLLECTIONS:
+            docs = list(client[source][name].find())
+            if docs:
+                client[target][name].insert_many(docs)
+    finally:
+        client.close()
+
+
 FIXED_BY_THE_BENCH = frozenset(
     {"name", "workload", "dataset", "budget_cpu_seconds", "auto_approve_cpu_seconds", "seed", "baseline"}
 )
@@ -534,7 +708,7 @@ def _settings(plan: BenchPlan) -> dict[str, Any]:
     return {
         "suite": plan.suite,
         "cases": [asdict(case) for case in plan.cases],
-        "peers": {m: peer_setup(m) for m in plan.methods if m != "rea"},  # type: ignore[arg-type]
+        "peers": {m: method_setup(m, plan) for m in plan.methods if m != "rea"},
         "methods": plan.methods,
         "budget_cpu_seconds": plan.budget_cpu_seconds,
         "seeds": plan.seeds,
@@ -542,6 +716,7 @@ def _settings(plan: BenchPlan) -> dict[str, Any]:
         "parallel": plan.parallel,
         "epochs": plan.epochs,
         "warm_start": plan.warm_start,
+        "transfer_from": plan.transfer_from,
         "rea_options": plan.rea_options,
         "reused": [str(path) for path in plan.reuse],
     }
@@ -579,6 +754,46 @@ def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None
                 f"{fmean(r.trials for r in mine):.1f}",
             )
     console.print(table, width=max(console.width, 150))
+
+
+GAIN_RATIO_GOAL = 2.0
+
+
+def print_goals(console: Console, summary: dict[str, Any]) -> None:
+    """Each case against the goals REA is held to, with the stronger Optuna variant at 100% of
+    the budget as the bar: twice its gain, and its gain already at half the budget (cold, and
+    with a transfer run's insights)."""
+    mean_gain = summary["mean_gain"]
+    if "rea" not in mean_gain:
+        return
+    half = summary.get(f"mean_gain_at_{CHECKPOINT:g}_budget", {})
+    table = Table(
+        "case", "REA", "stronger Optuna", f"REA / Optuna (goal >= {GAIN_RATIO_GOAL:g}x)",
+        f"REA at {CHECKPOINT:.0%} >= Optuna", f"REA transfer at {CHECKPOINT:.0%} >= Optuna",
+        title="REA against its goals (mean test-NE gain over seeds)",
+    )  # fmt: skip
+    for label, gain in mean_gain["rea"].items():
+        peer, peer_gain = strongest_optuna(mean_gain, label)
+        if peer is None or peer_gain is None:
+            continue
+        ratio = f"{gain / peer_gain:.2f}x" if peer_gain > 0 else "peer gained nothing"
+
+        table.add_row(
+            label,
+            f"{gain:+.2%}",
+            f"{peer} {peer_gain:+.2%}",
+            ratio,
+            _reaches(half, "rea", label, peer_gain),
+            _reaches(half, "rea-transfer", label, peer_gain),
+        )
+    console.print(table, width=max(console.width, 150))
+
+
+def _reaches(half: dict[str, dict[str, float]], method: str, label: str, bar: float) -> str:
+    early = half.get(method, {}).get(label)
+    if early is None:
+        return "not run"
+    return f"{'yes' if early >= bar else 'no'} ({early:+.2%})"
 
 
 def print_warm_start_table(console: Console, warm: list[WarmStart], plan: BenchPlan) -> None:

@@ -24,7 +24,7 @@ in :func:`peer_setup`, which the bench prints and records.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -140,10 +140,12 @@ def budgeted_search(
     parallel: int = 2,
     training_rows: int | None = None,
     parameters: ParameterCount | None = None,
+    warm_configs: Sequence[dict[str, Any]] = (),
 ) -> SearchOutcome:
     """Minimise validation NE with ``sampler`` until the budget allows no further job; before any
     job has finished, each is priced by the planner's prior from ``training_rows`` and the
-    ``parameters`` of its config's model."""
+    ``parameters`` of its config's model. ``warm_configs`` (values for the search space's knobs)
+    are tried right after the baseline: a study warm-started by hand."""
     fidelity = Fidelity.of(schema)
     prior = CostModel.from_history(fidelity, [], training_rows, parameters)
     startup = startup_trials(budget_cpu_seconds / max(prior.estimate(baseline), 1e-9))
@@ -151,7 +153,8 @@ def budgeted_search(
         direction="minimize", sampler=_sampler(sampler, seed, startup), pruner=_pruner(sampler)
     )
     space = search_space(schema)
-    study.enqueue_trial({name: baseline[name] for name in space})
+    for config in ({name: baseline[name] for name in space}, *warm_configs):
+        study.enqueue_trial(config, skip_if_exists=True)
     ended: list[Trial] = []
     spent = 0.0
     failed = 0

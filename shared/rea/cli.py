@@ -956,7 +956,11 @@ def bench(
         ),
     ] = None,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: rea, optuna (TPE), optuna-gp (GPSampler), random.")
+        str,
+        typer.Option(
+            help="Comma-separated: rea, optuna (TPE), optuna-gp (GPSampler), random; rea-transfer, "
+            "optuna-transfer, optuna-gp-transfer start from their runs on --transfer-from."
+        ),
     ] = "rea,optuna,random",
     budget_cpu_seconds: Annotated[
         float, typer.Option(help="CPU seconds each method may spend per run.")
@@ -984,6 +988,14 @@ def bench(
             dir_okay=False,
             help="An earlier results.json whose runs (method, case, seed) are taken instead of run again, "
             "if made with the same budget, confirmation, parallelism and epochs (repeatable).",
+        ),
+    ] = None,
+    transfer_from: Annotated[
+        str | None,
+        typer.Option(
+            help="The suite that teaches the -transfer methods: one run of each on every case of it per "
+            "seed (REA's campaigns fill the insights DB its transfer run starts from; each Optuna "
+            "variant's best configs are enqueued in its transfer study)."
         ),
     ] = None,
     warm_start: Annotated[
@@ -1040,6 +1052,7 @@ def bench(
         epochs=epochs,
         suite=suite,
         warm_start=warm_start,
+        transfer_from=transfer_from,
         reuse=list(reuse or []),
     )
     try:

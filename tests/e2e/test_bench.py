@@ -49,3 +49,25 @@ def test_bench_writes_runs_a_summary_and_the_warm_start_fraction(tmp_path: Path)
     printed = done.stdout + done.stderr
     assert "Test-NE gain over the baseline" in printed  # the printed tables
     assert "Warm start" in printed and "never reached" not in printed
+
+
+def test_a_transfer_campaign_starts_from_the_insights_its_teaching_campaigns_left(tmp_path: Path) -> None:
+    """REA's teaching campaigns (one per development case) share one insights DB; the transfer
+    campaign's own database starts with a copy, so its hypotheses are ranked by that history."""
+    out = tmp_path / "bench"
+    args = ["bench", "--workload", FAST_DATASET, "--methods", "rea-transfer", "--transfer-from", "dev"]
+    args += ["--budget-cpu-seconds", "30", "--seeds", "1", "--confirm-seeds", "1", "--epochs", "1"]
+    env = {"REA_HOME": str(tmp_path / "home"), "PATH": os.environ.get("PATH", "")}
+
+    done = run_rea([*args, "--out", str(out)], env, timeout=1200)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [run["method"] for run in results["runs"]] == ["rea-transfer"]
+    assert results["settings"]["transfer_from"] == "dev"
+    taught = results["teaching_runs"]
+    assert [(t["method"], t["seed"]) for t in taught] == [("rea", 0)] * 3
+    campaigns = [json.loads(path.read_text()) for path in (out / "campaigns").iterdir()]
+    [transfer] = [c for c in campaigns if c["request"]["dataset"] == FAST_DATASET]
+    assert any(h["source"] == "history" for h in transfer["hypotheses"]), transfer["hypotheses"]
+    assert "rea-transfer" in done.stdout + done.stderr
