@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -172,7 +172,7 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
                         config, spent, history = stack.campaign(case, seed, baseline, insights)
                     else:
                         warm_configs = (
-                            carried(plan, taught_on(seed), taught(method), case, baseline)
+                            carried(taught_on(seed), taught(method), case, baseline)
                             if is_transfer(method)
                             else []
                         )
@@ -228,7 +228,7 @@ def peer_search(
     seed: int,
     baseline: dict[str, Any],
     zygotes: WarmStarts,
-    warm_configs: list[dict[str, Any]] | None = None,
+    warm_configs: Sequence[dict[str, Any]] = (),
 ) -> SearchOutcome:
     """One peer's budgeted search on ``case`` (a transfer method runs the peer it names)."""
     workload = get_workload(case.model)
@@ -243,7 +243,7 @@ def peer_search(
         plan.parallel,
         training_rows_of(workload, case.dataset),
         partial(parameters_of, workload, dataset=case.dataset),
-        warm_configs or [],
+        warm_configs,
     )
 
 
@@ -288,7 +288,8 @@ def teach(
             console.print(f"[bold]teaching[/bold] {peer} on {case.label}, seed {seed}...")
             baseline = get_workload(case.model).schema.resolve(plan.baseline(case.model))
             outcome = peer_search(plan, peer, case, seed, baseline, zygotes)
-            lessons.best_configs.setdefault(peer, []).append((case.model, outcome.best_config))
+            changes = {k: v for k, v in outcome.best_config.items() if baseline.get(k) != v}
+            lessons.best_changes.setdefault(peer, []).append((case.model, changes))
             lessons.runs.append(
                 {
                     "method": peer,
@@ -296,24 +297,20 @@ def teach(
                     "seed": seed,
                     "spent_cpu_s": outcome.spent_cpu_seconds,
                     "best_validation_ne": outcome.best_validation_ne,
-                    "best_changes": {k: v for k, v in outcome.best_config.items() if baseline.get(k) != v},
+                    "best_changes": changes,
                 }
             )
     return lessons
 
 
-def carried(
-    plan: BenchPlan, lessons: Lessons, peer: str, case: BenchCase, baseline: dict[str, Any]
-) -> list[dict[str, Any]]:
+def carried(lessons: Lessons, peer: str, case: BenchCase, baseline: dict[str, Any]) -> list[dict[str, Any]]:
     """The peer's best teaching configs as configs of ``case``'s model, to enqueue."""
     target = get_workload(case.model).schema
     space = set(search_space(target))
-    configs = []
-    for model, config in lessons.best_configs.get(peer, []):
-        source = get_workload(model).schema
-        source_baseline = source.resolve(plan.baseline(model))
-        configs.append(translated(config, source, source_baseline, target, baseline, space))
-    return configs
+    return [
+        translated(changes, get_workload(model).schema, target, baseline, space)
+        for model, changes in lessons.best_changes.get(peer, [])
+    ]
 
 
 def method_setup(method: str, plan: BenchPlan) -> str:
@@ -738,10 +735,7 @@ def print_table(console: Console, runs: list[BenchRun], plan: BenchPlan) -> None
                 continue
             gain = mean_gain[method][case.label]
             early = [r.checkpoint_gain for r in mine if r.checkpoint_gain is not None]
-            if peer_gain is None or method == peer:
-                ratio = ""
-            else:  # a ratio to a loss or to nothing says nothing
-                ratio = f"{gain / peer_gain:.2f}x" if peer_gain > 0 else "peer gained nothing"
+            ratio = "" if peer_gain is None or method == peer else _ratio(gain, peer_gain)
             table.add_row(
                 case.model,
                 case.dataset,
@@ -776,17 +770,20 @@ def print_goals(console: Console, summary: dict[str, Any]) -> None:
         peer, peer_gain = strongest_optuna(mean_gain, label)
         if peer is None or peer_gain is None:
             continue
-        ratio = f"{gain / peer_gain:.2f}x" if peer_gain > 0 else "peer gained nothing"
-
         table.add_row(
             label,
             f"{gain:+.2%}",
             f"{peer} {peer_gain:+.2%}",
-            ratio,
+            _ratio(gain, peer_gain),
             _reaches(half, "rea", label, peer_gain),
             _reaches(half, "rea-transfer", label, peer_gain),
         )
     console.print(table, width=max(console.width, 150))
+
+
+def _ratio(gain: float, peer_gain: float) -> str:
+    """REA's gain as a multiple of the peer's; a ratio to a loss or to nothing says nothing."""
+    return f"{gain / peer_gain:.2f}x" if peer_gain > 0 else "peer gained nothing"
 
 
 def _reaches(half: dict[str, dict[str, float]], method: str, label: str, bar: float) -> str:

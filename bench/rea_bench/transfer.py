@@ -45,28 +45,25 @@ class Lessons:
     seed: int
     insights_db: str | None = None
     """The database REA's teaching campaigns wrote their insights to (None: REA did not teach)."""
-    best_configs: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
-    """Per Optuna variant, (model, best config) of its run on each teaching case."""
+    best_changes: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    """Per Optuna variant, (model, best config's changes to its baseline) of its run on each
+    teaching case."""
     runs: list[dict[str, Any]] = field(default_factory=list)
     """One summary per teaching run, for results.json: method, case, seed, CPU-s, changes."""
 
 
 def translated(
-    config: dict[str, Any],
+    changes: dict[str, Any],
     source: KnobSchema,
-    source_baseline: dict[str, Any],
     target: KnobSchema,
     target_baseline: dict[str, Any],
     space: set[str],
 ) -> dict[str, Any]:
-    """``config``'s changes from ``source_baseline``, as a config of ``target`` restricted to
-    the knobs in ``space`` (those the target's study samples); other knobs keep the target's
-    baseline."""
+    """``changes`` to a ``source`` config, as a config of ``target`` restricted to the knobs in
+    ``space`` (those the target's study samples); other knobs keep the target's baseline."""
     roles = target.roles()
     out = {name: target_baseline[name] for name in space}
-    for name, value in config.items():
-        if value == source_baseline.get(name):
-            continue
+    for name, value in changes.items():
         knob = source[name] if name in source.names() else None
         if name in space:
             goal = name

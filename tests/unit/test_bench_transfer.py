@@ -28,9 +28,9 @@ def plan(tmp_path: Path, methods: list[str], **changes: Any) -> BenchPlan:
 
 def test_a_config_carries_to_the_same_model_knob_by_knob() -> None:
     baseline = RANKER.resolve({})
-    best = {**baseline, "learning_rate": 0.004, "fm": True, "optimizer": "adamw", "epochs": 9}
+    changes = {"learning_rate": 0.004, "fm": True, "optimizer": "adamw", "epochs": 9}
     space = set(search_space(RANKER))
-    out = translated(best, RANKER, baseline, RANKER, baseline, space)
+    out = translated(changes, RANKER, RANKER, baseline, space)
     assert set(out) == space  # fidelity knobs stay the target's
     assert (out["learning_rate"], out["fm"], out["optimizer"]) == (0.004, True, "adamw")
     assert {k: v for k, v in out.items() if baseline[k] != v} == {
@@ -41,24 +41,22 @@ def test_a_config_carries_to_the_same_model_knob_by_knob() -> None:
 
 
 def test_a_config_carries_to_another_model_by_role_clamped_into_its_range() -> None:
-    ranker, autoint = RANKER.resolve({}), AUTOINT.resolve({})
+    autoint = AUTOINT.resolve({})
     lr, batch = AUTOINT.roles()[Role.LEARNING_RATE], AUTOINT.roles()[Role.BATCH_SIZE]
     knob = AUTOINT[batch]
     assert knob.low is not None
-    best = {**ranker, "learning_rate": 0.002, "batch_size": int(knob.low) - 1 if knob.low > 1 else 1}
-    out = translated(best, RANKER, ranker, AUTOINT, autoint, set(search_space(AUTOINT)))
+    changes = {"learning_rate": 0.002, "batch_size": int(knob.low) - 1 if knob.low > 1 else 1}
+    out = translated(changes, RANKER, AUTOINT, autoint, set(search_space(AUTOINT)))
     assert out[lr] == pytest.approx(0.002)
     assert out[batch] == int(knob.low)  # clamped into the target's range
     assert all(AUTOINT[name].check(value) is None for name, value in out.items())
 
 
 def test_a_choice_the_target_does_not_offer_stays_at_its_baseline() -> None:
-    ranker, autoint = RANKER.resolve({}), AUTOINT.resolve({})
+    autoint = AUTOINT.resolve({})
     optimizer = AUTOINT[AUTOINT.roles()[Role.OPTIMIZER]]
     assert optimizer.choices is not None and "adagrad" not in optimizer.choices
-    out = translated(
-        {**ranker, "optimizer": "adagrad"}, RANKER, ranker, AUTOINT, autoint, set(search_space(AUTOINT))
-    )
+    out = translated({"optimizer": "adagrad"}, RANKER, AUTOINT, autoint, set(search_space(AUTOINT)))
     assert out[optimizer.name] == autoint[optimizer.name]
 
 
@@ -94,9 +92,9 @@ def test_an_optuna_transfer_run_enqueues_its_best_teaching_configs(
     assert searched == [("optuna-gp", case.label) for case in SUITES["dev"]]
     assert [run["best_changes"] for run in lessons.runs] == [{"learning_rate": 0.005}] * 3
     baseline = RANKER.resolve({})
-    configs = carried(bench, lessons, "optuna-gp", ADULT, baseline)
+    configs = carried(lessons, "optuna-gp", ADULT, baseline)
     assert len(configs) == 3 and all(c["learning_rate"] == 0.005 for c in configs)
-    assert carried(bench, Lessons(0), "optuna", ADULT, baseline) == []
+    assert carried(Lessons(0), "optuna", ADULT, baseline) == []
     assert taught("optuna-gp-transfer") == "optuna-gp"
 
 
