@@ -33,6 +33,7 @@ from rich.table import Table
 from rea import plots
 from rea.client import Client
 from rea.events import CampaignRequested, JobSpec, describe_error, new_id
+from rea.insights import COLLECTIONS as INSIGHT_COLLECTIONS
 from rea.knobs import Role
 from rea.processes import new_children_killed_on_error
 from rea.runtime import ensure_topics
@@ -379,18 +380,17 @@ def summarize(runs: list[BenchRun]) -> dict[str, Any]:
     checkpoint = _mean_per_case((run, run.checkpoint_gain) for run in runs if run.checkpoint_gain is not None)
     if checkpoint:
         summary[f"mean_gain_at_{CHECKPOINT:g}_budget"] = checkpoint
+    labels = {label for by_case in mean_gain.values() for label in by_case}
+    peer = {label: gain for label in labels if (gain := strongest_optuna(mean_gain, label)[1]) is not None}
     if "rea" in mean_gain:
-        peer = {label: strongest_optuna(mean_gain, label) for label in mean_gain["rea"]}
         summary["rea_wins"] = {
-            label: mean_gain["rea"][label] > gain for label, (_, gain) in peer.items() if gain is not None
+            label: gain > peer[label] for label, gain in mean_gain["rea"].items() if label in peer
         }
     for method in ("rea", "rea-transfer"):  # the anytime goals: half the budget against the peer's all
-        if method not in checkpoint:
-            continue
-        peer = {label: strongest_optuna(mean_gain, label) for label in checkpoint[method]}
-        summary[f"{method}_at_{CHECKPOINT:g}_reaches_optuna"] = {
-            label: checkpoint[method][label] >= gain for label, (_, gain) in peer.items() if gain is not None
-        }
+        if method in checkpoint:
+            summary[f"{method}_at_{CHECKPOINT:g}_reaches_optuna"] = {
+                label: gain >= peer[label] for label, gain in checkpoint[method].items() if label in peer
+            }
     return summary
 
 
@@ -647,10 +647,6 @@ class ReaStack:
 
     def close(self) -> None:
         self.servers.stop()
-
-
-INSIGHT_COLLECTIONS = ("insights", "winners")
-"""What the hypothesis service reads as history (:mod:`rea_hypothesis.service`)."""
 
 
 def copy_insights(mongo_uri: str, source: str, target: str) -> None:

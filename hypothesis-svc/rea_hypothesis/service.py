@@ -7,7 +7,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from rea.events import HypothesesRequested, HypothesesRequestedPayload, Hypothesis
-from rea.insights import EffectStats, History, PastWinner, family
+from rea.insights import EFFECTS, WINNERS, EffectStats, History, PastWinner, family
 from rea.runtime import Runtime
 from rea.settings import Settings
 from rea.workloads import Diagnostics, get_workload, techniques_of
@@ -24,14 +24,14 @@ async def load_history(db: AsyncDatabase[dict[str, Any]], workload: str, dataset
     name = family(workload, dataset)
     effects: dict[str, EffectStats] = {}
     elsewhere: dict[str, list[float]] = {}
-    async for doc in db["insights"].find({"hypothesis_id": {"$ne": PAST_BEST_ID}}):
+    async for doc in db[EFFECTS].find({"hypothesis_id": {"$ne": PAST_BEST_ID}}):
         if not doc.get("effects"):
             continue
         if doc["family"] == name:
             effects[doc["hypothesis_id"]] = EffectStats.of(list(doc["effects"].values()))
         else:
             elsewhere.setdefault(doc["hypothesis_id"], []).extend(doc["effects"].values())
-    best = await db["winners"].find_one(
+    best = await db[WINNERS].find_one(
         {"family": name, "verdict": {"$ne": "worse"}, "gain": {"$gt": 0}}, sort=[("gain", -1)]
     )
     winner = None if best is None else PastWinner(best["_id"], best["changes"], best["gain"], best["verdict"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rea.events import AnyEvent, CampaignCompleted, DeadLetter, JobCompleted, JobFailed, utc_now
-from rea.insights import family
+from rea.insights import EFFECTS, WINNERS, family
 
 
 def event_document(event: AnyEvent) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def insight_updates(event: CampaignCompleted) -> list[Upsert]:
     name = family(payload.workload, payload.dataset)
     updates: list[Upsert] = [
         (
-            "insights",
+            EFFECTS,
             {"_id": f"{name}|{hypothesis_id}"},
             {
                 "$set": {
@@ -82,7 +82,7 @@ def insight_updates(event: CampaignCompleted) -> list[Upsert]:
     if payload.result.best_changes:
         updates.append(
             (
-                "winners",
+                WINNERS,
                 {"_id": event.campaign_id},
                 {
                     "$set": {

@@ -22,6 +22,13 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
+EFFECTS = "insights"
+"""The collection of per-family hypothesis effects: one document per family and hypothesis."""
+WINNERS = "winners"
+"""The collection of campaigns' winning changes: one document per campaign."""
+COLLECTIONS = (EFFECTS, WINNERS)
+"""Everything a campaign leaves for the next ones (what a transfer run copies)."""
+
 PRIOR_WEIGHT = 2.0
 """How many campaigns' worth of evidence the catalogue prior counts for."""
 

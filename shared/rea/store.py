@@ -34,6 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from rea import insights
 from rea.events import Envelope, encode_event
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobLedger
@@ -147,8 +148,8 @@ class Store:
         await self.results.create_index([("campaign_id", ASCENDING)])
         await self.results.create_index([("workload", ASCENDING), ("dataset", ASCENDING)])
         await self.events.create_index([("campaign_id", ASCENDING), ("occurred_at", ASCENDING)])
-        await self.db["insights"].create_index([("family", ASCENDING)])
-        await self.db["winners"].create_index([("family", ASCENDING), ("gain", ASCENDING)])
+        await self.db[insights.EFFECTS].create_index([("family", ASCENDING)])
+        await self.db[insights.WINNERS].create_index([("family", ASCENDING), ("gain", ASCENDING)])
         await self.ledger.ensure_indexes()
 
     @asynccontextmanager
