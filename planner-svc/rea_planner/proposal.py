@@ -23,7 +23,12 @@ from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, SELEC
 from rea.workloads import ModelFootprint, get_workload
 from rea_planner.campaign import Campaign
 from rea_planner.combination import extension_effects, pruning_effects
-from rea_planner.exploitation import GLOBAL_STARTUP_TRIALS, MIN_SCOPE_SHARE, scope_of
+from rea_planner.exploitation import (
+    GLOBAL_STARTUP_TRIALS,
+    MIN_GLOBAL_STARTUP_TRIALS,
+    MIN_SCOPE_SHARE,
+    scope_of,
+)
 from rea_planner.jobs import GLOBAL_TRIAL, TRIAL, still_dropped
 
 NO_FINDINGS = "Its diagnostics pointed to nothing in particular (or it was not diagnosed)."
@@ -194,7 +199,8 @@ def budget_spent(campaign: Campaign) -> list[list[str]]:
         stages.setdefault(stage, []).append(job)
     rounds = {stage: len({j.phase for j in jobs}) for stage, jobs in stages.items()}
     exploited = (
-        f"the whole space's {GLOBAL_STARTUP_TRIALS} random trials first, then each round to the scope "
+        f"the whole space's random start-up first ({MIN_GLOBAL_STARTUP_TRIALS} to {GLOBAL_STARTUP_TRIALS} "
+        "trials, a quarter of what exploitation affords), then each round to the scope "
         "whose last rounds lowered the best validation NE more per CPU-s, neither given less than "
         f"{MIN_SCOPE_SHARE:.0%} of the CPU"
         if spec.exploitation_scope == "auto"
