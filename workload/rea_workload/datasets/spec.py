@@ -163,8 +163,8 @@ def _describe(error: Any) -> str:
 
 
 def data_distribution(text: str) -> Distribution | None:
-    """The PyPI distribution ``text``'s data is read from, if any: what a workload fetches once,
-    before parallel jobs would race to download it. Raises ValueError for a bad spec."""
+    """The PyPI distribution ``text``'s data is read from, if any (see
+    :func:`.archive.prefetch`). Raises ValueError for a bad spec."""
     spec = parse_spec(text)
     if isinstance(spec, MovieLensSpec):
         return WIDEDEEP
