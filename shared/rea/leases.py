@@ -48,20 +48,35 @@ class JobLeases:
     async def heartbeat(
         self, job_id: str, holder: str, ttl_s: float, on_beat: Callable[[], Awaitable[None]] | None = None
     ) -> AsyncIterator[None]:
-        """Refresh the claim every ttl/3 while the body runs, calling ``on_beat`` after each."""
+        """Refresh the claim every ttl/3 while the body runs, calling ``on_beat`` after each.
+
+        ``on_beat`` runs beside the refresh, never in its way: a callback slowed by a busy
+        database must not let the lease lapse and get a working job declared lost. A beat
+        whose previous callback is still running starts no second one."""
+
+        async def guarded() -> None:
+            assert on_beat is not None
+            try:
+                await on_beat()
+            except Exception:  # a missed sample must not stop the heartbeat
+                log.warning("heartbeat_callback_failed", job_id=job_id, exc_info=True)
 
         async def beat() -> None:
-            while True:
-                await asyncio.sleep(ttl_s / 3)
-                try:
-                    await self.redis.set(self._claim_key(job_id), holder, px=int(ttl_s * 1000))
-                except RedisError:  # keep beating: one missed refresh need not lose the job
-                    log.warning("heartbeat_failed", job_id=job_id, exc_info=True)
-                if on_beat is not None:
+            callback: asyncio.Task[None] | None = None
+            try:
+                while True:
+                    await asyncio.sleep(ttl_s / 3)
                     try:
-                        await on_beat()
-                    except Exception:  # a missed sample must not stop the heartbeat
-                        log.warning("heartbeat_callback_failed", job_id=job_id, exc_info=True)
+                        await self.redis.set(self._claim_key(job_id), holder, px=int(ttl_s * 1000))
+                    except RedisError:  # keep beating: one missed refresh need not lose the job
+                        log.warning("heartbeat_failed", job_id=job_id, exc_info=True)
+                    if on_beat is not None and (callback is None or callback.done()):
+                        callback = asyncio.create_task(guarded())
+            finally:
+                if callback is not None:
+                    callback.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await callback
 
         task = asyncio.create_task(beat())
         try:

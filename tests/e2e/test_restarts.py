@@ -48,7 +48,8 @@ async def test_executor_killed_while_jobs_run(services: EmbeddedStack, client: C
     assert state["status"] == "completed", state.get("reasons")
     every_job = sorted(record["job_id"] for record in state["records"])
     assert len(state["plan"]["jobs"]) == 5  # validation; combination may follow
-    assert state["result"]["jobs_completed"] == len(every_job)
+    failed = [(r["job_id"], r.get("error")) for r in state["records"] if r.get("status") != "completed"]
+    assert state["result"]["jobs_completed"] == len(every_job), failed
     rows = await recorded_results(client, campaign_id, len(every_job))
     assert sorted(row["_id"] for row in rows) == every_job  # none lost
     runs, reports = await runs_and_reports(client, campaign_id, every_job)
