@@ -69,9 +69,12 @@ def schedule(
     state: PhaseExecution, cause: Envelope, room: int | None = None, partitions: Sequence[int | None] = ()
 ) -> tuple[PhaseExecution, list[Envelope]]:
     """Submit pending jobs up to the parallelism limit and within budget; conclude when done.
-    ``room``: at most this many more, the phase's share of the workers now (unlimited: None);
-    ``partitions``: where to send each, in order (by key past its end)."""
+    ``room``: at most this many more, the phase's share of the workers now (unlimited: None, and
+    for a phase whose jobs run on a remote backend); ``partitions``: where to send each, in order
+    (by key past its end)."""
     state = state.model_copy(update={"jobs": [job.model_copy() for job in state.jobs]})
+    if not state.shares_workers:
+        room, partitions = None, ()
     emit: list[Envelope] = []
     if (
         not state.budget_warned

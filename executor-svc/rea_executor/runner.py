@@ -112,7 +112,11 @@ def run_job(
     except KeyError:
         return _failed("invalid_config", f"unknown workload {spec.workload!r}")
     if prepare and (problem := prepare_dataset(spec.workload, spec.dataset)):
-        return _failed("error", f"could not prepare dataset {spec.dataset!r}: {problem}")
+        if watch.stopping.is_set():  # stopped while it prepared: that is why, not the data
+            return _failed(watch.stop_reason, f"{watch.stop_message} while it prepared its data")
+        # A signal is something done to the job (a cluster stopping it), not a fault in the data.
+        cause: Literal["killed", "error"] = "killed" if problem.startswith(SIGNALLED) else "error"
+        return _failed(cause, f"could not prepare dataset {spec.dataset!r}: {problem}")
     with tempfile.TemporaryDirectory(prefix=f"rea-{spec.job_id[:40]}-") as tmp:
         job_path, out_path, log_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "log"
         progress_path = Path(tmp) / "progress"
@@ -168,6 +172,10 @@ def run_job(
     return _failed(kind, f"exit code {ended.code}: {stderr.strip()[-500:] or 'no output'}", cost)
 
 
+SIGNALLED = "stopped by signal"
+"""How :func:`prepare_dataset` begins its answer when a signal ended the preparation."""
+
+
 def prepare_dataset(workload: str, dataset: str) -> str | None:
     """Blocking: the workload's ``prepare`` in a child process, because it may be slow and hold
     the GIL (loading torch, generating data) while the worker's lease heartbeat must keep
@@ -177,9 +185,15 @@ def prepare_dataset(workload: str, dataset: str) -> str | None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         check=False,
+        # In a session of its own, like the job: a signal to the worker's process group (a
+        # cluster stopping the job side) is the worker's to handle, and it reports why.
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     if done.returncode == 0:
         return None
+    if done.returncode < 0:
+        return f"{SIGNALLED} {signal.Signals(-done.returncode).name}"
     lines = done.stderr.decode(errors="replace").strip().splitlines()
     return lines[-1] if lines else f"exit code {done.returncode}"
 

@@ -80,7 +80,7 @@ def wire(rt: Runtime) -> None:
         ]
 
     async def share_out(cause: Envelope, workers: dict[str, list[int]]) -> None:
-        active = await phases_where({"$ne": "concluded"})
+        active = [(key, s) for key, s in await phases_where({"$ne": "concluded"}) if s.shares_workers]
         running = [(key, state) for key, state in active if state.status == "running"]
         tenants = [state.tenant(key) for key, state in running]
         in_flight = [(j.worker, j.partition) for _, s in active for j in s.jobs if j.status in IN_FLIGHT]
@@ -109,7 +109,8 @@ def wire(rt: Runtime) -> None:
                 {"state.campaign_id": event.campaign_id}, {"state.stride_pass": 1}
             )
         ]
-        tenants = [] if earlier else [state.tenant(key) for key, state in await phases_where("running")]
+        running = [] if earlier else await phases_where("running")
+        tenants = [state.tenant(key) for key, state in running if state.shares_workers]
         joining = shares.joining_pass(tenants, max(earlier, default=None))
         decide = partial(logic.on_phase_started, cancelled=cancelled, stride_pass=joining)
         await apply(event, phase_key(event.campaign_id, event.payload.plan.phase), decide)

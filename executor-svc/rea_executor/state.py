@@ -71,6 +71,13 @@ class PhaseExecution(BaseModel):
     def job(self, job_id: str) -> TrackedJob | None:
         return next((j for j in self.jobs if j.spec.job_id == job_id), None)
 
+    @property
+    def shares_workers(self) -> bool:
+        """Whether its jobs run on the local job workers, which campaigns share
+        (:mod:`rea_executor.shares`). A remote backend's cluster queues and places jobs itself:
+        such a phase submits up to its own parallelism."""
+        return all(job.spec.backend == "local" for job in self.jobs)
+
     def tenant(self, key: str) -> Tenant:
         """This phase as the share-out of workers sees it."""
         return Tenant(

@@ -7,7 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rea.events import CampaignResult, Hypothesis, JobRecord, PhasePlan, describe_error, utc_now
+from rea.events import (
+    CampaignResult,
+    Hypothesis,
+    JobBackendName,
+    JobRecord,
+    PhasePlan,
+    describe_error,
+    utc_now,
+)
 from rea.workloads import get_workload
 
 
@@ -88,14 +96,26 @@ class CampaignSpec(BaseModel):
     )
     job_timeout_s: float = Field(default=1800, gt=0)
     job_memory_mb: int = Field(default=4096, ge=256)
+    job_cpus: float = Field(default=1.0, gt=0, le=512, description="CPU cores each job asks its backend for.")
+    job_gpus: int = Field(default=0, ge=0, le=64, description="GPUs each job asks its backend for.")
+    backend: JobBackendName | None = Field(
+        default=None,
+        description="Where the jobs run: local (the job workers), ray (Ray Jobs) or kubernetes (a Job "
+        "each); unset, the deployment's default (REA_JOB_BACKEND).",
+    )
 
 
-def validate_campaign(request: dict[str, Any]) -> tuple[CampaignSpec | None, list[str]]:
-    """Parse a request; on failure return every reason it cannot run, for the rejection event."""
+def validate_campaign(
+    request: dict[str, Any], default_backend: JobBackendName = "local"
+) -> tuple[CampaignSpec | None, list[str]]:
+    """Parse a request; on failure return every reason it cannot run, for the rejection event.
+    A campaign that names no backend runs on ``default_backend``."""
     try:
         spec = CampaignSpec.model_validate(request)
     except ValidationError as exc:
         return None, describe_error(exc).split("; ")
+    if spec.backend is None:
+        spec = spec.model_copy(update={"backend": default_backend})
     reasons: list[str] = []
     try:
         workload = get_workload(spec.workload)

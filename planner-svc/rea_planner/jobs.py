@@ -57,6 +57,9 @@ def make_job(
         diagnose=diagnose,
         timeout_s=spec.job_timeout_s,
         memory_mb=spec.job_memory_mb,
+        cpus=spec.job_cpus,
+        gpus=spec.job_gpus,
+        backend=spec.backend or "local",
     )
 
 

@@ -27,6 +27,7 @@ from rea.events import (
     HypothesesGenerated,
     HypothesesRequested,
     HypothesesRequestedPayload,
+    JobBackendName,
     JobRecord,
     JobSpec,
     MetricSummary,
@@ -98,10 +99,12 @@ def _save(campaign: Campaign, **changes: object) -> Campaign:
     return campaign.model_copy(update={**changes, "updated_at": utc_now()})
 
 
-def on_campaign_requested(state: Campaign | None, event: CampaignRequested) -> Decision[Campaign]:
+def on_campaign_requested(
+    state: Campaign | None, event: CampaignRequested, default_backend: JobBackendName = "local"
+) -> Decision[Campaign]:
     if state is not None:
         return Decision()
-    spec, reasons = validate_campaign(event.payload)
+    spec, reasons = validate_campaign(event.payload, default_backend)
     if spec is None:
         rejected = Campaign(
             campaign_id=event.campaign_id, status="rejected", request=event.payload, reasons=reasons

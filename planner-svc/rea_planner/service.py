@@ -86,7 +86,10 @@ def wire(rt: Runtime) -> None:
                     await save_proposal(campaign)
 
     async def on_event(event: Envelope) -> None:
-        await apply(event, DECISIONS[type(event)])
+        if isinstance(event, CampaignRequested):
+            await apply(event, partial(logic.on_campaign_requested, default_backend=rt.settings.job_backend))
+        else:
+            await apply(event, DECISIONS[type(event)])
 
     async def on_hypotheses(event: HypothesesGenerated) -> None:
         await apply(event, partial(logic.on_hypotheses_generated, costs=await cost_model(rt, event)))

@@ -70,6 +70,7 @@ SERVICE_WIRING = {
     "executor": "rea_executor.service",
     "logger": "rea_logger.service",
     "worker": "rea_executor.worker",
+    "launcher": "rea_executor.launcher",
 }
 
 DEMO_CAMPAIGN: dict[str, Any] = {

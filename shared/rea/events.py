@@ -64,6 +64,10 @@ class Hypothesis(BaseModel):
     )
 
 
+JobBackendName = Literal["local", "ray", "kubernetes"]
+"""The job backends (:mod:`rea_executor.backends`): the local job workers, Ray Jobs, Kubernetes Jobs."""
+
+
 class JobSpec(BaseModel):
     """Everything a worker needs to run one training job."""
 
@@ -86,6 +90,9 @@ class JobSpec(BaseModel):
     diagnose: bool = Field(default=False, description="Measure the run's diagnostics (baselines).")
     timeout_s: float
     memory_mb: int
+    cpus: float = Field(default=1.0, gt=0, description="CPU cores the job asks its backend for.")
+    gpus: int = Field(default=0, ge=0, description="GPUs the job asks its backend for.")
+    backend: JobBackendName = Field(default="local", description="Where it runs (rea_executor.backends).")
     stop_above: dict[int, float] = Field(
         default_factory=dict,
         description="Early stopping: a validation NE above stop_above[e] after epoch e ends the job as "

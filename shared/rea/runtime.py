@@ -90,6 +90,11 @@ class Runtime:
     reconcilers: list[Task] = field(default_factory=list)
     stoppers: list[Task] = field(default_factory=list)
 
+    async def close(self) -> None:
+        await self.bus.broker.stop()
+        await self.redis.aclose()
+        await self.store.close()
+
     def background(self, task: Task) -> None:
         """Run ``task`` for the life of the service (started after the broker, cancelled at stop)."""
         self.tasks.append(task)
@@ -189,11 +194,11 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-async def serve(service: str, wire: Wire, settings: Settings | None = None) -> None:
-    """Run one service until SIGTERM/SIGINT."""
-    settings = settings or Settings()
-    name = settings.service_name if settings.service_name != "rea" else service
-    configure_logging(settings.log_level, service=name)
+async def connect(service: str, settings: Settings, name: str | None = None) -> tuple[Runtime, str]:
+    """Connect to the broker, the database and Redis as ``service`` and return the runtime and
+    the broker's cluster id. The broker's consumers and producer start with :func:`start_broker`
+    once the handlers are wired."""
+    name = name or (settings.service_name if settings.service_name != "rea" else service)
     endpoints = resolve_endpoints(settings)
     topics = Topics(settings.topic_prefix)
     metrics = Metrics()
@@ -206,7 +211,15 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     relay = OutboxRelay(
         store, service, bus.send, settings.relay_interval_s, metrics.outbox_published.labels(service=name).inc
     )
-    runtime = Runtime(settings, endpoints, topics, bus, store, redis, metrics, relay, name, service)
+    return Runtime(settings, endpoints, topics, bus, store, redis, metrics, relay, name, service), cluster_id
+
+
+async def serve(service: str, wire: Wire, settings: Settings | None = None) -> None:
+    """Run one service until SIGTERM/SIGINT."""
+    settings = settings or Settings()
+    name = settings.service_name if settings.service_name != "rea" else service
+    configure_logging(settings.log_level, service=name)
+    runtime, cluster_id = await connect(service, settings, name)
     wired = wire(runtime)
     if wired is not None:
         await wired
@@ -216,14 +229,14 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    await start_broker(broker)
+    await start_broker(runtime.bus.broker)
     await runtime.reconcile()
-    tasks: list[Task] = [relay.run, partial(runtime.watch_broker, cluster_id), *runtime.tasks]
+    tasks: list[Task] = [runtime.relay.run, partial(runtime.watch_broker, cluster_id), *runtime.tasks]
     running = [asyncio.create_task(task()) for task in tasks]
-    metrics.serve(settings.metrics_port, settings.metrics_host)
-    metrics.up.labels(service=name).set(1)
+    runtime.metrics.serve(settings.metrics_port, settings.metrics_host)
+    runtime.metrics.up.labels(service=name).set(1)
     freeze_startup_objects()
-    log.info("service_started", kafka=endpoints.kafka_bootstrap, metrics_port=settings.metrics_port)
+    log.info("service_started", kafka=runtime.endpoints.kafka_bootstrap, metrics_port=settings.metrics_port)
     try:
         await stop.wait()
     finally:
@@ -236,6 +249,4 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-        await broker.stop()
-        await redis.aclose()
-        await store.close()
+        await runtime.close()

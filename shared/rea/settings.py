@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,37 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, description="Job workers `rea up` and `rea demo` start.")
     job_timeout_s: float = Field(default=1800.0, description="The longest a worker lets any job run.")
     job_memory_mb: int = Field(default=4096, description="The most memory a worker lets any job use.")
+    job_backend: Literal["local", "ray", "kubernetes"] = Field(
+        default="local",
+        description="Where a campaign's jobs run when the campaign names no backend: the local job "
+        "workers, a Ray cluster (Ray Jobs) or Kubernetes (a batch/v1 Job per training job).",
+    )
+    launcher_backend: Literal["ray", "kubernetes"] = Field(
+        default="ray", description="The backend a launcher service (`rea service launcher`) hands jobs to."
+    )
+    job_python: str = Field(
+        default="python",
+        description="The interpreter a remote backend starts the job side with (on the Ray nodes, or in "
+        "the job image).",
+    )
+    ray_address: str = Field(
+        default="http://127.0.0.1:8265", description="The Ray cluster's job submission (dashboard) address."
+    )
+    kubernetes_namespace: str = "rea"
+    kubernetes_image: str = Field(
+        default="rea:latest", description="The image a Kubernetes training Job runs (REA and the workloads)."
+    )
+    kubernetes_secret: str | None = Field(
+        default="rea-credentials",
+        description="A Secret whose keys become the job's environment (REA_MONGO_URI, REA_KAFKA_BOOTSTRAP, "
+        "...): credentials never travel in the Job object.",
+    )
+    kubernetes_queue: str | None = Field(
+        default=None,
+        description="A Kueue LocalQueue for training Jobs (label kueue.x-k8s.io/queue-name), so the "
+        "cluster's quota bounds what REA may run as well.",
+    )
+    kubernetes_service_account: str | None = None
     warm_starts: bool = Field(
         default=True,
         description="Fork jobs from a process that imported the workload's preload modules.",

@@ -380,6 +380,11 @@ class EmbeddedStack:
             self.start_service(service, env=env)
         for index in range(workers):
             self.start_service("worker", f"worker-{index}", env=env)
+        backend = self.settings.job_backend
+        if backend != "local":  # the default backend's jobs need their launcher
+            self.start_service(
+                "launcher", f"launcher-{backend}", env={**(env or {}), "REA_LAUNCHER_BACKEND": backend}
+            )
 
     def write_state(self) -> None:
         assert self.endpoints is not None

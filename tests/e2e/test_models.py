@@ -20,7 +20,7 @@ from rea.ledger import JobRun
 from rea.stack import EmbeddedStack
 from rea.store import Store
 from rea.workloads import get_workload, techniques_of
-from rea_executor.worker import drawn_fault
+from rea_executor.jobside import drawn_fault
 from rea_hypothesis.logic import from_catalogue
 
 from .helpers import campaign_request, finished, submit

@@ -893,3 +893,14 @@ def test_every_decision_the_service_wires_takes_the_phases_room() -> None:
     assert {"on_phase_started", "on_job_started", "on_job_finished", "on_failure_declared"} <= wired
     for name in wired - {"on_slots_granted"}:  # the share-out's own decision carries its grant
         assert "room" in inspect.signature(getattr(logic, name)).parameters, name
+
+
+def test_a_phase_on_a_remote_backend_submits_up_to_its_parallelism_whatever_the_worker_share() -> None:
+    """The local workers' share-out does not apply to a cluster, which queues and places jobs."""
+    remote = [spec(n).model_copy(update={"backend": "ray"}) for n in range(4)]
+    decision = logic.on_phase_started(None, started(remote, parallel=3), room=0)
+    assert decision.state is not None and not decision.state.shares_workers
+    assert len(submitted_ids(decision.emit)) == 3
+    assert all(event.partition is None for event in of_type(decision.emit, JobSubmitted))
+    local = logic.on_phase_started(None, started([spec(n) for n in range(4)], parallel=3), room=0)
+    assert submitted_ids(local.emit) == []

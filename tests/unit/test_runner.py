@@ -422,3 +422,14 @@ def test_behind_reads_only_the_latest_epoch_against_its_bar() -> None:
     assert runner.behind(curve, {2: 0.81}) is None
     assert runner.behind(curve, {2: 0.79}) is not None
     assert runner.behind([], {1: 0.1}) is None
+
+
+def test_a_preparation_ended_by_a_signal_is_a_killed_job_not_a_data_error(
+    use_mode: UseMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster stopping a job signals every process under it, the data preparation included."""
+    use_mode("ok")
+    monkeypatch.setattr(runner, "prepare_dataset", lambda workload, dataset: f"{runner.SIGNALLED} SIGTERM")
+    output = runner.run_job(job(timeout_s=5))
+    assert output.status == "failed" and output.error is not None
+    assert output.error.kind == "killed", output.error
