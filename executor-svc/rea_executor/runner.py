@@ -132,7 +132,8 @@ def run_job(
         env = {PROGRESS_ENV: str(progress_path)}
         if fault in ("oom", "nan"):
             env[FAULT_ENV] = fault
-        limits = Limits(spec.memory_mb * 1024 * 1024, int(spec.timeout_s) + 1)
+        # The time limit is wall-clock; a job given several cores may use that many CPU-s a second.
+        limits = Limits(spec.memory_mb * 1024 * 1024, int(spec.timeout_s * max(spec.cpus, 1.0)) + 1)
         kill_after = KILL_AFTER_S if fault == "kill" else None
         start = partial(_start_cold, [*workload.command(), *args], env, log_path, limits)
         warmable = warm_module(workload)

@@ -181,6 +181,15 @@ async def _broker_facts(bootstrap: str, topics: Topics, timeout_s: float = 10.0)
 
 Wire = Callable[["Runtime"], Awaitable[None] | None]
 
+HEARTBEAT_S = 5.0
+
+
+async def _beat(metrics: Metrics) -> None:
+    """The event loop's heartbeat, which ``/healthz`` reads: a loop stuck in a handler stops it."""
+    while True:
+        metrics.health.beat()
+        await asyncio.sleep(HEARTBEAT_S)
+
 
 def freeze_startup_objects() -> None:
     """Keep what start-up made (modules, schemas, clients) out of the cyclic garbage collector.
@@ -233,13 +242,16 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     await runtime.reconcile()
     tasks: list[Task] = [runtime.relay.run, partial(runtime.watch_broker, cluster_id), *runtime.tasks]
     running = [asyncio.create_task(task()) for task in tasks]
+    running.append(asyncio.create_task(_beat(runtime.metrics)))
     runtime.metrics.serve(settings.metrics_port, settings.metrics_host)
     runtime.metrics.up.labels(service=name).set(1)
+    runtime.metrics.health.ready = True
     freeze_startup_objects()
     log.info("service_started", kafka=runtime.endpoints.kafka_bootstrap, metrics_port=settings.metrics_port)
     try:
         await stop.wait()
     finally:
+        runtime.metrics.health.ready = False
         log.info("service_stopping")
         for stopper in runtime.stoppers:
             try:
