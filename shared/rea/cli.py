@@ -57,7 +57,7 @@ from rea.events import (
 from rea.knobs import Role
 from rea.ledger import LOG_LIMIT, JobRun
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
+from rea.stack import EmbeddedStack, StackError, StackState, is_running, stop_recorded_stack
 from rea.workloads import get_workload, workload_names
 
 app = typer.Typer(help="REA, the Ranking Engineer Agent.", no_args_is_help=True, add_completion=False)
@@ -140,6 +140,8 @@ def _bring_up(stack: EmbeddedStack, workers: int) -> None:
     with console.status("Starting services and workers..."):
         stack.start_services(workers)
         stack.write_state()
+        if not stack.attached:  # `rea up`: someone must start again whatever dies
+            stack.start_supervisor()
 
 
 @app.command()
@@ -147,6 +149,17 @@ def down() -> None:
     """Stop everything `rea up` started."""
     stopped = stop_recorded_stack(Settings().home)
     console.print(f"Stopped {stopped} processes." if stopped else "No running stack found.")
+
+
+@app.command(hidden=True)
+def supervise() -> None:
+    """Start again whatever process of the running stack exits (`rea up` runs this)."""
+    from rea.logs import configure_logging
+    from rea.supervisor import main
+
+    settings = Settings()
+    configure_logging(settings.log_level, service="supervisor")
+    main(settings.home.resolve())
 
 
 @app.command()
@@ -359,9 +372,15 @@ def status(
             "--watch", "-w", help="Follow the campaign live until it ends, or every campaign (Ctrl-C stops)."
         ),
     ] = False,
+    stack: Annotated[
+        bool, typer.Option("--stack", help="Show the running stack's processes, restarts and health.")
+    ] = False,
 ) -> None:
     """List campaigns (id, name, status, phase, spend against budget, best gain so far), or show
-    one campaign's plan, jobs and budget; --watch follows one live."""
+    one campaign's plan, jobs and budget; --watch follows one live; --stack shows the stack."""
+    if stack:
+        _print_stack(Settings(), as_json)
+        return
     if watch:
         if as_json:
             console.print("[red]--watch is a live view for people: leave out --json[/red]")
@@ -390,6 +409,44 @@ def status(
         print(json.dumps({"campaign": state, "phases": phases, "summary": brief}, default=str))
         return
     _print_campaign(Console(), state, phases)
+
+
+def _print_stack(settings: Settings, as_json: bool) -> None:
+    """Each process of the stack `rea up` started: running or not, restarts, last exit, and the
+    answer of its health probe (services only; the servers have none)."""
+    import httpx
+
+    state = StackState.read(settings.home)
+    if state is None:
+        console.print(f"No running stack under {settings.home}.")
+        raise typer.Exit(1)
+    rows = []
+    for process in state.processes:
+        health = "-"
+        if process.metrics_port:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{process.metrics_port}/healthz", timeout=2)
+                health = "ok" if answer.status_code == 200 else f"failing ({answer.status_code})"
+            except httpx.HTTPError:
+                health = "no answer"
+        running = is_running(process.pid)
+        rows.append({**asdict(process), "running": running, "health": health})
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"Stack under {settings.home}")
+    for column in ("process", "pid", "running", "restarts", "last exit", "health"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            str(row["pid"]),
+            "yes" if row["running"] else "[red]no[/red]",
+            str(row["restarts"]),
+            row["last_exit"] or "-",
+            row["health"],
+        )
+    Console().print(table)
 
 
 async def _portfolio(

@@ -33,6 +33,7 @@ from rea.processes import descendants, kill
 from rea.settings import Settings
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
+SUPERVISOR = "supervisor"
 INFRA = ("tansu", "secantusdb", "redis")
 STOP_GRACE_S = 10.0
 
@@ -57,10 +58,18 @@ class Endpoints:
 
 @dataclass
 class ManagedProcess:
+    """One process of a stack, with what it takes to start it again (the supervisor does)."""
+
     name: str
     pid: int
     log: str
     metrics_port: int = 0
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """The settings it was started with beyond the stack's own environment."""
+    started_at: float = 0.0
+    restarts: int = 0
+    last_exit: str | None = None
 
 
 @dataclass
@@ -76,14 +85,17 @@ class StackState:
             return None
         data = json.loads(path.read_text())
         state = cls(Endpoints(**data["endpoints"]), [ManagedProcess(**p) for p in data["processes"]])
-        if not any(_alive(p.pid) for p in state.processes):
+        if not any(is_running(p.pid) for p in state.processes):
             path.unlink(missing_ok=True)
             return None
         return state
 
     def write(self, home: Path) -> None:
+        """Replace the record in one step: the supervisor rewrites it while others read it."""
         home.mkdir(parents=True, exist_ok=True)
-        (home / "stack.json").write_text(json.dumps(asdict(self), indent=2))
+        staged = home / f"stack.json.{os.getpid()}"
+        staged.write_text(json.dumps(asdict(self), indent=2))
+        staged.replace(home / "stack.json")
 
 
 def resolve_endpoints(settings: Settings) -> Endpoints:
@@ -188,7 +200,10 @@ def spawn(
             start_new_session=True,
             preexec_fn=_die_with_parent if attached else None,
         )
-    return proc, ManagedProcess(name=name, pid=proc.pid, log=str(log_path))
+    managed = ManagedProcess(
+        name=name, pid=proc.pid, log=str(log_path), argv=argv, env=dict(env or {}), started_at=time.time()
+    )
+    return proc, managed
 
 
 def wait_until(
@@ -386,6 +401,12 @@ class EmbeddedStack:
                 "launcher", f"launcher-{backend}", env={**(env or {}), "REA_LAUNCHER_BACKEND": backend}
             )
 
+    def start_supervisor(self) -> None:
+        """A process that starts again whatever of this stack exits (:mod:`rea.supervisor`); it
+        reads the stack's record, so it starts once the rest is recorded, and records itself."""
+        self._start(SUPERVISOR, [sys.executable, "-m", "rea", "supervise"], {"REA_HOME": str(self.home)})
+        self.write_state()
+
     def write_state(self) -> None:
         assert self.endpoints is not None
         StackState(self.endpoints, self.processes).write(self.home)
@@ -406,11 +427,15 @@ class EmbeddedStack:
 
 
 def stop_recorded_stack(home: Path) -> int:
-    """Stop a stack started by ``rea up`` (possibly from another shell); returns how many processes."""
+    """Stop a stack started by ``rea up`` (possibly from another shell); returns how many processes.
+    The supervisor goes first, so that nothing is started again while the rest stops."""
     state = StackState.read(home)
     if state is None:
         return 0
-    _stop_in_order(state.processes)
+    supervisors = [p for p in state.processes if p.name == SUPERVISOR]
+    _terminate([p.pid for p in supervisors])
+    state = StackState.read(home) or state  # the pids of whatever it restarted last
+    _stop_in_order([p for p in state.processes if p.name != SUPERVISOR])
     (home / "stack.json").unlink(missing_ok=True)
     return len(state.processes)
 
@@ -420,13 +445,9 @@ def _stop_in_order(processes: list[ManagedProcess]) -> None:
     _terminate([p.pid for p in processes if p.name in INFRA])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not). It never reaps: a child's parent may still want
+    its exit status (the supervisor reports why a process ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -458,12 +479,12 @@ def _terminate(pids: list[int], sig: int = signal.SIGTERM, *, strays: bool = Fal
         except (ProcessLookupError, PermissionError):
             continue
     deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(is_running(pid) for pid in pids):
         time.sleep(0.1)
     if strays:
         started.update(descendants(pids, outside_groups=True))  # before a SIGKILL orphans them
     for pid in pids:
-        if _alive(pid):
+        if is_running(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):

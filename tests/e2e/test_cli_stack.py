@@ -7,6 +7,8 @@ import base64
 import json
 import os
 import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.e2e
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -48,6 +50,7 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
         "planner",
         "executor",
         "worker-0",
+        "supervisor",
     }
     try:
         assert run_rea(["up"], env).returncode == 1  # one stack per home
@@ -102,5 +105,46 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
     finally:
         down = run_rea(["down"], env)
     assert down.returncode == 0
-    assert not any(_alive(p.pid) for p in state.processes)
+    assert not any(is_running(p.pid) for p in state.processes)
     assert StackState.read(tmp_path / "rea") is None
+
+
+def test_a_service_killed_under_rea_up_is_started_again_and_its_campaign_completes(tmp_path: Path) -> None:
+    env = {"REA_HOME": str(tmp_path / "rea"), "REA_WORKERS": "1"}
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(
+        f"name: survives\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\nauto_approve_cpu_seconds: 300\n"
+        "max_hypotheses: 2\nconfirm_seeds: 1\nmax_exploitation_trials: 0\nbaseline: {epochs: 1}\n"
+    )
+    assert run_rea(["up"], env).returncode == 0
+    home = tmp_path / "rea"
+    started = StackState.read(home)
+    assert started is not None
+    try:
+        submitted = run_rea(["submit", str(campaign)], env)
+        assert submitted.returncode == 0, submitted.stderr
+        campaign_id = submitted.stdout.strip()
+        executor = next(p for p in started.processes if p.name == "executor")
+        os.kill(executor.pid, signal.SIGKILL)  # as the OS's OOM killer would
+
+        status: dict[str, dict[str, object]] = {}
+        for _ in range(300):
+            status = json.loads(run_rea(["status", campaign_id, "--json"], env).stdout)
+            if status["campaign"]["status"] in ("completed", "failed"):
+                break
+            time.sleep(1)
+        assert status["campaign"]["status"] == "completed"  # nobody ran anything by hand
+
+        now = StackState.read(home)
+        assert now is not None
+        restarted = next(p for p in now.processes if p.name == "executor")
+        assert restarted.restarts == 1 and restarted.pid != executor.pid, restarted
+        shown = run_rea(["status", "--stack", "--json"], env)
+        assert shown.returncode == 0, shown.stderr
+        rows = {row["name"]: row for row in json.loads(shown.stdout)}
+        assert rows["executor"]["running"] and rows["executor"]["health"] == "ok", rows["executor"]
+        assert all(row["running"] for row in rows.values()), rows
+    finally:
+        every = StackState.read(home) or started
+        assert run_rea(["down"], env).returncode == 0
+    assert not any(is_running(p.pid) for p in every.processes)
