@@ -135,6 +135,8 @@ class JobSide:
         rt.metrics.jobs.labels(service=rt.name, outcome=finished.type).inc()
         if output.cost:
             rt.metrics.job_cpu_seconds.labels(service=rt.name).inc(output.cost.cpu_seconds)
+            took = rt.metrics.job_duration.labels(rt.name, spec.backend, finished.type)
+            took.observe(output.cost.wall_seconds)
         log.info("job_finished", job_id=spec.job_id, status=output.status, cpu_seconds=cpu)
 
     async def _execute(self, spec: JobSpec, watch: JobWatch) -> JobOutput:

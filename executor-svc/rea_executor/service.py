@@ -14,7 +14,9 @@ decisions, and sends.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import partial
 from uuid import NAMESPACE_URL, uuid5
 
@@ -31,12 +33,15 @@ from rea.events import (
     JobStarted,
     JobSubmitted,
     PhaseStarted,
+    RunbookApplied,
     encode_event,
 )
 from rea.leases import JobLeases, WorkerRoster
+from rea.metrics import Metrics
 from rea.runtime import Runtime
 from rea.store import Decision
 from rea_executor import logic, recovery, shares
+from rea_executor.runbook import RUNBOOK
 from rea_executor.state import IN_FLIGHT, PhaseExecution, SlotsGranted, SlotsGrantedPayload, phase_key
 
 CONSUMER = "executor"
@@ -46,12 +51,16 @@ Decide = Callable[..., Decision[PhaseExecution]]
 
 log = structlog.get_logger()
 
+WAKING: ContextVar[list[int] | None] = ContextVar("waking", default=None)
+"""Jobs submitted while a job result is being handled: the wake latency (``rea_wake_seconds``)."""
+
 
 def wire(rt: Runtime) -> None:
     leases = JobLeases(rt.redis, rt.settings.topic_prefix)
     roster = WorkerRoster(rt.redis, rt.settings.topic_prefix)
     ledger = rt.store.ledger
     cancellations = rt.store[CANCELLATIONS]
+    declare_metrics(rt)
 
     async def commit(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
         applied = await rt.store.apply(
@@ -60,6 +69,10 @@ def wire(rt: Runtime) -> None:
         if applied.decision:
             submitted = sum(isinstance(e, JobSubmitted) for e in applied.decision.emit)
             rt.metrics.jobs.labels(service=rt.name, outcome="submitted").inc(submitted)
+            record_metrics(rt.metrics, rt.name, event, applied.decision)
+            waking = WAKING.get()
+            if submitted and waking is not None:
+                waking.append(submitted)
         rt.relay.kick()
         return applied.decision.state if applied.decision else None
 
@@ -119,7 +132,13 @@ def wire(rt: Runtime) -> None:
         await apply(event, phase_key(event.campaign_id, event.payload.phase), logic.on_job_started)
 
     async def on_job_finished(event: JobCompleted | JobFailed) -> None:
-        await apply(event, phase_key(event.campaign_id, event.payload.spec.phase), logic.on_job_finished)
+        began, waking = time.perf_counter(), WAKING.set([])
+        try:
+            await apply(event, phase_key(event.campaign_id, event.payload.spec.phase), logic.on_job_finished)
+            if WAKING.get():  # the result woke the phase and it submitted jobs
+                rt.metrics.wake_seconds.labels(service=rt.name).observe(time.perf_counter() - began)
+        finally:
+            WAKING.reset(waking)
 
     async def on_person(event: CampaignPaused | CampaignResumed | BudgetExtended | CampaignCancelled) -> None:
         if isinstance(event, CampaignCancelled):
@@ -238,3 +257,47 @@ def wire(rt: Runtime) -> None:
     rt.background(watch_leases)
     rt.on_reconcile(republish_pending)
     rt.on_reconcile(sweep)
+
+
+def declare_metrics(rt: Runtime) -> None:
+    """The executor's label sets at zero, so rates and alerts have a series before the first one."""
+    metrics, name, backend = rt.metrics, rt.name, rt.settings.job_backend
+    metrics.wake_seconds.labels(service=name)
+    for state in ("submitted", "started", "completed"):
+        metrics.job_transitions.labels(service=name, state=state, backend=backend, kind="none")
+    for rule in RUNBOOK:
+        metrics.job_transitions.labels(service=name, state="failed", backend=backend, kind=rule.failure)
+        metrics.runbook_actions.labels(service=name, failure=rule.failure, action=rule.action)
+    for topic in (rt.topics.planner_events, rt.topics.job_events, rt.topics.control):
+        metrics.dead_letters.labels(service=name, topic=topic)
+
+
+def record_metrics(metrics: Metrics, name: str, event: Envelope, decision: Decision[PhaseExecution]) -> None:
+    """Count what a decision changed: job transitions, runbook actions, the phase's budget."""
+    state = decision.state
+    if state is None:
+        return  # nothing changed (a duplicate result, a start of a job not submitted)
+    count = metrics.job_transitions
+    if isinstance(event, JobStarted):
+        job = state.job(event.payload.job_id)
+        backend = job.spec.backend if job else "local"
+        count.labels(service=name, state="started", backend=backend, kind="none").inc()
+    elif isinstance(event, JobCompleted):
+        count.labels(service=name, state="completed", backend=event.payload.spec.backend, kind="none").inc()
+    elif isinstance(event, JobFailed):
+        kind = event.payload.output.error.kind if event.payload.output.error else "error"
+        count.labels(service=name, state="failed", backend=event.payload.spec.backend, kind=kind).inc()
+    for emitted in decision.emit:
+        if isinstance(emitted, JobSubmitted):
+            count.labels(service=name, state="submitted", backend=emitted.payload.backend, kind="none").inc()
+        elif isinstance(emitted, RunbookApplied):
+            entry = emitted.payload
+            metrics.runbook_actions.labels(service=name, failure=entry.failure, action=entry.action).inc()
+    metrics.set_budget(
+        name,
+        state.campaign_id,
+        limit=state.budget_cpu_seconds,
+        spent=state.spent_cpu_seconds,
+        reserved=state.reserved_cpu_seconds(),
+        open_=state.status != "concluded",
+    )

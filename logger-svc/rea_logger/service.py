@@ -31,6 +31,7 @@ from rea.events import (
     JobFailed,
     parse_event,
 )
+from rea.insights import EFFECTS, WINNERS
 from rea.runtime import Runtime
 from rea_logger.records import (
     dead_letter_document,
@@ -67,6 +68,12 @@ def wire(rt: Runtime) -> None:
         ["status"],
         registry=rt.metrics.registry,
     )
+    written = rt.metrics.insights_written
+    for collection in ("events", "results", "dead_letters", EFFECTS, WINNERS):  # at zero before the first
+        written.labels(service=rt.name, collection=collection)
+    for topic in rt.topics.all():
+        if topic != rt.topics.dead_letter:
+            rt.metrics.dead_letters.labels(service=rt.name, topic=topic)
 
     async def record(events: list[AnyEvent]) -> None:
         # Insights first: once a `campaign.completed` is in the events collection, what it taught
@@ -75,10 +82,13 @@ def wire(rt: Runtime) -> None:
             if isinstance(event, CampaignCompleted):
                 for collection, key, update in insight_updates(event):
                     await rt.store.db[collection].update_one(key, update, upsert=True)
-        await insert_absent(rt.store.events, [event_document(event) for event in events])
+                    written.labels(service=rt.name, collection=collection).inc()
+        inserted = await insert_absent(rt.store.events, [event_document(event) for event in events])
+        written.labels(service=rt.name, collection="events").inc(len(inserted))
         finished = [event for event in events if isinstance(event, JobCompleted | JobFailed)]
         for index in await insert_absent(rt.store.results, [result_document(event) for event in finished]):
             results_recorded.labels(status=finished[index].type).inc()
+            written.labels(service=rt.name, collection="results").inc()
 
     async def recover_results() -> None:
         """Record every finished job of an active campaign that has no result row yet, from the
@@ -115,7 +125,8 @@ def wire(rt: Runtime) -> None:
         except ValidationError:
             log.warning("unreadable_dead_letter", size=len(message.body or b""))
             return
-        await insert_absent(rt.store.dead_letters, [dead_letter_document(letter)])
+        stored = await insert_absent(rt.store.dead_letters, [dead_letter_document(letter)])
+        written.labels(service=rt.name, collection="dead_letters").inc(len(stored))
 
     rt.bus.broker.subscriber(
         rt.topics.dead_letter,

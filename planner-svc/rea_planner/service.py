@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from functools import partial
+from typing import get_args
+
+import structlog
 
 from rea.events import (
     BudgetExtended,
@@ -19,15 +23,20 @@ from rea.events import (
     ProposalAccepted,
     utc_now,
 )
+from rea.phases import kind
 from rea.runtime import Runtime
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_planner import logic
-from rea_planner.campaign import Campaign
+from rea_planner.campaign import Campaign, CampaignStatus
 from rea_planner.costs import CostModel, Fidelity
 from rea_planner.proposal import render_proposal
 
 CONSUMER = "planner"
 HISTORY_LIMIT = 200
+CAMPAIGN_COUNT_INTERVAL_S = 10.0
+"""How often the ``rea_campaigns`` gauge is counted again from the campaigns collection."""
+
+log = structlog.get_logger()
 
 DECISIONS: dict[type[Envelope], logic.Decide] = {
     CampaignRequested: logic.on_campaign_requested,
@@ -97,6 +106,39 @@ def wire(rt: Runtime) -> None:
     async def on_phase_concluded(event: PhaseConcluded) -> None:
         await apply(event, partial(logic.on_phase_concluded, costs=await cost_model(rt, event)))
 
+    async def count_campaigns() -> None:
+        """``rea_campaigns`` by status and phase kind, counted from the stored state (so it is
+        right after a restart, and with several planners each counts the same)."""
+        shown: set[tuple[str, str]] = set()
+        while True:
+            try:
+                counts: Counter[tuple[str, str]] = Counter()
+                async for doc in rt.store.campaigns.find({}, {"state.status": 1, "state.phase": 1}):
+                    state = doc.get("state", {})
+                    counts[(str(state.get("status")), kind(state.get("phase") or "none"))] += 1
+                for status in get_args(CampaignStatus):  # every status has a series, 0 when none
+                    if not any(seen == status for seen, _ in counts):
+                        counts[(status, "none")] = 0
+                for status, phase in shown - set(counts):
+                    rt.metrics.campaigns.remove(rt.name, status, phase)
+                for (status, phase), count in counts.items():
+                    rt.metrics.campaigns.labels(service=rt.name, status=status, phase=phase).set(count)
+                shown = set(counts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("campaign_count_failed", error=repr(exc))
+            await asyncio.sleep(CAMPAIGN_COUNT_INTERVAL_S)
+
+    rt.background(count_campaigns)
+    consumed = [
+        rt.topics.campaign_requests,
+        rt.topics.control,
+        rt.topics.hypothesis_events,
+        rt.topics.executor_events,
+    ]
+    for topic in consumed:  # at zero, so the dead-letter rate has a series before the first one
+        rt.metrics.dead_letters.labels(service=rt.name, topic=topic)
     rt.on_reconcile(rt.republish_outbox)
     rt.on_reconcile(render_missing_proposals)
     rt.bus.subscribe(
