@@ -21,7 +21,7 @@ from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from rea.bus import Bus, make_broker
+from rea.bus import INFRA_ERRORS, Bus, make_broker
 from rea.logs import configure_logging
 from rea.metrics import Metrics
 from rea.outbox import OutboxRelay
@@ -181,6 +181,22 @@ async def _broker_facts(bootstrap: str, topics: Topics, timeout_s: float = 10.0)
 
 Wire = Callable[["Runtime"], Awaitable[None] | None]
 
+
+async def reconcile_at_start(runtime: Runtime) -> None:
+    """Reconcile once the broker is up, waiting out a broker or database that blinks meanwhile
+    (a broker restarted under a starting service answered a resent result with an error, and
+    the service exited): every reconciler is safe to repeat."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(60),
+        wait=wait_fixed(1),
+        retry=retry_if_exception_type(INFRA_ERRORS),
+        reraise=True,
+    ):
+        with attempt:
+            if attempt.retry_state.attempt_number > 1:
+                log.warning("reconcile_retrying", attempt=attempt.retry_state.attempt_number)
+            await runtime.reconcile()
+
 HEARTBEAT_S = 5.0
 
 
@@ -239,7 +255,7 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
 
     await start_broker(runtime.bus.broker)
-    await runtime.reconcile()
+    await reconcile_at_start(runtime)
     tasks: list[Task] = [runtime.relay.run, partial(runtime.watch_broker, cluster_id), *runtime.tasks]
     running = [asyncio.create_task(task()) for task in tasks]
     running.append(asyncio.create_task(_beat(runtime.metrics)))
