@@ -197,6 +197,7 @@ async def reconcile_at_start(runtime: Runtime) -> None:
                 log.warning("reconcile_retrying", attempt=attempt.retry_state.attempt_number)
             await runtime.reconcile()
 
+
 HEARTBEAT_S = 5.0
 
 
