@@ -197,7 +197,7 @@ async def test_cancel_stops_the_jobs_in_flight_and_releases_their_reservation(
     campaign_id = await submit(
         client,
         campaign_request(
-            dataset="synthetic:rows=20000,crosses=1,strength=3", max_hypotheses=4, baseline={"epochs": 8}
+            dataset="synthetic:rows=20000,crosses=1,strength=3", max_hypotheses=4, baseline={"epochs": 20}
         ),
     )
 
@@ -222,8 +222,11 @@ async def test_cancel_stops_the_jobs_in_flight_and_releases_their_reservation(
     jobs = [job for phase in phases for job in phase["jobs"]]
     statuses = {job["spec"]["job_id"]: job["status"] for job in jobs}
     assert not {"pending", "submitted", "running"} & set(statuses.values()), statuses
-    for run in running:  # stopped, not left to finish: their processes are gone
-        assert statuses[run.job_id] == "cancelled"
+    # Stopped, not left to finish: their processes are gone. A job may have finished on its own
+    # between the ledger read and the cancellation reaching its worker; at least one may not.
+    assert {statuses[run.job_id] for run in running} <= {"cancelled", "completed"}, statuses
+    assert any(statuses[run.job_id] == "cancelled" for run in running), statuses
+    for run in running:
         assert run.pid is not None and not _alive(run.pid)
     # Nothing is reserved any more: what is spent is what the finished jobs cost.
     charged = sum(((j.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0) for j in jobs)
