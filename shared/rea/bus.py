@@ -16,6 +16,9 @@ Delivery contract
   contract: one commit after the handler returned for the whole batch; if the batch fails for
   a reason other than the infrastructure, its events are retried one by one, so only a
   poisonous event is dead-lettered.
+* **Sleeping when idle.** With a doorbell (:mod:`rea.doorbell`), every send rings it after the
+  broker's ack, and a consumer with nothing to do pauses its partitions until a ring, the end
+  of its handler or a glance wakes it: an idle stack sends the broker almost no fetches.
 * **No idempotent producer by default**: Tansu does not support it; set
   ``REA_KAFKA_IDEMPOTENCE=true`` on Apache Kafka.
 """
@@ -34,6 +37,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure
 
+from rea.doorbell import Doorbell
 from rea.events import DeadLetter, Envelope, describe_error, encode_event, parse_event
 from rea.metrics import Metrics
 from rea.settings import Settings
@@ -45,6 +49,11 @@ BatchHandler = Callable[[list[Any]], Awaitable[None]]
 MAX_DEAD_LETTER_COPY = 4096
 HANDLER_ATTEMPTS = 3
 RETRY_MAX_WAIT_S = 5.0
+FETCHER_TIMEOUT_MS = 1000
+"""How long aiokafka's fetch loop sleeps with nothing to do (its default, 200 ms, woke every
+idle consumer five times a second); data, a resume and a rebalance wake it at once."""
+BATCH_TIMEOUT_MS = 1000
+"""A batch consumer's wait for data, and its pause after an empty wait (FastStream's)."""
 INFRA_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailure, KafkaError, ConnectionError)
 
 log = structlog.get_logger()
@@ -71,8 +80,10 @@ class Bus:
         service: str,
         metrics: Metrics,
         fetch_max_wait_ms: int = 500,
+        doorbell: Doorbell | None = None,
     ) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.doorbell = doorbell
         self.broker = broker
         self.topics = topics
         self.service = service
@@ -97,6 +108,8 @@ class Bus:
         """Publish ``value``; to ``partition`` when the producer placed it (a job sent to a free
         worker's partition), else to the key's."""
         await self.broker.publish(value, topic, key=key, partition=partition)
+        if self.doorbell is not None:
+            await self.doorbell.ring(topic)
 
     async def dead_letter(
         self, raw: bytes, reason: str, topic: str, partition: int | None = None, offset: int | None = None
@@ -144,15 +157,17 @@ class Bus:
             with self.metrics.handler_seconds.labels(service=self.service, type=event.type).time():
                 await self._handle(handler, event, raw, topic, partition, offset)
 
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             *topics,
             group_id=self.topics.group(group),
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
             max_poll_interval_ms=max_poll_interval_ms,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            consumer_timeout_ms=FETCHER_TIMEOUT_MS,
             listener=listener,
-        )(consume)
+        )
+        subscriber(self._awake_around(consume, topics, subscriber))
 
     def subscribe_batch(
         self,
@@ -190,15 +205,37 @@ class Bus:
             for item, item_raw, where in batch:
                 await self._handle(alone, item, item_raw, where.topic, where.partition, where.offset)
 
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             *topics,
             group_id=self.topics.group(group),
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
             batch=True,
             max_records=max_records,
+            batch_timeout_ms=BATCH_TIMEOUT_MS,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
-        )(consume)
+            consumer_timeout_ms=FETCHER_TIMEOUT_MS,
+        )
+        subscriber(self._awake_around(consume, topics, subscriber))
+
+    def _awake_around(
+        self, consume: Callable[[KafkaMessage], Awaitable[None]], topics: list[str], subscriber: Any
+    ) -> Callable[[KafkaMessage], Awaitable[None]]:
+        """``consume``, keeping its consumer awake while it handles and for a while after (the
+        handler may have held it long: a worker's job); as is without a doorbell."""
+        doorbell = self.doorbell
+        if doorbell is None:
+            return consume
+        sleeper = doorbell.watch(topics, lambda: getattr(subscriber, "consumer", None))
+
+        async def awake(message: KafkaMessage) -> None:
+            doorbell.stir(sleeper, "handler")
+            try:
+                await consume(message)
+            finally:
+                doorbell.stir(sleeper, "handler")
+
+        return awake
 
     async def _parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Envelope | None:
         """The event in ``raw``, or None once it has been dead-lettered with the reason."""

@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
+from rea.doorbell import Doorbell, ring
 from rea.events import Envelope, encode_event
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobRun
@@ -86,6 +87,8 @@ class Client:
             await producer.send_and_wait(topic, value, key=key)
         finally:
             await producer.stop()
+        if self.settings.kafka_doorbell:
+            await ring(self.endpoints.redis_url, Doorbell.channel_for(self.settings.topic_prefix), topic)
 
     async def campaign(self, campaign_id: str) -> dict[str, Any] | None:
         doc = await self.db["campaigns"].find_one({"_id": campaign_id})

@@ -160,6 +160,24 @@ class Metrics:
             registry=self.registry,
         )
         self._budget_keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self.consumer_wakes = Counter(
+            "rea_consumer_wakes_total",
+            "Doorbell: sleeping consumers woken, by cause (ring, handler, glance, reconnect).",
+            ["service", "cause"],
+            registry=self.registry,
+        )
+        self.consumers_asleep = Gauge(
+            "rea_consumers_asleep",
+            "Doorbell: this process's consumers that are paused, fetching nothing, until a ring.",
+            ["service"],
+            registry=self.registry,
+        )
+        self.doorbell_failures = Counter(
+            "rea_doorbell_failures_total",
+            "Doorbell: rings that could not be sent (Redis away); their events wait for a glance.",
+            ["service"],
+            registry=self.registry,
+        )
         self.insights_written = Counter(
             "rea_insights_written_total",
             "Logger: documents written to the insights DB, by collection.",

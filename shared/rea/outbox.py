@@ -20,6 +20,8 @@ Send = Callable[[str, bytes, bytes, int | None], Awaitable[None]]
 
 log = structlog.get_logger()
 
+RETRY_S = 1.0
+
 
 class OutboxRelay:
     def __init__(
@@ -52,12 +54,14 @@ class OutboxRelay:
 
     async def run(self) -> None:
         while True:
+            wait_s = self.interval_s
             try:
                 await self.flush()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox_flush_failed")
+                wait_s = min(wait_s, RETRY_S)  # a failed send goes out again soon, not a sweep later
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
             self._wake.clear()

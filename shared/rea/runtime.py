@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from rea.bus import INFRA_ERRORS, Bus, make_broker
+from rea.doorbell import Doorbell
 from rea.logs import configure_logging
 from rea.metrics import Metrics
 from rea.outbox import OutboxRelay
@@ -135,48 +136,68 @@ class Runtime:
         stored = None if seen is None else str(seen.get("cluster_id"))
         known = stored or started_with
         unreachable = False
-        while True:
-            try:
-                cluster_id, missing = await _broker_facts(self.endpoints.kafka_bootstrap, self.topics)
-                if missing or cluster_id != known:
-                    log.warning("broker_log_lost", cluster_id=cluster_id, missing_topics=len(missing))
-                    await ensure_topics(
-                        self.endpoints.kafka_bootstrap, self.topics, self.settings.topic_partitions
-                    )
-                    await self.bus.rewind()
-                    await self.reconcile()
-                elif unreachable:
-                    log.warning("broker_back")
-                    await self.reconcile()
-                unreachable = False
-                if cluster_id != stored:
-                    await self.store.db["meta"].update_one(
-                        {"_id": marker}, {"$set": {"cluster_id": cluster_id}}, upsert=True
-                    )
-                    stored = cluster_id
-                known = cluster_id
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                unreachable = True
-                log.warning("broker_check_failed", error=repr(exc))
-            await asyncio.sleep(self.settings.broker_check_interval_s)
-
-
-async def _broker_facts(bootstrap: str, topics: Topics, timeout_s: float = 10.0) -> tuple[str, list[str]]:
-    """The broker's cluster id and which of our topics it lacks (bounded: a dying broker can hang)."""
-
-    async def ask() -> tuple[str, list[str]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
+        probe = BrokerProbe(self.endpoints.kafka_bootstrap, self.topics)
         try:
-            cluster = await admin.describe_cluster()
-            existing = set(await admin.list_topics())
-            return str(cluster["cluster_id"]), [t for t in topics.all() if t not in existing]
+            while True:
+                try:
+                    cluster_id, missing = await probe.facts()
+                    if missing or cluster_id != known:
+                        log.warning("broker_log_lost", cluster_id=cluster_id, missing_topics=len(missing))
+                        await ensure_topics(
+                            self.endpoints.kafka_bootstrap, self.topics, self.settings.topic_partitions
+                        )
+                        await self.bus.rewind()
+                        await self.reconcile()
+                    elif unreachable:
+                        log.warning("broker_back")
+                        await self.reconcile()
+                    unreachable = False
+                    if cluster_id != stored:
+                        await self.store.db["meta"].update_one(
+                            {"_id": marker}, {"$set": {"cluster_id": cluster_id}}, upsert=True
+                        )
+                        stored = cluster_id
+                    known = cluster_id
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    unreachable = True
+                    log.warning("broker_check_failed", error=repr(exc))
+                await asyncio.sleep(self.settings.broker_check_interval_s)
         finally:
-            await admin.close()
+            await probe.close()
 
-    return await asyncio.wait_for(ask(), timeout_s)
+
+class BrokerProbe:
+    """Asks the broker for its cluster id and which of our topics it lacks, over one admin
+    connection kept between checks (a new client per check cost an idle service and the broker
+    more than everything else it did); any failure drops the connection for the next check."""
+
+    def __init__(self, bootstrap: str, topics: Topics, timeout_s: float = 10.0) -> None:
+        self.bootstrap, self.topics, self.timeout_s = bootstrap, topics, timeout_s
+        self.admin: AIOKafkaAdminClient | None = None
+
+    async def facts(self) -> tuple[str, list[str]]:
+        try:
+            return await asyncio.wait_for(self._ask(), self.timeout_s)  # a dying broker can hang
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _ask(self) -> tuple[str, list[str]]:
+        if self.admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            self.admin = admin
+        cluster = await self.admin.describe_cluster()
+        existing = set(await self.admin.list_topics())
+        return str(cluster["cluster_id"]), [t for t in self.topics.all() if t not in existing]
+
+    async def close(self) -> None:
+        admin, self.admin = self.admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
 
 
 Wire = Callable[["Runtime"], Awaitable[None] | None]
@@ -199,6 +220,9 @@ async def reconcile_at_start(runtime: Runtime) -> None:
 
 
 HEARTBEAT_S = 5.0
+GLANCE_FETCHES = 1
+"""A glance keeps a sleeping consumer awake for this many fetch waits: a fetch or two is sent
+(records a fetch returns after the pause are dropped by aiokafka, not lost: the position stays)."""
 
 
 async def _beat(metrics: Metrics) -> None:
@@ -233,7 +257,20 @@ async def connect(service: str, settings: Settings, name: str | None = None) -> 
     await store.ensure_indexes()
     redis = Redis.from_url(endpoints.redis_url)
     broker = make_broker(settings, endpoints.kafka_bootstrap)
-    bus = Bus(broker, topics, name, metrics, settings.kafka_fetch_max_wait_ms)
+    doorbell = (
+        Doorbell(
+            redis,
+            Doorbell.channel_for(settings.topic_prefix),
+            name,
+            metrics,
+            awake_s=settings.kafka_awake_s,
+            glance_every_s=settings.kafka_idle_poll_s,
+            glance_s=GLANCE_FETCHES * settings.kafka_fetch_max_wait_ms / 1000,
+        )
+        if settings.kafka_doorbell
+        else None
+    )
+    bus = Bus(broker, topics, name, metrics, settings.kafka_fetch_max_wait_ms, doorbell)
     relay = OutboxRelay(
         store, service, bus.send, settings.relay_interval_s, metrics.outbox_published.labels(service=name).inc
     )
@@ -260,6 +297,8 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     tasks: list[Task] = [runtime.relay.run, partial(runtime.watch_broker, cluster_id), *runtime.tasks]
     running = [asyncio.create_task(task()) for task in tasks]
     running.append(asyncio.create_task(_beat(runtime.metrics)))
+    if runtime.bus.doorbell is not None:
+        running.append(asyncio.create_task(runtime.bus.doorbell.run()))
     runtime.metrics.serve(settings.metrics_port, settings.metrics_host)
     runtime.metrics.up.labels(service=name).set(1)
     runtime.metrics.health.ready = True

@@ -34,6 +34,19 @@ class Settings(BaseSettings):
         description="How long a consumer's fetch may wait for data. Tansu does not answer a waiting fetch "
         "when data arrives (it re-checks after half the wait), so this bounds the latency of every hop.",
     )
+    kafka_doorbell: bool = Field(
+        default=True,
+        description="Idle consumers pause and wake on a Redis doorbell that every REA publisher rings "
+        "(rea.doorbell), so an idle stack does not poll the broker. Off: consumers always fetch.",
+    )
+    kafka_awake_s: float = Field(
+        default=1.0, description="How long a consumer keeps fetching after its last event or ring."
+    )
+    kafka_idle_poll_s: float = Field(
+        default=5.0,
+        description="How often a sleeping consumer glances at the broker anyway: the longest an event "
+        "from a publisher that does not ring (a plain Kafka client) waits.",
+    )
     mongo_db: str = "rea"
     workers: int = Field(default=2, description="Job workers `rea up` and `rea demo` start.")
     job_timeout_s: float = Field(default=1800.0, description="The longest a worker lets any job run.")
@@ -74,11 +87,13 @@ class Settings(BaseSettings):
         description="Fork jobs from a process that imported the workload's preload modules.",
     )
     relay_interval_s: float = Field(
-        default=1.0, description="How often the outbox relay sweeps for stragglers."
+        default=5.0,
+        description="How often the outbox relay sweeps for stragglers (a commit kicks it at once; a "
+        "failed send is retried within a second).",
     )
     lease_ttl_s: float = 15.0
     broker_check_interval_s: float = Field(
-        default=2.0, description="How often to check the broker kept its log."
+        default=5.0, description="How often to check the broker kept its log (one admin request pair)."
     )
     metrics_port: int = Field(default=0, description="Prometheus port for this process; 0 disables it.")
     metrics_host: str = "127.0.0.1"

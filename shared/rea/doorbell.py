@@ -1,0 +1,223 @@
+"""The doorbell: publishers ring it, idle consumers sleep until it rings.
+
+Why: Tansu answers a waiting fetch only when it re-checks (after half the fetch wait), not when
+data arrives, so a fast hop needs a short fetch wait, and a short fetch wait makes every idle
+consumer ask the broker for data fifty times a second. An idle stack then costs most of a core.
+With the doorbell, a consumer that has had nothing to do for ``awake_s`` pauses its partitions
+(no fetch is sent at all) and resumes them when
+
+* a publisher rings the doorbell for one of its topics: every REA producer (the bus, the
+  client, the job side) rings after the broker acknowledged the send, with a Redis ``PUBLISH``
+  of the topic's name on one channel per topic prefix;
+* its handler finishes: the handler may have held the consumer for long (a worker's job);
+* the glance interval passes (``REA_KAFKA_IDLE_POLL_S``): a safety net for producers that do not
+  ring (a plain Kafka client publishing a campaign) and for rings lost while Redis was away.
+
+Contract
+--------
+* **A ring is a hint, never a message.** The event is in Kafka and pausing moves no offset, so
+  a lost ring delays an event by at most the glance interval; it never loses one.
+* **Ringing never fails a send.** A Redis error while ringing is logged and counted, not raised.
+* **Deciding is pure.** :class:`Wakefulness` holds when a consumer may next sleep; it takes the
+  clock as an argument, so its rules are tested without Redis or a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from rea.metrics import Metrics
+
+log = structlog.get_logger()
+
+TICK_S = 1.0
+"""The longest between checks of the sleepers (a rebalance may hand out unpaused partitions)."""
+MIN_WAIT_S = 0.002
+RECONNECT_S = 1.0
+
+
+@dataclass
+class Wakefulness:
+    """When one consumer may pause: not before ``awake_s`` after its last ring, handled event or
+    new assignment, nor before ``glance_s`` after a glance. Times are monotonic seconds passed in
+    by the caller."""
+
+    awake_s: float
+    glance_s: float
+    awake_until: float = 0.0
+
+    def stir(self, now: float) -> None:
+        """A ring for its topics, a handler that started or finished, partitions newly assigned."""
+        self.awake_until = max(self.awake_until, now + self.awake_s)
+
+    def glance(self, now: float) -> None:
+        """The safety net: wake long enough to send a fetch or two, unless already awake longer."""
+        self.awake_until = max(self.awake_until, now + self.glance_s)
+
+    def may_sleep(self, now: float) -> bool:
+        return now >= self.awake_until
+
+
+class Pausable(Protocol):
+    """What the doorbell needs of a consumer (aiokafka's ``AIOKafkaConsumer`` is one)."""
+
+    def assignment(self) -> Collection[Any]: ...
+    def paused(self) -> Collection[Any]: ...
+    def pause(self, *partitions: Any) -> None: ...
+    def resume(self, *partitions: Any) -> None: ...
+
+
+@dataclass
+class Sleeper:
+    """One consumer under the doorbell; ``consumer()`` is None until the broker started it."""
+
+    topics: frozenset[str]
+    consumer: Callable[[], Pausable | None]
+    wakefulness: Wakefulness
+    asleep: bool = False
+    assignment: frozenset[Any] = frozenset()
+
+    def stir(self, now: float) -> bool:
+        """Stay awake a while; True when this woke a sleeping consumer."""
+        self.wakefulness.stir(now)
+        return self._wake()
+
+    def glance(self, now: float) -> bool:
+        self.wakefulness.glance(now)
+        return self._wake()
+
+    def settle(self, now: float) -> None:
+        """Pause the consumer if it may sleep. Newly assigned partitions (at start, after a
+        rebalance) come unpaused and may hold a backlog: they get a while awake first."""
+        consumer = self.consumer()
+        if consumer is None:
+            return
+        assignment = frozenset(consumer.assignment())
+        if assignment != self.assignment:
+            self.assignment = assignment
+            self.wakefulness.stir(now)
+        if not self.wakefulness.may_sleep(now):
+            return
+        awake = assignment - set(consumer.paused())
+        if awake:
+            consumer.pause(*awake)
+        self.asleep = True
+
+    def _wake(self) -> bool:
+        consumer = self.consumer()
+        if consumer is None or not self.asleep:
+            return False
+        self.asleep = False
+        paused = consumer.paused()
+        if paused:
+            consumer.resume(*paused)
+        return True
+
+
+@dataclass
+class Doorbell:
+    """Rings for published topics and wakes this process's sleeping consumers (module docstring)."""
+
+    redis: Redis
+    channel: str
+    service: str
+    metrics: Metrics
+    awake_s: float
+    glance_every_s: float
+    glance_s: float
+    sleepers: list[Sleeper] = field(default_factory=list)
+
+    @staticmethod
+    def channel_for(topic_prefix: str) -> str:
+        return f"{topic_prefix}.doorbell"
+
+    async def ring(self, topic: str) -> None:
+        try:
+            await self.redis.publish(self.channel, topic)
+        except (RedisError, OSError) as exc:
+            self.metrics.doorbell_failures.labels(service=self.service).inc()
+            log.warning("doorbell_ring_failed", topic=topic, error=repr(exc))
+
+    def watch(self, topics: Collection[str], consumer: Callable[[], Pausable | None]) -> Sleeper:
+        """Put a consumer of ``topics`` under the doorbell; the caller stirs it around handlers."""
+        sleeper = Sleeper(frozenset(topics), consumer, Wakefulness(self.awake_s, self.glance_s))
+        self.sleepers.append(sleeper)
+        return sleeper
+
+    def stir(self, sleeper: Sleeper, cause: str) -> None:
+        if sleeper.stir(time.monotonic()):
+            self.metrics.consumer_wakes.labels(service=self.service, cause=cause).inc()
+
+    def heard(self, topic: str) -> None:
+        for sleeper in self.sleepers:
+            if topic in sleeper.topics:
+                self.stir(sleeper, "ring")
+
+    async def run(self) -> None:
+        """Listen for rings and put idle consumers to sleep, for the life of the service."""
+        if not self.sleepers:
+            return
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("doorbell_listen_failed", error=repr(exc))
+                for sleeper in self.sleepers:  # rings may be lost while away: stay awake meanwhile
+                    self.stir(sleeper, "reconnect")
+                await asyncio.sleep(RECONNECT_S)
+
+    def _until_next_decision(self, now: float, next_glance: float) -> float:
+        """Sleep until a consumer may fall asleep or the next glance is due, at most a tick: a
+        glance's consumer is paused again right after its fetch or two, not a tick later."""
+        deadlines = [next_glance, now + TICK_S]
+        deadlines += [s.wakefulness.awake_until for s in self.sleepers if not s.asleep and s.consumer()]
+        return max(MIN_WAIT_S, min(deadlines) - now)
+
+    async def _listen(self) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            next_glance = time.monotonic() + self.glance_every_s
+            while True:
+                wait_s = self._until_next_decision(time.monotonic(), next_glance)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_s)
+                if message is not None:
+                    data = message["data"]
+                    self.heard(data.decode() if isinstance(data, bytes) else str(data))
+                now = time.monotonic()
+                if now >= next_glance:
+                    next_glance = now + self.glance_every_s
+                    for sleeper in self.sleepers:
+                        if sleeper.glance(now):
+                            self.metrics.consumer_wakes.labels(service=self.service, cause="glance").inc()
+                for sleeper in self.sleepers:
+                    sleeper.settle(now)
+                self.metrics.consumers_asleep.labels(service=self.service).set(
+                    sum(sleeper.asleep for sleeper in self.sleepers)
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+
+async def ring(redis_url: str, channel: str, topic: str) -> None:
+    """Ring once from a process that holds no Redis connection (the CLI's client, a benchmark);
+    like :meth:`Doorbell.ring`, a failure is logged, never raised."""
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.publish(channel, topic)
+    except (RedisError, OSError) as exc:
+        log.warning("doorbell_ring_failed", topic=topic, error=repr(exc))
+    finally:
+        await redis.aclose()
