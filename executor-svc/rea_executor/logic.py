@@ -16,6 +16,7 @@ from typing import Literal
 
 from rea.events import (
     BudgetExtended,
+    BudgetResource,
     BudgetWarning,
     CampaignCancelled,
     CampaignPaused,
@@ -54,7 +55,10 @@ def _follow(event: Envelope) -> dict[str, str]:
 
 
 def _status(
-    state: PhaseExecution, reason: str, cause: Literal["person", "budget"] = "budget"
+    state: PhaseExecution,
+    reason: str,
+    cause: Literal["person", "budget"] = "budget",
+    resource: BudgetResource = "cpu_seconds",
 ) -> PhaseStatusPayload:
     return PhaseStatusPayload(
         phase=state.phase,
@@ -62,7 +66,29 @@ def _status(
         reason=reason,
         spent_cpu_seconds=state.spent_cpu_seconds,
         budget_cpu_seconds=state.budget_cpu_seconds,
+        resource=resource,
+        spent_gpu_seconds=state.spent_gpu_seconds,
+        budget_gpu_seconds=state.budget_gpu_seconds,
     )
+
+
+def _warnings(state: PhaseExecution, cause: Envelope) -> list[Envelope]:
+    """A budget warning per resource, once, when 80% of it is spent (mutates ``state``'s flags)."""
+    emit: list[Envelope] = []
+    cpu_warning = BUDGET_WARNING_FRACTION * state.budget_cpu_seconds
+    if not state.budget_warned and state.spent_cpu_seconds >= cpu_warning:
+        state.budget_warned = True
+        emit.append(BudgetWarning(**_follow(cause), payload=_status(state, "80% of the budget is spent")))
+    gpu_budget = state.budget_gpu_seconds
+    if (
+        gpu_budget is not None
+        and not state.gpu_budget_warned
+        and state.spent_gpu_seconds >= BUDGET_WARNING_FRACTION * gpu_budget
+    ):
+        state.gpu_budget_warned = True
+        status = _status(state, "80% of the GPU budget is spent", resource="gpu_seconds")
+        emit.append(BudgetWarning(**_follow(cause), payload=status))
+    return emit
 
 
 def schedule(
@@ -75,13 +101,7 @@ def schedule(
     state = state.model_copy(update={"jobs": [job.model_copy() for job in state.jobs]})
     if not state.shares_workers:
         room, partitions = None, ()
-    emit: list[Envelope] = []
-    if (
-        not state.budget_warned
-        and state.spent_cpu_seconds >= BUDGET_WARNING_FRACTION * state.budget_cpu_seconds
-    ):
-        state.budget_warned = True
-        emit.append(BudgetWarning(**_follow(cause), payload=_status(state, "80% of the budget is spent")))
+    emit = _warnings(state, cause)
     if state.status == "running":
         in_flight = sum(job.status in IN_FLIGHT for job in state.jobs)
         limit = state.max_parallel_jobs if room is None else min(state.max_parallel_jobs, in_flight + room)
@@ -89,13 +109,11 @@ def schedule(
         for job in state.jobs:
             if job.status != "pending" or in_flight >= limit:
                 continue
-            if state.reserved_cpu_seconds() + job.spec.estimated_cpu_seconds > state.budget_cpu_seconds:
+            if crossing := state.over_budget(job.spec):
                 state.status = "paused_budget"
-                reason = (
-                    f"the next job ({job.spec.estimated_cpu_seconds:g} CPU-s estimated) would cross "
-                    "the budget; extend it to continue"
-                )
-                emit.append(PhasePaused(**_follow(cause), payload=_status(state, reason)))
+                resource: BudgetResource = "gpu_seconds" if "GPU" in crossing else "cpu_seconds"
+                reason = f"{crossing}; extend it to continue"
+                emit.append(PhasePaused(**_follow(cause), payload=_status(state, reason, resource=resource)))
                 break
             placed = partitions[submitted] if submitted < len(partitions) else None
             submitted += 1
@@ -133,6 +151,7 @@ def on_phase_started(
         correlation_id=event.correlation_id,
         status="cancelling" if cancelled else "running",
         budget_cpu_seconds=event.payload.budget_cpu_seconds,
+        budget_gpu_seconds=event.payload.budget_gpu_seconds,
         max_parallel_jobs=event.payload.max_parallel_jobs,
         jobs=[TrackedJob(spec=spec, status="cancelled" if cancelled else "pending") for spec in plan.jobs],
     )
@@ -179,6 +198,7 @@ def on_job_finished(
         update={
             "jobs": jobs,
             "spent_cpu_seconds": state.spent_cpu_seconds + cost,
+            "spent_gpu_seconds": state.spent_gpu_seconds + (output.cost.gpu_seconds if output.cost else 0.0),
             # Shares count what the job really used: its grant advanced the pass by its estimate.
             "stride_pass": state.stride_pass
             + (cost - job.spec.estimated_cpu_seconds) / max(state.weight, 1e-9),
@@ -278,12 +298,20 @@ def on_budget_extended(
 ) -> Decision[PhaseExecution]:
     if state is None or state.status == "concluded":
         return Decision()
-    budget = state.budget_cpu_seconds + event.payload.cpu_seconds
+    added = event.payload
+    budget = state.budget_cpu_seconds + added.cpu_seconds
     warned = state.budget_warned and state.spent_cpu_seconds >= BUDGET_WARNING_FRACTION * budget
-    extended = state.model_copy(update={"budget_cpu_seconds": budget, "budget_warned": warned})
+    update: dict[str, object] = {"budget_cpu_seconds": budget, "budget_warned": warned}
+    if state.budget_gpu_seconds is not None:
+        gpu_budget = state.budget_gpu_seconds + added.gpu_seconds
+        update["budget_gpu_seconds"] = gpu_budget
+        update["gpu_budget_warned"] = (
+            state.gpu_budget_warned and state.spent_gpu_seconds >= BUDGET_WARNING_FRACTION * gpu_budget
+        )
+    extended = state.model_copy(update=update)
     if state.status != "paused_budget":
         return Decision(extended)
-    reason = f"budget extended by {event.payload.cpu_seconds:g} CPU-s by {event.payload.by}"
+    reason = f"budget extended by {added.describe()} by {added.by}"
     return _resume(extended, event, reason, room=room)
 
 

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -67,6 +67,8 @@ class Exit:
 
 Fault = Literal["oom", "nan", "kill"]
 KILL_AFTER_S = 1.0
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+"""One entry per GPU while the NVIDIA driver is loaded."""
 StopReason = Literal["cancelled", "killed", "pruned"]
 
 
@@ -156,6 +158,7 @@ def run_job(
         cpu_seconds=round(ended.cpu_seconds, 3),
         wall_seconds=round(ended.wall_seconds, 3),
         peak_rss_mb=round(ended.peak_rss_mb, 1),
+        gpu_seconds=round(ended.wall_seconds * gpus_held(spec.gpus), 3),
     )
     watch.cpu_seconds = cost.cpu_seconds
     if ended.stopped:
@@ -171,6 +174,23 @@ def run_job(
     elif ended.code < 0:
         kind = "killed"
     return _failed(kind, f"exit code {ended.code}: {stderr.strip()[-500:] or 'no output'}", cost)
+
+
+def gpus_held(asked: int, environ: Mapping[str, str] = os.environ, driver: Path = NVIDIA_GPUS) -> int:
+    """How many GPUs a job that asked for ``asked`` holds here: at most the GPUs this process
+    sees, which are those ``CUDA_VISIBLE_DEVICES`` names (a Ray or Kubernetes GPU job is given
+    it), else every GPU the NVIDIA driver lists. A job on a machine without GPUs holds none and
+    is charged no GPU-s, whatever it asked for."""
+    if asked <= 0:
+        return 0
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d for d in visible.split(",") if d.strip() and d.strip() not in ("-1", "NoDevFiles")]
+        return min(asked, len(devices))
+    try:
+        return min(asked, sum(1 for _ in driver.iterdir()))
+    except OSError:
+        return 0
 
 
 SIGNALLED = "stopped by signal"

@@ -301,3 +301,13 @@ def record_metrics(metrics: Metrics, name: str, event: Envelope, decision: Decis
         reserved=state.reserved_cpu_seconds(),
         open_=state.status != "concluded",
     )
+    if state.budget_gpu_seconds is not None:
+        metrics.set_budget(
+            name,
+            state.campaign_id,
+            limit=state.budget_gpu_seconds,
+            spent=state.spent_gpu_seconds,
+            reserved=state.reserved_gpu_seconds(),
+            open_=state.status != "concluded",
+            resource="gpu_seconds",
+        )

@@ -59,7 +59,10 @@ class PhaseExecution(BaseModel):
     status: PhaseStatus = "running"
     budget_cpu_seconds: float
     spent_cpu_seconds: float = 0.0
+    budget_gpu_seconds: float | None = Field(default=None, description="None: GPU-s are not capped.")
+    spent_gpu_seconds: float = 0.0
     budget_warned: bool = False
+    gpu_budget_warned: bool = False
     max_parallel_jobs: int
     jobs: list[TrackedJob]
     runbook: list[RunbookEntry] = Field(default_factory=list)
@@ -97,6 +100,20 @@ class PhaseExecution(BaseModel):
     def reserved_cpu_seconds(self) -> float:
         """Spent plus the estimates of jobs still in flight: what the budget must still cover."""
         return self.spent_cpu_seconds + self.in_flight_estimate()
+
+    def reserved_gpu_seconds(self) -> float:
+        """The same for GPU (device) seconds."""
+        in_flight = sum(j.spec.estimated_gpu_seconds for j in self.jobs if j.status in IN_FLIGHT)
+        return self.spent_gpu_seconds + in_flight
+
+    def over_budget(self, job: JobSpec) -> str | None:
+        """Why starting ``job`` now would cross a budget (each resource is checked), or None."""
+        if self.reserved_cpu_seconds() + job.estimated_cpu_seconds > self.budget_cpu_seconds:
+            return f"the next job ({job.estimated_cpu_seconds:g} CPU-s estimated) would cross the CPU budget"
+        gpu_budget = self.budget_gpu_seconds
+        if gpu_budget is not None and self.reserved_gpu_seconds() + job.estimated_gpu_seconds > gpu_budget:
+            return f"the next job ({job.estimated_gpu_seconds:g} GPU-s estimated) would cross the GPU budget"
+        return None
 
 
 def phase_key(campaign_id: str, phase: str) -> str:

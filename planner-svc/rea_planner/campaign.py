@@ -29,6 +29,12 @@ class CampaignSpec(BaseModel):
     dataset: str = Field(min_length=1, description="A dataset spec string, e.g. movielens-100k.")
     objective: Literal["ne"] = "ne"
     budget_cpu_seconds: float = Field(gt=0, description="Hard cap on training jobs' CPU seconds.")
+    budget_gpu_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Hard cap on the GPU (device) seconds the jobs hold, for jobs that ask for GPUs; "
+        "unset, GPU time is not capped (the CPU budget still is).",
+    )
     auto_approve_cpu_seconds: float | None = Field(
         default=None, ge=0, description="Plans estimated at or below this start without a person's approval."
     )
@@ -125,6 +131,10 @@ def validate_campaign(
     if dataset_error:
         reasons.append(f"dataset: {dataset_error}")
     reasons += [f"baseline: {problem}" for problem in workload.schema.errors(spec.baseline)]
+    if spec.budget_gpu_seconds is not None and spec.job_gpus == 0:
+        reasons.append(
+            "budget_gpu_seconds: the jobs ask for no GPU (job_gpus is 0), so nothing would spend it"
+        )
     return (None, reasons) if reasons else (spec, [])
 
 
@@ -148,6 +158,7 @@ class BudgetChange(BaseModel):
     """One change of the campaign's budget after it was submitted: who, when, how much, why."""
 
     cpu_seconds: float
+    gpu_seconds: float = 0.0
     by: str
     at: datetime
     reason: str = ""
@@ -201,3 +212,23 @@ class Campaign(BaseModel):
         """The cap every phase is planned against now: the request's budget and every change."""
         assert self.spec is not None
         return self.spec.budget_cpu_seconds + sum(change.cpu_seconds for change in self.budget_changes)
+
+    def budget_gpu_seconds(self) -> float | None:
+        """The GPU cap now (None: not capped): the request's and every change's."""
+        assert self.spec is not None
+        if self.spec.budget_gpu_seconds is None:
+            return None
+        return self.spec.budget_gpu_seconds + sum(change.gpu_seconds for change in self.budget_changes)
+
+    def planning_budget(self, records: list[JobRecord]) -> float:
+        """The CPU-s phases are planned against: the CPU budget, or less when the GPU budget runs
+        out first. A job's GPU-s are estimated as its CPU-s / cpus x gpus (its wall time on its
+        cores), so the GPU-s left convert to CPU-s at cpus / gpus on top of what was spent."""
+        assert self.spec is not None
+        cpu = self.budget_cpu_seconds()
+        gpu = self.budget_gpu_seconds()
+        if gpu is None or self.spec.job_gpus == 0:
+            return cpu
+        spent_cpu = sum(r.cost.cpu_seconds for r in records if r.cost)
+        spent_gpu = sum(r.cost.gpu_seconds for r in records if r.cost)
+        return min(cpu, spent_cpu + max(0.0, gpu - spent_gpu) * self.spec.job_cpus / self.spec.job_gpus)

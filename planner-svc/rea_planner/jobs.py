@@ -44,6 +44,7 @@ def make_job(
 ) -> JobSpec:
     name = hypothesis_id or "baseline"
     seed = spec.seed if seed is None else seed
+    cpu_seconds = costs.estimate(config)
     return JobSpec(
         job_id=f"{campaign_id}-{phase}-{name}-s{seed}",
         campaign_id=campaign_id,
@@ -53,7 +54,8 @@ def make_job(
         dataset=spec.dataset,
         config=config,
         seed=seed,
-        estimated_cpu_seconds=costs.estimate(config),
+        estimated_cpu_seconds=cpu_seconds,
+        estimated_gpu_seconds=gpu_estimate(cpu_seconds, spec.job_cpus, spec.job_gpus),
         diagnose=diagnose,
         timeout_s=spec.job_timeout_s,
         memory_mb=spec.job_memory_mb,
@@ -63,14 +65,27 @@ def make_job(
     )
 
 
+def gpu_estimate(cpu_seconds: float, cpus: float, gpus: int) -> float:
+    """A job's GPU-s: its GPUs held for its wall time, taken as its CPU-s spread over its cores.
+    An estimate (a GPU-bound job may use its cores less); the job side measures the real time."""
+    return round(cpu_seconds / cpus * gpus, 3) if gpus else 0.0
+
+
 def plan_of(phase: str, jobs: list[JobSpec]) -> PhasePlan:
     return PhasePlan(
-        phase=phase, jobs=jobs, estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2)
+        phase=phase,
+        jobs=jobs,
+        estimated_cpu_seconds=round(sum(j.estimated_cpu_seconds for j in jobs), 2),
+        estimated_gpu_seconds=round(sum(j.estimated_gpu_seconds for j in jobs), 2),
     )
 
 
 def spent(records: list[JobRecord]) -> float:
     return sum(j.cost.cpu_seconds for j in records if j.cost)
+
+
+def spent_gpu(records: list[JobRecord]) -> float:
+    return sum(j.cost.gpu_seconds for j in records if j.cost)
 
 
 def search_records(records: list[JobRecord]) -> list[JobRecord]:

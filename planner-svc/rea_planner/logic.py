@@ -76,7 +76,16 @@ from rea_planner.combination import (
 )
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import exploitation_over, plan_exploitation
-from rea_planner.jobs import make_job, parts, plan_of, search_records, spent, still_dropped, stopped_early
+from rea_planner.jobs import (
+    make_job,
+    parts,
+    plan_of,
+    search_records,
+    spent,
+    spent_gpu,
+    still_dropped,
+    stopped_early,
+)
 from rea_planner.screening import ETA, low_fidelity, plan_promotion, worth_screening
 from rea_planner.selection import (
     SELECTION_SHARE,
@@ -132,7 +141,7 @@ def validation_cap(campaign: Campaign) -> float:
     assert campaign.spec is not None
     spec = campaign.spec
     share = spec.validation_share if spec.max_exploitation_trials != 0 else 1.0
-    return campaign.budget_cpu_seconds() * share
+    return campaign.planning_budget(campaign.records) * share
 
 
 def plan_validation(
@@ -237,7 +246,7 @@ def next_search_phase(
     their trial limit or the budget. Room is always kept for selection and for confirming
     ``best``, the best config found so far. None when nothing more fits."""
     assert campaign.spec is not None
-    room = campaign.budget_cpu_seconds() - spent(records) - search_reserve(campaign, records, best, costs)
+    room = campaign.planning_budget(records) - spent(records) - search_reserve(campaign, records, best, costs)
     concluded = kind(campaign.phase or VALIDATION)
     plan: PhasePlan | None = None
     if concluded == VALIDATION:
@@ -270,7 +279,8 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
     stacks = pooled * (pooled - 1) // 2 + max(0, min(singles, MAX_STACK) - 2) if singles >= 2 else 0
     one_round = min(max(0, singles - 1), spec.max_parallel_jobs)
     exploited = math.inf if spec.max_exploitation_trials is None else spec.max_exploitation_trials
-    affordable = math.floor(SELECTION_SHARE * campaign.budget_cpu_seconds() / (spec.selection_seeds * one))
+    budget = campaign.planning_budget(campaign.records)
+    affordable = math.floor(SELECTION_SHARE * budget / (spec.selection_seeds * one))
     configs = min(spec.contenders, 1 + singles + stacks + 2 * one_round + exploited, affordable)
     if configs >= 2:
         following.append((SELECTION, configs * spec.selection_seeds * one))
@@ -279,7 +289,7 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
         (COMBINATION, (stacks + 2 * one_round) * one),
         (EXPLOITATION, exploited * one),
     ]
-    left = campaign.budget_cpu_seconds() - plan.estimated_cpu_seconds
+    left = budget - plan.estimated_cpu_seconds
     estimates = {plan.phase: plan.estimated_cpu_seconds}
     for phase, wanted in following:
         estimates[phase] = round(max(0.0, min(wanted, left)), 2)
@@ -295,11 +305,19 @@ def on_hypotheses_generated(
     campaign = _save(state, hypotheses=event.payload.hypotheses, findings=event.payload.findings)
     spec = state.spec
     plan, dropped = plan_validation(campaign, costs, worth_screening(spec, costs, len(campaign.hypotheses)))
+    gpu_budget = campaign.budget_gpu_seconds()
+    reasons = []
     if plan.estimated_cpu_seconds > campaign.budget_cpu_seconds():
-        reasons = [
+        reasons.append(
             f"budget_cpu_seconds: {campaign.budget_cpu_seconds():g} cannot cover even the baseline "
             f"(estimated {plan.estimated_cpu_seconds:g} CPU-s)"
-        ]
+        )
+    if gpu_budget is not None and plan.estimated_gpu_seconds > gpu_budget:
+        reasons.append(
+            f"budget_gpu_seconds: {gpu_budget:g} cannot cover even the baseline "
+            f"(estimated {plan.estimated_gpu_seconds:g} GPU-s)"
+        )
+    if reasons:
         rejected = _save(campaign, status="rejected", reasons=reasons, plan=plan)
         return Decision(
             rejected, [CampaignRejected(**_follow(event), payload=CampaignRejectedPayload(reasons=reasons))]
@@ -334,6 +352,7 @@ def _start_phase(campaign: Campaign, cause: Envelope) -> PhaseStarted:
         payload=PhaseStartedPayload(
             plan=campaign.plan,
             budget_cpu_seconds=campaign.budget_cpu_seconds(),
+            budget_gpu_seconds=campaign.budget_gpu_seconds(),
             max_parallel_jobs=campaign.spec.max_parallel_jobs,
             campaign_budget_cpu_seconds=campaign.budget_cpu_seconds(),
         ),
@@ -474,7 +493,7 @@ def why_search_ended(campaign: Campaign, records: list[JobRecord], best: JobReco
     """Why no search phase follows, with what it leaves of the budget: the budget is spent (what
     is left is kept for confirmation or fits no job), or exploitation is over before that."""
     reserve = search_reserve(campaign, records, best, costs)
-    left = campaign.budget_cpu_seconds() - spent(records)
+    left = campaign.planning_budget(records) - spent(records)
     reason = exploitation_over(campaign, records) or (
         f"the next job (an estimated {costs.estimate(best.config):.0f} CPU-s) does not fit in what the "
         f"budget has left after {reserve:.0f} CPU-s kept for selection and confirmation"
@@ -525,7 +544,7 @@ def on_phase_concluded(state: Campaign | None, event: PhaseConcluded, costs: Cos
     if following is not None:
         return _start(state, event, records, following)
     state = _save(state, search_ended=why_search_ended(state, records, best, costs))
-    selection = plan_selection(state, records, costs, state.budget_cpu_seconds() - spent(records))
+    selection = plan_selection(state, records, costs, state.planning_budget(records) - spent(records))
     if selection is not None:
         return _start(state, event, records, selection)
     return _conclude_search(state, event, records, costs)
@@ -546,7 +565,7 @@ def _conclude_search(
     if state.spec.confirm_seeds <= 1:
         return _finish(state, cause, records, ["confirmation skipped: confirm_seeds is 1"])
     plan = plan_confirmation(state, records, baseline, best, costs)
-    remaining = state.budget_cpu_seconds() - spent(records)
+    remaining = state.planning_budget(records) - spent(records)
     if plan.estimated_cpu_seconds > remaining:
         note = (
             f"confirmation skipped: it needs an estimated {plan.estimated_cpu_seconds:.0f} CPU-s, "
@@ -576,11 +595,14 @@ def _start(state: Campaign, cause: Envelope, records: list[JobRecord], plan: Pha
     """Start the next phase with what the budget has left."""
     assert state.spec is not None
     remaining = state.budget_cpu_seconds() - spent(records)
+    gpu_budget = state.budget_gpu_seconds()
+    gpu_left = None if gpu_budget is None else round(gpu_budget - spent_gpu(records), 2)
     started = PhaseStarted(
         **_follow(cause),
         payload=PhaseStartedPayload(
             plan=plan,
             budget_cpu_seconds=round(remaining, 2),
+            budget_gpu_seconds=gpu_left,
             max_parallel_jobs=state.spec.max_parallel_jobs,
             campaign_budget_cpu_seconds=state.budget_cpu_seconds(),
         ),
@@ -610,8 +632,15 @@ def on_phase_resumed(state: Campaign | None, event: PhaseResumed) -> Decision[Ca
 def on_budget_warning(state: Campaign | None, event: BudgetWarning) -> Decision[Campaign]:
     if state is None:
         return Decision()
-    spent, budget = event.payload.spent_cpu_seconds, event.payload.budget_cpu_seconds
-    notice = f"budget warning: {spent:.0f} of {budget:g} CPU-s spent"
+    status = event.payload
+    if status.resource == "gpu_seconds" and status.budget_gpu_seconds is not None:
+        notice = (
+            f"budget warning: {status.spent_gpu_seconds:.0f} of {status.budget_gpu_seconds:g} GPU-s spent"
+        )
+    else:
+        notice = (
+            f"budget warning: {status.spent_cpu_seconds:.0f} of {status.budget_cpu_seconds:g} CPU-s spent"
+        )
     return Decision(_save(state, notices=[*state.notices, notice]))
 
 
@@ -621,15 +650,17 @@ def on_budget_extended(state: Campaign | None, event: BudgetExtended) -> Decisio
         return Decision()
     change = BudgetChange(
         cpu_seconds=event.payload.cpu_seconds,
+        gpu_seconds=event.payload.gpu_seconds if state.spec.budget_gpu_seconds is not None else 0.0,
         by=event.payload.by,
         at=event.occurred_at,
         reason=f"extended during {state.phase or state.status}",
     )
     changes = [*state.budget_changes, change]
-    notice = (
-        f"budget extended by {change.cpu_seconds:g} CPU-s by {change.by}: "
-        f"{state.budget_cpu_seconds() + change.cpu_seconds:g} CPU-s in all"
-    )
+    extended = _save(state, budget_changes=changes)
+    in_all = [f"{extended.budget_cpu_seconds():g} CPU-s"]
+    gpu_budget = extended.budget_gpu_seconds()
+    in_all += [] if gpu_budget is None else [f"{gpu_budget:g} GPU-s"]
+    notice = f"budget extended by {event.payload.describe()} by {change.by}: {' and '.join(in_all)} in all"
     return Decision(_save(state, budget_changes=changes, notices=[*state.notices, notice]))
 
 

@@ -157,13 +157,21 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         f"{result.compute_seconds:.1f} CPU-s of the {campaign.budget_cpu_seconds():g} CPU-s budget "
         f"({result.jobs_completed} jobs completed, {result.jobs_failed} failed)."
     )
+    gpu_budget = campaign.budget_gpu_seconds()
+    gpu_spent = sum(j.cost.gpu_seconds for j in campaign.records if j.cost)
+    if gpu_budget is not None or gpu_spent:
+        of_budget = f" of the {gpu_budget:g} GPU-s budget" if gpu_budget is not None else " (not capped)"
+        cost += f" {gpu_spent:.1f} GPU-s{of_budget}: the jobs' wall time times the GPUs each held."
     if campaign.budget_changes:
         history = "; ".join(
-            f"{change.cpu_seconds:+g} CPU-s by {change.by} at {change.at:%Y-%m-%d %H:%M} UTC "
-            f"({change.reason})"
+            f"{change.cpu_seconds:+g} CPU-s{f' {change.gpu_seconds:+g} GPU-s' if change.gpu_seconds else ''} "
+            f"by {change.by} at {change.at:%Y-%m-%d %H:%M} UTC ({change.reason})"
             for change in campaign.budget_changes
         )
-        cost += f" Budget history: {campaign.spec.budget_cpu_seconds:g} CPU-s requested; {history}."
+        requested = f"{campaign.spec.budget_cpu_seconds:g} CPU-s"
+        if campaign.spec.budget_gpu_seconds is not None:
+            requested += f" and {campaign.spec.budget_gpu_seconds:g} GPU-s"
+        cost += f" Budget history: {requested} requested; {history}."
     dropped = still_dropped(campaign.dropped_hypotheses, [j.hypothesis_id for j in campaign.records])
     notes = [*result.notes, *(f"dropped: {d}" for d in dropped)]
     return Sections(

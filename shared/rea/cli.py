@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -339,19 +340,22 @@ app.add_typer(budget_app, name="budget")
 @budget_app.command("extend")
 def budget_extend(
     campaign_id: CampaignIdArg,
-    cpu_seconds: Annotated[float, typer.Option("--cpu-seconds", help="CPU seconds to add.", min=0.001)],
+    cpu_seconds: Annotated[float, typer.Option("--cpu-seconds", help="CPU seconds to add.", min=0)] = 0.0,
+    gpu_seconds: Annotated[
+        float, typer.Option("--gpu-seconds", help="GPU seconds to add (a campaign with a GPU budget).", min=0)
+    ] = 0.0,
     by: Annotated[str, typer.Option(help="Who extends it.")] = "cli",
 ) -> None:
-    """Raise a campaign's CPU budget; a campaign paused for budget resumes."""
+    """Raise a campaign's CPU and/or GPU budget; a campaign paused for budget resumes."""
+    try:
+        added = BudgetExtendedPayload(cpu_seconds=cpu_seconds, gpu_seconds=gpu_seconds, by=by)
+    except ValidationError:
+        raise typer.BadParameter("give --cpu-seconds, --gpu-seconds or both, above 0") from None
     _send_decision(
         campaign_id,
-        lambda full: BudgetExtended(
-            campaign_id=full,
-            correlation_id=full,
-            payload=BudgetExtendedPayload(cpu_seconds=cpu_seconds, by=by),
-        ),
+        lambda full: BudgetExtended(campaign_id=full, correlation_id=full, payload=added),
         frozenset({"running", "paused", "paused_budget"}),
-        lambda full: f"Added {cpu_seconds:g} CPU-s to {full}.",
+        lambda full: f"Added {added.describe()} to {full}.",
     )
 
 
@@ -787,8 +791,11 @@ def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[st
                 f"{cost['cpu_seconds']:.1f}" if cost else "",
             )
         out.print(table)
+        gpu = phase.get("budget_gpu_seconds")
+        gpu_line = "" if gpu is None else f", {phase.get('spent_gpu_seconds', 0.0):.1f} of {gpu:g} GPU-s"
         out.print(
-            f"  budget: {phase['spent_cpu_seconds']:.1f} of {phase['budget_cpu_seconds']:g} CPU-s spent"
+            f"  budget: {phase['spent_cpu_seconds']:.1f} of {phase['budget_cpu_seconds']:g} CPU-s"
+            f"{gpu_line} spent"
         )
         for entry in phase.get("runbook", []):
             job_id = entry["job_id"].removeprefix(f"{summary.campaign_id}-")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from rea.workloads import Diagnostics, JobCost, JobError, JobOutput, ModelFootprint, SplitMetrics
 
@@ -64,6 +64,9 @@ class Hypothesis(BaseModel):
     )
 
 
+BudgetResource = Literal["cpu_seconds", "gpu_seconds"]
+"""What a budget caps: CPU seconds of the jobs' processes, GPU (device) seconds the jobs held."""
+
 JobBackendName = Literal["local", "ray", "kubernetes"]
 """The job backends (:mod:`rea_executor.backends`): the local job workers, Ray Jobs, Kubernetes Jobs."""
 
@@ -87,6 +90,9 @@ class JobSpec(BaseModel):
         default=None, description="Backoff: a worker waits until then to start."
     )
     estimated_cpu_seconds: float = 0.0
+    estimated_gpu_seconds: float = Field(
+        default=0.0, description="GPU (device) seconds it will hold: 0 for a job that asks for none."
+    )
     diagnose: bool = Field(default=False, description="Measure the run's diagnostics (baselines).")
     timeout_s: float
     memory_mb: int
@@ -104,6 +110,7 @@ class PhasePlan(BaseModel):
     phase: str
     jobs: list[JobSpec]
     estimated_cpu_seconds: float
+    estimated_gpu_seconds: float = 0.0
 
 
 FINISHED_JOB_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried", "cancelled"})
@@ -304,12 +311,25 @@ class CampaignCancelled(Envelope):
 
 
 class BudgetExtendedPayload(BaseModel):
-    cpu_seconds: float = Field(gt=0)
+    cpu_seconds: float = Field(default=0.0, ge=0)
+    gpu_seconds: float = Field(default=0.0, ge=0)
     by: str = "cli"
+
+    @model_validator(mode="after")
+    def _raises_something(self) -> BudgetExtendedPayload:
+        if self.cpu_seconds <= 0 and self.gpu_seconds <= 0:
+            raise ValueError("an extension adds CPU seconds, GPU seconds or both")
+        return self
+
+    def describe(self) -> str:
+        """ "200 CPU-s", "3600 GPU-s" or "200 CPU-s and 3600 GPU-s"."""
+        parts = [f"{self.cpu_seconds:g} CPU-s"] if self.cpu_seconds else []
+        parts += [f"{self.gpu_seconds:g} GPU-s"] if self.gpu_seconds else []
+        return " and ".join(parts)
 
 
 class BudgetExtended(Envelope):
-    """A person raised the campaign's CPU budget (resumes a campaign paused for budget)."""
+    """A person raised the campaign's CPU or GPU budget (resumes a campaign paused for budget)."""
 
     type: Literal["budget.extended"] = "budget.extended"
     version: Literal[1] = 1
@@ -322,6 +342,11 @@ class PhaseStatusPayload(BaseModel):
     reason: str
     spent_cpu_seconds: float
     budget_cpu_seconds: float
+    resource: BudgetResource = Field(
+        default="cpu_seconds", description="The budget the pause or warning is about."
+    )
+    spent_gpu_seconds: float = 0.0
+    budget_gpu_seconds: float | None = None
 
 
 class PhasePaused(Envelope):
@@ -349,6 +374,9 @@ class BudgetWarning(Envelope):
 class PhaseStartedPayload(BaseModel):
     plan: PhasePlan
     budget_cpu_seconds: float
+    budget_gpu_seconds: float | None = Field(
+        default=None, description="What is left of the campaign's GPU budget; None: GPU-s are not capped."
+    )
     max_parallel_jobs: int
     campaign_budget_cpu_seconds: float | None = Field(
         default=None,

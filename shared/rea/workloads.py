@@ -126,6 +126,11 @@ class JobCost(BaseModel):
     cpu_seconds: float = Field(description="User + system CPU seconds of the job process tree.")
     wall_seconds: float
     peak_rss_mb: float
+    gpu_seconds: float = Field(
+        default=0.0,
+        description="Device seconds: the job's wall time times the GPUs it held (those it asked for "
+        "that the job side could see); 0 where no GPU exists.",
+    )
     measured: bool = Field(
         default=True,
         description="False when no one could measure it (the job's worker was lost): the job's "

@@ -904,3 +904,59 @@ def test_a_phase_on_a_remote_backend_submits_up_to_its_parallelism_whatever_the_
     assert all(event.partition is None for event in of_type(decision.emit, JobSubmitted))
     local = logic.on_phase_started(None, started([spec(n) for n in range(4)], parallel=3), room=0)
     assert submitted_ids(local.emit) == []
+
+
+def gpu_phase(gpu_budget: float, jobs: int = 3, gpu_each: float = 40.0) -> PhaseExecution:
+    """A phase of GPU jobs (10 CPU-s, ``gpu_each`` GPU-s estimated each) with a GPU cap."""
+    specs = [spec(i).model_copy(update={"gpus": 1, "estimated_gpu_seconds": gpu_each}) for i in range(jobs)]
+    event = started(specs, budget=1000, parallel=jobs)
+    event = event.model_copy(
+        update={"payload": event.payload.model_copy(update={"budget_gpu_seconds": gpu_budget})}
+    )
+    state = logic.on_phase_started(None, event).state
+    assert state is not None
+    return state
+
+
+def gpu_completed(job: JobSpec, gpu_seconds: float) -> JobCompleted:
+    done = completed(job, cpu=10)
+    assert done.payload.output.cost is not None
+    cost = done.payload.output.cost.model_copy(update={"gpu_seconds": gpu_seconds})
+    output = done.payload.output.model_copy(update={"cost": cost})
+    return done.model_copy(update={"payload": done.payload.model_copy(update={"output": output})})
+
+
+def test_the_gpu_budget_pauses_before_a_job_whose_gpu_seconds_would_cross_it() -> None:
+    state = gpu_phase(gpu_budget=100)  # room for two 40 GPU-s jobs, not three; CPU is plenty
+    assert statuses(state) == {"job-0": "submitted", "job-1": "submitted", "job-2": "pending"}
+    assert state.status == "paused_budget"
+    assert state.reserved_gpu_seconds() == 80 <= state.budget_gpu_seconds  # type: ignore[operator]
+
+
+def test_gpu_seconds_measured_are_charged_and_warned_about_once() -> None:
+    state = gpu_phase(gpu_budget=200, jobs=2)
+    first = apply(state, gpu_completed(state.jobs[0].spec, gpu_seconds=165))
+    assert first.state is not None and first.state.spent_gpu_seconds == 165
+    warnings = of_type(first.emit, BudgetWarning)
+    assert [w.payload.resource for w in warnings] == ["gpu_seconds"]
+    assert warnings[0].payload.spent_gpu_seconds == 165 and warnings[0].payload.budget_gpu_seconds == 200
+    second = apply(first.state, gpu_completed(state.jobs[1].spec, gpu_seconds=20))
+    assert of_type(second.emit, BudgetWarning) == []
+
+
+def test_a_gpu_extension_resumes_a_phase_paused_for_gpu_budget() -> None:
+    state = gpu_phase(gpu_budget=100)
+    added = BudgetExtended(**FOLLOW, payload=BudgetExtendedPayload(gpu_seconds=40, by="dana"))
+    decision = logic.on_budget_extended(state, added)
+    assert decision.state is not None and decision.state.budget_gpu_seconds == 140
+    assert decision.state.budget_cpu_seconds == 1000
+    assert submitted_ids(decision.emit) == ["job-2"]
+    [resumed] = of_type(decision.emit, PhaseResumed)
+    assert "40 GPU-s" in resumed.payload.reason and "dana" in resumed.payload.reason
+
+
+def test_a_phase_without_a_gpu_cap_ignores_gpu_estimates() -> None:
+    specs = [spec(i).model_copy(update={"gpus": 1, "estimated_gpu_seconds": 1e9}) for i in range(2)]
+    state = start(specs, budget=1000, parallel=2).state
+    assert state is not None and state.budget_gpu_seconds is None
+    assert state.status == "running" and set(statuses(state).values()) == {"submitted"}

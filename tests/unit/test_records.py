@@ -66,7 +66,14 @@ def test_completed_job_document() -> None:
     assert doc["config"] == CONFIG
     assert doc["validation"] == {"ne": 0.8, "auc": 0.75, "logloss": 0.45, "rows": 2000}
     assert doc["test"]["ne"] == 0.82 and doc["train"]["ne"] == 0.7
-    assert doc["cost"] == {"cpu_seconds": 42.5, "wall_seconds": 30.0, "peak_rss_mb": 321.0, "measured": True}
+    cost = {
+        "cpu_seconds": 42.5,
+        "wall_seconds": 30.0,
+        "peak_rss_mb": 321.0,
+        "gpu_seconds": 0.0,
+        "measured": True,
+    }
+    assert doc["cost"] == cost
     assert doc["diagnostics"] is None  # only a diagnosed (baseline) job has them
     assert doc["error"] is None
     assert [h["val_ne"] for h in doc["history"]] == [0.85, 0.8]
