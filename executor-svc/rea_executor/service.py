@@ -293,21 +293,20 @@ def record_metrics(metrics: Metrics, name: str, event: Envelope, decision: Decis
         elif isinstance(emitted, RunbookApplied):
             entry = emitted.payload
             metrics.runbook_actions.labels(service=name, failure=entry.failure, action=entry.action).inc()
-    metrics.set_budget(
-        name,
-        state.campaign_id,
-        limit=state.budget_cpu_seconds,
-        spent=state.spent_cpu_seconds,
-        reserved=state.reserved_cpu_seconds(),
-        open_=state.status != "concluded",
-    )
+    budgets = [
+        ("cpu_seconds", state.budget_cpu_seconds, state.spent_cpu_seconds, state.reserved_cpu_seconds())
+    ]
     if state.budget_gpu_seconds is not None:
+        budgets.append(
+            ("gpu_seconds", state.budget_gpu_seconds, state.spent_gpu_seconds, state.reserved_gpu_seconds())
+        )
+    for resource, limit, spent, reserved in budgets:
         metrics.set_budget(
             name,
             state.campaign_id,
-            limit=state.budget_gpu_seconds,
-            spent=state.spent_gpu_seconds,
-            reserved=state.reserved_gpu_seconds(),
+            limit=limit,
+            spent=spent,
+            reserved=reserved,
             open_=state.status != "concluded",
-            resource="gpu_seconds",
+            resource=resource,
         )
