@@ -12,6 +12,7 @@ failures the executor declares itself (lost workers) come back through its outbo
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -43,6 +44,8 @@ from rea_logger.records import (
 log = structlog.get_logger()
 
 DUPLICATE_KEY = 11000
+YIELD_S = 0.05
+"""How long a batch waits before it is written (see ``record``)."""
 
 
 async def insert_absent(collection: AsyncCollection[dict[str, Any]], docs: list[dict[str, Any]]) -> list[int]:
@@ -76,6 +79,11 @@ def wire(rt: Runtime) -> None:
             rt.metrics.dead_letters.labels(service=rt.name, topic=topic)
 
     async def record(events: list[AnyEvent]) -> None:
+        # Yield first: nothing waits on the insights DB, while the executor's decision woken by
+        # the same `job.completed` is what the next job waits on. Measured with
+        # `python -m benchmarks.idle_cpu` (30 wakes after hibernation): writing at once, the
+        # wake's p50/p99 were 35/55 ms; yielding 50 ms, 25/39 ms.
+        await asyncio.sleep(YIELD_S)
         # Insights first: once a `campaign.completed` is in the events collection, what it taught
         # is readable too (a redelivered batch rewrites the same values).
         for event in events:
