@@ -21,7 +21,7 @@ from rea import plots
 from rea.events import CampaignResult, JobRecord
 from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, SELECTION, VALIDATION, kind
 from rea.workloads import ModelFootprint, get_workload
-from rea_planner.campaign import Campaign
+from rea_planner.campaign import BudgetChange, Campaign
 from rea_planner.combination import extension_effects, pruning_effects
 from rea_planner.exploitation import (
     GLOBAL_STARTUP_TRIALS,
@@ -164,14 +164,13 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         cost += f" {gpu_spent:.1f} GPU-s{of_budget}: the jobs' wall time times the GPUs each held."
     if campaign.budget_changes:
         history = "; ".join(
-            f"{change.cpu_seconds:+g} CPU-s{f' {change.gpu_seconds:+g} GPU-s' if change.gpu_seconds else ''} "
-            f"by {change.by} at {change.at:%Y-%m-%d %H:%M} UTC ({change.reason})"
+            f"{_added(change)} by {change.by} at {change.at:%Y-%m-%d %H:%M} UTC ({change.reason})"
             for change in campaign.budget_changes
         )
-        requested = f"{campaign.spec.budget_cpu_seconds:g} CPU-s"
+        asked = f"{campaign.spec.budget_cpu_seconds:g} CPU-s"
         if campaign.spec.budget_gpu_seconds is not None:
-            requested += f" and {campaign.spec.budget_gpu_seconds:g} GPU-s"
-        cost += f" Budget history: {requested} requested; {history}."
+            asked += f" and {campaign.spec.budget_gpu_seconds:g} GPU-s"
+        cost += f" Budget history: {asked} requested; {history}."
     dropped = still_dropped(campaign.dropped_hypotheses, [j.hypothesis_id for j in campaign.records])
     notes = [*result.notes, *(f"dropped: {d}" for d in dropped)]
     return Sections(
@@ -192,6 +191,13 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         campaign.findings,
         budget_spent(campaign),
     )
+
+
+def _added(change: BudgetChange) -> str:
+    """ "+200 CPU-s", "+600 GPU-s" or both."""
+    parts = [f"{change.cpu_seconds:+g} CPU-s"] if change.cpu_seconds or not change.gpu_seconds else []
+    parts += [f"{change.gpu_seconds:+g} GPU-s"] if change.gpu_seconds else []
+    return " ".join(parts)
 
 
 def budget_spent(campaign: Campaign) -> list[list[str]]:

@@ -276,3 +276,26 @@ def test_a_cancelled_campaigns_proposal_says_so_and_shows_the_budget_history() -
     assert "CANCELLED by erin: what it found before it was stopped." in proposal.markdown
     assert "of the 1200 CPU-s budget" in proposal.markdown
     assert "Budget history: 1000 CPU-s requested; +200 CPU-s by dana at 2026-03-04 05:06 UTC" in proposal.html
+
+
+def test_a_gpu_campaigns_proposal_shows_its_gpu_seconds_and_gpu_budget_history() -> None:
+    from datetime import UTC, datetime
+
+    from rea_planner.campaign import BudgetChange
+
+    campaign = completed_campaign()
+    assert campaign.spec is not None
+    spec = campaign.spec.model_copy(update={"job_gpus": 1, "budget_gpu_seconds": 3000.0})
+    records = [
+        r.model_copy(update={"cost": r.cost.model_copy(update={"gpu_seconds": 100.0})}) if r.cost else r
+        for r in campaign.records
+    ]
+    change = BudgetChange(
+        cpu_seconds=0, gpu_seconds=600, by="dana", at=datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+    )
+    gpu = campaign.model_copy(update={"spec": spec, "records": records, "budget_changes": [change]})
+    proposal = render_proposal(gpu)
+    spent = 100.0 * sum(1 for r in records if r.cost)
+    assert f"{spent:.1f} GPU-s of the 3600 GPU-s budget" in proposal.markdown
+    assert "1000 CPU-s and 3000 GPU-s requested; +600 GPU-s by dana" in proposal.markdown
+    assert "GPU-s" not in render_proposal(campaign).markdown  # a CPU-only campaign's stays as it was
