@@ -10,8 +10,11 @@ With the doorbell, a consumer that has had nothing to do for ``awake_s`` pauses 
   client, the job side) rings after the broker acknowledged the send, with a Redis ``PUBLISH``
   of the topic's name on one channel per topic prefix;
 * its handler finishes: the handler may have held the consumer for long (a worker's job);
-* the glance interval passes (``REA_KAFKA_IDLE_POLL_S``): a safety net for producers that do not
-  ring (a plain Kafka client publishing a campaign) and for rings lost while Redis was away.
+* a glance finds a backlog: every ``REA_KAFKA_IDLE_POLL_S`` the doorbell asks the broker for the
+  end offsets of each sleeping consumer's partitions (one request) and wakes the consumer if any
+  is past its position. The safety net for producers that do not ring (a plain Kafka client
+  publishing a campaign) and for rings lost while Redis was away; it asks, rather than letting
+  the consumer fetch for a moment, so a slow fetch cannot miss the window.
 
 Contract
 --------
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,28 +46,29 @@ TICK_S = 1.0
 """The longest between checks of the sleepers (a rebalance may hand out unpaused partitions)."""
 MIN_WAIT_S = 0.002
 RECONNECT_S = 1.0
+GLANCE_TIMEOUT_S = 5.0
 
 
 @dataclass
 class Wakefulness:
-    """When one consumer may pause: not before ``awake_s`` after its last ring, handled event or
-    new assignment, nor before ``glance_s`` after a glance. Times are monotonic seconds passed in
-    by the caller."""
+    """When one consumer may pause: not before ``awake_s`` after its last ring, handled event,
+    new assignment or found backlog. Times are monotonic seconds passed in by the caller."""
 
     awake_s: float
-    glance_s: float
     awake_until: float = 0.0
 
     def stir(self, now: float) -> None:
         """A ring for its topics, a handler that started or finished, partitions newly assigned."""
         self.awake_until = max(self.awake_until, now + self.awake_s)
 
-    def glance(self, now: float) -> None:
-        """The safety net: wake long enough to send a fetch or two, unless already awake longer."""
-        self.awake_until = max(self.awake_until, now + self.glance_s)
-
     def may_sleep(self, now: float) -> bool:
         return now >= self.awake_until
+
+
+def behind(positions: Mapping[Any, int | None], ends: Mapping[Any, int]) -> bool:
+    """Whether any partition holds events past the consumer's position (an unknown position
+    counts as behind: only a fetch can tell)."""
+    return any(position is None or ends.get(tp, 0) > position for tp, position in positions.items())
 
 
 class Pausable(Protocol):
@@ -74,6 +78,8 @@ class Pausable(Protocol):
     def paused(self) -> Collection[Any]: ...
     def pause(self, *partitions: Any) -> None: ...
     def resume(self, *partitions: Any) -> None: ...
+    async def position(self, partition: Any) -> int: ...
+    async def end_offsets(self, partitions: list[Any]) -> dict[Any, int]: ...
 
 
 @dataclass
@@ -91,9 +97,19 @@ class Sleeper:
         self.wakefulness.stir(now)
         return self._wake()
 
-    def glance(self, now: float) -> bool:
-        self.wakefulness.glance(now)
-        return self._wake()
+    async def has_backlog(self) -> bool:
+        """Whether a sleeping consumer's partitions hold events it has not read (asks the broker)."""
+        consumer = self.consumer()
+        if consumer is None or not self.asleep or not self.assignment:
+            return False
+        partitions = list(self.assignment)
+        positions: dict[Any, int | None] = {}
+        for tp in partitions:
+            try:
+                positions[tp] = await consumer.position(tp)
+            except Exception:  # no valid position yet
+                positions[tp] = None
+        return behind(positions, await consumer.end_offsets(partitions))
 
     def settle(self, now: float) -> None:
         """Pause the consumer if it may sleep. Newly assigned partitions (at start, after a
@@ -133,7 +149,6 @@ class Doorbell:
     metrics: Metrics
     awake_s: float
     glance_every_s: float
-    glance_s: float
     sleepers: list[Sleeper] = field(default_factory=list)
 
     @staticmethod
@@ -149,7 +164,7 @@ class Doorbell:
 
     def watch(self, topics: Collection[str], consumer: Callable[[], Pausable | None]) -> Sleeper:
         """Put a consumer of ``topics`` under the doorbell; the caller stirs it around handlers."""
-        sleeper = Sleeper(frozenset(topics), consumer, Wakefulness(self.awake_s, self.glance_s))
+        sleeper = Sleeper(frozenset(topics), consumer, Wakefulness(self.awake_s))
         self.sleepers.append(sleeper)
         return sleeper
 
@@ -178,11 +193,25 @@ class Doorbell:
                 await asyncio.sleep(RECONNECT_S)
 
     def _until_next_decision(self, now: float, next_glance: float) -> float:
-        """Sleep until a consumer may fall asleep or the next glance is due, at most a tick: a
-        glance's consumer is paused again right after its fetch or two, not a tick later."""
+        """Sleep until a consumer may fall asleep or the next glance is due, at most a tick, so an
+        idle consumer is paused when its while awake ends, not up to a tick later."""
         deadlines = [next_glance, now + TICK_S]
         deadlines += [s.wakefulness.awake_until for s in self.sleepers if not s.asleep and s.consumer()]
         return max(MIN_WAIT_S, min(deadlines) - now)
+
+    async def glance(self) -> None:
+        """Wake every sleeping consumer whose partitions hold events nobody rang for. A broker
+        that does not answer wakes it too: fetching is the safe side."""
+        for sleeper in self.sleepers:
+            try:
+                found = await asyncio.wait_for(sleeper.has_backlog(), GLANCE_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("doorbell_glance_failed", error=repr(exc))
+                found = True
+            if found:
+                self.stir(sleeper, "glance")
 
     async def _listen(self) -> None:
         pubsub = self.redis.pubsub()
@@ -197,10 +226,9 @@ class Doorbell:
                     self.heard(data.decode() if isinstance(data, bytes) else str(data))
                 now = time.monotonic()
                 if now >= next_glance:
+                    await self.glance()
+                    now = time.monotonic()
                     next_glance = now + self.glance_every_s
-                    for sleeper in self.sleepers:
-                        if sleeper.glance(now):
-                            self.metrics.consumer_wakes.labels(service=self.service, cause="glance").inc()
                 for sleeper in self.sleepers:
                     sleeper.settle(now)
                 self.metrics.consumers_asleep.labels(service=self.service).set(

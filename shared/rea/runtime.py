@@ -220,9 +220,6 @@ async def reconcile_at_start(runtime: Runtime) -> None:
 
 
 HEARTBEAT_S = 5.0
-GLANCE_FETCHES = 1
-"""A glance keeps a sleeping consumer awake for this many fetch waits: a fetch or two is sent
-(records a fetch returns after the pause are dropped by aiokafka, not lost: the position stays)."""
 
 
 async def _beat(metrics: Metrics) -> None:
@@ -265,7 +262,6 @@ async def connect(service: str, settings: Settings, name: str | None = None) -> 
             metrics,
             awake_s=settings.kafka_awake_s,
             glance_every_s=settings.kafka_idle_poll_s,
-            glance_s=GLANCE_FETCHES * settings.kafka_fetch_max_wait_ms / 1000,
         )
         if settings.kafka_doorbell
         else None
