@@ -111,8 +111,8 @@ def schedule(
                 continue
             if crossing := state.over_budget(job.spec):
                 state.status = "paused_budget"
-                resource: BudgetResource = "gpu_seconds" if "GPU" in crossing else "cpu_seconds"
-                reason = f"{crossing}; extend it to continue"
+                resource, why = crossing
+                reason = f"{why}; extend it to continue"
                 emit.append(PhasePaused(**_follow(cause), payload=_status(state, reason, resource=resource)))
                 break
             placed = partitions[submitted] if submitted < len(partitions) else None

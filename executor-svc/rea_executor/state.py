@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rea.events import FINISHED_JOB_STATUSES, Envelope, JobRecord, JobSpec, RunbookEntry
+from rea.events import FINISHED_JOB_STATUSES, BudgetResource, Envelope, JobRecord, JobSpec, RunbookEntry
 from rea.workloads import JobOutput
 from rea_executor.shares import Tenant
 
@@ -106,13 +106,15 @@ class PhaseExecution(BaseModel):
         in_flight = sum(j.spec.estimated_gpu_seconds for j in self.jobs if j.status in IN_FLIGHT)
         return self.spent_gpu_seconds + in_flight
 
-    def over_budget(self, job: JobSpec) -> str | None:
-        """Why starting ``job`` now would cross a budget (each resource is checked), or None."""
+    def over_budget(self, job: JobSpec) -> tuple[BudgetResource, str] | None:
+        """The budget starting ``job`` now would cross, and why (each resource is checked), or None."""
         if self.reserved_cpu_seconds() + job.estimated_cpu_seconds > self.budget_cpu_seconds:
-            return f"the next job ({job.estimated_cpu_seconds:g} CPU-s estimated) would cross the CPU budget"
+            why = f"the next job ({job.estimated_cpu_seconds:g} CPU-s estimated) would cross the CPU budget"
+            return "cpu_seconds", why
         gpu_budget = self.budget_gpu_seconds
         if gpu_budget is not None and self.reserved_gpu_seconds() + job.estimated_gpu_seconds > gpu_budget:
-            return f"the next job ({job.estimated_gpu_seconds:g} GPU-s estimated) would cross the GPU budget"
+            why = f"the next job ({job.estimated_gpu_seconds:g} GPU-s estimated) would cross the GPU budget"
+            return "gpu_seconds", why
         return None
 
 

@@ -229,6 +229,15 @@ class Campaign(BaseModel):
         gpu = self.budget_gpu_seconds()
         if gpu is None or self.spec.job_gpus == 0:
             return cpu
-        spent_cpu = sum(r.cost.cpu_seconds for r in records if r.cost)
-        spent_gpu = sum(r.cost.gpu_seconds for r in records if r.cost)
-        return min(cpu, spent_cpu + max(0.0, gpu - spent_gpu) * self.spec.job_cpus / self.spec.job_gpus)
+        gpu_left = max(0.0, gpu - spent_gpu(records))
+        return min(cpu, spent(records) + gpu_left * self.spec.job_cpus / self.spec.job_gpus)
+
+
+def spent(records: list[JobRecord]) -> float:
+    """The CPU seconds the jobs were charged."""
+    return sum(j.cost.cpu_seconds for j in records if j.cost)
+
+
+def spent_gpu(records: list[JobRecord]) -> float:
+    """The GPU seconds the jobs were charged."""
+    return sum(j.cost.gpu_seconds for j in records if j.cost)

@@ -80,14 +80,6 @@ def plan_of(phase: str, jobs: list[JobSpec]) -> PhasePlan:
     )
 
 
-def spent(records: list[JobRecord]) -> float:
-    return sum(j.cost.cpu_seconds for j in records if j.cost)
-
-
-def spent_gpu(records: list[JobRecord]) -> float:
-    return sum(j.cost.gpu_seconds for j in records if j.cost)
-
-
 def search_records(records: list[JobRecord]) -> list[JobRecord]:
     """The jobs that compete to be the winner: completed and measured, in a search phase."""
     return [

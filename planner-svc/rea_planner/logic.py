@@ -63,6 +63,8 @@ from rea_planner.campaign import (
     BudgetChange,
     Campaign,
     CampaignStatus,
+    spent,
+    spent_gpu,
     validate_campaign,
 )
 from rea_planner.combination import (
@@ -81,8 +83,6 @@ from rea_planner.jobs import (
     parts,
     plan_of,
     search_records,
-    spent,
-    spent_gpu,
     still_dropped,
     stopped_early,
 )
@@ -633,14 +633,10 @@ def on_budget_warning(state: Campaign | None, event: BudgetWarning) -> Decision[
     if state is None:
         return Decision()
     status = event.payload
+    used, budget, unit = status.spent_cpu_seconds, status.budget_cpu_seconds, "CPU-s"
     if status.resource == "gpu_seconds" and status.budget_gpu_seconds is not None:
-        notice = (
-            f"budget warning: {status.spent_gpu_seconds:.0f} of {status.budget_gpu_seconds:g} GPU-s spent"
-        )
-    else:
-        notice = (
-            f"budget warning: {status.spent_cpu_seconds:.0f} of {status.budget_cpu_seconds:g} CPU-s spent"
-        )
+        used, budget, unit = status.spent_gpu_seconds, status.budget_gpu_seconds, "GPU-s"
+    notice = f"budget warning: {used:.0f} of {budget:g} {unit} spent"
     return Decision(_save(state, notices=[*state.notices, notice]))
 
 

@@ -21,7 +21,7 @@ from rea import plots
 from rea.events import CampaignResult, JobRecord
 from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, SELECTION, VALIDATION, kind
 from rea.workloads import ModelFootprint, get_workload
-from rea_planner.campaign import BudgetChange, Campaign
+from rea_planner.campaign import BudgetChange, Campaign, spent, spent_gpu
 from rea_planner.combination import extension_effects, pruning_effects
 from rea_planner.exploitation import (
     GLOBAL_STARTUP_TRIALS,
@@ -158,7 +158,7 @@ def _sections(campaign: Campaign, result: CampaignResult) -> Sections:
         f"({result.jobs_completed} jobs completed, {result.jobs_failed} failed)."
     )
     gpu_budget = campaign.budget_gpu_seconds()
-    gpu_spent = sum(j.cost.gpu_seconds for j in campaign.records if j.cost)
+    gpu_spent = spent_gpu(campaign.records)
     if gpu_budget is not None or gpu_spent:
         of_budget = f" of the {gpu_budget:g} GPU-s budget" if gpu_budget is not None else " (not capped)"
         cost += f" {gpu_spent:.1f} GPU-s{of_budget}: the jobs' wall time times the GPUs each held."
@@ -227,10 +227,10 @@ def budget_spent(campaign: Campaign) -> list[list[str]]:
         SELECTION: f"the best {spec.contenders} configs on {spec.selection_seeds} more seed(s): best mean",
         CONFIRMATION: "the winner and the baseline on more seeds, on the test split",
     }
-    total = sum(j.cost.cpu_seconds for j in campaign.records if j.cost) or 1.0
+    total = spent(campaign.records) or 1.0
     rows = []
     for stage, jobs in stages.items():
-        cpu = sum(j.cost.cpu_seconds for j in jobs if j.cost)
+        cpu = spent(jobs)
         nes = [j.validation.ne for j in jobs if j.status == "completed" and j.validation]
         searched = stage.split(" ")[0] in (VALIDATION, COMBINATION, EXPLOITATION)
         rule = why.get(stage, f"{rounds[stage]} round(s): {exploited}")

@@ -156,11 +156,8 @@ class Doorbell:
         return f"{topic_prefix}.doorbell"
 
     async def ring(self, topic: str) -> None:
-        try:
-            await self.redis.publish(self.channel, topic)
-        except (RedisError, OSError) as exc:
+        if not await _publish(self.redis, self.channel, topic):
             self.metrics.doorbell_failures.labels(service=self.service).inc()
-            log.warning("doorbell_ring_failed", topic=topic, error=repr(exc))
 
     def watch(self, topics: Collection[str], consumer: Callable[[], Pausable | None]) -> Sleeper:
         """Put a consumer of ``topics`` under the doorbell; the caller stirs it around handlers."""
@@ -244,8 +241,16 @@ async def ring(redis_url: str, channel: str, topic: str) -> None:
     like :meth:`Doorbell.ring`, a failure is logged, never raised."""
     redis = Redis.from_url(redis_url)
     try:
-        await redis.publish(channel, topic)
-    except (RedisError, OSError) as exc:
-        log.warning("doorbell_ring_failed", topic=topic, error=repr(exc))
+        await _publish(redis, channel, topic)
     finally:
         await redis.aclose()
+
+
+async def _publish(redis: Redis, channel: str, topic: str) -> bool:
+    """Ring; False (logged) when Redis is away: ringing never fails a send."""
+    try:
+        await redis.publish(channel, topic)
+        return True
+    except (RedisError, OSError) as exc:
+        log.warning("doorbell_ring_failed", topic=topic, error=repr(exc))
+        return False
