@@ -44,9 +44,9 @@ test: lint typecheck prometheus
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/python -m benchmarks.wake_latency
-	$(BIN)/python -m benchmarks.capacity
-	$(BIN)/python -m benchmarks.logger_ingest
+	$(BIN)/python -m rea_bench.wake_latency
+	$(BIN)/python -m rea_bench.capacity
+	$(BIN)/python -m rea_bench.logger_ingest
 
 chaos: setup
 	$(BIN)/rea chaos

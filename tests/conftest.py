@@ -13,11 +13,12 @@ import pytest
 import pytest_asyncio
 
 from rea.client import Client
+from rea.endpoints import Endpoints
 from rea.runtime import ensure_topics
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, Endpoints
 from rea.store import Store
 from rea.topics import Topics
+from rea_tools.stack import EmbeddedStack
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -81,7 +81,7 @@ def wire(rt: Runtime) -> None:
     async def record(events: list[AnyEvent]) -> None:
         # Yield first: nothing waits on the insights DB, while the executor's decision woken by
         # the same `job.completed` is what the next job waits on. Measured with
-        # `python -m benchmarks.idle_cpu` (30 wakes after hibernation): writing at once, the
+        # `python -m rea_bench.idle_cpu` (30 wakes after hibernation): writing at once, the
         # wake's p50/p99 were 35/55 ms; yielding 50 ms, 25/39 ms.
         await asyncio.sleep(YIELD_S)
         # Insights first: once a `campaign.completed` is in the events collection, what it taught

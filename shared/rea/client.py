@@ -19,13 +19,13 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from rea.doorbell import Doorbell, ring
+from rea.endpoints import Endpoints, resolve_endpoints
 from rea.events import Envelope, encode_event
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobRun
 from rea.phases import SCREENING, SEARCH_KINDS, VALIDATION, kind
 from rea.phases import order as phase_order
 from rea.settings import Settings
-from rea.stack import Endpoints, resolve_endpoints
 from rea.topics import Topics
 
 Doc = dict[str, Any]

@@ -175,3 +175,23 @@ def new_children_killed_on_error(
                 break
             time.sleep(0.05)
         raise
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not). It never reaps: a child's parent may still want
+    its exit status (the supervisor reports why a process ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not is_zombie(pid)
+
+
+def is_zombie(pid: int) -> bool:
+    """Killed but not yet reaped: an orphan whose new parent (a container's PID 1, often) has not
+    waited for it still answers signal 0, yet nothing of it runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]

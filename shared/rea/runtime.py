@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,11 +24,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from rea.bus import INFRA_ERRORS, Bus, make_broker
 from rea.doorbell import Doorbell
+from rea.endpoints import Endpoints, resolve_endpoints
 from rea.logs import configure_logging
 from rea.metrics import Metrics
 from rea.outbox import OutboxRelay
 from rea.settings import Settings
-from rea.stack import Endpoints, resolve_endpoints
 from rea.store import Store
 from rea.topics import Topics
 
@@ -271,6 +272,24 @@ async def connect(service: str, settings: Settings, name: str | None = None) -> 
         store, service, bus.send, settings.relay_interval_s, metrics.outbox_published.labels(service=name).inc
     )
     return Runtime(settings, endpoints, topics, bus, store, redis, metrics, relay, name, service), cluster_id
+
+
+SERVICES: dict[str, str] = {
+    "planner": "rea_planner.service",
+    "hypothesis": "rea_hypothesis.service",
+    "executor": "rea_executor.service",
+    "logger": "rea_logger.service",
+    "worker": "rea_executor.worker",
+    "launcher": "rea_executor.launcher",
+}
+"""Every service by the name `rea service NAME`, the embedded stack, Docker and Kubernetes start
+it by, and the module whose ``wire`` builds it."""
+
+
+def run_service(name: str, settings: Settings | None = None) -> None:
+    """Build the service named ``name`` (a key of :data:`SERVICES`) and serve it until stopped."""
+    wire: Wire = importlib.import_module(SERVICES[name]).wire
+    asyncio.run(serve(name, wire, settings))
 
 
 async def serve(service: str, wire: Wire, settings: Settings | None = None) -> None:

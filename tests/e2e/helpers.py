@@ -100,7 +100,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s:
 def run_rea(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the ``rea`` command line as a person would, pointed at this test's namespace."""
     return subprocess.run(
-        [sys.executable, "-m", "rea", *args],
+        [sys.executable, "-m", "rea_tools", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

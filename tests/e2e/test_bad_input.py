@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer
 from rea.client import Client
 from rea.events import DeadLetter
 from rea.settings import Settings
-from rea.stack import EmbeddedStack
 from rea.store import Store
+from rea_tools.stack import EmbeddedStack
 
 from .helpers import campaign_request, eventually, finished, run_rea, submit
 

@@ -8,8 +8,8 @@ import pytest
 
 from rea.client import Client
 from rea.phases import kind
-from rea.stack import EmbeddedStack
 from rea.store import Store
+from rea_tools.stack import EmbeddedStack
 
 from .helpers import campaign_request, eventually, finished, recorded_results, submit
 

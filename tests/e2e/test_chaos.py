@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from rea.chaos import ChaosPlan, run_chaos
+from rea_tools.chaos import ChaosPlan, run_chaos
 
 pytestmark = pytest.mark.e2e
 

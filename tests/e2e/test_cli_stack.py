@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rea.stack import StackState
+from rea_tools.stack import StackState
 
 from .helpers import FAST_DATASET, run_rea
 

@@ -116,7 +116,7 @@ def _servers_and_a_job(command: int, procs: dict[int, Proc], job_parent: str) ->
             continue
         if job_parent == "command" and starter == command:
             return True
-        if job_parent == "worker" and starter in procs and "rea service worker" in procs[starter].argv:
+        if job_parent == "worker" and starter in procs and "rea_tools service worker" in procs[starter].argv:
             return True
     return False
 
@@ -142,7 +142,7 @@ def _interrupt(
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         command = subprocess.Popen(
-            [sys.executable, "-m", "rea", *args], env=env, cwd=tmp_path, stdout=stdout, stderr=stderr
+            [sys.executable, "-m", "rea_tools", *args], env=env, cwd=tmp_path, stdout=stdout, stderr=stderr
         )
     recorded: dict[int, Proc] = {}
     try:

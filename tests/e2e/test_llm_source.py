@@ -9,7 +9,7 @@ import json
 import pytest
 
 from rea.client import Client
-from rea.stack import EmbeddedStack
+from rea_tools.stack import EmbeddedStack
 
 from ..llm_server import llm_server
 from .helpers import campaign_request, finished, submit

@@ -17,11 +17,11 @@ from rea.client import Client
 from rea.events import CampaignRequested, new_id
 from rea.knobs import Role
 from rea.ledger import JobRun
-from rea.stack import EmbeddedStack
 from rea.store import Store
 from rea.workloads import get_workload, techniques_of
 from rea_executor.jobside import drawn_fault
 from rea_hypothesis.logic import from_catalogue
+from rea_tools.stack import EmbeddedStack
 
 from .helpers import campaign_request, finished, submit
 

@@ -21,9 +21,9 @@ from rea.events import BudgetExtended, BudgetExtendedPayload, CampaignCancelled,
 from rea.executions import audit, executions_from_logs
 from rea.ledger import JobLedger
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, StackState
 from rea.store import Store
 from rea.workloads import get_workload
+from rea_tools.stack import EmbeddedStack, StackState
 
 from .helpers import campaign_request, eventually, finished, first_estimate, run_rea, submit, where_it_stands
 from .test_runbook import campaign_where, publish_with_id

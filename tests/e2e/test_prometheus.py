@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from rea.client import Client
-from rea.stack import EmbeddedStack, free_port
+from rea_tools.stack import EmbeddedStack, free_port
 
 from ..unit.test_observability import ALERTS, alert_rules, at_rest, panel_queries
 from .helpers import campaign_request, finished, submit

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from rea.client import Client
-from rea.stack import EmbeddedStack, free_port
+from rea_tools.stack import EmbeddedStack, free_port
 
 from .helpers import campaign_request, eventually, finished, recorded_results, submit
 

@@ -21,9 +21,9 @@ from rea.client import Client
 from rea.events import CampaignRequested, new_id
 from rea.runtime import ensure_topics
 from rea.settings import Settings
-from rea.stack import EmbeddedStack
 from rea.store import Store
 from rea.topics import Topics
+from rea_tools.stack import EmbeddedStack
 
 from .helpers import campaign_request, eventually, finished, recorded_results, submit
 

@@ -12,9 +12,9 @@ import pytest
 
 from rea.client import Client
 from rea.events import BudgetExtended, BudgetExtendedPayload, new_id
-from rea.stack import EmbeddedStack
 from rea.store import Store
 from rea_executor.jobside import drawn_fault
+from rea_tools.stack import EmbeddedStack
 
 from .helpers import campaign_request, eventually, finished, first_estimate, recorded_results, submit
 

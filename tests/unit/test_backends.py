@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
+from rea.endpoints import Endpoints
 from rea.events import JobSpec, JobSubmitted
 from rea.settings import Settings
-from rea.stack import Endpoints
 from rea_executor.backends import BACKENDS, make_backend
 from rea_executor.backends.base import JOB_EVENT_ENV
 from rea_executor.backends.local import LocalBackend

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rea_bench import BenchPlan, BenchRun, _settings, reusable_runs
 from rea_bench.suites import BenchCase
 

@@ -7,16 +7,16 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from rea.events import JobSpec
+from rea.workloads import EpochRecord, JobCost, JobError, JobOutput, SplitMetrics, get_workload
 from rea_bench import BenchRun, summarize
 from rea_bench.anytime import Trial, best_within, curve
 from rea_bench.search import budgeted_search, peer_setup, search_space, startup_trials
 from rea_bench.suites import SUITES
-from typer.testing import CliRunner
-
-from rea import cli
-from rea.events import JobSpec
-from rea.workloads import EpochRecord, JobCost, JobError, JobOutput, SplitMetrics, get_workload
 from rea_executor.runner import JobWatch
+from rea_tools import cli
 
 SCHEMA = get_workload("ranker").schema
 BASELINE = SCHEMA.resolve({"epochs": 1})

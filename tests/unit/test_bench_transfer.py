@@ -6,16 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from rea.knobs import Role
+from rea.workloads import get_workload
 from rea_bench import BenchPlan, BenchRun, carried, check_transfer, summarize, teach
 from rea_bench.search import SearchOutcome, search_space
 from rea_bench.suites import SUITES, BenchCase
 from rea_bench.transfer import Lessons, taught, translated
-from rich.console import Console
-from typer.testing import CliRunner
-
-from rea import cli
-from rea.knobs import Role
-from rea.workloads import get_workload
+from rea_tools import cli
 
 RANKER = get_workload("ranker").schema
 AUTOINT = get_workload("autoint").schema

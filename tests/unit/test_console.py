@@ -10,7 +10,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from rea import cli
 from rea.client import (
     UnresolvedId,
     best_so_far,
@@ -27,6 +26,7 @@ from rea.client import (
 )
 from rea.events import CampaignCancelled, Envelope
 from rea.ledger import JobRun
+from rea_tools import cli
 
 CAMPAIGN = "3f2a91c0d4e5f60718293a4b5c6d7e8f"
 BASELINE = {"embedding_dim": 8, "mlp_width": 64, "dropout": 0.0, "learning_rate": 0.001, "epochs": 3}

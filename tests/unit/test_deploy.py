@@ -33,7 +33,7 @@ import pytest
 import yaml
 from kubernetes.utils import parse_quantity
 
-from rea.cli import SERVICE_WIRING
+from rea.runtime import SERVICES as SERVICE_MODULES
 from rea.settings import Settings
 from rea.topics import Topics
 from rea_executor.backends.kubernetes import JOB_SIDE_MEMORY_MB
@@ -44,7 +44,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 README = ROOT / "deploy" / "README.md"
 
-SERVICES = tuple(SERVICE_WIRING)
+SERVICES = tuple(SERVICE_MODULES)
 KUSTOMIZATIONS = ("base", "overlays/dev", "overlays/prod", *(f"services/{name}" for name in SERVICES))
 SCHEMA_VERSIONS = sorted({"1.31", kubernetes_validate.latest_version()})
 """The oldest Kubernetes the project targets and the newest schema the installed package ships."""
@@ -186,7 +186,7 @@ def test_every_deployment_runs_one_rea_service_locked_down() -> None:
         (container,) = containers(deployment)
         name = deployment["metadata"]["name"].removeprefix("rea-")
         assert container["args"] == ["service", name], where
-        assert name in SERVICE_WIRING, where
+        assert name in SERVICE_MODULES, where
         assert "command" not in container, f"{where}: the image's entrypoint is `rea`"
         assert container["image"].split(":")[0].rsplit("/", 1)[-1] == "rea", where
         annotations = pod["metadata"]["annotations"]
@@ -432,7 +432,7 @@ def test_compose_runs_every_rea_service_from_the_image() -> None:
     assert {s["command"][1] for s in rea.values()} >= set(SERVICES) - {"launcher"}
     for name, service in rea.items():
         assert service["command"] == ["service", name]
-        assert name in SERVICE_WIRING
+        assert name in SERVICE_MODULES
         assert service["image"] == "rea:latest"
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
         env = service["environment"]

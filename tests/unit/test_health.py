@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from rea.metrics import STALE_AFTER_S, Health, Metrics
-from rea.stack import free_port
+from rea_tools.stack import free_port
 
 
 def test_liveness_follows_the_event_loop_heartbeat_and_readiness_needs_both() -> None:

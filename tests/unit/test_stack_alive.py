@@ -7,18 +7,18 @@ import signal
 import subprocess
 import time
 
-from rea.stack import _zombie
+from rea.processes import is_zombie
 
 
 def test_a_killed_process_not_yet_reaped_is_a_zombie_and_a_running_one_is_not() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert not _zombie(child.pid)
+        assert not is_zombie(child.pid)
         child.send_signal(signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not _zombie(child.pid) and time.monotonic() < deadline:
+        while not is_zombie(child.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _zombie(child.pid)
+        assert is_zombie(child.pid)
     finally:
         child.kill()
         child.wait()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rea import stack
 from rea.settings import Settings
+from rea_tools import stack
 
 
 def test_a_port_handed_to_a_service_that_has_not_bound_it_yet_is_not_handed_out_again(

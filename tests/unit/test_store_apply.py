@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks._common import job_completed, phase_started
 from rea.events import Envelope, PhaseStarted
 from rea.store import Store
+from rea_bench.common import job_completed, phase_started
 from rea_executor import logic
 from rea_executor.service import CONSUMER, Decide
 from rea_executor.state import PhaseExecution, phase_key

@@ -7,8 +7,10 @@ import signal
 import time
 from pathlib import Path
 
-from rea.stack import SUPERVISOR, Endpoints, ManagedProcess, StackState, is_running, spawn
-from rea.supervisor import (
+from rea.endpoints import Endpoints
+from rea.processes import is_running
+from rea_tools.stack import SUPERVISOR, ManagedProcess, StackState, spawn
+from rea_tools.supervisor import (
     BACKOFF_MAX_S,
     STABLE_AFTER_S,
     Down,

@@ -10,11 +10,18 @@ import pytest
 from typer.testing import CliRunner
 
 import rea_executor.runner as runner
-from rea import cli
 from rea.knobs import Knob, KnobSchema, Role
 from rea.techniques import Technique
-from rea.workload_check import Check, check_roles, check_techniques, check_workload, run_checks, short_config
 from rea.workloads import Workload
+from rea_tools import cli
+from rea_tools.workload_check import (
+    Check,
+    check_roles,
+    check_techniques,
+    check_workload,
+    run_checks,
+    short_config,
+)
 
 
 def lr_tweak(_: Any) -> dict[Role | str, Any]:

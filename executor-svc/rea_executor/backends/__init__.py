@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rea.endpoints import Endpoints
 from rea.events import JobBackendName
 from rea.settings import Settings
-from rea.stack import Endpoints
 from rea_executor.backends.base import JobBackend
 
 BackendFactory = Callable[[Settings, Endpoints], JobBackend]

@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import structlog
 
+from rea.endpoints import Endpoints
 from rea.events import JobSubmitted, encode_event
 from rea.settings import Settings
-from rea.stack import Endpoints
 from rea_executor.backends.base import JOB_EVENT_ENV, JobBackend
 
 log = structlog.get_logger()

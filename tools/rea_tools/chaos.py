@@ -36,8 +36,8 @@ from rea.executions import audit, executions_from_logs
 from rea.ledger import JobLedger
 from rea.runtime import ensure_topics
 from rea.settings import Settings
-from rea.stack import SERVICES, EmbeddedStack
 from rea.topics import Topics
+from rea_tools.stack import SERVICES, EmbeddedStack
 
 FINAL = frozenset({"completed", "failed", "rejected", "paused_budget"})
 MAX_MESSAGE = 900_000

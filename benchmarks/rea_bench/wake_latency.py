@@ -21,8 +21,8 @@ marker when the handler starts, the outbox entry when the decision is made and
 ``--fetch-max-wait-ms N`` is a what-if: the executor runs with ``REA_KAFKA_FETCH_MAX_WAIT_MS=N``
 instead of the shipped setting, and the benchmark's own consumers use N too.
 
-    python -m benchmarks.wake_latency            # small: 3 campaigns x 11 jobs = 30 wakes
-    python -m benchmarks.wake_latency --full     # 20 campaigns x 51 jobs = 1,000 wakes
+    python -m rea_bench.wake_latency            # small: 3 campaigns x 11 jobs = 30 wakes
+    python -m rea_bench.wake_latency --full     # 20 campaigns x 51 jobs = 1,000 wakes
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 from rich.progress import Progress
 
-from benchmarks._common import (
+from rea.events import JobSubmitted, encode_event, new_id, parse_event
+from rea.settings import Settings
+from rea_bench.common import (
     Bench,
     console,
     embedded_stack,
@@ -55,8 +57,6 @@ from benchmarks._common import (
     summary,
     utc_ms,
 )
-from rea.events import JobSubmitted, encode_event, new_id, parse_event
-from rea.settings import Settings
 
 GOAL_P99_MS = 50.0
 SHIPPED_FETCH_MAX_WAIT_MS = Settings().kafka_fetch_max_wait_ms  # what REA's services use
@@ -333,7 +333,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.wake_latency",
+        prog="python -m rea_bench.wake_latency",
         description="Executor wake latency (job.completed -> next job.submitted) vs broker-only peers.",
     )
     parser.add_argument(

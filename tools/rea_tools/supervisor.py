@@ -23,7 +23,8 @@ from pathlib import Path
 
 import structlog
 
-from rea.stack import SUPERVISOR, ManagedProcess, StackState, is_running, spawn
+from rea.processes import is_running
+from rea_tools.stack import SUPERVISOR, ManagedProcess, StackState, spawn
 
 log = structlog.get_logger()
 

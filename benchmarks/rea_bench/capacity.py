@@ -19,8 +19,8 @@ again (so a one-time growth in the first stage shows as such). Each stage
 ends when the executor's consumer group has committed every message and, for campaigns,
 its outbox relay has published every ``job.submitted``.
 
-    python -m benchmarks.capacity            # small: 500 campaigns
-    python -m benchmarks.capacity --full     # 10,000 campaigns
+    python -m rea_bench.capacity            # small: 500 campaigns
+    python -m rea_bench.capacity --full     # 10,000 campaigns
 """
 
 from __future__ import annotations
@@ -34,7 +34,17 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from pymongo import AsyncMongoClient
 
-from benchmarks._common import (
+from rea.events import (
+    Envelope,
+    JobStarted,
+    JobStartedPayload,
+    PlanProposed,
+    PlanProposedPayload,
+    encode_event,
+    new_id,
+)
+from rea.topics import Topics
+from rea_bench.common import (
     Bench,
     Doc,
     console,
@@ -49,16 +59,6 @@ from benchmarks._common import (
     run,
     wait_until,
 )
-from rea.events import (
-    Envelope,
-    JobStarted,
-    JobStartedPayload,
-    PlanProposed,
-    PlanProposedPayload,
-    encode_event,
-    new_id,
-)
-from rea.topics import Topics
 
 GOAL_GROWTH_MB = 200.0
 SMALL = {"campaigns": 500}
@@ -224,7 +224,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.capacity",
+        prog="python -m rea_bench.capacity",
         description="Executor memory with many hibernated campaigns vs the same number of stateless events.",
     )
     parser.add_argument(

@@ -14,8 +14,8 @@ several campaigns on one pool: one at a time, each with the whole pool. Measured
   every campaign had started and none had ended, against its share of the budgets (the goal is
   within 25%).
 
-    python -m benchmarks.portfolio             # 8 campaigns of 60 / 120 CPU-s, 2 workers
-    python -m benchmarks.portfolio --unit 40   # a quicker run
+    python -m rea_bench.portfolio             # 8 campaigns of 60 / 120 CPU-s, 2 workers
+    python -m rea_bench.portfolio --unit 40   # a quicker run
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from benchmarks._common import Bench, console, embedded_stack, print_header, print_table, run, wait_until
 from rea.client import FINAL_STATUSES, Client
 from rea.events import CampaignRequested, new_id
 from rea.ledger import JobLedger, JobRun
+from rea_bench.common import Bench, console, embedded_stack, print_header, print_table, run, wait_until
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
 DATASETS = ("synthetic:rows=3000,crosses=1,strength=3", "synthetic:seed=1,rows=3000,crosses=2,strength=2")

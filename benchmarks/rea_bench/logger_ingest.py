@@ -25,8 +25,8 @@ The logger's rate is also shown per quarter of its run, and the CPU seconds of t
 SecantusDB and Tansu (``/proc/PID/stat``) per result, for the logger while it records and
 during each peer. ``--profile DIR`` samples the logger and SecantusDB with py-spy.
 
-    python -m benchmarks.logger_ingest            # small: 2,000 results
-    python -m benchmarks.logger_ingest --full     # 20,000 results
+    python -m rea_bench.logger_ingest            # small: 2,000 results
+    python -m rea_bench.logger_ingest --full     # 20,000 results
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from pathlib import Path
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
-from benchmarks._common import (
+from rea.events import JobCompleted, encode_event, new_id
+from rea.store import Store
+from rea_bench.common import (
     Bench,
     Doc,
     console,
@@ -58,8 +60,6 @@ from benchmarks._common import (
     utc_ms,
     wait_until,
 )
-from rea.events import JobCompleted, encode_event, new_id
-from rea.store import Store
 from rea_logger.records import event_document, result_document
 
 GOAL_PER_S = 2000.0
@@ -288,7 +288,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.logger_ingest",
+        prog="python -m rea_bench.logger_ingest",
         description="Results/s recorded by the logger service vs plain inserts into the same SecantusDB.",
     )
     parser.add_argument(

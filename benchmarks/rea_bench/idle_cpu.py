@@ -20,9 +20,9 @@ Peers, in a window of their own on the same broker: an idle aiokafka consumer su
 topic, with REA's fetch wait (``REA_KAFKA_FETCH_MAX_WAIT_MS``) and with aiokafka's default
 (500 ms): the client's CPU and what it added to the broker's.
 
-    python -m benchmarks.idle_cpu                  # 60 s windows, 30 wakes
-    python -m benchmarks.idle_cpu --seconds 20 --wakes 10
-    REA_KAFKA_DOORBELL=false python -m benchmarks.idle_cpu   # what-if: no doorbell
+    python -m rea_bench.idle_cpu                  # 60 s windows, 30 wakes
+    python -m rea_bench.idle_cpu --seconds 20 --wakes 10
+    REA_KAFKA_DOORBELL=false python -m rea_bench.idle_cpu   # what-if: no doorbell
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ from aiokafka.structs import TopicPartition
 from redis.asyncio import Redis
 from rich.progress import Progress
 
-from benchmarks._common import (
+from rea.doorbell import Doorbell
+from rea.events import JobCompleted, JobSubmitted, PhaseStarted, new_id, parse_event
+from rea.settings import Settings
+from rea_bench.common import (
     Bench,
     console,
     cpu_seconds,
@@ -53,10 +56,7 @@ from benchmarks._common import (
     run,
     summary,
 )
-from benchmarks.wake_latency import Wake, stage_breakdown
-from rea.doorbell import Doorbell
-from rea.events import JobCompleted, JobSubmitted, PhaseStarted, new_id, parse_event
-from rea.settings import Settings
+from rea_bench.wake_latency import Wake, stage_breakdown
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
 WORKERS = 2

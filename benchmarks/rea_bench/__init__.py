@@ -38,7 +38,6 @@ from rea.knobs import Role
 from rea.processes import new_children_killed_on_error
 from rea.runtime import ensure_topics
 from rea.settings import Settings
-from rea.stack import EmbeddedStack
 from rea.topics import Topics
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_bench.anytime import Trial, best_within, curve
@@ -47,6 +46,7 @@ from rea_bench.suites import SUITES, BenchCase
 from rea_bench.transfer import TRANSFER_METHODS, Lessons, is_transfer, taught, translated
 from rea_executor.runner import prepare_dataset, run_job
 from rea_executor.warm import WarmStarts
+from rea_tools.stack import EmbeddedStack
 
 METHODS = ("rea", *PEERS, *TRANSFER_METHODS)
 OPTUNA = ("optuna", "optuna-gp")

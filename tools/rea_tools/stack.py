@@ -29,7 +29,8 @@ from uuid import uuid4
 import redis
 from pymongo import MongoClient
 
-from rea.processes import descendants, kill
+from rea.endpoints import STACK_RECORD, Endpoints
+from rea.processes import descendants, is_running, kill
 from rea.settings import Settings
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
@@ -39,21 +40,7 @@ STOP_GRACE_S = 10.0
 
 
 class StackError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    kafka_bootstrap: str
-    mongo_uri: str
-    redis_url: str
-
-    def env(self) -> dict[str, str]:
-        return {
-            "REA_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "REA_MONGO_URI": self.mongo_uri,
-            "REA_REDIS_URL": self.redis_url,
-        }
+    """The embedded stack could not start, or is not running."""
 
 
 @dataclass
@@ -80,7 +67,7 @@ class StackState:
     @classmethod
     def read(cls, home: Path) -> StackState | None:
         """The recorded stack, or None; a record whose processes are all gone is stale and removed."""
-        path = home / "stack.json"
+        path = home / STACK_RECORD
         if not path.exists():
             return None
         data = json.loads(path.read_text())
@@ -95,22 +82,7 @@ class StackState:
         home.mkdir(parents=True, exist_ok=True)
         staged = home / f"stack.json.{os.getpid()}"
         staged.write_text(json.dumps(asdict(self), indent=2))
-        staged.replace(home / "stack.json")
-
-
-def resolve_endpoints(settings: Settings) -> Endpoints:
-    """Configured URLs win; the rest come from the running embedded stack."""
-    state = StackState.read(settings.home)
-    configured = (settings.kafka_bootstrap, settings.mongo_uri, settings.redis_url)
-    if all(configured):
-        return Endpoints(*configured)  # type: ignore[arg-type]
-    if state is None:
-        raise StackError(f"no running stack under {settings.home}: start one with `rea up`")
-    return Endpoints(
-        settings.kafka_bootstrap or state.endpoints.kafka_bootstrap,
-        settings.mongo_uri or state.endpoints.mongo_uri,
-        settings.redis_url or state.endpoints.redis_url,
-    )
+        staged.replace(home / STACK_RECORD)
 
 
 def free_port() -> int:
@@ -378,7 +350,7 @@ class EmbeddedStack:
         """Start one service process; ``env`` adds settings for it alone (e.g. ``REA_INJECT_FAULTS``)."""
         name = instance or service
         port = self._metrics_port() if metrics else 0
-        argv = [sys.executable, "-m", "rea", "service", service]
+        argv = [sys.executable, "-m", "rea_tools", "service", service]
         self._start(name, argv, {**self.service_env(name, port), **(env or {})}, port)
 
     def _metrics_port(self) -> int:
@@ -402,9 +374,11 @@ class EmbeddedStack:
             )
 
     def start_supervisor(self) -> None:
-        """A process that starts again whatever of this stack exits (:mod:`rea.supervisor`); it
+        """A process that starts again whatever of this stack exits (:mod:`rea_tools.supervisor`); it
         reads the stack's record, so it starts once the rest is recorded, and records itself."""
-        self._start(SUPERVISOR, [sys.executable, "-m", "rea", "supervise"], {"REA_HOME": str(self.home)})
+        self._start(
+            SUPERVISOR, [sys.executable, "-m", "rea_tools", "supervise"], {"REA_HOME": str(self.home)}
+        )
         self.write_state()
 
     def write_state(self) -> None:
@@ -443,26 +417,6 @@ def stop_recorded_stack(home: Path) -> int:
 def _stop_in_order(processes: list[ManagedProcess]) -> None:
     _terminate([p.pid for p in processes if p.name not in INFRA], strays=True)
     _terminate([p.pid for p in processes if p.name in INFRA])
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not). It never reaps: a child's parent may still want
-    its exit status (the supervisor reports why a process ended)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """Killed but not yet reaped: an orphan whose new parent (a container's PID 1, often) has not
-    waited for it still answers signal 0, yet nothing of it runs."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _terminate(pids: list[int], sig: int = signal.SIGTERM, *, strays: bool = False) -> None:

@@ -32,6 +32,7 @@ from pymongo import AsyncMongoClient
 from rich.console import Console
 from rich.table import Table
 
+from rea.endpoints import Endpoints
 from rea.events import (
     Envelope,
     JobCompleted,
@@ -44,9 +45,9 @@ from rea.events import (
 )
 from rea.runtime import ensure_topics
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, Endpoints
 from rea.topics import Topics
 from rea.workloads import EpochRecord, JobCost, JobOutput, SplitMetrics
+from rea_tools.stack import EmbeddedStack
 from rea_workload import WORKLOAD
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -79,7 +80,7 @@ class Bench:
     topics: Topics
 
     async def start_service(self, service: str, fetch_max_wait_ms: int | None = None) -> int:
-        """Start ``python -m rea service <service>``; wait until it reports started; return its pid.
+        """Start ``python -m rea_tools service <service>``; wait until it reports started; return its pid.
 
         ``fetch_max_wait_ms`` overrides the service's ``REA_KAFKA_FETCH_MAX_WAIT_MS`` (a what-if).
         """

@@ -27,8 +27,8 @@ bias at the base rate) and loss reduction (DeepCTR sums the BCE over the batch, 
 averages it) differ, and so do batch orders (separate RNGs).
 
     pip install deepctr-torch==0.3.0              # not a dependency of REA
-    python -m benchmarks.deepctr_sanity           # one seed, ~10 s on 2 CPUs
-    python -m benchmarks.deepctr_sanity --seeds 3 --json deepctr.json
+    python -m rea_bench.deepctr_sanity           # one seed, ~10 s on 2 CPUs
+    python -m rea_bench.deepctr_sanity --seeds 3 --json deepctr.json
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import console, print_header, print_table
+from rea_bench.common import console, print_header, print_table
 from rea_workload.datasets.data import CtrData, MultiValued
 from rea_workload.datasets.loader import load_splits
 from rea_workload.datasets.splits import Splits

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import itertools
 import json
 import sys
@@ -40,6 +39,7 @@ from rea.client import (
     short_ids,
     summarize,
 )
+from rea.endpoints import NoRunningStack
 from rea.events import (
     FINISHED_JOB_STATUSES,
     BudgetExtended,
@@ -57,22 +57,15 @@ from rea.events import (
 )
 from rea.knobs import Role
 from rea.ledger import LOG_LIMIT, JobRun
+from rea.processes import is_running
+from rea.runtime import SERVICES, run_service
 from rea.settings import Settings
-from rea.stack import EmbeddedStack, StackError, StackState, is_running, stop_recorded_stack
 from rea.workloads import get_workload, workload_names
+from rea_tools.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
 
 app = typer.Typer(help="REA, the Ranking Engineer Agent.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 T = TypeVar("T")
-
-SERVICE_WIRING = {
-    "planner": "rea_planner.service",
-    "hypothesis": "rea_hypothesis.service",
-    "executor": "rea_executor.service",
-    "logger": "rea_logger.service",
-    "worker": "rea_executor.worker",
-    "launcher": "rea_executor.launcher",
-}
 
 DEMO_CAMPAIGN: dict[str, Any] = {
     "name": "demo: improve the ranker on MovieLens-100k",
@@ -99,7 +92,7 @@ def _with_client(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> 
     except UnresolvedId as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from exc
-    except StackError as exc:
+    except (StackError, NoRunningStack) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
 
@@ -156,7 +149,7 @@ def down() -> None:
 def supervise() -> None:
     """Start again whatever process of the running stack exits (`rea up` runs this)."""
     from rea.logs import configure_logging
-    from rea.supervisor import main
+    from rea_tools.supervisor import main
 
     settings = Settings()
     configure_logging(settings.log_level, service="supervisor")
@@ -164,15 +157,12 @@ def supervise() -> None:
 
 
 @app.command()
-def service(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_WIRING)}.")]) -> None:
+def service(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]) -> None:
     """Run one service in the foreground (what `rea up`, Docker and Kubernetes start)."""
-    from rea.runtime import serve
-
-    if name not in SERVICE_WIRING:
-        console.print(f"[red]unknown service {name!r}; choose one of {', '.join(SERVICE_WIRING)}[/red]")
+    if name not in SERVICES:
+        console.print(f"[red]unknown service {name!r}; choose one of {', '.join(SERVICES)}[/red]")
         raise typer.Exit(2)
-    wire = importlib.import_module(SERVICE_WIRING[name]).wire
-    asyncio.run(serve(name, wire))
+    run_service(name)
 
 
 def _load_campaigns(path: Path) -> list[dict[str, Any]]:
@@ -1074,10 +1064,10 @@ def bench(
 ) -> None:
     """Compare REA with Optuna's TPE and random search at equal CPU budget on the same workload."""
     import optuna
-    from rea_bench import BenchPlan, run_bench
-    from rea_bench.suites import SUITES, BenchCase
 
     from rea.processes import exit_on_interrupt
+    from rea_bench import BenchPlan, run_bench
+    from rea_bench.suites import SUITES, BenchCase
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command prints its own progress
     if (suite is None) == (not workload):
@@ -1142,8 +1132,8 @@ def chaos(
     """Fault-injection suite: campaigns under kill -9, broker restarts, replays and garbage; then checks."""
     import tempfile
 
-    from rea.chaos import ChaosPlan, run_chaos
     from rea.processes import exit_on_interrupt
+    from rea_tools.chaos import ChaosPlan, run_chaos
 
     plan = ChaosPlan(campaigns=campaigns, malformed=malformed, seed=seed, timeout_s=timeout)
     with (
@@ -1174,7 +1164,7 @@ def workloads(
     """List the registered workloads: knobs, roles covered (and the key ones missing), techniques."""
     if ctx.invoked_subcommand is not None:
         return
-    from rea.workload_check import summarise_all
+    from rea_tools.workload_check import summarise_all
 
     summaries = summarise_all()
     if as_json:
@@ -1229,7 +1219,7 @@ def workloads_check(
 
     Entry point, schema, roles, techniques and dataset; then one job at the lowest fidelity.
     """
-    from rea.workload_check import UnknownWorkload, counts, run_checks
+    from rea_tools.workload_check import UnknownWorkload, counts, run_checks
 
     try:
         checks = run_checks(name, dataset=dataset, faults=faults, timeout_s=timeout)

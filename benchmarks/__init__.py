@@ -1,1 +1,0 @@
-"""REA benchmarks: each module is one command (``python -m benchmarks.<name> --help``)."""

@@ -1,3 +1,0 @@
-from rea.cli import app
-
-app()

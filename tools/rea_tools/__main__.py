@@ -1,0 +1,3 @@
+from rea_tools.cli import app
+
+app()
