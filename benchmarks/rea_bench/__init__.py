@@ -32,13 +32,14 @@ from rich.table import Table
 
 from rea import plots
 from rea.client import Client
-from rea.events import CampaignRequested, JobSpec, describe_error, new_id
+from rea.events import CampaignRequested, CampaignResult, JobSpec, describe_error, new_id
 from rea.insights import COLLECTIONS as INSIGHT_COLLECTIONS
 from rea.knobs import Role
 from rea.processes import new_children_killed_on_error
 from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.topics import Topics
+from rea.views import CampaignView
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_bench.anytime import Trial, best_within, curve
 from rea_bench.search import PEERS, SearchOutcome, budgeted_search, peer_setup, search_space
@@ -529,18 +530,16 @@ class ReaStack:
         CPU seconds spent, and every job it ran in the order its phases concluded."""
         with self.namespace(insights_from) as settings:
             state = self._campaign(settings, case, seed)
-        result = state["result"]
+        result = _result(state)
         history = [
             Trial(
-                (record.get("cost") or {}).get("cpu_seconds", 0.0),
-                record["validation"]["ne"]
-                if record["status"] == "completed" and record.get("validation")
-                else None,
-                {**baseline, **record["config"]},
+                record.cost.cpu_seconds if record.cost else 0.0,
+                record.validation.ne if record.status == "completed" and record.validation else None,
+                {**baseline, **record.config},
             )
-            for record in state["records"]
+            for record in state.records
         ]
-        return {**baseline, **result["best_changes"]}, result["compute_seconds"], history
+        return {**baseline, **result.best_changes}, result.compute_seconds, history
 
     def teach(self, cases: Iterable[BenchCase], seed: int) -> tuple[str, list[dict[str, Any]]]:
         """One campaign per case in one fresh namespace: the database their insights are in,
@@ -548,14 +547,14 @@ class ReaStack:
         runs = []
         with self.namespace() as settings:
             for case in cases:
-                result = self._campaign(settings, case, seed)["result"]
+                result = _result(self._campaign(settings, case, seed))
                 runs.append(
                     {
                         "method": "rea",
                         "case": case.label,
                         "seed": seed,
-                        "spent_cpu_s": result["compute_seconds"],
-                        "best_changes": result["best_changes"],
+                        "spent_cpu_s": result.compute_seconds,
+                        "best_changes": result.best_changes,
                     }
                 )
         return settings.mongo_db, runs
@@ -568,17 +567,16 @@ class ReaStack:
         with self.namespace() as settings:
             first = self._campaign(settings, case, seed)
             second = self._campaign(settings, case, seed)
-        best = first["result"]["best"]
-        chosen = next(
-            (r for r in first["records"] if r.get("job_id") == best["job_id"] and r.get("test")), None
-        )
-        target = chosen["test"]["ne"] if chosen is not None else best["ne"]
+        first_result = _result(first)
+        best = first_result.best
+        chosen = next((r for r in first.records if r.job_id == best.job_id and r.test), None)
+        target = chosen.test.ne if chosen is not None and chosen.test is not None else best.ne
         spent = 0.0
         reached: float | None = None
-        for record in second["records"]:
-            spent += (record.get("cost") or {}).get("cpu_seconds", 0.0)
-            test = record.get("test")
-            if record["status"] == "completed" and test and test["ne"] <= target:
+        for record in second.records:
+            spent += record.cost.cpu_seconds if record.cost else 0.0
+            test = record.test
+            if record.status == "completed" and test and test.ne <= target:
                 reached = spent
                 break
         budget = self.plan.budget_cpu_seconds
@@ -587,14 +585,14 @@ class ReaStack:
             model=case.model,
             seed=seed,
             first_best_test_ne=target,
-            first_spent_cpu_s=first["result"]["compute_seconds"],
+            first_spent_cpu_s=first_result.compute_seconds,
             reached=reached is not None,
             second_reached_cpu_s=reached,
             budget_fraction=(reached / budget) if reached is not None else None,
-            second_hypotheses=[h["id"] for h in second["hypotheses"]][:5],
+            second_hypotheses=[h.id for h in second.hypotheses][:5],
         )
 
-    def _campaign(self, settings: Settings, case: BenchCase, seed: int) -> dict[str, Any]:
+    def _campaign(self, settings: Settings, case: BenchCase, seed: int) -> CampaignView:
         plan = self.plan
         request = {
             "name": f"bench {case.label} seed {seed}",
@@ -617,14 +615,14 @@ class ReaStack:
         if state is not None:  # the whole campaign, for reading why REA spent where it did
             campaigns = plan.out / "campaigns"
             campaigns.mkdir(exist_ok=True)
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{case.label}-s{seed}-{state['campaign_id'][:12]}")
-            (campaigns / f"{slug}.json").write_text(json.dumps(state, indent=1, default=str))
-        if state is None or state["status"] != "completed":
-            status = "timed out" if state is None else f"{state['status']}: {state.get('reasons')}"
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{case.label}-s{seed}-{state.campaign_id[:12]}")
+            (campaigns / f"{slug}.json").write_text(state.model_dump_json(indent=1))
+        if state is None or state.status != "completed":
+            status = "timed out" if state is None else f"{state.status}: {state.reasons}"
             raise RuntimeError(f"REA's campaign on {case.label} (seed {seed}) did not complete: {status}")
         return state
 
-    async def _run(self, settings: Settings, request: dict[str, Any]) -> dict[str, Any] | None:
+    async def _run(self, settings: Settings, request: dict[str, Any]) -> CampaignView | None:
         client = Client(settings, self.endpoints)
         try:
             campaign_id = new_id()
@@ -636,7 +634,7 @@ class ReaStack:
             # logger to record it (it writes the insights before the event).
             logged = {"campaign_id": campaign_id, "type": "campaign.completed"}
             for _ in range(240):
-                if state is None or state["status"] != "completed":
+                if state is None or state.status != "completed":
                     break
                 if await client.db["events"].find_one(logged) is not None:
                     break
@@ -647,6 +645,13 @@ class ReaStack:
 
     def close(self) -> None:
         self.servers.stop()
+
+
+def _result(state: CampaignView) -> CampaignResult:
+    """The result of a completed campaign (one without is a planner bug, not a bench outcome)."""
+    if state.result is None:
+        raise RuntimeError(f"campaign {state.campaign_id} is {state.status} but has no result")
+    return state.result
 
 
 def copy_insights(mongo_uri: str, source: str, target: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from rea.client import FINAL_STATUSES, Client
 from rea.events import CampaignRequested, new_id
 from rea.ledger import JobLedger, JobRun
+from rea.views import CampaignView
 from rea_bench.common import Bench, console, embedded_stack, print_header, print_table, run, wait_until
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
@@ -91,7 +92,7 @@ async def start(bench: Bench, workers: int) -> None:
         await wait_until(started, f"{name} to start", 90, poll_s=0.2)
 
 
-async def campaigns(client: Client, batch: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any] | None]]:
+async def campaigns(client: Client, batch: list[dict[str, Any]]) -> list[tuple[str, CampaignView | None]]:
     ids = [new_id() for _ in batch]
     for campaign_id, request in zip(ids, batch, strict=True):
         await client.publish(
@@ -148,7 +149,7 @@ async def measure(bench: Bench, name: str, batch: list[dict[str, Any]], together
         runs = {c: [r for r in await ledger.of_campaign(c) if r.finished_at] for c, _ in finished}
     finally:
         await client.close()
-    completed = sum(state is not None and state["status"] == "completed" for _, state in finished)
+    completed = sum(state is not None and state.status == "completed" for _, state in finished)
     shares: dict[str, tuple[float, float]] = {}
     demand: dict[str, tuple[float, float]] = {}
     if together and all(runs.values()):

@@ -34,6 +34,7 @@ from rea.events import (
 )
 from rea.insights import EFFECTS, WINNERS
 from rea.runtime import Runtime
+from rea.views import phase_view
 from rea_logger.records import (
     dead_letter_document,
     event_document,
@@ -106,13 +107,9 @@ def wire(rt: Runtime) -> None:
         recorded = {doc["_id"] async for doc in rt.store.results.find(active, {"_id": 1})}
         recovered = 0
         async for doc in rt.store.phases.find({"state.campaign_id": {"$in": campaigns}}, {"state": 1}):
-            for job in doc["state"]["jobs"]:
-                job_id = job["spec"]["job_id"]
-                if (
-                    job["status"] not in FINISHED_JOB_STATUSES
-                    or job.get("output") is None
-                    or job_id in recorded
-                ):
+            for job in phase_view(doc).jobs:
+                job_id = job.spec.job_id
+                if job.status not in FINISHED_JOB_STATUSES or job.output is None or job_id in recorded:
                     continue
                 run = await rt.store.ledger.get(job_id)
                 event = parse_event(run.final) if run and run.final else None

@@ -25,6 +25,7 @@ from rea.events import (
 )
 from rea.phases import kind
 from rea.runtime import Runtime
+from rea.views import CampaignStage
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignStatus
@@ -114,8 +115,8 @@ def wire(rt: Runtime) -> None:
             try:
                 counts: Counter[tuple[str, str]] = Counter()
                 async for doc in rt.store.campaigns.find({}, {"state.status": 1, "state.phase": 1}):
-                    state = doc.get("state", {})
-                    counts[(str(state.get("status")), kind(state.get("phase") or "none"))] += 1
+                    stage = CampaignStage.model_validate(doc["state"])
+                    counts[(stage.status, kind(stage.phase or "none"))] += 1
                 for status in get_args(CampaignStatus):  # every status has a series, 0 when none
                     if not any(seen == status for seen, _ in counts):
                         counts[(status, "none")] = 0

@@ -20,20 +20,20 @@ from pymongo import AsyncMongoClient
 
 from rea.doorbell import Doorbell, ring
 from rea.endpoints import Endpoints, resolve_endpoints
-from rea.events import Envelope, encode_event
+from rea.events import FINISHED_JOB_STATUSES, Envelope, JobRecord, encode_event
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobRun
 from rea.phases import SCREENING, SEARCH_KINDS, VALIDATION, kind
 from rea.phases import order as phase_order
 from rea.settings import Settings
 from rea.topics import Topics
+from rea.views import CampaignView, JobView, PhaseView, campaign_view, phase_view
 
 Doc = dict[str, Any]
 
 FINAL_STATUSES = frozenset({"rejected", "completed", "failed", "cancelled"})
 HIDDEN_STATUSES = frozenset({"rejected", "cancelled"})
 """Campaigns `rea status` leaves out of its list unless asked for ``--all``: they never ran to a result."""
-IN_FLIGHT_JOB_STATUSES = frozenset({"submitted", "running"})
 SHORT_ID_LENGTH = 8
 MATCHES_SHOWN = 10
 # Fields of a phase's jobs that summaries never read and that make up most of a phase document.
@@ -90,15 +90,15 @@ class Client:
         if self.settings.kafka_doorbell:
             await ring(self.endpoints.redis_url, Doorbell.channel_for(self.settings.topic_prefix), topic)
 
-    async def campaign(self, campaign_id: str) -> dict[str, Any] | None:
+    async def campaign(self, campaign_id: str) -> CampaignView | None:
         doc = await self.db["campaigns"].find_one({"_id": campaign_id})
-        return None if doc is None else dict(doc["state"])
+        return None if doc is None else campaign_view(doc)
 
-    async def campaigns(self, limit: int = 50, hidden: Iterable[str] = ()) -> list[dict[str, Any]]:
+    async def campaigns(self, limit: int = 50, hidden: Iterable[str] = ()) -> list[CampaignView]:
         """The newest campaigns first, leaving out those whose status is in ``hidden``."""
         query: Doc = {"state.status": {"$nin": sorted(hidden)}} if hidden else {}
         cursor = self.db["campaigns"].find(query).sort("state.created_at", -1).limit(limit)
-        return [doc["state"] async for doc in cursor]
+        return [campaign_view(doc) async for doc in cursor]
 
     async def campaign_ids(self) -> list[str]:
         """Every campaign id: what a short id must be unique among."""
@@ -146,36 +146,37 @@ class Client:
             ids.update(job["spec"]["job_id"] for job in doc["state"]["jobs"])
         return sorted(job_id for job_id in ids if job_id.startswith(prefix))
 
-    async def phase(self, campaign_id: str, phase: str = "validation") -> dict[str, Any] | None:
+    async def phase(self, campaign_id: str, phase: str = "validation") -> PhaseView | None:
         doc = await self.db["phases"].find_one({"_id": f"{campaign_id}:{phase}"})
-        return None if doc is None else dict(doc["state"])
+        return None if doc is None else phase_view(doc)
 
     async def proposal(self, campaign_id: str) -> dict[str, Any] | None:
         """The stored launch proposal: ``markdown``, ``html`` and ``images`` (file name -> PNG)."""
         return await self.db["proposals"].find_one({"_id": campaign_id})
 
-    async def phases(self, campaign_id: str, without_diagnostics: bool = False) -> list[dict[str, Any]]:
+    async def phases(self, campaign_id: str, without_diagnostics: bool = False) -> list[PhaseView]:
         """Every phase the executor ran for the campaign, in the order phases run; a view polled
         often leaves out the jobs' diagnostics and epoch history."""
         projection = BULKY_JOB_FIELDS if without_diagnostics else None
         cursor = self.db["phases"].find({"state.campaign_id": campaign_id}, projection)
-        states = [dict(doc["state"]) async for doc in cursor]
-        return sorted(states, key=lambda state: phase_order(state["phase"]))
+        phases = [phase_view(doc) async for doc in cursor]
+        return sorted(phases, key=lambda phase: phase_order(phase.phase))
 
-    async def phases_of(self, campaign_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    async def phases_of(self, campaign_ids: list[str]) -> dict[str, list[PhaseView]]:
         """The phases of several campaigns in one query, without the jobs' bulky diagnostics."""
-        found: dict[str, list[Doc]] = {campaign_id: [] for campaign_id in campaign_ids}
+        found: dict[str, list[PhaseView]] = {campaign_id: [] for campaign_id in campaign_ids}
         cursor = self.db["phases"].find({"state.campaign_id": {"$in": campaign_ids}}, BULKY_JOB_FIELDS)
         async for doc in cursor:
-            found.setdefault(doc["state"]["campaign_id"], []).append(dict(doc["state"]))
-        return {key: sorted(states, key=lambda s: phase_order(s["phase"])) for key, states in found.items()}
+            phase = phase_view(doc)
+            found.setdefault(phase.campaign_id, []).append(phase)
+        return {key: sorted(phases, key=lambda p: phase_order(p.phase)) for key, phases in found.items()}
 
-    async def job(self, job_id: str) -> dict[str, Any] | None:
+    async def job(self, job_id: str) -> JobView | None:
         """The executor's view of one job (``spec``, ``status``, ``output``, ``worker``)."""
         doc = await self.db["phases"].find_one({"state.jobs.spec.job_id": job_id})
         if doc is None:
             return None
-        return next((job for job in doc["state"]["jobs"] if job["spec"]["job_id"] == job_id), None)
+        return next((job for job in phase_view(doc).jobs if job.spec.job_id == job_id), None)
 
     async def job_run(self, job_id: str) -> JobRun | None:
         """What the job ledger kept of one job: status, worker, CPU, times and its output."""
@@ -194,12 +195,12 @@ class Client:
 
     async def wait_for(
         self, campaign_id: str, statuses: frozenset[str], timeout_s: float, poll_s: float = 0.5
-    ) -> dict[str, Any] | None:
+    ) -> CampaignView | None:
         """Wait until the campaign reaches one of ``statuses``; returns its state (None on time-out)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             state = await self.campaign(campaign_id)
-            if state is not None and state["status"] in statuses:
+            if state is not None and state.status in statuses:
                 return state
             await asyncio.sleep(poll_s)
         return None
@@ -275,93 +276,73 @@ class CampaignSummary:
     in_flight: int = 0
 
 
-def _unrecorded(campaign: Doc, phases: list[Doc]) -> list[Doc]:
+def _unrecorded(campaign: CampaignView, phases: list[PhaseView]) -> list[PhaseView]:
     """The phases the planner has no records of yet: the one running (or one just concluded
     whose result the planner has not taken in). Concluded phases are counted from the records."""
-    recorded = {record.get("phase", VALIDATION) for record in campaign.get("records") or []}
-    return [phase for phase in phases if phase["phase"] not in recorded]
+    recorded = {record.phase for record in campaign.records}
+    return [phase for phase in phases if phase.phase not in recorded]
 
 
-def _tracked_as_record(job: Doc) -> Doc:
-    """An executor's tracked job in the shape of the planner's job record."""
-    output = job.get("output") or {}
-    spec = job["spec"]
-    return {
-        "job_id": spec["job_id"],
-        "hypothesis_id": spec.get("hypothesis_id"),
-        "config": spec.get("config") or {},
-        "status": job["status"],
-        "phase": spec["phase"],
-        "seed": spec.get("seed", 0),
-        "validation": output.get("validation"),
-        "test": output.get("test"),
-        "cost": output.get("cost"),
-        "error": output.get("error"),
-    }
+def _as_record(job: JobView) -> JobRecord | None:
+    """A finished job the executor tracks, in the shape of the planner's job record (None while
+    it has not finished)."""
+    if job.status not in FINISHED_JOB_STATUSES:
+        return None
+    output, spec = job.output, job.spec
+    return JobRecord(
+        job_id=spec.job_id,
+        hypothesis_id=spec.hypothesis_id,
+        config=spec.config,
+        status=job.status,
+        phase=spec.phase,
+        seed=spec.seed,
+        validation=output.validation if output else None,
+        test=output.test if output else None,
+        cost=output.cost if output else None,
+        error=output.error if output else None,
+    )
 
 
-def job_records(campaign: Doc, phases: list[Doc]) -> list[Doc]:
-    """Every job of the campaign so far as a job record: the planner's records of concluded
-    phases, then the jobs of the phase still running."""
-    live = [_tracked_as_record(job) for phase in _unrecorded(campaign, phases) for job in phase["jobs"]]
-    return [*(campaign.get("records") or []), *live]
+def job_records(campaign: CampaignView, phases: list[PhaseView]) -> list[JobRecord]:
+    """Every finished job of the campaign so far as a job record: the planner's records of
+    concluded phases, then the finished jobs of the phase still running."""
+    live = [_as_record(job) for phase in _unrecorded(campaign, phases) for job in phase.jobs]
+    return [*campaign.records, *(record for record in live if record is not None)]
 
 
-def spent_cpu_seconds(campaign: Doc, phases: list[Doc]) -> float:
+def spent_cpu_seconds(campaign: CampaignView, phases: list[PhaseView]) -> float:
     """CPU seconds the campaign's jobs used: the recorded jobs' costs plus what the executor has
     charged the phase still running (its jobs are not in the records yet, so nothing counts twice)."""
-    recorded = sum(
-        (record.get("cost") or {}).get("cpu_seconds", 0.0) for record in campaign.get("records") or []
-    )
-    running = sum(phase.get("spent_cpu_seconds", 0.0) for phase in _unrecorded(campaign, phases))
+    recorded = sum(record.cost.cpu_seconds for record in campaign.records if record.cost)
+    running = sum(phase.spent_cpu_seconds for phase in _unrecorded(campaign, phases))
     return float(recorded + running)
 
 
-def budget_cpu_seconds(campaign: Doc) -> float | None:
-    """The campaign's cap: its request's budget plus every extension a person made (None when the
-    request was invalid and there is no budget to speak of)."""
-    spec = campaign.get("spec")
-    if not spec:
-        return None
-    extensions = sum(change["cpu_seconds"] for change in campaign.get("budget_changes") or [])
-    return float(spec["budget_cpu_seconds"] + extensions)
-
-
-def _validation_ne(record: Doc) -> float | None:
-    validation = record.get("validation")
-    return None if not validation else float(validation["ne"])
-
-
-def best_so_far(records: list[Doc]) -> Best | None:
+def best_so_far(records: list[JobRecord]) -> Best | None:
     """The completed search job (validation, combination, exploitation: full fidelity, the
     planner's own candidates) with the lowest validation NE, against the validation phase's
     baseline; None until both are known. Screening jobs ran on fewer epochs and do not compare."""
-    scored = [
-        (ne, r) for r in records if r["status"] == "completed" and (ne := _validation_ne(r)) is not None
-    ]
-    baseline_ne = next(
-        (ne for ne, r in scored if r.get("hypothesis_id") is None and r.get("phase") == VALIDATION), None
-    )
-    candidates = [(ne, r) for ne, r in scored if kind(r.get("phase", VALIDATION)) in SEARCH_KINDS]
+    scored = [(r.validation.ne, r) for r in records if r.status == "completed" and r.validation]
+    baseline_ne = next((ne for ne, r in scored if r.hypothesis_id is None and r.phase == VALIDATION), None)
+    candidates = [(ne, r) for ne, r in scored if kind(r.phase) in SEARCH_KINDS]
     if not baseline_ne or not candidates:
         return None
     best_ne, best = min(candidates, key=lambda pair: pair[0])
-    return Best(best["job_id"], best.get("hypothesis_id"), best_ne, baseline_ne)
+    return Best(best.job_id, best.hypothesis_id, best_ne, baseline_ne)
 
 
-def summarize(campaign: Doc, phases: list[Doc]) -> CampaignSummary:
+def summarize(campaign: CampaignView, phases: list[PhaseView]) -> CampaignSummary:
     """One line of `rea status`: where the campaign stands, what it spent, what it found."""
-    request = campaign.get("spec") or campaign.get("request") or {}
     return CampaignSummary(
-        campaign_id=campaign["campaign_id"],
-        name=str(request.get("name", "")),
-        status=campaign["status"],
-        phase=campaign.get("phase"),
+        campaign_id=campaign.campaign_id,
+        name=campaign.name,
+        status=campaign.status,
+        phase=campaign.phase,
         spent_cpu_seconds=spent_cpu_seconds(campaign, phases),
-        budget_cpu_seconds=budget_cpu_seconds(campaign),
+        budget_cpu_seconds=campaign.budget_cpu_seconds(),
         best=best_so_far(job_records(campaign, phases)),
-        updated_at=str(campaign.get("updated_at", ""))[:19],
-        workload=str(request.get("workload", "ranker")),
+        updated_at=str(campaign.updated_at or "")[:19],
+        workload=campaign.workload,
         in_flight=len(jobs_in_flight(phases)),
     )
 
@@ -391,16 +372,16 @@ class JobRow:
     failure_message: str | None = None
 
 
-def baseline_config(phases: list[Doc]) -> dict[str, Any] | None:
+def baseline_config(phases: list[PhaseView]) -> dict[str, Any] | None:
     """The campaign's baseline config: the baseline job's in the validation phase (full fidelity),
     else in screening while only screening has run."""
     for wanted in (VALIDATION, SCREENING):
         for phase in phases:
-            if phase["phase"] != wanted:
+            if phase.phase != wanted:
                 continue
-            for job in phase["jobs"]:
-                if job["spec"].get("hypothesis_id") is None:
-                    return dict(job["spec"].get("config") or {})
+            for job in phase.jobs:
+                if job.spec.hypothesis_id is None:
+                    return dict(job.spec.config)
     return None
 
 
@@ -419,35 +400,35 @@ def format_changes(changes: dict[str, Any]) -> str:
     )
 
 
-def job_rows(campaign_id: str, phases: list[Doc]) -> list[JobRow]:
+def job_rows(campaign_id: str, phases: list[PhaseView]) -> list[JobRow]:
     """Every job of every phase, in the order phases run, with its config diff to the baseline."""
     baseline = baseline_config(phases)
     rows: list[JobRow] = []
     for phase in phases:
-        for job in phase["jobs"]:
-            spec, output = job["spec"], job.get("output") or {}
-            error = output.get("error") or {}
+        for job in phase.jobs:
+            spec, output = job.spec, job.output
+            error = output.error if output else None
             rows.append(
                 JobRow(
-                    job_id=spec["job_id"],
-                    short_id=spec["job_id"].removeprefix(f"{campaign_id}-"),
-                    phase=phase["phase"],
-                    hypothesis_id=spec.get("hypothesis_id"),
-                    status=job["status"],
-                    changes=config_changes(spec.get("config") or {}, baseline),
-                    validation_ne=(output.get("validation") or {}).get("ne"),
-                    test_ne=(output.get("test") or {}).get("ne"),
-                    cpu_seconds=(output.get("cost") or {}).get("cpu_seconds"),
-                    failure=error.get("kind"),
-                    failure_message=error.get("message"),
+                    job_id=spec.job_id,
+                    short_id=spec.job_id.removeprefix(f"{campaign_id}-"),
+                    phase=phase.phase,
+                    hypothesis_id=spec.hypothesis_id,
+                    status=job.status,
+                    changes=config_changes(spec.config, baseline),
+                    validation_ne=output.validation.ne if output and output.validation else None,
+                    test_ne=output.test.ne if output and output.test else None,
+                    cpu_seconds=output.cost.cpu_seconds if output and output.cost else None,
+                    failure=error.kind if error else None,
+                    failure_message=error.message if error else None,
                 )
             )
     return rows
 
 
-def jobs_in_flight(phases: list[Doc]) -> list[Doc]:
+def jobs_in_flight(phases: list[PhaseView]) -> list[JobView]:
     """The executor's jobs handed to a worker and not finished yet."""
-    return [job for phase in phases for job in phase["jobs"] if job["status"] in IN_FLIGHT_JOB_STATUSES]
+    return [job for phase in phases for job in phase.jobs if job.in_flight]
 
 
 def elapsed_s(started_at: datetime | None, now: datetime) -> float | None:

@@ -12,7 +12,8 @@ from functools import partial
 from typing import Any
 
 from rea.client import FINAL_STATUSES, Client
-from rea.events import CampaignRequested, new_id
+from rea.events import CampaignRequested, CampaignResult, JobRecord, new_id
+from rea.views import CampaignView
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_planner.costs import CostModel, Fidelity
 
@@ -54,7 +55,7 @@ async def submit(client: Client, request: dict[str, Any]) -> str:
     return campaign_id
 
 
-async def finished(client: Client, campaign_id: str, timeout_s: float = 240) -> dict[str, Any]:
+async def finished(client: Client, campaign_id: str, timeout_s: float = 240) -> CampaignView:
     state = await client.wait_for(campaign_id, FINAL_STATUSES, timeout_s)
     if state is None:
         stands = await where_it_stands(client, campaign_id)
@@ -62,13 +63,25 @@ async def finished(client: Client, campaign_id: str, timeout_s: float = 240) -> 
     return state
 
 
+def result_of(state: CampaignView) -> CampaignResult:
+    """A campaign's result: a test that reads one fails when the campaign has none."""
+    assert state.result is not None, (state.campaign_id, state.status, state.reasons)
+    return state.result
+
+
+def validation_ne(record: JobRecord) -> float:
+    """A job record's validation NE: a test that reads one fails when the record has none."""
+    assert record.validation is not None, record
+    return record.validation.ne
+
+
 async def where_it_stands(client: Client, campaign_id: str) -> str:
     """A campaign's status and every job's status per phase: what a timed-out test reports."""
     state = await client.campaign(campaign_id)
-    lines = [f"campaign: {None if state is None else (state['status'], state.get('phase'))}"]
+    lines = [f"campaign: {None if state is None else (state.status, state.phase)}"]
     for phase in await client.phases(campaign_id):
-        jobs = ", ".join(f"{job['spec']['job_id'][-6:]}={job['status']}" for job in phase["jobs"])
-        lines.append(f"{phase['phase']} ({phase['status']}): {jobs}")
+        jobs = ", ".join(f"{job.spec.job_id[-6:]}={job.status}" for job in phase.jobs)
+        lines.append(f"{phase.phase} ({phase.status}): {jobs}")
     return "\n".join(lines)
 
 

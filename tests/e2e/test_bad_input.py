@@ -103,7 +103,7 @@ async def test_malformed_events_reach_the_dead_letter_topic(
     assert all(proc.poll() is None for proc in services.children.values())
     campaign_id = await submit(client, campaign_request(budget_cpu_seconds=-5))
     state = await finished(client, campaign_id, 60)
-    assert state["status"] == "rejected"
+    assert state.status == "rejected"
 
 
 INVALID: list[tuple[dict[str, Any], str]] = [
@@ -127,8 +127,8 @@ async def test_invalid_campaigns_are_rejected_with_reasons(services: EmbeddedSta
 
     for campaign_id, why in submitted:
         state = await finished(client, campaign_id, 60)
-        assert state["status"] == "rejected"
-        assert any(why in reason for reason in state["reasons"]), (why, state["reasons"])
+        assert state.status == "rejected"
+        assert any(why in reason for reason in state.reasons), (why, state.reasons)
 
 
 def test_rea_submit_shows_the_rejection(services: EmbeddedStack, env: dict[str, str], tmp_path: Path) -> None:

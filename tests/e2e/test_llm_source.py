@@ -43,17 +43,17 @@ async def test_llm_hypotheses_are_validated_before_any_job(services: EmbeddedSta
         campaign_id = await submit(client, campaign_request(max_hypotheses=3))
         state = await finished(client, campaign_id)
 
-    assert state["status"] == "completed", state.get("reasons")
+    assert state.status == "completed", state.reasons
     assert len(server.requests) == 1
-    offered = {h["id"]: h for h in state["hypotheses"]}
-    assert offered["llm_wider_tower"]["source"] == "llm"
-    tried = {r["hypothesis_id"] for r in state["records"]}
+    offered = {h.id: h for h in state.hypotheses}
+    assert offered["llm_wider_tower"].source == "llm"
+    tried = {r.hypothesis_id for r in state.records}
     assert "llm_wider_tower" in tried
     assert not {"llm_huge_rate", "llm_rm_rf"} & (tried | set(offered))
-    assert all(r["config"]["learning_rate"] <= 0.05 for r in state["records"])
+    assert all(r.config["learning_rate"] <= 0.05 for r in state.records)
 
     # The person reading `rea status` or the proposal sees what was left out and why.
-    rejected = [line for line in state["dropped_hypotheses"] if line.startswith("llm: ")]
+    rejected = [line for line in state.dropped_hypotheses if line.startswith("llm: ")]
     assert len(rejected) == 3 and any("learning_rate=3.0 is outside" in line for line in rejected)
 
     log = (services.home / "logs" / "hypothesis.log").read_text()

@@ -23,7 +23,7 @@ from rea_executor.jobside import drawn_fault
 from rea_hypothesis.logic import from_catalogue
 from rea_tools.stack import EmbeddedStack
 
-from .helpers import campaign_request, finished, submit
+from .helpers import campaign_request, finished, result_of, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -72,19 +72,21 @@ async def test_a_campaign_on_a_users_workload_runs_end_to_end_with_its_own_knob_
     )
     state = await finished(client, campaign_id, 600)
 
-    assert state["status"] == "completed", state.get("reasons")
-    sources = {h["source"] for h in state["hypotheses"]}
+    assert state.status == "completed", state.reasons
+    sources = {h.source for h in state.hypotheses}
     assert {"catalogue", "workload", "schema"} <= sources, sources
-    for hypothesis in state["hypotheses"]:
-        assert set(hypothesis["changes"]) <= set(AUTOINT.schema.names()), hypothesis
+    for hypothesis in state.hypotheses:
+        assert set(hypothesis.changes) <= set(AUTOINT.schema.names()), hypothesis
     phases = await client.phases(campaign_id)
-    entries = [e for p in phases for e in p["runbook"] if e["hypothesis_id"] == failing]
-    assert [(e["failure"], e["action"]) for e in entries] == [("oom", "halve_batch")]
-    jobs = {j["spec"]["job_id"]: j for p in phases for j in p["jobs"]}
-    first, retry = jobs[entries[0]["job_id"]], jobs[entries[0]["retry_job_id"]]
-    assert retry["spec"]["config"][batch] == first["spec"]["config"][batch] // 2
-    assert retry["status"] == "completed"
-    assert state["result"]["baseline"]["ne"] > 0 and state["result"]["best"]["ne"] > 0
+    entries = [e for p in phases for e in p.runbook if e.hypothesis_id == failing]
+    assert [(e.failure, e.action) for e in entries] == [("oom", "halve_batch")]
+    jobs = {j.spec.job_id: j for p in phases for j in p.jobs}
+    assert entries[0].retry_job_id is not None, entries
+    first, retry = jobs[entries[0].job_id], jobs[entries[0].retry_job_id]
+    assert retry.spec.config[batch] == first.spec.config[batch] // 2
+    assert retry.status == "completed"
+    result = result_of(state)
+    assert result.baseline.ne > 0 and result.best.ne > 0
 
 
 def cpu_in(run: JobRun, start: datetime, end: datetime) -> float:
@@ -116,12 +118,12 @@ async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_bud
     ]
     ids = list(await asyncio.gather(*(submit(client, r) for r in requests)))
     states = await asyncio.gather(*(finished(client, c, 900) for c in ids))
-    assert [s["status"] for s in states] == ["completed"] * len(ids), [s.get("reasons") for s in states]
+    assert [s.status for s in states] == ["completed"] * len(ids), [s.reasons for s in states]
 
     # Each job was sent to a partition of the least busy worker, not to whichever its key picked.
     phases = [phase for campaign in (await client.phases_of(ids)).values() for phase in campaign]
-    sent = [job for phase in phases for job in phase["jobs"] if job["status"] != "pending"]
-    assert sum(j.get("partition") is not None for j in sent) >= 0.9 * len(sent), sent
+    sent = [job for phase in phases for job in phase.jobs if job.status != "pending"]
+    assert sum(j.partition is not None for j in sent) >= 0.9 * len(sent), sent
 
     runs = {c: [r for r in await store.ledger.of_campaign(c) if r.started_at and r.finished_at] for c in ids}
     start = max(min(r.started_at for r in rs if r.started_at) for rs in runs.values())

@@ -25,7 +25,16 @@ from rea.store import Store
 from rea.workloads import get_workload
 from rea_tools.stack import EmbeddedStack, StackState
 
-from .helpers import campaign_request, eventually, finished, first_estimate, run_rea, submit, where_it_stands
+from .helpers import (
+    campaign_request,
+    eventually,
+    finished,
+    first_estimate,
+    result_of,
+    run_rea,
+    submit,
+    where_it_stands,
+)
 from .test_runbook import campaign_where, publish_with_id
 
 # The ranker's first catalogue hypotheses: what a 2-hypothesis campaign validates.
@@ -75,29 +84,28 @@ async def test_a_budget_extension_reaches_exploitation_and_confirmation(
     )
     state = await finished(client, campaign_id, 600)
 
-    assert state["status"] == "completed", state.get("reasons")
-    assert [(c["cpu_seconds"], c["by"]) for c in state["budget_changes"]] == [(extension, "dana")]
+    assert state.status == "completed", state.reasons
+    assert [(c.cpu_seconds, c.by) for c in state.budget_changes] == [(extension, "dana")]
     phases = await client.phases(campaign_id)
-    kinds = [phase["phase"].split("-")[0] for phase in phases]
+    kinds = [phase.phase.split("-")[0] for phase in phases]
     assert "exploitation" in kinds and kinds[-1] == "confirmation", kinds
     cap = budget + extension
-    started = [p for p in phases if p["phase"] != "validation"]
+    started = [p for p in phases if p.phase != "validation"]
     # Later phases were planned from the new cap, not the request's 26 CPU-s.
-    assert all(p["budget_cpu_seconds"] > budget for p in started), [p["budget_cpu_seconds"] for p in phases]
-    spent = sum(p["spent_cpu_seconds"] for p in phases)
+    assert all(p.budget_cpu_seconds > budget for p in started), [p.budget_cpu_seconds for p in phases]
+    spent = sum(p.spent_cpu_seconds for p in phases)
     assert spent <= cap
-    assert state["result"]["compute_seconds"] <= cap
+    result = result_of(state)
+    assert result.compute_seconds <= cap
     # The baseline stayed the baseline: its retry ran the requested config.
     requested = get_workload("ranker").schema.resolve({"epochs": 1})
-    baseline = next(
-        j for j in phases[0]["jobs"] if j["spec"]["job_id"] == state["result"]["baseline"]["job_id"]
-    )
-    assert baseline["spec"]["job_id"].endswith("-a2") and baseline["spec"]["config"] == requested
-    assert state["result"]["baseline_changes"] == {}
+    baseline = next(j for j in phases[0].jobs if j.spec.job_id == result.baseline.job_id)
+    assert baseline.spec.job_id.endswith("-a2") and baseline.spec.config == requested
+    assert result.baseline_changes == {}
     # A lowered learning rate may reach the winner only through a hypothesis' own NaN retry.
-    lowered = [e for p in phases for e in p["runbook"] if e["action"] == "lower_lr_and_clip"]
+    lowered = [e for p in phases for e in p.runbook if e.action == "lower_lr_and_clip"]
     if not lowered:
-        assert state["result"]["best_changes"].get("learning_rate") != requested["learning_rate"] / 3
+        assert result.best_changes.get("learning_rate") != requested["learning_rate"] / 3
 
 
 @pytest.fixture
@@ -147,8 +155,8 @@ async def restarted_mid_campaign(env: dict[str, str], stop: str) -> None:
         )
 
         async def one_done_one_running() -> bool:
-            jobs = [job for phase in await client.phases(campaign_id) for job in phase["jobs"]]
-            statuses = {job["status"] for job in jobs}
+            jobs = [job for phase in await client.phases(campaign_id) for job in phase.jobs]
+            statuses = {job.status for job in jobs}
             return "completed" in statuses and "running" in statuses
 
         await eventually(one_done_one_running, "a finished job and a running one", 240)
@@ -166,7 +174,7 @@ async def restarted_mid_campaign(env: dict[str, str], stop: str) -> None:
     client = up(env)
     try:
         state = await finished(client, campaign_id, 420)
-        assert state["status"] == "completed", state.get("reasons")
+        assert state.status == "completed", state.reasons
         runs = await ledger_of(client).of_campaign(campaign_id)
     finally:
         await client.close()
@@ -178,7 +186,7 @@ async def restarted_mid_campaign(env: dict[str, str], stop: str) -> None:
     assert measured.cpu_by_campaign[campaign_id] <= budget
     # Every completed job ran (once, above); a job lost with its worker was retried as another job.
     started = {execution.job_id for execution in executions}
-    completed = {record["job_id"] for record in state["records"] if record["status"] == "completed"}
+    completed = {record.job_id for record in state.records if record.status == "completed"}
     assert completed <= started
 
 
@@ -216,11 +224,11 @@ async def test_cancel_stops_the_jobs_in_flight_and_releases_their_reservation(
     state = await client.wait_for(campaign_id, frozenset({"cancelled"}), 60)
 
     assert state is not None, await where_it_stands(client, campaign_id)
-    assert state["cancelled_by"] == "erin"
+    assert state.cancelled_by == "erin"
     phases = await client.phases(campaign_id)
-    assert [phase["status"] for phase in phases] == ["concluded"] * len(phases), [p["phase"] for p in phases]
-    jobs = [job for phase in phases for job in phase["jobs"]]
-    statuses = {job["spec"]["job_id"]: job["status"] for job in jobs}
+    assert [phase.status for phase in phases] == ["concluded"] * len(phases), [p.phase for p in phases]
+    jobs = [job for phase in phases for job in phase.jobs]
+    statuses = {job.spec.job_id: job.status for job in jobs}
     assert not {"pending", "submitted", "running"} & set(statuses.values()), statuses
     # Stopped, not left to finish: their processes are gone. A job may have finished on its own
     # between the ledger read and the cancellation reaching its worker; at least one may not.
@@ -229,12 +237,13 @@ async def test_cancel_stops_the_jobs_in_flight_and_releases_their_reservation(
     for run in running:
         assert run.pid is not None and not _alive(run.pid)
     # Nothing is reserved any more: what is spent is what the finished jobs cost.
-    charged = sum(((j.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0) for j in jobs)
-    assert sum(phase["spent_cpu_seconds"] for phase in phases) == pytest.approx(charged)
+    charged = sum(j.output.cost.cpu_seconds if j.output and j.output.cost else 0.0 for j in jobs)
+    assert sum(phase.spent_cpu_seconds for phase in phases) == pytest.approx(charged)
     later = [r for r in await ledger_of(client).of_campaign(campaign_id) if _started_after(r, cancelled_at)]
     assert later == [], "a job started after the cancellation"
     await asyncio.sleep(2)
-    assert (await client.campaign(campaign_id) or {})["status"] == "cancelled"
+    again = await client.campaign(campaign_id)
+    assert again is not None and again.status == "cancelled"
 
 
 def _alive(pid: int) -> bool:

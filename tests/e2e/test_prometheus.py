@@ -149,7 +149,7 @@ async def test_every_dashboard_query_and_alert_has_data_in_a_real_prometheus(
             request = campaign_request(max_hypotheses=2, max_parallel_jobs=1)  # each result wakes it
             campaign_id = await submit(client, request)
             state = await finished(client, campaign_id, timeout_s=180)
-            assert state["status"] == "completed", state.get("reasons")
+            assert state.status == "completed", state.reasons
 
             # The planner counts campaigns every 10 s; the logger records on its own schedule.
             await until(http, 'sum(rea_campaigns{status="completed"})', 1, 45)

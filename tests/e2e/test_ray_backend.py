@@ -67,11 +67,11 @@ async def test_a_campaign_runs_its_jobs_as_ray_jobs(
 
     state = await finished(client, campaign_id, 420)
 
-    assert state["status"] == "completed", state.get("reasons")
-    records = state["records"]
-    assert records and all(record["status"] == "completed" for record in records)
+    assert state.status == "completed", state.reasons
+    records = state.records
+    assert records and all(record.status == "completed" for record in records)
     rows = await recorded_results(client, campaign_id, len(records))
-    assert {row["_id"] for row in rows} == {record["job_id"] for record in records}
+    assert {row["_id"] for row in rows} == {record.job_id for record in records}
     for row in rows:
         assert str(row["worker"]).startswith("ray/"), row["worker"]  # the job side on Ray reported it
 
@@ -93,10 +93,10 @@ async def test_a_job_stopped_on_the_ray_side_is_run_again_by_the_runbook(
 
     async def stop_a_running_job() -> bool:
         phase = await client.phase(campaign_id)
-        running = [job for job in (phase or {}).get("jobs", []) if job["status"] == "running"]
+        running = [job for job in (phase.jobs if phase else []) if job.status == "running"]
         if not running:
             return False
-        job_id = running[0]["spec"]["job_id"]
+        job_id = running[0].spec.job_id
         response = httpx.post(f"{ray_address}/api/jobs/{job_id}/stop", timeout=30)
         stopped.append(job_id)
         return response.status_code == 200
@@ -104,13 +104,11 @@ async def test_a_job_stopped_on_the_ray_side_is_run_again_by_the_runbook(
     await eventually(stop_a_running_job, "a running Ray job to stop", 240)
     state = await finished(client, campaign_id, 420)
 
-    failures = [
-        (r["job_id"], r["status"], r.get("error")) for r in state["records"] if r["status"] != "completed"
-    ]
-    assert state["status"] == "completed", (state.get("reasons"), failures)
-    by_id = {record["job_id"]: record for record in state["records"]}
+    failures = [(r.job_id, r.status, r.error) for r in state.records if r.status != "completed"]
+    assert state.status == "completed", (state.reasons, failures)
+    by_id = {record.job_id: record for record in state.records}
     lost = by_id[stopped[0]]
-    assert lost["status"] == "retried", lost
-    assert lost["error"]["kind"] in {"killed", "lost_worker"}, lost["error"]
+    assert lost.status == "retried", lost
+    assert lost.error is not None and lost.error.kind in {"killed", "lost_worker"}, lost.error
     retry = by_id[f"{stopped[0]}-a2"]
-    assert retry["status"] == "completed", retry
+    assert retry.status == "completed", retry

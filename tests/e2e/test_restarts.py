@@ -25,7 +25,7 @@ from rea.store import Store
 from rea.topics import Topics
 from rea_tools.stack import EmbeddedStack
 
-from .helpers import campaign_request, eventually, finished, recorded_results, submit
+from .helpers import campaign_request, eventually, finished, recorded_results, result_of, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ async def test_executor_killed_while_jobs_run(services: EmbeddedStack, client: C
 
     async def a_job_is_running() -> bool:
         phase = await client.phase(campaign_id)
-        return phase is not None and any(job["status"] == "running" for job in phase["jobs"])
+        return phase is not None and any(job.status == "running" for job in phase.jobs)
 
     await eventually(a_job_is_running, "a running job", 120)
     services.stop_process("executor", signal.SIGKILL)
@@ -45,11 +45,11 @@ async def test_executor_killed_while_jobs_run(services: EmbeddedStack, client: C
 
     state = await finished(client, campaign_id)
 
-    assert state["status"] == "completed", state.get("reasons")
-    every_job = sorted(record["job_id"] for record in state["records"])
-    assert len(state["plan"]["jobs"]) == 5  # validation; combination may follow
-    failed = [(r["job_id"], r.get("error")) for r in state["records"] if r.get("status") != "completed"]
-    assert state["result"]["jobs_completed"] == len(every_job), failed
+    assert state.status == "completed", state.reasons
+    every_job = sorted(record.job_id for record in state.records)
+    assert state.plan is not None and len(state.plan.jobs) == 5  # validation; combination may follow
+    failed = [(r.job_id, r.error) for r in state.records if r.status != "completed"]
+    assert result_of(state).jobs_completed == len(every_job), failed
     rows = await recorded_results(client, campaign_id, len(every_job))
     assert sorted(row["_id"] for row in rows) == every_job  # none lost
     runs, reports = await runs_and_reports(client, campaign_id, every_job)
@@ -57,7 +57,7 @@ async def test_executor_killed_while_jobs_run(services: EmbeddedStack, client: C
     assert reports == dict.fromkeys(every_job, 1)  # and reported once
     submitted = await store.events.count_documents({"campaign_id": campaign_id, "type": "job.submitted"})
     concluded = await store.events.count_documents({"campaign_id": campaign_id, "type": "phase.concluded"})
-    assert concluded == 1 + len(state["rounds"])  # each phase concluded once
+    assert concluded == 1 + len(state.rounds)  # each phase concluded once
     assert submitted >= len(every_job)
 
 
@@ -75,16 +75,16 @@ async def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
 
         async def a_job_finished() -> bool:
             phase = await client.phase(campaign_id)
-            return phase is not None and any(job["status"] == "completed" for job in phase["jobs"])
+            return phase is not None and any(job.status == "completed" for job in phase.jobs)
 
         await eventually(a_job_finished, "a finished job", 180)
         stack.restart_broker()
 
         state = await finished(client, campaign_id, 300)
 
-        assert state["status"] == "completed", state.get("reasons")
-        every_job = sorted(record["job_id"] for record in state["records"])
-        assert state["result"]["jobs_completed"] == len(every_job)
+        assert state.status == "completed", state.reasons
+        every_job = sorted(record.job_id for record in state.records)
+        assert result_of(state).jobs_completed == len(every_job)
         rows = await recorded_results(client, campaign_id, len(every_job))
         assert sorted(row["_id"] for row in rows) == every_job  # none lost
         runs, reports = await runs_and_reports(client, campaign_id, every_job, every_start_kept=False)
@@ -128,12 +128,12 @@ async def test_two_executors_share_campaigns_and_one_takes_over(
 
     states = [await finished(client, campaign_id, 300) for campaign_id in ids]
 
-    assert [state["status"] for state in states] == ["completed"] * len(ids)
+    assert [state.status for state in states] == ["completed"] * len(ids)
     for state in states:
-        jobs = sorted(record["job_id"] for record in state["records"])
-        rows = await recorded_results(client, state["campaign_id"], len(jobs))
+        jobs = sorted(record.job_id for record in state.records)
+        rows = await recorded_results(client, state.campaign_id, len(jobs))
         assert sorted(row["_id"] for row in rows) == jobs  # none lost
-        runs, reports = await runs_and_reports(client, state["campaign_id"], jobs)
+        runs, reports = await runs_and_reports(client, state.campaign_id, jobs)
         assert runs == dict.fromkeys(jobs, 1)  # the surviving executor re-ran nothing
         assert reports == dict.fromkeys(jobs, 1)
 

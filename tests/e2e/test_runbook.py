@@ -16,7 +16,15 @@ from rea.store import Store
 from rea_executor.jobside import drawn_fault
 from rea_tools.stack import EmbeddedStack
 
-from .helpers import campaign_request, eventually, finished, first_estimate, recorded_results, submit
+from .helpers import (
+    campaign_request,
+    eventually,
+    finished,
+    first_estimate,
+    recorded_results,
+    result_of,
+    submit,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -65,39 +73,38 @@ async def test_injected_faults_are_recovered_by_the_runbook(
 
     state = await finished(client, campaign_id)
 
-    assert state["status"] == "completed", state.get("reasons")
+    assert state.status == "completed", state.reasons
     # Extension rounds may follow validation, so every phase's jobs and decisions count.
     phases = await client.phases(campaign_id)
-    jobs = [job for phase in phases for job in phase["jobs"]]
-    runbook = [entry for phase in phases for entry in phase["runbook"]]
-    entries = {entry["job_id"]: entry for entry in runbook}
+    jobs = [job for phase in phases for job in phase.jobs]
+    runbook = [entry for phase in phases for entry in phase.runbook]
+    entries = {entry.job_id: entry for entry in runbook}
     for job in jobs:
-        job_id = job["spec"]["job_id"]
+        job_id = job.spec.job_id
         fault = drawn_fault(chances, job_id)
         if fault is None:
-            assert job["status"] == "completed", job_id
+            assert job.status == "completed", job_id
             continue
         entry = entries[job_id]
-        assert entry["failure"] == FAILURE_OF[fault]
-        assert job["status"] in ("retried", "failed")
-        if job["spec"]["attempt"] == 1:  # a first failure is retried the runbook's way
-            retry = next(j for j in jobs if j["spec"]["job_id"] == entry["retry_job_id"])
-            if job["spec"]["hypothesis_id"] is None:  # the reference is first retried unchanged
-                assert entry["action"] == "resubmit"
-                assert retry["spec"]["config"] == job["spec"]["config"]
+        assert entry.failure == FAILURE_OF[fault]
+        assert job.status in ("retried", "failed")
+        if job.spec.attempt == 1:  # a first failure is retried the runbook's way
+            retry = next(j for j in jobs if j.spec.job_id == entry.retry_job_id)
+            if job.spec.hypothesis_id is None:  # the reference is first retried unchanged
+                assert entry.action == "resubmit"
+                assert retry.spec.config == job.spec.config
                 continue
             assert (
-                entry["action"]
-                == {"oom": "halve_batch", "nan": "lower_lr_and_clip", "kill": "resubmit"}[fault]
+                entry.action == {"oom": "halve_batch", "nan": "lower_lr_and_clip", "kill": "resubmit"}[fault]
             )
             if fault == "oom":
-                assert retry["spec"]["config"]["batch_size"] == job["spec"]["config"]["batch_size"] // 2
+                assert retry.spec.config["batch_size"] == job.spec.config["batch_size"] // 2
             if fault == "nan":
-                assert retry["spec"]["config"]["learning_rate"] < job["spec"]["config"]["learning_rate"]
-                assert retry["spec"]["config"]["grad_clip"] == 1.0
+                assert retry.spec.config["learning_rate"] < job.spec.config["learning_rate"]
+                assert retry.spec.config["grad_clip"] == 1.0
 
     # Every attempt is in the insights DB exactly once, and so is every runbook decision.
-    attempts = sorted(job["spec"]["job_id"] for job in jobs)
+    attempts = sorted(job.spec.job_id for job in jobs)
     rows = await recorded_results(client, campaign_id, len(attempts))
     assert sorted(row["_id"] for row in rows) == attempts
 
@@ -134,13 +141,13 @@ async def test_a_lost_worker_becomes_one_job_failed_and_is_resubmitted(
 
     state = await finished(client, campaign_id)
 
-    assert state["status"] == "completed", state.get("reasons")
+    assert state.status == "completed", state.reasons
     phase = await client.phase(campaign_id)
     assert phase is not None
-    entry = next(e for e in phase["runbook"] if e["job_id"] == lost)
-    assert entry["failure"] == "lost_worker" and entry["action"] == "resubmit"
-    retry = next(job for job in phase["jobs"] if job["spec"]["job_id"] == entry["retry_job_id"])
-    assert retry["status"] == "completed" and retry["spec"]["retry_of"] == lost
+    entry = next(e for e in phase.runbook if e.job_id == lost)
+    assert entry.failure == "lost_worker" and entry.action == "resubmit"
+    retry = next(job for job in phase.jobs if job.spec.job_id == entry.retry_job_id)
+    assert retry.status == "completed" and retry.spec.retry_of == lost
 
     async def failure_logged() -> bool:
         return await store.events.count_documents({"type": "job.failed", "payload.spec.job_id": lost}) > 0
@@ -157,10 +164,9 @@ async def test_a_lost_worker_becomes_one_job_failed_and_is_resubmitted(
     sampled = (await store.ledger.get(lost) or run).cpu_seconds
     assert charged["measured"] is False
     assert charged["cpu_seconds"] == pytest.approx(max(estimate, sampled)) and charged["cpu_seconds"] > 0
-    assert (
-        phase["spent_cpu_seconds"] >= charged["cpu_seconds"] + retry["output"]["cost"]["cpu_seconds"] - 0.01
-    )
-    assert len([e for e in phase["runbook"] if e["job_id"] == lost]) == 1
+    assert retry.output is not None and retry.output.cost is not None, retry
+    assert phase.spent_cpu_seconds >= charged["cpu_seconds"] + retry.output.cost.cpu_seconds - 0.01
+    assert len([e for e in phase.runbook if e.job_id == lost]) == 1
 
 
 async def test_a_retry_that_would_overspend_pauses_until_the_budget_is_extended(
@@ -181,9 +187,9 @@ async def test_a_retry_that_would_overspend_pauses_until_the_budget_is_extended(
     state = await client.wait_for(campaign_id, frozenset({"paused_budget"}), 240)
     assert state is not None, (await client.campaign(campaign_id), await client.phase(campaign_id))
     phase = await client.phase(campaign_id)
-    assert phase is not None and phase["status"] == "paused_budget"
-    assert [job["status"] for job in phase["jobs"]] == ["retried", "pending"]
-    assert phase["spent_cpu_seconds"] <= phase["budget_cpu_seconds"]
+    assert phase is not None and phase.status == "paused_budget"
+    assert [job.status for job in phase.jobs] == ["retried", "pending"]
+    assert phase.spent_cpu_seconds <= phase.budget_cpu_seconds
 
     await client.publish(
         BudgetExtended(
@@ -194,9 +200,9 @@ async def test_a_retry_that_would_overspend_pauses_until_the_budget_is_extended(
     )
     state = await finished(client, campaign_id)
 
-    assert state["status"] == "completed", state.get("reasons")
-    assert any("budget extended by 30 CPU-s by carol" in notice for notice in state["notices"])
+    assert state.status == "completed", state.reasons
+    assert any("budget extended by 30 CPU-s by carol" in notice for notice in state.notices)
     phase = await client.phase(campaign_id)
-    assert phase is not None and phase["budget_cpu_seconds"] == pytest.approx(budget + 30)
-    assert phase["spent_cpu_seconds"] <= phase["budget_cpu_seconds"]
-    assert state["result"]["baseline"]["job_id"].endswith("-a2")
+    assert phase is not None and phase.budget_cpu_seconds == pytest.approx(budget + 30)
+    assert phase.spent_cpu_seconds <= phase.budget_cpu_seconds
+    assert result_of(state).baseline.job_id.endswith("-a2")

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from rea.client import (
     UnresolvedId,
     best_so_far,
-    budget_cpu_seconds,
     config_changes,
     format_changes,
     format_gain,
@@ -24,8 +23,9 @@ from rea.client import (
     spent_cpu_seconds,
     summarize,
 )
-from rea.events import CampaignCancelled, Envelope
+from rea.events import FINISHED_JOB_STATUSES, CampaignCancelled, Envelope
 from rea.ledger import JobRun
+from rea.views import CampaignView, PhaseView
 from rea_tools import cli
 
 CAMPAIGN = "3f2a91c0d4e5f60718293a4b5c6d7e8f"
@@ -102,13 +102,14 @@ def phase_state(
 
 
 def as_record(job: dict[str, Any]) -> dict[str, Any]:
-    """The planner's JobRecord of a concluded job."""
+    """The planner's JobRecord of a concluded job (one that never finished is recorded as failed,
+    as the executor's ``TrackedJob.record`` does)."""
     out = job["output"] or {}
     return {
         "job_id": job["spec"]["job_id"],
         "hypothesis_id": job["spec"]["hypothesis_id"],
         "config": job["spec"]["config"],
-        "status": job["status"],
+        "status": job["status"] if job["status"] in FINISHED_JOB_STATUSES else "failed",
         "phase": job["spec"]["phase"],
         "seed": 0,
         "validation": out.get("validation"),
@@ -176,6 +177,19 @@ def campaign(**changes: Any) -> dict[str, Any]:
     return state
 
 
+def read_campaign(**changes: Any) -> CampaignView:
+    """What a reader gets of :func:`campaign`'s state (as ``Client.campaign`` returns it)."""
+    return CampaignView.model_validate(campaign(**changes))
+
+
+def read_phases(phases: list[dict[str, Any]]) -> list[PhaseView]:
+    """What a reader gets of phase states (as ``Client.phases`` returns them)."""
+    return [PhaseView.model_validate(phase) for phase in phases]
+
+
+PHASE_VIEWS = read_phases(PHASES)
+
+
 # ---- ids ------------------------------------------------------------------------------------
 
 
@@ -235,37 +249,37 @@ def test_an_id_that_starts_another_is_shown_whole() -> None:
 
 def test_spend_is_the_records_plus_the_running_phase() -> None:
     # records: screening 13 + validation 46.5; the running combination phase has charged 25
-    assert spent_cpu_seconds(campaign(), PHASES) == pytest.approx(84.5)
+    assert spent_cpu_seconds(read_campaign(), PHASE_VIEWS) == pytest.approx(84.5)
 
 
 def test_a_concluded_phase_the_planner_has_not_recorded_yet_counts_once() -> None:
-    before = campaign(records=[as_record(job) for job in SCREENING_JOBS], phase="validation")
-    assert spent_cpu_seconds(before, PHASES[:2]) == pytest.approx(59.5)
+    before = read_campaign(records=[as_record(job) for job in SCREENING_JOBS], phase="validation")
+    assert spent_cpu_seconds(before, PHASE_VIEWS[:2]) == pytest.approx(59.5)
 
 
 def test_a_finished_campaign_spends_what_its_records_say() -> None:
     records = [as_record(job) for job in SCREENING_JOBS + VALIDATION_JOBS + COMBINATION_JOBS]
-    done = campaign(status="completed", phase=None, records=records)
-    assert spent_cpu_seconds(done, PHASES) == pytest.approx(84.5)
+    done = read_campaign(status="completed", phase=None, records=records)
+    assert spent_cpu_seconds(done, PHASE_VIEWS) == pytest.approx(84.5)
 
 
 def test_budget_adds_every_extension() -> None:
-    assert budget_cpu_seconds(campaign()) == 600.0
-    extended = campaign(
+    assert read_campaign().budget_cpu_seconds() == 600.0
+    extended = read_campaign(
         budget_changes=[
             {"cpu_seconds": 300.0, "by": "alice", "at": "2025-03-01T11:00:00+00:00", "reason": "more combos"},
             {"cpu_seconds": 100.0, "by": "bob", "at": "2025-03-01T11:30:00+00:00", "reason": ""},
         ]
     )
-    assert budget_cpu_seconds(extended) == 1000.0
+    assert extended.budget_cpu_seconds() == 1000.0
 
 
 def test_an_invalid_request_has_no_budget() -> None:
-    assert budget_cpu_seconds(campaign(status="rejected", spec=None)) is None
+    assert read_campaign(status="rejected", spec=None).budget_cpu_seconds() is None
 
 
 def test_best_is_the_lowest_validation_ne_against_the_validation_baseline() -> None:
-    best = best_so_far(job_records(campaign(), PHASES))
+    best = best_so_far(job_records(read_campaign(), PHASE_VIEWS))
     assert best is not None
     # the running combination phase's finished job counts; screening's 0.83 (one epoch) does not
     assert best.hypothesis_id == "dcn_v2+fm"
@@ -275,19 +289,19 @@ def test_best_is_the_lowest_validation_ne_against_the_validation_baseline() -> N
 
 
 def test_best_is_unknown_until_the_validation_baseline_completes() -> None:
-    screened = campaign(records=[as_record(job) for job in SCREENING_JOBS], phase="validation")
+    screened = read_campaign(records=[as_record(job) for job in SCREENING_JOBS], phase="validation")
     running = [phase_state("validation", [tracked("validation", None, BASELINE, "running")], 0.0)]
-    assert best_so_far(job_records(screened, PHASES[:1] + running)) is None
+    assert best_so_far(job_records(screened, read_phases(PHASES[:1] + running))) is None
     assert format_gain(None) == ""
 
 
 def test_no_better_config_is_a_zero_gain() -> None:
-    only_baseline = campaign(records=[as_record(VALIDATION_JOBS[0]), as_record(VALIDATION_JOBS[2])])
+    only_baseline = read_campaign(records=[as_record(VALIDATION_JOBS[0]), as_record(VALIDATION_JOBS[2])])
     assert format_gain(best_so_far(job_records(only_baseline, []))) == "+0.0%"
 
 
 def test_summary_of_a_running_campaign() -> None:
-    summary = summarize(campaign(), PHASES)
+    summary = summarize(read_campaign(), PHASE_VIEWS)
     assert (summary.name, summary.status, summary.phase) == (
         "crosses for the movie ranker",
         "running",
@@ -299,13 +313,15 @@ def test_summary_of_a_running_campaign() -> None:
 
 
 def test_summary_of_a_rejected_request_names_it_from_the_request() -> None:
-    rejected = {
-        "campaign_id": CAMPAIGN,
-        "status": "rejected",
-        "request": {"name": "typo", "budget_cpu_seconds": -1},
-        "spec": None,
-        "reasons": ["budget_cpu_seconds: must be greater than 0"],
-    }
+    rejected = CampaignView.model_validate(
+        {
+            "campaign_id": CAMPAIGN,
+            "status": "rejected",
+            "request": {"name": "typo", "budget_cpu_seconds": -1},
+            "spec": None,
+            "reasons": ["budget_cpu_seconds: must be greater than 0"],
+        }
+    )
     summary = summarize(rejected, [])
     assert (summary.name, summary.spent_cpu_seconds, summary.budget_cpu_seconds, summary.best) == (
         "typo",
@@ -319,7 +335,7 @@ def test_summary_of_a_rejected_request_names_it_from_the_request() -> None:
 
 
 def test_job_rows_show_what_each_job_changed_against_the_validation_baseline() -> None:
-    rows = {row.short_id: row for row in job_rows(CAMPAIGN, PHASES)}
+    rows = {row.short_id: row for row in job_rows(CAMPAIGN, PHASE_VIEWS)}
     assert list(rows)[:2] == ["screening-baseline-s0", "screening-dcn_v2-s0"]
     assert rows["screening-dcn_v2-s0"].changes == {"epochs": 1, "cross_layers": 2}
     assert rows["validation-baseline-s0"].changes == {}
@@ -333,7 +349,7 @@ def test_job_rows_show_what_each_job_changed_against_the_validation_baseline() -
 
 
 def test_while_only_screening_ran_its_baseline_is_the_reference() -> None:
-    rows = job_rows(CAMPAIGN, PHASES[:1])
+    rows = job_rows(CAMPAIGN, PHASE_VIEWS[:1])
     assert [row.changes for row in rows] == [{}, {"cross_layers": 2}]
 
 
@@ -366,7 +382,7 @@ def test_the_watch_frame_shows_jobs_in_flight_budget_and_best() -> None:
             cpu_seconds=40.2,
         )
     }
-    text = render(cli.watch_view(campaign(), PHASES, runs, NOW))
+    text = render(cli.watch_view(read_campaign(), PHASE_VIEWS, runs, NOW))
     assert f"{CAMPAIGN} crosses for the movie ranker: running, phase combination" in text
     assert "84.5 / 600 CPU-s (14%)" in text
     assert "+3.2% NE gain: dcn_v2+fm" in text
@@ -376,11 +392,11 @@ def test_the_watch_frame_shows_jobs_in_flight_budget_and_best() -> None:
 
 
 def test_the_portfolio_shows_each_campaigns_workload_spend_best_and_jobs_in_flight() -> None:
-    other = campaign(
+    other = read_campaign(
         campaign_id="f" * 32, spec={**campaign()["spec"], "workload": "autoint", "name": "towers"}
     )
-    states = [campaign(), other]
-    phases = {CAMPAIGN: PHASES, "f" * 32: []}
+    states = [read_campaign(), other]
+    phases = {CAMPAIGN: PHASE_VIEWS, "f" * 32: []}
     text = render(cli.portfolio_table(states, phases, [CAMPAIGN, "f" * 32], show_all=False, wide=False))
     mine, theirs = (line for line in text.splitlines() if "towers" in line or "crosses" in line)
     assert "ranker" in mine and "84.5 / 600" in mine and "+3.2%" in mine and mine.rstrip(" │").endswith("2")
@@ -394,7 +410,7 @@ class FakeClient:
     """Stands in for :class:`rea.client.Client`: one campaign, whose states are played in order."""
 
     published: list[Envelope] = []
-    states: list[dict[str, Any] | BaseException] = []
+    states: list[CampaignView | BaseException] = []
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -405,14 +421,14 @@ class FakeClient:
     async def resolve_campaign(self, prefix: str) -> str:
         return pick_match("campaign", prefix, [CAMPAIGN] if CAMPAIGN.startswith(prefix) else [])
 
-    async def campaign(self, campaign_id: str) -> dict[str, Any] | None:
+    async def campaign(self, campaign_id: str) -> CampaignView | None:
         state = FakeClient.states.pop(0) if len(FakeClient.states) > 1 else FakeClient.states[0]
         if isinstance(state, BaseException):
             raise state
         return state
 
-    async def phases(self, campaign_id: str, without_diagnostics: bool = False) -> list[dict[str, Any]]:
-        return PHASES
+    async def phases(self, campaign_id: str, without_diagnostics: bool = False) -> list[PhaseView]:
+        return PHASE_VIEWS
 
     async def job_runs(self, job_ids: list[str]) -> dict[str, JobRun]:
         return {}
@@ -426,7 +442,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeClient]:
     monkeypatch.setattr(cli, "Client", FakeClient)
     monkeypatch.setattr(cli, "WATCH_POLL_S", 0.0)
     FakeClient.published = []
-    FakeClient.states = [campaign()]
+    FakeClient.states = [read_campaign()]
     return FakeClient
 
 
@@ -440,7 +456,7 @@ def test_cancel_publishes_for_the_full_id_of_a_prefix(fake: type[FakeClient]) ->
 
 
 def test_cancel_refuses_a_finished_campaign(fake: type[FakeClient]) -> None:
-    fake.states = [campaign(status="completed")]
+    fake.states = [read_campaign(status="completed")]
     result = CliRunner().invoke(cli.app, ["cancel", CAMPAIGN])
     assert result.exit_code == 1
     assert "is completed" in result.output
@@ -454,14 +470,14 @@ def test_a_prefix_matching_nothing_exits_1(fake: type[FakeClient]) -> None:
 
 
 def test_watch_ends_when_the_campaign_does(fake: type[FakeClient]) -> None:
-    fake.states = [campaign(), campaign(status="cancelled", phase=None)]
+    fake.states = [read_campaign(), read_campaign(status="cancelled", phase=None)]
     result = CliRunner().invoke(cli.app, ["status", "3f2a", "--watch"])
     assert result.exit_code == 0, result.output
     assert f"Campaign {CAMPAIGN} is cancelled." in result.output
 
 
 def test_ctrl_c_leaves_the_watch_cleanly(fake: type[FakeClient]) -> None:
-    fake.states = [campaign(), KeyboardInterrupt()]
+    fake.states = [read_campaign(), KeyboardInterrupt()]
     result = CliRunner().invoke(cli.app, ["status", "3f2a", "--watch"])
     assert result.exit_code == 0, result.output
     assert "Aborted" not in result.output

@@ -237,7 +237,7 @@ class Chaos:
             if time.monotonic() > deadline:
                 return
             states = [await self.client.campaign(campaign_id) for campaign_id in ids]
-            if all(state is not None and state["status"] in FINAL for state in states):
+            if all(state is not None and state.status in FINAL for state in states):
                 self.report.missed.append(f"{fault}: every campaign had finished before it")
                 continue
             self._note_crashes()
@@ -309,7 +309,7 @@ class Chaos:
     async def _wait(self, client: Client, ids: list[str], deadline: float, accepted: bool = False) -> None:
         while time.monotonic() < deadline:
             states = [await client.campaign(campaign_id) for campaign_id in ids]
-            if all(state is not None and (accepted or state["status"] in FINAL) for state in states):
+            if all(state is not None and (accepted or state.status in FINAL) for state in states):
                 return
             await asyncio.sleep(0.5)
 
@@ -331,40 +331,36 @@ class Chaos:
         self.report.executed_more_than_once = len(measured.repeated())
         for campaign_id in ids:
             state = await client.campaign(campaign_id)
-            status = state["status"] if state else "missing"
+            status = state.status if state else "missing"
             if status == "completed":
                 self.report.completed += 1
             elif status == "paused_budget":
                 self.report.paused_for_budget += 1
             else:
                 self.report.unfinished.append(f"{campaign_id}: {status}")
-            if state is not None and state.get("spec"):
-                cap = state["spec"]["budget_cpu_seconds"] + sum(
-                    change["cpu_seconds"] for change in state.get("budget_changes", [])
-                )
+            cap = state.budget_cpu_seconds() if state is not None else None
+            if cap is not None:
                 used = measured.cpu_by_campaign.get(campaign_id, 0.0)
                 self.report.cpu_beyond_cap += round(max(0.0, used - cap), 3)
             phases = await client.phases(campaign_id)
-            finished = [
-                job for phase in phases for job in phase["jobs"] if job["status"] in FINISHED_JOB_STATUSES
-            ]
+            finished = [job for phase in phases for job in phase.jobs if job.status in FINISHED_JOB_STATUSES]
             rows = await self._recorded(client, campaign_id, len(finished))
             recorded = {row["_id"] for row in rows}
-            self.report.results_lost += sum(1 for job in finished if job["spec"]["job_id"] not in recorded)
+            self.report.results_lost += sum(1 for job in finished if job.spec.job_id not in recorded)
             for phase in phases:
                 charged = sum(
-                    ((job.get("output") or {}).get("cost") or {}).get("cpu_seconds", 0.0)
-                    for job in phase["jobs"]
-                    if job["status"] in FINISHED_JOB_STATUSES
+                    job.output.cost.cpu_seconds if job.output and job.output.cost else 0.0
+                    for job in phase.jobs
+                    if job.status in FINISHED_JOB_STATUSES
                 )
-                if abs(charged - phase["spent_cpu_seconds"]) > 1e-6:  # a result counted twice, or not at all
+                if abs(charged - phase.spent_cpu_seconds) > 1e-6:  # a result counted twice, or not at all
                     self.report.miscounted_phases += 1
                 # Each phase's cap is what the campaign's budget had left when the phase started.
                 self.report.overspend_cpu_seconds += max(
-                    0.0, phase["spent_cpu_seconds"] - phase["budget_cpu_seconds"]
+                    0.0, phase.spent_cpu_seconds - phase.budget_cpu_seconds
                 )
-                for entry in phase["runbook"]:
-                    self.report.landed[f"job failures in the runbook: {entry['failure']}"] += 1
+                for entry in phase.runbook:
+                    self.report.landed[f"job failures in the runbook: {entry.failure}"] += 1
         await self._check_faults_landed(client)
 
     async def _check_faults_landed(self, client: Client) -> None:

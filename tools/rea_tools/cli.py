@@ -60,6 +60,7 @@ from rea.ledger import LOG_LIMIT, JobRun
 from rea.processes import is_running
 from rea.runtime import SERVICES, run_service
 from rea.settings import Settings
+from rea.views import CampaignView, JobView, PhaseView
 from rea.workloads import get_workload, workload_names
 from rea_tools.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
 
@@ -207,7 +208,7 @@ def submit(
         campaign_id = str(request.pop("campaign_id", None) or new_id())
         events.append(CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request))
 
-    async def work(client: Client) -> list[dict[str, Any] | None]:
+    async def work(client: Client) -> list[CampaignView | None]:
         for event in events:
             await client.publish(event)
         if not wait:
@@ -226,18 +227,18 @@ def submit(
         raise typer.Exit(1)
 
 
-def _report_answer(campaign_id: str, state: dict[str, Any] | None, timeout: float) -> bool:
+def _report_answer(campaign_id: str, state: CampaignView | None, timeout: float) -> bool:
     """Say what the planner answered; False when it rejected the campaign or did not answer."""
     if state is None:
         console.print(f"No answer from the planner within {timeout:g}s; check `rea status {campaign_id}`.")
         return False
-    if state["status"] == "rejected":
+    if state.status == "rejected":
         console.print(f"[red]Campaign rejected:[/red] {campaign_id}")
-        for reason in state["reasons"]:
+        for reason in state.reasons:
             console.print(f"  - {reason}")
         return False
-    console.print(f"Campaign {campaign_id}: {state['status']}")
-    if state["status"] == "awaiting_approval":
+    console.print(f"Campaign {campaign_id}: {state.status}")
+    if state.status == "awaiting_approval":
         console.print(f"Estimated {_by_phase(state)}; approve with `rea approve {campaign_id}`.")
     return True
 
@@ -261,9 +262,9 @@ def _send_decision(
         state = await client.campaign(campaign_id)
         if state is None:
             raise UnresolvedId("campaign", prefix, [])
-        if state["status"] not in allowed:
+        if state.status not in allowed:
             console.print(
-                f"Campaign {campaign_id} is {state['status']}; "
+                f"Campaign {campaign_id} is {state.status}; "
                 f"this applies only when it is {' or '.join(sorted(allowed))}."
             )
             raise typer.Exit(1)
@@ -389,7 +390,7 @@ def status(
         return
     prefix = campaign_id
 
-    async def work(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def work(client: Client) -> tuple[CampaignView, list[PhaseView]]:
         full = await client.resolve_campaign(prefix)
         state = await client.campaign(full)
         if state is None:
@@ -400,7 +401,9 @@ def status(
     if as_json:
         summary = summarize(state, phases)
         brief = {**asdict(summary), "best_gain": None if summary.best is None else summary.best.gain}
-        print(json.dumps({"campaign": state, "phases": phases, "summary": brief}, default=str))
+        phase_views = [phase.model_dump(mode="json") for phase in phases]
+        shown = {"campaign": state.model_dump(mode="json"), "phases": phase_views, "summary": brief}
+        print(json.dumps(shown, default=str))
         return
     _print_campaign(Console(), state, phases)
 
@@ -445,22 +448,22 @@ def _print_stack(settings: Settings, as_json: bool) -> None:
 
 async def _portfolio(
     client: Client, show_all: bool
-) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], list[str]]:
+) -> tuple[list[CampaignView], dict[str, list[PhaseView]], list[str]]:
     states = await client.campaigns(hidden=() if show_all else HIDDEN_STATUSES)
-    phases = await client.phases_of([state["campaign_id"] for state in states])
+    phases = await client.phases_of([state.campaign_id for state in states])
     return states, phases, await client.campaign_ids()
 
 
 def portfolio_table(
-    states: list[dict[str, Any]],
-    phases: dict[str, list[dict[str, Any]]],
+    states: list[CampaignView],
+    phases: dict[str, list[PhaseView]],
     every_id: list[str],
     show_all: bool,
     wide: bool,
 ) -> Table:
     """Every campaign at a glance: workload, status, phase, spend against budget, best gain so
     far, jobs in flight (one row each)."""
-    summaries = [summarize(state, phases[state["campaign_id"]]) for state in states]
+    summaries = [summarize(state, phases[state.campaign_id]) for state in states]
     listed = [summary.campaign_id for summary in summaries]
     shown = {full: full for full in listed} if wide else short_ids(listed, every_id)
     table = Table(caption=None if show_all else "rejected and cancelled campaigns hidden (--all shows them)")
@@ -489,7 +492,7 @@ def portfolio_table(
 def _list_campaigns(show_all: bool, wide: bool, as_json: bool) -> None:
     states, phases, every_id = _with_client(Settings(), lambda client: _portfolio(client, show_all))
     if as_json:
-        print(json.dumps(states, default=str))
+        print(json.dumps([state.model_dump(mode="json") for state in states]))
         return
     if not states:
         hidden = "" if show_all else " (rejected and cancelled ones are hidden; --all shows them)"
@@ -544,7 +547,7 @@ def _duration(seconds: float) -> str:
 
 
 def watch_view(
-    campaign: dict[str, Any], phases: list[dict[str, Any]], runs: dict[str, JobRun], now: datetime
+    campaign: CampaignView, phases: list[PhaseView], runs: dict[str, JobRun], now: datetime
 ) -> RenderableType:
     """One frame of `rea status ID --watch`: where the campaign stands, the jobs in flight, the
     budget burnt and the best so far."""
@@ -553,8 +556,8 @@ def watch_view(
     header = (
         f"[bold]{summary.campaign_id}[/bold] {escape(summary.name)}: [bold]{summary.status}[/bold]{phase}"
     )
-    every_job = [job for state in phases for job in state["jobs"]]
-    finished = sum(job["status"] in FINISHED_JOB_STATUSES for job in every_job)
+    every_job = [job for state in phases for job in state.jobs]
+    finished = sum(job.status in FINISHED_JOB_STATUSES for job in every_job)
     flying = jobs_in_flight(phases)
     waiting = len(every_job) - finished - len(flying)
     counts = f"jobs: {finished} finished, {len(flying)} in flight, {waiting} waiting"
@@ -575,14 +578,14 @@ def watch_view(
             "job", "hypothesis", "status", "worker", "running for", title="in flight", title_justify="left"
         )
         for job in flying:
-            spec = job["spec"]
-            run = runs.get(spec["job_id"])
+            spec = job.spec
+            run = runs.get(spec.job_id)
             table.add_row(
-                spec["job_id"].removeprefix(f"{summary.campaign_id}-"),
-                escape(spec.get("hypothesis_id") or "baseline"),
-                run.status if run else job["status"],
-                escape((run.worker if run else None) or job.get("worker") or ""),
-                _running_for(job["status"], run, now),
+                spec.job_id.removeprefix(f"{summary.campaign_id}-"),
+                escape(spec.hypothesis_id or "baseline"),
+                run.status if run else job.status,
+                escape((run.worker if run else None) or job.worker or ""),
+                _running_for(job.status, run, now),
             )
         parts.append(table)
     return Group(*parts)
@@ -606,7 +609,7 @@ def _watch(prefix: str) -> None:
     """Follow a campaign from MongoDB about twice a second until it reaches a final status."""
     out = Console()
 
-    async def work(client: Client) -> dict[str, Any]:
+    async def work(client: Client) -> CampaignView:
         campaign_id = await client.resolve_campaign(prefix)
         with Live(console=out, auto_refresh=False) as live:
             while True:
@@ -614,10 +617,10 @@ def _watch(prefix: str) -> None:
                 if state is None:
                     raise UnresolvedId("campaign", prefix, [])
                 phases = await client.phases(campaign_id, without_diagnostics=True)
-                flying = [job["spec"]["job_id"] for job in jobs_in_flight(phases)]
+                flying = [job.spec.job_id for job in jobs_in_flight(phases)]
                 runs = await client.job_runs(flying) if flying else {}
                 live.update(watch_view(state, phases, runs, datetime.now(UTC)), refresh=True)
-                if state["status"] in FINAL_STATUSES:
+                if state.status in FINAL_STATUSES:
                     return state
                 await asyncio.sleep(WATCH_POLL_S)
 
@@ -625,7 +628,7 @@ def _watch(prefix: str) -> None:
         state = _with_client(Settings(), work)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-    console.print(f"Campaign {state['campaign_id']} is {state['status']}.")
+    console.print(f"Campaign {state.campaign_id} is {state.status}.")
 
 
 @app.command()
@@ -637,7 +640,7 @@ def jobs(
     """Every job of a campaign over all its phases: what its config changed against the baseline,
     its NE on validation and test, its CPU seconds and why it failed, if it did."""
 
-    async def work(client: Client) -> tuple[str, list[dict[str, Any]], list[str]]:
+    async def work(client: Client) -> tuple[str, list[PhaseView], list[str]]:
         full = await client.resolve_campaign(campaign_id)
         return full, await client.phases(full, without_diagnostics=True), await client.campaign_ids()
 
@@ -706,21 +709,21 @@ def logs(
 ) -> None:
     """A job's own output (the last 64 KiB of its stdout and stderr) and why it failed, if it did."""
 
-    async def work(client: Client) -> tuple[str, JobRun | None, dict[str, Any] | None]:
+    async def work(client: Client) -> tuple[str, JobRun | None, JobView | None]:
         full = await client.resolve_job(job_id)
         return full, await client.job_run(full), await client.job(full)
 
     full_id, run, tracked = _with_client(Settings(), work)
-    spec = (tracked or {}).get("spec") or {}
-    executor_status = None if tracked is None else str(tracked["status"])
+    executor_status = None if tracked is None else tracked.status
     out = Console(highlight=False)
     out.print(f"[bold]job[/bold]       {full_id}")
-    if spec:
-        hypothesis = escape(spec.get("hypothesis_id") or "baseline")
-        out.print(f"campaign  {spec['campaign_id']}  phase {spec['phase']}  hypothesis {hypothesis}")
+    if tracked is not None:
+        spec = tracked.spec
+        hypothesis = escape(spec.hypothesis_id or "baseline")
+        out.print(f"campaign  {spec.campaign_id}  phase {spec.phase}  hypothesis {hypothesis}")
     run_status = run.status if run else executor_status
     also = f" (executor: {executor_status})" if executor_status and executor_status != run_status else ""
-    worker = (run.worker if run else None) or (tracked or {}).get("worker") or "none yet"
+    worker = (run.worker if run else None) or (tracked.worker if tracked else None) or "none yet"
     cpu = f"{run.cpu_seconds:.1f}" if run else "0.0"
     out.print(f"status    {run_status}{also}  worker {escape(worker)}  CPU-s {cpu}")
     if run and run.started_at:
@@ -728,9 +731,9 @@ def logs(
         took = _duration((ended - run.started_at).total_seconds())
         finished = f"  finished {_when(run.finished_at)}" if run.finished_at else "  (still running)"
         out.print(f"started   {_when(run.started_at)}{finished}  ({took})")
-    error = ((tracked or {}).get("output") or {}).get("error")
+    error = tracked.output.error if tracked and tracked.output else None
     if error:
-        out.print(f"[red]failure   {error['kind']}: {escape(error['message'])}[/red]")
+        out.print(f"[red]failure   {error.kind}: {escape(error.message)}[/red]")
     if run is None or not run.log:
         out.print(_no_output(run, executor_status))
         return
@@ -739,59 +742,59 @@ def logs(
     sys.stdout.write(run.log if run.log.endswith("\n") else f"{run.log}\n")
 
 
-def _by_phase(campaign: dict[str, Any]) -> str:
+def _by_phase(campaign: CampaignView) -> str:
     """ "1,234 CPU-s (validation 300, combination 100, ...)": the estimate a person approves."""
-    by_phase: dict[str, float] = campaign.get("budget_by_phase") or {}
+    by_phase = campaign.budget_by_phase
     if not by_phase:
-        return f"{campaign['plan']['estimated_cpu_seconds']:g} CPU-s"
+        estimate = campaign.plan.estimated_cpu_seconds if campaign.plan else 0.0
+        return f"{estimate:g} CPU-s"
     parts = ", ".join(f"{phase} {seconds:.0f}" for phase, seconds in by_phase.items())
     return f"{sum(by_phase.values()):.0f} CPU-s ({parts})"
 
 
-def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[str, Any]]) -> None:
+def _print_campaign(out: Console, campaign: CampaignView, phases: list[PhaseView]) -> None:
     summary = summarize(campaign, phases)
     running = f", phase {summary.phase}" if summary.phase else ""
     out.print(f"[bold]{summary.campaign_id}[/bold] {escape(summary.name)}: {summary.status}{running}")
-    for reason in campaign.get("reasons", []):
+    for reason in campaign.reasons:
         out.print(f"  reason: {escape(reason)}")
     out.print(f"  spent: {_spend(summary)} CPU-s")
     out.print(f"  best so far: {_best_line(summary)}")
-    if campaign.get("plan"):
+    if campaign.plan:
         out.print(
-            f"  plan: {len(campaign['plan']['jobs'])} validation jobs; estimated {_by_phase(campaign)}; "
-            f"approved by {campaign.get('approved_by')}"
+            f"  plan: {len(campaign.plan.jobs)} validation jobs; estimated {_by_phase(campaign)}; "
+            f"approved by {campaign.approved_by}"
         )
-    for dropped in campaign.get("dropped_hypotheses", []):
+    for dropped in campaign.dropped_hypotheses:
         out.print(f"  dropped: {dropped}")
-    for notice in campaign.get("notices", []):
+    for notice in campaign.notices:
         out.print(f"  {notice}")
     for phase in phases:
         table = Table(
-            "job", "hypothesis", "status", "val NE", "test NE", "CPU-s", title=f"phase {phase['phase']}"
+            "job", "hypothesis", "status", "val NE", "test NE", "CPU-s", title=f"phase {phase.phase}"
         )
-        for job in phase["jobs"]:
-            output = job.get("output") or {}
-            val, test, cost = output.get("validation"), output.get("test"), output.get("cost")
+        for job in phase.jobs:
+            output = job.output
+            val, test, cost = (output.validation, output.test, output.cost) if output else (None, None, None)
             table.add_row(
-                job["spec"]["job_id"].removeprefix(f"{summary.campaign_id}-"),
-                escape(job["spec"]["hypothesis_id"] or "baseline"),
-                job["status"],
-                f"{val['ne']:.4f}" if val else "",
-                f"{test['ne']:.4f}" if test else "",
-                f"{cost['cpu_seconds']:.1f}" if cost else "",
+                job.spec.job_id.removeprefix(f"{summary.campaign_id}-"),
+                escape(job.spec.hypothesis_id or "baseline"),
+                job.status,
+                f"{val.ne:.4f}" if val else "",
+                f"{test.ne:.4f}" if test else "",
+                f"{cost.cpu_seconds:.1f}" if cost else "",
             )
         out.print(table)
-        gpu = phase.get("budget_gpu_seconds")
-        gpu_line = "" if gpu is None else f", {phase.get('spent_gpu_seconds', 0.0):.1f} of {gpu:g} GPU-s"
+        gpu = phase.budget_gpu_seconds
+        gpu_line = "" if gpu is None else f", {phase.spent_gpu_seconds:.1f} of {gpu:g} GPU-s"
         out.print(
-            f"  budget: {phase['spent_cpu_seconds']:.1f} of {phase['budget_cpu_seconds']:g} CPU-s"
-            f"{gpu_line} spent"
+            f"  budget: {phase.spent_cpu_seconds:.1f} of {phase.budget_cpu_seconds:g} CPU-s{gpu_line} spent"
         )
-        for entry in phase.get("runbook", []):
-            job_id = entry["job_id"].removeprefix(f"{summary.campaign_id}-")
-            line = escape(f"{job_id} failed ({entry['failure']}): {entry['action']} - {entry['reason']}")
-            if entry["escalated"]:
-                message = escape(entry["message"][:200])
+        for entry in phase.runbook:
+            job_id = entry.job_id.removeprefix(f"{summary.campaign_id}-")
+            line = escape(f"{job_id} failed ({entry.failure}): {entry.action} - {entry.reason}")
+            if entry.escalated:
+                message = escape(entry.message[:200])
                 out.print(
                     f"  [bold red]ESCALATED[/bold red] {line} Message: {message} (rea logs shows it all)"
                 )
@@ -799,42 +802,38 @@ def _print_campaign(out: Console, campaign: dict[str, Any], phases: list[dict[st
                 out.print(f"  runbook: {line}")
 
 
-def proposal_summary(campaign: dict[str, Any]) -> dict[str, Any]:
+def proposal_summary(campaign: CampaignView) -> dict[str, Any]:
     """The machine-readable result: baseline and best on the test split, with the cost."""
-    result = campaign["result"]
+    result = campaign.result
+    if result is None:
+        raise ValueError(f"campaign {campaign.campaign_id} has no result")
     return {
-        "campaign_id": campaign["campaign_id"],
-        "status": campaign["status"],
-        "baseline": {
-            "ne": result["baseline"]["ne"],
-            "auc": result["baseline"]["auc"],
-            "job_id": result["baseline"]["job_id"],
-        },
+        "campaign_id": campaign.campaign_id,
+        "status": campaign.status,
+        "baseline": {"ne": result.baseline.ne, "auc": result.baseline.auc, "job_id": result.baseline.job_id},
         "best": {
-            "ne": result["best"]["ne"],
-            "auc": result["best"]["auc"],
-            "job_id": result["best"]["job_id"],
-            "hypothesis_id": result["best"]["hypothesis_id"],
-            "changes": result["best_changes"],
+            "ne": result.best.ne,
+            "auc": result.best.auc,
+            "job_id": result.best.job_id,
+            "hypothesis_id": result.best.hypothesis_id,
+            "changes": result.best_changes,
         },
-        "ne_delta": result["ne_delta"],
-        "ne_relative_gain": result["ne_relative_gain"],
-        "ne_delta_ci": (
-            None if result.get("ne_delta_low") is None else [result["ne_delta_low"], result["ne_delta_high"]]
-        ),
-        "confidence": result.get("confidence", 0.95),
-        "p_value": result.get("p_value"),
-        "seeds": result.get("seeds", 1),
-        "verdict": result.get("verdict", "too few seeds"),
-        "notes": result.get("notes", []),
-        "auc_delta": result["auc_delta"],
-        "jobs_completed": result["jobs_completed"],
-        "jobs_failed": result["jobs_failed"],
-        "compute_seconds": result["compute_seconds"],
+        "ne_delta": result.ne_delta,
+        "ne_relative_gain": result.ne_relative_gain,
+        "ne_delta_ci": None if result.ne_delta_low is None else [result.ne_delta_low, result.ne_delta_high],
+        "confidence": result.confidence,
+        "p_value": result.p_value,
+        "seeds": result.seeds,
+        "verdict": result.verdict,
+        "notes": result.notes,
+        "auc_delta": result.auc_delta,
+        "jobs_completed": result.jobs_completed,
+        "jobs_failed": result.jobs_failed,
+        "compute_seconds": result.compute_seconds,
     }
 
 
-def _print_proposal(out: Console, campaign: dict[str, Any]) -> None:
+def _print_proposal(out: Console, campaign: CampaignView) -> None:
     summary = proposal_summary(campaign)
     base, best = summary["baseline"], summary["best"]
     table = Table(
@@ -862,8 +861,8 @@ def _print_proposal(out: Console, campaign: dict[str, Any]) -> None:
         )
     for note in summary["notes"]:
         out.print(f"Note: {note}")
-    if campaign.get("accepted_by"):
-        out.print(f"Proposal accepted by {campaign['accepted_by']} at {str(campaign['accepted_at'])[:19]}.")
+    if campaign.accepted_by:
+        out.print(f"Proposal accepted by {campaign.accepted_by} at {str(campaign.accepted_at)[:19]}.")
     out.print(
         f"Jobs completed: {summary['jobs_completed']}, failed: {summary['jobs_failed']}, "
         f"compute: {summary['compute_seconds']:.1f} CPU-s."
@@ -886,14 +885,14 @@ def proposal(
 
     wanted = html_path is not None or markdown_dir is not None
 
-    async def work(client: Client) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    async def work(client: Client) -> tuple[str, CampaignView | None, dict[str, Any] | None]:
         full = await client.resolve_campaign(campaign_id)
         campaign = await client.campaign(full)
         return full, campaign, (await client.proposal(full) if wanted else None)
 
     full_id, campaign, document = _with_client(Settings(), work)
-    if campaign is None or campaign.get("result") is None:
-        state = "not found" if campaign is None else campaign["status"]
+    if campaign is None or campaign.result is None:
+        state = "not found" if campaign is None else campaign.status
         console.print(f"[red]no result for {full_id} ({state})[/red]")
         raise typer.Exit(1)
     if wanted and document is None:
@@ -963,8 +962,8 @@ def demo(
         finally:
             with console.status("Shutting down..."):
                 stack.stop()
-    if campaign is None or campaign["status"] != "completed":
-        state = "timed out" if campaign is None else f"{campaign['status']}: {campaign.get('reasons')}"
+    if campaign is None or campaign.status != "completed":
+        state = "timed out" if campaign is None else f"{campaign.status}: {campaign.reasons}"
         console.print(f"[red]The demo campaign did not complete ({state}). Logs: {stack.home / 'logs'}[/red]")
         raise typer.Exit(1)
     _print_proposal(Console(stderr=as_json), campaign)
@@ -972,7 +971,7 @@ def demo(
         print(json.dumps(proposal_summary(campaign)))
 
 
-async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) -> dict[str, Any] | None:
+async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) -> CampaignView | None:
     await client.publish(event)
     deadline = time.monotonic() + timeout_s
     with Progress(
@@ -986,11 +985,11 @@ async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) 
         task = progress.add_task("planning", total=None)
         while time.monotonic() < deadline:
             campaign = await client.campaign(event.campaign_id)
-            jobs = [job for phase in await client.phases(event.campaign_id) for job in phase["jobs"]]
+            jobs = [job for phase in await client.phases(event.campaign_id) for job in phase.jobs]
             if jobs:
-                done = sum(job["status"] in FINISHED_JOB_STATUSES for job in jobs)
+                done = sum(job.status in FINISHED_JOB_STATUSES for job in jobs)
                 progress.update(task, description="training jobs", total=len(jobs), completed=done)
-            if campaign and campaign["status"] in FINAL_STATUSES:
+            if campaign and campaign.status in FINAL_STATUSES:
                 return campaign
             await asyncio.sleep(0.5)
     return None
