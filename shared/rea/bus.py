@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from rea.doorbell import Doorbell
-from rea.events import DeadLetter, Envelope, describe_error, encode_event, parse_event
+from rea.events import DeadLetter, Event, describe_error, encode_event, parse_event
 from rea.metrics import Metrics
 from rea.settings import Settings
 from rea.topics import Topics
@@ -101,7 +101,7 @@ class Bus:
             if consumer is not None and consumer.assignment():
                 await consumer.seek_to_beginning()
 
-    async def publish(self, event: Envelope) -> None:
+    async def publish(self, event: Event) -> None:
         await self.send(self.topics.for_event(event.type), event.key(), encode_event(event))
 
     async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
@@ -131,7 +131,7 @@ class Bus:
         self,
         topics: list[str],
         group: str,
-        handlers: Mapping[type[Envelope], Handler],
+        handlers: Mapping[type[Event], Handler],
         *,
         max_poll_interval_ms: int = 300_000,
         listener: ConsumerRebalanceListener | None = None,
@@ -182,7 +182,7 @@ class Bus:
 
         async def consume(message: KafkaMessage) -> None:
             records: tuple[Any, ...] = message.raw_message  # aiokafka ConsumerRecords
-            batch: list[tuple[Envelope, bytes, Any]] = []
+            batch: list[tuple[Event, bytes, Any]] = []
             for record in records:
                 raw: bytes = record.value or b""
                 event = await self._parse(raw, record.topic, record.partition, record.offset)
@@ -199,7 +199,7 @@ class Bus:
                 return
             log.warning("batch_failed_retrying_one_by_one", events=len(events), error=repr(error))
 
-            async def alone(one: Envelope) -> None:
+            async def alone(one: Event) -> None:
                 await handler([one])
 
             for item, item_raw, where in batch:
@@ -237,7 +237,7 @@ class Bus:
 
         return awake
 
-    async def _parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Envelope | None:
+    async def _parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Event | None:
         """The event in ``raw``, or None once it has been dead-lettered with the reason."""
         try:
             return parse_event(raw)
@@ -265,7 +265,7 @@ class Bus:
                 await asyncio.sleep(min(RETRY_MAX_WAIT_S, 0.05 * 2**waits))
 
     async def _handle(
-        self, handler: Handler, event: Envelope, raw: bytes, topic: str, partition: int, offset: int
+        self, handler: Handler, event: Event, raw: bytes, topic: str, partition: int, offset: int
     ) -> None:
         for failures in range(1, HANDLER_ATTEMPTS + 1):
             error = await self._wait_out_infrastructure(lambda: handler(event), event.type)

@@ -20,7 +20,7 @@ from pymongo import AsyncMongoClient
 
 from rea.doorbell import Doorbell, ring
 from rea.endpoints import Endpoints, resolve_endpoints
-from rea.events import FINISHED_JOB_STATUSES, Envelope, JobRecord, encode_event
+from rea.events import FINISHED_JOB_STATUSES, Event, JobRecord, encode_event
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobRun
 from rea.phases import SCREENING, SEARCH_KINDS, VALIDATION, kind
@@ -74,7 +74,7 @@ class Client:
     async def close(self) -> None:
         await self.mongo.close()
 
-    async def publish(self, event: Envelope) -> None:
+    async def publish(self, event: Event) -> None:
         await self.send(self.topics.for_event(event.type), event.key(), encode_event(event))
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:

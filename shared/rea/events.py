@@ -1,9 +1,10 @@
 """Event contracts: one pydantic model per event type, each versioned.
 
-Every event carries the envelope ``event_id``, ``type``, ``version``, ``occurred_at``,
-``campaign_id``, ``correlation_id`` and a typed ``payload``. Consumers dedup on
-``event_id``; Kafka messages are keyed by ``campaign_id`` (job work by ``job_id``), so one
-consumer owns a campaign at a time. A message that does not parse as one of these models
+Every event carries ``event_id``, ``type``, ``version``, ``occurred_at``, ``correlation_id``,
+its subject and a typed ``payload``. A campaign's events carry ``campaign_id`` (:class:`Envelope`),
+a kernel search's carry ``search_id`` (:class:`KernelEnvelope`). Consumers dedup on
+``event_id``; Kafka messages are keyed by the subject (job work by ``job_id``), so one
+consumer owns a campaign, or a search, at a time. A message that does not parse as one of these models
 (bad JSON, unknown type, unsupported version, wrong field types) is dead-lettered.
 """
 
@@ -26,23 +27,53 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Envelope(BaseModel):
+class Event(BaseModel):
+    """What every event carries, whatever it is about. Each kind of subject has its own envelope
+    below: the subject is the Kafka key, so one consumer owns a subject at a time."""
+
     model_config = ConfigDict(frozen=True)
 
     event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     type: str
     version: int
     occurred_at: datetime = Field(default_factory=utc_now)
-    campaign_id: str = Field(min_length=1, max_length=128)
     correlation_id: str = Field(min_length=1, max_length=128)
 
     def key(self) -> bytes:
-        """The Kafka message key: the campaign, so one consumer owns a campaign at a time."""
-        return self.campaign_id.encode()
+        """The Kafka message key: the event's subject."""
+        raise NotImplementedError
+
+    def about_campaign(self) -> str | None:
+        """The campaign it belongs to; None for an event about something else."""
+        return None
 
     def placed_partition(self) -> int | None:
         """The partition its producer chose for it; None: the key's."""
         return None
+
+
+class Envelope(Event):
+    """An event of a campaign."""
+
+    campaign_id: str = Field(min_length=1, max_length=128)
+
+    def key(self) -> bytes:
+        """The campaign, so one consumer owns a campaign at a time."""
+        return self.campaign_id.encode()
+
+    def about_campaign(self) -> str | None:
+        return self.campaign_id
+
+
+class KernelEnvelope(Event):
+    """An event of a KernelEvolve search, which belongs to no campaign: a kernel serves every
+    model that runs the operator on that device."""
+
+    search_id: str = Field(min_length=1, max_length=128)
+
+    def key(self) -> bytes:
+        """The search, so one kernel service owns a search at a time."""
+        return self.search_id.encode()
 
 
 # ---- payloads -------------------------------------------------------------------------
@@ -484,6 +515,88 @@ class CampaignCompleted(Envelope):
     payload: CampaignCompletedPayload
 
 
+# ---- KernelEvolve ----------------------------------------------------------------------
+
+KernelTargetName = Literal["cpu", "triton"]
+KernelParam = int | str | bool
+
+
+class KernelSearchRequestedPayload(BaseModel):
+    """Search kernels for one operator on one target, within a number of candidate evaluations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operator: str = Field(min_length=1, max_length=64, description="A registered operator (rea_kernel).")
+    target: KernelTargetName = "cpu"
+    budget: int = Field(default=24, ge=1, le=1000, description="Candidates evaluated, at most.")
+    method: Literal["mcts_evolution", "random"] = "mcts_evolution"
+    seed: int = Field(default=0, ge=0)
+    requested_by: str = Field(default="cli", min_length=1, max_length=128)
+
+
+class KernelSearchRequested(KernelEnvelope):
+    type: Literal["kernel.search.requested"] = "kernel.search.requested"
+    version: Literal[1] = 1
+    payload: KernelSearchRequestedPayload
+
+
+class KernelCandidateEvaluatedPayload(BaseModel):
+    """One candidate's verdict: what a search tried and what the evaluator found."""
+
+    operator: str
+    target: KernelTargetName
+    device: str = Field(description="Where it was checked and timed, e.g. the CPU's model name.")
+    evaluation: int = Field(ge=1, description="Its place in the search: 1 for the first candidate.")
+    digest: str
+    params: dict[str, KernelParam] = Field(default_factory=dict)
+    verdict: str
+    reason: str
+    speedup_vs_eager: float | None = Field(
+        default=None, description="Geometric mean over the timed shapes; None when not timed."
+    )
+
+
+class KernelCandidateEvaluated(KernelEnvelope):
+    type: Literal["kernel.candidate.evaluated"] = "kernel.candidate.evaluated"
+    version: Literal[1] = 1
+    payload: KernelCandidateEvaluatedPayload
+
+
+class KernelPublishedPayload(BaseModel):
+    """The best correct candidate of a search, kept in the kernel registry."""
+
+    operator: str
+    target: KernelTargetName
+    device: str
+    digest: str
+    params: dict[str, KernelParam] = Field(default_factory=dict)
+    speedup_vs_eager: float
+    speedup_vs_compiled: float | None = None
+    evaluations: int = Field(ge=1)
+    method: Literal["mcts_evolution", "random"]
+
+
+class KernelPublished(KernelEnvelope):
+    type: Literal["kernel.published"] = "kernel.published"
+    version: Literal[1] = 1
+    payload: KernelPublishedPayload
+
+
+class KernelSearchFailedPayload(BaseModel):
+    operator: str
+    target: KernelTargetName
+    reason: str
+
+
+class KernelSearchFailed(KernelEnvelope):
+    """A search that published nothing: an unknown operator, a target this machine lacks, or no
+    candidate that passed the evaluator."""
+
+    type: Literal["kernel.search.failed"] = "kernel.search.failed"
+    version: Literal[1] = 1
+    payload: KernelSearchFailedPayload
+
+
 AnyEvent = Annotated[
     CampaignRequested
     | CampaignRejected
@@ -506,13 +619,17 @@ AnyEvent = Annotated[
     | BudgetWarning
     | RunbookApplied
     | CampaignCompleted
-    | ProposalAccepted,
+    | ProposalAccepted
+    | KernelSearchRequested
+    | KernelCandidateEvaluated
+    | KernelPublished
+    | KernelSearchFailed,
     Field(discriminator="type"),
 ]
 
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
-EVENT_TYPES: tuple[type[Envelope], ...] = get_args(get_args(AnyEvent)[0])
+EVENT_TYPES: tuple[type[Event], ...] = get_args(get_args(AnyEvent)[0])
 """Every event model, for consumers that handle them all (the experiment logger)."""
 
 
@@ -521,7 +638,7 @@ def parse_event(raw: bytes | str) -> AnyEvent:
     return _ADAPTER.validate_json(raw)
 
 
-def encode_event(event: Envelope) -> bytes:
+def encode_event(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
 

@@ -20,7 +20,7 @@ Consistency and durability contract
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,13 +35,13 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from rea import insights
-from rea.events import Envelope, encode_event
+from rea.events import Event, encode_event
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobLedger
 from rea.topics import Topics
 
 S = TypeVar("S", bound=BaseModel)
-E = TypeVar("E", bound=Envelope)
+E = TypeVar("E", bound=Event)
 
 Doc = dict[str, Any]
 
@@ -65,7 +65,7 @@ class Decision(Generic[S]):
     """What a pure handler decided: the new state (None = unchanged) and the events to emit."""
 
     state: S | None = None
-    emit: list[Envelope] = field(default_factory=list)
+    emit: Sequence[Event] = field(default_factory=list)
 
 
 @dataclass
@@ -227,7 +227,7 @@ class Store:
         return Applied(duplicate=False, decision=decision)
 
     async def add_to_outbox(
-        self, events: list[Envelope], producer: str, session: AsyncClientSession | None = None
+        self, events: Sequence[Event], producer: str, session: AsyncClientSession | None = None
     ) -> None:
         if not events:
             return
@@ -242,7 +242,7 @@ class Store:
                 "partition": event.placed_partition(),
                 "value": encode_event(event),
                 "type": event.type,
-                "campaign_id": event.campaign_id,
+                "campaign_id": event.about_campaign(),
                 "producer": producer,
                 "published": False,
             }

@@ -47,6 +47,15 @@ class Topics:
         return f"{self.prefix}.executor.events"
 
     @property
+    def kernel_requests(self) -> str:
+        """Kernel searches people (or a campaign's launch) ask for."""
+        return f"{self.prefix}.kernel.requests"
+
+    @property
+    def kernel_events(self) -> str:
+        return f"{self.prefix}.kernel.events"
+
+    @property
     def dead_letter(self) -> str:
         return f"{self.prefix}.deadletter"
 
@@ -64,6 +73,8 @@ class Topics:
             self.job_queue,
             self.job_events,
             self.executor_events,
+            self.kernel_requests,
+            self.kernel_events,
             self.dead_letter,
         ]
 
@@ -92,5 +103,9 @@ class Topics:
             "plan.proposed": self.planner_events,
             "phase.started": self.planner_events,
             "campaign.completed": self.planner_events,
+            "kernel.search.requested": self.kernel_requests,
+            "kernel.candidate.evaluated": self.kernel_events,
+            "kernel.published": self.kernel_events,
+            "kernel.search.failed": self.kernel_events,
         }
         return routes[event_type]

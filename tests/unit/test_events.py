@@ -16,6 +16,7 @@ from rea.events import (
     CampaignRequested,
     CampaignResult,
     Envelope,
+    Event,
     HypothesesGenerated,
     HypothesesGeneratedPayload,
     Hypothesis,
@@ -24,6 +25,10 @@ from rea.events import (
     JobRecord,
     JobSpec,
     JobSubmitted,
+    KernelPublished,
+    KernelPublishedPayload,
+    KernelSearchRequested,
+    KernelSearchRequestedPayload,
     MetricSummary,
     PhaseConcluded,
     PhaseConcludedPayload,
@@ -65,7 +70,7 @@ def event_type(cls: type[Envelope]) -> str:
     return str(cls.model_fields["type"].default)
 
 
-def sample_events() -> list[Envelope]:
+def sample_events() -> list[Event]:
     output = JobOutput(
         status="ok",
         train=split(0.8),
@@ -130,11 +135,40 @@ def sample_events() -> list[Envelope]:
                 )
             ),
         ),
+        KernelSearchRequested(
+            search_id="s-1",
+            correlation_id="s-1",
+            payload=KernelSearchRequestedPayload(operator="layer_norm", budget=8),
+        ),
+        KernelPublished(
+            search_id="s-1",
+            correlation_id="s-1",
+            payload=KernelPublishedPayload(
+                operator="layer_norm",
+                target="cpu",
+                device="cpu: Intel(R) Xeon(R)",
+                digest="0123abcd",
+                params={"threads": 2, "simd": True, "order": "rows"},
+                speedup_vs_eager=1.7,
+                evaluations=8,
+                method="mcts_evolution",
+            ),
+        ),
     ]
 
 
+def test_a_kernel_search_event_belongs_to_no_campaign_and_is_keyed_by_its_search() -> None:
+    event = KernelSearchRequested(
+        search_id="s-9", correlation_id="s-9", payload=KernelSearchRequestedPayload(operator="fm_interaction")
+    )
+    assert event.key() == b"s-9" and event.about_campaign() is None
+    assert Topics("pfx").for_event(event.type) == "pfx.kernel.requests"
+    with pytest.raises(ValidationError, match="budget"):
+        KernelSearchRequestedPayload(operator="fm_interaction", budget=0)
+
+
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: e.type)
-def test_round_trip_preserves_type_and_every_field(event: Envelope) -> None:
+def test_round_trip_preserves_type_and_every_field(event: Event) -> None:
     parsed = parse_event(encode_event(event))
     assert type(parsed) is type(event)
     assert parsed == event
@@ -149,7 +183,7 @@ def test_envelope_defaults_are_fresh_and_timezone_aware() -> None:
     assert a.version == 1
 
 
-def valid_dict(event: Envelope) -> dict[str, typing.Any]:
+def valid_dict(event: Event) -> dict[str, typing.Any]:
     return typing.cast(dict[str, typing.Any], json.loads(encode_event(event)))
 
 
@@ -226,7 +260,7 @@ def test_payload_wrong_shape_for_completed_job_is_refused() -> None:
 
 def test_union_introspection_sees_every_event_class() -> None:
     members = union_members()
-    assert len(members) == 22
+    assert len(members) == 26
     assert len({event_type(cls) for cls in members}) == len(members)  # every type name is distinct
 
 
@@ -255,7 +289,7 @@ def test_specific_routes() -> None:
 
 
 def test_job_submitted_is_keyed_by_job_id_others_by_campaign_id() -> None:
-    events = sample_events()
+    events = [event for event in sample_events() if isinstance(event, Envelope)]
     for event in events:
         expected = event.payload.job_id if isinstance(event, JobSubmitted) else event.campaign_id
         assert event.key() == expected.encode()

@@ -4,7 +4,7 @@ people's pause / resume / budget extension, the runbook for failed jobs, conclus
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, uuid5
@@ -19,6 +19,7 @@ from rea.events import (
     CampaignPaused,
     CampaignResumed,
     Envelope,
+    Event,
     JobCompleted,
     JobFailed,
     JobFinishedPayload,
@@ -97,15 +98,15 @@ def failed(job: JobSpec, cpu: float = 1.0, kind: str = "oom") -> JobFailed:
     return JobFailed(**FOLLOW, payload=JobFinishedPayload(spec=job, output=output, worker="w2"))
 
 
-def submitted_ids(emit: list[Envelope]) -> list[str]:
+def submitted_ids(emit: Sequence[Event]) -> list[str]:
     return [e.payload.job_id for e in emit if isinstance(e, JobSubmitted)]
 
 
-def of_type(emit: list[Envelope], kind: type[E]) -> list[E]:
+def of_type(emit: Sequence[Event], kind: type[E]) -> list[E]:
     return [e for e in emit if isinstance(e, kind)]
 
 
-def types(emit: list[Envelope]) -> list[type[Envelope]]:
+def types(emit: Sequence[Event]) -> list[type[Event]]:
     return [type(e) for e in emit]
 
 
@@ -209,7 +210,7 @@ def test_result_for_an_unknown_job_or_phase_is_ignored() -> None:
 
 def run_to_end(
     specs: list[JobSpec], budget: float, parallel: int, cost: dict[str, float] | None = None
-) -> tuple[PhaseExecution, list[Envelope], list[str]]:
+) -> tuple[PhaseExecution, list[Event], list[str]]:
     """Drive a phase: finish submitted jobs in order until nothing is in flight."""
     cost = cost or {}
     decision = start(specs, budget, parallel)
