@@ -1,0 +1,89 @@
+"""The checks both sides of an evaluation share: what makes an output acceptable, and a
+fingerprint that lets the evaluator check an output it never received in full.
+
+The sandboxed child runs these on the candidate's outputs; the evaluator runs the same code on
+the reference's, so the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from rea_kernel.operators import Tolerance
+
+
+def output_problem(output: object, device: str, inputs: Sequence[torch.Tensor]) -> str | None:
+    """Why ``output`` is not an acceptable kernel result, whatever its values; None if it is.
+
+    A result must be a plain dense tensor that a caller may keep and write to: no subclass
+    (whose methods could run code, or lie about values), on the target's device, contiguous,
+    and not sharing memory with an input.
+    """
+    if not isinstance(output, torch.Tensor):
+        return f"returned a {type(output).__name__}, not a torch.Tensor"
+    if type(output) is not torch.Tensor:
+        return f"returned a tensor subclass {type(output).__name__}, not a plain torch.Tensor"
+    if output.device.type != device:
+        return f"returned a tensor on {output.device}, not on {device}"
+    if output.layout is not torch.strided or not output.is_contiguous():
+        return "returned a non-contiguous tensor"
+    if output.numel() and any(_shares_memory(output, tensor) for tensor in inputs):
+        return "returned a tensor that shares memory with an input"
+    return None
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return b.numel() > 0 and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    matches: bool
+    max_abs_error: float
+    reason: str | None = None
+
+
+def compare(output: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance) -> Comparison:
+    """``output`` against ``reference``: same dtype and shape, values within ``tolerance``
+    (NaN where the reference has NaN, and only there)."""
+    if output.dtype != reference.dtype:
+        return Comparison(False, float("inf"), f"dtype {output.dtype}, expected {reference.dtype}")
+    if output.shape != reference.shape:
+        return Comparison(
+            False, float("inf"), f"shape {tuple(output.shape)}, expected {tuple(reference.shape)}"
+        )
+    if output.numel() == 0:
+        return Comparison(True, 0.0)
+    error = (output.double() - reference.double()).abs()
+    both_nan = output.isnan() & reference.isnan()
+    worst = float(error.masked_fill(both_nan, 0).nan_to_num(nan=float("inf")).max())
+    matches = torch.allclose(output, reference, atol=tolerance.atol, rtol=tolerance.rtol, equal_nan=True)
+    return Comparison(matches, worst, None if matches else f"max abs error {worst:.3g}")
+
+
+def fingerprint_weights(numel: int, seed: int) -> torch.Tensor:
+    """Weights in [-1, 1) drawn from ``seed``: an output that differs from the reference in
+    any element moves the weighted sum, whatever the candidate knows in advance."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(numel, generator=generator, dtype=torch.float64) * 2 - 1
+
+
+def fingerprint(tensor: torch.Tensor, seed: int) -> float:
+    """The weighted sum of every element, in float64 (NaN if any element is NaN)."""
+    return float((tensor.detach().reshape(-1).double() * fingerprint_weights(tensor.numel(), seed)).sum())
+
+
+def fingerprint_matches(value: float, reference: torch.Tensor, seed: int, tolerance: Tolerance) -> bool:
+    """Whether ``value`` can be the fingerprint of an output within ``tolerance`` of
+    ``reference``: ``|sum w (out - ref)| <= sum |w| (atol + rtol |ref|)``, so a correct output
+    always passes and a wrong one almost never does."""
+    weights = fingerprint_weights(reference.numel(), seed)
+    flat = reference.detach().reshape(-1).double()
+    expected = float((flat * weights).sum())
+    if expected != expected or value != value:
+        return expected != expected and value != value
+    bound = float((weights.abs() * (tolerance.atol + tolerance.rtol * flat.abs())).sum())
+    return abs(value - expected) <= bound * (1 + 1e-9) + 1e-12

@@ -1,0 +1,609 @@
+"""Judge a candidate kernel: correct on fresh inputs of every shape, honest about its speed.
+
+Published kernel searches have been fooled by kernels that read the reference's cached
+output, mutate their inputs, escape the timer, or win on one shape only. So the evaluator
+trusts nothing the candidate does and checks everything itself:
+
+- The candidate only ever runs in a sandboxed child process (:mod:`rea_kernel.sandbox`), built
+  there too. A hang, a crash or a runaway allocation becomes a verdict, never an exception here.
+- The reference output never exists where the candidate runs. The child gets seeds, makes the
+  inputs, runs only the candidate and sends its outputs back; the evaluator regenerates the same
+  inputs from the seeds, computes the reference here, after the child has exited, and compares.
+  The eager reference and ``torch.compile`` of it are timed in a separate child that runs no
+  candidate code, with the same harness, so the candidate can neither read a reference output
+  nor slow the reference down.
+- Every correctness trial draws a new seed, over all correctness shapes (odd, non-power-of-two,
+  empty, large), at least two per shape: an output remembered from an earlier call is wrong on
+  the next. Inputs are copied before the call and compared after it.
+- Outputs must be plain, contiguous tensors on the target's device with the reference's dtype
+  and shape (:func:`rea_kernel.checks.output_problem`).
+- Timing: warm-up, then the median of many runs, each on fresh inputs (a memo keyed on the
+  inputs' addresses or contents never hits), the caches flushed before each (a buffer larger
+  than the last-level cache is written), and the timed region includes reading the whole
+  output. Every timed output is checked (by fingerprint, :mod:`rea_kernel.checks`) and the last
+  one again, in full, after the loop: a kernel that returns before its work is done is caught
+  by the difference.
+- A speedup over eager beyond :attr:`Settings.suspicious_speedup` (default 20x: more than
+  fusing these operators honestly gives on a CPU, except where eager pays per-call overhead on
+  tiny shapes) is measured again, beside new shapes near it. One that does not reproduce was
+  noise and the new measurement stands; one that does must hold, at half the bound, on the
+  new shapes, or the candidate is rejected as tuned to (or memoised for) that one shape.
+
+What the child reports about time is measured inside the candidate's process, so a candidate
+that deliberately rewrites the harness's memory could forge it; the audit hook refuses the
+usual routes (:mod:`rea_kernel.harness`) and the re-measurement on unseen shapes limits what
+a forgery gains. Times are wall-clock times of ``run`` on the named device, never interpreter
+time passed off as a kernel's.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+import rea_kernel
+from rea_kernel import checks
+from rea_kernel.candidate import Candidate
+from rea_kernel.harness import CORRECTNESS, SETTLE_SECONDS, TIMING, VIOLATIONS
+from rea_kernel.operators import Operator, Shape, get_operator
+from rea_kernel.sandbox import Limits, SandboxedProcess, Verdict, last_line
+from rea_kernel.targets import Target, TargetUnavailableError, get_target
+
+DEFAULT_FLUSH_BYTES = 64 << 20
+TIMER = (
+    "median wall-clock time of run() including a copy of its whole output, fresh inputs and flushed "
+    "caches before every run, in a sandboxed child process"
+)
+
+
+class Settings(BaseModel):
+    """How hard to look at a candidate. The defaults are for a real evaluation; tests and a
+    search's first screening pass fewer trials, shapes and repeats."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trials: int = Field(default=3, ge=2, description="Trials per correctness shape, each with a new seed.")
+    correctness_shapes: tuple[dict[str, Any], ...] | None = Field(
+        default=None, min_length=1, description="A subset of shapes to check (plain data); None: all."
+    )
+    benchmark_shapes: tuple[dict[str, Any], ...] | None = Field(
+        default=None, description="The shapes to time; None: the operator's; empty: check correctness only."
+    )
+    dtypes: tuple[str, ...] | None = Field(
+        default=None, description="None: every dtype the operator supports."
+    )
+    warmup: int = Field(
+        default=3,
+        ge=1,
+        description="Untimed runs per shape first, each on fresh inputs (two or more let "
+        "torch.compile settle on dynamic sizes before the timed runs).",
+    )
+    repeats: int = Field(default=20, ge=1, description="Timed runs per shape; the median is reported.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads for the candidate (unless it sets its own) and the baselines; None: every core. "
+        "One thread times steadily on a machine other work is using, where a parallel region waits for "
+        "whichever of its threads was descheduled.",
+    )
+    time_compiled_reference: bool = Field(
+        default=True, description="Also time torch.compile of the reference (slow to compile)."
+    )
+    suspicious_speedup: float = Field(
+        default=20.0, gt=0, description="A speedup over eager beyond this is re-measured on new shapes."
+    )
+    recheck_shapes: int = Field(default=2, ge=1, description="New shapes per suspicious one.")
+    recheck_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="The share of the bound a speedup must keep on new shapes."
+    )
+    limits: Limits = Limits()
+    compile_limits: Limits = Limits(wall_seconds=120, memory_bytes=4 << 30, file_bytes=256 << 20)
+    cache_dir: Path = Field(default=Path(".rea/kernel-cache"), description="Builds, by source hash.")
+    cache_flush_bytes: int | None = Field(
+        default=None, ge=4, description="Bytes written between timed runs; None: 1.5x the last-level cache."
+    )
+    seed: int | None = Field(
+        default=None, description="Seeds the trials' seeds; None: fresh every evaluation."
+    )
+
+
+class ShapeCheck(BaseModel):
+    """One correctness trial: enough to reproduce it (shape, dtype, seed) and what it showed."""
+
+    shape: dict[str, Any]
+    bucket: str
+    dtype: str
+    seed: int
+    passed: bool
+    max_abs_error: float | None = None
+    problem: str | None = None
+
+
+class Timing(BaseModel):
+    """Median seconds per call on one shape, of the candidate and of the baselines, on ``device``."""
+
+    shape: dict[str, Any]
+    bucket: str
+    dtype: str
+    device: str
+    threads: int = Field(description="Threads torch ran with (and OpenMP's default) in both processes.")
+    repeats: int
+    candidate_seconds: float
+    eager_seconds: float
+    compiled_seconds: float | None = None
+    compiled_error: str | None = None
+    purpose: Literal["benchmark", "superseded", "neighbour"] = Field(
+        default="benchmark",
+        description="A benchmark shape's measurement; one re-measured since (kept as evidence); or a new "
+        "shape measured to confirm a suspicious speedup.",
+    )
+
+    @property
+    def speedup_over_eager(self) -> float:
+        return self.eager_seconds / self.candidate_seconds
+
+    @property
+    def speedup_over_compiled(self) -> float | None:
+        return None if self.compiled_seconds is None else self.compiled_seconds / self.candidate_seconds
+
+
+class Evaluation(BaseModel):
+    """The verdict on one candidate, with a reason a person can read and the evidence."""
+
+    candidate: str
+    operator: str
+    target: str
+    device: str
+    verdict: Verdict
+    reason: str
+    correctness: list[ShapeCheck] = Field(default_factory=list)
+    timings: list[Timing] = Field(default_factory=list)
+    timer: str = TIMER
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.PASSED
+
+    @property
+    def cost(self) -> float | None:
+        """What a search minimises: the geometric mean of the candidate's median seconds over the
+        benchmark shapes; None when the candidate failed or was not timed."""
+        seconds = [timing.candidate_seconds for timing in self.timings if timing.purpose == "benchmark"]
+        return statistics.geometric_mean(seconds) if self.passed and seconds else None
+
+
+class EvaluationError(RuntimeError):
+    """The evaluator itself could not do its job (a baseline failed): nothing about the candidate."""
+
+
+class _Rejection(Exception):
+    """How an evaluation ends early: the verdict and its reason."""
+
+    def __init__(self, verdict: Verdict, reason: str) -> None:
+        super().__init__(verdict, reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+@dataclass
+class _Run:
+    """One evaluation in progress: its scratch directory, its seeds and its evidence."""
+
+    candidate: Candidate
+    operator: Operator[Any]
+    target: Target
+    settings: Settings
+    scratch: Path
+    rng: random.Random
+    resources: ExitStack
+    correctness: list[ShapeCheck] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+    children: int = 0
+    baseline: tuple[SandboxedProcess, Path] | None = None
+
+    def seed(self) -> int:
+        return self.rng.getrandbits(62)
+
+    def dtypes(self) -> list[torch.dtype]:
+        supported = {_dtype_name(dtype): dtype for dtype in self.operator.dtypes}
+        asked = self.settings.dtypes or tuple(supported)
+        unsupported = sorted(set(asked) - set(supported))
+        if unsupported:
+            raise ValueError(f"{self.operator.name} supports {sorted(supported)}, not {unsupported}")
+        return [supported[name] for name in asked]
+
+    def shapes(self, chosen: tuple[dict[str, Any], ...] | None, default: tuple[Shape, ...]) -> list[Shape]:
+        return list(default) if chosen is None else [self.operator.parse_shape(shape) for shape in chosen]
+
+    def build(self) -> None:
+        """Write the sources into the build directory and let the target build them there."""
+        build = self.scratch / "build"
+        build.mkdir()
+        for name, text in self.candidate.sources.items():
+            (build / name).write_text(text)
+        cache = self.settings.cache_dir.resolve()
+        failure = self.target.build(self.candidate, build, cache, self.settings.compile_limits)
+        if failure is not None:
+            raise _Rejection(failure.verdict, failure.reason)
+
+    # the sandboxed children ----------------------------------------------------------------
+
+    def start(self, role: str, job: dict[str, Any]) -> tuple[SandboxedProcess, Path]:
+        """A child running the harness in a fresh directory (with a fresh copy of the built
+        candidate, for a candidate role)."""
+        self.children += 1
+        directory = self.scratch / f"{self.children:02d}-{role}"
+        directory.mkdir()
+        environment = {"PYTHONPATH": str(Path(rea_kernel.__file__).resolve().parents[1])}
+        if self.settings.threads is not None:
+            environment |= dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS"), str(self.settings.threads))
+        if role == "baseline":
+            inductor = self.settings.cache_dir.resolve() / "inductor"
+            environment |= {"TORCHINDUCTOR_CACHE_DIR": str(inductor), "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+        else:
+            shutil.copytree(self.scratch / "build", directory / "candidate")
+        job = {"role": role, "operator": self.operator.name, "device": self.target.device, **job}
+        (directory / "job.json").write_text(json.dumps(job))
+        command = [sys.executable, "-s", "-P", "-m", "rea_kernel.harness"]
+        return SandboxedProcess(command, directory, self.settings.limits, environment), directory
+
+    def outcome(self, process: SandboxedProcess, directory: Path, phase: str) -> dict[str, Any]:
+        """The result of ``phase`` once the child reports it; whatever went wrong instead (a
+        refused operation, a limit, a crash, an exception) becomes a :class:`_Rejection`."""
+        reported = process.receive() == phase
+        finished = None if reported else process.finish()
+        records = directory / VIOLATIONS
+        violations = (
+            [json.loads(line)["reason"] for line in records.read_text().splitlines()]
+            if records.exists()
+            else []
+        )
+        if violations:
+            more = f" (and {len(violations) - 1} more refused operations)" if len(violations) > 1 else ""
+            raise _Rejection(Verdict.REJECTED, f"forbidden: the candidate {violations[0]}{more}")
+        if finished is not None:
+            failure = finished.failure(self.settings.limits)
+            if failure is not None:
+                raise _Rejection(*failure)
+            last = last_line(finished.stderr) or "no output"
+            raise _Rejection(
+                Verdict.CRASHED,
+                f"exited with status {finished.returncode} before reporting its {phase}: {last}",
+            )
+        try:
+            result = torch.load(directory / f"{phase}.pt", weights_only=True)
+        except Exception as error:  # the file is the candidate's to spoil; that is its failure
+            raise _Rejection(Verdict.CRASHED, f"left an unreadable {phase} result ({error})") from None
+        if not isinstance(result, dict):
+            raise _Rejection(Verdict.CRASHED, f"left a {phase} result that is not the harness's")
+        raised = result.get("error")
+        if isinstance(raised, dict):
+            verdict = Verdict.OUT_OF_MEMORY if raised["kind"] == "out_of_memory" else Verdict.CRASHED
+            raise _Rejection(verdict, f"raised {last_line(str(raised['message']))}")
+        return result
+
+    def timing_job(self, dtype: torch.dtype, shapes: list[Shape]) -> dict[str, Any]:
+        specs = [
+            {
+                "shape": shape.model_dump(),
+                "warmup_seeds": [self.seed() for _ in range(self.settings.warmup)],
+                "seeds": [self.seed() for _ in range(self.settings.repeats)],
+            }
+            for shape in shapes
+        ]
+        return {
+            "dtype": _dtype_name(dtype),
+            "timings": specs,
+            "flush_bytes": self.settings.cache_flush_bytes or _flush_bytes(),
+            "device": self.target.device,
+        }
+
+    # the evaluation -----------------------------------------------------------------------
+
+    def check_and_time(
+        self, dtype: torch.dtype, trials: list[tuple[Shape, int]], shapes: list[Shape]
+    ) -> list[Timing]:
+        """One candidate process: the correctness ``trials``, judged here, then (if they pass)
+        timing on ``shapes``; then, once the candidate process is gone, the baselines."""
+        job = {
+            "dtype": _dtype_name(dtype),
+            "trials": [{"shape": shape.model_dump(), "seed": seed} for shape, seed in trials],
+        }
+        process, directory = self.start("candidate", job)
+        with process:
+            correctness = self.outcome(process, directory, CORRECTNESS)
+            with _written_by_the_candidate(CORRECTNESS):
+                self.judge_trials(trials, correctness["trials"], dtype)
+            if not shapes:
+                return []
+            timing = self.timing_job(dtype, shapes)
+            process.send(json.dumps(timing))
+            timed = self.outcome(process, directory, TIMING)
+        with _written_by_the_candidate(TIMING):
+            for shape, spec, result in zip(shapes, timing["timings"], timed["timings"], strict=True):
+                self.judge_timed_outputs(shape, dtype, spec["seeds"], result)
+            candidate_seconds = [_median_seconds(result) for result in timed["timings"]]
+            threads = int(timed["threads"])
+        baselines = self.baselines(timing)
+        measured = [
+            Timing(
+                shape=shape.model_dump(),
+                bucket=self.operator.bucket(shape),
+                dtype=_dtype_name(dtype),
+                device=self.target.device_name(),
+                threads=threads,
+                repeats=self.settings.repeats,
+                candidate_seconds=seconds,
+                eager_seconds=_median_seconds(baseline["eager"]),
+                compiled_seconds=_median_seconds(baseline["compiled"]) if "compiled" in baseline else None,
+                compiled_error=baseline.get("compiled_error"),
+            )
+            for shape, seconds, baseline in zip(shapes, candidate_seconds, baselines, strict=True)
+        ]
+        self.timings.extend(measured)
+        return measured
+
+    def baselines(self, timing: dict[str, Any]) -> list[dict[str, Any]]:
+        """The eager and compiled reference, timed on the candidate's seeds by the same harness,
+        in one trusted process kept for the whole evaluation (and idle while a candidate runs)."""
+        if self.baseline is None:
+            job = {"compile_reference": self.settings.time_compiled_reference}
+            process, directory = self.start("baseline", job)
+            self.baseline = self.resources.enter_context(process), directory
+        process, directory = self.baseline
+        process.send(json.dumps(timing))
+        try:
+            timings: list[dict[str, Any]] = self.outcome(process, directory, TIMING)["timings"]
+        except _Rejection as failure:
+            raise EvaluationError(
+                f"timing the reference of {self.operator.name} failed: {failure.reason}"
+            ) from None
+        return timings
+
+    def judge_trials(
+        self, trials: list[tuple[Shape, int]], records: list[dict[str, Any]], dtype: torch.dtype
+    ) -> None:
+        tolerance = self.operator.tolerance(dtype)
+        failures: list[tuple[ShapeCheck, str]] = []
+        correct_earlier: list[tuple[Shape, torch.Tensor]] = []
+        for (shape, seed), record in zip(trials, records, strict=True):
+            check = ShapeCheck(
+                shape=shape.model_dump(),
+                bucket=self.operator.bucket(shape),
+                dtype=_dtype_name(dtype),
+                seed=seed,
+                passed=False,
+            )
+            self.correctness.append(check)
+            if record["problem"]:
+                check.problem = record["problem"]
+                raise _Rejection(Verdict.REJECTED, f"{record['problem']} (shape {check.shape})")
+            if record["mutated"]:
+                check.problem = f"modified input {record['mutated'][0]}"
+                raise _Rejection(
+                    Verdict.REJECTED,
+                    f"modified its input (input {record['mutated'][0]} of the call, shape {check.shape}): "
+                    "kernels must leave their inputs as they found them",
+                )
+            reference = self.reference(shape, dtype, seed)
+            output: torch.Tensor = record["output"]
+            comparison = checks.compare(output, reference, tolerance)
+            check.max_abs_error = comparison.max_abs_error
+            check.passed = comparison.matches
+            settled = record["settled"]
+            if not comparison.matches:
+                if settled is not None and checks.compare(settled, reference, tolerance).matches:
+                    raise _Rejection(
+                        Verdict.REJECTED,
+                        "returned before its work was done: the output was wrong when run() returned and "
+                        f"right {SETTLE_SECONDS} s later (shape {check.shape})",
+                    )
+                if any(same == shape and torch.equal(output, right) for same, right in correct_earlier):
+                    raise _Rejection(
+                        Verdict.REJECTED,
+                        "returned a cached output: for new inputs it returned exactly the right output of an "
+                        f"earlier call on other inputs (shape {check.shape})",
+                    )
+                check.problem = comparison.reason
+                failures.append((check, comparison.reason or "wrong values"))
+            else:
+                correct_earlier.append((shape, output))
+        if failures:
+            wrong = {failure.bucket for failure, _ in failures}
+            right = {check.bucket for check in self.correctness if check.passed} - wrong
+            example, why = failures[0]
+            only = f"; correct only on {sorted(right)}" if right else ""
+            raise _Rejection(
+                Verdict.REJECTED,
+                f"incorrect on {len(wrong)} of {len(wrong | right)} shapes (first: {example.shape}, {why}, "
+                f"tolerance atol {tolerance.atol:g} rtol {tolerance.rtol:g}){only}",
+            )
+
+    def reference(self, shape: Shape, dtype: torch.dtype, seed: int) -> torch.Tensor:
+        inputs = self.operator.make_inputs(shape, dtype, torch.Generator().manual_seed(seed))
+        return self.operator.reference(*inputs, **self.operator.attributes(shape))
+
+    def judge_timed_outputs(
+        self, shape: Shape, dtype: torch.dtype, seeds: list[int], timed: dict[str, Any]
+    ) -> None:
+        """Every timed output against the reference of its own inputs."""
+        where = f"(shape {shape.model_dump()}, while timing)"
+        if timed["problem"]:
+            raise _Rejection(Verdict.REJECTED, f"{timed['problem']} {where}")
+        tolerance = self.operator.tolerance(dtype)
+        last = self.reference(shape, dtype, seeds[-1])
+        settled = timed["last"] if timed["settled"] is None else timed["settled"]
+        if not checks.compare(timed["last"], last, tolerance).matches:
+            if checks.compare(settled, last, tolerance).matches:
+                raise _Rejection(
+                    Verdict.REJECTED,
+                    "returned before its work was done: the output read inside the timed region was "
+                    f"wrong, and right after the timing loop {where}",
+                )
+            raise _Rejection(Verdict.REJECTED, f"incorrect {where}")
+        for run, (seed, value) in enumerate(zip(seeds, timed["fingerprints"], strict=True)):
+            reference = last if run == len(seeds) - 1 else self.reference(shape, dtype, seed)
+            if not checks.fingerprint_matches(value, reference, seed, tolerance):
+                cached = run > 0 and value == timed["fingerprints"][run - 1]
+                kind = (
+                    "returned a cached output (the same as for the previous inputs)"
+                    if cached
+                    else "incorrect"
+                )
+                raise _Rejection(Verdict.REJECTED, f"{kind} on timed run {run + 1} {where}")
+
+    def judge(self) -> None:
+        """Every dtype: correctness on fresh seeds, timing, and a second look at a suspicious speedup."""
+        correctness = self.shapes(self.settings.correctness_shapes, self.operator.correctness_shapes)
+        benchmark = self.shapes(self.settings.benchmark_shapes, self.operator.benchmark_shapes)
+        if not self.target.times_kernels():
+            benchmark = []
+        for dtype in self.dtypes():
+            trials = [(shape, self.seed()) for shape in correctness for _ in range(self.settings.trials)]
+            self.confirm_speedups(dtype, self.check_and_time(dtype, trials, benchmark))
+
+    def confirm_speedups(self, dtype: torch.dtype, measured: list[Timing]) -> None:
+        """A speedup beyond the bound is measured again, with new shapes near it. If it does not
+        reproduce on its own shape, the first measurement was noise and the new one stands; if
+        it does, it must hold on the new shapes too."""
+        bound = self.settings.suspicious_speedup
+        suspicious = [timing for timing in measured if timing.speedup_over_eager > bound]
+        if not suspicious:
+            return
+        shapes = [self.operator.parse_shape(timing.shape) for timing in suspicious]
+        neighbours = [
+            self.operator.nearby_shape(shape, self.rng)
+            for shape in shapes
+            for _ in range(self.settings.recheck_shapes)
+        ]
+        rechecked = self.check_and_time(dtype, [], shapes + neighbours)
+        again, around = rechecked[: len(shapes)], rechecked[len(shapes) :]
+        for timing in suspicious:
+            timing.purpose = "superseded"
+        for timing in around:
+            timing.purpose = "neighbour"
+        reproduced = [timing for timing in again if timing.speedup_over_eager > bound]
+        floor = bound * self.settings.recheck_fraction
+        weakest = min(around, key=lambda timing: timing.speedup_over_eager)
+        if reproduced and weakest.speedup_over_eager < floor:
+            best = max(reproduced, key=lambda timing: timing.speedup_over_eager)
+            raise _Rejection(
+                Verdict.REJECTED,
+                f"a {best.speedup_over_eager:.1f}x speedup over eager on {best.shape} (twice beyond the "
+                f"{bound:g}x believed unchecked) did not hold on new shapes: "
+                f"{weakest.speedup_over_eager:.2f}x on {weakest.shape}, under {floor:g}x; tuned to, or "
+                "memoised for, that shape",
+            )
+
+    def summary(self) -> str:
+        shapes = {check.bucket for check in self.correctness}
+        correct = f"correct on {len(self.correctness)} trials over {len(shapes)} shapes"
+        speedups = [
+            f"{timing.bucket} {timing.speedup_over_eager:.2f}x"
+            + (
+                ""
+                if timing.speedup_over_compiled is None
+                else f" ({timing.speedup_over_compiled:.2f}x over compiled)"
+            )
+            for timing in self.timings
+            if timing.purpose == "benchmark"
+        ]
+        if speedups:
+            return f"{correct}; speedup over eager: {', '.join(speedups)}"
+        return f"{correct}; not timed" + (
+            "" if self.target.times_kernels() else f" ({self.target.device_name()})"
+        )
+
+
+def evaluate(
+    candidate: Candidate, operator: Operator[Any] | str, settings: Settings | None = None
+) -> Evaluation:
+    """Judge ``candidate`` as a kernel for ``operator``: always returns an :class:`Evaluation`,
+    whatever the candidate does. Raises :class:`TargetUnavailableError` if this machine cannot
+    run the candidate's target, and :class:`EvaluationError` if timing the reference fails."""
+    settings = settings or Settings()
+    operator = get_operator(operator) if isinstance(operator, str) else operator
+    target = get_target(candidate.target)
+    unavailable = target.unavailable()
+    if unavailable is not None:
+        raise TargetUnavailableError(unavailable)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rea-kernel-") as scratch, ExitStack() as resources:
+        run = _Run(
+            candidate, operator, target, settings, Path(scratch), random.Random(settings.seed), resources
+        )
+        try:
+            if candidate.operator != operator.name:
+                raise _Rejection(
+                    Verdict.REJECTED, f"a kernel for {candidate.operator}, not for {operator.name}"
+                )
+            run.build()
+            run.judge()
+            verdict, reason = Verdict.PASSED, run.summary()
+        except _Rejection as rejection:
+            verdict, reason = rejection.verdict, rejection.reason
+    return Evaluation(
+        candidate=candidate.digest,
+        operator=operator.name,
+        target=target.name,
+        device=target.device_name(),
+        verdict=verdict,
+        reason=reason,
+        correctness=run.correctness,
+        timings=run.timings,
+        seconds=time.monotonic() - started,
+    )
+
+
+@contextmanager
+def _written_by_the_candidate(phase: str) -> Iterator[None]:
+    """Reading a result a candidate's process wrote: one that is not what the harness writes
+    (the candidate overwrote it) is the candidate's failure, not the evaluator's."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        reason = f"left a {phase} result the harness did not write ({type(error).__name__}: {error})"
+        raise _Rejection(Verdict.CRASHED, reason) from None
+
+
+def _median_seconds(timed: dict[str, Any]) -> float:
+    return statistics.median(timed["times_ns"]) / 1e9
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _flush_bytes() -> int:
+    """1.5x the largest CPU cache this machine reports, so one write evicts everything timed."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = entry.read_text().strip()
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return int(max(sizes) * 1.5) if sizes else DEFAULT_FLUSH_BYTES
+
+
+__all__ = [
+    "Evaluation",
+    "EvaluationError",
+    "Settings",
+    "ShapeCheck",
+    "TargetUnavailableError",
+    "Timing",
+    "evaluate",
+]

@@ -1,0 +1,321 @@
+"""The sandboxed side of an evaluation: the evaluator runs ``python -m rea_kernel.harness`` in a
+fresh directory holding ``job.json`` (and, for a candidate, its files under ``candidate/``).
+Each phase leaves ``PHASE.pt`` (plain tensors and numbers, for ``torch.load(weights_only=True)``)
+and reports its name on the pipe the sandbox gave it.
+
+A ``candidate`` process has two phases:
+
+- ``correctness``: for each trial in ``job.json``, make the inputs from the trial's seed, keep
+  copies, run the candidate once, and record its output as it was when ``run`` returned,
+  whether it changed afterwards, and whether the inputs did. Nothing is judged here: the
+  evaluator compares, in its own process.
+- ``timing``, only when the evaluator, having judged the outputs, sends the timing job on stdin
+  (so the candidate cannot see the timing seeds in advance): time the candidate on each shape,
+  every timed run on fresh inputs (a new seed), the caches flushed before it, reading the whole
+  output inside the timed region.
+
+A ``baseline`` process times the eager reference and ``torch.compile`` of it the same way. It
+runs only trusted code, never in a candidate's process and never while one runs, so a
+candidate can neither see a reference output nor slow the reference down.
+
+In a candidate process, an audit hook (which Python lets no one remove) refuses and records
+what a kernel has no business doing: importing REA's code (where the reference lives),
+inspecting the interpreter's objects or this harness's frames, reading outside its directory
+and the Python installation, starting processes, signalling others, opening sockets, loading
+libraries from elsewhere.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib.util
+import json
+import os
+import site
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rea_kernel import checks
+from rea_kernel.operators import Operator, Shape, get_operator
+from rea_kernel.sandbox import REPORT_FD_VARIABLE
+
+CORRECTNESS = "correctness"
+TIMING = "timing"
+VIOLATIONS = "violations.jsonl"
+SETTLE_SECONDS = 0.2
+"""How long the harness waits before looking at outputs again, to catch work still in flight."""
+
+Kernel = Callable[..., Any]
+
+
+def is_rea_module(name: str) -> bool:
+    root = name.split(".")[0]
+    return root == "rea" or root.startswith("rea_")
+
+
+class Guard:
+    """The audit hook of a candidate process: refuses the events a kernel has no use for and
+    appends each to ``violations.jsonl`` through a descriptor opened before the candidate ran."""
+
+    _PROCESS_EVENTS = frozenset(
+        {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"}
+    )
+    _INSPECTION_EVENTS = frozenset(
+        {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames"}
+    )
+    _OTHER_EVENTS = frozenset(
+        {
+            "import",
+            "open",
+            "os.listdir",
+            "os.scandir",
+            "sys._getframe",
+            "ctypes.dlopen",
+            "os.kill",
+            "os.killpg",
+        }
+    )
+    _WATCHED = _PROCESS_EVENTS | _INSPECTION_EVENTS | _OTHER_EVENTS | {"socket.connect", "socket.bind"}
+    _SYSTEM_FILES = ("/proc/self/", "/sys/", "/dev/null", "/dev/urandom")
+
+    def __init__(self, directory: Path, record_fd: int) -> None:
+        self.directory = directory.resolve()
+        self.record_fd = record_fd
+        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+        self.readable = (self.directory, *(Path(prefix).resolve() for prefix in prefixes))
+        self.system_files = (*self._SYSTEM_FILES, f"/proc/{os.getpid()}/")
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        if event not in self._WATCHED:
+            return
+        reason = self._refusal(event, args)
+        if reason is not None:
+            os.write(self.record_fd, (json.dumps({"event": event, "reason": reason}) + "\n").encode())
+            raise PermissionError(f"refused by the KernelEvolve sandbox: {reason}")
+
+    def _refusal(self, event: str, args: tuple[Any, ...]) -> str | None:
+        if event == "import":
+            return f"imported {args[0]}, part of REA (the evaluator)" if is_rea_module(str(args[0])) else None
+        if event in self._INSPECTION_EVENTS:
+            return f"called {event}, inspecting the interpreter's objects (the evaluator's state)"
+        if event == "sys._getframe":
+            looked_at = args[0].f_code.co_filename
+            return "inspected the evaluator's stack frames" if looked_at == __file__ else None
+        if event in self._PROCESS_EVENTS:
+            return f"started a process ({event})"
+        if event in ("os.kill", "os.killpg"):
+            return None if args[0] in (0, os.getpid()) else f"sent a signal to process {args[0]}"
+        if event.startswith("socket."):
+            return f"used the network ({event})"
+        if event == "ctypes.dlopen":
+            inside = self._inside(args[0], (self.directory,))
+            return None if inside else f"loaded a library outside its directory: {args[0]}"
+        path = args[0]
+        if isinstance(path, int) or self._inside(path, self.readable) or self._system(path):
+            return None
+        return f"{'opened' if event == 'open' else 'listed'} {path}, outside its directory"
+
+    def _system(self, path: object) -> bool:
+        return isinstance(path, str | bytes | os.PathLike) and os.fsdecode(path).startswith(self.system_files)
+
+    @staticmethod
+    def _inside(path: object, roots: tuple[Path, ...]) -> bool:
+        if not isinstance(path, str | bytes | os.PathLike):
+            return False
+        resolved = Path(os.fsdecode(path)).resolve()
+        return any(resolved.is_relative_to(root) for root in roots)
+
+
+def forget_rea_modules() -> None:
+    """Drop REA's modules from the import cache, so a candidate that imports them is seen
+    doing so (an import served from the cache raises no audit event)."""
+    for name in [name for name in sys.modules if is_rea_module(name)]:
+        del sys.modules[name]
+
+
+def load_candidate(path: Path) -> Kernel:
+    spec = importlib.util.spec_from_file_location("candidate_kernel", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = getattr(module, "run", None)
+    if not callable(run):
+        raise AttributeError("kernel.py defines no run(*inputs, **attributes)")
+    return run
+
+
+def make_inputs(
+    operator: Operator[Any], shape: Shape, dtype: torch.dtype, seed: int, device: str
+) -> tuple[torch.Tensor, ...]:
+    """The operator's inputs for ``seed`` (made on the CPU, as the evaluator remakes them), on
+    the target's device."""
+    inputs = operator.make_inputs(shape, dtype, torch.Generator().manual_seed(seed))
+    return tuple(tensor.to(device) for tensor in inputs)
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy in CPU memory: what crosses to the evaluator, and never changes after."""
+    return tensor.detach().to("cpu", copy=True)
+
+
+def synchronize(device: str) -> None:
+    """Wait for work queued on an accelerator, so that a timed region ends when the kernel has
+    finished rather than when it was launched (calls on the CPU are synchronous already)."""
+    if device != "cpu":
+        torch.accelerator.synchronize()
+
+
+def run_trials(
+    run: Kernel, operator: Operator[Any], job: dict[str, Any], dtype: torch.dtype
+) -> list[dict[str, Any]]:
+    """One call per trial on fresh inputs; see the module docstring."""
+    records: list[dict[str, Any]] = []
+    outputs: list[Any] = []
+    for trial in job["trials"]:
+        shape = operator.parse_shape(trial["shape"])
+        inputs = make_inputs(operator, shape, dtype, trial["seed"], job["device"])
+        originals = [tensor.clone() for tensor in inputs]
+        output = run(*inputs, **operator.attributes(shape))
+        problem = checks.output_problem(output, job["device"], inputs)
+        records.append(
+            {
+                "problem": problem,
+                "output": None if problem else to_host(output),
+                "mutated": [
+                    index
+                    for index, (now, was) in enumerate(zip(inputs, originals, strict=True))
+                    if not torch.equal(now, was)
+                ],
+            }
+        )
+        outputs.append(None if problem else output)
+    time.sleep(SETTLE_SECONDS)
+    for record, output in zip(records, outputs, strict=True):
+        settled = None if output is None else to_host(output)
+        record["settled"] = None if settled is None or torch.equal(settled, record["output"]) else settled
+    return records
+
+
+def time_kernel(
+    run: Kernel, operator: Operator[Any], spec: dict[str, Any], timing: dict[str, Any], flush: torch.Tensor
+) -> dict[str, Any]:
+    """Median wall time of ``run`` on one shape, exactly as for every function timed."""
+    shape = operator.parse_shape(spec["shape"])
+    dtype = getattr(torch, timing["dtype"])
+    attributes = operator.attributes(shape)
+    device = timing["device"]
+    for seed in spec["warmup_seeds"]:  # fresh inputs here too: a compiler meets varying sizes now
+        run(*make_inputs(operator, shape, dtype, seed, device), **attributes)
+    times_ns: list[int] = []
+    fingerprints: list[float] = []
+    problem = None
+    for seed in spec["seeds"]:
+        inputs = make_inputs(operator, shape, dtype, seed, device)
+        flush.add_(1.0)
+        synchronize(device)
+        started = time.perf_counter_ns()
+        output = run(*inputs, **attributes)
+        snapshot = output.clone()  # reading the whole output is part of the work timed
+        synchronize(device)
+        times_ns.append(time.perf_counter_ns() - started)
+        problem = problem or checks.output_problem(output, device, inputs)
+        fingerprints.append(checks.fingerprint(to_host(snapshot), seed))
+    time.sleep(SETTLE_SECONDS)
+    last, settled = to_host(snapshot), to_host(output)
+    return {
+        "times_ns": times_ns,
+        "fingerprints": fingerprints,
+        "problem": problem,
+        "last": last,
+        "settled": None if torch.equal(settled, last) else settled,
+    }
+
+
+def flush_buffer(timing: dict[str, Any]) -> torch.Tensor:
+    """Written before every timed run: larger than the last-level cache, it evicts the inputs."""
+    return torch.zeros(max(1, timing["flush_bytes"] // 4), device=timing["device"])
+
+
+def time_candidate(run: Kernel, operator: Operator[Any], timing: dict[str, Any]) -> dict[str, Any]:
+    flush = flush_buffer(timing)
+    timings = [time_kernel(run, operator, spec, timing, flush) for spec in timing["timings"]]
+    return {"timings": timings, "threads": torch.get_num_threads()}
+
+
+def time_baselines(
+    operator: Operator[Any], compiled: Kernel | None, timing: dict[str, Any]
+) -> dict[str, Any]:
+    """The eager reference and, if asked, ``torch.compile`` of it, timed like a candidate."""
+    flush = flush_buffer(timing)
+    results = []
+    for spec in timing["timings"]:
+        entry: dict[str, Any] = {"eager": time_kernel(operator.reference, operator, spec, timing, flush)}
+        if compiled is not None:
+            try:
+                entry["compiled"] = time_kernel(compiled, operator, spec, timing, flush)
+            except Exception as error:  # a compiler failure is a fact about torch.compile, not a crash
+                entry["compiled_error"] = f"{type(error).__name__}: {str(error)[:500]}"
+        results.append(entry)
+    return {"timings": results}
+
+
+def error_kind(error: BaseException) -> str:
+    text = str(error)
+    allocation_failed = isinstance(error, RuntimeError) and (
+        "can't allocate memory" in text or "not enough memory" in text
+    )
+    return "out_of_memory" if isinstance(error, MemoryError) or allocation_failed else "error"
+
+
+def outcome(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """What ``work`` returned, or what it raised, as data the evaluator reads."""
+    try:
+        return work()
+    except (Exception, SystemExit) as error:
+        message = "".join(traceback.format_exception(error))[-3000:]
+        return {"error": {"kind": error_kind(error), "message": message}}
+
+
+def main() -> None:
+    faulthandler.enable()
+    sys.dont_write_bytecode = True
+    report_fd = int(os.environ[REPORT_FD_VARIABLE])
+    directory = Path.cwd()
+    job: dict[str, Any] = json.loads((directory / "job.json").read_text())
+    operator = get_operator(job["operator"])
+
+    def finish_phase(phase: str, result: dict[str, Any]) -> None:
+        torch.save(result, f"{phase}.pt")
+        os.write(report_fd, f"{phase}\n".encode())
+
+    serve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    if job["role"] == "baseline":
+        compiled = torch.compile(operator.reference) if job["compile_reference"] else None
+        serve = partial(time_baselines, operator, compiled)
+    else:
+        forget_rea_modules()
+        sys.addaudithook(Guard(directory, os.open(VIOLATIONS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)))
+        loaded: list[Kernel] = []
+
+        def check() -> dict[str, Any]:
+            loaded.append(load_candidate(directory / "candidate" / "kernel.py"))
+            return {"trials": run_trials(loaded[0], operator, job, getattr(torch, job["dtype"]))}
+
+        finish_phase(CORRECTNESS, outcome(check))
+        serve = partial(time_candidate, loaded[0], operator) if loaded else None
+    if serve is not None:
+        for line in sys.stdin:
+            finish_phase(TIMING, outcome(partial(serve, json.loads(line))))
+    os._exit(0)  # without waiting for threads a candidate may have left running
+
+
+if __name__ == "__main__":
+    main()

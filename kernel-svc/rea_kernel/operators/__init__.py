@@ -1,0 +1,40 @@
+"""The operator suite: the operators ranking models spend their time in, each with its
+reference, shape space and tolerances (the contract is :class:`Operator`'s docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from rea_kernel.operators._base import Attribute, Operator, Shape, Tolerance, size_class
+from rea_kernel.operators.bce_with_logits import BceWithLogits
+from rea_kernel.operators.dcn_cross import DcnCross
+from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
+from rea_kernel.operators.fm_interaction import FmInteraction
+from rea_kernel.operators.layer_norm import LayerNorm
+from rea_kernel.operators.linear_bias_act import LinearBiasAct
+
+OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
+    {
+        operator.name: operator
+        for operator in (
+            EmbeddingBagPooled(),
+            DcnCross(),
+            LinearBiasAct(),
+            FmInteraction(),
+            LayerNorm(),
+            BceWithLogits(),
+        )
+    }
+)
+
+
+def get_operator(name: str) -> Operator[Any]:
+    try:
+        return OPERATORS[name]
+    except KeyError:
+        raise KeyError(f"unknown operator {name!r}; known: {', '.join(OPERATORS)}") from None
+
+
+__all__ = ["OPERATORS", "Attribute", "Operator", "Shape", "Tolerance", "get_operator", "size_class"]

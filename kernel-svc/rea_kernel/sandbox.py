@@ -1,0 +1,292 @@
+"""Run an untrusted command in a child process that cannot take the caller down with it.
+
+The child gets resource limits (address space, CPU time, file size, no core dumps), a wall-clock
+deadline after which its whole process group is killed, a scrubbed environment (a minimal PATH,
+HOME and TMPDIR inside its own directory, no ``REA_*`` or credential variables) and that
+directory as its working directory. A hang, a crash or a runaway allocation ends the child and
+is reported as data (:class:`Exit`), never as an exception in the caller.
+
+This contains accidents and the cheats of a search, not a determined attacker: native code in
+the child runs as the caller's user. Candidates from untrusted authors belong in a container
+or under a separate user on top of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PATH = "/usr/local/bin:/usr/bin:/bin"
+PASSED_THROUGH = ("LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""Variables a child inherits: how to load libraries and how many threads the machine's owner
+allows. Nothing else of the caller's environment crosses."""
+
+REPORT_FD_VARIABLE = "KERNEL_REPORT_FD"
+TAIL_CHARS = 4000
+_OUT_OF_MEMORY_MARKS = ("bad_alloc", "Cannot allocate memory", "can't allocate memory", "MemoryError")
+
+
+class Verdict(StrEnum):
+    """How an evaluation ended: passed, or the way the candidate failed."""
+
+    PASSED = "passed"
+    REJECTED = "rejected"
+    CRASHED = "crashed"
+    TIMED_OUT = "timed_out"
+    OUT_OF_MEMORY = "out_of_memory"
+
+
+class Limits(BaseModel):
+    """What one child process may use. ``cpu_seconds`` counts every thread, so it defaults to
+    the wall-clock limit times the cores: a busy multi-threaded kernel is stopped by the wall
+    clock, a spinning one by either."""
+
+    model_config = ConfigDict(frozen=True)
+
+    wall_seconds: float = Field(default=300.0, gt=0)
+    cpu_seconds: float | None = Field(default=None, gt=0)
+    memory_bytes: int = Field(default=8 << 30, gt=0)
+    file_bytes: int = Field(default=256 << 20, gt=0)
+
+    def cpu_limit(self) -> int:
+        return int(self.cpu_seconds or self.wall_seconds * (os.cpu_count() or 1)) + 1
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a sandboxed process ended, with the ends of what it printed."""
+
+    returncode: int
+    killed_at_deadline: bool
+    wall_seconds: float
+    stdout: str
+    stderr: str
+
+    def failure(self, limits: Limits) -> tuple[Verdict, str] | None:
+        """The verdict and reason when the process died of a limit or a signal; None when it
+        exited by itself (what a non-zero exit status means is the caller's to say)."""
+        if self.killed_at_deadline:
+            return (
+                Verdict.TIMED_OUT,
+                f"still running at the {limits.wall_seconds:g} s wall-clock limit; killed",
+            )
+        if self.returncode >= 0:
+            return None
+        number = -self.returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        if number == signal.SIGXCPU:
+            return Verdict.TIMED_OUT, f"used up its {limits.cpu_limit()} s of CPU time; killed"
+        if number == signal.SIGKILL:
+            return (
+                Verdict.OUT_OF_MEMORY,
+                "killed by SIGKILL from outside the evaluator (the out-of-memory killer)",
+            )
+        if number == signal.SIGXFSZ:
+            return Verdict.CRASHED, f"wrote a file over the {limits.file_bytes} byte limit; killed"
+        if any(mark in self.stderr for mark in _OUT_OF_MEMORY_MARKS):
+            return (
+                Verdict.OUT_OF_MEMORY,
+                f"died with {name} after an allocation failed ({limits.memory_bytes} bytes allowed)",
+            )
+        last = last_line(self.stderr)
+        return Verdict.CRASHED, f"crashed with {name}" + (f": {last}" if last else "")
+
+
+def last_line(text: str) -> str:
+    """The last line of ``text`` that says anything (a traceback's exception, a compiler's
+    error), shortened for a reason a person reads."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def scrubbed_environment(home: Path, extra: Mapping[str, str] = {}) -> dict[str, str]:
+    """The whole environment of a child: nothing of the caller's but :data:`PASSED_THROUGH`."""
+    (home / "home").mkdir(exist_ok=True)
+    (home / "tmp").mkdir(exist_ok=True)
+    environment = {"PATH": PATH, "HOME": str(home / "home"), "TMPDIR": str(home / "tmp"), "LANG": "C.UTF-8"}
+    environment |= {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
+    return environment | dict(extra)
+
+
+def _bounded(kind: int, soft: int, hard: int | None = None) -> tuple[int, int]:
+    """Soft and hard limits (hard defaults to soft), never above the hard limit we run under."""
+    ceiling = resource.getrlimit(kind)[1]
+
+    def capped(value: int) -> int:
+        return value if ceiling == resource.RLIM_INFINITY else min(value, ceiling)
+
+    return capped(soft), capped(soft if hard is None else hard)
+
+
+def _apply_limits(limits: Limits) -> Callable[[], None]:
+    """The limits as the few system calls the child makes between fork and exec (computed
+    here, in the parent, so the child runs no Python beyond ``setrlimit``)."""
+    address_space = _bounded(resource.RLIMIT_AS, limits.memory_bytes)
+    cpu_time = _bounded(
+        resource.RLIMIT_CPU, limits.cpu_limit(), limits.cpu_limit() + 5
+    )  # SIGXCPU, then SIGKILL
+    file_size = _bounded(resource.RLIMIT_FSIZE, limits.file_bytes)
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, address_space)
+        resource.setrlimit(resource.RLIMIT_CPU, cpu_time)
+        resource.setrlimit(resource.RLIMIT_FSIZE, file_size)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+class SandboxedProcess:
+    """A sandboxed child the caller can talk to while it runs.
+
+    The child reads instructions, a line each, from its stdin, and reports, a line each, on a
+    pipe of its own whose descriptor it finds in ``$REPORT_FD_VARIABLE``. Its stdout and stderr
+    go to files beside ``directory`` (not pipes a grandchild could hold open). It leads a new
+    process group, which is killed at the deadline, when the caller abandons it, and after it
+    exits, so grandchildren it left behind go too. Use it as a context manager: leaving the
+    block normally waits for the child to exit; leaving on an exception kills it.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], directory: Path, limits: Limits, environment: Mapping[str, str] = {}
+    ) -> None:
+        self.limits = limits
+        self.started = time.monotonic()
+        self.deadline = self.started + limits.wall_seconds
+        self._stdout_path = directory.parent / f"{directory.name}.stdout"
+        self._stderr_path = directory.parent / f"{directory.name}.stderr"
+        report_read, report_write = os.pipe()
+        with (
+            self._stdout_path.open("wb") as stdout,
+            self._stderr_path.open("wb") as stderr,
+            _closed_on_error(report_read),
+            _closed_on_error(report_write, always=True),
+        ):
+            self.process = subprocess.Popen(
+                list(argv),
+                cwd=directory,
+                env=scrubbed_environment(directory, environment) | {REPORT_FD_VARIABLE: str(report_write)},
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=stderr,
+                pass_fds=(report_write,),
+                start_new_session=True,
+                preexec_fn=_apply_limits(limits),
+            )
+        self._reports = report_read
+        self._poller = select.poll()  # not select(): a long-lived caller may hold descriptors past 1024
+        self._poller.register(report_read, select.POLLIN)
+        self._pending = b""
+        self._exit: Exit | None = None
+
+    def __enter__(self) -> SandboxedProcess:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abandon()
+
+    def receive(self) -> str | None:
+        """The child's next report; None if it closed its pipe (it exited) or the deadline came."""
+        while b"\n" not in self._pending:
+            if self._exit is not None:
+                return None
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 or not self._poller.poll(remaining * 1000):
+                return None
+            chunk = os.read(self._reports, 1 << 16)
+            if not chunk or len(self._pending) > 1 << 20:
+                return None
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def send(self, line: str) -> None:
+        """One instruction; lost silently if the child is gone (its exit tells the caller why)."""
+        stdin = self.process.stdin
+        with contextlib.suppress(OSError):
+            if stdin is not None:
+                stdin.write(line.encode() + b"\n")
+                stdin.flush()
+
+    def finish(self) -> Exit:
+        """Close the child's stdin and wait for it to exit, at most until the deadline."""
+        if self._exit is None:
+            killed = False
+            self._close_stdin()
+            try:
+                self.process.wait(timeout=max(0.0, self.deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                killed = True
+            self._exit = self._collect(killed)
+        return self._exit
+
+    def abandon(self) -> None:
+        """Kill the child now: the caller has seen enough."""
+        if self._exit is None:
+            self._close_stdin()
+            self._exit = self._collect(killed=False)
+
+    def _close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+
+    def _collect(self, killed: bool) -> Exit:
+        _kill_group(self.process.pid)
+        self.process.wait()
+        os.close(self._reports)
+        return Exit(
+            returncode=self.process.returncode,
+            killed_at_deadline=killed,
+            wall_seconds=time.monotonic() - self.started,
+            stdout=_tail(self._stdout_path),
+            stderr=_tail(self._stderr_path),
+        )
+
+
+def run_sandboxed(
+    argv: Sequence[str], directory: Path, limits: Limits, environment: Mapping[str, str] = {}
+) -> Exit:
+    """Run ``argv`` in ``directory`` under ``limits`` and wait for it, at most until the deadline."""
+    with SandboxedProcess(argv, directory, limits, environment) as process:
+        return process.finish()
+
+
+@contextlib.contextmanager
+def _closed_on_error(fd: int, always: bool = False) -> Iterator[None]:
+    """Close ``fd`` if the block fails (or, with ``always``, when it ends)."""
+    try:
+        yield
+    except BaseException:
+        os.close(fd)
+        raise
+    if always:
+        os.close(fd)
+
+
+def _kill_group(group: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
+
+
+def _tail(path: Path) -> str:
+    with path.open("rb") as file:
+        file.seek(max(0, path.stat().st_size - TAIL_CHARS))
+        return file.read().decode(errors="replace")

@@ -1,0 +1,83 @@
+"""The target contract: where kernels run, how candidates are made and built for it.
+
+A target is a kind of hardware plus the way kernels are written for it (``cpu``: C++ with
+OpenMP, loaded through ctypes; a ``triton`` target for GPUs would be a sibling module). It
+exposes, per operator, a search space of template parameters as plain data, so a search can
+walk it without knowing the target, and renders any point of it into a :class:`Candidate`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from rea_kernel.candidate import Candidate, ParamValue
+from rea_kernel.sandbox import Limits, Verdict
+
+SearchSpace = Mapping[str, tuple[ParamValue, ...]]
+
+
+class TargetUnavailableError(RuntimeError):
+    """This machine cannot build or run the target's kernels (no compiler, no device): a fact
+    about the machine, never a verdict on a candidate."""
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    verdict: Verdict
+    reason: str
+
+
+class Target(ABC):
+    """A place kernels run.
+
+    - ``name`` keys the target registry and appears in every candidate made for it.
+    - ``device`` is the torch device type its kernels take inputs on and return outputs on.
+    - ``search_space(operator)`` maps each template parameter to its choices; the first choice of
+      every parameter together is a setting known to be correct, so a search always has a
+      valid start.
+    - ``render(operator, params)`` is pure: the same parameters give the same sources.
+    - ``build`` turns a candidate's sources, written into ``directory``, into what its
+      ``kernel.py`` loads. The sources are untrusted: a build runs in the sandbox, under
+      ``limits``, and reports a broken candidate as a :class:`BuildFailure`, not an exception.
+    """
+
+    name: ClassVar[str]
+    device: ClassVar[str]
+
+    @abstractmethod
+    def unavailable(self) -> str | None:
+        """Why this machine cannot run the target's kernels, for a person to fix; None if it can."""
+
+    @abstractmethod
+    def device_name(self) -> str:
+        """The hardware kernels run on, as timings must name it (a CPU model, a GPU)."""
+
+    @abstractmethod
+    def operators(self) -> tuple[str, ...]:
+        """The operators this target has templates for."""
+
+    @abstractmethod
+    def search_space(self, operator: str) -> SearchSpace: ...
+
+    @abstractmethod
+    def render(self, operator: str, params: Mapping[str, ParamValue]) -> Candidate: ...
+
+    @abstractmethod
+    def build(
+        self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits
+    ) -> BuildFailure | None:
+        """Build in ``directory`` (which holds the sources), reusing ``cache_dir``'s earlier builds."""
+
+    def times_kernels(self) -> bool:
+        """Whether a time measured here is the kernel's. A target that can only emulate its
+        device (an interpreter) says no, and its candidates are checked for correctness only:
+        an interpreter's time is never reported as a kernel's speed."""
+        return True
+
+    def default_params(self, operator: str) -> dict[str, ParamValue]:
+        """The first choice of every parameter: the known-correct start of a search."""
+        return {name: choices[0] for name, choices in self.search_space(operator).items()}

@@ -1,0 +1,607 @@
+"""Parameterised C++ kernels for the ``cpu`` target, one per operator, with their search spaces.
+
+Each template is plain C++ (no torch headers, so a build takes about a second) exporting one
+``extern "C"`` function over raw float pointers, and a ``kernel.py`` shim that allocates the
+output with torch and passes data pointers through ctypes. A search space maps each parameter
+to its choices; the first choice of each, together, is correct and a sensible start.
+
+Parameters shared by every template: ``threads`` (0 lets OpenMP decide), ``simd`` (an
+``omp simd`` pragma on the innermost loops, or leave vectorisation to the compiler) and, where
+it matters, ``accumulator`` (sum in float or double) and the OpenMP ``schedule``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from string import Template
+from types import MappingProxyType
+
+from rea_kernel.candidate import ParamValue
+
+Params = Mapping[str, ParamValue]
+
+_THREADS: tuple[ParamValue, ...] = (0, 1, 2, 4, 8)
+_SIMD: tuple[ParamValue, ...] = (True, False)
+_ACCUMULATOR: tuple[ParamValue, ...] = ("double", "float")
+
+_SHIM = '''"""Calls the compiled kernel (kernel.so, beside this file) on torch tensors' memory."""
+
+import ctypes
+from pathlib import Path
+
+import torch
+
+_library = ctypes.CDLL(str(Path(__file__).with_name("kernel.so")))
+_kernel = _library.${symbol}
+_kernel.restype = None
+_kernel.argtypes = ${argtypes}
+
+
+def _pointer(tensor):
+    return tensor.data_ptr()
+
+'''
+
+
+def parallel_for(params: Params, schedule: str = "static", clauses: str = "") -> str:
+    """The OpenMP pragma of a template's parallel loop."""
+    threads = f" num_threads({params['threads']})" if params["threads"] else ""
+    return f"#pragma omp parallel for schedule({schedule}){threads}{clauses}"
+
+
+def simd(params: Params, reduction: str = "") -> str:
+    if not params["simd"]:
+        return ""
+    return f"#pragma omp simd reduction(+ : {reduction})" if reduction else "#pragma omp simd"
+
+
+@dataclass(frozen=True)
+class CpuTemplate:
+    """One operator's kernel: its parameters' choices, the C++ it renders, and the shim's
+    signature and body (which unpack the inputs and call ``_kernel``)."""
+
+    symbol: str
+    space: Mapping[str, tuple[ParamValue, ...]]
+    cpp: Callable[[Params], str]
+    argtypes: str
+    run: str
+
+    def render(self, params: Params) -> dict[str, str]:
+        shim = Template(_SHIM).substitute(symbol=self.symbol, argtypes=self.argtypes) + self.run
+        return {"kernel.cpp": self.cpp(params), "kernel.py": shim}
+
+
+# embedding_bag_pooled -------------------------------------------------------------------
+# loop: which (table, bag) pairs one parallel loop spans (all of them, fused; or one loop per
+# table, as separate EmbeddingBags run; or examples, each thread writing whole output rows).
+# chunk: columns pooled per pass over a bag's rows; unroll: rows summed at once, into separate
+# accumulators; prefetch_bags: how many bags ahead the rows are requested from memory, since
+# one bag's rows are too few to keep enough misses in flight.
+
+_EMBEDDING_CPP = Template(r"""#include <cstdint>
+
+namespace {
+
+constexpr int64_t kChunk = $chunk;
+constexpr int64_t kUnroll = $unroll;
+constexpr int64_t kPrefetchBags = $prefetch_bags;
+
+// Pools columns [0, width) of one bag into out. WIDTH > 0 fixes the width at compile time (a
+// full chunk); WIDTH == 0 reads it from `width` (the last, partial chunk). kUnroll independent
+// accumulators hide the latency of the additions.
+template <int64_t WIDTH>
+inline void pool_columns(const float* __restrict table, const int64_t* __restrict ids, int64_t length,
+                         int64_t dim, int64_t width, bool mean, float* __restrict out) {
+  const int64_t w = WIDTH > 0 ? WIDTH : width;
+  float acc[kUnroll][kChunk] = {};
+  int64_t j = 0;
+  for (; j + kUnroll <= length; j += kUnroll) {
+    for (int64_t u = 0; u < kUnroll; ++u) {
+      const float* __restrict row = table + ids[j + u] * dim;
+      $simd
+      for (int64_t k = 0; k < w; ++k) acc[u][k] += row[k];
+    }
+  }
+  for (; j < length; ++j) {
+    const float* __restrict row = table + ids[j] * dim;
+    $simd
+    for (int64_t k = 0; k < w; ++k) acc[0][k] += row[k];
+  }
+  const float scale = (mean && length > 0) ? 1.0f / static_cast<float>(length) : 1.0f;
+  $simd
+  for (int64_t k = 0; k < w; ++k) {
+    float sum = acc[0][k];
+    for (int64_t u = 1; u < kUnroll; ++u) sum += acc[u][k];
+    out[k] = sum * scale;
+  }
+}
+
+// Asks for every row of a bag to be brought into cache, so that its misses overlap with the
+// work on the bags before it (one bag's rows are too few to keep the memory system busy).
+inline void prefetch_bag(const float* table, const int64_t* ids, int64_t length, int64_t dim) {
+  for (int64_t j = 0; j < length; ++j) {
+    const float* row = table + ids[j] * dim;
+    for (int64_t c = 0; c < dim; c += 16) __builtin_prefetch(row + c);
+  }
+}
+
+// One bag, all its columns; an empty bag pools to zeros.
+inline void pool_bag(const float* table, const int64_t* ids, int64_t length, int64_t dim, bool mean,
+                     float* out) {
+  int64_t c = 0;
+  for (; c + kChunk <= dim; c += kChunk) {
+    pool_columns<kChunk>(table + c, ids, length, dim, kChunk, mean, out + c);
+  }
+  if (c < dim) pool_columns<0>(table + c, ids, length, dim, dim - c, mean, out + c);
+}
+
+}  // namespace
+
+extern "C" void embedding_bag_pooled(const float* weights, const int64_t* table_offsets,
+                                     const int64_t* indices, const int64_t* offsets, float* out,
+                                     int64_t tables, int64_t batch, int64_t dim, int32_t mean) {
+$loop
+}
+""")
+
+_POOL = """if (kPrefetchBags > 0 && $ahead < tables * batch) {
+      const int64_t next = $ahead;
+      prefetch_bag(weights + table_offsets[next / batch] * dim, indices + offsets[next],
+                   offsets[next + 1] - offsets[next], dim);
+    }
+    pool_bag(weights + table_offsets[table] * dim, indices + offsets[bag], offsets[bag + 1] - offsets[bag],
+             dim, mean != 0, out + (example * tables + table) * dim);"""
+
+_EMBEDDING_LOOPS = {
+    # One parallel loop over every (table, bag) pair, in the order of the indices.
+    "table_bag": """  const int64_t bags = tables * batch;
+  $pragma
+  for (int64_t bag = 0; bag < bags; ++bag) {
+    const int64_t table = bag / batch;
+    const int64_t example = bag - table * batch;
+    $pool
+  }""",
+    # Parallel over examples; each thread writes whole output rows.
+    "batch_major": """  $pragma
+  for (int64_t example = 0; example < batch; ++example) {
+    for (int64_t table = 0; table < tables; ++table) {
+      const int64_t bag = table * batch + example;
+      $pool
+    }
+  }""",
+    # One parallel loop per table, as one EmbeddingBag per table would run.
+    "per_table": """  for (int64_t table = 0; table < tables; ++table) {
+    $pragma
+    for (int64_t example = 0; example < batch; ++example) {
+      const int64_t bag = table * batch + example;
+      $pool
+    }
+  }""",
+}
+
+_SCHEDULES = {"dynamic": "dynamic, 16", "static": "static", "guided": "guided"}
+
+
+# The bag whose rows are prefetched: the one the same thread reaches kPrefetchBags bags later.
+_AHEAD = {
+    "table_bag": "bag + kPrefetchBags",
+    "batch_major": "bag + kPrefetchBags * batch",
+    "per_table": "bag + kPrefetchBags",
+}
+
+
+def _embedding_cpp(params: Params) -> str:
+    kind = str(params["loop"])
+    loop = Template(_EMBEDDING_LOOPS[kind]).substitute(
+        pragma=parallel_for(params, _SCHEDULES[str(params["schedule"])]),
+        pool=Template(_POOL).substitute(ahead=_AHEAD[kind]),
+    )
+    return _EMBEDDING_CPP.substitute(
+        chunk=params["chunk"],
+        unroll=params["unroll"],
+        prefetch_bags=params["prefetch_bags"],
+        simd=simd(params),
+        loop=loop,
+    )
+
+
+EMBEDDING_BAG = CpuTemplate(
+    symbol="embedding_bag_pooled",
+    space=MappingProxyType(
+        {
+            "loop": ("table_bag", "batch_major", "per_table"),
+            "schedule": ("static", "dynamic", "guided"),
+            "chunk": (32, 16, 64, 128),
+            "unroll": (2, 1, 4),
+            "prefetch_bags": (4, 2, 1, 0),
+            "simd": _SIMD,
+            "threads": _THREADS,
+        }
+    ),
+    cpp=_embedding_cpp,
+    argtypes="[ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
+    run="""def run(weights, table_offsets, indices, offsets, *, mode):
+    weights, table_offsets, indices, offsets = (
+        tensor.contiguous() for tensor in (weights, table_offsets, indices, offsets)
+    )
+    tables = table_offsets.numel() - 1
+    batch = (offsets.numel() - 1) // tables
+    dim = weights.shape[1]
+    out = torch.empty(batch, tables * dim, dtype=torch.float32)
+    _kernel(
+        _pointer(weights), _pointer(table_offsets), _pointer(indices), _pointer(offsets), _pointer(out),
+        tables, batch, dim, mode == "mean",
+    )
+    return out
+""",
+)
+
+
+# dense: the matrix product shared by dcn_cross and linear_bias_act ------------------------
+
+_MATMUL_CPP = Template(r"""#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlockRows = $block_rows;
+constexpr int64_t kBlockCols = $block_cols;
+using Accumulator = $accumulator;
+
+// out[r, c] = bias[c] + sum_k x[r, k] * w[c, k]: x [rows, depth] times the transpose of
+// w [cols, depth] (nn.Linear's layout). bias may be null.
+void matmul_nt(const float* __restrict x, const float* __restrict w, const float* __restrict bias,
+               float* __restrict out, int64_t rows, int64_t cols, int64_t depth) {
+  const int64_t row_blocks = (rows + kBlockRows - 1) / kBlockRows;
+  const int64_t col_blocks = (cols + kBlockCols - 1) / kBlockCols;
+$body
+}
+
+}  // namespace
+""")
+
+_MATMUL_BODIES = {
+    # Dot products of contiguous rows, tile by tile.
+    "dot": """  $pragma
+  for (int64_t rb = 0; rb < row_blocks; ++rb) {
+    for (int64_t cb = 0; cb < col_blocks; ++cb) {
+      const int64_t r_end = std::min(rows, (rb + 1) * kBlockRows);
+      const int64_t c_end = std::min(cols, (cb + 1) * kBlockCols);
+      for (int64_t r = rb * kBlockRows; r < r_end; ++r) {
+        const float* __restrict x_row = x + r * depth;
+        for (int64_t c = cb * kBlockCols; c < c_end; ++c) {
+          const float* __restrict w_row = w + c * depth;
+          Accumulator acc = 0;
+          $simd_acc
+          for (int64_t k = 0; k < depth; ++k) acc += static_cast<Accumulator>(x_row[k]) * w_row[k];
+          out[r * cols + c] = static_cast<float>(acc) + (bias ? bias[c] : 0.0f);
+        }
+      }
+    }
+  }""",
+    # Transpose w once, then accumulate scaled rows of it into each output tile (no
+    # horizontal sums; the output tile stays in cache across the depth loop).
+    "axpy": """  std::vector<float> wt(static_cast<size_t>(depth * cols));
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t k = 0; k < depth; ++k) wt[k * cols + c] = w[c * depth + k];
+  $pragma
+  for (int64_t rb = 0; rb < row_blocks; ++rb) {
+    for (int64_t cb = 0; cb < col_blocks; ++cb) {
+      const int64_t r_end = std::min(rows, (rb + 1) * kBlockRows);
+      const int64_t c_begin = cb * kBlockCols;
+      const int64_t c_end = std::min(cols, c_begin + kBlockCols);
+      for (int64_t r = rb * kBlockRows; r < r_end; ++r) {
+        float* __restrict o = out + r * cols;
+        $simd
+        for (int64_t c = c_begin; c < c_end; ++c) o[c] = bias ? bias[c] : 0.0f;
+      }
+      for (int64_t k = 0; k < depth; ++k) {
+        const float* __restrict wt_row = wt.data() + k * cols;
+        for (int64_t r = rb * kBlockRows; r < r_end; ++r) {
+          const float xv = x[r * depth + k];
+          float* __restrict o = out + r * cols;
+          $simd
+          for (int64_t c = c_begin; c < c_end; ++c) o[c] += xv * wt_row[c];
+        }
+      }
+    }
+  }""",
+}
+
+# loop_order: dot products of rows, or a transposed weight accumulated into output tiles;
+# block_rows, block_cols: the output tile each step of the parallel loop computes.
+_DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
+    "loop_order": ("dot", "axpy"),
+    "block_rows": (8, 1, 4, 16, 32),
+    "block_cols": (64, 16, 32, 128, 256),
+    "accumulator": ("float", "double"),
+    "simd": _SIMD,
+    "threads": _THREADS,
+}
+
+
+def _matmul_cpp(params: Params) -> str:
+    body = Template(_MATMUL_BODIES[str(params["loop_order"])]).substitute(
+        pragma=parallel_for(params, clauses=" collapse(2)"), simd_acc=simd(params, "acc"), simd=simd(params)
+    )
+    return _MATMUL_CPP.substitute(
+        block_rows=params["block_rows"],
+        block_cols=params["block_cols"],
+        accumulator=params["accumulator"],
+        body=body,
+    )
+
+
+def _dcn_cpp(params: Params) -> str:
+    return _matmul_cpp(params) + Template(r"""
+// Full rank: w = W [dim, dim], v null. Low rank: w = U [dim, rank], v = V [rank, dim].
+extern "C" void dcn_cross(const float* x0, const float* x, const float* w, const float* v, const float* bias,
+                          float* out, int64_t rows, int64_t dim, int64_t rank) {
+  if (rank == 0) {
+    matmul_nt(x, w, bias, out, rows, dim, dim);
+  } else {
+    std::vector<float> projected(static_cast<size_t>(rows * rank));
+    matmul_nt(x, v, nullptr, projected.data(), rows, rank, dim);
+    matmul_nt(projected.data(), w, bias, out, rows, dim, rank);
+  }
+  const int64_t total = rows * dim;
+  $pragma
+  for (int64_t i = 0; i < total; ++i) out[i] = x0[i] * out[i] + x[i];
+}
+""").substitute(pragma=parallel_for(params))
+
+
+DCN_CROSS = CpuTemplate(
+    symbol="dcn_cross",
+    space=MappingProxyType(_DENSE_SPACE),
+    cpp=_dcn_cpp,
+    argtypes="[ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3",
+    run="""def run(*inputs):
+    inputs = [tensor.contiguous() for tensor in inputs]
+    if len(inputs) == 4:
+        x0, x, w, bias = inputs
+        v, rank = None, 0
+    else:
+        x0, x, w, v, bias = inputs
+        rank = v.shape[0]
+    rows, dim = x.shape
+    out = torch.empty(rows, dim, dtype=torch.float32)
+    _kernel(
+        _pointer(x0), _pointer(x), _pointer(w), None if v is None else _pointer(v), _pointer(bias),
+        _pointer(out), rows, dim, rank,
+    )
+    return out
+""",
+)
+
+
+def _linear_cpp(params: Params) -> str:
+    return _matmul_cpp(params) + Template(r"""
+// activation: 0 none, 1 relu, 2 gelu (exact, with erf, as torch's default).
+extern "C" void linear_bias_act(const float* x, const float* w, const float* bias, float* out, int64_t rows,
+                                int64_t cols, int64_t depth, int32_t activation) {
+  matmul_nt(x, w, bias, out, rows, cols, depth);
+  if (activation == 0) return;
+  const int64_t total = rows * cols;
+  $pragma
+  for (int64_t i = 0; i < total; ++i) {
+    const float v = out[i];
+    out[i] = activation == 1 ? (v > 0.0f ? v : 0.0f) : 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+  }
+}
+""").substitute(pragma=parallel_for(params))
+
+
+LINEAR_BIAS_ACT = CpuTemplate(
+    symbol="linear_bias_act",
+    space=MappingProxyType(_DENSE_SPACE),
+    cpp=_linear_cpp,
+    argtypes="[ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
+    run="""_ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
+
+
+def run(x, weight, bias, *, activation):
+    x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
+    rows, depth = x.shape
+    cols = weight.shape[0]
+    out = torch.empty(rows, cols, dtype=torch.float32)
+    code = _ACTIVATIONS[activation]
+    _kernel(_pointer(x), _pointer(weight), _pointer(bias), _pointer(out), rows, cols, depth, code)
+    return out
+""",
+)
+
+
+# fm_interaction ---------------------------------------------------------------------------
+# chunk: embedding columns whose field sums and sums of squares are kept at once.
+
+_FM_CPP = Template(r"""#include <algorithm>
+#include <cstdint>
+
+using Accumulator = $accumulator;
+constexpr int64_t kChunk = $chunk;
+
+// Per example: 0.5 * sum_d ((sum_f v)^2 - sum_f v^2), a chunk of dims at a time.
+extern "C" void fm_interaction(const float* v, float* out, int64_t batch, int64_t fields, int64_t dim) {
+  $pragma
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* __restrict example = v + b * fields * dim;
+    Accumulator total = 0;
+    for (int64_t c = 0; c < dim; c += kChunk) {
+      const int64_t width = std::min(kChunk, dim - c);
+      Accumulator sum[kChunk] = {};
+      Accumulator squares[kChunk] = {};
+      for (int64_t f = 0; f < fields; ++f) {
+        const float* __restrict e = example + f * dim + c;
+        $simd
+        for (int64_t k = 0; k < width; ++k) {
+          sum[k] += e[k];
+          squares[k] += static_cast<Accumulator>(e[k]) * e[k];
+        }
+      }
+      $simd_total
+      for (int64_t k = 0; k < width; ++k) total += sum[k] * sum[k] - squares[k];
+    }
+    out[b] = static_cast<float>(0.5 * total);
+  }
+}
+""")
+
+
+def _fm_cpp(params: Params) -> str:
+    return _FM_CPP.substitute(
+        accumulator=params["accumulator"],
+        chunk=params["chunk"],
+        pragma=parallel_for(params),
+        simd=simd(params),
+        simd_total=simd(params, "total"),
+    )
+
+
+FM_INTERACTION = CpuTemplate(
+    symbol="fm_interaction",
+    space=MappingProxyType(
+        {"accumulator": _ACCUMULATOR, "chunk": (32, 16, 64), "simd": _SIMD, "threads": _THREADS}
+    ),
+    cpp=_fm_cpp,
+    argtypes="[ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3",
+    run="""def run(embeddings):
+    embeddings = embeddings.contiguous()
+    batch, fields, dim = embeddings.shape
+    out = torch.empty(batch, 1, dtype=torch.float32)
+    _kernel(_pointer(embeddings), _pointer(out), batch, fields, dim)
+    return out
+""",
+)
+
+
+# layer_norm -------------------------------------------------------------------------------
+
+_LAYER_NORM_CPP = Template(r"""#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+using Accumulator = $accumulator;
+
+extern "C" void layer_norm(const float* x, const float* weight, const float* bias, float* out, int64_t rows,
+                           int64_t dim, float eps) {
+  $pragma
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* __restrict in = x + r * dim;
+    float* __restrict o = out + r * dim;
+    Accumulator sum = 0;
+    $simd_sum
+    for (int64_t k = 0; k < dim; ++k) sum += in[k];
+    const Accumulator mean = sum / dim;
+    Accumulator squares = 0;
+    $simd_squares
+$variance
+    const float inv_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(variance) + eps));
+    const float m = static_cast<float>(mean);
+    $simd
+    for (int64_t k = 0; k < dim; ++k) o[k] = (in[k] - m) * inv_std * weight[k] + bias[k];
+  }
+}
+""")
+
+# variance: two passes (subtract the mean, then square: accurate) or one (E[x^2] - mean^2: one
+# read of the row, but cancels badly in float when the mean is large beside the spread).
+_VARIANCES = {
+    "two_pass": """    for (int64_t k = 0; k < dim; ++k) {
+      const Accumulator d = in[k] - mean;
+      squares += d * d;
+    }
+    const Accumulator variance = squares / dim;""",
+    "one_pass": """    for (int64_t k = 0; k < dim; ++k) squares += static_cast<Accumulator>(in[k]) * in[k];
+    const Accumulator variance = std::max<Accumulator>(squares / dim - mean * mean, 0);""",
+}
+
+
+def _layer_norm_cpp(params: Params) -> str:
+    return _LAYER_NORM_CPP.substitute(
+        accumulator=params["accumulator"],
+        pragma=parallel_for(params),
+        simd_sum=simd(params, "sum"),
+        simd_squares=simd(params, "squares"),
+        variance=_VARIANCES[str(params["variance"])],
+        simd=simd(params),
+    )
+
+
+LAYER_NORM = CpuTemplate(
+    symbol="layer_norm",
+    space=MappingProxyType(
+        {
+            "variance": ("two_pass", "one_pass"),
+            "accumulator": _ACCUMULATOR,
+            "simd": _SIMD,
+            "threads": _THREADS,
+        }
+    ),
+    cpp=_layer_norm_cpp,
+    argtypes="[ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_float]",
+    run="""def run(x, weight, bias, *, eps):
+    x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
+    rows, dim = x.shape
+    out = torch.empty(rows, dim, dtype=torch.float32)
+    _kernel(_pointer(x), _pointer(weight), _pointer(bias), _pointer(out), rows, dim, eps)
+    return out
+""",
+)
+
+
+# bce_with_logits --------------------------------------------------------------------------
+
+_BCE_CPP = Template(r"""#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+using Accumulator = $accumulator;
+
+// mean(max(x, 0) - x * y + log1p(exp(-|x|))); the mean of nothing is NaN, as in torch.
+extern "C" void bce_with_logits(const float* logits, const float* targets, float* out, int64_t n) {
+  Accumulator total = 0;
+  $pragma
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = logits[i];
+    total += std::max(x, 0.0f) - x * targets[i] + std::log1p(std::exp(-std::abs(x)));
+  }
+  out[0] = static_cast<float>(total / static_cast<Accumulator>(n));
+}
+""")
+
+
+def _bce_cpp(params: Params) -> str:
+    pragma = parallel_for(params, clauses=" reduction(+ : total)")
+    if params["simd"]:
+        pragma = pragma.replace("parallel for", "parallel for simd", 1)
+    return _BCE_CPP.substitute(accumulator=params["accumulator"], pragma=pragma)
+
+
+BCE_WITH_LOGITS = CpuTemplate(
+    symbol="bce_with_logits",
+    space=MappingProxyType({"accumulator": _ACCUMULATOR, "simd": _SIMD, "threads": _THREADS}),
+    cpp=_bce_cpp,
+    argtypes="[ctypes.c_void_p] * 3 + [ctypes.c_int64]",
+    run="""def run(logits, targets):
+    logits, targets = logits.contiguous(), targets.contiguous()
+    out = torch.empty((), dtype=torch.float32)
+    _kernel(_pointer(logits), _pointer(targets), _pointer(out), logits.numel())
+    return out
+""",
+)
+
+
+TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
+    {
+        "embedding_bag_pooled": EMBEDDING_BAG,
+        "dcn_cross": DCN_CROSS,
+        "linear_bias_act": LINEAR_BIAS_ACT,
+        "fm_interaction": FM_INTERACTION,
+        "layer_norm": LAYER_NORM,
+        "bce_with_logits": BCE_WITH_LOGITS,
+    }
+)

@@ -1,0 +1,370 @@
+"""Candidates that cheat, each written as candidate source text: every one must be rejected,
+with a reason that names the cheat, and a hang, a crash or a runaway allocation must become a
+verdict while the evaluator goes on judging good kernels in this same process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rea_kernel.candidate import Candidate
+from rea_kernel.evaluator import Evaluation, Settings, evaluate
+from rea_kernel.operators import get_operator
+from rea_kernel.sandbox import Limits, Verdict
+from rea_kernel.targets import get_target
+
+CPU = get_target("cpu")
+LAYER_NORM = get_operator("layer_norm")
+pytestmark = pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
+
+# The honest shim's run() stays reachable as _honest_run; each cheat wraps it.
+WRAP = "\n_honest_run = run\n"
+
+MEMOISED_BY_SHAPE = (
+    WRAP
+    + """
+_outputs = {}
+
+
+def run(x, weight, bias, *, eps):
+    if tuple(x.shape) not in _outputs:
+        _outputs[tuple(x.shape)] = _honest_run(x, weight, bias, eps=eps)
+    return _outputs[tuple(x.shape)]
+"""
+)
+
+MUTATES_INPUT = (
+    WRAP
+    + """
+def run(x, weight, bias, *, eps):
+    out = _honest_run(x, weight, bias, eps=eps)
+    x.copy_(out)  # "reuses the input buffer as scratch"
+    return out
+"""
+)
+
+ONE_SHAPE_ONLY = (
+    WRAP
+    + """
+def run(x, weight, bias, *, eps):
+    if tuple(x.shape) == (33, 64):
+        return _honest_run(x, weight, bias, eps=eps)
+    return torch.zeros(x.shape)
+"""
+)
+
+RETURNS_EARLY = (
+    WRAP
+    + """
+import threading
+import time
+
+
+def run(x, weight, bias, *, eps):
+    out = torch.empty(x.shape)
+
+    def finish():
+        time.sleep(0.02)
+        out.copy_(_honest_run(x, weight, bias, eps=eps))
+
+    threading.Thread(target=finish).start()
+    return out
+"""
+)
+
+RETURNS_EARLY_ON_LARGE_SHAPES = (
+    WRAP
+    + """
+import threading
+import time
+
+
+def run(x, weight, bias, *, eps):
+    if x.shape[0] < 1024:  # the correctness shapes: be honest
+        return _honest_run(x, weight, bias, eps=eps)
+    out = torch.empty(x.shape)
+
+    def finish():
+        time.sleep(0.02)
+        out.copy_(_honest_run(x, weight, bias, eps=eps))
+
+    threading.Thread(target=finish).start()
+    return out
+"""
+)
+
+TENSOR_SUBCLASS = (
+    WRAP
+    + """
+class _Checked(torch.Tensor):
+    pass
+
+
+def run(x, weight, bias, *, eps):
+    return _honest_run(x, weight, bias, eps=eps).as_subclass(_Checked)
+"""
+)
+
+CALLS_THE_REFERENCE = """
+def run(x, weight, bias, *, eps):
+    from rea_kernel.operators import get_operator
+
+    return get_operator("layer_norm").reference(x, weight, bias, eps=eps)
+"""
+
+HUNTS_OBJECTS = (
+    WRAP
+    + """
+import gc
+
+
+def run(x, weight, bias, *, eps):
+    for thing in gc.get_objects():
+        if isinstance(thing, torch.Tensor) and thing.shape == x.shape and thing is not x:
+            return thing
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
+READS_THE_EVALUATOR = (
+    WRAP
+    + """
+import os
+
+
+def run(x, weight, bias, *, eps):
+    with open(f"/proc/{os.getppid()}/environ", "rb") as secrets:
+        secrets.read()
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
+PEEKS_AT_FRAMES = (
+    WRAP
+    + """
+import sys
+
+
+def run(x, weight, bias, *, eps):
+    sys._getframe(1).f_locals
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
+FAST_ON_ONE_SHAPE = (
+    WRAP
+    + """
+import time
+
+
+def run(x, weight, bias, *, eps):
+    if tuple(x.shape) != (2048, 256):
+        time.sleep(0.1)
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
+SEES_ONLY_A_SCRUBBED_ENVIRONMENT = (
+    WRAP
+    + """
+import os
+from pathlib import Path
+
+
+def run(x, weight, bias, *, eps):
+    leaked = [name for name in os.environ if name.startswith("REA_") or "s3cr3t" in os.environ[name]]
+    if leaked or not Path(os.environ["HOME"]).resolve().is_relative_to(Path.cwd().resolve()):
+        raise RuntimeError(f"the sandbox leaked {leaked} or a real HOME")
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
+HANGS = """
+def run(x, weight, bias, *, eps):
+    while True:
+        pass
+"""
+
+ABORTS = """
+import os
+
+
+def run(x, weight, bias, *, eps):
+    os.abort()
+"""
+
+HOARDS_MEMORY = """
+def run(x, weight, bias, *, eps):
+    hoard = [torch.ones(1 << 30) for _ in range(16)]  # 64 GiB, 4 GiB at a time, all touched
+    return hoard[0]
+"""
+
+NULL_WRITE_CPP = r"""#include <cstdint>
+
+extern "C" void layer_norm(const float*, const float*, const float*, float*, int64_t, int64_t, float) {
+  *reinterpret_cast<volatile float*>(static_cast<uintptr_t>(8)) = 1.0f;
+}
+"""
+
+HOARDS_MEMORY_CPP = r"""#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+extern "C" void layer_norm(const float*, const float*, const float*, float* out, int64_t, int64_t, float) {
+  std::vector<float> hoard(static_cast<size_t>(1) << 37);  // 512 GiB
+  out[0] = hoard[7];
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kernel-cache")
+
+
+def quick(cache_dir: Path, **overrides: object) -> Settings:
+    """Few trials and repeats, small shapes, no torch.compile, one thread (steady on a busy
+    machine): the checks, not the precision."""
+    base: dict[str, object] = {
+        "trials": 2,
+        "threads": 1,
+        "warmup": 1,
+        "repeats": 3,
+        "time_compiled_reference": False,
+        "cache_dir": cache_dir,
+        "cache_flush_bytes": 4 << 20,
+        "benchmark_shapes": ({"rows": 64, "dim": 32},),
+        "limits": Limits(wall_seconds=60, memory_bytes=4 << 30),
+    }
+    return Settings.model_validate(base | overrides)
+
+
+def honest() -> Candidate:
+    return CPU.render(LAYER_NORM.name, CPU.default_params(LAYER_NORM.name))
+
+
+def cheat(shim: str, cpp: str | None = None) -> Candidate:
+    """The honest layer-norm candidate with ``shim`` appended to its kernel.py (and its C++
+    replaced by ``cpp``, if given)."""
+    sources = dict(honest().sources)
+    sources["kernel.py"] += shim
+    if cpp is not None:
+        sources["kernel.cpp"] = cpp
+    return honest().model_copy(update={"sources": sources})
+
+
+def judged(candidate: Candidate, settings: Settings) -> Evaluation:
+    evaluation = evaluate(candidate, LAYER_NORM, settings)
+    assert evaluation.device.startswith("cpu: ")
+    return evaluation
+
+
+def assert_still_judges_honest_kernels(cache_dir: Path) -> None:
+    evaluation = judged(honest(), quick(cache_dir, benchmark_shapes=()))
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+
+
+@pytest.mark.parametrize(
+    ("shim", "named"),
+    [
+        pytest.param(MEMOISED_BY_SHAPE, "returned a cached output", id="memoised-by-shape"),
+        pytest.param(MUTATES_INPUT, "modified its input", id="mutates-input"),
+        pytest.param(RETURNS_EARLY, "returned before its work was done", id="returns-early"),
+        pytest.param(TENSOR_SUBCLASS, "tensor subclass _Checked", id="tensor-subclass"),
+        pytest.param(CALLS_THE_REFERENCE, "imported rea_kernel", id="imports-the-reference"),
+        pytest.param(HUNTS_OBJECTS, "gc.get_objects", id="hunts-for-objects"),
+        pytest.param(READS_THE_EVALUATOR, "/environ, outside its directory", id="reads-the-evaluator"),
+        pytest.param(PEEKS_AT_FRAMES, "evaluator's stack frames", id="peeks-at-frames"),
+    ],
+)
+def test_cheats_are_rejected_in_correctness(cache_dir: Path, shim: str, named: str) -> None:
+    evaluation = judged(cheat(shim), quick(cache_dir))
+    assert evaluation.verdict is Verdict.REJECTED
+    assert named in evaluation.reason
+    assert not evaluation.timings and evaluation.cost is None  # rejected before anything was timed
+
+
+def test_a_kernel_correct_on_one_shape_only_is_rejected(cache_dir: Path) -> None:
+    evaluation = judged(cheat(ONE_SHAPE_ONLY), quick(cache_dir))
+    assert evaluation.verdict is Verdict.REJECTED
+    # correct on its hard-coded shape, and (with nothing to compute) on the empty one
+    assert "incorrect on 4 of 6 shapes" in evaluation.reason
+    assert "correct only on ['d32-r0', 'd64-r64']" in evaluation.reason
+    failing = {check.bucket for check in evaluation.correctness if not check.passed}
+    assert len(failing) == 4 and "d64-r64" not in failing
+
+
+def test_returning_early_only_where_timed_is_caught_in_the_timed_region(cache_dir: Path) -> None:
+    settings = quick(cache_dir, benchmark_shapes=({"rows": 2048, "dim": 64},))
+    evaluation = judged(cheat(RETURNS_EARLY_ON_LARGE_SHAPES), settings)
+    assert evaluation.verdict is Verdict.REJECTED
+    assert "returned before its work was done" in evaluation.reason
+    assert "timed region" in evaluation.reason
+    assert all(check.passed for check in evaluation.correctness)
+
+
+def test_a_speedup_that_holds_on_one_shape_only_is_rejected(cache_dir: Path) -> None:
+    """Beyond the bound (set low here, so an honest-speed kernel on the benchmark shape
+    exceeds it) the speedup is re-measured on new shapes, where this one sleeps."""
+    benchmark = {"rows": 2048, "dim": 256}
+    settings = quick(
+        cache_dir,
+        suspicious_speedup=0.2,
+        correctness_shapes=(benchmark,),
+        benchmark_shapes=(benchmark,),
+        repeats=5,
+    )
+    evaluation = judged(cheat(FAST_ON_ONE_SHAPE), settings)
+    assert evaluation.verdict is Verdict.REJECTED, evaluation.reason
+    assert "did not hold on new shapes" in evaluation.reason
+    purposes = [timing.purpose for timing in evaluation.timings]
+    assert purposes == ["superseded", "benchmark", "neighbour", "neighbour"]
+    assert all(timing.shape != benchmark for timing in evaluation.timings[2:])
+
+
+def test_a_speedup_that_holds_on_new_shapes_passes(cache_dir: Path) -> None:
+    settings = quick(cache_dir, suspicious_speedup=1e-3, correctness_shapes=({"rows": 7, "dim": 17},))
+    evaluation = judged(honest(), settings)
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+    assert [timing.purpose for timing in evaluation.timings] == [
+        "superseded",
+        "benchmark",
+        "neighbour",
+        "neighbour",
+    ]
+
+
+def test_the_candidate_sees_a_scrubbed_environment(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REA_API_KEY", "s3cr3t")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    evaluation = judged(cheat(SEES_ONLY_A_SCRUBBED_ENVIRONMENT), quick(cache_dir, benchmark_shapes=()))
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+
+
+@pytest.mark.parametrize(
+    ("shim", "cpp", "verdict", "named"),
+    [
+        pytest.param(HANGS, None, Verdict.TIMED_OUT, "wall-clock limit", id="hangs"),
+        pytest.param(ABORTS, None, Verdict.CRASHED, "SIGABRT", id="aborts"),
+        pytest.param("", NULL_WRITE_CPP, Verdict.CRASHED, "SIGSEGV", id="null-write-in-cpp"),
+        pytest.param(HOARDS_MEMORY, None, Verdict.OUT_OF_MEMORY, "can't allocate memory", id="hoards-memory"),
+        pytest.param(
+            "", HOARDS_MEMORY_CPP, Verdict.OUT_OF_MEMORY, "allocation failed", id="hoards-memory-in-cpp"
+        ),
+    ],
+)
+def test_process_failures_become_verdicts(
+    cache_dir: Path, shim: str, cpp: str | None, verdict: Verdict, named: str
+) -> None:
+    settings = quick(cache_dir, limits=Limits(wall_seconds=4, memory_bytes=3 << 30), benchmark_shapes=())
+    evaluation = judged(cheat(shim, cpp), settings)
+    assert evaluation.verdict is verdict, evaluation.reason
+    assert named in evaluation.reason
+    assert_still_judges_honest_kernels(cache_dir)
+
+
+def test_source_that_does_not_compile_is_rejected_with_the_compiler_error(cache_dir: Path) -> None:
+    evaluation = judged(cheat("", 'extern "C" void layer_norm( {'), quick(cache_dir))
+    assert evaluation.verdict is Verdict.REJECTED
+    assert "does not compile" in evaluation.reason and "error" in evaluation.reason
