@@ -1,0 +1,137 @@
+"""KernelEvolve on this machine's CPU: per operator, the kernel a search finds against eager
+PyTorch and ``torch.compile``, and MCTS + evolution against random search at equal evaluations.
+
+Every kernel is checked and timed by the sandboxed evaluator (:mod:`rea_kernel.evaluator`):
+fresh inputs every run, caches flushed before each, eager and ``torch.compile`` timed the same
+way in a separate process, the winner evaluated again in full after the search. Speedups are
+ratios measured in one evaluation, so load on a shared machine moves both sides.
+
+    python -m rea_bench.kernels                          # every operator, 8 evaluations each
+    python -m rea_bench.kernels --ops embedding_bag_pooled --budget 16 --compare-seeds 3
+
+Not measured here: the reference model's end-to-end inference with registry kernels (the trainer
+does not use them yet), and GPUs (the ``triton`` target only checks correctness without one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from rea_bench.common import console, print_header, print_table
+from rea_kernel import search
+from rea_kernel.candidate import ParamValue
+from rea_kernel.evaluator import Settings, evaluate
+from rea_kernel.operators import OPERATORS
+from rea_kernel.targets import get_target
+from rea_kernel.tuning import TuningOutcome, relative_cost, tune
+
+COMPARED = "embedding_bag_pooled"
+
+
+def _params(params: dict[str, ParamValue]) -> str:
+    return " ".join(f"{name}={value}" for name, value in params.items())
+
+
+def _speedups(outcome: TuningOutcome) -> list[list[str]]:
+    final = outcome.final
+    if final is None or not final.passed:
+        why = final.reason if final else "no candidate passed"
+        return [[outcome.operator, "-", "-", "-", "-", why[:60]]]
+    rows = []
+    for timing in final.timings:
+        if timing.purpose != "benchmark":
+            continue
+        compiled = timing.speedup_over_compiled
+        rows.append(
+            [
+                outcome.operator,
+                timing.bucket,
+                f"{timing.candidate_seconds * 1e3:.3f} ms",
+                f"{timing.speedup_over_eager:.2f}x",
+                "-" if compiled is None else f"{compiled:.2f}x",
+                f"{outcome.best_evaluation} of {len(outcome.evaluated)}",
+            ]
+        )
+    return rows
+
+
+def compare_searches(operator: str, budget: int, seeds: int, settings: Settings) -> search.Comparison:
+    """Both searches on the same evaluations (a point both propose is evaluated once)."""
+    target = get_target("cpu")
+    screening = settings.model_copy(update={"time_compiled_reference": False})
+
+    def cost(point: Any) -> float | None:
+        with console.status(f"{operator}: {_params(dict(point))}"):
+            return relative_cost(evaluate(target.render(operator, point), operator, screening))
+
+    space = search.SearchSpace(target.search_space(operator))
+    return search.compare(space, cost, budget, range(seeds), initial=[target.default_params(operator)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m rea_bench.kernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", nargs="*", default=list(OPERATORS), help="Operators to search.")
+    parser.add_argument("--budget", type=int, default=8, help="Evaluations per operator's search.")
+    parser.add_argument("--compare-budget", type=int, default=16, help="Evaluations per method and seed.")
+    parser.add_argument("--compare-seeds", type=int, default=2, help="0 skips the comparison.")
+    parser.add_argument("--repeats", type=int, default=10, help="Timed runs per shape (median).")
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    args = parser.parse_args()
+    cpu = get_target("cpu")
+    settings = Settings(repeats=args.repeats, warmup=2)
+    print_header("KernelEvolve, cpu target", {"device": cpu.device_name(), "budget": args.budget})
+
+    outcomes = []
+    for operator in args.ops:
+        with console.status(f"searching {operator}"):
+            outcomes.append(tune(operator, "cpu", args.budget, settings=settings))
+    rows = [row for outcome in outcomes for row in _speedups(outcome)]
+    print_table(
+        f"best kernel per operator after {args.budget} evaluations, on {cpu.device_name()}",
+        ["operator", "shape bucket", "kernel", "vs eager", "vs torch.compile", "found at"],
+        rows,
+        caption="median of each; each speedup measured against its baseline in the same evaluation",
+    )
+    report: dict[str, Any] = {
+        "device": cpu.device_name(),
+        "budget": args.budget,
+        "operators": [outcome.model_dump(mode="json", exclude={"evaluated"}) for outcome in outcomes],
+    }
+
+    if args.compare_seeds:
+        comparison = compare_searches(COMPARED, args.compare_budget, args.compare_seeds, settings)
+        compare_rows = [
+            [
+                str(seed.seed),
+                f"{seed.mcts_evolution_best:.3f}" if seed.mcts_evolution_best else "-",
+                f"{seed.random_best:.3f}" if seed.random_best else "-",
+                "missed"
+                if seed.evaluations_to_reach_random_best is None
+                else str(seed.evaluations_to_reach_random_best),
+            ]
+            for seed in comparison.seeds
+        ]
+        reached = [s.evaluations_to_reach_random_best for s in comparison.seeds]
+        mean = (
+            statistics.mean(r for r in reached if r is not None)
+            if all(r is not None for r in reached)
+            else None
+        )
+        print_table(
+            f"{COMPARED}: MCTS + evolution vs random search, {args.compare_budget} evaluations each",
+            ["seed", "MCTS+evo best (time/eager)", "random best", "MCTS+evo evaluations to random's best"],
+            compare_rows,
+            caption=f"goal: random's best within half the budget ({args.compare_budget // 2}); "
+            f"mean {'-' if mean is None else f'{mean:.1f}'}",
+        )
+        report["comparison"] = comparison.model_dump(mode="json")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

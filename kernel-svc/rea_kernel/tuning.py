@@ -1,0 +1,122 @@
+"""Tune one operator on one target: walk its template's parameters with a search, evaluate the
+kernel each point renders to, and keep what won.
+
+:mod:`rea_kernel.search` knows nothing about kernels and :mod:`rea_kernel.evaluator` nothing
+about searching; this is where a point becomes a candidate, an evaluation becomes a cost, and
+the winner becomes registry entries. A point's cost is its time **relative to eager PyTorch**
+measured in the same evaluation (geometric mean over the benchmark shapes): on a shared machine
+a load change between two evaluations moves both times, not their ratio. The search screens
+without ``torch.compile``; the winner is evaluated once more in full, with it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from rea_kernel import search
+from rea_kernel.candidate import Candidate, ParamValue
+from rea_kernel.evaluator import Evaluation, Settings, evaluate
+from rea_kernel.registry import KernelEntry, Provenance, entries_from
+from rea_kernel.targets import TargetUnavailableError, get_target
+
+Method = Literal["mcts_evolution", "random"]
+OnEvaluated = Callable[[int, Candidate, Evaluation], None]
+
+
+class TuningOutcome(BaseModel):
+    """A finished search: every candidate it evaluated, the winner's full evaluation and the
+    registry entries that evaluation makes (none when nothing passed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    operator: str
+    target: str
+    device: str
+    method: Method
+    seed: int
+    trace: search.SearchTrace
+    evaluated: tuple[tuple[Candidate, Evaluation], ...]
+    best: Candidate | None = None
+    final: Evaluation | None = None
+    entries: tuple[KernelEntry, ...] = ()
+
+    @property
+    def best_evaluation(self) -> int | None:
+        """After how many evaluations the winner was first found (1-based)."""
+        best = self.trace.best
+        return None if best is None else self.trace.evaluations.index(best) + 1
+
+
+def relative_cost(evaluation: Evaluation) -> float | None:
+    """What a search minimises: the candidate's time over eager's, geometric mean over the
+    benchmark shapes; None when it failed or was not timed."""
+    ratios = [
+        timing.candidate_seconds / timing.eager_seconds
+        for timing in evaluation.timings
+        if timing.purpose == "benchmark"
+    ]
+    return statistics.geometric_mean(ratios) if evaluation.passed and ratios else None
+
+
+def tune(
+    operator: str,
+    target_name: str,
+    budget: int,
+    *,
+    method: Method = "mcts_evolution",
+    seed: int = 0,
+    search_id: str = "local",
+    settings: Settings | None = None,
+    on_evaluated: OnEvaluated | None = None,
+) -> TuningOutcome:
+    """Search ``budget`` candidates for ``operator`` on ``target_name``, starting from the
+    template's default (known correct). Raises :class:`TargetUnavailableError` when this machine
+    cannot run or cannot time the target's kernels: a search needs timings."""
+    settings = settings or Settings()
+    target = get_target(target_name)
+    unavailable = target.unavailable()
+    if unavailable is not None:
+        raise TargetUnavailableError(unavailable)
+    if not target.times_kernels():
+        raise TargetUnavailableError(
+            f"{target.device_name()} checks {target_name} kernels but cannot time them, and a search "
+            "needs timings: run it where the device is"
+        )
+    screening = settings.model_copy(update={"time_compiled_reference": False})
+    evaluated: list[tuple[Candidate, Evaluation]] = []
+
+    def cost(point: Mapping[str, ParamValue]) -> float | None:
+        candidate = target.render(operator, point)
+        evaluation = evaluate(candidate, operator, screening)
+        evaluated.append((candidate, evaluation))
+        if on_evaluated is not None:
+            on_evaluated(len(evaluated), candidate, evaluation)
+        return relative_cost(evaluation)
+
+    space = search.SearchSpace(target.search_space(operator))
+    initial = [target.default_params(operator)]
+    if method == "random":
+        trace = search.random_search(space, cost, budget, seed, initial=initial)
+    else:
+        trace = search.mcts_evolution(space, cost, budget, seed, initial=initial, warmup=max(4, budget // 4))
+    outcome = TuningOutcome(
+        operator=operator,
+        target=target_name,
+        device=target.device_name(),
+        method=method,
+        seed=seed,
+        trace=trace,
+        evaluated=tuple(evaluated),
+    )
+    if trace.best is None or trace.best.cost is None:
+        return outcome
+    best = target.render(operator, trace.best.point)
+    final = evaluate(best, operator, settings)
+    provenance = Provenance(search_id=search_id, method=method, seed=seed, evaluations=len(evaluated))
+    return outcome.model_copy(
+        update={"best": best, "final": final, "entries": tuple(entries_from(best, final, provenance))}
+    )
