@@ -82,7 +82,29 @@ class Guard:
             "os.killpg",
         }
     )
-    _WATCHED = _PROCESS_EVENTS | _INSPECTION_EVENTS | _OTHER_EVENTS | {"socket.connect", "socket.bind"}
+    _CHANGE_EVENTS = frozenset(
+        {
+            "os.remove",
+            "os.rename",
+            "os.rmdir",
+            "os.mkdir",
+            "os.chmod",
+            "os.chown",
+            "os.truncate",
+            "os.link",
+            "os.symlink",
+            "os.utime",
+            "shutil.rmtree",
+        }
+    )
+    _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    _WATCHED = (
+        _PROCESS_EVENTS
+        | _INSPECTION_EVENTS
+        | _OTHER_EVENTS
+        | _CHANGE_EVENTS
+        | {"socket.connect", "socket.bind"}
+    )
     _SYSTEM_FILES = ("/proc/self/", "/sys/", "/dev/null", "/dev/urandom")
 
     def __init__(self, directory: Path, record_fd: int) -> None:
@@ -117,10 +139,26 @@ class Guard:
         if event == "ctypes.dlopen":
             inside = self._inside(args[0], (self.directory,))
             return None if inside else f"loaded a library outside its directory: {args[0]}"
+        if event in self._CHANGE_EVENTS:
+            paths = [arg for arg in args[:2] if isinstance(arg, str | bytes | os.PathLike)]
+            outside = [path for path in paths if not self._inside(path, (self.directory,))]
+            return f"changed {outside[0]!r} outside its directory ({event})" if outside else None
         path = args[0]
+        if event == "open" and self._writes(args) and not isinstance(path, int):
+            inside = self._inside(path, (self.directory,)) or os.fsdecode(path) == "/dev/null"
+            return None if inside else f"opened {path} for writing, outside its directory"
         if isinstance(path, int) or self._inside(path, self.readable) or self._system(path):
             return None
         return f"{'opened' if event == 'open' else 'listed'} {path}, outside its directory"
+
+    @classmethod
+    def _writes(cls, args: tuple[Any, ...]) -> bool:
+        """Whether an ``open`` event asks to write: by its mode string or its ``os.open`` flags."""
+        mode, flags = (*args[1:3], None, None)[:2]
+        return bool(
+            (isinstance(mode, str) and any(c in mode for c in "wax+"))
+            or (isinstance(flags, int) and flags & cls._WRITE_FLAGS)
+        )
 
     def _system(self, path: object) -> bool:
         return isinstance(path, str | bytes | os.PathLike) and os.fsdecode(path).startswith(self.system_files)

@@ -127,6 +127,33 @@ def run(x, weight, bias, *, eps):
 """
 )
 
+TAMPERS_WITH_TORCH = (
+    WRAP
+    + """
+import torch as _torch
+
+
+def run(x, weight, bias, *, eps):
+    open(_torch.__file__, "a").close()  # appends nothing: harmless if the guard ever let it through
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
+REMOVES_A_FILE_OUTSIDE = (
+    WRAP
+    + """
+import os
+
+
+def run(x, weight, bias, *, eps):
+    try:
+        os.remove("/tmp/rea-kernel-guard-probe-that-does-not-exist")
+    except FileNotFoundError:
+        pass
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
 READS_THE_EVALUATOR = (
     WRAP
     + """
@@ -276,6 +303,8 @@ def assert_still_judges_honest_kernels(cache_dir: Path) -> None:
         pytest.param(HUNTS_OBJECTS, "gc.get_objects", id="hunts-for-objects"),
         pytest.param(READS_THE_EVALUATOR, "/environ, outside its directory", id="reads-the-evaluator"),
         pytest.param(PEEKS_AT_FRAMES, "evaluator's stack frames", id="peeks-at-frames"),
+        pytest.param(TAMPERS_WITH_TORCH, "for writing, outside its directory", id="tampers-with-torch"),
+        pytest.param(REMOVES_A_FILE_OUTSIDE, "outside its directory (os.remove)", id="removes-a-file"),
     ],
 )
 def test_cheats_are_rejected_in_correctness(cache_dir: Path, shim: str, named: str) -> None:

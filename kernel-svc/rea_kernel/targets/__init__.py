@@ -1,5 +1,6 @@
-"""The targets kernels can be written for, by name. A new target (``triton`` for GPUs) is a
-sibling module with a :class:`Target` subclass, added to :data:`TARGETS`."""
+"""The targets kernels can be written for, by name: ``cpu`` (C++ with OpenMP, compiled and timed
+here) and ``triton`` (GPUs; checked in Triton's interpreter, never timed, where there is none). A
+new target is a sibling module with a :class:`Target` subclass, added to :data:`TARGETS`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from types import MappingProxyType
 
 from rea_kernel.targets._base import BuildFailure, SearchSpace, Target, TargetUnavailableError
 from rea_kernel.targets.cpu import CpuTarget
+from rea_kernel.targets.triton import TritonTarget
 
-TARGETS: Mapping[str, Target] = MappingProxyType({target.name: target for target in (CpuTarget(),)})
+TARGETS: Mapping[str, Target] = MappingProxyType(
+    {target.name: target for target in (CpuTarget(), TritonTarget())}
+)
 
 
 def get_target(name: str) -> Target:
@@ -26,5 +30,6 @@ __all__ = [
     "SearchSpace",
     "Target",
     "TargetUnavailableError",
+    "TritonTarget",
     "get_target",
 ]

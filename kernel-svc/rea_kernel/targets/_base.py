@@ -78,6 +78,16 @@ class Target(ABC):
         an interpreter's time is never reported as a kernel's speed."""
         return True
 
+    def check_params(self, operator: str, params: Mapping[str, ParamValue]) -> None:
+        """Raise ``ValueError`` naming the problem unless ``params`` is a point of the space:
+        every parameter, each one of its choices (a ``True`` is not a ``1``)."""
+        space = self.search_space(operator)
+        if set(params) != set(space):
+            raise ValueError(f"{operator} takes parameters {sorted(space)}, got {sorted(params)}")
+        for name, value in params.items():
+            if value not in space[name] or type(value) is not type(space[name][0]):
+                raise ValueError(f"{operator}: {name}={value!r} is not one of {space[name]}")
+
     def default_params(self, operator: str) -> dict[str, ParamValue]:
         """The first choice of every parameter: the known-correct start of a search."""
         return {name: choices[0] for name, choices in self.search_space(operator).items()}

@@ -61,12 +61,7 @@ class CpuTarget(Target):
         return self._template(operator).space
 
     def render(self, operator: str, params: Mapping[str, ParamValue]) -> Candidate:
-        space = self.search_space(operator)
-        if set(params) != set(space):
-            raise ValueError(f"{operator} takes parameters {sorted(space)}, got {sorted(params)}")
-        for name, value in params.items():
-            if value not in space[name] or type(value) is not type(space[name][0]):
-                raise ValueError(f"{operator}: {name}={value!r} is not one of {space[name]}")
+        self.check_params(operator, params)
         sources = self._template(operator).render(params)
         return Candidate(operator=operator, target=self.name, params=dict(params), sources=sources)
 

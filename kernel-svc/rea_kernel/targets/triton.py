@@ -1,0 +1,89 @@
+"""The ``triton`` target: Triton kernels, JIT-compiled by Triton itself on first launch.
+
+On a machine with a CUDA GPU, kernels take and return cuda tensors and are timed like any
+other. Without one, a candidate's ``kernel.py`` switches Triton to its interpreter, which runs
+every program of the grid one after another on CPU tensors with numpy: the same kernel source
+is checked for correctness here, but its time says nothing about the kernel, so this target
+then says it must not be timed (:meth:`TritonTarget.times_kernels`).
+
+Nothing is built ahead: Triton compiles (on a GPU) or interprets (without one) at the first
+call, for the sizes it meets. :meth:`TritonTarget.build` only checks that ``kernel.py`` is
+Python, so that a broken candidate is rejected before a sandboxed child is started for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from rea_kernel.candidate import ENTRY_POINT, Candidate, ParamValue
+from rea_kernel.sandbox import Limits, Verdict
+from rea_kernel.targets._base import BuildFailure, SearchSpace, Target, TargetUnavailableError
+from rea_kernel.targets.triton_templates import TEMPLATES, TritonTemplate
+
+INTERPRETER = "triton-interpreter on cpu (no GPU): correctness only, never timed"
+
+
+class TritonTarget(Target):
+    name = "triton"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def unavailable(self) -> str | None:
+        try:
+            importlib.import_module("triton")
+        except Exception as error:  # a broken install fails in many ways; each is a fact about this machine
+            return (
+                "the triton target needs the triton package and importing it failed "
+                f"({type(error).__name__}: {error}): install it (pip install triton) beside torch"
+            )
+        if self.device == "cuda" and shutil.which("gcc") is None and shutil.which("clang") is None:
+            return "triton builds its CUDA launcher with a C compiler and none is on PATH: install gcc"
+        return None
+
+    def device_name(self) -> str:
+        if self.device == "cuda":
+            return f"cuda: {torch.cuda.get_device_name()}"
+        return INTERPRETER
+
+    def times_kernels(self) -> bool:
+        """Whether a time measured here is the kernel's: not under the interpreter, whose time
+        is numpy's and Python's. An evaluator must then check correctness and time nothing."""
+        return self.device == "cuda"
+
+    def operators(self) -> tuple[str, ...]:
+        return tuple(TEMPLATES)
+
+    def search_space(self, operator: str) -> SearchSpace:
+        return self._template(operator).space
+
+    def render(self, operator: str, params: Mapping[str, ParamValue]) -> Candidate:
+        self.check_params(operator, params)
+        sources = self._template(operator).render(params)
+        return Candidate(operator=operator, target=self.name, params=dict(params), sources=sources)
+
+    def build(
+        self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits
+    ) -> BuildFailure | None:
+        """Check that ``kernel.py`` parses and compiles to bytecode (which runs none of it);
+        Triton compiles the kernels themselves when ``run`` first launches them."""
+        reason = self.unavailable()
+        if reason is not None:
+            raise TargetUnavailableError(reason)
+        try:
+            compile(candidate.sources[ENTRY_POINT], str(directory / ENTRY_POINT), "exec")
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+            return BuildFailure(Verdict.REJECTED, f"{ENTRY_POINT} is not valid Python: {error}")
+        return None
+
+    @staticmethod
+    def _template(operator: str) -> TritonTemplate:
+        try:
+            return TEMPLATES[operator]
+        except KeyError:
+            raise KeyError(
+                f"the triton target has no template for {operator!r}; it has {', '.join(TEMPLATES)}"
+            ) from None
