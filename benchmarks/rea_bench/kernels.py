@@ -6,8 +6,8 @@ fresh inputs every run, caches flushed before each, eager and ``torch.compile`` 
 way in a separate process, the winner evaluated again in full after the search. Speedups are
 ratios measured in one evaluation, so load on a shared machine moves both sides.
 
-    python -m rea_bench.kernels                          # every operator, 8 evaluations each
-    python -m rea_bench.kernels --ops embedding_bag_pooled --budget 16 --compare-seeds 3
+    rea kernels bench                                    # or python -m rea_bench.kernels
+    rea kernels bench --ops embedding_bag_pooled --budget 16 --compare-seeds 3
 
 Not measured here: the reference model's end-to-end inference with registry kernels (the trainer
 does not use them yet), and GPUs (the ``triton`` target only checks correctness without one).
@@ -72,15 +72,15 @@ def compare_searches(operator: str, budget: int, seeds: int, settings: Settings)
     return search.compare(space, cost, budget, range(seeds), initial=[target.default_params(operator)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m rea_bench.kernels", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rea kernels bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", nargs="*", default=list(OPERATORS), help="Operators to search.")
     parser.add_argument("--budget", type=int, default=8, help="Evaluations per operator's search.")
     parser.add_argument("--compare-budget", type=int, default=16, help="Evaluations per method and seed.")
     parser.add_argument("--compare-seeds", type=int, default=2, help="0 skips the comparison.")
     parser.add_argument("--repeats", type=int, default=10, help="Timed runs per shape (median).")
     parser.add_argument("--json", type=Path, help="Also write the results here.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cpu = get_target("cpu")
     settings = Settings(repeats=args.repeats, warmup=2)
     print_header("KernelEvolve, cpu target", {"device": cpu.device_name(), "budget": args.budget})

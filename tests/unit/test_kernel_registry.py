@@ -4,16 +4,19 @@ faster against eager in its own evaluation, per device model, also when searches
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
 from pymongo import AsyncMongoClient
+from typer.testing import CliRunner
 
 from rea.settings import Settings
 from rea_kernel.candidate import Candidate
 from rea_kernel.evaluator import Evaluation, ShapeCheck, Timing
 from rea_kernel.registry import KernelRegistry, Provenance, entries_from
 from rea_kernel.sandbox import Verdict
+from rea_tools.cli import app
 
 CPU = "cpu: Test CPU 9000"
 PROVENANCE = Provenance(search_id="s-1", method="mcts_evolution", seed=0, evaluations=12)
@@ -102,3 +105,19 @@ async def test_racing_searches_keep_the_fastest(registry: KernelRegistry) -> Non
     await asyncio.gather(*(registry.publish(entries) for entries in racing))
     best = await registry.best("layer_norm", "cpu", CPU, "r4k-d256", "float32")
     assert best is not None and best.speedup_vs_eager == 4.0
+
+
+async def test_rea_kernels_list_shows_what_the_registry_keeps(
+    registry: KernelRegistry, env: dict[str, str]
+) -> None:
+    await registry.publish(entries_from(candidate("kept"), evaluation(2.5), PROVENANCE))
+    runner = CliRunner()
+    shown = await asyncio.to_thread(runner.invoke, app, ["kernels", "list", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    [row] = json.loads(shown.stdout)
+    assert (row["operator"], row["device"], row["speedup_vs_eager"]) == ("layer_norm", CPU, 2.5)
+    assert row["provenance"]["evaluations"] == 12
+    other = await asyncio.to_thread(
+        runner.invoke, app, ["kernels", "list", "--operator", "fm_interaction"], env=env
+    )
+    assert other.exit_code == 0 and "registry is empty" in other.output

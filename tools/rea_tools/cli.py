@@ -1242,5 +1242,64 @@ def workloads_check(
         raise typer.Exit(1)
 
 
+kernels_app = typer.Typer(
+    help="KernelEvolve: the kernels the registry keeps, and the kernel benchmark.", no_args_is_help=True
+)
+app.add_typer(kernels_app, name="kernels")
+
+
+@kernels_app.command("list")
+def kernels_list(
+    operator: Annotated[str | None, typer.Option(help="Only this operator's kernels.")] = None,
+    target: Annotated[str | None, typer.Option(help="Only this target's kernels (cpu, triton).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The fastest correct kernel kept per operator, shape bucket, dtype, target and device, with
+    its speedup over eager and torch.compile and the search that found it."""
+    from rea_kernel.registry import KernelEntry, KernelRegistry
+
+    async def work(client: Client) -> list[KernelEntry]:
+        return await KernelRegistry(client.db).entries(operator=operator, target=target)
+
+    entries = _with_client(Settings(), work)
+    if as_json:
+        print(json.dumps([entry.model_dump(mode="json", exclude={"candidate"}) for entry in entries]))
+        return
+    if not entries:
+        console.print("The kernel registry is empty: `rea kernels bench` searches this machine's CPU.")
+        return
+    table = Table(
+        "operator", "bucket", "dtype", "target", "device", "vs eager", "vs compile", "params", "found by"
+    )
+    for entry in entries:
+        compiled = entry.speedup_vs_compiled
+        found = entry.provenance
+        table.add_row(
+            entry.operator,
+            entry.bucket,
+            entry.dtype,
+            entry.target,
+            escape(entry.device),
+            f"{entry.speedup_vs_eager:.2f}x",
+            "-" if compiled is None else f"{compiled:.2f}x",
+            escape(" ".join(f"{name}={value}" for name, value in entry.candidate.params.items())),
+            f"{found.method}, {found.evaluations} evaluations",
+        )
+    Console().print(table)
+
+
+@kernels_app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def kernels_bench(ctx: typer.Context) -> None:
+    """Search every operator on this machine's CPU: speedups over eager and torch.compile, and
+    MCTS + evolution against random search (`rea kernels bench --help` for the options)."""
+    from rea_bench.kernels import main as bench_main
+
+    bench_main(ctx.args)
+
+
 def main() -> None:
     app(sys.argv[1:])
