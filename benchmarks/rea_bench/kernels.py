@@ -79,11 +79,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-budget", type=int, default=16, help="Evaluations per method and seed.")
     parser.add_argument("--compare-seeds", type=int, default=2, help="0 skips the comparison.")
     parser.add_argument("--repeats", type=int, default=10, help="Timed runs per shape (median).")
+    parser.add_argument(
+        "--flush-mb",
+        type=int,
+        help="MiB written to flush the caches before each timed run (default: 1.5x the last-level cache).",
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
     cpu = get_target("cpu")
-    settings = Settings(repeats=args.repeats, warmup=2)
-    print_header("KernelEvolve, cpu target", {"device": cpu.device_name(), "budget": args.budget})
+    flush = None if args.flush_mb is None else args.flush_mb << 20
+    settings = Settings(repeats=args.repeats, warmup=2, cache_flush_bytes=flush)
+    shown = {
+        "device": cpu.device_name(),
+        "budget": args.budget,
+        "repeats": args.repeats,
+        "flush_mb": args.flush_mb,
+    }
+    print_header("KernelEvolve, cpu target", shown)
 
     outcomes = []
     for operator in args.ops:

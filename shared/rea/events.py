@@ -570,7 +570,7 @@ class KernelPublishedPayload(BaseModel):
     device: str
     digest: str
     params: dict[str, KernelParam] = Field(default_factory=dict)
-    speedup_vs_eager: float
+    speedup_vs_eager: float = Field(description="Geometric mean over the benchmark shapes.")
     speedup_vs_compiled: float | None = None
     evaluations: int = Field(ge=1)
     method: Literal["mcts_evolution", "random"]

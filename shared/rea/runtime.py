@@ -281,6 +281,7 @@ SERVICES: dict[str, str] = {
     "logger": "rea_logger.service",
     "worker": "rea_executor.worker",
     "launcher": "rea_executor.launcher",
+    "kernel": "rea_kernel.service",
 }
 """Every service by the name `rea service NAME`, the embedded stack, Docker and Kubernetes start
 it by, and the module whose ``wire`` builds it."""

@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_timeout_s: float = 30.0
     llm_max_hypotheses: int = Field(default=5, ge=1, le=20)
+    kernel_repeats: int = Field(default=20, ge=1, description="Timed runs per shape in a kernel evaluation.")
+    kernel_flush_mb: int | None = Field(
+        default=None, ge=1, description="MiB written before each timed run; unset: 1.5x the last-level cache."
+    )
+    kernel_threads: int | None = Field(
+        default=None, ge=1, description="Threads kernels and their baselines run with; unset: every core."
+    )
     log_level: str = "INFO"
     service_name: str = "rea"
 

@@ -133,7 +133,7 @@ def _bring_up(stack: EmbeddedStack, workers: int) -> None:
             )
         )
     with console.status("Starting services and workers..."):
-        stack.start_services(workers)
+        stack.start_services(workers, kernels=True)
         stack.write_state()
         if not stack.attached:  # `rea up`: someone must start again whatever dies
             stack.start_supervisor()
@@ -1286,6 +1286,74 @@ def kernels_list(
             f"{found.method}, {found.evaluations} evaluations",
         )
     Console().print(table)
+
+
+@kernels_app.command("search")
+def kernels_search(
+    operator: Annotated[str, typer.Argument(help="An operator, e.g. embedding_bag_pooled, layer_norm.")],
+    target: Annotated[str, typer.Option(help="cpu (timed here) or triton (needs a GPU).")] = "cpu",
+    budget: Annotated[int, typer.Option(help="Candidates to evaluate, at most.")] = 24,
+    method: Annotated[str, typer.Option(help="mcts_evolution, or random (the peer).")] = "mcts_evolution",
+    seed: Annotated[int, typer.Option(help="The search's seed.")] = 0,
+    wait: Annotated[bool, typer.Option(help="Follow the search until it ends.")] = True,
+) -> None:
+    """Ask the kernel service to search kernels for OPERATOR; prints the search id, follows it,
+    and shows what it published."""
+    from rea.events import KernelSearchRequested, KernelSearchRequestedPayload, describe_error
+    from rea_kernel.registry import KernelRegistry
+    from rea_kernel.searches import COLLECTION, FINISHED, KernelSearch
+
+    try:
+        request = KernelSearchRequestedPayload.model_validate(
+            {"operator": operator, "target": target, "budget": budget, "method": method, "seed": seed}
+        )
+    except ValidationError as exc:
+        console.print(f"[red]{escape(describe_error(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    search_id = new_id()
+    event = KernelSearchRequested(search_id=search_id, correlation_id=search_id, payload=request)
+
+    async def work(client: Client) -> KernelSearch | None:
+        await client.publish(event)
+        print(search_id)
+        if not wait:
+            return None
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as bar:
+            task = bar.add_task(f"{operator} on {target}: waiting for the kernel service", total=budget)
+            while True:
+                doc = await client.db[COLLECTION].find_one({"_id": search_id})
+                search = None if doc is None else KernelSearch.model_validate(doc["state"])
+                if search is not None:
+                    bar.update(
+                        task,
+                        description=f"{operator} on {target}: {search.status}",
+                        completed=search.evaluations,
+                    )
+                    if search.status in FINISHED:
+                        return search
+                await asyncio.sleep(0.5)
+
+    search = _with_client(Settings(), work)
+    if search is None:
+        return
+    if search.status == "failed":
+        console.print(f"[red]search {search_id} failed: {escape(search.reason)}[/red]")
+        raise typer.Exit(1)
+    console.print(f"search {search_id}: {escape(search.reason)}")
+
+    async def kept(client: Client) -> list[Any]:
+        entries = await KernelRegistry(client.db).entries(operator=operator, target=target)
+        return [entry for entry in entries if entry.key in search.published]
+
+    for entry in _with_client(Settings(), kept):
+        compiled = (
+            "" if entry.speedup_vs_compiled is None else f", {entry.speedup_vs_compiled:.2f}x torch.compile"
+        )
+        console.print(
+            f"  {entry.bucket}: {entry.speedup_vs_eager:.2f}x eager{compiled} on {escape(entry.device)}"
+        )
 
 
 @kernels_app.command(

@@ -362,8 +362,10 @@ class EmbeddedStack:
             port = free_port()
         return port
 
-    def start_services(self, workers: int, env: dict[str, str] | None = None) -> None:
-        for service in SERVICES:
+    def start_services(self, workers: int, env: dict[str, str] | None = None, kernels: bool = False) -> None:
+        """Every service and ``workers`` job workers; with ``kernels``, KernelEvolve's service too
+        (`rea up` starts it; a test or benchmark that does not search kernels leaves it out)."""
+        for service in (*SERVICES, "kernel") if kernels else SERVICES:
             self.start_service(service, env=env)
         for index in range(workers):
             self.start_service("worker", f"worker-{index}", env=env)
