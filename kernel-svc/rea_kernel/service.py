@@ -88,7 +88,7 @@ def wire(rt: Runtime) -> None:
     stopping = threading.Event()
 
     async def on_requested(event: KernelSearchRequested) -> None:
-        await rt.store.apply(
+        applied = await rt.store.apply(
             consumer=CONSUMER,
             event=event,
             collection=COLLECTION,
@@ -96,6 +96,9 @@ def wire(rt: Runtime) -> None:
             model=KernelSearch,
             decide=partial(on_search_requested, capabilities=capabilities),
         )
+        refused = applied.decision.state if applied.decision else None
+        if refused is not None and refused.status == "failed":
+            rt.metrics.kernel_searches.labels(service=rt.name, status="failed").inc()
         rt.relay.kick()
         wake.set()
 
@@ -122,6 +125,7 @@ def wire(rt: Runtime) -> None:
             )
             await rt.store.add_to_outbox(emit, CONSUMER, session)
         rt.relay.kick()
+        rt.metrics.kernel_searches.labels(service=rt.name, status=done.status).inc()
         log.info("kernel_search_finished", search_id=done.search_id, status=done.status, reason=done.reason)
 
     async def fail(search: KernelSearch, reason: str) -> None:
@@ -142,6 +146,9 @@ def wire(rt: Runtime) -> None:
             reason=evaluation.reason[:2000],
             speedup_vs_eager=speedup(evaluation),
         )
+        rt.metrics.kernel_candidates.labels(
+            service=rt.name, target=search.request.target, verdict=payload.verdict
+        ).inc()
         event_id = f"{search.search_id}:{number}"
         await rt.bus.publish(
             KernelCandidateEvaluated(

@@ -184,6 +184,18 @@ class Metrics:
             ["service", "collection"],
             registry=self.registry,
         )
+        self.kernel_candidates = Counter(
+            "rea_kernel_candidates_total",
+            "KernelEvolve: candidate kernels evaluated, by target and verdict.",
+            ["service", "target", "verdict"],
+            registry=self.registry,
+        )
+        self.kernel_searches = Counter(
+            "rea_kernel_searches_total",
+            "KernelEvolve: searches ended, by status (published, failed).",
+            ["service", "status"],
+            registry=self.registry,
+        )
 
     def set_budget(
         self,
