@@ -79,6 +79,11 @@ def speedup(evaluation: Evaluation) -> float | None:
     return statistics.geometric_mean(ratios) if evaluation.passed and ratios else None
 
 
+def _now() -> str:
+    """A time as the stored state writes it (JSON mode), so one field never holds two types."""
+    return utc_now().isoformat()
+
+
 def wire(rt: Runtime) -> None:
     searches = rt.store.db[COLLECTION]
     registry = KernelRegistry(rt.store.db)
@@ -106,7 +111,10 @@ def wire(rt: Runtime) -> None:
         """The oldest accepted search, now this instance's to run."""
         doc = await searches.find_one_and_update(
             {"state.status": "requested"},
-            {"$set": {"state.status": "running", "state.runner": rt.name, "state.updated_at": utc_now()}},
+            {
+                "$set": {"state.status": "running", "state.runner": rt.name, "state.updated_at": _now()},
+                "$inc": {"version": 1},
+            },
             sort=[("state.requested_at", 1)],
             return_document=ReturnDocument.AFTER,
         )
@@ -116,7 +124,7 @@ def wire(rt: Runtime) -> None:
         """Record how the search ended and what it says, in one transaction (the count of
         evaluations was kept as they happened)."""
         ended = {"status": done.status, "reason": done.reason, "published": done.published}
-        fields = {f"state.{name}": value for name, value in ended.items()} | {"state.updated_at": utc_now()}
+        fields = {f"state.{name}": value for name, value in ended.items()} | {"state.updated_at": _now()}
         async with rt.store.transaction() as session:
             await searches.update_one(
                 {"_id": done.search_id, "state.status": "running"},
