@@ -49,6 +49,7 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
         "hypothesis",
         "planner",
         "executor",
+        "kernel",
         "worker-0",
         "supervisor",
     }
