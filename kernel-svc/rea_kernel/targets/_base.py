@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from rea_kernel.candidate import Candidate, ParamValue
 from rea_kernel.sandbox import Limits, Verdict
@@ -91,3 +91,39 @@ class Target(ABC):
     def default_params(self, operator: str) -> dict[str, ParamValue]:
         """The first choice of every parameter: the known-correct start of a search."""
         return {name: choices[0] for name, choices in self.search_space(operator).items()}
+
+
+class Template(Protocol):
+    """One operator's kernel source, parameterised: the choices of each parameter, and the
+    sources one point of them renders to."""
+
+    @property
+    def space(self) -> SearchSpace: ...
+
+    def render(self, params: Mapping[str, ParamValue]) -> dict[str, str]: ...
+
+
+class TemplateTarget(Target):
+    """A target whose candidates are rendered from one :class:`Template` per operator."""
+
+    templates: ClassVar[Mapping[str, Template]]
+
+    def operators(self) -> tuple[str, ...]:
+        return tuple(self.templates)
+
+    def search_space(self, operator: str) -> SearchSpace:
+        return self.template(operator).space
+
+    def render(self, operator: str, params: Mapping[str, ParamValue]) -> Candidate:
+        self.check_params(operator, params)
+        sources = self.template(operator).render(params)
+        return Candidate(operator=operator, target=self.name, params=dict(params), sources=sources)
+
+    def template(self, operator: str) -> Template:
+        try:
+            return self.templates[operator]
+        except KeyError:
+            known = ", ".join(self.templates)
+            raise KeyError(
+                f"the {self.name} target has no template for {operator!r}; it has {known}"
+            ) from None

@@ -15,11 +15,12 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
-from rea_kernel.candidate import Candidate, ParamValue
+from rea_kernel.candidate import Candidate
 from rea_kernel.sandbox import Limits, Verdict, run_sandboxed
-from rea_kernel.targets._base import BuildFailure, SearchSpace, Target, TargetUnavailableError
-from rea_kernel.targets.cpu_templates import TEMPLATES, CpuTemplate
+from rea_kernel.targets._base import BuildFailure, TargetUnavailableError, Template, TemplateTarget
+from rea_kernel.targets.cpu_templates import TEMPLATES
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 SOURCE = "kernel.cpp"
@@ -34,7 +35,8 @@ def _cpuinfo_field(name: str) -> str | None:
     return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == name), None)
 
 
-class CpuTarget(Target):
+class CpuTarget(TemplateTarget):
+    templates: ClassVar[Mapping[str, Template]] = TEMPLATES
     name = "cpu"
     device = "cpu"
 
@@ -53,17 +55,6 @@ class CpuTarget(Target):
     def device_name(self) -> str:
         model = _cpuinfo_field("model name") or platform.processor() or platform.machine()
         return f"cpu: {model} ({len(os.sched_getaffinity(0))} cores available)"
-
-    def operators(self) -> tuple[str, ...]:
-        return tuple(TEMPLATES)
-
-    def search_space(self, operator: str) -> SearchSpace:
-        return self._template(operator).space
-
-    def render(self, operator: str, params: Mapping[str, ParamValue]) -> Candidate:
-        self.check_params(operator, params)
-        sources = self._template(operator).render(params)
-        return Candidate(operator=operator, target=self.name, params=dict(params), sources=sources)
 
     def build(
         self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits
@@ -104,12 +95,3 @@ class CpuTarget(Target):
         machine = f"{_cpuinfo_field('model name')}|{_cpuinfo_field('flags')}|{platform.machine()}"
         material = "\0".join([version, " ".join(self.flags), machine, source])
         return hashlib.sha256(material.encode()).hexdigest()[:32]
-
-    @staticmethod
-    def _template(operator: str) -> CpuTemplate:
-        try:
-            return TEMPLATES[operator]
-        except KeyError:
-            raise KeyError(
-                f"the cpu target has no template for {operator!r}; it has {', '.join(TEMPLATES)}"
-            ) from None

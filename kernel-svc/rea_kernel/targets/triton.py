@@ -17,18 +17,20 @@ import importlib
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from rea_kernel.candidate import ENTRY_POINT, Candidate, ParamValue
+from rea_kernel.candidate import ENTRY_POINT, Candidate
 from rea_kernel.sandbox import Limits, Verdict
-from rea_kernel.targets._base import BuildFailure, SearchSpace, Target, TargetUnavailableError
-from rea_kernel.targets.triton_templates import TEMPLATES, TritonTemplate
+from rea_kernel.targets._base import BuildFailure, TargetUnavailableError, Template, TemplateTarget
+from rea_kernel.targets.triton_templates import TEMPLATES
 
 INTERPRETER = "triton-interpreter on cpu (no GPU): correctness only, never timed"
 
 
-class TritonTarget(Target):
+class TritonTarget(TemplateTarget):
+    templates: ClassVar[Mapping[str, Template]] = TEMPLATES
     name = "triton"
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -54,17 +56,6 @@ class TritonTarget(Target):
         is numpy's and Python's. An evaluator must then check correctness and time nothing."""
         return self.device == "cuda"
 
-    def operators(self) -> tuple[str, ...]:
-        return tuple(TEMPLATES)
-
-    def search_space(self, operator: str) -> SearchSpace:
-        return self._template(operator).space
-
-    def render(self, operator: str, params: Mapping[str, ParamValue]) -> Candidate:
-        self.check_params(operator, params)
-        sources = self._template(operator).render(params)
-        return Candidate(operator=operator, target=self.name, params=dict(params), sources=sources)
-
     def build(
         self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits
     ) -> BuildFailure | None:
@@ -78,12 +69,3 @@ class TritonTarget(Target):
         except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
             return BuildFailure(Verdict.REJECTED, f"{ENTRY_POINT} is not valid Python: {error}")
         return None
-
-    @staticmethod
-    def _template(operator: str) -> TritonTemplate:
-        try:
-            return TEMPLATES[operator]
-        except KeyError:
-            raise KeyError(
-                f"the triton target has no template for {operator!r}; it has {', '.join(TEMPLATES)}"
-            ) from None
