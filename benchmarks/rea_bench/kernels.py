@@ -23,11 +23,11 @@ from typing import Any
 
 from rea_bench.common import console, print_header, print_table
 from rea_kernel import search
-from rea_kernel.candidate import ParamValue
-from rea_kernel.evaluator import Settings, evaluate
+from rea_kernel.candidate import Candidate, ParamValue
+from rea_kernel.evaluator import Evaluation, Settings
 from rea_kernel.operators import OPERATORS
 from rea_kernel.targets import get_target
-from rea_kernel.tuning import TuningOutcome, relative_cost, tune
+from rea_kernel.tuning import CandidateCost, TuningOutcome, tree_warmup, tune
 
 COMPARED = "embedding_bag_pooled"
 
@@ -60,16 +60,17 @@ def _speedups(outcome: TuningOutcome) -> list[list[str]]:
 
 
 def compare_searches(operator: str, budget: int, seeds: int, settings: Settings) -> search.Comparison:
-    """Both searches on the same evaluations (a point both propose is evaluated once)."""
+    """Both searches on the same evaluations (a point both propose is evaluated once), each
+    configured as :func:`rea_kernel.tuning.tune` runs it."""
     target = get_target("cpu")
-    screening = settings.model_copy(update={"time_compiled_reference": False})
 
-    def cost(point: Any) -> float | None:
-        with console.status(f"{operator}: {_params(dict(point))}"):
-            return relative_cost(evaluate(target.render(operator, point), operator, screening))
+    def shown(number: int, candidate: Candidate, evaluation: Evaluation) -> None:
+        console.print(f"[dim]{operator} #{number}: {_params(candidate.params)}: {evaluation.verdict}[/dim]")
 
+    cost = CandidateCost(target, operator, settings, shown)
     space = search.SearchSpace(target.search_space(operator))
-    return search.compare(space, cost, budget, range(seeds), initial=[target.default_params(operator)])
+    initial = [target.default_params(operator)]
+    return search.compare(space, cost, budget, range(seeds), initial=initial, warmup=tree_warmup(budget))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,13 +10,21 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rea.events import FINISHED_JOB_STATUSES, BudgetResource, Envelope, JobRecord, JobSpec, RunbookEntry
+from rea.events import (
+    FINISHED_JOB_STATUSES,
+    IN_FLIGHT_JOB_STATUSES,
+    BudgetResource,
+    Envelope,
+    JobRecord,
+    JobSpec,
+    RunbookEntry,
+)
 from rea.workloads import JobOutput
 from rea_executor.shares import Tenant
 
 JobStatus = Literal["pending", "submitted", "running", "completed", "failed", "retried", "cancelled"]
 TERMINAL = FINISHED_JOB_STATUSES
-IN_FLIGHT: frozenset[str] = frozenset({"submitted", "running"})
+IN_FLIGHT = IN_FLIGHT_JOB_STATUSES
 PhaseStatus = Literal["running", "paused", "paused_budget", "cancelling", "concluded"]
 BUDGET_WARNING_FRACTION = 0.8
 

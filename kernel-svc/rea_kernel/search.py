@@ -589,14 +589,15 @@ def compare(
     seeds: Iterable[int],
     *,
     initial: Iterable[Mapping[str, ParamValue]] = (),
+    warmup: int = 16,
 ) -> Comparison:
-    """Run :func:`mcts_evolution` and :func:`random_search` with ``budget`` evaluations each on
-    every seed, through one cache per seed, from the same ``initial`` points."""
+    """Run :func:`mcts_evolution` (with ``warmup``) and :func:`random_search` with ``budget``
+    evaluations each on every seed, through one cache per seed, from the same ``initial`` points."""
     start = tuple(initial)
     runs = []
     for seed in seeds:
         cache = _SharedCache(evaluate)
-        mcts = mcts_evolution(space, cache, budget, seed, initial=start)
+        mcts = mcts_evolution(space, cache, budget, seed, initial=start, warmup=warmup)
         uniform = random_search(space, cache, budget, seed, initial=start)
         runs.append(
             SeedComparison(

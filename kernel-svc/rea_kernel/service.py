@@ -42,7 +42,7 @@ from rea_kernel.searches import (
     published_event,
 )
 from rea_kernel.targets import TARGETS
-from rea_kernel.tuning import TuningOutcome, tune
+from rea_kernel.tuning import TuningOutcome, relative_cost, tune
 
 CONSUMER = "kernel"
 REPORT_TIMEOUT_S = 60.0
@@ -74,9 +74,10 @@ def evaluator_settings(settings: Settings) -> EvaluatorSettings:
 
 
 def speedup(evaluation: Evaluation) -> float | None:
-    """Over eager, the geometric mean over the benchmark shapes; None when not timed."""
-    ratios = [t.speedup_over_eager for t in evaluation.timings if t.purpose == "benchmark"]
-    return statistics.geometric_mean(ratios) if evaluation.passed and ratios else None
+    """Over eager, the geometric mean over the benchmark shapes (the inverse of the search's
+    cost); None when not timed."""
+    cost = relative_cost(evaluation)
+    return None if cost is None else 1 / cost
 
 
 def _now() -> str:

@@ -21,7 +21,7 @@ from rea_kernel import search
 from rea_kernel.candidate import Candidate, ParamValue
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
 from rea_kernel.registry import KernelEntry, Provenance, entries_from
-from rea_kernel.targets import TargetUnavailableError, get_target
+from rea_kernel.targets import Target, TargetUnavailableError, get_target
 
 Method = Literal["mcts_evolution", "random"]
 OnEvaluated = Callable[[int, Candidate, Evaluation], None]
@@ -62,6 +62,34 @@ def relative_cost(evaluation: Evaluation) -> float | None:
     return statistics.geometric_mean(ratios) if evaluation.passed and ratios else None
 
 
+def tree_warmup(budget: int) -> int:
+    """Evaluations the tree proposes alone before evolution may: a quarter of a real kernel
+    search's small budget (the search's default of 16 would leave a 16-candidate search no
+    evolution at all)."""
+    return max(4, budget // 4)
+
+
+class CandidateCost:
+    """A search's cost function for one operator on one target: a point is rendered into a
+    candidate, evaluated without ``torch.compile`` (screening), kept in ``evaluated`` and
+    reported to ``on_evaluated``; its cost is :func:`relative_cost`."""
+
+    def __init__(
+        self, target: Target, operator: str, settings: Settings, on_evaluated: OnEvaluated | None = None
+    ) -> None:
+        self.target, self.operator, self.on_evaluated = target, operator, on_evaluated
+        self.screening = settings.model_copy(update={"time_compiled_reference": False})
+        self.evaluated: list[tuple[Candidate, Evaluation]] = []
+
+    def __call__(self, point: Mapping[str, ParamValue]) -> float | None:
+        candidate = self.target.render(self.operator, point)
+        evaluation = evaluate(candidate, self.operator, self.screening)
+        self.evaluated.append((candidate, evaluation))
+        if self.on_evaluated is not None:
+            self.on_evaluated(len(self.evaluated), candidate, evaluation)
+        return relative_cost(evaluation)
+
+
 def tune(
     operator: str,
     target_name: str,
@@ -86,23 +114,14 @@ def tune(
             f"{target.device_name()} checks {target_name} kernels but cannot time them, and a search "
             "needs timings: run it where the device is"
         )
-    screening = settings.model_copy(update={"time_compiled_reference": False})
-    evaluated: list[tuple[Candidate, Evaluation]] = []
-
-    def cost(point: Mapping[str, ParamValue]) -> float | None:
-        candidate = target.render(operator, point)
-        evaluation = evaluate(candidate, operator, screening)
-        evaluated.append((candidate, evaluation))
-        if on_evaluated is not None:
-            on_evaluated(len(evaluated), candidate, evaluation)
-        return relative_cost(evaluation)
-
+    cost = CandidateCost(target, operator, settings, on_evaluated)
+    evaluated = cost.evaluated
     space = search.SearchSpace(target.search_space(operator))
     initial = [target.default_params(operator)]
     if method == "random":
         trace = search.random_search(space, cost, budget, seed, initial=initial)
     else:
-        trace = search.mcts_evolution(space, cost, budget, seed, initial=initial, warmup=max(4, budget // 4))
+        trace = search.mcts_evolution(space, cost, budget, seed, initial=initial, warmup=tree_warmup(budget))
     outcome = TuningOutcome(
         operator=operator,
         target=target_name,

@@ -147,6 +147,8 @@ class PhasePlan(BaseModel):
 FINISHED_JOB_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried", "cancelled"})
 """A job in one of these is over: it reported, failed for good, was replaced by a retry, or was
 cancelled with its campaign (before it started, or stopped while it ran)."""
+IN_FLIGHT_JOB_STATUSES: frozenset[str] = frozenset({"submitted", "running"})
+"""A job in one of these was handed to a worker (or a cluster) and has not finished."""
 
 
 class JobRecord(BaseModel):

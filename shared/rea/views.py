@@ -15,10 +15,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rea.events import CampaignResult, Hypothesis, JobRecord, JobSpec, PhasePlan, RunbookEntry
+from rea.events import (
+    IN_FLIGHT_JOB_STATUSES,
+    CampaignResult,
+    Hypothesis,
+    JobRecord,
+    JobSpec,
+    PhasePlan,
+    RunbookEntry,
+)
 from rea.workloads import JobOutput
-
-IN_FLIGHT_JOB_STATUSES = frozenset({"submitted", "running"})
 
 
 class View(BaseModel):
