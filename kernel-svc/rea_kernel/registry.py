@@ -54,7 +54,7 @@ class KernelEntry(BaseModel):
     eager_seconds: float
     compiled_seconds: float | None = None
     shape: dict[str, Any] = Field(description="The benchmark shape the timing was made on.")
-    correct_trials: int = Field(ge=1, description="Correctness trials it passed, every shape and seed.")
+    correct_trials: int = Field(ge=0, description="Correctness trials it passed, every shape and seed.")
     provenance: Provenance
     published_at: datetime = Field(default_factory=utc_now)
 
@@ -87,7 +87,7 @@ def entries_from(candidate: Candidate, evaluation: Evaluation, provenance: Prove
             eager_seconds=timing.eager_seconds,
             compiled_seconds=timing.compiled_seconds,
             shape=timing.shape,
-            correct_trials=max(correct, 1),
+            correct_trials=correct,
             provenance=provenance,
         )
         for timing in evaluation.timings
