@@ -21,9 +21,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from rea.kernels import Candidate, ParamValue
 from rea_bench.common import console, print_header, print_table
 from rea_kernel import search
-from rea_kernel.candidate import Candidate, ParamValue
 from rea_kernel.evaluator import Evaluation, Settings
 from rea_kernel.operators import OPERATORS
 from rea_kernel.targets import get_target

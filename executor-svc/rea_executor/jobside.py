@@ -37,12 +37,14 @@ from rea.events import (
     encode_event,
     utc_now,
 )
+from rea.kernels import KernelEntry, KernelRegistryReader
+from rea.knobs import Role
 from rea.leases import JobLeases
 from rea.ledger import RunStatus
 from rea.logs import configure_logging
 from rea.runtime import Runtime, connect, start_broker
 from rea.settings import Settings
-from rea.workloads import JobCost, JobError, JobOutput
+from rea.workloads import JobCost, JobError, JobOutput, get_workload
 from rea_executor.backends.base import JOB_EVENT_ENV
 from rea_executor.runbook import BACKOFF_MAX_S
 from rea_executor.runner import Fault, JobWatch, StopReason, run_job
@@ -151,8 +153,11 @@ class JobSide:
         dataset = (spec.workload, spec.dataset)
         fault = drawn_fault(self.rt.settings.inject_faults, spec.job_id)
         prepare = dataset not in self.prepared
+        kernels = await self._kernels(spec)
         running = asyncio.create_task(
-            asyncio.to_thread(run_job, spec, fault, prepare=prepare, watch=watch, warm=self.warm)
+            asyncio.to_thread(
+                run_job, spec, fault, prepare=prepare, watch=watch, warm=self.warm, kernels=kernels
+            )
         )
         while watch.pid is None and not running.done():
             await asyncio.sleep(0.05)
@@ -166,6 +171,18 @@ class JobSide:
             cpu = output.cost.cpu_seconds if output.cost else None
             log.info("job_process_ended", job_id=spec.job_id, pid=watch.pid, cpu_seconds=cpu)
         return output
+
+    async def _kernels(self, spec: JobSpec) -> list[KernelEntry]:
+        """The kernel registry's entries when the job asks for evolved kernels (the trainer keeps
+        those made for its device), else none. Read here, where the job runs, so a job needs no
+        database access of its own."""
+        try:
+            schema = get_workload(spec.workload).schema
+        except KeyError:
+            return []  # run_job reports the unknown workload
+        if schema.role_value(spec.config, Role.EVOLVED_KERNELS, False) is not True:
+            return []
+        return await KernelRegistryReader(self.rt.store.db).entries()
 
 
 def drawn_fault(chances: dict[str, float], job_id: str) -> Fault | None:

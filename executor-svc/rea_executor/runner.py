@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +37,7 @@ import structlog
 from pydantic import ValidationError
 
 from rea.events import JobSpec
+from rea.kernels import KernelEntry
 from rea.ledger import LOG_LIMIT
 from rea.workloads import (
     FAULT_ENV,
@@ -99,6 +100,7 @@ def run_job(
     prepare: bool = True,
     watch: JobWatch | None = None,
     warm: WarmStarts | None = None,
+    kernels: Sequence[KernelEntry] = (),
 ) -> JobOutput:
     """Blocking: run the job to completion (or its limits) and return what it reported.
 
@@ -107,6 +109,7 @@ def run_job(
     skips preparing the dataset (the caller knows it is ready). ``watch`` receives the job's
     pid, CPU so far and output, and can stop it. ``warm``: the zygotes to fork the job from
     when its workload preloads modules (else, or should no zygote start, it starts cold).
+    ``kernels``: the kernel registry's entries, handed to a job that asked for evolved kernels.
     """
     watch = watch or JobWatch()
     try:
@@ -128,6 +131,7 @@ def run_job(
             config=spec.config,
             seed=spec.seed,
             diagnose=spec.diagnose,
+            kernels=list(kernels),
         )
         job_path.write_text(job.model_dump_json())
         args = ["--job", str(job_path), "--output", str(out_path)]

@@ -55,7 +55,7 @@ def from_schema(schema: KnobSchema, baseline: dict[str, Any], covered: set[str])
     """Plain moves of every tunable knob outside ``covered`` (the knobs some technique changes)."""
     per_knob: list[list[Hypothesis]] = []
     for knob in schema.knobs:
-        if knob.fidelity or knob.name in covered:
+        if not knob.tunable or knob.name in covered:
             continue
         value = baseline.get(knob.name, knob.default)
         per_knob.append(

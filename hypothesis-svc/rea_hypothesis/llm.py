@@ -71,7 +71,7 @@ def messages(
             "description": k.description,
         }
         for k in schema.knobs
-        if not k.fidelity
+        if k.tunable
     ]
     task = {
         "task": (
@@ -120,6 +120,7 @@ def parse(
     if not isinstance(document, dict) or not isinstance(document.get("hypotheses"), list):
         return [], ["answer is not an object with a 'hypotheses' list"]
     fidelity = {k.name for k in schema.knobs if k.fidelity}
+    execution = {k.name for k in schema.knobs if k.execution}
     accepted: list[Hypothesis] = []
     dropped: list[str] = []
     taken = {h.id for h in offered}
@@ -137,6 +138,7 @@ def parse(
             continue
         problems = schema.errors(proposal.changes)
         problems += [f"{name} is a fidelity knob" for name in proposal.changes if name in fidelity]
+        problems += [f"{name} is an execution knob" for name in proposal.changes if name in execution]
         if problems:
             dropped.append(f"{label}: {'; '.join(problems)}")
             continue

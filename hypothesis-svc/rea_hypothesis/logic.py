@@ -120,7 +120,7 @@ def with_history(
     ranked.sort(key=lambda h: -h.expected_gain)
     best = history.best
     if best is not None:
-        tunable = {knob.name for knob in schema.knobs if not knob.fidelity}
+        tunable = {knob.name for knob in schema.knobs if knob.tunable}
         changes = {k: v for k, v in best.changes.items() if k in tunable and baseline.get(k) != v}
         if changes and not schema.errors(changes):
             ranked.insert(

@@ -55,10 +55,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 import rea_kernel
+from rea.kernels import Candidate
 from rea_kernel import checks
-from rea_kernel.candidate import Candidate
 from rea_kernel.harness import CORRECTNESS, SETTLE_SECONDS, TIMING, VIOLATIONS
-from rea_kernel.operators import Operator, Shape, get_operator
+from rea_kernel.operators import Operator, Shape, dtype_name, get_operator
 from rea_kernel.sandbox import Limits, SandboxedProcess, Verdict, last_line
 from rea_kernel.targets import Target, TargetUnavailableError, get_target
 
@@ -219,7 +219,7 @@ class _Run:
         return self.rng.getrandbits(62)
 
     def dtypes(self) -> list[torch.dtype]:
-        supported = {_dtype_name(dtype): dtype for dtype in self.operator.dtypes}
+        supported = {dtype_name(dtype): dtype for dtype in self.operator.dtypes}
         asked = self.settings.dtypes or tuple(supported)
         unsupported = sorted(set(asked) - set(supported))
         if unsupported:
@@ -306,7 +306,7 @@ class _Run:
             for shape in shapes
         ]
         return {
-            "dtype": _dtype_name(dtype),
+            "dtype": dtype_name(dtype),
             "timings": specs,
             "flush_bytes": self.settings.cache_flush_bytes or _flush_bytes(),
             "device": self.target.device,
@@ -320,7 +320,7 @@ class _Run:
         """One candidate process: the correctness ``trials``, judged here, then (if they pass)
         timing on ``shapes``; then, once the candidate process is gone, the baselines."""
         job = {
-            "dtype": _dtype_name(dtype),
+            "dtype": dtype_name(dtype),
             "trials": [{"shape": shape.model_dump(), "seed": seed} for shape, seed in trials],
         }
         process, directory = self.start("candidate", job)
@@ -343,7 +343,7 @@ class _Run:
             Timing(
                 shape=shape.model_dump(),
                 bucket=self.operator.bucket(shape),
-                dtype=_dtype_name(dtype),
+                dtype=dtype_name(dtype),
                 device=self.target.device_name(),
                 threads=threads,
                 repeats=self.settings.repeats,
@@ -384,7 +384,7 @@ class _Run:
             check = ShapeCheck(
                 shape=shape.model_dump(),
                 bucket=self.operator.bucket(shape),
-                dtype=_dtype_name(dtype),
+                dtype=dtype_name(dtype),
                 seed=seed,
                 passed=False,
             )
@@ -582,10 +582,6 @@ def _written_by_the_candidate(phase: str) -> Iterator[None]:
 
 def _median_seconds(timed: dict[str, Any]) -> float:
     return statistics.median(timed["times_ns"]) / 1e9
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _flush_bytes() -> int:

@@ -1,6 +1,7 @@
-"""The kernel registry: the fastest correct kernel known for each operator, shape bucket, dtype,
-target and device model, in MongoDB, with the evidence that it is correct and fast.
+"""The kernel registry's writer: the fastest correct kernel known for each operator, shape bucket,
+dtype, target and device model, in MongoDB, with the evidence that it is correct and fast.
 
+The entries and the reader are the shared contract (:mod:`rea.kernels`): trainers read them.
 An entry is only ever replaced by a kernel that was faster against eager PyTorch **in its own
 evaluation** (a speedup, measured beside the reference in the same process, compares across
 runs on a shared, noisy machine; two absolute times would not). Kernels for a different device
@@ -15,56 +16,11 @@ Contract of :class:`KernelRegistry`:
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from rea.events import utc_now
-from rea_kernel.candidate import Candidate
+from rea.kernels import Candidate, KernelEntry, KernelRegistryReader, Provenance
 from rea_kernel.evaluator import Evaluation
-
-COLLECTION = "kernels"
-
-
-class Provenance(BaseModel):
-    """Where a kernel came from, so a person can reproduce the search that found it."""
-
-    search_id: str
-    method: Literal["mcts_evolution", "random", "manual"]
-    seed: int
-    evaluations: int = Field(ge=1, description="Candidates the search evaluated before this one won.")
-
-
-class KernelEntry(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    operator: str
-    bucket: str = Field(description="The operator's shape bucket the timing was made in.")
-    dtype: str
-    target: str
-    device: str
-    candidate: Candidate
-    speedup_vs_eager: float = Field(gt=0)
-    speedup_vs_compiled: float | None = None
-    candidate_seconds: float
-    eager_seconds: float
-    compiled_seconds: float | None = None
-    shape: dict[str, Any] = Field(description="The benchmark shape the timing was made on.")
-    correct_trials: int = Field(ge=0, description="Correctness trials it passed, every shape and seed.")
-    provenance: Provenance
-    published_at: datetime = Field(default_factory=utc_now)
-
-    @property
-    def key(self) -> str:
-        return registry_key(self.operator, self.bucket, self.dtype, self.target, self.device)
-
-
-def registry_key(operator: str, bucket: str, dtype: str, target: str, device: str) -> str:
-    return "|".join((operator, bucket, dtype, target, device))
 
 
 def entries_from(candidate: Candidate, evaluation: Evaluation, provenance: Provenance) -> list[KernelEntry]:
@@ -95,10 +51,7 @@ def entries_from(candidate: Candidate, evaluation: Evaluation, provenance: Prove
     ]
 
 
-class KernelRegistry:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        self.collection = db[COLLECTION]
-
+class KernelRegistry(KernelRegistryReader):
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(
             [("operator", ASCENDING), ("target", ASCENDING), ("device", ASCENDING)]
@@ -119,18 +72,3 @@ class KernelRegistry:
                 continue  # an entry at least as fast is kept already
             kept.append(entry)
         return kept
-
-    async def entries(
-        self, operator: str | None = None, target: str | None = None, device: str | None = None
-    ) -> list[KernelEntry]:
-        wanted = {"operator": operator, "target": target, "device": device}
-        query = {field: value for field, value in wanted.items() if value is not None}
-        cursor = self.collection.find(query).sort([("operator", ASCENDING), ("bucket", ASCENDING)])
-        return [KernelEntry.model_validate(doc) async for doc in cursor]
-
-    async def best(
-        self, operator: str, target: str, device: str, bucket: str, dtype: str
-    ) -> KernelEntry | None:
-        """The kernel a trainer on ``device`` should run for this operator and shape bucket."""
-        doc = await self.collection.find_one({"_id": registry_key(operator, bucket, dtype, target, device)})
-        return None if doc is None else KernelEntry.model_validate(doc)

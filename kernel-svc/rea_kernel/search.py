@@ -38,7 +38,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rea_kernel.candidate import ParamValue
+from rea.kernels import ParamValue
 
 Point = dict[str, ParamValue]
 Evaluate = Callable[[Mapping[str, ParamValue]], float | None]

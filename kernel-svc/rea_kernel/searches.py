@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from rea.events import (
     KernelPublished,
@@ -21,9 +21,11 @@ from rea.events import (
     KernelSearchFailedPayload,
     KernelSearchRequested,
     KernelSearchRequestedPayload,
+    describe_error,
     utc_now,
 )
 from rea.store import Decision
+from rea_kernel.operators import get_operator
 
 COLLECTION = "kernel_searches"
 SearchStatus = Literal["requested", "running", "published", "failed"]
@@ -58,13 +60,25 @@ class Capabilities(BaseModel):
         return None
 
 
+def shape_problem(request: KernelSearchRequestedPayload) -> str | None:
+    """Why the shapes a request asks for are not shapes of its operator, or None."""
+    for shape in request.shapes:
+        try:
+            get_operator(request.operator).parse_shape(shape)
+        except KeyError:
+            return None  # an unknown operator is refused for that
+        except ValidationError as error:
+            return f"shape {shape} is not a {request.operator} shape: {describe_error(error)}"
+    return None
+
+
 def on_search_requested(
     state: KernelSearch | None, event: KernelSearchRequested, capabilities: Capabilities
 ) -> Decision[KernelSearch]:
     """Accept a search to run later, or refuse it with the reason; a repeated request is a no-op."""
     if state is not None:
         return Decision()
-    refusal = capabilities.refusal(event.payload)
+    refusal = capabilities.refusal(event.payload) or shape_problem(event.payload)
     search = KernelSearch(search_id=event.search_id, request=event.payload)
     if refusal is None:
         return Decision(search)

@@ -27,9 +27,9 @@ from rea.events import (
     KernelSearchRequested,
     utc_now,
 )
+from rea.kernels import Candidate
 from rea.runtime import Runtime
 from rea.settings import Settings
-from rea_kernel.candidate import Candidate
 from rea_kernel.evaluator import Evaluation
 from rea_kernel.evaluator import Settings as EvaluatorSettings
 from rea_kernel.registry import KernelRegistry
@@ -191,7 +191,7 @@ def wire(rt: Runtime) -> None:
                 method=request.method,
                 seed=request.seed,
                 search_id=search.search_id,
-                settings=settings,
+                settings=settings.model_copy(update={"benchmark_shapes": tuple(request.shapes) or None}),
                 on_evaluated=on_evaluated,
             )
         except SearchStopped:

@@ -17,10 +17,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from rea.kernels import Candidate, KernelEntry, ParamValue, Provenance
 from rea_kernel import search
-from rea_kernel.candidate import Candidate, ParamValue
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
-from rea_kernel.registry import KernelEntry, Provenance, entries_from
+from rea_kernel.registry import entries_from
 from rea_kernel.targets import Target, TargetUnavailableError, get_target
 
 Method = Literal["mcts_evolution", "random"]

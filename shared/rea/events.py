@@ -534,6 +534,12 @@ class KernelSearchRequestedPayload(BaseModel):
     method: Literal["mcts_evolution", "random"] = "mcts_evolution"
     seed: int = Field(default=0, ge=0)
     requested_by: str = Field(default="cli", min_length=1, max_length=128)
+    shapes: list[dict[str, int | float | str]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="The shapes to time candidates on (the operator's shape fields, e.g. the ones a "
+        "trainer reported in its kernel use); empty: the operator's benchmark shapes.",
+    )
 
 
 class KernelSearchRequested(KernelEnvelope):

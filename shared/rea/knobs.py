@@ -50,6 +50,9 @@ class Role(StrEnum):
     - ``attention_layers`` / ``attention_heads``: int, self-attention over feature embeddings
       (AutoInt style).
     - ``temperature``: float > 0, the logit scale of a similarity score (two-tower models).
+    - ``evolved_kernels``: bool, run the kernel registry's kernels for the job's device where
+      it has them (PyTorch elsewhere). An *execution* knob: it changes speed, never what the
+      model computes beyond float tolerance, so it is set by a person and never searched.
 
     Extend it as models need: a new role is a new member here and its contract above.
     """
@@ -75,10 +78,13 @@ class Role(StrEnum):
     ATTENTION_LAYERS = "attention_layers"
     ATTENTION_HEADS = "attention_heads"
     TEMPERATURE = "temperature"
+    EVOLVED_KERNELS = "evolved_kernels"
 
 
 FIDELITY_ROLES = frozenset({Role.EPOCHS, Role.DATA_FRACTION})
 """Roles that trade accuracy for cost: their knobs are fidelity knobs whatever they declare."""
+EXECUTION_ROLES = frozenset({Role.EVOLVED_KERNELS})
+"""Roles that change how a model runs, not what it computes: their knobs are execution knobs."""
 
 
 class Knob(BaseModel):
@@ -101,11 +107,18 @@ class Knob(BaseModel):
         description="True for knobs that trade accuracy for cost; implied by the epochs and "
         "data-fraction roles.",
     )
+    execution: bool = Field(
+        default=False,
+        description="True for knobs that change how the model runs (its speed), not its quality: "
+        "carried from the baseline, never searched; implied by the evolved-kernels role.",
+    )
 
     @model_validator(mode="after")
     def _check_declaration(self) -> Knob:
         if self.role in FIDELITY_ROLES:
             self.fidelity = True
+        if self.role in EXECUTION_ROLES:
+            self.execution = True
         if self.type in ("int", "float"):
             if self.low is None or self.high is None or self.low > self.high:
                 raise ValueError(f"knob {self.name!r}: numeric knobs need low <= high")
@@ -117,6 +130,12 @@ class Knob(BaseModel):
         if error:
             raise ValueError(f"knob {self.name!r}: default is invalid: {error}")
         return self
+
+    @property
+    def tunable(self) -> bool:
+        """Whether a search or a hypothesis may change it: every knob but the fidelity and
+        execution knobs, which the planner sets (fidelity) or a person does (execution)."""
+        return not (self.fidelity or self.execution)
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not legal for this knob, or None when it is."""

@@ -46,6 +46,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from rea.kernels import KernelEntry, KernelUse
 from rea.knobs import KnobSchema
 from rea.techniques import Technique
 
@@ -76,6 +77,11 @@ class JobInput(BaseModel):
     config: dict[str, Any]
     seed: int = 0
     diagnose: bool = Field(default=False, description="Also measure :class:`Diagnostics` (costs a little).")
+    kernels: list[KernelEntry] = Field(
+        default_factory=list,
+        description="The kernel registry's entries, for a job whose config asks for evolved kernels "
+        "(its knob of the evolved-kernels role); the trainer runs those made for its device.",
+    )
 
 
 class SplitMetrics(BaseModel):
@@ -162,6 +168,11 @@ class JobOutput(BaseModel):
     error: JobError | None = None
     diagnostics: Diagnostics | None = None
     footprint: ModelFootprint | None = None
+    kernels: list[KernelUse] = Field(
+        default_factory=list,
+        description="With evolved kernels: per operator and shape bucket, the registry kernel that ran "
+        "or why PyTorch did.",
+    )
 
 
 @cache

@@ -1,7 +1,8 @@
 """KernelEvolve as a service: `rea kernels search` publishes a request on the broker, the kernel
 service searches on this CPU (every candidate compiled and judged in its sandbox), keeps the
 winner in the registry and says so with events the logger records; a request it cannot run is
-refused with the reason."""
+refused with the reason. A training job that asks for evolved kernels is handed the registry by
+its job side and runs the published kernel for the shape it was searched for."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import pytest
 
 from rea.client import Client
+from rea.events import JobCompleted, JobSpec, JobSubmitted, parse_event
 from rea.store import Store
 from rea_kernel.registry import KernelRegistry
 from rea_kernel.searches import COLLECTION, KernelSearch
@@ -33,18 +35,19 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     services.start_service("logger")
     services.start_service("kernel", env=QUICK)
 
-    done = await asyncio.to_thread(
-        run_rea, ["kernels", "search", "layer_norm", "--budget", "3", "--seed", "1"], env, 300
-    )
+    # The shape the job below normalises its 200 validation and test rows at (64 hidden units).
+    search = ["kernels", "search", "layer_norm", "--budget", "3", "--seed", "1", "--shape", "rows=200,dim=64"]
+    done = await asyncio.to_thread(run_rea, search, env, 300)
     assert done.returncode == 0, done.stderr
     search_id = done.stdout.split()[0]
     doc = await store.db[COLLECTION].find_one({"_id": search_id})
     assert doc is not None
-    search = KernelSearch.model_validate(doc["state"])
-    assert (search.status, search.evaluations) == ("published", 3)
+    found = KernelSearch.model_validate(doc["state"])
+    assert (found.status, found.evaluations) == ("published", 3)
     cpu = get_target("cpu").device_name()
     kept = await KernelRegistry(store.db).entries(operator="layer_norm", device=cpu)
-    assert kept and {entry.key for entry in kept} == set(search.published)
+    assert [entry.key for entry in kept] == found.published
+    assert [entry.bucket for entry in kept] == ["d64-r256"]
     assert all(e.provenance.search_id == search_id and e.speedup_vs_compiled is not None for e in kept)
     assert "eager" in done.stderr  # what it published, as a person reads it
 
@@ -58,3 +61,34 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     assert refused.returncode == 1
     assert "unknown operator 'softmax'" in refused.stderr
     assert all(proc.poll() is None for proc in services.children.values())  # the service goes on
+
+    # A job asking for evolved kernels: its job side hands it the registry, and its trainer runs
+    # the published kernel where the bucket matches, PyTorch elsewhere, and says which.
+    services.start_service("worker", "worker-0")
+    spec = JobSpec(
+        job_id="k" * 32 + "-validation-baseline-s0",
+        campaign_id="k" * 32,
+        phase="validation",
+        workload="ranker",
+        dataset="synthetic:rows=2000",
+        config={"epochs": 1, "layer_norm": True, "use_evolved_kernels": True},
+        timeout_s=300,
+        memory_mb=4096,
+    )
+    await client.publish(JobSubmitted(campaign_id=spec.campaign_id, correlation_id="k", payload=spec))
+
+    async def finished() -> bool:
+        run = await store.ledger.get(spec.job_id)
+        return run is not None and run.final is not None
+
+    await eventually(finished, "the job's result in the ledger", 240)
+    run = await store.ledger.get(spec.job_id)
+    assert run is not None and run.final is not None
+    result = parse_event(run.final)
+    assert isinstance(result, JobCompleted), run.final
+    uses = {(use.operator, use.bucket): use for use in result.payload.output.kernels}
+    (entry,) = kept
+    assert uses[("layer_norm", "d64-r256")].kernel == entry.key
+    assert uses[("layer_norm", "d64-r256")].calls >= 2  # validation and test
+    assert uses[("layer_norm", "d64-r2048")].kernel is None  # the training rows' bucket: not searched
+    assert "no registry kernel for d64-r2048" in uses[("layer_norm", "d64-r2048")].reason

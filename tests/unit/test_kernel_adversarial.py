@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rea_kernel.candidate import Candidate
+from rea.kernels import Candidate
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
 from rea_kernel.operators import get_operator
 from rea_kernel.sandbox import Limits, Verdict

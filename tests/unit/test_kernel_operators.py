@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from rea_kernel.candidate import Candidate
+from rea.kernels import Candidate
 from rea_kernel.evaluator import Settings, evaluate
 from rea_kernel.operators import OPERATORS, Operator, get_operator
 from rea_kernel.sandbox import Limits, Verdict

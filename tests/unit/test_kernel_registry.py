@@ -11,10 +11,10 @@ import pytest_asyncio
 from pymongo import AsyncMongoClient
 from typer.testing import CliRunner
 
+from rea.kernels import Candidate, Provenance
 from rea.settings import Settings
-from rea_kernel.candidate import Candidate
 from rea_kernel.evaluator import Evaluation, ShapeCheck, Timing
-from rea_kernel.registry import KernelRegistry, Provenance, entries_from
+from rea_kernel.registry import KernelRegistry, entries_from
 from rea_kernel.sandbox import Verdict
 from rea_tools.cli import app
 

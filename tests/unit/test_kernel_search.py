@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from rea_kernel.candidate import ParamValue
+from rea.kernels import ParamValue
 from rea_kernel.search import (
     Evaluate,
     Evaluation,

@@ -27,8 +27,8 @@ from unittest import mock
 import pytest
 import torch
 
+from rea.kernels import Candidate, ParamValue
 from rea_kernel import checks, evaluator
-from rea_kernel.candidate import Candidate, ParamValue
 from rea_kernel.operators import OPERATORS, Operator, Shape, get_operator
 from rea_kernel.sandbox import Limits, Verdict
 from rea_kernel.targets import TargetUnavailableError

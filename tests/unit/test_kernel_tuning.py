@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rea_kernel.candidate import Candidate
+from rea.kernels import Candidate
 from rea_kernel.evaluator import Evaluation, Settings
 from rea_kernel.targets import get_target
 from rea_kernel.tuning import relative_cost, tune

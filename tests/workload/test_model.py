@@ -87,9 +87,9 @@ def test_low_rank_cross_layers_have_fewer_parameters() -> None:
 def test_hashing_shrinks_only_fields_larger_than_the_bucket_count() -> None:
     data = load_splits("synthetic:rows=500,cardinality=100").train
     model = RankerModel(data, RankerConfig.from_overrides({"hash_buckets": 30}))
-    assert {t.num_embeddings for t in model.tables} == {30}
+    assert set(model.embeddings.rows) == {30}
     roomy = RankerModel(data, RankerConfig.from_overrides({"hash_buckets": 1000}))
-    assert {t.num_embeddings for t in roomy.tables} == {101}
+    assert set(roomy.embeddings.rows) == {101}
 
 
 def test_the_initial_prediction_is_the_base_rate() -> None:

@@ -1256,7 +1256,8 @@ def kernels_list(
 ) -> None:
     """The fastest correct kernel kept per operator, shape bucket, dtype, target and device, with
     its speedup over eager and torch.compile and the search that found it."""
-    from rea_kernel.registry import KernelEntry, KernelRegistry
+    from rea.kernels import KernelEntry
+    from rea_kernel.registry import KernelRegistry
 
     async def work(client: Client) -> list[KernelEntry]:
         return await KernelRegistry(client.db).entries(operator=operator, target=target)
@@ -1288,6 +1289,22 @@ def kernels_list(
     Console().print(table)
 
 
+def _shape_fields(text: str) -> dict[str, int | float | str]:
+    """``k=v,k=v`` as a shape's fields: numbers where they read as numbers."""
+    fields: dict[str, int | float | str] = {}
+    for pair in filter(None, text.split(",")):
+        name, _, value = pair.partition("=")
+        for kind in (int, float):
+            try:
+                fields[name.strip()] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            fields[name.strip()] = value.strip()
+    return fields
+
+
 @kernels_app.command("search")
 def kernels_search(
     operator: Annotated[str, typer.Argument(help="An operator, e.g. embedding_bag_pooled, layer_norm.")],
@@ -1295,6 +1312,13 @@ def kernels_search(
     budget: Annotated[int, typer.Option(help="Candidates to evaluate, at most.")] = 24,
     method: Annotated[str, typer.Option(help="mcts_evolution, or random (the peer).")] = "mcts_evolution",
     seed: Annotated[int, typer.Option(help="The search's seed.")] = 0,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A shape to time on, as k=v pairs (tables=8,rows=100,dim=16,batch=8192,max_bag=6,mode=mean: "
+            "what a job's kernel use reports); repeat for several. Default: the operator's benchmark shapes."
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the search until it ends.")] = True,
 ) -> None:
     """Ask the kernel service to search kernels for OPERATOR; prints the search id, follows it,
@@ -1305,7 +1329,14 @@ def kernels_search(
 
     try:
         request = KernelSearchRequestedPayload.model_validate(
-            {"operator": operator, "target": target, "budget": budget, "method": method, "seed": seed}
+            {
+                "operator": operator,
+                "target": target,
+                "budget": budget,
+                "method": method,
+                "seed": seed,
+                "shapes": [_shape_fields(text) for text in shape or []],
+            }
         )
     except ValidationError as exc:
         console.print(f"[red]{escape(describe_error(exc))}[/red]")

@@ -99,6 +99,12 @@ SCHEMA = KnobSchema(
             technique="fidelity",
             description="Fraction of the training split used (a fixed, nested subsample).",
         ),
+        Knob(
+            name="use_evolved_kernels", role=Role.EVOLVED_KERNELS, type="bool", default=False,
+            technique="evolved_kernels",
+            description="Run the kernel registry's kernels for this device where it has them (PyTorch "
+            "elsewhere); same metrics within float tolerance.",
+        ),
     ]
 )
 # fmt: on
@@ -126,6 +132,7 @@ class RankerConfig:
     layer_norm: bool
     epochs: int
     data_fraction: float
+    use_evolved_kernels: bool
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any]) -> RankerConfig:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 import time
 from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
+from rea.kernels import KernelEntry
 from rea.workloads import FAULT_ENV, Diagnostics, EpochRecord, JobError, JobInput, JobOutput, report_epoch
 from rea_workload.batches import batches
 from rea_workload.datasets.data import CtrData
@@ -26,9 +30,14 @@ from rea_workload.diagnostics import permutation_importance
 from rea_workload.footprint import measure_footprint
 from rea_workload.metrics import base_rate_entropy, normalized_entropy, split_metrics
 from rea_workload.model import RankerModel
+from rea_workload.ops import Ops
 from rea_workload.optim import build_optimizer, build_schedule
 from rea_workload.schema import RankerConfig
 
+if TYPE_CHECKING:
+    from rea_kernel.loader import RegistryKernels
+
+KERNEL_CACHE_ENV = "REA_KERNEL_CACHE"
 EVAL_BATCH = 8192
 TRAIN_EVAL_ROWS = 100_000  # training metrics on a prefix: enough to spot over-fitting, cheap on big data
 EXPLOSION_FACTOR = 10.0  # an epoch loss this many times the base-rate entropy means divergence
@@ -41,13 +50,30 @@ class Diverged(Exception):
 def train(job: JobInput) -> JobOutput:
     """Validate the config, load the data and fit; raises ValueError for a bad config or spec."""
     config = RankerConfig.from_overrides(job.config)
-    return fit(load_splits(job.dataset), config, job.seed, job.diagnose)
+    splits = load_splits(job.dataset)
+    if not config.use_evolved_kernels:
+        return fit(splits, config, job.seed, job.diagnose)
+    with tempfile.TemporaryDirectory(prefix="rea-kernels-") as directory:
+        kernels = registry_kernels(job.kernels, Path(directory))
+        output = fit(splits, config, job.seed, job.diagnose, Ops(kernels))
+        return output.model_copy(update={"kernels": kernels.usage()})
 
 
-def fit(splits: Splits, config: RankerConfig, seed: int, diagnose: bool = False) -> JobOutput:
+def registry_kernels(entries: list[KernelEntry], directory: Path) -> RegistryKernels:
+    """The registry's kernels for this job's device, built into ``directory`` (cached across jobs
+    in ``$REA_KERNEL_CACHE``, else ``~/.cache/rea/kernels``), run at the job's thread count."""
+    from rea_kernel.loader import RegistryKernels  # only a job that asks for kernels pays for it
+
+    cache = Path(os.environ.get(KERNEL_CACHE_ENV) or Path.home() / ".cache" / "rea" / "kernels")
+    return RegistryKernels(entries, directory, cache, threads=torch.get_num_threads())
+
+
+def fit(
+    splits: Splits, config: RankerConfig, seed: int, diagnose: bool = False, ops: Ops | None = None
+) -> JobOutput:
     _make_deterministic(seed)
     data = subsample(splits.train, config.data_fraction)
-    model = RankerModel(data, config)
+    model = RankerModel(data, config, ops)
     optimizer = build_optimizer(model, config)
     steps = config.epochs * math.ceil(len(data) / config.batch_size)
     schedule = build_schedule(optimizer, config.lr_schedule, steps)

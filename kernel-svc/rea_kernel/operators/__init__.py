@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from rea_kernel.operators._base import Attribute, Operator, Shape, Tolerance, size_class
+from rea_kernel.operators._base import Attribute, Operator, Shape, Tolerance, dtype_name, size_class
 from rea_kernel.operators.bce_with_logits import BceWithLogits
 from rea_kernel.operators.dcn_cross import DcnCross
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
@@ -37,4 +37,13 @@ def get_operator(name: str) -> Operator[Any]:
         raise KeyError(f"unknown operator {name!r}; known: {', '.join(OPERATORS)}") from None
 
 
-__all__ = ["OPERATORS", "Attribute", "Operator", "Shape", "Tolerance", "get_operator", "size_class"]
+__all__ = [
+    "OPERATORS",
+    "Attribute",
+    "Operator",
+    "Shape",
+    "Tolerance",
+    "dtype_name",
+    "get_operator",
+    "size_class",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
@@ -63,6 +63,8 @@ class Operator(ABC, Generic[ShapeT]):
       another order); it must be loose enough for that and tight enough to catch a wrong one.
     - ``bucket(shape)`` names the shape class a kernel is registered for: shapes in one bucket
       are expected to share a best kernel.
+    - ``shape_of(inputs, attributes)`` reads the shape back from a call's inputs (the inverse of
+      ``make_inputs``, up to the randomness it draws), so a trainer's call finds its bucket.
     """
 
     name: ClassVar[str]
@@ -107,6 +109,10 @@ class Operator(ABC, Generic[ShapeT]):
         """The output a correct kernel must match, in plain PyTorch."""
 
     @abstractmethod
+    def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> ShapeT:
+        """The shape of a call with these inputs and attributes."""
+
+    @abstractmethod
     def bucket(self, shape: ShapeT) -> str:
         """The registry bucket of ``shape``: exact where a kernel specialises, coarse elsewhere."""
 
@@ -115,3 +121,8 @@ def size_class(size: int) -> int:
     """The power of two at or above ``size`` (0 for 0): batch-like sizes bucket by it, since a
     kernel tuned for 3000 rows serves 2500 as well."""
     return 0 if size <= 0 else 1 << (size - 1).bit_length()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as timings and registry keys name it (``float32``)."""
+    return str(dtype).removeprefix("torch.")

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +39,9 @@ class BceWithLogits(Operator[BceShape]):
     def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
         logits, targets = inputs
         return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> BceShape:
+        return BceShape(n=inputs[0].numel())
 
     def bucket(self, shape: BceShape) -> str:
         return f"n{size_class(shape.n)}"

@@ -12,6 +12,7 @@ A kernel tells the two apart by the number of inputs (4 or 5).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,12 @@ class DcnCross(Operator[DcnCrossShape]):
             return x0 * F.linear(x, w, bias) + x
         x0, x, u, v, bias = inputs
         return x0 * F.linear(F.linear(x, v), u, bias) + x
+
+    def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> DcnCrossShape:
+        x0 = inputs[0]
+        return DcnCrossShape(
+            batch=x0.shape[0], dim=x0.shape[1], rank=0 if len(inputs) == 4 else inputs[2].shape[1]
+        )
 
     def bucket(self, shape: DcnCrossShape) -> str:
         rank = f"r{shape.rank}" if shape.rank else "full"

@@ -19,6 +19,7 @@ the concatenation a ranking model feeds its interaction layer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -97,6 +98,21 @@ class EmbeddingBagPooled(Operator[EmbeddingBagShape]):
             for table in range(tables)
         ]
         return torch.cat(pooled, dim=1)
+
+    def shape_of(
+        self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
+    ) -> EmbeddingBagShape:
+        """``rows`` is the first table's and ``max_bag`` the longest bag seen."""
+        weights, table_offsets, _, offsets = inputs
+        tables = table_offsets.numel() - 1
+        return EmbeddingBagShape(
+            tables=tables,
+            rows=int(table_offsets[1] - table_offsets[0]) if tables else 0,
+            dim=weights.shape[1],
+            batch=(offsets.numel() - 1) // tables if tables else 0,
+            max_bag=int(offsets.diff().max()) if offsets.numel() > 1 else 0,
+            mode=str(attributes["mode"]),  # the shape validates it
+        )
 
     def bucket(self, shape: EmbeddingBagShape) -> str:
         bags = f"b{size_class(shape.batch)}-l{size_class(shape.max_bag)}"

@@ -5,6 +5,7 @@ dot products, ``0.5 * sum_d((sum_f v)^2 - sum_f v^2)``, from ``v`` [batch, field
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -45,6 +46,10 @@ class FmInteraction(Operator[FmShape]):
         square_of_sum = embeddings.sum(dim=1).pow(2)
         sum_of_squares = embeddings.pow(2).sum(dim=1)
         return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1, keepdim=True)
+
+    def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> FmShape:
+        batch, fields, dim = inputs[0].shape
+        return FmShape(batch=batch, fields=fields, dim=dim)
 
     def bucket(self, shape: FmShape) -> str:
         return f"f{shape.fields}-d{shape.dim}-b{size_class(shape.batch)}"

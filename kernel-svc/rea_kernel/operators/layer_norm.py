@@ -4,6 +4,8 @@ attribute, so a kernel does not hard-code it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -48,6 +50,10 @@ class LayerNorm(Operator[LayerNormShape]):
     def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
         x, weight, bias = inputs
         return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=float(attributes["eps"]))
+
+    def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> LayerNormShape:
+        rows, dim = inputs[0].shape
+        return LayerNormShape(rows=rows, dim=dim)
 
     def bucket(self, shape: LayerNormShape) -> str:
         return f"d{shape.dim}-r{size_class(shape.rows)}"

@@ -8,6 +8,7 @@ is ``relu``, ``gelu`` (the exact, erf form: :func:`torch.nn.functional.gelu`'s d
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -60,6 +61,15 @@ class LinearBiasAct(Operator[LinearShape]):
         if attributes["activation"] == "gelu":
             return F.gelu(out)
         return out
+
+    def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> LinearShape:
+        x, weight, _ = inputs
+        return LinearShape(
+            batch=x.shape[0],
+            in_features=x.shape[1],
+            out_features=weight.shape[0],
+            activation=str(attributes["activation"]),  # the shape validates it
+        )
 
     def bucket(self, shape: LinearShape) -> str:
         return f"{shape.in_features}x{shape.out_features}-{shape.activation}-b{size_class(shape.batch)}"

@@ -7,7 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from rea_kernel.targets._base import BuildFailure, SearchSpace, Target, TargetUnavailableError
+from rea_kernel.targets._base import (
+    BuildFailure,
+    Kernel,
+    KernelLoadError,
+    SearchSpace,
+    Target,
+    TargetUnavailableError,
+)
 from rea_kernel.targets.cpu import CpuTarget
 from rea_kernel.targets.triton import TritonTarget
 
@@ -27,6 +34,8 @@ __all__ = [
     "TARGETS",
     "BuildFailure",
     "CpuTarget",
+    "Kernel",
+    "KernelLoadError",
     "SearchSpace",
     "Target",
     "TargetUnavailableError",

@@ -8,16 +8,24 @@ walk it without knowing the target, and renders any point of it into a :class:`C
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from rea_kernel.candidate import Candidate, ParamValue
+import torch
+
+from rea.kernels import ENTRY_POINT, Candidate, ParamValue
 from rea_kernel.sandbox import Limits, Verdict
 
 SearchSpace = Mapping[str, tuple[ParamValue, ...]]
+Kernel = Callable[..., torch.Tensor]
+
+
+class KernelLoadError(RuntimeError):
+    """A kernel could not be built or imported where it was to run (the reason is its message)."""
 
 
 class TargetUnavailableError(RuntimeError):
@@ -71,6 +79,34 @@ class Target(ABC):
         self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits
     ) -> BuildFailure | None:
         """Build in ``directory`` (which holds the sources), reusing ``cache_dir``'s earlier builds."""
+
+    def load(
+        self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits, threads: int
+    ) -> Kernel:
+        """Build ``candidate`` in ``directory`` and import its ``run`` into **this** process: how a
+        trainer runs a registry kernel, one that passed the adversarial evaluation. Its build
+        still runs sandboxed; ``threads`` is the thread count the calling process computes with,
+        which a kernel that leaves its threads to the runtime gets too. Raises
+        :class:`KernelLoadError` with the reason, or :class:`TargetUnavailableError`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, source in candidate.sources.items():
+            (directory / name).write_text(source)
+        failure = self.build(candidate, directory, cache_dir, limits)
+        if failure is not None:
+            raise KernelLoadError(failure.reason)
+        module_name = f"rea_registry_kernel_{candidate.digest}"
+        spec = importlib.util.spec_from_file_location(module_name, directory / ENTRY_POINT)
+        if spec is None or spec.loader is None:
+            raise KernelLoadError(f"cannot import {directory / ENTRY_POINT}")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # its import is its code: any failure is the kernel's
+            raise KernelLoadError(f"importing {ENTRY_POINT}: {type(error).__name__}: {error}") from error
+        run = getattr(module, "run", None)
+        if not callable(run):
+            raise KernelLoadError(f"{ENTRY_POINT} defines no run(*inputs, **attributes)")
+        return run
 
     def times_kernels(self) -> bool:
         """Whether a time measured here is the kernel's. A target that can only emulate its

@@ -8,6 +8,7 @@ each distinct kernel is compiled once per cache directory.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import platform
@@ -17,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from rea_kernel.candidate import Candidate
+from rea.kernels import Candidate
 from rea_kernel.sandbox import Limits, Verdict, run_sandboxed
-from rea_kernel.targets._base import BuildFailure, TargetUnavailableError, Template, TemplateTarget
+from rea_kernel.targets._base import BuildFailure, Kernel, TargetUnavailableError, Template, TemplateTarget
 from rea_kernel.targets.cpu_templates import TEMPLATES
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
@@ -85,6 +86,17 @@ class CpuTarget(TemplateTarget):
             os.replace(partial, cached)
         shutil.copyfile(cached, directory / LIBRARY)
         return None
+
+    def load(
+        self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits, threads: int
+    ) -> Kernel:
+        """As :meth:`Target.load`; a kernel whose ``threads`` is 0 (OpenMP decides) then runs with
+        ``threads``, the caller's count, as it ran with the evaluator's in its evaluation."""
+        run = super().load(candidate, directory, cache_dir, limits, threads)
+        # dlsym on the kernel's handle finds the OpenMP runtime it links; the setting holds for
+        # parallel regions this thread starts, which is every call the trainer makes.
+        ctypes.CDLL(str(directory / LIBRARY)).omp_set_num_threads(threads)
+        return run
 
     def _build_key(self, source: str) -> str:
         """What decides the machine code: the source, the compiler and its flags, and what

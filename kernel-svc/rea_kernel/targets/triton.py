@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from rea_kernel.candidate import ENTRY_POINT, Candidate
+from rea.kernels import ENTRY_POINT, Candidate
 from rea_kernel.sandbox import Limits, Verdict
 from rea_kernel.targets._base import BuildFailure, TargetUnavailableError, Template, TemplateTarget
 from rea_kernel.targets.triton_templates import TEMPLATES

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from string import Template
 from types import MappingProxyType
 
-from rea_kernel.candidate import ParamValue
+from rea.kernels import ParamValue
 
 Params = Mapping[str, ParamValue]
 Space = Mapping[str, tuple[ParamValue, ...]]

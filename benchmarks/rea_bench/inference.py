@@ -1,0 +1,237 @@
+"""The reference ranker's inference, end to end, with and without the kernel registry.
+
+    python -m rea_bench.inference                 # or: rea kernels bench --end-to-end
+    python -m rea_bench.inference --budget 8 --rows 65536 --json result.json
+
+1. Build the ranker at ranking sizes (26 categorical fields with large tables, DCN-v2 cross
+   layers, an FM term, a layer-normed MLP) on synthetic data, untrained: inference costs the
+   same whatever the weights.
+2. One inference pass against an empty registry lists every operator call it makes, with its
+   shape (what a job with ``use_evolved_kernels`` reports).
+3. KernelEvolve searches each of those (operator, shape) pairs on the ``cpu`` target (``tune``
+   with that shape as the benchmark), and its winners become registry entries.
+4. Inference over the same prepared batches is timed three ways, in interleaved rounds (median):
+   eager PyTorch, the same model running registry kernels (PyTorch where none beat eager), and
+   ``torch.compile`` of the eager model (the peer, given its best set-up: compiled once,
+   warmed up). The predictions must agree within float tolerance.
+
+PyTorch and the kernels run at the same thread count (``--threads``, default every core).
+GPUs are not measured here: the ``triton`` target only checks correctness without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rea.kernels import KernelEntry
+from rea_bench.common import console, print_header, print_table
+from rea_kernel.evaluator import Settings
+from rea_kernel.loader import RegistryKernels
+from rea_kernel.targets import get_target
+from rea_kernel.tuning import tune
+from rea_workload.batches import Batch, batches
+from rea_workload.datasets.loader import load_splits
+from rea_workload.model import RankerModel
+from rea_workload.ops import Ops
+from rea_workload.schema import RankerConfig
+
+MODEL = {
+    "embedding_dim": 16,
+    "cross_layers": 2,
+    "cross_rank": 64,
+    "fm": True,
+    "layer_norm": True,
+    "mlp_width": 256,
+    "mlp_depth": 2,
+}
+"""A DCN-v2 ranker as ads teams run them: low-rank crosses, an FM term, a normalised MLP."""
+
+
+def data_spec(rows: int) -> str:
+    return f"synthetic:rows={rows},fields=26,cardinality=100000,seed=7"
+
+
+Forward = Callable[[Batch], torch.Tensor]
+
+
+def _predict(forward: Forward, prepared: list[Batch]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([torch.sigmoid(forward(batch)) for batch in prepared])
+
+
+def _timed(forward: Forward, prepared: list[Batch]) -> float:
+    start = time.perf_counter()
+    _predict(forward, prepared)
+    return time.perf_counter() - start
+
+
+def searched_entries(
+    model: RankerModel, prepared: list[Batch], budget: int, settings: Settings, seed: int
+) -> tuple[list[KernelEntry], list[dict[str, Any]]]:
+    """Search every (operator, shape) the model's inference calls; the winners' entries and a
+    row per search."""
+    with tempfile.TemporaryDirectory() as empty:
+        survey = RegistryKernels([], Path(empty), Path(empty), threads=torch.get_num_threads())
+        model.ops = Ops(survey)
+        _predict(lambda b: model(b)[0], prepared)
+    cpu = get_target("cpu")
+    entries: list[KernelEntry] = []
+    rows: list[dict[str, Any]] = []
+    for use in survey.usage():
+        if use.operator not in cpu.operators():
+            continue
+        shaped = settings.model_copy(update={"benchmark_shapes": (use.shape,)})
+        with console.status(f"searching {use.operator} for {use.bucket}"):
+            outcome = tune(
+                use.operator, "cpu", budget, settings=shaped, seed=seed, search_id="inference-bench"
+            )
+        entries.extend(outcome.entries)
+        best = outcome.entries[0] if outcome.entries else None
+        rows.append(
+            {
+                "operator": use.operator,
+                "bucket": use.bucket,
+                "calls": use.calls,
+                "speedup_vs_eager": None if best is None else best.speedup_vs_eager,
+                "speedup_vs_compiled": None if best is None else best.speedup_vs_compiled,
+                "params": None if best is None else best.candidate.params,
+            }
+        )
+    return entries, rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m rea_bench.inference", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--budget", type=int, default=8, help="Kernel evaluations per (operator, shape).")
+    parser.add_argument("--rows", type=int, default=65_536, help="Rows inferred per timed pass.")
+    parser.add_argument("--batch", type=int, default=8192, help="Rows per inference batch (the trainer's).")
+    parser.add_argument("--rounds", type=int, default=7, help="Timed passes of each variant (median).")
+    parser.add_argument("--repeats", type=int, default=10, help="Timed runs per kernel evaluation.")
+    parser.add_argument("--threads", type=int, default=None, help="Threads for PyTorch and kernels.")
+    parser.add_argument("--seed", type=int, default=0, help="The kernel searches' seed.")
+    parser.add_argument("--no-compile", action="store_true", help="Skip torch.compile (kernel and model).")
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    cpu = get_target("cpu")
+    print_header(
+        "reference ranker inference, eager vs registry kernels vs torch.compile",
+        {
+            "device": cpu.device_name(),
+            "threads": threads,
+            "rows": args.rows,
+            "batch": args.batch,
+            "budget": args.budget,
+        },
+    )
+    splits = load_splits(data_spec(max(args.rows * 10 // 8, 1000)))
+    data = splits.train.take(np.arange(min(args.rows, len(splits.train))))
+    torch.manual_seed(0)
+    model = RankerModel(data, RankerConfig.from_overrides(MODEL)).eval()
+    prepared = list(batches(data, args.batch))
+    settings = Settings(
+        repeats=args.repeats, warmup=2, threads=threads, time_compiled_reference=not args.no_compile
+    )
+    entries, searched = searched_entries(model, prepared, args.budget, settings, args.seed)
+    print_table(
+        f"kernels searched for the model's calls ({args.budget} evaluations each)",
+        ["operator", "shape bucket", "calls per pass", "kernel vs eager", "vs torch.compile"],
+        [
+            [
+                row["operator"],
+                row["bucket"],
+                str(row["calls"]),
+                "-" if row["speedup_vs_eager"] is None else f"{row['speedup_vs_eager']:.2f}x",
+                "-" if row["speedup_vs_compiled"] is None else f"{row['speedup_vs_compiled']:.2f}x",
+            ]
+            for row in searched
+        ],
+        caption="each measured in the kernel's own sandboxed evaluation; below 1x, the model keeps PyTorch",
+    )
+
+    with tempfile.TemporaryDirectory() as built:
+        kernels = RegistryKernels(entries, Path(built), Path(built) / "cache", threads=threads)
+        eager_ops, kernel_ops = Ops(), Ops(kernels)
+
+        def with_ops(ops: Ops) -> Forward:
+            def forward(batch: Batch) -> torch.Tensor:
+                model.ops = ops
+                return model(batch)[0]
+
+            return forward
+
+        variants: dict[str, Forward] = {
+            "eager": with_ops(eager_ops),
+            "registry kernels": with_ops(kernel_ops),
+        }
+        if not args.no_compile:
+            compiled = torch.compile(model)
+
+            def compiled_forward(batch: Batch) -> torch.Tensor:
+                model.ops = eager_ops
+                return compiled(batch)[0]
+
+            variants["torch.compile"] = compiled_forward
+        reference = _predict(variants["eager"], prepared)
+        agreement: dict[str, float] = {}
+        for name, forward in variants.items():  # warm-up: builds, compiles, first-touch
+            got = _predict(forward, prepared)
+            agreement[name] = float((got - reference).abs().max())
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.rounds):
+            for name, forward in variants.items():
+                seconds[name].append(_timed(forward, prepared))
+        usage = kernels.usage()
+    medians = {name: statistics.median(times) for name, times in seconds.items()}
+    print_table(
+        f"end-to-end inference, {len(data):,} rows in batches of {args.batch:,}, {threads} threads",
+        ["variant", "rows/s", "vs eager", "max |prediction - eager's|"],
+        [
+            [
+                name,
+                f"{len(data) / medians[name]:,.0f}",
+                f"{medians['eager'] / medians[name]:.2f}x",
+                f"{agreement[name]:.2e}",
+            ]
+            for name in variants
+        ],
+        caption=f"median of {args.rounds} interleaved passes over the same prepared batches",
+    )
+    ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None]
+    kept = [f"{u.operator} {u.bucket}: {u.reason}" for u in usage if u.kernel is None]
+    console.print(f"registry kernels ran for: {', '.join(ran) or 'nothing'}")
+    for line in kept:
+        console.print(f"[dim]PyTorch for {line}[/dim]")
+    if args.json:
+        report = {
+            "device": cpu.device_name(),
+            "threads": threads,
+            "rows": len(data),
+            "batch": args.batch,
+            "budget": args.budget,
+            "model": MODEL,
+            "searched": searched,
+            "seconds": seconds,
+            "speedup_vs_eager": {name: medians["eager"] / medians[name] for name in variants},
+            "max_abs_difference": agreement,
+            "kernels": [use.model_dump() for use in usage],
+        }
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Registry kernels in a trainer: the model reaches every operator through ``rea_workload.ops``;
+with ``use_evolved_kernels`` it runs the registry's kernels for its device where they exist and
+PyTorch elsewhere, and reports which ran; the metrics are the same within float tolerance."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from rea.kernels import Candidate, KernelEntry, Provenance, registry_key
+from rea.workloads import JobInput, JobOutput
+from rea_kernel.loader import RegistryKernels
+from rea_kernel.operators import OPERATORS, dtype_name
+from rea_kernel.targets import get_target
+from rea_workload.ops import PYTORCH, Ops
+from rea_workload.train import KERNEL_CACHE_ENV, train
+
+CPU = get_target("cpu")
+pytestmark = pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
+DATASET = "synthetic:rows=1500,fields=5"
+# Every operator the ranker runs: a low-rank and a full-rank cross, FM, layer norm, dense layers.
+EVERY_OPERATOR = {"cross_layers": 1, "cross_rank": 4, "fm": True, "layer_norm": True, "epochs": 1}
+MANUAL = Provenance(search_id="test", method="manual", seed=0, evaluations=1)
+
+
+def entry(
+    operator: str, bucket: str, candidate: Candidate | None = None, device: str = "", speedup: float = 1.5
+) -> KernelEntry:
+    """A registry entry for the cpu target's default kernel: a fixture for where kernels run,
+    so its timings are placeholders, not measurements."""
+    kernel = candidate or CPU.render(operator, CPU.default_params(operator))
+    return KernelEntry(
+        operator=operator,
+        bucket=bucket,
+        dtype="float32",
+        target="cpu",
+        device=device or CPU.device_name(),
+        candidate=kernel,
+        speedup_vs_eager=speedup,
+        candidate_seconds=1.0,
+        eager_seconds=speedup,
+        shape={},
+        correct_trials=1,
+        provenance=MANUAL,
+    )
+
+
+def job(config: dict[str, Any], kernels: list[KernelEntry] = []) -> JobInput:  # noqa: B006 - read only
+    return JobInput(job_id="j", dataset=DATASET, config=config, seed=3, kernels=kernels)
+
+
+@pytest.mark.parametrize("name", sorted(PYTORCH))
+def test_the_models_pytorch_operators_compute_the_kernel_suites_references(name: str) -> None:
+    """The ops the ranker runs are KernelEvolve's operators (same names, inputs, attributes), so a
+    registry kernel, held to the reference, can stand in for them; checked on the awkward shapes."""
+    operator = OPERATORS[name]
+    for shape in operator.correctness_shapes:
+        inputs = operator.make_inputs(shape, torch.float32, torch.Generator().manual_seed(7))
+        attributes = operator.attributes(shape)
+        expected = operator.reference(*inputs, **attributes)
+        got = PYTORCH[name](*inputs, **attributes)
+        tolerance = operator.tolerance(torch.float32)
+        assert got.shape == expected.shape, shape
+        torch.testing.assert_close(got, expected, atol=tolerance.atol, rtol=tolerance.rtol)
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_an_operators_inputs_give_back_its_shape_and_so_its_bucket(name: str) -> None:
+    operator = OPERATORS[name]
+    for shape in (*operator.correctness_shapes, *operator.benchmark_shapes):
+        inputs = operator.make_inputs(shape, torch.float32, torch.Generator().manual_seed(1))
+        seen = operator.shape_of(inputs, operator.attributes(shape)).model_dump()
+        wanted = shape.model_dump()
+        if "max_bag" in wanted:  # the longest bag drawn, at most the longest allowed
+            assert seen.pop("max_bag") <= wanted.pop("max_bag")
+        assert seen == wanted
+
+
+def test_a_kernel_runs_for_its_bucket_pytorch_elsewhere_and_each_call_is_reported(tmp_path: Path) -> None:
+    operator = OPERATORS["embedding_bag_pooled"]
+    shapes = [s for s in operator.correctness_shapes if s.batch > 0]
+    inputs = [operator.make_inputs(s, torch.float32, torch.Generator().manual_seed(2)) for s in shapes]
+    first = operator.bucket(operator.shape_of(inputs[0], {"mode": shapes[0].mode}))
+    kernels = RegistryKernels(
+        [entry("embedding_bag_pooled", first), entry("layer_norm", "d8-r8", device="cpu: another machine")],
+        tmp_path / "built",
+        tmp_path / "cache",
+        threads=1,
+    )
+    ops = Ops(kernels)
+    for shape, tensors in zip(shapes, inputs, strict=True):
+        got = ops.embedding_bag_pooled(*tensors, mode=shape.mode)
+        torch.testing.assert_close(got, operator.reference(*tensors, mode=shape.mode), atol=1e-5, rtol=1e-5)
+    uses = {use.bucket: use for use in kernels.usage()}
+    key = registry_key("embedding_bag_pooled", first, "float32", "cpu", CPU.device_name())
+    assert uses[first].kernel == key and uses[first].calls == 1
+    others = [use for bucket, use in uses.items() if bucket != first]
+    assert others and all(use.kernel is None and "no registry kernel" in use.reason for use in others)
+    assert kernels.entries.keys() == {key}  # another machine's kernel is no evidence about this one
+
+
+def test_a_kernel_that_will_not_build_falls_back_to_pytorch_with_the_reason(tmp_path: Path) -> None:
+    rendered = CPU.render("fm_interaction", CPU.default_params("fm_interaction"))
+    broken = rendered.model_copy(update={"sources": {**rendered.sources, "kernel.cpp": "not C++"}})
+    x = torch.randn(4, 3, 8)
+    bucket = OPERATORS["fm_interaction"].bucket(OPERATORS["fm_interaction"].shape_of((x,), {}))
+    kernels = RegistryKernels([entry("fm_interaction", bucket, broken)], tmp_path, tmp_path / "c", threads=1)
+    out = Ops(kernels).fm_interaction(x)
+    torch.testing.assert_close(out, PYTORCH["fm_interaction"](x))
+    (use,) = kernels.usage()
+    assert use.kernel is None and "did not load" in use.reason and "does not compile" in use.reason
+
+
+def test_a_kernel_slower_than_pytorch_in_its_evaluation_is_not_run(tmp_path: Path) -> None:
+    x = torch.randn(4, 3, 8)
+    bucket = OPERATORS["fm_interaction"].bucket(OPERATORS["fm_interaction"].shape_of((x,), {}))
+    slow = entry("fm_interaction", bucket, speedup=0.8)
+    kernels = RegistryKernels([slow], tmp_path, tmp_path / "c", threads=1)
+    Ops(kernels).fm_interaction(x)
+    (use,) = kernels.usage()
+    assert use.kernel is None and "0.80x eager" in use.reason and not kernels.loaded
+
+
+def test_a_call_that_needs_gradients_runs_pytorch(tmp_path: Path) -> None:
+    x = torch.randn(4, 3, 8, requires_grad=True)
+    bucket = OPERATORS["fm_interaction"].bucket(OPERATORS["fm_interaction"].shape_of((x,), {}))
+    kernels = RegistryKernels([entry("fm_interaction", bucket)], tmp_path, tmp_path / "c", threads=1)
+    Ops(kernels).fm_interaction(x).sum().backward()
+    assert x.grad is not None and kernels.usage() == []
+    with torch.no_grad():
+        Ops(kernels).fm_interaction(x)
+    assert [use.calls for use in kernels.usage()] == [1]
+
+
+def _close(a: JobOutput, b: JobOutput) -> None:
+    for split in ("train", "validation", "test"):
+        left, right = getattr(a, split), getattr(b, split)
+        for metric in ("ne", "auc", "logloss"):
+            assert math.isclose(getattr(left, metric), getattr(right, metric), rel_tol=1e-5, abs_tol=1e-6)
+    assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]  # training is PyTorch
+
+
+@pytest.mark.parametrize("config", [EVERY_OPERATOR, {"cross_layers": 2, "epochs": 1}])
+def test_the_trainer_with_registry_kernels_reports_the_same_metrics(
+    config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KERNEL_CACHE_ENV, str(tmp_path))
+    plain = train(job(config))
+    asked = train(job({**config, "use_evolved_kernels": True}))  # the registry has nothing yet
+    assert not plain.kernels and asked.kernels
+    assert all(use.kernel is None and use.reason for use in asked.kernels)
+    _close(plain, asked)
+
+    # Publish the cpu target's default kernel for every bucket the job asked for, run it again.
+    entries = [entry(use.operator, use.bucket) for use in asked.kernels if use.operator in CPU.operators()]
+    ran = train(job({**config, "use_evolved_kernels": True}, entries))
+    used = {use.operator for use in ran.kernels if use.kernel is not None and use.calls > 0}
+    expected = {"embedding_bag_pooled", "dcn_cross", "linear_bias_act"}
+    if config.get("fm"):
+        expected |= {"fm_interaction", "layer_norm"}
+    assert used == expected
+    assert all(use.kernel is not None for use in ran.kernels)
+    assert {(u.operator, u.bucket) for u in ran.kernels} == {(u.operator, u.bucket) for u in asked.kernels}
+    assert all(
+        use.kernel.endswith(CPU.device_name()) and dtype_name(torch.float32) in use.kernel
+        for use in ran.kernels
+        if use.kernel
+    )
+    _close(plain, ran)

@@ -1,0 +1,158 @@
+"""The operators the ranker computes with, behind one indirection.
+
+Every operator a ranking model spends its time in (pooled embedding lookup over all tables at
+once, the DCN-v2 cross, dense layers, the FM interaction, layer norm) is a method of
+:class:`Ops`, with PyTorch as its implementation. Given a :class:`KernelProvider` (KernelEvolve's
+registry, through ``rea_kernel.loader.RegistryKernels``), an :class:`Ops` asks it for a kernel
+before each call and runs that instead where it has one; where it has none, PyTorch runs.
+
+Operator names, inputs and attributes are those of KernelEvolve's operator suite
+(``rea_kernel.operators``), which defines each operator and the tolerance a kernel must meet:
+the PyTorch code here computes the same functions (a test holds it to their references).
+
+Kernels compute forwards only, so a call that must carry gradients (a training step) always
+runs PyTorch: evolved kernels speed up evaluation and inference, and training is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+
+Attribute = str | int | float
+Kernel = Callable[..., torch.Tensor]
+Activation = Literal["relu", "gelu", "none"]
+
+
+class KernelProvider(Protocol):
+    """Where faster kernels come from. ``find`` returns the kernel to run for this call (it will
+    be called as ``kernel(*inputs, **attributes)``), or None to run PyTorch."""
+
+    def find(
+        self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
+    ) -> Kernel | None: ...
+
+
+class Ops:
+    """The model's operators: PyTorch, or a provider's kernel where it has one for the call."""
+
+    def __init__(self, kernels: KernelProvider | None = None) -> None:
+        self.kernels = kernels
+
+    def embedding_bag_pooled(
+        self,
+        weights: torch.Tensor,
+        table_offsets: torch.Tensor,
+        indices: torch.Tensor,
+        offsets: torch.Tensor,
+        *,
+        mode: Literal["sum", "mean"],
+    ) -> torch.Tensor:
+        """Every table's bags pooled in one call, in FBGEMM's table-batched layout: ``weights``
+        holds the tables' rows concatenated (table ``t`` from ``table_offsets[t]``), ``indices``
+        are local to their table and grouped table by table, ``offsets`` [tables * batch + 1]
+        bound each bag. Returns [batch, tables * dim]; an empty bag pools to zeros."""
+        return self._call(
+            "embedding_bag_pooled",
+            _embedding_bag_pooled,
+            (weights, table_offsets, indices, offsets),
+            mode=mode,
+        )
+
+    def dcn_cross(self, x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        """One DCN-v2 cross layer, ``x0 * (W x + b) + x``: ``weights`` is (W, b), or (U, V, b)
+        for a low-rank ``W = U V``."""
+        return self._call("dcn_cross", _dcn_cross, (x0, x, *weights))
+
+    def linear_bias_act(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, activation: Activation
+    ) -> torch.Tensor:
+        return self._call("linear_bias_act", _linear_bias_act, (x, weight, bias), activation=activation)
+
+    def fm_interaction(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """[batch, fields, dim] -> [batch, 1]: the sum of the fields' pairwise dot products."""
+        return self._call("fm_interaction", _fm_interaction, (embeddings,))
+
+    def layer_norm(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, eps: float
+    ) -> torch.Tensor:
+        return self._call("layer_norm", _layer_norm, (x, weight, bias), eps=eps)
+
+    def _call(
+        self, name: str, pytorch: Kernel, inputs: tuple[torch.Tensor, ...], **attributes: Attribute
+    ) -> torch.Tensor:
+        if self.kernels is not None and not _needs_gradient(inputs):
+            kernel = self.kernels.find(name, inputs, attributes)
+            if kernel is not None:
+                return kernel(*inputs, **attributes)
+        return pytorch(*inputs, **attributes)
+
+
+def _needs_gradient(inputs: tuple[torch.Tensor, ...]) -> bool:
+    return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs)
+
+
+def _embedding_bag_pooled(
+    weights: torch.Tensor,
+    table_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mode: Literal["sum", "mean"],
+) -> torch.Tensor:
+    """One :func:`~torch.nn.functional.embedding_bag` over all tables: each index is moved to its
+    table's rows, and the [tables * batch] bags come back table-major."""
+    tables = table_offsets.numel() - 1
+    batch = (offsets.numel() - 1) // tables if tables else 0
+    dim = weights.shape[1]
+    if batch == 0:
+        return weights.new_zeros(0, tables * dim)
+    per_table = offsets[::batch].diff()
+    rows = indices + table_offsets[:-1].repeat_interleave(per_table)
+    pooled = F.embedding_bag(rows, weights, offsets, mode=mode, include_last_offset=True)
+    return pooled.view(tables, batch, dim).transpose(0, 1).reshape(batch, tables * dim)
+
+
+def _dcn_cross(x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+    if len(weights) == 2:
+        weight, bias = weights
+        return x0 * F.linear(x, weight, bias) + x
+    up, down, bias = weights
+    return x0 * F.linear(F.linear(x, down), up, bias) + x
+
+
+def _linear_bias_act(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, activation: Activation
+) -> torch.Tensor:
+    out = F.linear(x, weight, bias)
+    if activation == "relu":
+        return F.relu(out)
+    if activation == "gelu":
+        return F.gelu(out)
+    return out
+
+
+def _fm_interaction(embeddings: torch.Tensor) -> torch.Tensor:
+    """Via ``0.5 * ((sum e)^2 - sum e^2)``, linear in the number of fields."""
+    summed = embeddings.sum(dim=1)
+    return 0.5 * (summed.pow(2) - embeddings.pow(2).sum(dim=1)).sum(dim=1, keepdim=True)
+
+
+def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, eps: float) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=eps)
+
+
+PYTORCH: Mapping[str, Kernel] = MappingProxyType(
+    {
+        "embedding_bag_pooled": _embedding_bag_pooled,
+        "dcn_cross": _dcn_cross,
+        "linear_bias_act": _linear_bias_act,
+        "fm_interaction": _fm_interaction,
+        "layer_norm": _layer_norm,
+    }
+)
+"""Each operator's PyTorch implementation, by the name kernels are registered under."""
