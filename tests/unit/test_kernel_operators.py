@@ -259,6 +259,38 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_compiler
+@pytest.mark.parametrize(
+    ("operator", "changes"),
+    [
+        ("linear_bias_act", {"loop_order": "dot", "accumulator": "double"}),
+        ("linear_bias_act", {"loop_order": "axpy", "simd": False}),
+        ("linear_bias_act", {"micro_rows": 12, "micro_vectors": 4, "erf": "rational", "threads": 2}),
+        ("dcn_cross", {"micro_rows": 4, "micro_vectors": 1}),
+        ("dcn_cross", {"loop_order": "axpy", "block_rows": 1, "block_cols": 16}),
+    ],
+)
+def test_every_dense_loop_order_is_correct_on_every_shape(
+    operator: str, changes: dict[str, Any], cache_dir: Path
+) -> None:
+    """The dense templates' loop orders and register tiles, through the whole correctness check:
+    row and column counts that leave partial tiles and panels, an empty batch, one row."""
+    settings = Settings(
+        trials=2,
+        warmup=1,
+        repeats=1,
+        time_compiled_reference=False,
+        cache_dir=cache_dir,
+        threads=1,
+        benchmark_shapes=(OPERATORS[operator].correctness_shapes[0].model_dump(),),
+        cache_flush_bytes=4 << 20,
+    )
+    candidate = CPU.render(operator, {**CPU.default_params(operator), **changes})
+    evaluation = evaluate(candidate, operator, settings)
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+    assert all(check.passed for check in evaluation.correctness)
+
+
+@needs_compiler
 @pytest.mark.parametrize("operator", OPERATORS.values(), ids=lambda operator: operator.name)
 def test_every_operator_has_a_cpu_candidate_that_passes(operator: Operator[Any], cache_dir: Path) -> None:
     """The first point of each search space, through the whole evaluation: every correctness

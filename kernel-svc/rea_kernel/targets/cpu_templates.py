@@ -243,6 +243,8 @@ EMBEDDING_BAG = CpuTemplate(
 _MATMUL_CPP = Template(r"""#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -251,10 +253,57 @@ constexpr int64_t kBlockRows = $block_rows;
 constexpr int64_t kBlockCols = $block_cols;
 using Accumulator = $accumulator;
 
-// out[r, c] = bias[c] + sum_k x[r, k] * w[c, k]: x [rows, depth] times the transpose of
-// w [cols, depth] (nn.Linear's layout). bias may be null.
+// The packed loop order's register tile: kMicroRows rows of x times a panel of kPanel columns of
+// w, kept in kMicroRows * kVectors vector registers for the whole depth loop. Vec is 16 floats
+// (one AVX-512 register; the compiler splits it where vectors are narrower).
+typedef float Vec __attribute__((vector_size(64)));
+constexpr int64_t kLanes = 16;
+constexpr int64_t kMicroRows = $micro_rows;
+constexpr int64_t kVectors = $micro_vectors;
+constexpr int64_t kPanel = kLanes * kVectors;
+
+// out[r0 + i, c0 : c0 + width] for i < M: bias plus x's rows times one packed panel, where
+// panel[k * kPanel + j] = w[c0 + j, k] (zero past the last column).
+// Each output row segment then goes through epilogue(row_segment, row, c0, width) while in cache.
+template <int64_t M, typename Epilogue>
+inline void micro_tile(const float* __restrict x, int64_t depth, const float* __restrict panel,
+                       const float* __restrict bias, float* __restrict out, int64_t cols, int64_t r0,
+                       int64_t c0, int64_t width, const Epilogue& epilogue) {
+  Vec acc[M][kVectors];
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t v = 0; v < kVectors; ++v) acc[i][v] = *reinterpret_cast<const Vec*>(bias + v * kLanes);
+  for (int64_t k = 0; k < depth; ++k) {
+    const Vec* __restrict b = reinterpret_cast<const Vec*>(panel + k * kPanel);
+    for (int64_t i = 0; i < M; ++i) {
+      const float a = x[i * depth + k];
+      for (int64_t v = 0; v < kVectors; ++v) acc[i][v] += a * b[v];
+    }
+  }
+  for (int64_t i = 0; i < M; ++i) {
+    float* row = out + (r0 + i) * cols + c0;
+    std::memcpy(row, acc[i], static_cast<size_t>(width) * sizeof(float));
+    epilogue(row, r0 + i, c0, width);
+  }
+}
+
+struct NoEpilogue {
+  void operator()(float*, int64_t, int64_t, int64_t) const {}
+};
+
+struct Aligned {
+  float* data;
+  explicit Aligned(int64_t floats)
+      : data(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((floats * 4 + 63) / 64) * 64))) {}
+  ~Aligned() { std::free(data); }
+};
+
+// out[r, c] = epilogue(bias[c] + sum_k x[r, k] * w[c, k]): x [rows, depth] times the transpose
+// of w [cols, depth] (nn.Linear's layout). bias may be null. The epilogue rewrites each finished
+// row segment: fused into the packed order's tiles, a pass over the rows in the others.
+template <typename Epilogue = NoEpilogue>
 void matmul_nt(const float* __restrict x, const float* __restrict w, const float* __restrict bias,
-               float* __restrict out, int64_t rows, int64_t cols, int64_t depth) {
+               float* __restrict out, int64_t rows, int64_t cols, int64_t depth,
+               const Epilogue& epilogue = Epilogue()) {
   const int64_t row_blocks = (rows + kBlockRows - 1) / kBlockRows;
   const int64_t col_blocks = (cols + kBlockCols - 1) / kBlockCols;
 $body
@@ -279,6 +328,40 @@ _MATMUL_BODIES = {
           for (int64_t k = 0; k < depth; ++k) acc += static_cast<Accumulator>(x_row[k]) * w_row[k];
           out[r * cols + c] = static_cast<float>(acc) + (bias ? bias[c] : 0.0f);
         }
+      }
+    }
+  }
+  $finish""",
+    # Pack w into panels of kPanel columns (each k's values side by side), then compute register
+    # tiles of kMicroRows rows by one panel: the blocked, packed scheme of BLAS libraries.
+    "packed": """  const int64_t panels = (cols + kPanel - 1) / kPanel;
+  Aligned packed(panels * depth * kPanel);
+  Aligned padded_bias(panels * kPanel);
+  for (int64_t c = 0; c < panels * kPanel; ++c) padded_bias.data[c] = (bias && c < cols) ? bias[c] : 0.0f;
+  $pragma
+  for (int64_t p = 0; p < panels; ++p) {
+    for (int64_t k = 0; k < depth; ++k) {
+      float* __restrict dst = packed.data + (p * depth + k) * kPanel;
+      for (int64_t j = 0; j < kPanel; ++j) {
+        const int64_t c = p * kPanel + j;
+        dst[j] = c < cols ? w[c * depth + k] : 0.0f;
+      }
+    }
+  }
+  const int64_t full_blocks = rows / kMicroRows;
+  $pragma_tiles
+  for (int64_t rb = 0; rb < full_blocks + (rows % kMicroRows); ++rb) {
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t c0 = p * kPanel;
+      const int64_t width = std::min(kPanel, cols - c0);
+      const float* panel = packed.data + p * depth * kPanel;
+      const float* tile_bias = padded_bias.data + c0;
+      if (rb < full_blocks) {
+        const int64_t r0 = rb * kMicroRows;
+        micro_tile<kMicroRows>(x + r0 * depth, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
+      } else {  // the rows left over, one at a time
+        const int64_t r0 = full_blocks * kMicroRows + (rb - full_blocks);
+        micro_tile<1>(x + r0 * depth, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
       }
     }
   }""",
@@ -308,13 +391,17 @@ _MATMUL_BODIES = {
         }
       }
     }
-  }""",
+  }
+  $finish""",
 }
 
-# loop_order: dot products of rows, or a transposed weight accumulated into output tiles;
-# block_rows, block_cols: the output tile each step of the parallel loop computes.
+# loop_order: register tiles over a packed weight, dot products of rows, or a transposed weight
+# accumulated into output tiles; micro_rows, micro_vectors: the packed order's register tile
+# (rows by 16-float vectors); block_rows, block_cols: the other orders' output tile per step.
 _DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
-    "loop_order": ("dot", "axpy"),
+    "loop_order": ("packed", "dot", "axpy"),
+    "micro_rows": (6, 4, 8, 12),
+    "micro_vectors": (2, 1, 4),
     "block_rows": (8, 1, 4, 16, 32),
     "block_cols": (64, 16, 32, 128, 256),
     "accumulator": ("float", "double"),
@@ -323,13 +410,22 @@ _DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
 }
 
 
+_EPILOGUE_PASS = "\n  for (int64_t r = 0; r < rows; ++r) epilogue(out + r * cols, r, 0, cols);"
+
+
 def _matmul_cpp(params: Params) -> str:
     body = Template(_MATMUL_BODIES[str(params["loop_order"])]).substitute(
-        pragma=parallel_for(params, clauses=" collapse(2)"), simd_acc=simd(params, "acc"), simd=simd(params)
+        pragma=parallel_for(params, clauses=" collapse(2)"),
+        pragma_tiles=parallel_for(params, clauses=" collapse(2)"),
+        finish=parallel_for(params) + _EPILOGUE_PASS,
+        simd_acc=simd(params, "acc"),
+        simd=simd(params),
     )
     return _MATMUL_CPP.substitute(
         block_rows=params["block_rows"],
         block_cols=params["block_cols"],
+        micro_rows=params["micro_rows"],
+        micro_vectors=params["micro_vectors"],
         accumulator=params["accumulator"],
         body=body,
     )
@@ -340,18 +436,22 @@ def _dcn_cpp(params: Params) -> str:
 // Full rank: w = W [dim, dim], v null. Low rank: w = U [dim, rank], v = V [rank, dim].
 extern "C" void dcn_cross(const float* x0, const float* x, const float* w, const float* v, const float* bias,
                           float* out, int64_t rows, int64_t dim, int64_t rank) {
+  // x0 * (W x + b) + x, on each finished row segment.
+  const auto cross = [=](float* segment, int64_t row, int64_t c0, int64_t width) {
+    const float* a = x0 + row * dim + c0;
+    const float* b = x + row * dim + c0;
+    $simd
+    for (int64_t j = 0; j < width; ++j) segment[j] = a[j] * segment[j] + b[j];
+  };
   if (rank == 0) {
-    matmul_nt(x, w, bias, out, rows, dim, dim);
+    matmul_nt(x, w, bias, out, rows, dim, dim, cross);
   } else {
     std::vector<float> projected(static_cast<size_t>(rows * rank));
     matmul_nt(x, v, nullptr, projected.data(), rows, rank, dim);
-    matmul_nt(projected.data(), w, bias, out, rows, dim, rank);
+    matmul_nt(projected.data(), w, bias, out, rows, dim, rank, cross);
   }
-  const int64_t total = rows * dim;
-  $pragma
-  for (int64_t i = 0; i < total; ++i) out[i] = x0[i] * out[i] + x[i];
 }
-""").substitute(pragma=parallel_for(params))
+""").substitute(simd=simd(params))
 
 
 DCN_CROSS = CpuTemplate(
@@ -378,26 +478,65 @@ DCN_CROSS = CpuTemplate(
 )
 
 
+# erf for gelu: the C library's (exact, one call per element), or a rational approximation on
+# [-4, 4] (erf is +-1 in float beyond) that vectorises; the evaluator decides if it is close enough.
+_ERF = {"std": "std::erf", "rational": "rational_erf"}
+_RATIONAL_ERF = r"""
+namespace {
+
+inline float rational_erf(float v) {
+  const float x = std::min(4.0f, std::max(-4.0f, v));
+  const float x2 = x * x;
+  float p = -2.72614225801306e-10f;
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 - 2.10102402082508e-06f;
+  p = p * x2 - 5.69250639462346e-05f;
+  p = p * x2 - 7.34990630326855e-04f;
+  p = p * x2 - 2.95459980854025e-03f;
+  p = p * x2 - 1.60960333262415e-02f;
+  float q = -1.45660718464996e-05f;
+  q = q * x2 - 2.13374055278905e-04f;
+  q = q * x2 - 1.68282697438203e-03f;
+  q = q * x2 - 7.37332916720468e-03f;
+  q = q * x2 - 1.42647390514189e-02f;
+  return x * p / q;
+}
+
+}  // namespace
+"""
+
+
 def _linear_cpp(params: Params) -> str:
-    return _matmul_cpp(params) + Template(r"""
+    return (
+        _matmul_cpp(params)
+        + _RATIONAL_ERF
+        + Template(r"""
 // activation: 0 none, 1 relu, 2 gelu (exact, with erf, as torch's default).
 extern "C" void linear_bias_act(const float* x, const float* w, const float* bias, float* out, int64_t rows,
                                 int64_t cols, int64_t depth, int32_t activation) {
-  matmul_nt(x, w, bias, out, rows, cols, depth);
-  if (activation == 0) return;
-  const int64_t total = rows * cols;
-  $pragma
-  for (int64_t i = 0; i < total; ++i) {
-    const float v = out[i];
-    out[i] = activation == 1 ? (v > 0.0f ? v : 0.0f) : 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+  if (activation == 0) {
+    matmul_nt(x, w, bias, out, rows, cols, depth);
+  } else if (activation == 1) {
+    matmul_nt(x, w, bias, out, rows, cols, depth, [](float* segment, int64_t, int64_t, int64_t width) {
+      $simd
+      for (int64_t j = 0; j < width; ++j) segment[j] = segment[j] > 0.0f ? segment[j] : 0.0f;
+    });
+  } else {
+    matmul_nt(x, w, bias, out, rows, cols, depth, [](float* segment, int64_t, int64_t, int64_t width) {
+      $simd
+      for (int64_t j = 0; j < width; ++j) {
+        segment[j] = 0.5f * segment[j] * (1.0f + $erf(segment[j] * 0.70710678118654752f));
+      }
+    });
   }
 }
-""").substitute(pragma=parallel_for(params))
+""").substitute(simd=simd(params), erf=_ERF[str(params["erf"])])
+    )
 
 
 LINEAR_BIAS_ACT = CpuTemplate(
     symbol="linear_bias_act",
-    space=MappingProxyType(_DENSE_SPACE),
+    space=MappingProxyType({**_DENSE_SPACE, "erf": ("std", "rational")}),
     cpp=_linear_cpp,
     argtypes="[ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
     run="""_ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
