@@ -6,11 +6,14 @@ fresh inputs every run, caches flushed before each, eager and ``torch.compile`` 
 way in a separate process, the winner evaluated again in full after the search. Speedups are
 ratios measured in one evaluation, so load on a shared machine moves both sides.
 
-    rea kernels bench                                    # or python -m rea_bench.kernels
-    rea kernels bench --ops embedding_bag_pooled --budget 16 --compare-seeds 3
+Then, unless ``--no-inference``, the reference ranker's inference end to end, eager against
+registry kernels searched for its own calls and against ``torch.compile``
+(:mod:`rea_bench.inference`).
 
-Not measured here: the reference model's end-to-end inference with registry kernels (the trainer
-does not use them yet), and GPUs (the ``triton`` target only checks correctness without one).
+    rea kernels bench                                    # or python -m rea_bench.kernels
+    rea kernels bench --ops embedding_bag_pooled --budget 16 --compare-seeds 3 --no-inference
+
+Not measured here: GPUs (the ``triton`` target only checks correctness without one).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from rea.kernels import Candidate, ParamValue
 from rea_bench.common import console, print_header, print_table
+from rea_bench.inference import main as end_to_end
 from rea_kernel import search
 from rea_kernel.evaluator import Evaluation, Settings
 from rea_kernel.operators import OPERATORS
@@ -85,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="MiB written to flush the caches before each timed run (default: 1.5x the last-level cache).",
     )
+    parser.add_argument(
+        "--no-inference", action="store_true", help="Skip the ranker's end-to-end inference measurement."
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
     cpu = get_target("cpu")
@@ -144,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
         report["comparison"] = comparison.model_dump(mode="json")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
+    if not args.no_inference:
+        inference = ["--budget", str(args.budget), "--repeats", str(args.repeats)]
+        if args.json:
+            inference += ["--json", str(args.json.with_name(f"{args.json.stem}-inference.json"))]
+        end_to_end(inference)
 
 
 if __name__ == "__main__":

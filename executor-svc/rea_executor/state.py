@@ -56,6 +56,7 @@ class TrackedJob(BaseModel):
             error=out.error if out else None,
             diagnostics=out.diagnostics if out else None,
             footprint=out.footprint if out else None,
+            kernels=out.kernels if out else [],
             val_ne_by_epoch=[epoch.val_ne for epoch in out.history] if out else [],
         )
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from rea import plots
 from rea.events import CampaignResult, JobRecord
+from rea.kernels import KernelUse
 from rea.phases import COMBINATION, CONFIRMATION, EXPLOITATION, SCREENING, SELECTION, VALIDATION, kind
 from rea.workloads import ModelFootprint, get_workload
 from rea_planner.campaign import BudgetChange, Campaign, spent, spent_gpu
@@ -306,7 +307,20 @@ def _footprint(records: list[JobRecord], result: CampaignResult) -> tuple[list[l
         f"training (the reference trainer: one thread per job); median over {len(base)} baseline and "
         f"{len(best)} winner run(s)."
     )
+    winner = next((j for j in records if j.job_id == result.best.job_id), None)
+    if winner is not None and winner.kernels:
+        note += " " + kernel_note(winner.kernels)
     return rows, note
+
+
+def kernel_note(uses: list[KernelUse]) -> str:
+    """What evolved kernels the winner ran in evaluation and inference, in words."""
+    ran = sorted({f"{use.operator} ({use.bucket})" for use in uses if use.kernel is not None and use.calls})
+    pytorch = sorted({use.operator for use in uses if use.kernel is None and use.calls})
+    text = f"Evolved kernels ran for {', '.join(ran)}." if ran else "No evolved kernel ran."
+    if pytorch:
+        text += f" PyTorch ran the calls of {', '.join(pytorch)} that had no faster registry kernel."
+    return text
 
 
 def _footprints(records: list[JobRecord], job_id: str) -> list[ModelFootprint]:

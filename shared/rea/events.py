@@ -16,6 +16,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from rea.kernels import KernelUse
 from rea.workloads import Diagnostics, JobCost, JobError, JobOutput, ModelFootprint, SplitMetrics
 
 
@@ -166,6 +167,9 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     diagnostics: Diagnostics | None = None
     footprint: ModelFootprint | None = None
+    kernels: list[KernelUse] = Field(
+        default_factory=list, description="With evolved kernels: what ran per operator and shape bucket."
+    )
     val_ne_by_epoch: list[float] = Field(
         default_factory=list, description="Validation NE after each epoch it reported: its learning curve."
     )

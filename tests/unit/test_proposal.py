@@ -10,11 +10,12 @@ import pytest
 from matplotlib import image as mpimg
 
 from rea.events import JobRecord
+from rea.kernels import KernelUse
 from rea.phases import kind
 from rea.workloads import ModelFootprint
 from rea_planner import logic
 from rea_planner.jobs import still_dropped
-from rea_planner.proposal import budget_spent, config_diff, render_proposal
+from rea_planner.proposal import budget_spent, config_diff, kernel_note, render_proposal
 
 from .test_planner_logic import (
     BASE_CONFIG,
@@ -299,3 +300,19 @@ def test_a_gpu_campaigns_proposal_shows_its_gpu_seconds_and_gpu_budget_history()
     assert f"{spent:.1f} GPU-s of the 3600 GPU-s budget" in proposal.markdown
     assert "1000 CPU-s and 3000 GPU-s requested; +600 GPU-s by dana" in proposal.markdown
     assert "GPU-s" not in render_proposal(campaign).markdown  # a CPU-only campaign's stays as it was
+
+
+def test_the_proposal_says_which_evolved_kernels_the_winner_ran() -> None:
+    uses = [
+        KernelUse(
+            operator="layer_norm", bucket="d64-r256", shape={}, kernel="layer_norm|d64-r256|...", calls=2
+        ),
+        KernelUse(operator="layer_norm", bucket="d64-r2048", shape={}, reason="no registry kernel", calls=1),
+        KernelUse(
+            operator="dcn_cross", bucket="d40-full-b256", shape={}, reason="no registry kernel", calls=3
+        ),
+    ]
+    note = kernel_note(uses)
+    assert "Evolved kernels ran for layer_norm (d64-r256)." in note
+    assert "PyTorch ran the calls of dcn_cross, layer_norm that had no faster registry kernel." in note
+    assert kernel_note(uses[1:]).startswith("No evolved kernel ran.")

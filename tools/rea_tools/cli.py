@@ -1393,8 +1393,9 @@ def kernels_search(
     add_help_option=False,
 )
 def kernels_bench(ctx: typer.Context) -> None:
-    """Search every operator on this machine's CPU: speedups over eager and torch.compile, and
-    MCTS + evolution against random search (`rea kernels bench --help` for the options)."""
+    """Search every operator on this machine's CPU: speedups over eager and torch.compile, MCTS +
+    evolution against random search, and the ranker's inference end to end with registry kernels
+    (`rea kernels bench --help` for the options)."""
     from rea_bench.kernels import main as bench_main
 
     bench_main(ctx.args)
