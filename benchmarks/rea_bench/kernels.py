@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from rea.kernels import Candidate, ParamValue
 from rea_bench.common import console, print_header, print_table
@@ -40,16 +44,32 @@ def _params(params: dict[str, ParamValue]) -> str:
     return " ".join(f"{name}={value}" for name, value in params.items())
 
 
-def _speedups(outcome: TuningOutcome) -> list[list[str]]:
+def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second this machine copies one large buffer into another (read plus write),
+    best of ``repeats``: the practical peak a memory-bound kernel is measured against."""
+    source = torch.ones(megabytes << 18)
+    target = torch.empty_like(source)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.numel() * 4 / best
+
+
+def _speedups(outcome: TuningOutcome, peak: float) -> list[list[str]]:
     final = outcome.final
     if final is None or not final.passed:
         why = final.reason if final else "no candidate passed"
-        return [[outcome.operator, "-", "-", "-", "-", why[:60]]]
+        return [[outcome.operator, "-", "-", "-", "-", "-", why[:60]]]
+    operator = OPERATORS[outcome.operator]
     rows = []
     for timing in final.timings:
         if timing.purpose != "benchmark":
             continue
         compiled = timing.speedup_over_compiled
+        moved = operator.bytes_moved(operator.parse_shape(timing.shape))
+        bandwidth = "-" if moved is None else f"{moved / timing.candidate_seconds / peak:.0%}"
         rows.append(
             [
                 outcome.operator,
@@ -57,6 +77,7 @@ def _speedups(outcome: TuningOutcome) -> list[list[str]]:
                 f"{timing.candidate_seconds * 1e3:.3f} ms",
                 f"{timing.speedup_over_eager:.2f}x",
                 "-" if compiled is None else f"{compiled:.2f}x",
+                bandwidth,
                 f"{outcome.best_evaluation} of {len(outcome.evaluated)}",
             ]
         )
@@ -109,16 +130,20 @@ def main(argv: list[str] | None = None) -> None:
     for operator in args.ops:
         with console.status(f"searching {operator}"):
             outcomes.append(tune(operator, "cpu", args.budget, settings=settings))
-    rows = [row for outcome in outcomes for row in _speedups(outcome)]
+    peak = copy_bandwidth()
+    rows = [row for outcome in outcomes for row in _speedups(outcome, peak)]
     print_table(
         f"best kernel per operator after {args.budget} evaluations, on {cpu.device_name()}",
-        ["operator", "shape bucket", "kernel", "vs eager", "vs torch.compile", "found at"],
+        ["operator", "shape bucket", "kernel", "vs eager", "vs torch.compile", "of copy rate", "found at"],
         rows,
-        caption="median of each; each speedup measured against its baseline in the same evaluation",
+        caption="median of each; each speedup measured against its baseline in the same evaluation; "
+        f"bandwidth: the least bytes the operator moves per second, over this machine's copy rate "
+        f"({peak / 1e9:.1f} GB/s, read + write); '-' for operators bound by arithmetic",
     )
     report: dict[str, Any] = {
         "device": cpu.device_name(),
         "budget": args.budget,
+        "copy_bandwidth_bytes_per_second": peak,
         "operators": [outcome.model_dump(mode="json", exclude={"evaluated"}) for outcome in outcomes],
     }
 

@@ -267,13 +267,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("linear_bias_act", {"micro_rows": 12, "micro_vectors": 4, "erf": "rational", "threads": 2}),
         ("dcn_cross", {"micro_rows": 4, "micro_vectors": 1}),
         ("dcn_cross", {"loop_order": "axpy", "block_rows": 1, "block_cols": 16}),
+        ("bce_with_logits", {"softplus": "polynomial", "vector_width": "512", "accumulator": "float"}),
+        ("bce_with_logits", {"softplus": "polynomial", "chunk": 256, "simd": False}),
     ],
 )
-def test_every_dense_loop_order_is_correct_on_every_shape(
+def test_the_templates_fast_paths_are_correct_on_every_shape(
     operator: str, changes: dict[str, Any], cache_dir: Path
 ) -> None:
-    """The dense templates' loop orders and register tiles, through the whole correctness check:
-    row and column counts that leave partial tiles and panels, an empty batch, one row."""
+    """The dense templates' loop orders and register tiles (row and column counts that leave
+    partial tiles and panels, an empty batch, one row) and BCE's polynomial softplus, through
+    the whole correctness check."""
     settings = Settings(
         trials=2,
         warmup=1,

@@ -65,6 +65,9 @@ class Operator(ABC, Generic[ShapeT]):
       are expected to share a best kernel.
     - ``shape_of(inputs, attributes)`` reads the shape back from a call's inputs (the inverse of
       ``make_inputs``, up to the randomness it draws), so a trainer's call finds its bucket.
+    - ``bytes_moved(shape)`` is the least memory traffic a float32 kernel for ``shape`` makes
+      (each input it needs read once, the output written once) for an operator bound by memory,
+      so a timing converts to achieved bandwidth; None for one bound by arithmetic.
     """
 
     name: ClassVar[str]
@@ -82,6 +85,10 @@ class Operator(ABC, Generic[ShapeT]):
     def attributes(self, shape: ShapeT) -> dict[str, Attribute]:
         """Non-tensor arguments of the reference and of every kernel; none by default."""
         return {}
+
+    def bytes_moved(self, shape: ShapeT) -> int | None:
+        """Least bytes a float32 kernel moves for ``shape``; None: bound by arithmetic, not memory."""
+        return None
 
     def tolerance(self, dtype: torch.dtype) -> Tolerance:
         return self.tolerances[dtype]

@@ -43,5 +43,8 @@ class BceWithLogits(Operator[BceShape]):
     def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> BceShape:
         return BceShape(n=inputs[0].numel())
 
+    def bytes_moved(self, shape: BceShape) -> int:
+        return 2 * shape.n * 4 + 4
+
     def bucket(self, shape: BceShape) -> str:
         return f"n{size_class(shape.n)}"

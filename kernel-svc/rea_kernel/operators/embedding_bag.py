@@ -114,6 +114,13 @@ class EmbeddingBagPooled(Operator[EmbeddingBagShape]):
             mode=str(attributes["mode"]),  # the shape validates it
         )
 
+    def bytes_moved(self, shape: EmbeddingBagShape) -> int:
+        """The rows its bags gather (a bag holds ``max_bag / 2`` ids on average), their ids and
+        offsets, and the output."""
+        bags = shape.tables * shape.batch
+        ids = bags * shape.max_bag / 2
+        return int(ids * (shape.dim * 4 + 8) + (bags + 1) * 8 + bags * shape.dim * 4)
+
     def bucket(self, shape: EmbeddingBagShape) -> str:
         bags = f"b{size_class(shape.batch)}-l{size_class(shape.max_bag)}"
         return f"t{shape.tables}-d{shape.dim}-{bags}-{shape.mode}"

@@ -51,5 +51,8 @@ class FmInteraction(Operator[FmShape]):
         batch, fields, dim = inputs[0].shape
         return FmShape(batch=batch, fields=fields, dim=dim)
 
+    def bytes_moved(self, shape: FmShape) -> int:
+        return shape.batch * shape.fields * shape.dim * 4 + shape.batch * 4
+
     def bucket(self, shape: FmShape) -> str:
         return f"f{shape.fields}-d{shape.dim}-b{size_class(shape.batch)}"

@@ -55,5 +55,8 @@ class LayerNorm(Operator[LayerNormShape]):
         rows, dim = inputs[0].shape
         return LayerNormShape(rows=rows, dim=dim)
 
+    def bytes_moved(self, shape: LayerNormShape) -> int:
+        return 2 * shape.rows * shape.dim * 4 + 2 * shape.dim * 4
+
     def bucket(self, shape: LayerNormShape) -> str:
         return f"d{shape.dim}-r{size_class(shape.rows)}"
