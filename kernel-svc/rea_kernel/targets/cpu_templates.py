@@ -349,9 +349,11 @@ _MATMUL_BODIES = {
     }
   }
   const int64_t full_blocks = rows / kMicroRows;
+  const int64_t row_tiles = full_blocks + (rows % kMicroRows);
   $pragma_tiles
-  for (int64_t rb = 0; rb < full_blocks + (rows % kMicroRows); ++rb) {
-    for (int64_t p = 0; p < panels; ++p) {
+  for (int64_t outer = 0; outer < $outer_tiles; ++outer) {
+    for (int64_t inner = 0; inner < $inner_tiles; ++inner) {
+      const int64_t rb = $row_tile, p = $panel;
       const int64_t c0 = p * kPanel;
       const int64_t width = std::min(kPanel, cols - c0);
       const float* panel = packed.data + p * depth * kPanel;
@@ -402,6 +404,7 @@ _DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
     "loop_order": ("packed", "dot", "axpy"),
     "micro_rows": (6, 4, 8, 12),
     "micro_vectors": (2, 1, 4),
+    "tile_order": ("rows", "panels"),
     "block_rows": (8, 1, 4, 16, 32),
     "block_cols": (64, 16, 32, 128, 256),
     "accumulator": ("float", "double"),
@@ -414,7 +417,15 @@ _EPILOGUE_PASS = "\n  for (int64_t r = 0; r < rows; ++r) epilogue(out + r * cols
 
 
 def _matmul_cpp(params: Params) -> str:
+    # tile_order: which of the packed order's two tile loops is outer (rows: a thread's
+    # consecutive tiles share x's rows; panels: they share a packed panel).
+    rows_outer = params["tile_order"] == "rows"
+    tiles = ("row_tiles", "panels") if rows_outer else ("panels", "row_tiles")
     body = Template(_MATMUL_BODIES[str(params["loop_order"])]).substitute(
+        outer_tiles=tiles[0],
+        inner_tiles=tiles[1],
+        row_tile="outer" if rows_outer else "inner",
+        panel="inner" if rows_outer else "outer",
         pragma=parallel_for(params, clauses=" collapse(2)"),
         pragma_tiles=parallel_for(params, clauses=" collapse(2)"),
         finish=parallel_for(params) + _EPILOGUE_PASS,
