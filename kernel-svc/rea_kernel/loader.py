@@ -11,8 +11,8 @@ None, and the model runs PyTorch; so is a key whose kernel was not faster than e
 its own evaluation (the registry keeps the fastest kernel found, even one that lost). Either
 way the call is counted in :meth:`usage`, with the shape a person would search kernels for.
 
-Kernels are forward computations, so a trainer asks only for calls that need no gradient
-(evaluation and inference); training steps run PyTorch.
+A trainer asks for a forward operator in evaluation and inference, and in training only
+together with its backward operator (``rea_workload.ops`` says which it has).
 """
 
 from __future__ import annotations
@@ -74,21 +74,32 @@ class RegistryKernels:
         self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
     ) -> Kernel | None:
         """The kernel to run for this call, or None for PyTorch (the call is counted either way)."""
-        spec = OPERATORS.get(operator)
-        if spec is None or not inputs:
-            return None
-        shape = spec.shape_of(inputs, attributes)
-        bucket, dtype, device = spec.bucket(shape), dtype_name(inputs[0].dtype), inputs[0].device.type
-        route = self.routes.get((operator, bucket, dtype, device))
+        route = self._route_for(operator, inputs, attributes)
         if route is None:
-            route = self.routes[(operator, bucket, dtype, device)] = self._route(
-                operator, bucket, dtype, device, shape.model_dump()
-            )
+            return None
         route.use.calls += 1
         kernel = route.kernel
         if kernel is None:
             return None
         return lambda *args, **kwargs: kernel(*(t.contiguous() for t in args), **kwargs)
+
+    def has(self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> bool:
+        """Whether :meth:`find` would return a kernel for this call (nothing is counted)."""
+        route = self._route_for(operator, inputs, attributes)
+        return route is not None and route.kernel is not None
+
+    def _route_for(
+        self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
+    ) -> _Route | None:
+        spec = OPERATORS.get(operator)
+        if spec is None or not inputs:
+            return None
+        shape = spec.shape_of(inputs, attributes)
+        bucket, dtype, device = spec.bucket(shape), dtype_name(inputs[0].dtype), inputs[0].device.type
+        key = (operator, bucket, dtype, device)
+        if key not in self.routes:
+            self.routes[key] = self._route(operator, bucket, dtype, device, shape.model_dump())
+        return self.routes[key]
 
     def usage(self) -> list[KernelUse]:
         """Every (operator, bucket) asked for: what ran, and how many calls."""

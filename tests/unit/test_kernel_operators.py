@@ -52,6 +52,23 @@ def pooled_by_loops(inputs: tuple[torch.Tensor, ...], mode: str) -> torch.Tensor
     return out
 
 
+def weight_gradient_by_loops(inputs: tuple[torch.Tensor, ...], mode: str) -> torch.Tensor:
+    """Each bag's output gradient added to each of its rows, one by one: the chain rule by hand."""
+    grad_output, table_offsets, indices, offsets = as_double(inputs)
+    tables = table_offsets.numel() - 1
+    batch = grad_output.shape[0]
+    dim = grad_output.shape[1] // tables
+    grad = torch.zeros(int(table_offsets[-1]), dim, dtype=torch.float64)
+    for table in range(tables):
+        for example in range(batch):
+            bag = table * batch + example
+            ids = indices[int(offsets[bag]) : int(offsets[bag + 1])].tolist()
+            for row in ids:
+                share = grad_output[example, table * dim : (table + 1) * dim]
+                grad[int(table_offsets[table]) + row] += share / len(ids) if mode == "mean" else share
+    return grad
+
+
 def cross_with_explicit_weight(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     if len(inputs) == 4:
         x0, x, weight, bias = as_double(inputs)
@@ -110,6 +127,16 @@ INDEPENDENT: list[tuple[str, dict[str, Any], Any]] = [
         {"tables": 4, "rows": 5, "dim": 4, "batch": 3, "max_bag": 0, "mode": "mean"},
         None,
     ),
+    (
+        "embedding_bag_pooled_backward",
+        {"tables": 3, "rows": 4, "dim": 5, "batch": 6, "max_bag": 3, "mode": "mean"},
+        None,
+    ),
+    (
+        "embedding_bag_pooled_backward",
+        {"tables": 2, "rows": 3, "dim": 2, "batch": 7, "max_bag": 4, "mode": "sum"},
+        None,
+    ),
     ("dcn_cross", {"batch": 5, "dim": 11, "rank": 0}, None),
     ("dcn_cross", {"batch": 6, "dim": 13, "rank": 3}, None),
     ("linear_bias_act", {"batch": 4, "in_features": 9, "out_features": 7, "activation": "relu"}, None),
@@ -125,6 +152,8 @@ INDEPENDENT: list[tuple[str, dict[str, Any], Any]] = [
 def independent(name: str, shape: dict[str, Any], inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     if name == "embedding_bag_pooled":
         return pooled_by_loops(inputs, shape["mode"])
+    if name == "embedding_bag_pooled_backward":
+        return weight_gradient_by_loops(inputs, shape["mode"])
     if name == "dcn_cross":
         return cross_with_explicit_weight(inputs)
     if name == "linear_bias_act":

@@ -61,6 +61,8 @@ CASES = (
     Case("embedding_bag_pooled"),
     Case("embedding_bag_pooled", {"grid": "bag_tables", "BLOCK_D": 16, "BLOCK_T": 8, "num_warps": 2}),
     Case("embedding_bag_pooled", {"BLOCK_D": 16, "BLOCK_L": 1, "num_stages": 1}),
+    Case("embedding_bag_pooled_backward"),
+    Case("embedding_bag_pooled_backward", {"scatter": "atomic", "BLOCK_D": 16, "num_warps": 1}),
     Case("dcn_cross"),
     Case(
         "dcn_cross", {"low_rank": "fused", "BLOCK_M": 16, "BLOCK_N": 64, "GROUP_M": 1, "precision": "tf32x3"}

@@ -10,15 +10,17 @@ Operator names, inputs and attributes are those of KernelEvolve's operator suite
 (``rea_kernel.operators``), which defines each operator and the tolerance a kernel must meet:
 the PyTorch code here computes the same functions (a test holds it to their references).
 
-Kernels compute forwards only, so a call that must carry gradients (a training step) always
-runs PyTorch: evolved kernels speed up evaluation and inference, and training is unchanged.
+A call that must carry gradients (a training step) runs kernels only where the provider has
+both the forward and its backward operator (``<name>_backward``), joined into one autograd
+function; today the pooled embedding lookup. Every other training call runs PyTorch, so a
+forward kernel never mixes with PyTorch's gradient of a slightly different forward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +32,16 @@ Activation = Literal["relu", "gelu", "none"]
 
 class KernelProvider(Protocol):
     """Where faster kernels come from. ``find`` returns the kernel to run for this call (it will
-    be called as ``kernel(*inputs, **attributes)``), or None to run PyTorch."""
+    be called as ``kernel(*inputs, **attributes)``), or None to run PyTorch, and counts the call
+    either way; ``has`` only says whether ``find`` would return a kernel."""
 
     def find(
         self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
     ) -> Kernel | None: ...
+
+    def has(
+        self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
+    ) -> bool: ...
 
 
 class Ops:
@@ -56,12 +63,39 @@ class Ops:
         holds the tables' rows concatenated (table ``t`` from ``table_offsets[t]``), ``indices``
         are local to their table and grouped table by table, ``offsets`` [tables * batch + 1]
         bound each bag. Returns [batch, tables * dim]; an empty bag pools to zeros."""
-        return self._call(
-            "embedding_bag_pooled",
-            _embedding_bag_pooled,
-            (weights, table_offsets, indices, offsets),
-            mode=mode,
-        )
+        inputs = (weights, table_offsets, indices, offsets)
+        if self.kernels is not None and _needs_gradient(inputs):
+            pair = self._trainable_lookup(inputs, mode)
+            if pair is not None:
+                forward, backward = pair
+                output: torch.Tensor = _KernelLookup.apply(*inputs, forward, backward, mode)
+                return output
+        return self._call("embedding_bag_pooled", _embedding_bag_pooled, inputs, mode=mode)
+
+    def _trainable_lookup(self, inputs: tuple[torch.Tensor, ...], mode: str) -> tuple[Kernel, Kernel] | None:
+        """The forward and backward kernels for a training call, or None unless both exist (then
+        the missing ones are asked for, so the call is reported as PyTorch's, with the reason).
+        The backward's shape is the forward's; its output gradient is stood in for by a view of
+        one zero, since only its size is read before the backward runs."""
+        assert self.kernels is not None
+        weights, table_offsets, indices, offsets = inputs
+        tables = table_offsets.numel() - 1
+        batch = (offsets.numel() - 1) // max(tables, 1)
+        grad_output = weights.new_zeros(()).expand(batch, tables * weights.shape[1])
+        calls = [
+            ("embedding_bag_pooled", inputs),
+            ("embedding_bag_pooled_backward", (grad_output, table_offsets, indices, offsets)),
+        ]
+        attributes = {"mode": mode}
+        present = [self.kernels.has(name, args, attributes) for name, args in calls]
+        if not all(present):
+            for (name, args), found in zip(calls, present, strict=True):
+                if not found:
+                    self.kernels.find(name, args, attributes)
+            return None
+        forward, backward = (self.kernels.find(name, args, attributes) for name, args in calls)
+        assert forward is not None and backward is not None
+        return forward, backward
 
     def dcn_cross(self, x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
         """One DCN-v2 cross layer, ``x0 * (W x + b) + x``: ``weights`` is (W, b), or (U, V, b)
@@ -90,6 +124,32 @@ class Ops:
             if kernel is not None:
                 return kernel(*inputs, **attributes)
         return pytorch(*inputs, **attributes)
+
+
+class _KernelLookup(torch.autograd.Function):
+    """The pooled lookup with a forward kernel and its backward kernel (the weight's gradient;
+    ids and offsets have none)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        weights: torch.Tensor,
+        table_offsets: torch.Tensor,
+        indices: torch.Tensor,
+        offsets: torch.Tensor,
+        forward: Kernel,
+        backward: Kernel,
+        mode: str,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(table_offsets, indices, offsets)
+        ctx.backward_kernel, ctx.mode = backward, mode
+        return forward(weights, table_offsets, indices, offsets, mode=mode)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        table_offsets, indices, offsets = ctx.saved_tensors
+        grad = ctx.backward_kernel(grad_output, table_offsets, indices, offsets, mode=ctx.mode)
+        return grad, None, None, None, None, None, None
 
 
 def _needs_gradient(inputs: tuple[torch.Tensor, ...]) -> bool:

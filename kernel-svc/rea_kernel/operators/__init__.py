@@ -11,6 +11,7 @@ from rea_kernel.operators._base import Attribute, Operator, Shape, Tolerance, dt
 from rea_kernel.operators.bce_with_logits import BceWithLogits
 from rea_kernel.operators.dcn_cross import DcnCross
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
+from rea_kernel.operators.embedding_bag_backward import EmbeddingBagPooledBackward
 from rea_kernel.operators.fm_interaction import FmInteraction
 from rea_kernel.operators.layer_norm import LayerNorm
 from rea_kernel.operators.linear_bias_act import LinearBiasAct
@@ -20,6 +21,7 @@ OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
         operator.name: operator
         for operator in (
             EmbeddingBagPooled(),
+            EmbeddingBagPooledBackward(),
             DcnCross(),
             LinearBiasAct(),
             FmInteraction(),

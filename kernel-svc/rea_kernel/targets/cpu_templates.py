@@ -238,6 +238,84 @@ EMBEDDING_BAG = CpuTemplate(
 )
 
 
+# embedding_bag_pooled_backward ----------------------------------------------------------
+# Each table owns its rows of the weight's gradient, so threads that take whole tables (or
+# whole column stripes of a table: split) never add into the same row, and the sums come out
+# in the same order on every run. schedule: how (table, stripe) pairs are dealt to threads.
+
+_EMBEDDING_BACKWARD_CPP = Template(r"""#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+constexpr int64_t kStripes = $stripes;
+
+extern "C" void embedding_bag_pooled_backward(const float* grad_out, const int64_t* table_offsets,
+                                              const int64_t* indices, const int64_t* offsets, float* grad,
+                                              int64_t tables, int64_t batch, int64_t dim, int32_t mean) {
+  const int64_t stripe = (dim + kStripes - 1) / kStripes;
+  $pragma
+  for (int64_t unit = 0; unit < tables * kStripes; ++unit) {
+    const int64_t table = unit / kStripes;
+    const int64_t c0 = (unit % kStripes) * stripe;
+    const int64_t width = std::min(stripe, dim - c0);
+    if (width <= 0) continue;
+    float* table_grad = grad + table_offsets[table] * dim + c0;
+    for (int64_t r = 0; r < table_offsets[table + 1] - table_offsets[table]; ++r) {
+      std::memset(table_grad + r * dim, 0, static_cast<size_t>(width) * sizeof(float));
+    }
+    for (int64_t example = 0; example < batch; ++example) {
+      const int64_t bag = table * batch + example;
+      const int64_t begin = offsets[bag], end = offsets[bag + 1];
+      const float scale = (mean != 0 && end > begin) ? 1.0f / static_cast<float>(end - begin) : 1.0f;
+      const float* __restrict g = grad_out + (example * tables + table) * dim + c0;
+      for (int64_t j = begin; j < end; ++j) {
+        float* __restrict row = table_grad + indices[j] * dim;
+        $simd
+        for (int64_t k = 0; k < width; ++k) row[k] += scale * g[k];
+      }
+    }
+  }
+}
+""")
+
+
+def _embedding_backward_cpp(params: Params) -> str:
+    return _EMBEDDING_BACKWARD_CPP.substitute(
+        stripes=params["stripes"],
+        pragma=parallel_for(params, _SCHEDULES[str(params["schedule"])]),
+        simd=simd(params),
+    )
+
+
+EMBEDDING_BAG_BACKWARD = CpuTemplate(
+    symbol="embedding_bag_pooled_backward",
+    space=MappingProxyType(
+        {
+            "stripes": (1, 2, 4, 8),
+            "schedule": ("dynamic", "static", "guided"),
+            "simd": _SIMD,
+            "threads": _THREADS,
+        }
+    ),
+    cpp=_embedding_backward_cpp,
+    argtypes="[ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
+    run="""def run(grad_output, table_offsets, indices, offsets, *, mode):
+    grad_output, table_offsets, indices, offsets = (
+        tensor.contiguous() for tensor in (grad_output, table_offsets, indices, offsets)
+    )
+    tables = table_offsets.numel() - 1
+    batch = grad_output.shape[0]
+    dim = grad_output.shape[1] // tables
+    grad = torch.empty(int(table_offsets[-1]), dim, dtype=torch.float32)
+    _kernel(
+        _pointer(grad_output), _pointer(table_offsets), _pointer(indices), _pointer(offsets), _pointer(grad),
+        tables, batch, dim, mode == "mean",
+    )
+    return grad
+""",
+)
+
+
 # dense: the matrix product shared by dcn_cross and linear_bias_act ------------------------
 
 _MATMUL_CPP = Template(r"""#include <algorithm>
@@ -819,6 +897,7 @@ BCE_WITH_LOGITS = CpuTemplate(
 TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
     {
         "embedding_bag_pooled": EMBEDDING_BAG,
+        "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "linear_bias_act": LINEAR_BIAS_ACT,
         "fm_interaction": FM_INTERACTION,

@@ -190,6 +190,91 @@ EMBEDDING_BAG = TritonTemplate(
 )
 
 
+# embedding_bag_pooled_backward ----------------------------------------------------------
+
+_EMBEDDING_BACKWARD_RUN = """
+
+def run(grad_output, table_offsets, indices, offsets, *, mode):
+    grad_output, table_offsets, indices, offsets = (
+        tensor.contiguous() for tensor in (grad_output, table_offsets, indices, offsets)
+    )
+    tables = table_offsets.numel() - 1
+    batch = grad_output.shape[0]
+    dim = grad_output.shape[1] // tables
+    grad = torch.zeros(int(table_offsets[-1]), dim, dtype=grad_output.dtype, device=grad_output.device)
+    if batch == 0 or dim == 0:
+        return grad
+    _scatter[$grid](
+        grad_output, table_offsets, indices, offsets, grad, batch, tables, dim,
+        MEAN=mode == "mean", BLOCK_D=BLOCK_D, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )
+    return grad
+"""
+
+_EMBEDDING_BACKWARD_OWNER = '''@triton.jit
+def _scatter(grad_output, table_offsets, indices, offsets, grad, batch, tables, dim,
+             MEAN: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One table and BLOCK_D of its columns per program: it alone writes those columns of the
+    table's rows, adding its bags' gradients one after another, so the sums are the same on
+    every run (no atomics)."""
+    table = tl.program_id(0).to(tl.int64)
+    columns = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    in_row = columns < dim
+    first_row = tl.load(table_offsets + table)
+    for example in range(0, batch):
+        bag = table * batch + example
+        begin = tl.load(offsets + bag)
+        end = tl.load(offsets + bag + 1)
+        g = tl.load(grad_output + example * tables * dim + table * dim + columns, mask=in_row, other=0.0)
+        if MEAN:
+            g = g / tl.maximum(end - begin, 1).to(tl.float32)
+        for position in range(begin, end):
+            row = first_row + tl.load(indices + position)
+            target = grad + row * dim + columns
+            tl.store(target, tl.load(target, mask=in_row, other=0.0) + g, mask=in_row)
+''' + Template(_EMBEDDING_BACKWARD_RUN).substitute(grid="(tables, triton.cdiv(dim, BLOCK_D))")
+
+_EMBEDDING_BACKWARD_ATOMIC = '''@triton.jit
+def _scatter(grad_output, table_offsets, indices, offsets, grad, batch, tables, dim,
+             MEAN: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One bag per program, BLOCK_D columns on axis 1, adding into the rows with atomics: far
+    more programs in flight, but the order of the additions (so the last bits) varies by run."""
+    bag = tl.program_id(0).to(tl.int64)
+    table = bag // batch
+    example = bag - table * batch
+    columns = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    in_row = columns < dim
+    first_row = tl.load(table_offsets + table)
+    begin = tl.load(offsets + bag)
+    end = tl.load(offsets + bag + 1)
+    g = tl.load(grad_output + example * tables * dim + table * dim + columns, mask=in_row, other=0.0)
+    if MEAN:
+        g = g / tl.maximum(end - begin, 1).to(tl.float32)
+    for position in range(begin, end):
+        row = first_row + tl.load(indices + position)
+        tl.atomic_add(grad + row * dim + columns, g, mask=in_row)
+''' + Template(_EMBEDDING_BACKWARD_RUN).substitute(grid="(tables * batch, triton.cdiv(dim, BLOCK_D))")
+
+EMBEDDING_BAG_BACKWARD = TritonTemplate(
+    doc="The pooled embedding lookup's weight gradient, in Triton.",
+    space=MappingProxyType(
+        {
+            "scatter": ("owner", "atomic"),
+            "BLOCK_D": (32, 16, 64, 128),
+            "num_warps": _WARPS,
+            "num_stages": _STAGES,
+        }
+    ),
+    variants=MappingProxyType(
+        {
+            "owner": Variant(("BLOCK_D", *_LAUNCH), _fixed(_EMBEDDING_BACKWARD_OWNER)),
+            "atomic": Variant(("BLOCK_D", *_LAUNCH), _fixed(_EMBEDDING_BACKWARD_ATOMIC)),
+        }
+    ),
+    choice="scatter",
+)
+
+
 # dense: the tiled matrix product shared by linear_bias_act and dcn_cross ------------------
 
 _DENSE = '''@triton.jit
@@ -625,6 +710,7 @@ BCE_WITH_LOGITS = TritonTemplate(
 TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
     {
         "embedding_bag_pooled": EMBEDDING_BAG,
+        "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "linear_bias_act": LINEAR_BIAS_ACT,
         "fm_interaction": FM_INTERACTION,

@@ -1,0 +1,83 @@
+"""The pooled embedding lookup's backward: the gradient of its tables' weight, what every
+training step of a ranking model computes for its categorical fields.
+
+Inputs, in the forward's layout (:mod:`rea_kernel.operators.embedding_bag`):
+
+- ``grad_output`` [batch, tables * dim]: the gradient of the forward's output;
+- ``table_offsets`` [tables + 1], int64 (its last value is the weight's row count);
+- ``indices``, ``offsets``: the forward's bags.
+
+Output ``grad_weight`` [sum of rows, dim]: each row is the sum, over the bags that hold its id, of
+that bag's output gradient (divided by the bag's length in ``mean`` mode); rows no bag touched
+are zero. The forward is linear in the weight, so its gradient does not depend on the weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from rea_kernel.operators._base import Attribute, Operator, Tolerance
+from rea_kernel.operators.embedding_bag import EmbeddingBagPooled, EmbeddingBagShape
+
+_FORWARD = EmbeddingBagPooled()
+
+
+class EmbeddingBagPooledBackward(Operator[EmbeddingBagShape]):
+    name = "embedding_bag_pooled_backward"
+    direction = "backward"
+    shape_type = EmbeddingBagShape
+    tolerances = {torch.float32: Tolerance(atol=1e-5, rtol=1e-5)}
+    correctness_shapes = _FORWARD.correctness_shapes
+    benchmark_shapes = _FORWARD.benchmark_shapes
+
+    def make_inputs(
+        self, shape: EmbeddingBagShape, dtype: torch.dtype, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ...]:
+        _, table_offsets, indices, offsets = _FORWARD.make_inputs(shape, dtype, generator)
+        grad_output = torch.randn(shape.batch, shape.tables * shape.dim, generator=generator, dtype=dtype)
+        return grad_output, table_offsets, indices, offsets
+
+    def attributes(self, shape: EmbeddingBagShape) -> dict[str, Attribute]:
+        return {"mode": shape.mode}
+
+    def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
+        """``torch.autograd.grad`` of the forward's reference."""
+        grad_output, table_offsets, indices, offsets = inputs
+        tables = table_offsets.numel() - 1
+        dim = grad_output.shape[1] // tables
+        weight = torch.zeros(int(table_offsets[-1]), dim, dtype=grad_output.dtype, requires_grad=True)
+        with torch.enable_grad():
+            pooled = _FORWARD.reference(weight, table_offsets, indices, offsets, **attributes)
+            if pooled.numel() == 0:
+                return torch.zeros_like(weight).detach()
+            (grad,) = torch.autograd.grad(pooled, weight, grad_output)
+        return grad
+
+    def shape_of(
+        self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
+    ) -> EmbeddingBagShape:
+        grad_output, table_offsets, _, offsets = inputs
+        tables = table_offsets.numel() - 1
+        return EmbeddingBagShape(
+            tables=tables,
+            rows=int(table_offsets[1] - table_offsets[0]) if tables else 0,
+            dim=grad_output.shape[1] // tables if tables else 0,
+            batch=grad_output.shape[0],
+            max_bag=int(offsets.diff().max()) if offsets.numel() > 1 else 0,
+            mode=str(attributes["mode"]),  # the shape validates it
+        )
+
+    def bytes_moved(self, shape: EmbeddingBagShape) -> int:
+        """The output gradient read, each gathered row read and written, the weight's gradient
+        zeroed, and the ids and offsets."""
+        bags = shape.tables * shape.batch
+        ids = bags * shape.max_bag / 2
+        rows = shape.tables * shape.rows + shape.tables * (shape.tables - 1) // 2
+        return int(
+            bags * shape.dim * 4 + ids * (2 * shape.dim * 4 + 8) + rows * shape.dim * 4 + (bags + 1) * 8
+        )
+
+    def bucket(self, shape: EmbeddingBagShape) -> str:
+        return _FORWARD.bucket(shape)
