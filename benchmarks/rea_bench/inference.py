@@ -1,19 +1,23 @@
-"""The reference ranker's inference, end to end, with and without the kernel registry.
+"""The reference ranker's inference and training steps, end to end, with and without the kernel
+registry.
 
-    python -m rea_bench.inference                 # or: rea kernels bench --end-to-end
+    python -m rea_bench.inference                 # also the end of: rea kernels bench
     python -m rea_bench.inference --budget 8 --rows 65536 --json result.json
 
 1. Build the ranker at ranking sizes (26 categorical fields with large tables, DCN-v2 cross
    layers, an FM term, a layer-normed MLP) on synthetic data, untrained: inference costs the
    same whatever the weights.
-2. One inference pass against an empty registry lists every operator call it makes, with its
-   shape (what a job with ``use_evolved_kernels`` reports).
+2. One inference pass and one training step against an empty registry list every operator call
+   they make, with its shape (what a job with ``use_evolved_kernels`` reports): in training, the
+   pooled lookup's forward and backward.
 3. KernelEvolve searches each of those (operator, shape) pairs on the ``cpu`` target (``tune``
    with that shape as the benchmark), and its winners become registry entries.
 4. Inference over the same prepared batches is timed three ways, in interleaved rounds (median):
    eager PyTorch, the same model running registry kernels (PyTorch where none beat eager), and
    ``torch.compile`` of the eager model (the peer, given its best set-up: compiled once,
    warmed up). The predictions must agree within float tolerance.
+5. Training steps (forward, BCE, backward, Adam) are timed the same way, eager against the
+   pooled lookup's forward and backward kernels (the rest of a training step runs PyTorch).
 
 PyTorch and the kernels run at the same thread count (``--threads``, default every core).
 GPUs are not measured here: the ``triton`` target only checks correctness without one.
@@ -32,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from rea.kernels import KernelEntry
 from rea_bench.common import console, print_header, print_table
@@ -75,15 +80,36 @@ def _timed(forward: Forward, prepared: list[Batch]) -> float:
     return time.perf_counter() - start
 
 
+def _train(model: RankerModel, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> float:
+    """Seconds for one optimiser step per batch (forward, BCE, backward, Adam)."""
+    model.train()
+    start = time.perf_counter()
+    for batch in steps:
+        loss = F.binary_cross_entropy_with_logits(model(batch)[0], batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    model.eval()
+    return seconds
+
+
 def searched_entries(
-    model: RankerModel, prepared: list[Batch], budget: int, settings: Settings, seed: int
+    model: RankerModel,
+    prepared: list[Batch],
+    steps: list[Batch],
+    budget: int,
+    settings: Settings,
+    seed: int,
 ) -> tuple[list[KernelEntry], list[dict[str, Any]]]:
-    """Search every (operator, shape) the model's inference calls; the winners' entries and a
-    row per search."""
+    """Search every (operator, shape) the model's inference and training steps call; the
+    winners' entries and a row per search."""
     with tempfile.TemporaryDirectory() as empty:
         survey = RegistryKernels([], Path(empty), Path(empty), threads=torch.get_num_threads())
         model.ops = Ops(survey)
         _predict(lambda b: model(b)[0], prepared)
+        if steps:
+            _train(model, torch.optim.SGD(model.parameters(), lr=0.0), steps[:1])
     cpu = get_target("cpu")
     entries: list[KernelEntry] = []
     rows: list[dict[str, Any]] = []
@@ -118,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=65_536, help="Rows inferred per timed pass.")
     parser.add_argument("--batch", type=int, default=8192, help="Rows per inference batch (the trainer's).")
     parser.add_argument("--rounds", type=int, default=7, help="Timed passes of each variant (median).")
+    parser.add_argument("--train-batch", type=int, default=2048, help="Rows per training step.")
+    parser.add_argument("--train-steps", type=int, default=8, help="Training steps per timed pass; 0: none.")
     parser.add_argument("--repeats", type=int, default=10, help="Timed runs per kernel evaluation.")
     parser.add_argument("--threads", type=int, default=None, help="Threads for PyTorch and kernels.")
     parser.add_argument("--seed", type=int, default=0, help="The kernel searches' seed.")
@@ -143,10 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = RankerModel(data, RankerConfig.from_overrides(MODEL)).eval()
     prepared = list(batches(data, args.batch))
+    steps = list(batches(data, args.train_batch))[: args.train_steps]
+    steps = [batch for batch in steps if len(batch) == args.train_batch]  # one shape: one bucket
     settings = Settings(
         repeats=args.repeats, warmup=2, threads=threads, time_compiled_reference=not args.no_compile
     )
-    entries, searched = searched_entries(model, prepared, args.budget, settings, args.seed)
+    entries, searched = searched_entries(model, prepared, steps, args.budget, settings, args.seed)
     print_table(
         f"kernels searched for the model's calls ({args.budget} evaluations each)",
         ["operator", "shape bucket", "calls per pass", "kernel vs eager", "vs torch.compile"],
@@ -195,6 +225,20 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             for name, forward in variants.items():
                 seconds[name].append(_timed(forward, prepared))
+        training: dict[str, list[float]] = {}
+        if steps:
+            optimizers = {
+                name: torch.optim.Adam(model.parameters(), lr=1e-4) for name in ("eager", "kernels")
+            }
+            chosen = {"eager": eager_ops, "kernels": kernel_ops}
+            for name in optimizers:  # warm-up
+                model.ops = chosen[name]
+                _train(model, optimizers[name], steps[:1])
+            training = {name: [] for name in optimizers}
+            for _ in range(args.rounds):
+                for name, optimizer in optimizers.items():
+                    model.ops = chosen[name]
+                    training[name].append(_train(model, optimizer, steps))
         usage = kernels.usage()
     medians = {name: statistics.median(times) for name, times in seconds.items()}
     print_table(
@@ -211,6 +255,19 @@ def main(argv: list[str] | None = None) -> None:
         ],
         caption=f"median of {args.rounds} interleaved passes over the same prepared batches",
     )
+    if training:
+        trained = {name: statistics.median(times) for name, times in training.items()}
+        rows = len(steps) * args.train_batch
+        print_table(
+            f"training steps, {len(steps)} of {args.train_batch:,} rows each (forward, BCE, backward, Adam)",
+            ["variant", "rows/s", "vs eager"],
+            [
+                [name, f"{rows / trained[name]:,.0f}", f"{trained['eager'] / trained[name]:.2f}x"]
+                for name in trained
+            ],
+            caption="kernels: the pooled lookup's forward and backward kernels where both were found; "
+            "every other training operator runs PyTorch",
+        )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None]
     kept = [f"{u.operator} {u.bucket}: {u.reason}" for u in usage if u.kernel is None]
     console.print(f"registry kernels ran for: {', '.join(ran) or 'nothing'}")
@@ -229,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             "speedup_vs_eager": {name: medians["eager"] / medians[name] for name in variants},
             "max_abs_difference": agreement,
             "kernels": [use.model_dump() for use in usage],
+            "training_seconds": training,
         }
         args.json.write_text(json.dumps(report, indent=2))
 
