@@ -178,6 +178,20 @@ def test_reference_matches_an_independent_formulation(name: str, shape: dict[str
     )
 
 
+def test_the_lookups_backward_reference_is_autograd_of_its_forward() -> None:
+    forward, backward = get_operator("embedding_bag_pooled"), get_operator("embedding_bag_pooled_backward")
+    for seed, shape in enumerate(backward.correctness_shapes):
+        grad_output, table_offsets, indices, offsets = inputs_for(backward, shape.model_dump(), seed)
+        attributes = backward.attributes(shape)
+        weight = torch.randn(int(table_offsets[-1]), shape.dim, requires_grad=True)
+        pooled = forward.reference(weight, table_offsets, indices, offsets, **attributes)
+        expected = torch.zeros_like(weight)
+        if pooled.requires_grad:  # an empty batch pools to a constant
+            (expected,) = torch.autograd.grad(pooled, weight, grad_output)
+        got = backward.reference(grad_output, table_offsets, indices, offsets, **attributes)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_embedding_shapes_produce_empty_bags_and_empty_bags_pool_to_zeros() -> None:
     operator = get_operator("embedding_bag_pooled")
     shape = {"tables": 3, "rows": 9, "dim": 5, "batch": 6, "max_bag": 3, "mode": "mean"}

@@ -43,17 +43,24 @@ class EmbeddingBagPooledBackward(Operator[EmbeddingBagShape]):
         return {"mode": shape.mode}
 
     def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
-        """``torch.autograd.grad`` of the forward's reference."""
+        """Each id's bag gradient (divided by the bag's length in ``mean`` mode) added into its row
+        by one ``index_add_``: the gradient eager PyTorch's dense embedding-bag backward computes,
+        without running the forward again (the tests hold it to ``torch.autograd.grad`` of the
+        forward's reference)."""
         grad_output, table_offsets, indices, offsets = inputs
         tables = table_offsets.numel() - 1
+        batch = grad_output.shape[0]
         dim = grad_output.shape[1] // tables
-        weight = torch.zeros(int(table_offsets[-1]), dim, dtype=grad_output.dtype, requires_grad=True)
-        with torch.enable_grad():
-            pooled = _FORWARD.reference(weight, table_offsets, indices, offsets, **attributes)
-            if pooled.numel() == 0:
-                return torch.zeros_like(weight).detach()
-            (grad,) = torch.autograd.grad(pooled, weight, grad_output)
-        return grad
+        grad = grad_output.new_zeros(int(table_offsets[-1]), dim)
+        if batch == 0 or indices.numel() == 0:
+            return grad
+        lengths = offsets.diff()
+        rows = indices + table_offsets[:-1].repeat_interleave(offsets[::batch].diff())
+        by_bag = grad_output.view(batch, tables, dim).transpose(0, 1).reshape(tables * batch, dim)
+        if attributes["mode"] == "mean":
+            by_bag = by_bag / lengths.clamp(min=1).unsqueeze(1).to(by_bag.dtype)
+        bags = torch.arange(tables * batch).repeat_interleave(lengths)
+        return grad.index_add_(0, rows, by_bag[bags])
 
     def shape_of(
         self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
