@@ -102,17 +102,8 @@ class EmbeddingBagPooled(Operator[EmbeddingBagShape]):
     def shape_of(
         self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
     ) -> EmbeddingBagShape:
-        """``rows`` is the first table's and ``max_bag`` the longest bag seen."""
         weights, table_offsets, _, offsets = inputs
-        tables = table_offsets.numel() - 1
-        return EmbeddingBagShape(
-            tables=tables,
-            rows=int(table_offsets[1] - table_offsets[0]) if tables else 0,
-            dim=weights.shape[1],
-            batch=(offsets.numel() - 1) // tables if tables else 0,
-            max_bag=int(offsets.diff().max()) if offsets.numel() > 1 else 0,
-            mode=str(attributes["mode"]),  # the shape validates it
-        )
+        return bags_shape(table_offsets, offsets, weights.shape[1], attributes)
 
     def bytes_moved(self, shape: EmbeddingBagShape) -> int:
         """The rows its bags gather (a bag holds ``max_bag / 2`` ids on average), their ids and
@@ -124,3 +115,19 @@ class EmbeddingBagPooled(Operator[EmbeddingBagShape]):
     def bucket(self, shape: EmbeddingBagShape) -> str:
         bags = f"b{size_class(shape.batch)}-l{size_class(shape.max_bag)}"
         return f"t{shape.tables}-d{shape.dim}-{bags}-{shape.mode}"
+
+
+def bags_shape(
+    table_offsets: torch.Tensor, offsets: torch.Tensor, dim: int, attributes: Mapping[str, Attribute]
+) -> EmbeddingBagShape:
+    """The shape of bags over these tables: ``rows`` is the first table's and ``max_bag`` the
+    longest bag seen."""
+    tables = table_offsets.numel() - 1
+    return EmbeddingBagShape(
+        tables=tables,
+        rows=int(table_offsets[1] - table_offsets[0]) if tables else 0,
+        dim=dim,
+        batch=(offsets.numel() - 1) // tables if tables else 0,
+        max_bag=int(offsets.diff().max()) if offsets.numel() > 1 else 0,
+        mode=str(attributes["mode"]),  # the shape validates it
+    )

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from rea_kernel.operators._base import Attribute, Operator, Tolerance
-from rea_kernel.operators.embedding_bag import EmbeddingBagPooled, EmbeddingBagShape
+from rea_kernel.operators.embedding_bag import EmbeddingBagPooled, EmbeddingBagShape, bags_shape
 
 _FORWARD = EmbeddingBagPooled()
 
@@ -67,14 +67,7 @@ class EmbeddingBagPooledBackward(Operator[EmbeddingBagShape]):
     ) -> EmbeddingBagShape:
         grad_output, table_offsets, _, offsets = inputs
         tables = table_offsets.numel() - 1
-        return EmbeddingBagShape(
-            tables=tables,
-            rows=int(table_offsets[1] - table_offsets[0]) if tables else 0,
-            dim=grad_output.shape[1] // tables if tables else 0,
-            batch=grad_output.shape[0],
-            max_bag=int(offsets.diff().max()) if offsets.numel() > 1 else 0,
-            mode=str(attributes["mode"]),  # the shape validates it
-        )
+        return bags_shape(table_offsets, offsets, grad_output.shape[1] // tables if tables else 0, attributes)
 
     def bytes_moved(self, shape: EmbeddingBagShape) -> int:
         """The output gradient read, each gathered row read and written, the weight's gradient
