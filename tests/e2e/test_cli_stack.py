@@ -74,13 +74,19 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
         assert proposal.returncode == 0
         result = json.loads(proposal.stdout)
         assert result["best"]["ne"] > 0 and result["baseline"]["ne"] > 0
-        # The one hypothesis either won validation and was confirmed on a second seed, or not.
+        # The one hypothesis lost validation (2 jobs, one seed), or won it and both configs ran on
+        # a second seed (4 jobs), where it was confirmed or the baseline won after all.
+        confirmation = result["jobs_completed"] == 4
+        assert result["jobs_completed"] in (2, 4)
+        assert result["seeds"] == (2 if confirmation else 1)
         confirmed = result["best"]["hypothesis_id"] is not None
-        assert result["jobs_completed"] == (4 if confirmed else 2)
-        assert result["seeds"] == (2 if confirmed else 1)
+        assert confirmation or not confirmed
         shown = run_rea(["proposal", campaign_id], env)
         assert shown.returncode == 0 and "NE delta" in shown.stdout
-        assert ("95% CI" in shown.stdout) == confirmed
+        if confirmed:
+            assert "95% CI" in shown.stdout
+        if not confirmation:
+            assert "95% CI" not in shown.stdout
 
         # The launch proposal, rendered by the planner when the campaign completed.
         page, folder = tmp_path / "proposal.html", tmp_path / "proposal"
