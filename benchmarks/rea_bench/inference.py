@@ -235,10 +235,8 @@ def main(argv: list[str] | None = None) -> None:
                 seconds[name].append(_timed(forward, prepared))
         training: dict[str, list[float]] = {}
         if steps:
-            optimizers = {
-                name: torch.optim.Adam(model.parameters(), lr=1e-4) for name in ("eager", "kernels")
-            }
             chosen = {"eager": eager_ops, "kernels": kernel_ops}
+            optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-4) for name in chosen}
             for name in optimizers:  # warm-up
                 model.ops = chosen[name]
                 _train(model, optimizers[name], steps[:1])

@@ -12,7 +12,8 @@ its own evaluation (the registry keeps the fastest kernel found, even one that l
 way the call is counted in :meth:`usage`, with the shape a person would search kernels for.
 
 A trainer asks for a forward operator in evaluation and inference, and in training only
-together with its backward operator (``rea_workload.ops`` says which it has).
+together with its backward operator (``rea_workload.ops`` says which it has): :meth:`find`
+answers a set of calls with all their kernels or with none.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from rea_kernel.operators import OPERATORS, Attribute, dtype_name
 from rea_kernel.sandbox import Limits
 from rea_kernel.targets import TARGETS, Kernel, KernelLoadError, Target, TargetUnavailableError
 
+Call = tuple[str, Sequence[torch.Tensor], Mapping[str, Attribute]]
+"""An operator call, as a trainer asks for its kernel: name, inputs, attributes."""
 BUILD_LIMITS = Limits(wall_seconds=120, memory_bytes=4 << 30, file_bytes=256 << 20)
 
 
@@ -37,6 +40,11 @@ class _Route:
 
     use: KernelUse
     kernel: Kernel | None = None
+
+
+def _contiguous(kernel: Kernel) -> Kernel:
+    """``kernel`` on contiguous inputs: it reads raw memory."""
+    return lambda *args, **kwargs: kernel(*(t.contiguous() for t in args), **kwargs)
 
 
 class RegistryKernels:
@@ -70,23 +78,17 @@ class RegistryKernels:
         # (building it again would overwrite a library this process has mapped).
         self.loaded: dict[str, Kernel | str] = {}
 
-    def find(
-        self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
-    ) -> Kernel | None:
-        """The kernel to run for this call, or None for PyTorch (the call is counted either way)."""
-        route = self._route_for(operator, inputs, attributes)
-        if route is None:
-            return None
-        route.use.calls += 1
-        kernel = route.kernel
-        if kernel is None:
-            return None
-        return lambda *args, **kwargs: kernel(*(t.contiguous() for t in args), **kwargs)
-
-    def has(self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> bool:
-        """Whether :meth:`find` would return a kernel for this call (nothing is counted)."""
-        route = self._route_for(operator, inputs, attributes)
-        return route is not None and route.kernel is not None
+    def find(self, calls: Sequence[Call]) -> list[Kernel] | None:
+        """A kernel for each call, to run together, or None (PyTorch) when any call has none.
+        Each call is counted as what will run it: all of them as kernels, or the ones without a
+        kernel as PyTorch's, with the reason."""
+        routes = [self._route_for(*call) for call in calls]
+        kernels = [route.kernel for route in routes if route is not None and route.kernel is not None]
+        runnable = len(kernels) == len(calls)
+        for route in routes:
+            if route is not None and (runnable or route.kernel is None):
+                route.use.calls += 1
+        return [_contiguous(kernel) for kernel in kernels] if runnable else None
 
     def _route_for(
         self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]

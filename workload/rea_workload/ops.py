@@ -30,18 +30,16 @@ Kernel = Callable[..., torch.Tensor]
 Activation = Literal["relu", "gelu", "none"]
 
 
+Call = tuple[str, Sequence[torch.Tensor], Mapping[str, Attribute]]
+"""An operator call: its name, inputs and attributes."""
+
+
 class KernelProvider(Protocol):
-    """Where faster kernels come from. ``find`` returns the kernel to run for this call (it will
-    be called as ``kernel(*inputs, **attributes)``), or None to run PyTorch, and counts the call
-    either way; ``has`` only says whether ``find`` would return a kernel."""
+    """Where faster kernels come from. ``find(calls)`` returns a kernel for each call, to run
+    together (each as ``kernel(*inputs, **attributes)``), or None when any call has none: then
+    PyTorch runs them all. Each call is counted as what will run it."""
 
-    def find(
-        self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
-    ) -> Kernel | None: ...
-
-    def has(
-        self, operator: str, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
-    ) -> bool: ...
+    def find(self, calls: Sequence[Call]) -> list[Kernel] | None: ...
 
 
 class Ops:
@@ -72,30 +70,22 @@ class Ops:
                 return output
         return self._call("embedding_bag_pooled", _embedding_bag_pooled, inputs, mode=mode)
 
-    def _trainable_lookup(self, inputs: tuple[torch.Tensor, ...], mode: str) -> tuple[Kernel, Kernel] | None:
-        """The forward and backward kernels for a training call, or None unless both exist (then
-        the missing ones are asked for, so the call is reported as PyTorch's, with the reason).
-        The backward's shape is the forward's; its output gradient is stood in for by a view of
-        one zero, since only its size is read before the backward runs."""
+    def _trainable_lookup(self, inputs: tuple[torch.Tensor, ...], mode: str) -> list[Kernel] | None:
+        """The forward and backward kernels for a training call, or None unless both exist. The
+        backward's shape is the forward's; its output gradient is stood in for by a view of one
+        zero, since only its size is read before the backward runs."""
         assert self.kernels is not None
         weights, table_offsets, indices, offsets = inputs
         tables = table_offsets.numel() - 1
         batch = (offsets.numel() - 1) // max(tables, 1)
         grad_output = weights.new_zeros(()).expand(batch, tables * weights.shape[1])
-        calls = [
-            ("embedding_bag_pooled", inputs),
-            ("embedding_bag_pooled_backward", (grad_output, table_offsets, indices, offsets)),
-        ]
         attributes = {"mode": mode}
-        present = [self.kernels.has(name, args, attributes) for name, args in calls]
-        if not all(present):
-            for (name, args), found in zip(calls, present, strict=True):
-                if not found:
-                    self.kernels.find(name, args, attributes)
-            return None
-        forward, backward = (self.kernels.find(name, args, attributes) for name, args in calls)
-        assert forward is not None and backward is not None
-        return forward, backward
+        return self.kernels.find(
+            [
+                ("embedding_bag_pooled", inputs, attributes),
+                ("embedding_bag_pooled_backward", (grad_output, table_offsets, indices, offsets), attributes),
+            ]
+        )
 
     def dcn_cross(self, x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
         """One DCN-v2 cross layer, ``x0 * (W x + b) + x``: ``weights`` is (W, b), or (U, V, b)
@@ -120,9 +110,9 @@ class Ops:
         self, name: str, pytorch: Kernel, inputs: tuple[torch.Tensor, ...], **attributes: Attribute
     ) -> torch.Tensor:
         if self.kernels is not None and not _needs_gradient(inputs):
-            kernel = self.kernels.find(name, inputs, attributes)
-            if kernel is not None:
-                return kernel(*inputs, **attributes)
+            found = self.kernels.find([(name, inputs, attributes)])
+            if found is not None:
+                return found[0](*inputs, **attributes)
         return pytorch(*inputs, **attributes)
 
 

@@ -240,7 +240,7 @@ EMBEDDING_BAG = CpuTemplate(
 
 # embedding_bag_pooled_backward ----------------------------------------------------------
 # Each table owns its rows of the weight's gradient, so threads that take whole tables (or
-# whole column stripes of a table: split) never add into the same row, and the sums come out
+# whole column stripes of a table: stripes) never add into the same row, and the sums come out
 # in the same order on every run. schedule: how (table, stripe) pairs are dealt to threads.
 
 _EMBEDDING_BACKWARD_CPP = Template(r"""#include <algorithm>
