@@ -62,7 +62,7 @@ async def test_a_budget_extension_reaches_exploitation_and_confirmation(
 
     campaign_id = campaign_where(wanted, [], chances, second_round=LEADING)
     services.start_services(workers=2, env={"REA_INJECT_FAULTS": json.dumps(chances)})
-    budget = round(first_estimate(epochs=1) + 1, 2)  # no history: the baseline's retry cannot fit
+    budget = round(first_estimate(epochs=1) + 0.2, 2)  # no history: the baseline's retry cannot fit
     request = campaign_request(
         budget_cpu_seconds=budget,
         auto_approve_cpu_seconds=budget,
