@@ -84,9 +84,11 @@ def _speedups(outcome: TuningOutcome, peak: float) -> list[list[str]]:
     return rows
 
 
-def compare_searches(operator: str, budget: int, seeds: int, settings: Settings) -> search.Comparison:
+def compare_searches(
+    operator: str, budget: int, seeds: int, settings: Settings, settle: tuple[int, int] = (0, 0)
+) -> search.Comparison:
     """Both searches on the same evaluations (a point both propose is evaluated once), each
-    configured as :func:`rea_kernel.tuning.tune` runs it."""
+    configured as :func:`rea_kernel.tuning.tune` runs it; ``settle``: see :func:`search.compare`."""
     target = get_target("cpu")
 
     def shown(number: int, candidate: Candidate, evaluation: Evaluation) -> None:
@@ -95,7 +97,9 @@ def compare_searches(operator: str, budget: int, seeds: int, settings: Settings)
     cost = CandidateCost(target, operator, settings, shown)
     space = search.SearchSpace(target.search_space(operator))
     initial = [target.default_params(operator)]
-    return search.compare(space, cost, budget, range(seeds), initial=initial, warmup=tree_warmup(budget))
+    return search.compare(
+        space, cost, budget, range(seeds), initial=initial, warmup=tree_warmup(budget), settle=settle
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,6 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=8, help="Evaluations per operator's search.")
     parser.add_argument("--compare-budget", type=int, default=16, help="Evaluations per method and seed.")
     parser.add_argument("--compare-seeds", type=int, default=2, help="0 skips the comparison.")
+    parser.add_argument(
+        "--settle",
+        type=int,
+        nargs=2,
+        default=(3, 2),
+        metavar=("LEADERS", "TIMES"),
+        help="Measure each search's LEADERS best points TIMES more and judge both searches on the "
+        "medians (0 0: on single measurements).",
+    )
     parser.add_argument("--repeats", type=int, default=10, help="Timed runs per shape (median).")
     parser.add_argument(
         "--flush-mb",
@@ -148,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     if args.compare_seeds:
-        comparison = compare_searches(COMPARED, args.compare_budget, args.compare_seeds, settings)
+        settle = (args.settle[0], args.settle[1])
+        comparison = compare_searches(COMPARED, args.compare_budget, args.compare_seeds, settings, settle)
         compare_rows = [
             [
                 str(seed.seed),
@@ -157,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                 "missed"
                 if seed.evaluations_to_reach_random_best is None
                 else str(seed.evaluations_to_reach_random_best),
+                str(seed.remeasured),
             ]
             for seed in comparison.seeds
         ]
@@ -168,10 +183,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         print_table(
             f"{COMPARED}: MCTS + evolution vs random search, {args.compare_budget} evaluations each",
-            ["seed", "MCTS+evo best (time/eager)", "random best", "MCTS+evo evaluations to random's best"],
+            [
+                "seed",
+                "MCTS+evo best (time/eager)",
+                "random best",
+                "MCTS+evo evaluations to random's best",
+                "points re-measured",
+            ],
             compare_rows,
             caption=f"goal: random's best within half the budget ({args.compare_budget // 2}); "
-            f"mean {'-' if mean is None else f'{mean:.1f}'}",
+            f"mean {'-' if mean is None else f'{mean:.1f}'}; costs of re-measured points are the median "
+            f"of {1 + settle[1]} measurements (the {settle[0]} best of each search, until settled)",
         )
         report["comparison"] = comparison.model_dump(mode="json")
     if args.json:

@@ -30,6 +30,7 @@ import bisect
 import itertools
 import math
 import random
+import statistics
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -516,19 +517,66 @@ class _MctsEvolution:
         return None
 
 
+_PointKey = tuple[tuple[str, type, ParamValue], ...]
+
+
+def _point_key(point: Mapping[str, ParamValue]) -> _PointKey:
+    return tuple((name, *_typed(value)) for name, value in point.items())
+
+
 class _SharedCache:
     """One evaluation per distinct point, shared by the searches compared on one seed: equal
     points cost one evaluation in wall time but count toward each search's own budget."""
 
     def __init__(self, evaluate: Evaluate) -> None:
         self._evaluate = evaluate
-        self.costs: dict[tuple[tuple[str, type, ParamValue], ...], float | None] = {}
+        self.costs: dict[_PointKey, float | None] = {}
 
     def __call__(self, point: Mapping[str, ParamValue]) -> float | None:
-        key = tuple((name, *_typed(value)) for name, value in point.items())
+        key = _point_key(point)
         if key not in self.costs:
             self.costs[key] = self._evaluate(point)
         return self.costs[key]
+
+
+def _settle_leaders(
+    traces: Iterable[SearchTrace], evaluate: Evaluate, leaders: int, times: int
+) -> tuple[dict[_PointKey, float | None], int]:
+    """Measure the ``leaders`` cheapest points of each trace ``times`` more and keep the median
+    of all their measurements, until every trace's leaders by these costs have been measured so
+    (a leader whose median rose can let another point lead). Returns the settled cost of each
+    re-measured point (None if a repeat failed: a flaky candidate loses) and how many there were.
+
+    One timing of a kernel on a shared machine is noisier than most differences between kernels,
+    so the cheapest single timing is often a lucky draw: a comparison that counts evaluations to
+    reach it measures luck, not search."""
+    traces = tuple(traces)
+    settled: dict[_PointKey, float | None] = {}
+
+    def current(evaluation: Evaluation) -> float:
+        return _cost(settled.get(_point_key(evaluation.point), evaluation.cost))
+
+    while True:
+        unsettled = {}
+        for trace in traces:
+            ranked = sorted((e for e in trace.evaluations if e.cost is not None), key=current)
+            for evaluation in ranked[:leaders]:
+                if (key := _point_key(evaluation.point)) not in settled:
+                    unsettled[key] = evaluation
+        if not unsettled:
+            return settled, len(settled)
+        for key, evaluation in unsettled.items():
+            measured = [evaluation.cost, *(evaluate(evaluation.point) for _ in range(times))]
+            succeeded = [value for value in measured if value is not None]
+            settled[key] = statistics.median(succeeded) if len(succeeded) == len(measured) else None
+
+
+def _with_costs(trace: SearchTrace, costs: Mapping[_PointKey, float | None]) -> SearchTrace:
+    evaluations = tuple(
+        e.model_copy(update={"cost": costs[key]}) if (key := _point_key(e.point)) in costs else e
+        for e in trace.evaluations
+    )
+    return trace.model_copy(update={"evaluations": evaluations})
 
 
 class SeedComparison(BaseModel):
@@ -541,6 +589,9 @@ class SeedComparison(BaseModel):
     mcts_evolution: SearchTrace
     random: SearchTrace
     distinct_evaluations: int
+    remeasured: int = 0
+    """Points whose cost in the traces is the median of repeated measurements (see
+    :func:`compare`'s ``settle``)."""
 
     @property
     def mcts_evolution_best(self) -> float | None:
@@ -590,18 +641,32 @@ def compare(
     *,
     initial: Iterable[Mapping[str, ParamValue]] = (),
     warmup: int = 16,
+    settle: tuple[int, int] = (0, 0),
 ) -> Comparison:
     """Run :func:`mcts_evolution` (with ``warmup``) and :func:`random_search` with ``budget``
-    evaluations each on every seed, through one cache per seed, from the same ``initial`` points."""
+    evaluations each on every seed, through one cache per seed, from the same ``initial`` points.
+
+    ``settle=(leaders, times)``: for a noisy ``evaluate``, measure each search's ``leaders``
+    cheapest points ``times`` more and judge both on the medians (the same for both searches,
+    outside their budgets; see :func:`_settle_leaders`)."""
     start = tuple(initial)
+    leaders, times = settle
     runs = []
     for seed in seeds:
         cache = _SharedCache(evaluate)
         mcts = mcts_evolution(space, cache, budget, seed, initial=start, warmup=warmup)
         uniform = random_search(space, cache, budget, seed, initial=start)
+        remeasured = 0
+        if leaders and times:
+            settled, remeasured = _settle_leaders((mcts, uniform), evaluate, leaders, times)
+            mcts, uniform = _with_costs(mcts, settled), _with_costs(uniform, settled)
         runs.append(
             SeedComparison(
-                seed=seed, mcts_evolution=mcts, random=uniform, distinct_evaluations=len(cache.costs)
+                seed=seed,
+                mcts_evolution=mcts,
+                random=uniform,
+                distinct_evaluations=len(cache.costs),
+                remeasured=remeasured,
             )
         )
     return Comparison(budget=budget, seeds=tuple(runs))

@@ -370,3 +370,33 @@ def test_random_spaces_give_admitted_points_never_repeated() -> None:
             assert len(set(keys(trace))) == len(trace.evaluations) == min(budget, admitted)
 
     check()
+
+
+def test_settling_judges_both_searches_on_medians_not_on_a_lucky_timing() -> None:
+    """A noisy cost where one poor point once timed very fast: on single measurements that draw
+    is random search's best; settled, every leader's cost is the median of three measurements,
+    so the lucky draw no longer leads, and a point that failed when measured again loses."""
+    lucky = {"block_m": 16, "block_n": 16, "block_k": 8, "vector_width": 1, "num_warps": 1, "unroll": 1}
+    flaky = {**lucky, "unroll": 2}
+    draws: dict[tuple[Any, ...], int] = {}
+
+    def noisy(point: Point) -> float | None:
+        key = tuple(sorted(point.items(), key=str))
+        draws[key] = draws.get(key, 0) + 1
+        if {k: point[k] for k in lucky} == lucky and point["accumulate"] == "fp32":
+            return 1e-6 if draws[key] == 1 else 1.0  # once fast, then its real cost
+        if {k: point[k] for k in flaky} == flaky and point["accumulate"] == "fp32":
+            return 1e-6 if draws[key] == 1 else None  # once fast, then it fails
+        return tiling_cost(point)
+
+    start = [{**lucky, "accumulate": "fp32"}, {**flaky, "accumulate": "fp32"}]
+    raw = compare(TILING, noisy, 30, seeds=[0], initial=start).seeds[0]
+    assert raw.random_best == 1e-6 and raw.remeasured == 0
+    draws.clear()
+    settled = compare(TILING, noisy, 30, seeds=[0], initial=start, settle=(3, 2)).seeds[0]
+    assert settled.remeasured >= 3
+    by_point = {tuple(sorted(e.point.items(), key=str)): e.cost for e in settled.random.evaluations}
+    assert by_point[tuple(sorted(start[0].items(), key=str))] == 1.0, "median of 1e-6, 1.0, 1.0"
+    assert by_point[tuple(sorted(start[1].items(), key=str))] is None, "failed when measured again"
+    assert settled.random_best is not None and 1e-6 < settled.random_best < 1.0
+    assert settled.mcts_evolution.evaluations[0].cost == 1.0, "the same settled cost in both traces"

@@ -86,24 +86,39 @@ namespace {
 constexpr int64_t kChunk = $chunk;
 constexpr int64_t kUnroll = $unroll;
 constexpr int64_t kPrefetchBags = $prefetch_bags;
+constexpr int64_t kPrefetchIds = $prefetch_ids;
+
+// Asks for the row of the id kPrefetchIds places ahead in this table's index stream (bags run
+// on into the next ones), so that a steady number of misses is in flight while rows are summed.
+inline void prefetch_ahead(const float* table, const int64_t* ids, int64_t at, const int64_t* stream_end,
+                           int64_t dim) {
+  if (kPrefetchIds > 0 && ids + at + kPrefetchIds < stream_end) {
+    const float* row = table + ids[at + kPrefetchIds] * dim;
+    for (int64_t c = 0; c < dim; c += 16) __builtin_prefetch(row + c);
+  }
+}
 
 // Pools columns [0, width) of one bag into out. WIDTH > 0 fixes the width at compile time (a
 // full chunk); WIDTH == 0 reads it from `width` (the last, partial chunk). kUnroll independent
-// accumulators hide the latency of the additions.
+// accumulators hide the latency of the additions. `ahead`: the end of the table's index
+// stream, to prefetch the rows of ids further on in it (null: no prefetching, a later chunk).
 template <int64_t WIDTH>
 inline void pool_columns(const float* __restrict table, const int64_t* __restrict ids, int64_t length,
-                         int64_t dim, int64_t width, bool mean, float* __restrict out) {
+                         int64_t dim, int64_t width, bool mean, float* __restrict out,
+                         const int64_t* ahead) {
   const int64_t w = WIDTH > 0 ? WIDTH : width;
   float acc[kUnroll][kChunk] = {};
   int64_t j = 0;
   for (; j + kUnroll <= length; j += kUnroll) {
     for (int64_t u = 0; u < kUnroll; ++u) {
+      if (ahead) prefetch_ahead(table, ids, j + u, ahead, dim);
       const float* __restrict row = table + ids[j + u] * dim;
       $simd
       for (int64_t k = 0; k < w; ++k) acc[u][k] += row[k];
     }
   }
   for (; j < length; ++j) {
+    if (ahead) prefetch_ahead(table, ids, j, ahead, dim);
     const float* __restrict row = table + ids[j] * dim;
     $simd
     for (int64_t k = 0; k < w; ++k) acc[0][k] += row[k];
@@ -126,14 +141,16 @@ inline void prefetch_bag(const float* table, const int64_t* ids, int64_t length,
   }
 }
 
-// One bag, all its columns; an empty bag pools to zeros.
+// One bag, all its columns; an empty bag pools to zeros. The first chunk prefetches (whole rows).
 inline void pool_bag(const float* table, const int64_t* ids, int64_t length, int64_t dim, bool mean,
-                     float* out) {
+                     float* out, const int64_t* stream_end) {
   int64_t c = 0;
   for (; c + kChunk <= dim; c += kChunk) {
-    pool_columns<kChunk>(table + c, ids, length, dim, kChunk, mean, out + c);
+    const int64_t* ahead = c == 0 ? stream_end : nullptr;
+    pool_columns<kChunk>(table + c, ids, length, dim, kChunk, mean, out + c, ahead);
   }
-  if (c < dim) pool_columns<0>(table + c, ids, length, dim, dim - c, mean, out + c);
+  const int64_t* ahead = c == 0 ? stream_end : nullptr;
+  if (c < dim) pool_columns<0>(table + c, ids, length, dim, dim - c, mean, out + c, ahead);
 }
 
 }  // namespace
@@ -151,7 +168,8 @@ _POOL = """if (kPrefetchBags > 0 && $ahead < tables * batch) {
                    offsets[next + 1] - offsets[next], dim);
     }
     pool_bag(weights + table_offsets[table] * dim, indices + offsets[bag], offsets[bag + 1] - offsets[bag],
-             dim, mean != 0, out + (example * tables + table) * dim);"""
+             dim, mean != 0, out + (example * tables + table) * dim,
+             indices + offsets[(table + 1) * batch]);"""
 
 _EMBEDDING_LOOPS = {
     # One parallel loop over every (table, bag) pair, in the order of the indices.
@@ -201,6 +219,7 @@ def _embedding_cpp(params: Params) -> str:
         chunk=params["chunk"],
         unroll=params["unroll"],
         prefetch_bags=params["prefetch_bags"],
+        prefetch_ids=params["prefetch_ids"],
         simd=simd(params),
         loop=loop,
     )
@@ -215,6 +234,7 @@ EMBEDDING_BAG = CpuTemplate(
             "chunk": (32, 16, 64, 128),
             "unroll": (2, 1, 4),
             "prefetch_bags": (4, 2, 1, 0),
+            "prefetch_ids": (0, 8, 16, 32),
             "simd": _SIMD,
             "threads": _THREADS,
         }
@@ -416,13 +436,18 @@ _MATMUL_BODIES = {
   Aligned packed(panels * depth * kPanel);
   Aligned padded_bias(panels * kPanel);
   for (int64_t c = 0; c < panels * kPanel; ++c) padded_bias.data[c] = (bias && c < cols) ? bias[c] : 0.0f;
+  // Row by row of w, so that the reads (from memory, the first time) are sequential; the
+  // strided writes land in a panel that stays in cache.
   $pragma
   for (int64_t p = 0; p < panels; ++p) {
-    for (int64_t k = 0; k < depth; ++k) {
-      float* __restrict dst = packed.data + (p * depth + k) * kPanel;
-      for (int64_t j = 0; j < kPanel; ++j) {
-        const int64_t c = p * kPanel + j;
-        dst[j] = c < cols ? w[c * depth + k] : 0.0f;
+    for (int64_t j = 0; j < kPanel; ++j) {
+      const int64_t c = p * kPanel + j;
+      float* __restrict dst = packed.data + p * depth * kPanel + j;
+      if (c < cols) {
+        const float* __restrict src = w + c * depth;
+        for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = src[k];
+      } else {
+        for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = 0.0f;
       }
     }
   }
