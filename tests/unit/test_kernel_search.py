@@ -376,8 +376,15 @@ def test_settling_judges_both_searches_on_medians_not_on_a_lucky_timing() -> Non
     """A noisy cost where one poor point once timed very fast: on single measurements that draw
     is random search's best; settled, every leader's cost is the median of three measurements,
     so the lucky draw no longer leads, and a point that failed when measured again loses."""
-    lucky = {"block_m": 16, "block_n": 16, "block_k": 8, "vector_width": 1, "num_warps": 1, "unroll": 1}
-    flaky = {**lucky, "unroll": 2}
+    lucky: dict[str, ParamValue] = {
+        "block_m": 16,
+        "block_n": 16,
+        "block_k": 8,
+        "vector_width": 1,
+        "num_warps": 1,
+        "unroll": 1,
+    }
+    flaky: dict[str, ParamValue] = {**lucky, "unroll": 2}
     draws: dict[tuple[Any, ...], int] = {}
 
     def noisy(point: Point) -> float | None:
@@ -389,7 +396,7 @@ def test_settling_judges_both_searches_on_medians_not_on_a_lucky_timing() -> Non
             return 1e-6 if draws[key] == 1 else None  # once fast, then it fails
         return tiling_cost(point)
 
-    start = [{**lucky, "accumulate": "fp32"}, {**flaky, "accumulate": "fp32"}]
+    start: list[dict[str, ParamValue]] = [{**lucky, "accumulate": "fp32"}, {**flaky, "accumulate": "fp32"}]
     raw = compare(TILING, noisy, 30, seeds=[0], initial=start).seeds[0]
     assert raw.random_best == 1e-6 and raw.remeasured == 0
     draws.clear()
