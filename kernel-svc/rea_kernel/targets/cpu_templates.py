@@ -86,39 +86,24 @@ namespace {
 constexpr int64_t kChunk = $chunk;
 constexpr int64_t kUnroll = $unroll;
 constexpr int64_t kPrefetchBags = $prefetch_bags;
-constexpr int64_t kPrefetchIds = $prefetch_ids;
-
-// Asks for the row of the id kPrefetchIds places ahead in this table's index stream (bags run
-// on into the next ones), so that a steady number of misses is in flight while rows are summed.
-inline void prefetch_ahead(const float* table, const int64_t* ids, int64_t at, const int64_t* stream_end,
-                           int64_t dim) {
-  if (kPrefetchIds > 0 && ids + at + kPrefetchIds < stream_end) {
-    const float* row = table + ids[at + kPrefetchIds] * dim;
-    for (int64_t c = 0; c < dim; c += 16) __builtin_prefetch(row + c);
-  }
-}
 
 // Pools columns [0, width) of one bag into out. WIDTH > 0 fixes the width at compile time (a
 // full chunk); WIDTH == 0 reads it from `width` (the last, partial chunk). kUnroll independent
-// accumulators hide the latency of the additions. `ahead`: the end of the table's index
-// stream, to prefetch the rows of ids further on in it (null: no prefetching, a later chunk).
+// accumulators hide the latency of the additions.
 template <int64_t WIDTH>
 inline void pool_columns(const float* __restrict table, const int64_t* __restrict ids, int64_t length,
-                         int64_t dim, int64_t width, bool mean, float* __restrict out,
-                         const int64_t* ahead) {
+                         int64_t dim, int64_t width, bool mean, float* __restrict out) {
   const int64_t w = WIDTH > 0 ? WIDTH : width;
   float acc[kUnroll][kChunk] = {};
   int64_t j = 0;
   for (; j + kUnroll <= length; j += kUnroll) {
     for (int64_t u = 0; u < kUnroll; ++u) {
-      if (ahead) prefetch_ahead(table, ids, j + u, ahead, dim);
       const float* __restrict row = table + ids[j + u] * dim;
       $simd
       for (int64_t k = 0; k < w; ++k) acc[u][k] += row[k];
     }
   }
   for (; j < length; ++j) {
-    if (ahead) prefetch_ahead(table, ids, j, ahead, dim);
     const float* __restrict row = table + ids[j] * dim;
     $simd
     for (int64_t k = 0; k < w; ++k) acc[0][k] += row[k];
@@ -141,16 +126,14 @@ inline void prefetch_bag(const float* table, const int64_t* ids, int64_t length,
   }
 }
 
-// One bag, all its columns; an empty bag pools to zeros. The first chunk prefetches (whole rows).
+// One bag, all its columns; an empty bag pools to zeros.
 inline void pool_bag(const float* table, const int64_t* ids, int64_t length, int64_t dim, bool mean,
-                     float* out, const int64_t* stream_end) {
+                     float* out) {
   int64_t c = 0;
   for (; c + kChunk <= dim; c += kChunk) {
-    const int64_t* ahead = c == 0 ? stream_end : nullptr;
-    pool_columns<kChunk>(table + c, ids, length, dim, kChunk, mean, out + c, ahead);
+    pool_columns<kChunk>(table + c, ids, length, dim, kChunk, mean, out + c);
   }
-  const int64_t* ahead = c == 0 ? stream_end : nullptr;
-  if (c < dim) pool_columns<0>(table + c, ids, length, dim, dim - c, mean, out + c, ahead);
+  if (c < dim) pool_columns<0>(table + c, ids, length, dim, dim - c, mean, out + c);
 }
 
 }  // namespace
@@ -168,8 +151,7 @@ _POOL = """if (kPrefetchBags > 0 && $ahead < tables * batch) {
                    offsets[next + 1] - offsets[next], dim);
     }
     pool_bag(weights + table_offsets[table] * dim, indices + offsets[bag], offsets[bag + 1] - offsets[bag],
-             dim, mean != 0, out + (example * tables + table) * dim,
-             indices + offsets[(table + 1) * batch]);"""
+             dim, mean != 0, out + (example * tables + table) * dim);"""
 
 _EMBEDDING_LOOPS = {
     # One parallel loop over every (table, bag) pair, in the order of the indices.
@@ -219,7 +201,6 @@ def _embedding_cpp(params: Params) -> str:
         chunk=params["chunk"],
         unroll=params["unroll"],
         prefetch_bags=params["prefetch_bags"],
-        prefetch_ids=params["prefetch_ids"],
         simd=simd(params),
         loop=loop,
     )
@@ -234,7 +215,6 @@ EMBEDDING_BAG = CpuTemplate(
             "chunk": (32, 16, 64, 128),
             "unroll": (2, 1, 4),
             "prefetch_bags": (4, 2, 1, 0),
-            "prefetch_ids": (0, 8, 16, 32),
             "simd": _SIMD,
             "threads": _THREADS,
         }
@@ -506,7 +486,7 @@ _MATMUL_BODIES = {
 _DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
     "loop_order": ("packed", "dot", "axpy"),
     "micro_rows": (6, 4, 8, 12),
-    "micro_vectors": (2, 1, 4),
+    "micro_vectors": (4, 2, 1),
     "tile_order": ("rows", "panels"),
     "block_rows": (8, 1, 4, 16, 32),
     "block_cols": (64, 16, 32, 128, 256),
@@ -592,8 +572,9 @@ DCN_CROSS = CpuTemplate(
 )
 
 
-# erf for gelu: the C library's (exact, one call per element), or a rational approximation on
-# [-4, 4] (erf is +-1 in float beyond) that vectorises; the evaluator decides if it is close enough.
+# erf for gelu: a rational approximation on [-4, 4] (erf is +-1 in float beyond) that vectorises,
+# or the C library's (exact, one call per element: it keeps the epilogue scalar, measured 2x slower
+# on the whole layer); the evaluator decides if the approximation is close enough.
 _ERF = {"std": "std::erf", "rational": "rational_erf"}
 _RATIONAL_ERF = r"""
 namespace {
@@ -650,7 +631,7 @@ extern "C" void linear_bias_act(const float* x, const float* w, const float* bia
 
 LINEAR_BIAS_ACT = CpuTemplate(
     symbol="linear_bias_act",
-    space=MappingProxyType({**_DENSE_SPACE, "erf": ("std", "rational")}),
+    space=MappingProxyType({"erf": ("rational", "std"), **_DENSE_SPACE}),
     cpp=_linear_cpp,
     argtypes="[ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
     run="""_ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
