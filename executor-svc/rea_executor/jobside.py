@@ -46,6 +46,7 @@ from rea.runtime import Runtime, connect, start_broker
 from rea.settings import Settings
 from rea.workloads import JobCost, JobError, JobOutput, get_workload
 from rea_executor.backends.base import JOB_EVENT_ENV
+from rea_executor.confine import job_environment
 from rea_executor.runbook import BACKOFF_MAX_S
 from rea_executor.runner import Fault, JobWatch, StopReason, run_job
 from rea_executor.warm import WarmStarts
@@ -154,9 +155,18 @@ class JobSide:
         fault = drawn_fault(self.rt.settings.inject_faults, spec.job_id)
         prepare = dataset not in self.prepared
         kernels = await self._kernels(spec)
+        settings = self.rt.settings
         running = asyncio.create_task(
             asyncio.to_thread(
-                run_job, spec, fault, prepare=prepare, watch=watch, warm=self.warm, kernels=kernels
+                run_job,
+                spec,
+                fault,
+                prepare=prepare,
+                watch=watch,
+                warm=self.warm,
+                kernels=kernels,
+                environment=job_environment(os.environ, settings.job_env_passthrough),
+                file_bytes=settings.job_file_mb << 20,
             )
         )
         while watch.pid is None and not running.done():

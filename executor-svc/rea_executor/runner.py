@@ -18,9 +18,9 @@ cancelled campaign, a worker shutting down). The job's stdout and stderr are kep
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -49,11 +49,14 @@ from rea.workloads import (
     JobOutput,
     get_workload,
 )
+from rea_executor.confine import JobLimits, job_environment, limit_files
 from rea_executor.warm import Ended, Launch, WarmStarts, Zygote, ZygoteError, die_with_parent, reaped
 
 log = structlog.get_logger()
 
 OOM_EXIT_CODE = 3
+FILE_BYTES = 2 << 30
+"""The largest file a job may write unless its caller says otherwise (``REA_JOB_FILE_MB``)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ def run_job(
     watch: JobWatch | None = None,
     warm: WarmStarts | None = None,
     kernels: Sequence[KernelEntry] = (),
+    environment: Mapping[str, str] | None = None,
+    file_bytes: int = FILE_BYTES,
 ) -> JobOutput:
     """Blocking: run the job to completion (or its limits) and return what it reported.
 
@@ -110,13 +115,17 @@ def run_job(
     pid, CPU so far and output, and can stop it. ``warm``: the zygotes to fork the job from
     when its workload preloads modules (else, or should no zygote start, it starts cold).
     ``kernels``: the kernel registry's entries, handed to a job that asked for evolved kernels.
+    ``environment``: all the job's process sees of its caller's (default: this process's,
+    scrubbed by :func:`~rea_executor.confine.job_environment`; a zygote's is its own, set by
+    ``warm``); ``file_bytes``: the largest file it may write.
     """
     watch = watch or JobWatch()
+    environment = job_environment(os.environ) if environment is None else environment
     try:
         workload = get_workload(spec.workload)
     except KeyError:
         return _failed("invalid_config", f"unknown workload {spec.workload!r}")
-    if prepare and (problem := prepare_dataset(spec.workload, spec.dataset)):
+    if prepare and (problem := prepare_dataset(spec.workload, spec.dataset, environment, file_bytes)):
         if watch.stopping.is_set():  # stopped while it prepared: that is why, not the data
             return _failed(watch.stop_reason, f"{watch.stop_message} while it prepared its data")
         # A signal is something done to the job (a cluster stopping it), not a fault in the data.
@@ -139,9 +148,11 @@ def run_job(
         if fault in ("oom", "nan"):
             env[FAULT_ENV] = fault
         # The time limit is wall-clock; a job given several cores may use that many CPU-s a second.
-        limits = Limits(spec.memory_mb * 1024 * 1024, int(spec.timeout_s * max(spec.cpus, 1.0)) + 1)
+        limits = JobLimits(
+            spec.memory_mb * 1024 * 1024, int(spec.timeout_s * max(spec.cpus, 1.0)) + 1, file_bytes
+        )
         kill_after = KILL_AFTER_S if fault == "kill" else None
-        start = partial(_start_cold, [*workload.command(), *args], env, log_path, limits)
+        start = partial(_start_cold, [*workload.command(), *args], {**environment, **env}, log_path, limits)
         warmable = warm_module(workload)
         if warm is not None and warmable is not None:
             module, modules = warmable
@@ -152,8 +163,9 @@ def run_job(
                 log_path=str(log_path),
                 memory_bytes=limits.memory_bytes,
                 cpu_limit_s=limits.cpu_seconds,
+                file_bytes=limits.file_bytes,
             )
-            start = partial(_start_warm, warm, modules, launch, start)
+            start = partial(_start_warm, warm, modules, environment, launch, start)
         ended = _run(start, spec.timeout_s, watch, kill_after, progress_path, spec.stop_above)
         watch.log = _tail(log_path, LOG_LIMIT)
         stderr = watch.log[-2000:]
@@ -172,6 +184,11 @@ def run_job(
         return _failed("timeout", f"killed after {spec.timeout_s:g}s", cost)
     if output is not None:
         return output.model_copy(update={"cost": cost})
+    if ended.code == -signal.SIGXCPU:
+        return _failed("timeout", f"used its {limits.cpu_seconds} CPU-s limit", cost)
+    # Python ignores SIGXFSZ, so its write fails with EFBIG instead; other programs die of it.
+    if ended.code == -signal.SIGXFSZ or os.strerror(errno.EFBIG) in stderr:
+        return _failed("error", f"wrote past its file size limit ({file_bytes >> 20} MiB)", cost)
     kind: Literal["oom", "killed", "error"] = "error"
     if ended.code == OOM_EXIT_CODE or "MemoryError" in stderr:
         kind = "oom"
@@ -201,19 +218,29 @@ SIGNALLED = "stopped by signal"
 """How :func:`prepare_dataset` begins its answer when a signal ended the preparation."""
 
 
-def prepare_dataset(workload: str, dataset: str) -> str | None:
+def prepare_dataset(
+    workload: str, dataset: str, environment: Mapping[str, str] | None = None, file_bytes: int = FILE_BYTES
+) -> str | None:
     """Blocking: the workload's ``prepare`` in a child process, because it may be slow and hold
     the GIL (loading torch, generating data) while the worker's lease heartbeat must keep
-    beating. Returns what went wrong, or None when the dataset is ready."""
+    beating; it sees ``environment`` only (default: this process's, scrubbed) and may write
+    files up to ``file_bytes``. Returns
+    what went wrong, or None when the dataset is ready."""
+
+    def confined() -> None:
+        limit_files(file_bytes)
+        die_with_parent()
+
     done = subprocess.run(
         [sys.executable, "-m", "rea_executor.runner", workload, dataset],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=job_environment(os.environ) if environment is None else dict(environment),
         check=False,
         # In a session of its own, like the job: a signal to the worker's process group (a
         # cluster stopping the job side) is the worker's to handle, and it reports why.
         start_new_session=True,
-        preexec_fn=die_with_parent,
+        preexec_fn=confined,
     )
     if done.returncode == 0:
         return None
@@ -235,13 +262,6 @@ def warm_module(workload: object) -> tuple[str, tuple[str, ...]] | None:
         return None
     modules = tuple(str(m) for m in preload())
     return (argv[2], modules) if modules else None
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int
-    cpu_seconds: int
-    """A backstop should the worker die: the kernel stops the job past this much CPU."""
 
 
 class _Process(Protocol):
@@ -293,19 +313,22 @@ class _Warm:
 
 
 @contextlib.contextmanager
-def _start_cold(argv: list[str], env: dict[str, str], log_path: Path, limits: Limits) -> Iterator[_Process]:
+def _start_cold(
+    argv: list[str], environment: dict[str, str], log_path: Path, limits: JobLimits
+) -> Iterator[_Process]:
+    def confined() -> None:  # in the child, before exec: limited from its first instruction,
+        limits.apply()
+        die_with_parent()  # and it dies with its worker's thread
+
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+            env=environment,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # before exec: the job dies with its worker's thread
+            preexec_fn=confined,
         )
-    with contextlib.suppress(ProcessLookupError):
-        resource.prlimit(proc.pid, resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        resource.prlimit(proc.pid, resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
     yield _Cold(proc)
 
 
@@ -313,13 +336,14 @@ def _start_cold(argv: list[str], env: dict[str, str], log_path: Path, limits: Li
 def _start_warm(
     warm: WarmStarts,
     modules: tuple[str, ...],
+    environment: Mapping[str, str],
     launch: Launch,
     cold: Callable[[], contextlib.AbstractContextManager[_Process]],
 ) -> Iterator[_Process]:
-    """Fork the job from a zygote; start it cold when no zygote can."""
+    """Fork the job from a zygote started with ``environment``; start it cold when no zygote can."""
     with contextlib.ExitStack() as stack:
         try:
-            zygote = stack.enter_context(warm.zygote(modules))
+            zygote = stack.enter_context(warm.zygote(modules, environment))
             process: _Process = _Warm(zygote, zygote.launch(launch))
         except ZygoteError as exc:
             log.warning("warm_start_failed", modules=list(modules), error=str(exc))

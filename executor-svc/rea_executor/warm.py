@@ -34,7 +34,6 @@ import ctypes
 import importlib
 import json
 import os
-import resource
 import runpy
 import select
 import signal
@@ -42,12 +41,14 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from pydantic import BaseModel
+
+from rea_executor.confine import JobLimits
 
 log = structlog.get_logger()
 
@@ -66,6 +67,7 @@ class Launch(BaseModel):
     log_path: str
     memory_bytes: int
     cpu_limit_s: int
+    file_bytes: int
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,7 @@ def _become_job(launch: Launch) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         die_with_parent()
-        resource.setrlimit(resource.RLIMIT_AS, (launch.memory_bytes, launch.memory_bytes))
-        resource.setrlimit(resource.RLIMIT_CPU, (launch.cpu_limit_s, launch.cpu_limit_s + 5))
+        JobLimits(launch.memory_bytes, launch.cpu_limit_s, launch.file_bytes).apply()
         output = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(output, 1)
         os.dup2(output, 2)
@@ -175,14 +176,17 @@ def _become_job(launch: Launch) -> None:
 
 
 class Zygote:
-    """A started zygote, for one job at a time."""
+    """A started zygote, for one job at a time. ``environment`` is all it, and so every job
+    forked from it, sees of its starter's (:func:`~rea_executor.confine.job_environment`)."""
 
-    def __init__(self, modules: tuple[str, ...]) -> None:
+    def __init__(self, modules: tuple[str, ...], environment: Mapping[str, str]) -> None:
         self.modules = modules
+        self.environment = dict(environment)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rea_executor.warm", *modules],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=self.environment,
             bufsize=0,  # unbuffered: select() must see every reply the pipe holds
         )
         if self._read(STARTUP_TIMEOUT_S) != {"ready": True}:
@@ -254,18 +258,21 @@ class WarmStarts:
     closed: bool = False
 
     @contextlib.contextmanager
-    def zygote(self, modules: tuple[str, ...]) -> Iterator[Zygote]:
-        """A zygote for ``modules``, exclusively, for one job; raises :class:`ZygoteError`
-        when none can start."""
+    def zygote(self, modules: tuple[str, ...], environment: Mapping[str, str]) -> Iterator[Zygote]:
+        """A zygote for ``modules`` started with ``environment``, exclusively, for one job;
+        raises :class:`ZygoteError` when none can start."""
         with self.lock:
             if self.closed or modules in self.failed:
                 raise ZygoteError("warm starts are closed" if self.closed else "its zygote failed before")
-            found = next((z for z in self.idle if z.modules == modules and z.alive()), None)
+            found = next(
+                (z for z in self.idle if z.modules == modules and z.environment == environment and z.alive()),
+                None,
+            )
             if found is not None:
                 self.idle.remove(found)
         if found is None:
             try:
-                found = Zygote(modules)
+                found = Zygote(modules, environment)
             except ZygoteError:
                 with self.lock:
                     self.failed.add(modules)

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, description="Job workers `rea up` and `rea demo` start.")
     job_timeout_s: float = Field(default=1800.0, description="The longest a worker lets any job run.")
     job_memory_mb: int = Field(default=4096, description="The most memory a worker lets any job use.")
+    job_file_mb: int = Field(default=2048, ge=1, description="The largest file a job may write.")
+    job_env_passthrough: list[str] = Field(
+        default_factory=list,
+        description="Variables a job's process inherits besides the job contract's own (PATH, HOME, "
+        "locale, thread counts, GPUs...); never a REA_ setting: a job sees no service credentials.",
+    )
     job_backend: Literal["local", "ray", "kubernetes"] = Field(
         default="local",
         description="Where a campaign's jobs run when the campaign names no backend: the local job "

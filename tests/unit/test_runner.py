@@ -7,6 +7,7 @@ job started cold (``python -m``) and forked warm from a zygote (:mod:`rea_execut
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -16,13 +17,14 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
 import rea_executor.runner as runner
 from rea.events import JobSpec
-from rea.workloads import EpochRecord
+from rea.workloads import PROGRESS_ENV, EpochRecord
+from rea_executor.confine import job_environment
 from rea_executor.warm import WarmStarts
 
 
@@ -36,9 +38,9 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, sys, time
 
-    mode = os.environ["REA_TEST_MODE"]
-    if os.environ.get("REA_TEST_IMPORT"):
-        __import__(os.environ["REA_TEST_IMPORT"])
+    mode = os.environ["FAKE_TRAINER_MODE"]
+    if os.environ.get("FAKE_TRAINER_IMPORT"):
+        __import__(os.environ["FAKE_TRAINER_IMPORT"])
     job = json.load(open(sys.argv[sys.argv.index("--job") + 1]))
     out = sys.argv[sys.argv.index("--output") + 1]
 
@@ -68,7 +70,7 @@ SCRIPT = textwrap.dedent(
         json.dump({"status": "ok"}, open(out, "w"))
     elif mode == "sleep":
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        open(os.environ["REA_TEST_PIDFILE"], "w").write(str(child.pid))
+        open(os.environ["FAKE_TRAINER_PIDFILE"], "w").write(str(child.pid))
         time.sleep(60)
     elif mode == "spin":
         print("spinning (marker-out-91)", flush=True)
@@ -94,6 +96,18 @@ SCRIPT = textwrap.dedent(
                   open(out, "w"))
     elif mode == "garbage":
         open(out, "w").write("{not json")
+    elif mode == "confined":  # what the job sees: its environment and its limits
+        import resource
+        limits = {name: resource.getrlimit(getattr(resource, name)) for name in
+                  ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_CORE")}
+        json.dump({"environment": dict(os.environ), "limits": limits},
+                  open(os.environ["FAKE_TRAINER_DUMP"], "w"))
+        json.dump({"status": "ok"}, open(out, "w"))
+    elif mode == "bigfile":  # 4 MiB into a file
+        with open(os.environ["FAKE_TRAINER_DUMP"], "wb") as big:
+            for _ in range(64):
+                big.write(b"x" * 65536)
+        json.dump({"status": "ok"}, open(out, "w"))
     elif mode == "noisy":
         sys.stderr.write("w" * 200_000)
         sys.stderr.flush()
@@ -129,12 +143,12 @@ def use_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UseMode:
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     )
-    monkeypatch.setattr(runner, "prepare_dataset", lambda workload, dataset: None)
+    monkeypatch.setattr(runner, "prepare_dataset", lambda *args: None)
 
     def choose(mode: str, preload: tuple[str, ...] = ("json",), imports: str = "json") -> None:
         """The fake trainer runs ``mode`` after importing ``imports``; its zygote preloads ``preload``."""
-        monkeypatch.setenv("REA_TEST_MODE", mode)
-        monkeypatch.setenv("REA_TEST_IMPORT", imports)
+        monkeypatch.setenv("FAKE_TRAINER_MODE", mode)
+        monkeypatch.setenv("FAKE_TRAINER_IMPORT", imports)
         monkeypatch.setattr(runner, "get_workload", lambda name: FakeWorkload(list(preload)))
 
     return choose
@@ -158,7 +172,15 @@ def zygotes() -> Iterator[WarmStarts]:
 @pytest.fixture(params=["cold", "warm"])
 def run(request: pytest.FixtureRequest, zygotes: WarmStarts) -> Run:
     """``run_job`` with the job started cold, or forked warm from a zygote."""
-    return partial(runner.run_job, warm=zygotes if request.param == "warm" else None)
+    return partial(run_job, warm=zygotes if request.param == "warm" else None)
+
+
+FAKE_TRAINER_VARIABLES = tuple(f"FAKE_TRAINER_{name}" for name in ("MODE", "IMPORT", "PIDFILE", "DUMP"))
+
+
+def run_job(spec: JobSpec, **kwargs: Any) -> runner.JobOutput:
+    """``run_job`` with the fake trainer's variables passed through the job's scrubbed environment."""
+    return runner.run_job(spec, environment=job_environment(os.environ, FAKE_TRAINER_VARIABLES), **kwargs)
 
 
 def job(timeout_s: float = 30, memory_mb: int = 512, **kw: object) -> JobSpec:
@@ -215,7 +237,7 @@ def test_job_past_its_timeout_is_killed_with_its_children(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pidfile = tmp_path / "child.pid"
-    monkeypatch.setenv("REA_TEST_PIDFILE", str(pidfile))
+    monkeypatch.setenv("FAKE_TRAINER_PIDFILE", str(pidfile))
     use_mode("sleep")
     started = time.monotonic()
     output = run(job(timeout_s=0.7))
@@ -360,8 +382,8 @@ def test_a_warm_job_does_not_pay_for_the_imports_its_zygote_made(
     use_mode: UseMode, zygotes: WarmStarts
 ) -> None:
     use_mode("ok", preload=("slow_import",), imports="slow_import")
-    cold = runner.run_job(job())
-    warm = [runner.run_job(job(), warm=zygotes) for _ in range(2)]
+    cold = run_job(job())
+    warm = [run_job(job(), warm=zygotes) for _ in range(2)]
     assert all(w.status == "ok" for w in [cold, *warm]), [w.error for w in [cold, *warm]]
     assert [w.validation for w in warm] == [cold.validation] * 2
     assert len(zygotes.idle) == 1  # one zygote served both jobs
@@ -373,7 +395,7 @@ def test_a_job_whose_zygote_dies_is_reported_killed(use_mode: UseMode, zygotes: 
     use_mode("spin")
     watch = runner.JobWatch()
     outputs: list[runner.JobOutput] = []
-    done = threading.Thread(target=lambda: outputs.append(runner.run_job(job(), watch=watch, warm=zygotes)))
+    done = threading.Thread(target=lambda: outputs.append(run_job(job(), watch=watch, warm=zygotes)))
     done.start()
     deadline = time.monotonic() + 10
     while watch.cpu_seconds < 0.3 and time.monotonic() < deadline:
@@ -394,7 +416,7 @@ def test_a_zygote_that_cannot_start_leaves_its_jobs_to_start_cold(
     use_mode: UseMode, zygotes: WarmStarts
 ) -> None:
     use_mode("ok", preload=("no_such_module_anywhere",))
-    outputs = [runner.run_job(job(), warm=zygotes) for _ in range(2)]
+    outputs = [run_job(job(), warm=zygotes) for _ in range(2)]
     assert [o.status for o in outputs] == ["ok", "ok"], [o.error for o in outputs]
     assert zygotes.failed == {("no_such_module_anywhere",)} and not zygotes.idle
 
@@ -429,7 +451,82 @@ def test_a_preparation_ended_by_a_signal_is_a_killed_job_not_a_data_error(
 ) -> None:
     """A cluster stopping a job signals every process under it, the data preparation included."""
     use_mode("ok")
-    monkeypatch.setattr(runner, "prepare_dataset", lambda workload, dataset: f"{runner.SIGNALLED} SIGTERM")
-    output = runner.run_job(job(timeout_s=5))
+    monkeypatch.setattr(runner, "prepare_dataset", lambda *args: f"{runner.SIGNALLED} SIGTERM")
+    output = run_job(job(timeout_s=5))
     assert output.status == "failed" and output.error is not None
     assert output.error.kind == "killed", output.error
+
+
+SECRETS = {
+    "REA_MONGO_URI": "mongodb://rea:hunter2@db:27017/",
+    "REA_KAFKA_BOOTSTRAP": "kafka:9092",
+    "REA_LLM_API_KEY": "sk-not-for-jobs",
+    "AWS_SECRET_ACCESS_KEY": "aws-not-for-jobs",
+}
+
+
+def test_a_job_sees_no_service_credentials_and_runs_under_its_limits_from_the_start(
+    use_mode: UseMode, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cold or forked warm, the job's environment holds nothing of the worker's settings or
+    other secrets, but what it needs to run (PATH, HOME, its progress file); its memory, CPU
+    and file sizes are capped and it dumps no core."""
+    use_mode("confined")
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    dump = tmp_path / "seen.json"
+    monkeypatch.setenv("FAKE_TRAINER_DUMP", str(dump))
+    output = run(job(timeout_s=20, memory_mb=700), file_bytes=3 << 20)
+    assert output.status == "ok", output.error
+    seen = json.loads(dump.read_text())
+    environment = seen["environment"]
+    assert not set(SECRETS) & set(environment), sorted(environment)
+    assert not any(value in json.dumps(environment) for value in SECRETS.values())
+    assert {"PATH", "HOME", PROGRESS_ENV} <= set(environment)
+    limits = seen["limits"]
+    assert limits["RLIMIT_AS"] == [700 << 20, 700 << 20]
+    assert limits["RLIMIT_CPU"] == [21, 26]
+    assert limits["RLIMIT_FSIZE"] == [3 << 20, 3 << 20]
+    assert limits["RLIMIT_CORE"] == [0, 0]
+
+
+def test_a_job_writing_past_its_file_size_limit_fails_as_an_error_not_a_kill(
+    use_mode: UseMode, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write past the limit (EFBIG in Python, SIGXFSZ for other programs) is the job's own
+    doing: an error the runbook escalates rather than resubmits, with the limit in its message;
+    the file stops at the limit."""
+    use_mode("bigfile")
+    big = tmp_path / "big.bin"
+    monkeypatch.setenv("FAKE_TRAINER_DUMP", str(big))
+    output = run(job(), file_bytes=1 << 20)
+    assert output.status == "failed" and output.error is not None
+    assert output.error.kind == "error", output.error
+    assert "file size limit (1 MiB)" in output.error.message
+    assert big.stat().st_size <= 1 << 20
+
+
+def test_the_job_environment_keeps_what_jobs_need_and_no_service_setting() -> None:
+    environ = {
+        **SECRETS,
+        "PATH": "/usr/bin",
+        "HOME": "/home/rea",
+        "LC_ALL": "C.UTF-8",
+        "OMP_NUM_THREADS": "2",
+        "CUDA_VISIBLE_DEVICES": "0",
+        PROGRESS_ENV: "/tmp/progress",
+        "REA_KERNEL_CACHE": "/cache",
+        "WANDB_API_KEY": "w",
+        "HF_HOME": "/hf",
+    }
+    kept = job_environment(environ, passthrough=["HF_HOME", "REA_MONGO_URI"])
+    assert kept == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/rea",
+        "LC_ALL": "C.UTF-8",
+        "OMP_NUM_THREADS": "2",
+        "CUDA_VISIBLE_DEVICES": "0",
+        PROGRESS_ENV: "/tmp/progress",
+        "REA_KERNEL_CACHE": "/cache",
+        "HF_HOME": "/hf",
+    }, "a REA_ setting is never passed through, even when named"

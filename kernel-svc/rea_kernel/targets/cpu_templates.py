@@ -80,12 +80,31 @@ class CpuTemplate:
 # one bag's rows are too few to keep enough misses in flight.
 
 _EMBEDDING_CPP = Template(r"""#include <cstdint>
+#include <immintrin.h>
 
 namespace {
 
 constexpr int64_t kChunk = $chunk;
 constexpr int64_t kUnroll = $unroll;
 constexpr int64_t kPrefetchBags = $prefetch_bags;
+constexpr bool kStream = $stream;
+
+// Writes a pooled row segment. Streaming stores (kStream, where the output is aligned) write
+// whole lines without first reading them into cache: the output is written once here and read
+// later by the next layer, so reading it now only costs bandwidth the gathers need.
+inline void store_row(float* __restrict out, const float* __restrict values, int64_t n) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  if (kStream && (reinterpret_cast<uintptr_t>(out) & 63) == 0) {
+    for (; k + 16 <= n; k += 16) _mm512_stream_ps(out + k, _mm512_loadu_ps(values + k));
+  }
+#elif defined(__AVX__)
+  if (kStream && (reinterpret_cast<uintptr_t>(out) & 31) == 0) {
+    for (; k + 8 <= n; k += 8) _mm256_stream_ps(out + k, _mm256_loadu_ps(values + k));
+  }
+#endif
+  for (; k < n; ++k) out[k] = values[k];
+}
 
 // Pools columns [0, width) of one bag into out. WIDTH > 0 fixes the width at compile time (a
 // full chunk); WIDTH == 0 reads it from `width` (the last, partial chunk). kUnroll independent
@@ -109,12 +128,14 @@ inline void pool_columns(const float* __restrict table, const int64_t* __restric
     for (int64_t k = 0; k < w; ++k) acc[0][k] += row[k];
   }
   const float scale = (mean && length > 0) ? 1.0f / static_cast<float>(length) : 1.0f;
+  float pooled[kChunk];
   $simd
   for (int64_t k = 0; k < w; ++k) {
     float sum = acc[0][k];
     for (int64_t u = 1; u < kUnroll; ++u) sum += acc[u][k];
-    out[k] = sum * scale;
+    pooled[k] = sum * scale;
   }
+  store_row(out, pooled, w);
 }
 
 // Asks for every row of a bag to be brought into cache, so that its misses overlap with the
@@ -141,7 +162,11 @@ inline void pool_bag(const float* table, const int64_t* ids, int64_t length, int
 extern "C" void embedding_bag_pooled(const float* weights, const int64_t* table_offsets,
                                      const int64_t* indices, const int64_t* offsets, float* out,
                                      int64_t tables, int64_t batch, int64_t dim, int32_t mean) {
+  $parallel
+  {
 $loop
+    if (kStream) _mm_sfence();  // this thread's streamed lines are in memory before it returns
+  }
 }
 """)
 
@@ -170,7 +195,7 @@ _EMBEDDING_LOOPS = {
       $pool
     }
   }""",
-    # One parallel loop per table, as one EmbeddingBag per table would run.
+    # One work-shared loop per table, as one EmbeddingBag per table would run.
     "per_table": """  for (int64_t table = 0; table < tables; ++table) {
     $pragma
     for (int64_t example = 0; example < batch; ++example) {
@@ -193,14 +218,19 @@ _AHEAD = {
 
 def _embedding_cpp(params: Params) -> str:
     kind = str(params["loop"])
+    # One parallel region, its loops shared out with `omp for`, so each thread fences its own
+    # streaming stores before the region ends.
+    threads = f" num_threads({params['threads']})" if params["threads"] else ""
     loop = Template(_EMBEDDING_LOOPS[kind]).substitute(
-        pragma=parallel_for(params, _SCHEDULES[str(params["schedule"])]),
+        pragma=f"#pragma omp for schedule({_SCHEDULES[str(params['schedule'])]})",
         pool=Template(_POOL).substitute(ahead=_AHEAD[kind]),
     )
     return _EMBEDDING_CPP.substitute(
         chunk=params["chunk"],
         unroll=params["unroll"],
         prefetch_bags=params["prefetch_bags"],
+        stream="true" if params["store"] == "streaming" else "false",
+        parallel=f"#pragma omp parallel{threads}",
         simd=simd(params),
         loop=loop,
     )
@@ -215,6 +245,7 @@ EMBEDDING_BAG = CpuTemplate(
             "chunk": (32, 16, 64, 128),
             "unroll": (2, 1, 4),
             "prefetch_bags": (4, 2, 1, 0),
+            "store": ("streaming", "cached"),
             "simd": _SIMD,
             "threads": _THREADS,
         }
