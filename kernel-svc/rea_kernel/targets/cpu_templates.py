@@ -80,7 +80,9 @@ class CpuTemplate:
 # one bag's rows are too few to keep enough misses in flight.
 
 _EMBEDDING_CPP = Template(r"""#include <cstdint>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 namespace {
 
@@ -104,6 +106,13 @@ inline void store_row(float* __restrict out, const float* __restrict values, int
   }
 #endif
   for (; k < n; ++k) out[k] = values[k];
+}
+
+// Streamed lines may sit in write-combining buffers: fenced before the caller reads them.
+inline void fence_streamed() {
+#if defined(__x86_64__) || defined(__i386__)
+  if (kStream) _mm_sfence();
+#endif
 }
 
 // Pools columns [0, width) of one bag into out. WIDTH > 0 fixes the width at compile time (a
@@ -165,7 +174,7 @@ extern "C" void embedding_bag_pooled(const float* weights, const int64_t* table_
   $parallel
   {
 $loop
-    if (kStream) _mm_sfence();  // this thread's streamed lines are in memory before it returns
+    fence_streamed();  // this thread's own streaming stores, before the region ends
   }
 }
 """)
