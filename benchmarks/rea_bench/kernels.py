@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=10, help="Timed runs per shape (median).")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Turns the candidate and its baselines take at timing, sharing the repeats.",
+    )
+    parser.add_argument(
         "--flush-mb",
         type=int,
         help="MiB written to flush the caches before each timed run (default: 1.5x the last-level cache).",
@@ -130,11 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cpu = get_target("cpu")
     flush = None if args.flush_mb is None else args.flush_mb << 20
-    settings = Settings(repeats=args.repeats, warmup=2, cache_flush_bytes=flush)
+    settings = Settings(repeats=args.repeats, rounds=args.rounds, warmup=2, cache_flush_bytes=flush)
     shown = {
         "device": cpu.device_name(),
         "budget": args.budget,
         "repeats": args.repeats,
+        "rounds": args.rounds,
         "flush_mb": args.flush_mb,
     }
     print_header("KernelEvolve, cpu target", shown)

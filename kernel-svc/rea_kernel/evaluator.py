@@ -20,9 +20,14 @@ trusts nothing the candidate does and checks everything itself:
 - Timing: warm-up, then the median of many runs, each on fresh inputs (a memo keyed on the
   inputs' addresses or contents never hits), the caches flushed before each (a buffer larger
   than the last-level cache is written), and the timed region includes reading the whole
-  output. Every timed output is checked (by fingerprint, :mod:`rea_kernel.checks`) and the last
-  one again, in full, after the loop: a kernel that returns before its work is done is caught
-  by the difference.
+  output. The runs are shared among rounds in which the candidate's process and the baselines'
+  take turns, in the order candidate-baselines, baselines-candidate, ...: a machine that slows
+  down part-way (shared hosts do) slows both sides alike instead of moving the ratio. Only the
+  process being timed runs; the other is stopped (SIGSTOP), so a candidate cannot load the
+  machine while the reference is timed, nor idle OpenMP threads spin beside the candidate.
+  Every timed output is checked (by fingerprint, :mod:`rea_kernel.checks`) and the last one
+  again, in full, after the loop: a kernel that returns before its work is done is caught by
+  the difference.
 - A speedup over eager beyond :attr:`Settings.suspicious_speedup` (default 20x: more than
   fusing these operators honestly gives on a CPU, except where eager pays per-call overhead on
   tiny shapes) is measured again, beside new shapes near it. One that does not reproduce was
@@ -91,7 +96,15 @@ class Settings(BaseModel):
         description="Untimed runs per shape first, each on fresh inputs (two or more let "
         "torch.compile settle on dynamic sizes before the timed runs).",
     )
-    repeats: int = Field(default=20, ge=1, description="Timed runs per shape; the median is reported.")
+    repeats: int = Field(
+        default=20, ge=1, description="Timed runs per shape in all rounds together; the median is reported."
+    )
+    rounds: int = Field(
+        default=3,
+        ge=1,
+        description="Turns the candidate and the baselines take at timing (at most one per timed run); "
+        "each round warms up again.",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,
@@ -141,6 +154,7 @@ class Timing(BaseModel):
     device: str
     threads: int = Field(description="Threads torch ran with (and OpenMP's default) in both processes.")
     repeats: int
+    rounds: int = Field(default=1, description="Turns the candidate and the baselines took at timing.")
     candidate_seconds: float
     eager_seconds: float
     compiled_seconds: float | None = None
@@ -296,21 +310,27 @@ class _Run:
             raise _Rejection(verdict, f"raised {last_line(str(raised['message']))}")
         return result
 
-    def timing_job(self, dtype: torch.dtype, shapes: list[Shape]) -> dict[str, Any]:
-        specs = [
+    def timing_rounds(self, dtype: torch.dtype, shapes: list[Shape]) -> list[dict[str, Any]]:
+        """One timing job per round, each with its own warm-up and its share of the repeats."""
+        rounds = min(self.settings.rounds, self.settings.repeats)
+        base, extra = divmod(self.settings.repeats, rounds)
+        shares = [base + (index < extra) for index in range(rounds)]
+        return [
             {
-                "shape": shape.model_dump(),
-                "warmup_seeds": [self.seed() for _ in range(self.settings.warmup)],
-                "seeds": [self.seed() for _ in range(self.settings.repeats)],
+                "dtype": dtype_name(dtype),
+                "timings": [
+                    {
+                        "shape": shape.model_dump(),
+                        "warmup_seeds": [self.seed() for _ in range(self.settings.warmup)],
+                        "seeds": [self.seed() for _ in range(share)],
+                    }
+                    for shape in shapes
+                ],
+                "flush_bytes": self.settings.cache_flush_bytes or _flush_bytes(),
+                "device": self.target.device,
             }
-            for shape in shapes
+            for share in shares
         ]
-        return {
-            "dtype": dtype_name(dtype),
-            "timings": specs,
-            "flush_bytes": self.settings.cache_flush_bytes or _flush_bytes(),
-            "device": self.target.device,
-        }
 
     # the evaluation -----------------------------------------------------------------------
 
@@ -318,7 +338,7 @@ class _Run:
         self, dtype: torch.dtype, trials: list[tuple[Shape, int]], shapes: list[Shape]
     ) -> list[Timing]:
         """One candidate process: the correctness ``trials``, judged here, then (if they pass)
-        timing on ``shapes``; then, once the candidate process is gone, the baselines."""
+        timing on ``shapes``, in rounds taking turns with the baselines' process."""
         job = {
             "dtype": dtype_name(dtype),
             "trials": [{"shape": shape.model_dump(), "seed": seed} for shape, seed in trials],
@@ -330,41 +350,83 @@ class _Run:
                 self.judge_trials(trials, correctness["trials"], dtype)
             if not shapes:
                 return []
-            timing = self.timing_job(dtype, shapes)
-            process.send(json.dumps(timing))
-            timed = self.outcome(process, directory, TIMING)
+            rounds = self.timing_rounds(dtype, shapes)
+            candidate: list[dict[str, Any]] = []
+            baselines: list[list[dict[str, Any]]] = []
+            process.pause()
+            for index, timing in enumerate(rounds):
+                if index % 2 == 1:
+                    baselines.append(self.baselines(timing))
+                candidate.append(self.time_candidate(process, directory, shapes, dtype, timing))
+                if index % 2 == 0:
+                    baselines.append(self.baselines(timing))
         with _written_by_the_candidate(TIMING):
-            for shape, spec, result in zip(shapes, timing["timings"], timed["timings"], strict=True):
-                self.judge_timed_outputs(shape, dtype, spec["seeds"], result)
-            candidate_seconds = [_median_seconds(result) for result in timed["timings"]]
-            threads = int(timed["threads"])
-        baselines = self.baselines(timing)
+            threads = int(candidate[0]["threads"])
+            candidate_seconds = [
+                _median_seconds([timed["timings"][position] for timed in candidate])
+                for position in range(len(shapes))
+            ]
         measured = [
-            Timing(
-                shape=shape.model_dump(),
-                bucket=self.operator.bucket(shape),
-                dtype=dtype_name(dtype),
-                device=self.target.device_name(),
-                threads=threads,
-                repeats=self.settings.repeats,
-                candidate_seconds=seconds,
-                eager_seconds=_median_seconds(baseline["eager"]),
-                compiled_seconds=_median_seconds(baseline["compiled"]) if "compiled" in baseline else None,
-                compiled_error=baseline.get("compiled_error"),
-            )
-            for shape, seconds, baseline in zip(shapes, candidate_seconds, baselines, strict=True)
+            self.timing(shape, dtype, threads, len(rounds), seconds, [entry[position] for entry in baselines])
+            for position, (shape, seconds) in enumerate(zip(shapes, candidate_seconds, strict=True))
         ]
         self.timings.extend(measured)
         return measured
 
+    def timing(
+        self,
+        shape: Shape,
+        dtype: torch.dtype,
+        threads: int,
+        rounds: int,
+        candidate_seconds: float,
+        references: list[dict[str, Any]],
+    ) -> Timing:
+        """One shape's measurement: the candidate's median and the baselines' over every round."""
+        errors = [entry["compiled_error"] for entry in references if "compiled_error" in entry]
+        compiled_error = errors[0] if errors else None
+        compiled = [entry["compiled"] for entry in references if "compiled" in entry]
+        return Timing(
+            shape=shape.model_dump(),
+            bucket=self.operator.bucket(shape),
+            dtype=dtype_name(dtype),
+            device=self.target.device_name(),
+            threads=threads,
+            repeats=self.settings.repeats,
+            rounds=rounds,
+            candidate_seconds=candidate_seconds,
+            eager_seconds=_median_seconds([entry["eager"] for entry in references]),
+            compiled_seconds=_median_seconds(compiled) if compiled and compiled_error is None else None,
+            compiled_error=compiled_error,
+        )
+
+    def time_candidate(
+        self,
+        process: SandboxedProcess,
+        directory: Path,
+        shapes: list[Shape],
+        dtype: torch.dtype,
+        timing: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One round of the candidate's timing, every output judged; its process stopped after."""
+        process.resume()
+        process.send(json.dumps(timing))
+        timed = self.outcome(process, directory, TIMING)
+        process.pause()
+        with _written_by_the_candidate(TIMING):
+            for shape, spec, result in zip(shapes, timing["timings"], timed["timings"], strict=True):
+                self.judge_timed_outputs(shape, dtype, spec["seeds"], result)
+        return timed
+
     def baselines(self, timing: dict[str, Any]) -> list[dict[str, Any]]:
         """The eager and compiled reference, timed on the candidate's seeds by the same harness,
-        in one trusted process kept for the whole evaluation (and idle while a candidate runs)."""
+        in one trusted process kept for the whole evaluation (and stopped while a candidate runs)."""
         if self.baseline is None:
             job = {"compile_reference": self.settings.time_compiled_reference}
             process, directory = self.start("baseline", job)
             self.baseline = self.resources.enter_context(process), directory
         process, directory = self.baseline
+        process.resume()
         process.send(json.dumps(timing))
         try:
             timings: list[dict[str, Any]] = self.outcome(process, directory, TIMING)["timings"]
@@ -372,6 +434,7 @@ class _Run:
             raise EvaluationError(
                 f"timing the reference of {self.operator.name} failed: {failure.reason}"
             ) from None
+        process.pause()
         return timings
 
     def judge_trials(
@@ -580,8 +643,9 @@ def _written_by_the_candidate(phase: str) -> Iterator[None]:
         raise _Rejection(Verdict.CRASHED, reason) from None
 
 
-def _median_seconds(timed: dict[str, Any]) -> float:
-    return statistics.median(timed["times_ns"]) / 1e9
+def _median_seconds(rounds: list[dict[str, Any]]) -> float:
+    """The median over every round's runs of one function on one shape."""
+    return statistics.median(time for timed in rounds for time in timed["times_ns"]) / 1e9
 
 
 def _flush_bytes() -> int:

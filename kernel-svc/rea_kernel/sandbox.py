@@ -192,6 +192,7 @@ class SandboxedProcess:
         self._poller.register(report_read, select.POLLIN)
         self._pending = b""
         self._exit: Exit | None = None
+        self._paused_at: float | None = None
 
     def __enter__(self) -> SandboxedProcess:
         return self
@@ -225,8 +226,23 @@ class SandboxedProcess:
                 stdin.write(line.encode() + b"\n")
                 stdin.flush()
 
+    def pause(self) -> None:
+        """Stop the child's whole group (SIGSTOP, which it cannot catch), so that it uses no CPU
+        while another process is timed; its wall-clock deadline waits while it is stopped."""
+        if self._exit is None and self._paused_at is None:
+            _signal_group(self.process.pid, signal.SIGSTOP)
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        """Let a paused child go on, with its deadline moved by the time it was stopped."""
+        if self._paused_at is not None:
+            self.deadline += time.monotonic() - self._paused_at
+            self._paused_at = None
+            _signal_group(self.process.pid, signal.SIGCONT)
+
     def finish(self) -> Exit:
         """Close the child's stdin and wait for it to exit, at most until the deadline."""
+        self.resume()
         if self._exit is None:
             killed = False
             self._close_stdin()
@@ -282,8 +298,12 @@ def _closed_on_error(fd: int, always: bool = False) -> Iterator[None]:
 
 
 def _kill_group(group: int) -> None:
+    _signal_group(group, signal.SIGKILL)
+
+
+def _signal_group(group: int, number: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signal.SIGKILL)
+        os.killpg(group, number)
 
 
 def _tail(path: Path) -> str:

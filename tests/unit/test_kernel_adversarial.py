@@ -94,6 +94,22 @@ def run(x, weight, bias, *, eps):
 """
 )
 
+CACHES_ONCE_WARM = (
+    WRAP
+    + """
+_timed = []
+
+
+def run(x, weight, bias, *, eps):
+    if x.shape[0] != 64:  # the correctness shapes: be honest
+        return _honest_run(x, weight, bias, eps=eps)
+    _timed.append(x)
+    if len(_timed) <= 11:  # honest through the first round: 1 warm-up and 10 timed runs
+        run.last = _honest_run(x, weight, bias, eps=eps)
+    return run.last
+"""
+)
+
 TENSOR_SUBCLASS = (
     WRAP
     + """
@@ -330,6 +346,22 @@ def test_returning_early_only_where_timed_is_caught_in_the_timed_region(cache_di
     assert evaluation.verdict is Verdict.REJECTED
     assert "returned before its work was done" in evaluation.reason
     assert "timed region" in evaluation.reason
+    assert all(check.passed for check in evaluation.correctness)
+
+
+def test_timing_takes_turns_and_every_round_is_judged(cache_dir: Path) -> None:
+    """The repeats are shared among rounds in which the candidate and the baselines take turns;
+    a kernel honest in the first round and caching in a later one is caught there."""
+    settings = quick(cache_dir, repeats=4, rounds=2, correctness_shapes=({"rows": 7, "dim": 17},))
+    evaluation = judged(honest(), settings)
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+    assert [(timing.repeats, timing.rounds) for timing in evaluation.timings] == [(4, 2)]
+    assert judged(honest(), quick(cache_dir, repeats=2, rounds=5)).timings[0].rounds == 2
+
+    settings = quick(cache_dir, repeats=30, rounds=3, correctness_shapes=({"rows": 7, "dim": 17},))
+    evaluation = judged(cheat(CACHES_ONCE_WARM), settings)
+    assert evaluation.verdict is Verdict.REJECTED
+    assert "while timing" in evaluation.reason
     assert all(check.passed for check in evaluation.correctness)
 
 

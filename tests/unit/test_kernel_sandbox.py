@@ -127,6 +127,34 @@ def test_the_caller_talks_to_the_child_through_stdin_and_the_report_pipe(directo
     assert process.receive() is None  # the pipe is closed: no more reports, no waiting
 
 
+def test_a_paused_child_and_its_grandchildren_use_no_cpu_and_keep_their_deadline(directory: Path) -> None:
+    """While another process is timed, the child is stopped: its threads and grandchildren make
+    no progress, and the time stopped does not count towards its wall-clock limit."""
+    code = (
+        "import os, subprocess, sys\n"
+        "fd = int(os.environ['KERNEL_REPORT_FD'])\n"
+        "subprocess.Popen(['sh', '-c', 'while :; do date +%s%N > next; mv next grandchild; done'])\n"
+        "os.write(fd, b'ready\\n')\n"
+        "for line in sys.stdin:\n"
+        "    os.write(fd, line.encode())\n"
+    )
+    limits = Limits(wall_seconds=1.5, memory_bytes=1 << 30, file_bytes=1 << 20)
+    with SandboxedProcess(python(code), directory, limits) as process:
+        assert process.receive() == "ready"
+        time.sleep(0.3)
+        process.pause()
+        time.sleep(0.2)  # a write under way when the signal came lands first
+        stopped = (directory / "grandchild").read_text()
+        time.sleep(1.5)  # past the wall-clock limit, but stopped
+        assert (directory / "grandchild").read_text() == stopped
+        process.resume()
+        process.send("still here")
+        assert process.receive() == "still here"
+        time.sleep(0.2)
+        assert (directory / "grandchild").read_text() != stopped
+    assert not process.finish().killed_at_deadline
+
+
 def test_leaving_on_an_error_kills_the_child_at_once(directory: Path) -> None:
     started = time.monotonic()
     with (
