@@ -167,6 +167,7 @@ class JobSide:
                 kernels=kernels,
                 environment=job_environment(os.environ, settings.job_env_passthrough),
                 file_bytes=settings.job_file_mb << 20,
+                data_roots=settings.allowed_data_roots(),
             )
         )
         while watch.pid is None and not running.done():

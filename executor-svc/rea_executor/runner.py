@@ -47,6 +47,7 @@ from rea.workloads import (
     JobError,
     JobInput,
     JobOutput,
+    dataset_problems,
     get_workload,
 )
 from rea_executor.confine import JobLimits, job_environment, limit_files
@@ -106,6 +107,7 @@ def run_job(
     kernels: Sequence[KernelEntry] = (),
     environment: Mapping[str, str] | None = None,
     file_bytes: int = FILE_BYTES,
+    data_roots: Sequence[Path] | None = None,
 ) -> JobOutput:
     """Blocking: run the job to completion (or its limits) and return what it reported.
 
@@ -117,7 +119,8 @@ def run_job(
     ``kernels``: the kernel registry's entries, handed to a job that asked for evolved kernels.
     ``environment``: all the job's process sees of its caller's (default: this process's,
     scrubbed by :func:`~rea_executor.confine.job_environment`; a zygote's is its own, set by
-    ``warm``); ``file_bytes``: the largest file it may write.
+    ``warm``); ``file_bytes``: the largest file it may write. ``data_roots``: where the files
+    its dataset names must be (checked again here, where the data is read; None: not checked).
     """
     watch = watch or JobWatch()
     environment = job_environment(os.environ) if environment is None else environment
@@ -125,6 +128,8 @@ def run_job(
         workload = get_workload(spec.workload)
     except KeyError:
         return _failed("invalid_config", f"unknown workload {spec.workload!r}")
+    if data_roots is not None and (outside := dataset_problems(workload, spec.dataset, data_roots)):
+        return _failed("invalid_config", f"dataset: {'; '.join(outside)}")
     if prepare and (problem := prepare_dataset(spec.workload, spec.dataset, environment, file_bytes)):
         if watch.stopping.is_set():  # stopped while it prepared: that is why, not the data
             return _failed(watch.stop_reason, f"{watch.stop_message} while it prepared its data")

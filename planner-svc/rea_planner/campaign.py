@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,7 +18,7 @@ from rea.events import (
     describe_error,
     utc_now,
 )
-from rea.workloads import get_workload
+from rea.workloads import BrokenWorkload, Workload, dataset_problems, get_workload
 
 
 class CampaignSpec(BaseModel):
@@ -112,10 +114,14 @@ class CampaignSpec(BaseModel):
 
 
 def validate_campaign(
-    request: dict[str, Any], default_backend: JobBackendName = "local"
+    request: dict[str, Any],
+    default_backend: JobBackendName = "local",
+    data_roots: Sequence[Path] | None = None,
 ) -> tuple[CampaignSpec | None, list[str]]:
     """Parse a request; on failure return every reason it cannot run, for the rejection event.
-    A campaign that names no backend runs on ``default_backend``."""
+    A campaign that names no backend runs on ``default_backend``; the files its dataset reads
+    must be regular files under ``data_roots`` (None: not checked, for callers that check
+    other rules only; the planner always passes the deployment's)."""
     try:
         spec = CampaignSpec.model_validate(request)
     except ValidationError as exc:
@@ -125,17 +131,28 @@ def validate_campaign(
     reasons: list[str] = []
     try:
         workload = get_workload(spec.workload)
+    except BrokenWorkload as broken:
+        return None, [f"workload {spec.workload!r} is registered but cannot be used: {broken.reason}"]
     except KeyError:
         return None, [f"unknown workload {spec.workload!r}"]
-    dataset_error = workload.dataset_error(spec.dataset)
-    if dataset_error:
-        reasons.append(f"dataset: {dataset_error}")
+    reasons += [f"dataset: {problem}" for problem in _dataset_problems(workload, spec.dataset, data_roots)]
     reasons += [f"baseline: {problem}" for problem in workload.schema.errors(spec.baseline)]
     if spec.budget_gpu_seconds is not None and spec.job_gpus == 0:
         reasons.append(
             "budget_gpu_seconds: the jobs ask for no GPU (job_gpus is 0), so nothing would spend it"
         )
     return (None, reasons) if reasons else (spec, [])
+
+
+def _dataset_problems(workload: Workload, dataset: str, data_roots: Sequence[Path] | None) -> list[str]:
+    """The files ``dataset`` would read outside ``data_roots``, else the workload's own
+    objections. A workload whose checks raise has a bug, reported as a reason."""
+    try:
+        outside = [] if data_roots is None else dataset_problems(workload, dataset, data_roots)
+        problem = outside[0] if outside else workload.dataset_error(dataset)
+    except Exception as error:
+        return [f"the workload could not check it ({type(error).__name__}: {error})"]
+    return outside or ([] if problem is None else [problem])
 
 
 CampaignStatus = Literal[

@@ -7,8 +7,9 @@ atomically (state + outbox). That is what makes replays and crash tests simple.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from statistics import fmean
 from typing import Any
 
@@ -109,11 +110,16 @@ def _save(campaign: Campaign, **changes: object) -> Campaign:
 
 
 def on_campaign_requested(
-    state: Campaign | None, event: CampaignRequested, default_backend: JobBackendName = "local"
+    state: Campaign | None,
+    event: CampaignRequested,
+    default_backend: JobBackendName = "local",
+    data_roots: Sequence[Path] | None = None,
 ) -> Decision[Campaign]:
+    """Accept a valid request (ask for hypotheses) or reject it with every reason; see
+    :func:`~rea_planner.campaign.validate_campaign` for the backend and the data roots."""
     if state is not None:
         return Decision()
-    spec, reasons = validate_campaign(event.payload, default_backend)
+    spec, reasons = validate_campaign(event.payload, default_backend, data_roots)
     if spec is None:
         rejected = Campaign(
             campaign_id=event.campaign_id, status="rejected", request=event.payload, reasons=reasons

@@ -97,7 +97,12 @@ def wire(rt: Runtime) -> None:
 
     async def on_event(event: Envelope) -> None:
         if isinstance(event, CampaignRequested):
-            await apply(event, partial(logic.on_campaign_requested, default_backend=rt.settings.job_backend))
+            admit = partial(
+                logic.on_campaign_requested,
+                default_backend=rt.settings.job_backend,
+                data_roots=rt.settings.allowed_data_roots(),
+            )
+            await apply(event, admit)
         else:
             await apply(event, DECISIONS[type(event)])
 

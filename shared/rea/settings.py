@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         description="Variables a job's process inherits besides the job contract's own (PATH, HOME, "
         "locale, thread counts, GPUs...); never a REA_ setting: a job sees no service credentials.",
     )
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders whose files campaigns may train on (JSON list); empty: <home>/data. A dataset "
+        "file outside them (after following symlinks and '..'), or not a regular file, is refused.",
+    )
     job_backend: Literal["local", "ray", "kubernetes"] = Field(
         default="local",
         description="Where a campaign's jobs run when the campaign names no backend: the local job "
@@ -126,6 +131,10 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     service_name: str = "rea"
+
+    def allowed_data_roots(self) -> list[Path]:
+        """The data roots in force, absolute: those configured, else ``<home>/data``."""
+        return [root.resolve() for root in self.data_roots or [self.home / "data"]]
 
     @field_validator("inject_faults")
     @classmethod

@@ -30,6 +30,10 @@ cost model, fidelity and search find knobs by role, never by name. Optional attr
   architecture, as the planner should not need the framework; a model built on torch's
   ``meta`` device works too) and deterministically, since the planner's decisions ask it for
   every config they price; None when unknown. The first cost estimates grow with it;
+- ``dataset_paths(dataset) -> list[Path]``: the files ``dataset`` reads, as named (not yet
+  resolved). A workload that reads files a campaign names must declare them here: REA refuses
+  any that is not a regular file under the deployment's data roots (:mod:`rea.datapaths`),
+  and cannot confine what it is not told about;
 - ``preload() -> list[str]``: modules worth importing once rather than in every job (the
   trainer and its framework). A workload whose command is ``python -m MODULE`` and that names
   them has its jobs forked from a process that imported them (:mod:`rea_executor.warm`):
@@ -40,12 +44,15 @@ cost model, fidelity and search find knobs by role, never by name. Optional attr
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from rea.datapaths import confinement_problem
 from rea.kernels import KernelEntry, KernelUse
 from rea.knobs import KnobSchema
 from rea.techniques import Technique
@@ -205,16 +212,41 @@ def parameters_of(workload: Workload, config: dict[str, Any], dataset: str) -> i
     return value if isinstance(value, int) and value >= 0 else None
 
 
+def dataset_problems(workload: Workload, dataset: str, roots: Sequence[Path]) -> list[str]:
+    """Why ``dataset`` must not be read under ``roots``: each file it names that is not a
+    regular file inside them (none when the workload reads no files)."""
+    paths = getattr(workload, "dataset_paths", None)
+    named: list[Path] = list(paths(dataset)) if callable(paths) else []
+    return [problem for path in named if (problem := confinement_problem(Path(path), roots))]
+
+
 def workload_names() -> list[str]:
     return sorted(_registered())
 
 
+class BrokenWorkload(KeyError):
+    """A registered workload that cannot be used: its entry point fails to import, or gives
+    something that is not a :class:`Workload`. A ``KeyError``, so that every caller treats it as
+    it treats an unknown name; ``reason`` says what is wrong."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name)
+        self.reason = reason
+
+
 def get_workload(name: str) -> Workload:
-    """Load a registered workload by name; raises KeyError for an unknown one."""
+    """Load a registered workload by name; raises KeyError for an unknown one and
+    :class:`BrokenWorkload` (a KeyError) for one that cannot be loaded. Names come only from
+    the ``rea.workloads`` entry points: no module path or command from the caller is used."""
     entry = _registered().get(name)
     if entry is None:
         raise KeyError(name)
-    workload = entry.load()
+    try:
+        workload = entry.load()
+    except Exception as error:  # the entry point's module is not ours: any failure is its own
+        raise BrokenWorkload(
+            name, f"its entry point failed to load ({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(workload, Workload):
-        raise TypeError(f"entry point {name!r} does not provide a Workload")
+        raise BrokenWorkload(name, f"its entry point gives a {type(workload).__name__}, not a Workload")
     return workload

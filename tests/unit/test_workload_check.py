@@ -4,6 +4,7 @@ broken workload is told what is wrong and how to fix it, and the CLI lists and e
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +13,11 @@ from typer.testing import CliRunner
 import rea_executor.runner as runner
 from rea.knobs import Knob, KnobSchema, Role
 from rea.techniques import Technique
-from rea.workloads import Workload
+from rea.workloads import Workload, get_workload
 from rea_tools import cli
 from rea_tools.workload_check import (
     Check,
+    check_dataset_files,
     check_roles,
     check_techniques,
     check_workload,
@@ -120,6 +122,25 @@ def test_a_crashing_trainer_fails_the_job_check_with_its_stderr_tail(monkeypatch
     assert "passes=1" in job.message
     assert "footprint" not in checks
     assert checks["dataset"].status == "passed" and "example dataset" not in checks
+    assert (
+        checks["dataset files"].status == "warned"
+        and "declares no dataset_paths" in checks["dataset files"].message
+    )
+
+
+def test_files_outside_the_data_roots_are_named(tmp_path: Path) -> None:
+    ranker = get_workload("ranker")
+    data = tmp_path / "data"
+    data.mkdir()
+    inside = data / "day_0.tsv"
+    inside.write_text("")
+    assert check_dataset_files(ranker, f"criteo:{inside}", [data]).status == "passed"
+    assert check_dataset_files(ranker, "synthetic:rows=100", []).status == "passed"
+    outside = check_dataset_files(ranker, "criteo:/etc/passwd", [data])
+    assert outside.status == "warned"
+    assert (
+        "'/etc/passwd' is outside the data roots" in outside.message and "REA_DATA_ROOTS" in outside.message
+    )
 
 
 def test_the_short_job_runs_the_fidelity_knobs_at_their_cheapest() -> None:

@@ -18,13 +18,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from rea.knobs import Knob, KnobSchema, KnobType, Role
 from rea.settings import Settings
-from rea.workloads import ENTRY_POINT_GROUP, FAULT_ENV, JobOutput, Workload, techniques_of, workload_names
+from rea.workloads import (
+    ENTRY_POINT_GROUP,
+    FAULT_ENV,
+    JobOutput,
+    Workload,
+    dataset_problems,
+    techniques_of,
+    workload_names,
+)
 
 if TYPE_CHECKING:
     from rea_executor.warm import WarmStarts
@@ -218,6 +227,7 @@ def check_workload(
     yield from dataset_checks
     if any(check.status == "failed" for check in dataset_checks):
         return
+    yield check_dataset_files(workload, chosen, Settings().allowed_data_roots())
     prepared = check_prepare(workload, chosen)
     yield prepared
     if prepared.status == "failed":
@@ -363,6 +373,26 @@ def check_dataset(workload: Workload, dataset: str | None) -> tuple[str, list[Ch
     else:
         checks.append(Check("dataset", "passed", f"{chosen!r} ({source}) is accepted"))
     return chosen, checks
+
+
+def check_dataset_files(workload: Workload, dataset: str, roots: list[Path]) -> Check:
+    """Whether REA can confine the files ``dataset`` reads to the data roots: the workload must
+    name them (``dataset_paths``), and the planner refuses any outside ``roots``."""
+    if not callable(getattr(workload, "dataset_paths", None)):
+        message = (
+            "the workload declares no dataset_paths, so REA cannot confine files a campaign names to "
+            "the data roots; if it reads any, declare dataset_paths(dataset) -> list[Path]"
+        )
+        return Check("dataset files", "warned", message)
+    try:
+        problems = dataset_problems(workload, dataset, roots)
+    except Exception as exc:
+        message = f"dataset_paths raised {type(exc).__name__}: {exc} (it must return a list of paths)"
+        return _fail("dataset files", message)
+    if problems:
+        hint = "a campaign on it would be rejected; put the data under a root or set REA_DATA_ROOTS"
+        return Check("dataset files", "warned", f"{'; '.join(problems)}: {hint}")
+    return Check("dataset files", "passed", f"{dataset!r} reads no file outside the data roots")
 
 
 def check_prepare(workload: Workload, dataset: str) -> Check:

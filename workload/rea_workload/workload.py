@@ -7,10 +7,11 @@ read the schema and validate dataset specs.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from rea.knobs import KnobSchema
-from rea_workload.datasets.spec import FeatureSizes, feature_sizes, spec_error, training_rows
+from rea_workload.datasets.spec import FeatureSizes, dataset_files, feature_sizes, spec_error, training_rows
 from rea_workload.schema import SCHEMA, RankerConfig
 
 
@@ -24,6 +25,9 @@ class RankerWorkload:
 
     def dataset_error(self, dataset: str) -> str | None:
         return spec_error(dataset)
+
+    def dataset_paths(self, dataset: str) -> list[Path]:
+        return dataset_files(dataset)
 
     def training_rows(self, dataset: str) -> int | None:
         return training_rows(dataset)

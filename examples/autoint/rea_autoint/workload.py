@@ -7,13 +7,14 @@ read the schema and validate dataset specs.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from rea.knobs import KnobSchema
 from rea.techniques import Technique
 from rea_autoint.schema import SCHEMA, AutoIntConfig
 from rea_autoint.techniques import TECHNIQUES
-from rea_workload.datasets.spec import FeatureSizes, feature_sizes, spec_error, training_rows
+from rea_workload.datasets.spec import FeatureSizes, dataset_files, feature_sizes, spec_error, training_rows
 
 
 class AutoIntWorkload:
@@ -29,6 +30,9 @@ class AutoIntWorkload:
 
     def dataset_error(self, dataset: str) -> str | None:
         return spec_error(dataset)
+
+    def dataset_paths(self, dataset: str) -> list[Path]:
+        return dataset_files(dataset)
 
     def training_rows(self, dataset: str) -> int | None:
         return training_rows(dataset)

@@ -132,6 +132,16 @@ def spec_error(text: str) -> str | None:
     return None
 
 
+def dataset_files(text: str) -> list[Path]:
+    """The files a spec names, as written (none for named and synthetic data, or a spec that
+    does not parse): what the service confines to its data roots."""
+    try:
+        spec = parse_spec(text)
+    except ValueError:
+        return []
+    return [spec.path] if isinstance(spec, CriteoSpec | ParquetSpec) else []
+
+
 def _pairs(text: str, sep: str, name: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in filter(None, text.split(sep)):
