@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from rea.doorbell import Doorbell
-from rea.events import DeadLetter, Event, describe_error, encode_event, parse_event
+from rea.events import DeadLetter, Event, EventLimits, describe_error, encode_event, parse_event
 from rea.metrics import Metrics
 from rea.settings import Settings
 from rea.topics import Topics
@@ -81,8 +81,10 @@ class Bus:
         metrics: Metrics,
         fetch_max_wait_ms: int = 500,
         doorbell: Doorbell | None = None,
+        limits: EventLimits | None = None,
     ) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.limits = limits or EventLimits()
         self.doorbell = doorbell
         self.broker = broker
         self.topics = topics
@@ -238,12 +240,20 @@ class Bus:
         return awake
 
     async def _parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Event | None:
-        """The event in ``raw``, or None once it has been dead-lettered with the reason."""
+        """The event in ``raw``, or None once it has been dead-lettered with the reason (too
+        large is judged before parsing, and again by the parsed event's own limit)."""
+        event: Event | None = None
         try:
-            return parse_event(raw)
+            if (too_large := self.limits.too_large(len(raw))) is None:
+                event = parse_event(raw)
+                too_large = self.limits.too_large(len(raw), event)
         except ValidationError as exc:
             await self.dead_letter(raw, f"invalid event: {describe_error(exc)}", topic, partition, offset)
             return None
+        if too_large is not None:
+            await self.dead_letter(raw, too_large, topic, partition, offset)
+            return None
+        return event
 
     async def _wait_out_infrastructure(
         self, call: Callable[[], Awaitable[None]], what: str

@@ -645,6 +645,43 @@ EVENT_TYPES: tuple[type[Event], ...] = get_args(get_args(AnyEvent)[0])
 """Every event model, for consumers that handle them all (the experiment logger)."""
 
 
+PUBLISHED_BY_PEOPLE: frozenset[str] = frozenset(
+    model.model_fields["type"].default
+    for model in (
+        CampaignRequested,
+        PlanApproved,
+        ProposalAccepted,
+        CampaignPaused,
+        CampaignResumed,
+        CampaignCancelled,
+        BudgetExtended,
+        KernelSearchRequested,
+    )
+)
+"""The types of the events a person (through the CLI or any Kafka client) publishes, rather
+than a service: held to the smaller of the two size limits."""
+
+
+class EventLimits(BaseModel):
+    """How large a message a consumer accepts. Services' own events (a whole campaign's result)
+    may be large; a person's request or decision never needs much, and a large one is an
+    attempt to make every consumer parse and store it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_bytes: int = Field(default=1 << 20, ge=1024, description="Any message (Kafka's default cap).")
+    max_person_bytes: int = Field(default=64 << 10, ge=1024, description="An event people publish.")
+
+    def too_large(self, size: int, event: Event | None = None) -> str | None:
+        """Why a message of ``size`` bytes (``event``, once parsed) is refused, or None."""
+        by_people = event is not None and event.type in PUBLISHED_BY_PEOPLE
+        limit = self.max_person_bytes if by_people else self.max_bytes
+        if size <= limit:
+            return None
+        whose = f" for a {event.type} event" if by_people and event is not None else ""
+        return f"too large: {size} bytes (limit {limit}{whose})"
+
+
 def parse_event(raw: bytes | str) -> AnyEvent:
     """Parse one message body; raises pydantic.ValidationError (with the reason) when it is not an event."""
     return _ADAPTER.validate_json(raw)

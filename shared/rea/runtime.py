@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from rea.bus import INFRA_ERRORS, Bus, make_broker
 from rea.doorbell import Doorbell
 from rea.endpoints import Endpoints, resolve_endpoints
+from rea.events import EventLimits
 from rea.logs import configure_logging
 from rea.metrics import Metrics
 from rea.outbox import OutboxRelay
@@ -267,7 +268,10 @@ async def connect(service: str, settings: Settings, name: str | None = None) -> 
         if settings.kafka_doorbell
         else None
     )
-    bus = Bus(broker, topics, name, metrics, settings.kafka_fetch_max_wait_ms, doorbell)
+    limits = EventLimits(
+        max_bytes=settings.max_event_kib << 10, max_person_bytes=settings.max_person_event_kib << 10
+    )
+    bus = Bus(broker, topics, name, metrics, settings.kafka_fetch_max_wait_ms, doorbell, limits)
     relay = OutboxRelay(
         store, service, bus.send, settings.relay_interval_s, metrics.outbox_published.labels(service=name).inc
     )

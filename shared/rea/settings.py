@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         description="Variables a job's process inherits besides the job contract's own (PATH, HOME, "
         "locale, thread counts, GPUs...); never a REA_ setting: a job sees no service credentials.",
     )
+    max_event_kib: int = Field(
+        default=1024, ge=1, description="The largest message a consumer accepts; larger: a dead letter."
+    )
+    max_person_event_kib: int = Field(
+        default=64,
+        ge=1,
+        description="The largest event a person publishes (a campaign request, a decision, a kernel search).",
+    )
     data_roots: list[Path] = Field(
         default_factory=list,
         description="Folders whose files campaigns may train on (JSON list); empty: <home>/data. A dataset "

@@ -23,6 +23,9 @@ from rea.events import (
     CampaignRequested,
     DeadLetter,
     Envelope,
+    EventLimits,
+    PhaseConcluded,
+    PhaseConcludedPayload,
     PlanApproved,
     PlanApprovedPayload,
     encode_event,
@@ -139,6 +142,41 @@ async def test_dead_letter_keeps_a_truncated_copy_of_a_huge_message(rig: Rig) ->
     assert letter.original == "x" * MAX_DEAD_LETTER_COPY
     assert letter.original_size == len(raw)
     assert letter.topic == rig.topics.control
+
+
+async def test_a_message_over_the_size_limit_is_dead_lettered_unparsed(rig: Rig) -> None:
+    limit = rig.bus.limits.max_bytes
+    event = requested(name="n", notes="x" * limit)
+    raw = encode_event(event)
+    await rig.bus.send(rig.topics.campaign_requests, b"camp-1", raw)
+    assert rig.calls == 0
+    [letter] = rig.letters
+    assert letter.reason == f"too large: {len(raw)} bytes (limit {limit})"
+    assert letter.original_size == len(raw)
+
+
+async def test_an_event_people_publish_has_the_smaller_limit(rig: Rig) -> None:
+    """A campaign request or a decision needs little room: 70 KiB is an attempt to make every
+    consumer parse and store it. A service's event of that size is fine."""
+    person = rig.bus.limits.max_person_bytes
+    large = requested(name="n", notes="x" * (70 << 10))
+    await rig.bus.publish(large)
+    assert rig.calls == 0
+    [letter] = rig.letters
+    size = len(encode_event(large))
+    assert letter.reason == f"too large: {size} bytes (limit {person} for a campaign.requested event)"
+    fits = requested(name="n", notes="x" * (person - 1024))
+    await rig.bus.publish(fits)
+    assert rig.received == [fits]
+
+
+def test_a_services_event_may_be_larger_than_a_persons() -> None:
+    limits = EventLimits()
+    phase = PhaseConcluded(**FOLLOW, payload=PhaseConcludedPayload(phase="p" * (200 << 10), jobs=[]))
+    size = len(encode_event(phase))
+    assert limits.max_person_bytes < size < limits.max_bytes
+    assert limits.too_large(size, phase) is None
+    assert limits.too_large(size, requested()) is not None
 
 
 async def test_consumption_goes_on_after_a_bad_message(rig: Rig) -> None:
