@@ -39,6 +39,7 @@ from rea.client import (
     short_ids,
     summarize,
 )
+from rea.documents import campaign_documents
 from rea.endpoints import NoRunningStack
 from rea.events import (
     FINISHED_JOB_STATUSES,
@@ -167,22 +168,12 @@ def service(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVIC
 
 
 def _load_campaigns(path: Path) -> list[dict[str, Any]]:
-    """Every campaign document in ``path``: one mapping, a YAML stream of them (``---``), or a
-    ``campaigns:`` list (a portfolio, each on its own workload, data set and budget)."""
+    """Every campaign document in ``path`` (see :func:`rea.documents.campaign_documents`)."""
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
+        return campaign_documents(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         console.print(f"[red]cannot read {path}: {exc}[/red]")
         raise typer.Exit(2) from exc
-    if len(documents) == 1 and isinstance(documents[0], dict) and set(documents[0]) == {"campaigns"}:
-        documents = documents[0]["campaigns"] or []
-    if not documents or not all(isinstance(d, dict) for d in documents):
-        console.print(
-            f"[red]{path} must hold a mapping of campaign fields, several (a YAML stream), "
-            "or a `campaigns:` list of them[/red]"
-        )
-        raise typer.Exit(2)
-    return [dict(d) for d in documents]
 
 
 ANSWERED = frozenset({"rejected", "awaiting_approval", "running", "completed", "failed"})
