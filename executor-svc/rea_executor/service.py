@@ -22,6 +22,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 import structlog
 
+from rea.decisions import DecisionGate
 from rea.events import (
     BudgetExtended,
     CampaignCancelled,
@@ -242,6 +243,7 @@ def wire(rt: Runtime) -> None:
 
     rt.bus.subscribe(
         [rt.topics.planner_events, rt.topics.job_events, rt.topics.control],
+        gate=DecisionGate.for_service(rt.settings, rt.store.db, CONSUMER),
         group="executor",
         handlers={
             PhaseStarted: on_phase_started,

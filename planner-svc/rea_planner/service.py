@@ -9,6 +9,7 @@ from typing import get_args
 
 import structlog
 
+from rea.decisions import DecisionGate
 from rea.events import (
     BudgetExtended,
     BudgetWarning,
@@ -160,6 +161,7 @@ def wire(rt: Runtime) -> None:
             HypothesesGenerated: on_hypotheses,
             PhaseConcluded: on_phase_concluded,
         },
+        gate=DecisionGate.for_service(rt.settings, rt.store.db, CONSUMER),
     )
 
 

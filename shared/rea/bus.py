@@ -37,6 +37,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure, OperationFailure
 
+from rea.decisions import Delivery
 from rea.doorbell import Doorbell
 from rea.events import DeadLetter, Event, EventLimits, describe_error, encode_event, parse_event
 from rea.metrics import Metrics
@@ -44,6 +45,8 @@ from rea.settings import Settings
 from rea.topics import Topics
 
 Handler = Callable[[Any], Awaitable[None]]
+Gate = Callable[[Event, Delivery], Awaitable[str | None]]
+"""Judges an event before its handler runs: a reason refuses it (see :mod:`rea.decisions`)."""
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
 MAX_DEAD_LETTER_COPY = 4096
@@ -137,9 +140,12 @@ class Bus:
         *,
         max_poll_interval_ms: int = 300_000,
         listener: ConsumerRebalanceListener | None = None,
+        gate: Gate | None = None,
     ) -> None:
         """Consume ``topics`` in consumer group ``group`` (under the topic prefix) and route each
         event to its handler; ``listener`` hears which partitions the group gives this consumer.
+        ``gate`` judges each event that has a handler first: one it refuses is dead-lettered as
+        ``refused decision: <why>`` and never handled.
 
         Events of a known type that this consumer has no handler for are skipped: they are
         meant for another consumer of the same topic.
@@ -154,6 +160,10 @@ class Bus:
                 return
             handler = handlers.get(type(event))
             if handler is None:
+                return
+            if gate is not None and await self._refused(
+                gate, event, raw, Delivery(topic=topic, partition=partition, offset=offset)
+            ):
                 return
             self.metrics.events_consumed.labels(service=self.service, type=event.type).inc()
             with self.metrics.handler_seconds.labels(service=self.service, type=event.type).time():
@@ -254,6 +264,24 @@ class Bus:
             await self.dead_letter(raw, too_large, topic, partition, offset)
             return None
         return event
+
+    async def _refused(self, gate: Gate, event: Event, raw: bytes, delivery: Delivery) -> bool:
+        """Whether ``gate`` refused ``event`` (then dead-lettered with the reason); waits out
+        the infrastructure the gate reads."""
+        verdict: list[str | None] = []
+
+        async def judge() -> None:
+            verdict.append(await gate(event, delivery))
+
+        error = await self._wait_out_infrastructure(judge, event.type)
+        reason = f"gate failed: {type(error).__name__}: {error}" if error is not None else verdict[-1]
+        if reason is None:
+            return False
+        log.warning("decision_refused", type=event.type, event_id=event.event_id, reason=reason)
+        await self.dead_letter(
+            raw, f"refused decision: {reason}", delivery.topic, delivery.partition, delivery.offset
+        )
+        return True
 
     async def _wait_out_infrastructure(
         self, call: Callable[[], Awaitable[None]], what: str

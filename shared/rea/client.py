@@ -8,28 +8,32 @@ documents into what a person reads, so they can be tested without any server.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
+from rea.decisions import AUDIT, AuditEntry
 from rea.doorbell import Doorbell, ring
 from rea.endpoints import Endpoints, resolve_endpoints
-from rea.events import FINISHED_JOB_STATUSES, Event, JobRecord, encode_event
+from rea.events import FINISHED_JOB_STATUSES, Event, JobRecord, PersonDecision, encode_event, utc_now
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobRun
 from rea.phases import SCREENING, SEARCH_KINDS, VALIDATION, kind
 from rea.phases import order as phase_order
 from rea.settings import Settings
+from rea.signing import Keyring, Signer, new_nonce
 from rea.topics import Topics
 from rea.views import CampaignView, JobView, PhaseView, campaign_view, phase_view
 
 Doc = dict[str, Any]
+D = TypeVar("D", bound=PersonDecision)
 
 FINAL_STATUSES = frozenset({"rejected", "completed", "failed", "cancelled"})
 HIDDEN_STATUSES = frozenset({"rejected", "cancelled"})
@@ -38,6 +42,15 @@ SHORT_ID_LENGTH = 8
 MATCHES_SHOWN = 10
 # Fields of a phase's jobs that summaries never read and that make up most of a phase document.
 BULKY_JOB_FIELDS: Doc = {"state.jobs.output.diagnostics": 0, "state.jobs.output.history": 0}
+
+
+class SigningError(RuntimeError):
+    """A decision cannot be signed: no keyring, no key to sign with, or a key of another person."""
+
+
+def default_identity(settings: Settings) -> str:
+    """Who a person's tools act as: ``REA_SIGNING_IDENTITY``, else the OS user."""
+    return settings.signing_identity or getpass.getuser()
 
 
 class UnresolvedId(LookupError):
@@ -75,7 +88,37 @@ class Client:
         await self.mongo.close()
 
     async def publish(self, event: Event) -> None:
+        """Publish ``event``; a person's decision is signed first (:meth:`sign`) unless it is."""
+        if isinstance(event, PersonDecision) and event.signature is None:
+            event = self.sign(event)
         await self.send(self.topics.for_event(event.type), event.key(), encode_event(event))
+
+    def sign(self, event: D) -> D:
+        """``event`` signed in the name it gives, with the keyring's signing key (the configured
+        ``signing_key_id``, else its only key). Raises :class:`SigningError` when there is no
+        usable key, or the key belongs to someone else."""
+        path = self.settings.decision_keys_path()
+        try:
+            keys = Keyring.load(path).keys
+        except ValueError as error:
+            raise SigningError(str(error)) from None
+        key_id = self.settings.signing_key_id or (next(iter(keys)) if len(keys) == 1 else None)
+        if key_id is None or key_id not in keys:
+            which = f"no key {key_id!r}" if key_id else f"{len(keys)} keys and no REA_SIGNING_KEY_ID"
+            raise SigningError(
+                f"cannot sign the decision: {path} has {which} (REA_DECISION_KEYS_FILE names the keyring; "
+                "`rea up` creates a local one)"
+            )
+        try:
+            signer = Signer(keys[key_id], event.decided_by())
+        except ValueError as error:
+            raise SigningError(f"cannot sign the decision: {error}") from None
+        return signer.sign(event, utc_now(), self.settings.decision_ttl_s, new_nonce())
+
+    async def audit(self, campaign_id: str) -> list[AuditEntry]:
+        """Every service's judgement of every decision about the campaign, oldest first."""
+        cursor = self.db[AUDIT].find({"campaign_id": campaign_id}).sort([("occurred_at", 1), ("at", 1)])
+        return [AuditEntry.model_validate(doc) async for doc in cursor]
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         producer = AIOKafkaProducer(

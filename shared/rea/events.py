@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from rea.kernels import KernelUse
 from rea.workloads import Diagnostics, JobCost, JobError, JobOutput, ModelFootprint, SplitMetrics
@@ -299,12 +307,38 @@ class PlanProposed(Envelope):
     payload: PlanProposedPayload
 
 
+class Signature(BaseModel):
+    """A person's signature over a decision (see :mod:`rea.signing`): who signed, with which
+    key, a nonce that makes the decision usable once, and when it stops being valid."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    by: str = Field(min_length=1, max_length=128)
+    key_id: str = Field(min_length=1, max_length=128)
+    alg: Literal["hmac-sha256"] = "hmac-sha256"
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+    expires_at: AwareDatetime
+    value: str = Field(min_length=1, max_length=128, description="Base64 of the MAC.")
+
+
+class PersonDecision(Envelope):
+    """A person's decision about a campaign. Services act on it only when it carries a valid
+    signature of the person it names (:mod:`rea.decisions`)."""
+
+    signature: Signature | None = None
+
+    def decided_by(self) -> str:
+        """The person the decision names (who approved, paused, extended...)."""
+        payload = getattr(self, "payload")  # noqa: B009 (every decision has one; its type varies)
+        return str(getattr(payload, "approved_by", None) or payload.by)
+
+
 class PlanApprovedPayload(BaseModel):
     approved_by: str
     auto: bool = False
 
 
-class PlanApproved(Envelope):
+class PlanApproved(PersonDecision):
     """A person's (or the auto-approve policy's) approval of the proposed plan and its budget."""
 
     type: Literal["plan.approved"] = "plan.approved"
@@ -316,7 +350,7 @@ class PersonAction(BaseModel):
     by: str = "cli"
 
 
-class ProposalAccepted(Envelope):
+class ProposalAccepted(PersonDecision):
     """A person accepted the launch proposal of a completed campaign (its winning config)."""
 
     type: Literal["proposal.accepted"] = "proposal.accepted"
@@ -324,7 +358,7 @@ class ProposalAccepted(Envelope):
     payload: PersonAction
 
 
-class CampaignPaused(Envelope):
+class CampaignPaused(PersonDecision):
     """A person paused the campaign: jobs in flight finish, no new ones start."""
 
     type: Literal["campaign.paused"] = "campaign.paused"
@@ -332,13 +366,13 @@ class CampaignPaused(Envelope):
     payload: PersonAction
 
 
-class CampaignResumed(Envelope):
+class CampaignResumed(PersonDecision):
     type: Literal["campaign.resumed"] = "campaign.resumed"
     version: Literal[1] = 1
     payload: PersonAction
 
 
-class CampaignCancelled(Envelope):
+class CampaignCancelled(PersonDecision):
     """A person cancelled the campaign: no job starts, jobs in flight are stopped, their
     reservations released, and the campaign ends as ``cancelled`` with what it found so far."""
 
@@ -365,7 +399,7 @@ class BudgetExtendedPayload(BaseModel):
         return " and ".join(parts)
 
 
-class BudgetExtended(Envelope):
+class BudgetExtended(PersonDecision):
     """A person raised the campaign's CPU or GPU budget (resumes a campaign paused for budget)."""
 
     type: Literal["budget.extended"] = "budget.extended"

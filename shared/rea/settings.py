@@ -65,6 +65,31 @@ class Settings(BaseSettings):
         ge=1,
         description="The largest event a person publishes (a campaign request, a decision, a kernel search).",
     )
+    require_signed_decisions: bool = Field(
+        default=True,
+        description="Act on a person's decision (approve, pause, resume, cancel, extend, accept) only "
+        "with a valid signature (rea.signing); off: unsigned decisions are acted on, and audited.",
+    )
+    decision_keys_file: Path | None = Field(
+        default=None,
+        description="The decision keyring (JSON, mode 0600): services verify with every key in it, the "
+        "CLI signs with one; unset: <home>/keys/decisions.json, which `rea up` creates.",
+    )
+    signing_key_id: str | None = Field(
+        default=None, description="The key the CLI signs with; unset: the keyring's only key."
+    )
+    signing_identity: str | None = Field(
+        default=None, description="Who the CLI signs as with a shared key; unset: the OS user."
+    )
+    decision_ttl_s: float = Field(
+        default=300.0, gt=0, description="How long a decision the CLI signs is valid."
+    )
+    decision_max_ttl_s: float = Field(
+        default=900.0, gt=0, description="The longest validity a service accepts on a signed decision."
+    )
+    decision_clock_skew_s: float = Field(
+        default=30.0, ge=0, description="How far clocks may disagree when judging a signature's times."
+    )
     data_roots: list[Path] = Field(
         default_factory=list,
         description="Folders whose files campaigns may train on (JSON list); empty: <home>/data. A dataset "
@@ -139,6 +164,10 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     service_name: str = "rea"
+
+    def decision_keys_path(self) -> Path:
+        """Where the decision keyring is: the configured file, else under ``home``."""
+        return self.decision_keys_file or self.home / "keys" / "decisions.json"
 
     def allowed_data_roots(self) -> list[Path]:
         """The data roots in force, absolute: those configured, else ``<home>/data``."""

@@ -19,10 +19,12 @@ from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from pymongo.errors import OperationFailure
 
 from rea.bus import HANDLER_ATTEMPTS, MAX_DEAD_LETTER_COPY, Bus
+from rea.decisions import Delivery
 from rea.events import (
     CampaignRequested,
     DeadLetter,
     Envelope,
+    Event,
     EventLimits,
     PhaseConcluded,
     PhaseConcludedPayload,
@@ -249,3 +251,36 @@ async def test_known_event_without_a_handler_is_skipped_silently(rig: Rig) -> No
     assert rig.letters == []
     assert rig.consumed("plan.approved") == 0
     assert rig.dead_letter_count(rig.topics.control) == 0
+
+
+async def test_a_gate_refusal_is_dead_lettered_and_never_handled() -> None:
+    broker = KafkaBroker("localhost:9092", logger=None)
+    topics = Topics("gate")
+    bus = Bus(broker, topics, SERVICE, Metrics())
+    handled: list[Event] = []
+    letters: list[DeadLetter] = []
+    seen: list[Delivery] = []
+
+    async def handle(event: PlanApproved) -> None:
+        handled.append(event)
+
+    async def gate(event: Event, delivery: Delivery) -> str | None:
+        seen.append(delivery)
+        return "unsigned" if isinstance(event, PlanApproved) and event.decided_by() == "mallory" else None
+
+    bus.subscribe([topics.control], group="unit", handlers={PlanApproved: handle}, gate=gate)
+
+    @broker.subscriber(topics.dead_letter)
+    async def capture(message: KafkaMessage) -> None:
+        letters.append(DeadLetter.model_validate_json(message.body))
+
+    async with TestKafkaBroker(broker):
+        forged = PlanApproved(**FOLLOW, payload=PlanApprovedPayload(approved_by="mallory"))
+        await bus.publish(forged)
+        honest = PlanApproved(**FOLLOW, payload=PlanApprovedPayload(approved_by="alice"))
+        await bus.publish(honest)
+    assert handled == [honest]
+    [letter] = letters
+    assert letter.reason == "refused decision: unsigned"
+    assert PlanApproved.model_validate_json(letter.original) == forged
+    assert seen[0] == Delivery(topic=topics.control, partition=0, offset=0)

@@ -30,7 +30,9 @@ from rea.client import (
     HIDDEN_STATUSES,
     CampaignSummary,
     Client,
+    SigningError,
     UnresolvedId,
+    default_identity,
     elapsed_s,
     format_changes,
     format_gain,
@@ -39,6 +41,7 @@ from rea.client import (
     short_ids,
     summarize,
 )
+from rea.decisions import AuditEntry
 from rea.documents import campaign_documents
 from rea.endpoints import NoRunningStack
 from rea.events import (
@@ -49,8 +52,8 @@ from rea.events import (
     CampaignPaused,
     CampaignRequested,
     CampaignResumed,
-    Envelope,
     PersonAction,
+    PersonDecision,
     PlanApproved,
     PlanApprovedPayload,
     ProposalAccepted,
@@ -94,8 +97,8 @@ def _with_client(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> 
     except UnresolvedId as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from exc
-    except (StackError, NoRunningStack) as exc:
-        console.print(f"[red]{exc}[/red]")
+    except (StackError, NoRunningStack, SigningError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
 
 
@@ -239,14 +242,34 @@ CampaignIdArg = Annotated[str, typer.Argument(metavar="ID", help=ID_HELP, show_d
 CANCELLABLE = frozenset({"planning", "awaiting_approval", "running", "paused", "paused_budget"})
 
 
+ByOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Who decides; the decision is signed in this name (default: REA_SIGNING_IDENTITY, else your "
+        "user name). A personal signing key signs only in its owner's name."
+    ),
+]
+
+
+def _by_person(
+    kind: type[CampaignPaused | CampaignResumed | CampaignCancelled | ProposalAccepted],
+) -> Callable[[str, str], PersonDecision]:
+    """Makes ``kind`` for a campaign's full id, in a person's name."""
+    return lambda full, who: kind(campaign_id=full, correlation_id=full, payload=PersonAction(by=who))
+
+
 def _send_decision(
     prefix: str,
-    make_event: Callable[[str], Envelope],
+    by: str | None,
+    make_event: Callable[[str, str], PersonDecision],
     allowed: frozenset[str],
     done: Callable[[str], str],
 ) -> None:
-    """Publish a person's decision about a campaign (named by a unique id prefix), if the
-    campaign is in a state it applies to; the event is made for the resolved full id."""
+    """Publish a person's decision about a campaign (named by a unique id prefix), signed, if
+    the campaign is in a state it applies to; the event is made for the resolved full id, in the
+    name of ``by`` (default: REA_SIGNING_IDENTITY, else the OS user)."""
+    settings = Settings()
+    who = by or default_identity(settings)
 
     async def work(client: Client) -> str:
         campaign_id = await client.resolve_campaign(prefix)
@@ -259,22 +282,23 @@ def _send_decision(
                 f"this applies only when it is {' or '.join(sorted(allowed))}."
             )
             raise typer.Exit(1)
-        await client.publish(make_event(campaign_id))
+        await client.publish(make_event(campaign_id, who))
         return campaign_id
 
-    console.print(done(_with_client(Settings(), work)))
+    console.print(done(_with_client(settings, work)))
 
 
 @app.command()
 def approve(
     campaign_id: CampaignIdArg,
-    by: Annotated[str, typer.Option(help="Who approves (recorded with the plan).")] = "cli",
+    by: ByOption = None,
 ) -> None:
     """Approve a campaign's proposed plan and budget."""
     _send_decision(
         campaign_id,
-        lambda full: PlanApproved(
-            campaign_id=full, correlation_id=full, payload=PlanApprovedPayload(approved_by=by)
+        by,
+        lambda full, who: PlanApproved(
+            campaign_id=full, correlation_id=full, payload=PlanApprovedPayload(approved_by=who)
         ),
         frozenset({"awaiting_approval"}),
         lambda full: f"Approved {full}.",
@@ -282,34 +306,37 @@ def approve(
 
 
 @app.command()
-def pause(campaign_id: CampaignIdArg, by: Annotated[str, typer.Option(help="Who pauses.")] = "cli") -> None:
+def pause(campaign_id: CampaignIdArg, by: ByOption = None) -> None:
     """Pause a running campaign: jobs in flight finish, no new job starts."""
     _send_decision(
         campaign_id,
-        lambda full: CampaignPaused(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        by,
+        _by_person(CampaignPaused),
         frozenset({"running", "paused_budget"}),
         lambda full: f"Pausing {full}.",
     )
 
 
 @app.command()
-def resume(campaign_id: CampaignIdArg, by: Annotated[str, typer.Option(help="Who resumes.")] = "cli") -> None:
+def resume(campaign_id: CampaignIdArg, by: ByOption = None) -> None:
     """Resume a campaign a person paused."""
     _send_decision(
         campaign_id,
-        lambda full: CampaignResumed(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        by,
+        _by_person(CampaignResumed),
         frozenset({"paused"}),
         lambda full: f"Resuming {full}.",
     )
 
 
 @app.command()
-def cancel(campaign_id: CampaignIdArg, by: Annotated[str, typer.Option(help="Who cancels.")] = "cli") -> None:
+def cancel(campaign_id: CampaignIdArg, by: ByOption = None) -> None:
     """Cancel a campaign: no new job starts, jobs in flight are stopped, and it ends as cancelled
     with what it found so far."""
     _send_decision(
         campaign_id,
-        lambda full: CampaignCancelled(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        by,
+        _by_person(CampaignCancelled),
         CANCELLABLE,
         lambda full: f"Cancelling {full}.",
     )
@@ -326,16 +353,19 @@ def budget_extend(
     gpu_seconds: Annotated[
         float, typer.Option("--gpu-seconds", help="GPU seconds to add (a campaign with a GPU budget).", min=0)
     ] = 0.0,
-    by: Annotated[str, typer.Option(help="Who extends it.")] = "cli",
+    by: ByOption = None,
 ) -> None:
     """Raise a campaign's CPU and/or GPU budget; a campaign paused for budget resumes."""
     try:
-        added = BudgetExtendedPayload(cpu_seconds=cpu_seconds, gpu_seconds=gpu_seconds, by=by)
+        added = BudgetExtendedPayload(cpu_seconds=cpu_seconds, gpu_seconds=gpu_seconds)
     except ValidationError:
         raise typer.BadParameter("give --cpu-seconds, --gpu-seconds or both, above 0") from None
     _send_decision(
         campaign_id,
-        lambda full: BudgetExtended(campaign_id=full, correlation_id=full, payload=added),
+        by,
+        lambda full, who: BudgetExtended(
+            campaign_id=full, correlation_id=full, payload=added.model_copy(update={"by": who})
+        ),
         frozenset({"running", "paused", "paused_budget"}),
         lambda full: f"Added {added.describe()} to {full}.",
     )
@@ -906,14 +936,52 @@ def proposal(
 
 
 @app.command()
+def audit(
+    campaign_id: CampaignIdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON lines.")] = False,
+) -> None:
+    """A campaign's trail of people's decisions: who decided what and when, who signed it with
+    which key, and what each service made of it (accepted, or refused and why)."""
+
+    async def work(client: Client) -> tuple[str, list[AuditEntry]]:
+        full = await client.resolve_campaign(campaign_id)
+        return full, await client.audit(full)
+
+    full_id, entries = _with_client(Settings(), work)
+    if as_json:
+        for entry in entries:
+            print(entry.model_dump_json())
+        return
+    if not entries:
+        console.print(f"No decision about {full_id} has reached a service.")
+        return
+    table = Table(title=f"decisions about {full_id}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("when", "decision", "in the name of", "signed by (key)", "service", "verdict"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        signed = "unsigned" if entry.signed_by is None else f"{entry.signed_by} ({entry.key_id})"
+        verdict = entry.verdict if entry.reason is None else f"{entry.verdict}: {entry.reason}"
+        table.add_row(
+            entry.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(entry.summary),
+            escape(entry.decided_by),
+            escape(signed),
+            entry.consumer,
+            escape(verdict),
+        )
+    Console().print(table)
+
+
+@app.command()
 def accept(
     campaign_id: CampaignIdArg,
-    by: Annotated[str, typer.Option(help="Who accepts (recorded with the campaign).")] = "cli",
+    by: ByOption = None,
 ) -> None:
     """Accept a completed campaign's launch proposal."""
     _send_decision(
         campaign_id,
-        lambda full: ProposalAccepted(campaign_id=full, correlation_id=full, payload=PersonAction(by=by)),
+        by,
+        _by_person(ProposalAccepted),
         frozenset({"completed"}),
         lambda full: f"Accepted the proposal of {full}.",
     )

@@ -32,6 +32,7 @@ from pymongo import MongoClient
 from rea.endpoints import STACK_RECORD, Endpoints
 from rea.processes import descendants, is_running, kill
 from rea.settings import Settings
+from rea.signing import Keyring
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
 SUPERVISOR = "supervisor"
@@ -243,7 +244,11 @@ class EmbeddedStack:
         return proc
 
     def start_infra(self) -> Endpoints:
-        """Start each part that is not configured externally and wait until it answers."""
+        """Start each part that is not configured externally and wait until it answers; make a
+        decision keyring under ``home`` if none is configured or there."""
+        keys = self.settings.decision_keys_path()
+        if not keys.exists():
+            Keyring.create(keys)
         kafka = self.settings.kafka_bootstrap
         if not kafka:
             kafka = self.start_broker(free_port())
