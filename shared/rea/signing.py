@@ -79,13 +79,33 @@ class Keyring:
     @classmethod
     def create(cls, path: Path) -> Keyring:
         """A new keyring in ``path`` (readable by its owner only) with one fresh shared key."""
+        made = cls({LOCAL_KEY_ID: DecisionKey(LOCAL_KEY_ID, secrets.token_bytes(KEY_BYTES))})
+        made.write(path, exclusive=True)
+        return made
+
+    def adding(self, key_id: str, identity: str | None) -> Keyring:
+        """This keyring with a fresh key ``key_id`` (for ``identity`` only; None: shared)."""
+        if key_id in self.keys:
+            raise ValueError(f"the keyring already has a key {key_id!r}")
+        key = DecisionKey(key_id, secrets.token_bytes(KEY_BYTES), identity)
+        return Keyring({**self.keys, key_id: key})
+
+    def only(self, key_id: str) -> Keyring:
+        """The keyring of one key: what its owner holds to sign with."""
+        return Keyring({key_id: self.keys[key_id]})
+
+    def write(self, path: Path, exclusive: bool = False) -> None:
+        """Save to ``path``, readable by its owner only (a new file, with ``exclusive``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_bytes(KEY_BYTES)
-        text = json.dumps({LOCAL_KEY_ID: {"key": secret.hex(), "identity": None}})
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
+        text = json.dumps(
+            {key.key_id: {"key": key.secret.hex(), "identity": key.identity} for key in self.keys.values()}
+        )
+        staged = path if exclusive else path.with_name(f".{path.name}.{os.getpid()}")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        with os.fdopen(os.open(staged, flags, 0o600), "w") as file:
             file.write(text)
-        return cls({LOCAL_KEY_ID: DecisionKey(LOCAL_KEY_ID, secret)})
+        if staged != path:
+            staged.replace(path)
 
 
 def signing_bytes(event: PersonDecision) -> bytes:

@@ -115,7 +115,8 @@ async def test_a_sleeping_consumer_fetches_nothing_until_the_doorbell_rings(
     try:
         loud = new_id()
         sent = time.monotonic()
-        await client.publish(paused(loud))  # the client rings after the broker's ack
+        event = paused(loud)  # unsigned: this listener judges nothing
+        await client.send(client.topics.control, event.key(), encode_event(event))  # rings after the ack
         assert await listener.arrival(loud, 2) - sent < 1.0
     finally:
         await client.close()

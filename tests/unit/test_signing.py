@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as fuzzing
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from rea.events import (
     BudgetExtended,
@@ -22,6 +23,7 @@ from rea.events import (
     parse_event,
 )
 from rea.signing import DecisionKey, Keyring, Signer, verify
+from rea_tools import cli
 
 NOW = datetime.fromisoformat("2026-12-04T06:00:00+00:00")
 SHARED = DecisionKey("local", bytes(range(32)))
@@ -164,3 +166,23 @@ def test_verification_never_raises_on_garbage(
     except ValueError:
         return
     assert judged(event) is not None
+
+
+def test_rea_keys_adds_keys_and_lists_them_without_secrets(tmp_path: Path) -> None:
+    services, alice = tmp_path / "keys" / "decisions.json", tmp_path / "alice.json"
+    runner = CliRunner()
+    added = runner.invoke(
+        cli.app,
+        ["keys", "add", "alice", "--identity", "alice", "--file", str(services), "--export", str(alice)],
+    )
+    assert added.exit_code == 0, added.output
+    assert runner.invoke(cli.app, ["keys", "add", "team", "--file", str(services)]).exit_code == 0
+    everyone, own = Keyring.load(services), Keyring.load(alice)
+    assert set(everyone.keys) == {"alice", "team"} and own.keys == {"alice": everyone.keys["alice"]}
+    assert everyone.keys["team"].identity is None
+    assert stat.S_IMODE(services.stat().st_mode) == stat.S_IMODE(alice.stat().st_mode) == 0o600
+    listed = runner.invoke(cli.app, ["keys", "list", "--file", str(services)])
+    assert "alice\talice" in listed.output and "team\t(shared)" in listed.output
+    assert everyone.keys["alice"].secret.hex() not in listed.output
+    again = runner.invoke(cli.app, ["keys", "add", "alice", "--file", str(services)])
+    assert again.exit_code == 2 and "already has a key 'alice'" in again.output

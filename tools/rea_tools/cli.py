@@ -64,6 +64,7 @@ from rea.ledger import LOG_LIMIT, JobRun
 from rea.processes import is_running
 from rea.runtime import SERVICES, run_service
 from rea.settings import Settings
+from rea.signing import Keyring
 from rea.views import CampaignView, JobView, PhaseView
 from rea.workloads import get_workload, workload_names
 from rea_tools.stack import EmbeddedStack, StackError, StackState, stop_recorded_stack
@@ -1205,6 +1206,60 @@ def chaos(
         console.print(f"[red]{line}[/red]")
     if not report.passed:
         raise typer.Exit(1)
+
+
+keys_app = typer.Typer(
+    help="Keys people sign decisions with (HMAC; see rea/signing.py). Services verify with every key "
+    "in the keyring (REA_DECISION_KEYS_FILE); a person holds only their own.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    key_id: Annotated[str, typer.Argument(help="The new key's id (e.g. the person's name).")],
+    identity: Annotated[
+        str | None, typer.Option(help="The only person the key signs for; omit for a shared key.")
+    ] = None,
+    keyring: Annotated[
+        Path | None, typer.Option("--file", help="The services' keyring (default: REA_DECISION_KEYS_FILE).")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Also write a keyring of this key alone, to hand to its owner.")
+    ] = None,
+) -> None:
+    """Add a fresh key to the services' keyring (creating it, mode 0600)."""
+    path = keyring or Settings().decision_keys_path()
+    try:
+        grown = Keyring.load(path).adding(key_id, identity)
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    grown.write(path)
+    whose = f"signs only as {identity}" if identity else "shared: signs in any name"
+    console.print(f"Added key {key_id!r} ({whose}) to {path}.")
+    if export is not None:
+        grown.only(key_id).write(export)
+        console.print(f"Its owner's keyring: {export} (REA_DECISION_KEYS_FILE there).")
+
+
+@keys_app.command("list")
+def keys_list(
+    keyring: Annotated[Path | None, typer.Option("--file", help="Default: REA_DECISION_KEYS_FILE.")] = None,
+) -> None:
+    """The keys in a keyring: ids and whom they sign for, never the secrets."""
+    path = keyring or Settings().decision_keys_path()
+    try:
+        keys = Keyring.load(path).keys
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    if not keys:
+        console.print(f"No keyring at {path}: `rea up` makes one, `rea keys add` too.")
+        return
+    for key in keys.values():
+        print(f"{key.key_id}\t{key.identity or '(shared)'}")
 
 
 workloads_app = typer.Typer(
