@@ -71,7 +71,9 @@ class Exit:
 
 
 Fault = Literal["oom", "nan", "kill"]
-KILL_AFTER_S = 1.0
+KILL_AFTER_S = 0.25
+"""When a ``kill`` drill SIGKILLs its job: early enough that no real job has finished (the
+reference ranker's smallest takes about a second), so the drill always lands."""
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 """One entry per GPU while the NVIDIA driver is loaded."""
 StopReason = Literal["cancelled", "killed", "pruned"]
@@ -112,7 +114,7 @@ def run_job(
     """Blocking: run the job to completion (or its limits) and return what it reported.
 
     ``fault`` is for resilience drills: ``oom`` and ``nan`` ask the job itself to fail that
-    way (through its real failure paths), ``kill`` SIGKILLs it one second in. ``prepare=False``
+    way (through its real failure paths), ``kill`` SIGKILLs it a quarter second in. ``prepare=False``
     skips preparing the dataset (the caller knows it is ready). ``watch`` receives the job's
     pid, CPU so far and output, and can stop it. ``warm``: the zygotes to fork the job from
     when its workload preloads modules (else, or should no zygote start, it starts cold).
