@@ -148,11 +148,12 @@ def _dataset_problems(workload: Workload, dataset: str, data_roots: Sequence[Pat
     """The files ``dataset`` would read outside ``data_roots``, else the workload's own
     objections. A workload whose checks raise has a bug, reported as a reason."""
     try:
-        outside = [] if data_roots is None else dataset_problems(workload, dataset, data_roots)
-        problem = outside[0] if outside else workload.dataset_error(dataset)
+        if data_roots is not None and (outside := dataset_problems(workload, dataset, data_roots)):
+            return outside
+        problem = workload.dataset_error(dataset)
     except Exception as error:
         return [f"the workload could not check it ({type(error).__name__}: {error})"]
-    return outside or ([] if problem is None else [problem])
+    return [] if problem is None else [problem]
 
 
 CampaignStatus = Literal[
