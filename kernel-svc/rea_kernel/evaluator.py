@@ -315,6 +315,7 @@ class _Run:
         rounds = min(self.settings.rounds, self.settings.repeats)
         base, extra = divmod(self.settings.repeats, rounds)
         shares = [base + (index < extra) for index in range(rounds)]
+        flush_bytes = self.settings.cache_flush_bytes or _flush_bytes()
         return [
             {
                 "dtype": dtype_name(dtype),
@@ -326,7 +327,7 @@ class _Run:
                     }
                     for shape in shapes
                 ],
-                "flush_bytes": self.settings.cache_flush_bytes or _flush_bytes(),
+                "flush_bytes": flush_bytes,
                 "device": self.target.device,
             }
             for share in shares
