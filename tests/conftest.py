@@ -20,6 +20,8 @@ from rea.store import Store
 from rea.topics import Topics
 from rea_tools.stack import EmbeddedStack
 
+from .e2e.helpers import seed_grants
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
@@ -57,6 +59,7 @@ def settings(endpoints: Endpoints, tmp_path: Path) -> Settings:
         topic_partitions=3,
     )
     asyncio.run(ensure_topics(endpoints.kafka_bootstrap, Topics(namespace), made.topic_partitions))
+    asyncio.run(seed_grants(made))
     return made
 
 

@@ -33,6 +33,7 @@ from rich.table import Table
 from rea import plots
 from rea.client import Client
 from rea.events import CampaignRequested, CampaignResult, JobSpec, describe_error, new_id
+from rea.grants import own_terms
 from rea.insights import COLLECTIONS as INSIGHT_COLLECTIONS
 from rea.knobs import Role
 from rea.processes import new_children_killed_on_error
@@ -56,6 +57,8 @@ CHECKPOINT = 0.5
 """The share of the budget at which each method's best-so-far config is also confirmed."""
 CONFIRMATION_SEED = 10_000
 FINAL = frozenset({"completed", "failed", "rejected"})
+GRANT = "bench"
+"""The grant REA's campaigns run under here: the bench's budget, auto-approved."""
 
 
 @dataclass(frozen=True)
@@ -598,8 +601,8 @@ class ReaStack:
             "name": f"bench {case.label} seed {seed}",
             "workload": case.model,
             "dataset": case.dataset,
+            "grant": GRANT,
             "budget_cpu_seconds": plan.budget_cpu_seconds,
-            "auto_approve_cpu_seconds": plan.budget_cpu_seconds,
             "max_parallel_jobs": plan.parallel,
             "max_hypotheses": 100,
             "max_exploitation_trials": None,
@@ -626,6 +629,10 @@ class ReaStack:
         client = Client(settings, self.endpoints)
         try:
             campaign_id = new_id()
+            budget = self.plan.budget_cpu_seconds
+            await client.ensure_grant(
+                GRANT, own_terms(settings, budget, team="bench", auto_approve_up_to=budget)
+            )
             await client.publish(
                 CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
             )
@@ -667,7 +674,7 @@ def copy_insights(mongo_uri: str, source: str, target: str) -> None:
 
 
 FIXED_BY_THE_BENCH = frozenset(
-    {"name", "workload", "dataset", "budget_cpu_seconds", "auto_approve_cpu_seconds", "seed", "baseline"}
+    {"name", "grant", "workload", "dataset", "budget_cpu_seconds", "seed", "baseline"}
 )
 
 
@@ -680,7 +687,9 @@ def check_rea_options(options: dict[str, Any]) -> None:
     if fixed:
         raise ValueError(f"REA options {fixed} are set by the bench for every method alike")
     try:
-        CampaignSpec.model_validate({"name": "check", "dataset": "adult", "budget_cpu_seconds": 1, **options})
+        CampaignSpec.model_validate(
+            {"name": "check", "grant": GRANT, "dataset": "adult", "budget_cpu_seconds": 1, **options}
+        )
     except ValidationError as exc:
         raise ValueError(f"REA options: {describe_error(exc)}") from None
 

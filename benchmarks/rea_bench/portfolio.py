@@ -30,6 +30,7 @@ from typing import Any
 
 from rea.client import FINAL_STATUSES, Client
 from rea.events import CampaignRequested, new_id
+from rea.grants import own_terms
 from rea.ledger import JobLedger, JobRun
 from rea.views import CampaignView
 from rea_bench.common import Bench, console, embedded_stack, print_header, print_table, run, wait_until
@@ -38,6 +39,7 @@ SERVICES = ("logger", "hypothesis", "planner", "executor")
 DATASETS = ("synthetic:rows=3000,crosses=1,strength=3", "synthetic:seed=1,rows=3000,crosses=2,strength=2")
 GOAL_RATIO = 0.9
 GOAL_SHARE = 0.25
+GRANT = "portfolio"
 
 
 @dataclass
@@ -65,8 +67,8 @@ def requests(unit: float) -> list[dict[str, Any]]:
                 "name": f"portfolio {index}",
                 "workload": workload,
                 "dataset": DATASETS[(index // 2) % 2],
+                "grant": GRANT,
                 "budget_cpu_seconds": budget,
-                "auto_approve_cpu_seconds": budget,
                 "max_parallel_jobs": 4,
                 "max_hypotheses": 6,
                 "confirm_seeds": 1,
@@ -135,6 +137,16 @@ def demand_in(runs: list[JobRun], start: datetime, end: datetime) -> tuple[float
     return (busy / window if window > 0 else 0.0, sum(gaps) / len(gaps) if gaps else 0.0)
 
 
+async def grant(bench: Bench, most: float) -> None:
+    """The grant every campaign of the bench runs under: the largest budget, auto-approved."""
+    terms = own_terms(bench.settings, most, team="portfolio", auto_approve_up_to=most)
+    client = Client(bench.settings, bench.endpoints)
+    try:
+        await client.ensure_grant(GRANT, terms)
+    finally:
+        await client.close()
+
+
 async def measure(bench: Bench, name: str, batch: list[dict[str, Any]], together: bool) -> Mode:
     client = Client(bench.settings, bench.endpoints)
     try:
@@ -170,6 +182,7 @@ async def main(unit: float, workers: int) -> None:
     batch = requests(unit)
     async with embedded_stack("portfolio") as bench:
         await start(bench, workers)
+        await grant(bench, 2 * unit)
         together = await measure(bench, "at once", batch, together=True)
         sequential = await measure(bench, "one after another", batch, together=False)
     ratio = together.jobs_per_hour / sequential.jobs_per_hour

@@ -35,6 +35,7 @@ from rea.events import (
     RunbookApplied,
     RunbookEntry,
 )
+from rea.grants import ceiling_problem
 from rea.store import Decision
 from rea.workloads import JobError
 from rea_executor.runbook import recover
@@ -152,6 +153,8 @@ def on_phase_started(
         status="cancelling" if cancelled else "running",
         budget_cpu_seconds=event.payload.budget_cpu_seconds,
         budget_gpu_seconds=event.payload.budget_gpu_seconds,
+        max_cpu_seconds=event.payload.max_cpu_seconds,
+        max_gpu_seconds=event.payload.max_gpu_seconds,
         max_parallel_jobs=event.payload.max_parallel_jobs,
         jobs=[TrackedJob(spec=spec, status="cancelled" if cancelled else "pending") for spec in plan.jobs],
     )
@@ -296,17 +299,21 @@ def to_stop(state: PhaseExecution) -> list[TrackedJob]:
 def on_budget_extended(
     state: PhaseExecution | None, event: BudgetExtended, room: int | None = None
 ) -> Decision[PhaseExecution]:
+    """Raise the running phase's budget, unless that goes past its grant's maxima (the planner
+    refuses the same extension, from the same maxima, with a notice)."""
     if state is None or state.status == "concluded":
         return Decision()
     added = event.payload
     budget = state.budget_cpu_seconds + added.cpu_seconds
+    gpu = None if state.budget_gpu_seconds is None else state.budget_gpu_seconds + added.gpu_seconds
+    if ceiling_problem(budget, gpu, state.max_cpu_seconds, state.max_gpu_seconds) is not None:
+        return Decision()
     warned = state.budget_warned and state.spent_cpu_seconds >= BUDGET_WARNING_FRACTION * budget
     update: dict[str, object] = {"budget_cpu_seconds": budget, "budget_warned": warned}
-    if state.budget_gpu_seconds is not None:
-        gpu_budget = state.budget_gpu_seconds + added.gpu_seconds
-        update["budget_gpu_seconds"] = gpu_budget
+    if gpu is not None:
+        update["budget_gpu_seconds"] = gpu
         update["gpu_budget_warned"] = (
-            state.gpu_budget_warned and state.spent_gpu_seconds >= BUDGET_WARNING_FRACTION * gpu_budget
+            state.gpu_budget_warned and state.spent_gpu_seconds >= BUDGET_WARNING_FRACTION * gpu
         )
     extended = state.model_copy(update=update)
     if state.status != "paused_budget":

@@ -72,6 +72,10 @@ class PhaseExecution(BaseModel):
     spent_gpu_seconds: float = 0.0
     budget_warned: bool = False
     gpu_budget_warned: bool = False
+    max_cpu_seconds: float | None = Field(
+        default=None, description="The most its grant lets the budget be raised to."
+    )
+    max_gpu_seconds: float | None = Field(default=None, description="The same for the GPU budget.")
     max_parallel_jobs: int
     jobs: list[TrackedJob]
     runbook: list[RunbookEntry] = Field(default_factory=list)

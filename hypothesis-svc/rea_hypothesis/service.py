@@ -73,7 +73,8 @@ def endpoint(settings: Settings) -> LlmEndpoint | None:
 async def ask_llm(
     rt: Runtime, llm: LlmEndpoint | None, request: HypothesesRequestedPayload
 ) -> tuple[list[Hypothesis], list[str]]:
-    if llm is None:
+    """The LLM's hypotheses, when one is configured and the campaign's grant allows it."""
+    if llm is None or not request.allow_llm:
         return [], []
     workload = get_workload(request.workload)
     schema = workload.schema

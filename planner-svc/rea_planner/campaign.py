@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rea.events import (
     CampaignResult,
+    Checklist,
     Hypothesis,
     JobBackendName,
     JobRecord,
@@ -18,6 +19,7 @@ from rea.events import (
     describe_error,
     utc_now,
 )
+from rea.grants import Grant
 from rea.workloads import BrokenWorkload, Workload, dataset_problems, get_workload
 
 
@@ -27,6 +29,12 @@ class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
+    grant: str = Field(
+        min_length=1,
+        max_length=128,
+        description="The preflight grant it runs under (`rea grant create`): what it may use, and "
+        "up to what estimate its plan starts without a person's approval.",
+    )
     workload: str = Field(default="ranker", description="A registered workload (entry point rea.workloads).")
     dataset: str = Field(min_length=1, description="A dataset spec string, e.g. movielens-100k.")
     objective: Literal["ne"] = "ne"
@@ -36,9 +44,6 @@ class CampaignSpec(BaseModel):
         gt=0,
         description="Hard cap on the GPU (device) seconds the jobs hold, for jobs that ask for GPUs; "
         "unset, GPU time is not capped (the CPU budget still is).",
-    )
-    auto_approve_cpu_seconds: float | None = Field(
-        default=None, ge=0, description="Plans estimated at or below this start without a person's approval."
     )
     max_parallel_jobs: int = Field(default=2, ge=1, le=256)
     max_hypotheses: int = Field(default=6, ge=1, le=100)
@@ -125,7 +130,7 @@ def validate_campaign(
     try:
         spec = CampaignSpec.model_validate(request)
     except ValidationError as exc:
-        return None, describe_error(exc).split("; ")
+        return None, [_explained(reason) for reason in describe_error(exc).split("; ")]
     if spec.backend is None:
         spec = spec.model_copy(update={"backend": default_backend})
     reasons: list[str] = []
@@ -142,6 +147,19 @@ def validate_campaign(
             "budget_gpu_seconds: the jobs ask for no GPU (job_gpus is 0), so nothing would spend it"
         )
     return (None, reasons) if reasons else (spec, [])
+
+
+SELF_APPROVAL = "auto_approve_cpu_seconds"
+"""A field requests once carried: a request that approves itself is refused, not obeyed."""
+
+
+def _explained(reason: str) -> str:
+    if reason.startswith(f"{SELF_APPROVAL}:"):
+        return (
+            f"{SELF_APPROVAL}: a campaign cannot approve itself; auto-approval comes from its grant "
+            "(`rea grant create --auto-approve-up-to`)"
+        )
+    return reason
 
 
 def _dataset_problems(workload: Workload, dataset: str, data_roots: Sequence[Path] | None) -> list[str]:
@@ -200,7 +218,15 @@ class Campaign(BaseModel):
         description="What the baseline's diagnostics showed, as 'signal: evidence'; the hypotheses were "
         "ranked by them (see rea.diagnostics).",
     )
-    plan: PhasePlan | None = Field(default=None, description="The plan a person (or the policy) approved.")
+    grant: Grant | None = Field(
+        default=None,
+        description="Its grant as it was when the campaign was admitted (its maxima hold after).",
+    )
+    dataset_files: list[str] = Field(
+        default_factory=list, description="The files its dataset reads, resolved."
+    )
+    checklist: Checklist | None = Field(default=None, description="What approving its plan lets REA use.")
+    plan: PhasePlan | None = Field(default=None, description="The plan a person (or its grant) approved.")
     budget_by_phase: dict[str, float] = Field(
         default_factory=dict, description="The estimate per phase shown with the plan."
     )

@@ -24,6 +24,7 @@ from rea.events import (
     CampaignRejectedPayload,
     CampaignRequested,
     CampaignResult,
+    Checklist,
     Envelope,
     HypothesesGenerated,
     HypothesesRequested,
@@ -44,6 +45,7 @@ from rea.events import (
     ProposalAccepted,
     utc_now,
 )
+from rea.grants import Grant, ceiling_problem
 from rea.phases import (
     COMBINATION,
     CONFIRMATION,
@@ -79,6 +81,7 @@ from rea_planner.combination import (
 )
 from rea_planner.costs import CostModel
 from rea_planner.exploitation import exploitation_over, plan_exploitation
+from rea_planner.grants import auto_approver, dataset_files, grant_problems, runs_generated_code
 from rea_planner.jobs import (
     make_job,
     parts,
@@ -109,26 +112,37 @@ def _save(campaign: Campaign, **changes: object) -> Campaign:
     return campaign.model_copy(update={**changes, "updated_at": utc_now()})
 
 
+def _rejected(state: Campaign, event: Envelope, reasons: list[str], **changes: object) -> Decision[Campaign]:
+    rejected = _save(state, status="rejected", reasons=reasons, **changes)
+    return Decision(
+        rejected, [CampaignRejected(**_follow(event), payload=CampaignRejectedPayload(reasons=reasons))]
+    )
+
+
 def on_campaign_requested(
     state: Campaign | None,
     event: CampaignRequested,
     default_backend: JobBackendName = "local",
     data_roots: Sequence[Path] | None = None,
+    grant: Grant | None = None,
 ) -> Decision[Campaign]:
-    """Accept a valid request (ask for hypotheses) or reject it with every reason; see
-    :func:`~rea_planner.campaign.validate_campaign` for the backend and the data roots."""
+    """Accept a valid request inside its grant (ask for hypotheses) or reject it with every
+    reason; see :func:`~rea_planner.campaign.validate_campaign` for the backend and the data
+    roots, and :func:`~rea_planner.grants.grant_problems` for the grant (the one the request
+    names, as stored; None: there is none)."""
     if state is not None:
         return Decision()
+    requested = Campaign(campaign_id=event.campaign_id, status="planning", request=event.payload)
     spec, reasons = validate_campaign(event.payload, default_backend, data_roots)
     if spec is None:
-        rejected = Campaign(
-            campaign_id=event.campaign_id, status="rejected", request=event.payload, reasons=reasons
-        )
-        return Decision(
-            rejected, [CampaignRejected(**_follow(event), payload=CampaignRejectedPayload(reasons=reasons))]
-        )
-    baseline = get_workload(spec.workload).schema.resolve(spec.baseline)
-    campaign = Campaign(campaign_id=event.campaign_id, status="planning", request=event.payload, spec=spec)
+        return _rejected(requested, event, reasons)
+    workload = get_workload(spec.workload)
+    problems = grant_problems(spec, grant, workload)
+    if problems or grant is None:
+        return _rejected(requested, event, problems, spec=spec)
+    baseline = workload.schema.resolve(spec.baseline)
+    files = [str(path) for path in dataset_files(workload, spec.dataset)]
+    campaign = _save(requested, spec=spec, grant=grant, dataset_files=files)
     ask = HypothesesRequested(
         **_follow(event),
         payload=HypothesesRequestedPayload(
@@ -136,6 +150,7 @@ def on_campaign_requested(
             dataset=spec.dataset,
             baseline=baseline,
             max_hypotheses=spec.max_hypotheses,
+            allow_llm=grant.terms.allow_llm,
         ),
     )
     return Decision(campaign, [ask])
@@ -303,11 +318,43 @@ def budget_by_phase(campaign: Campaign, plan: PhasePlan, costs: CostModel) -> di
     return {phase: estimates[phase] for phase in KINDS if phase in estimates}
 
 
+def _revoked(state: Campaign, grant: Grant | None) -> list[str]:
+    """The reason a campaign can no longer be approved: its grant (as stored now, else as
+    admitted) was revoked."""
+    current = grant or state.grant
+    if current is None or current.status != "revoked":
+        return []
+    return [f"grant: {current.grant_id!r} was {current.describe_revocation()}"]
+
+
+def checklist(campaign: Campaign, estimate: float) -> Checklist | None:
+    """The preflight checklist shown with the plan: what approving it lets REA use."""
+    spec, grant = campaign.spec, campaign.grant
+    if spec is None or grant is None:
+        return None
+    return Checklist(
+        grant_id=grant.grant_id,
+        team=grant.terms.team,
+        dataset=spec.dataset,
+        files=campaign.dataset_files,
+        budget_cpu_seconds=campaign.budget_cpu_seconds(),
+        budget_gpu_seconds=campaign.budget_gpu_seconds(),
+        estimate_cpu_seconds=estimate,
+        backend=spec.backend,
+        llm=grant.terms.allow_llm,
+        generated_kernels=runs_generated_code(get_workload(spec.workload), spec),
+    )
+
+
 def on_hypotheses_generated(
-    state: Campaign | None, event: HypothesesGenerated, costs: CostModel
+    state: Campaign | None, event: HypothesesGenerated, costs: CostModel, grant: Grant | None = None
 ) -> Decision[Campaign]:
+    """Plan the first phase; start it when its grant (``grant``: as stored now; None: as it was
+    admitted) auto-approves the estimate, else wait for a person."""
     if state is None or state.status != "planning" or state.spec is None:
         return Decision()
+    if revoked := _revoked(state, grant):
+        return _rejected(state, event, revoked)
     campaign = _save(state, hypotheses=event.payload.hypotheses, findings=event.payload.findings)
     spec = state.spec
     plan, dropped = plan_validation(campaign, costs, worth_screening(spec, costs, len(campaign.hypotheses)))
@@ -324,28 +371,35 @@ def on_hypotheses_generated(
             f"(estimated {plan.estimated_gpu_seconds:g} GPU-s)"
         )
     if reasons:
-        rejected = _save(campaign, status="rejected", reasons=reasons, plan=plan)
-        return Decision(
-            rejected, [CampaignRejected(**_follow(event), payload=CampaignRejectedPayload(reasons=reasons))]
-        )
+        return _rejected(campaign, event, reasons, plan=plan)
     by_phase = budget_by_phase(campaign, plan, costs)
     estimate = round(sum(by_phase.values()), 2)  # the per-phase figures are rounded to 0.01
-    auto = spec.auto_approve_cpu_seconds is not None and estimate <= spec.auto_approve_cpu_seconds
+    approver = auto_approver(grant or state.grant, estimate)
     dropped = [*event.payload.rejected, *dropped]
-    campaign = _save(campaign, plan=plan, dropped_hypotheses=dropped, budget_by_phase=by_phase)
+    listed = checklist(campaign, estimate)
+    campaign = _save(
+        campaign, plan=plan, dropped_hypotheses=dropped, budget_by_phase=by_phase, checklist=listed
+    )
     proposed = PlanProposed(
         **_follow(event),
-        payload=PlanProposedPayload(plan=plan, requires_approval=not auto, budget_by_phase=by_phase),
+        payload=PlanProposedPayload(
+            plan=plan, requires_approval=approver is None, budget_by_phase=by_phase, checklist=listed
+        ),
     )
-    if not auto:
+    if approver is None:
         return Decision(_save(campaign, status="awaiting_approval"), [proposed])
-    running = _save(campaign, status="running", approved_by="auto-approve policy", phase=plan.phase)
+    running = _save(campaign, status="running", approved_by=approver, phase=plan.phase)
     return Decision(running, [proposed, _start_phase(running, event)])
 
 
-def on_plan_approved(state: Campaign | None, event: PlanApproved) -> Decision[Campaign]:
+def on_plan_approved(
+    state: Campaign | None, event: PlanApproved, grant: Grant | None = None
+) -> Decision[Campaign]:
+    """Start the approved plan, unless its grant (as stored now; None: as admitted) was revoked."""
     if state is None or state.status != "awaiting_approval":
         return Decision()
+    if revoked := _revoked(state, grant):
+        return _rejected(state, event, [f"{revoked[0]} before the plan was approved"])
     assert state.plan is not None
     running = _save(state, status="running", approved_by=event.payload.approved_by, phase=state.plan.phase)
     return Decision(running, [_start_phase(running, event)])
@@ -361,6 +415,8 @@ def _start_phase(campaign: Campaign, cause: Envelope) -> PhaseStarted:
             budget_gpu_seconds=campaign.budget_gpu_seconds(),
             max_parallel_jobs=campaign.spec.max_parallel_jobs,
             campaign_budget_cpu_seconds=campaign.budget_cpu_seconds(),
+            max_cpu_seconds=campaign.grant.terms.max_cpu_seconds if campaign.grant else None,
+            max_gpu_seconds=campaign.grant.terms.max_gpu_seconds if campaign.grant else None,
         ),
     )
 
@@ -650,6 +706,17 @@ def on_budget_extended(state: Campaign | None, event: BudgetExtended) -> Decisio
     """Every later phase is planned against the new cap (the executor raises the running phase's)."""
     if state is None or state.spec is None or state.status not in CANCELLABLE:
         return Decision()
+    gpu_now = state.budget_gpu_seconds()
+    terms = state.grant.terms if state.grant else None
+    refused = ceiling_problem(
+        state.budget_cpu_seconds() + event.payload.cpu_seconds,
+        None if gpu_now is None else gpu_now + event.payload.gpu_seconds,
+        terms.max_cpu_seconds if terms else None,
+        terms.max_gpu_seconds if terms else None,
+    )
+    if refused is not None:
+        notice = f"budget extension by {event.payload.describe()} by {event.payload.by} refused: {refused}"
+        return Decision(_save(state, notices=[*state.notices, notice]))
     change = BudgetChange(
         cpu_seconds=event.payload.cpu_seconds,
         gpu_seconds=event.payload.gpu_seconds if state.spec.budget_gpu_seconds is not None else 0.0,

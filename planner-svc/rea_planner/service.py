@@ -16,6 +16,8 @@ from rea.events import (
     CampaignCancelled,
     CampaignRequested,
     Envelope,
+    GrantCreated,
+    GrantRevoked,
     HypothesesGenerated,
     PhaseConcluded,
     PhasePaused,
@@ -24,11 +26,13 @@ from rea.events import (
     ProposalAccepted,
     utc_now,
 )
+from rea.grants import COLLECTION as GRANTS
+from rea.grants import Grant
 from rea.phases import kind
 from rea.runtime import Runtime
 from rea.views import CampaignStage
 from rea.workloads import get_workload, parameters_of, training_rows_of
-from rea_planner import logic
+from rea_planner import grants, logic
 from rea_planner.campaign import Campaign, CampaignStatus
 from rea_planner.costs import CostModel, Fidelity
 from rea_planner.proposal import render_proposal
@@ -98,17 +102,34 @@ def wire(rt: Runtime) -> None:
 
     async def on_event(event: Envelope) -> None:
         if isinstance(event, CampaignRequested):
+            named = event.payload.get("grant")
             admit = partial(
                 logic.on_campaign_requested,
                 default_backend=rt.settings.job_backend,
                 data_roots=rt.settings.allowed_data_roots(),
+                grant=await load_grant(rt, named) if isinstance(named, str) else None,
             )
             await apply(event, admit)
+        elif isinstance(event, PlanApproved):
+            await apply(event, partial(logic.on_plan_approved, grant=await grant_of(rt, event)))
         else:
             await apply(event, DECISIONS[type(event)])
 
     async def on_hypotheses(event: HypothesesGenerated) -> None:
-        await apply(event, partial(logic.on_hypotheses_generated, costs=await cost_model(rt, event)))
+        decide = partial(
+            logic.on_hypotheses_generated, costs=await cost_model(rt, event), grant=await grant_of(rt, event)
+        )
+        await apply(event, decide)
+
+    async def on_grant(event: GrantCreated | GrantRevoked) -> None:
+        await rt.store.apply(
+            consumer=CONSUMER,
+            event=event,
+            collection=GRANTS,
+            key=event.grant_id,
+            model=Grant,
+            decide=grants.on_grant_event,
+        )
 
     async def on_phase_concluded(event: PhaseConcluded) -> None:
         await apply(event, partial(logic.on_phase_concluded, costs=await cost_model(rt, event)))
@@ -160,9 +181,23 @@ def wire(rt: Runtime) -> None:
             **dict.fromkeys(DECISIONS, on_event),
             HypothesesGenerated: on_hypotheses,
             PhaseConcluded: on_phase_concluded,
+            GrantCreated: on_grant,
+            GrantRevoked: on_grant,
         },
         gate=DecisionGate.for_service(rt.settings, rt.store.db, CONSUMER),
     )
+
+
+async def load_grant(rt: Runtime, grant_id: str) -> Grant | None:
+    return await rt.store.load(GRANTS, grant_id, Grant)
+
+
+async def grant_of(rt: Runtime, event: Envelope) -> Grant | None:
+    """The grant of the event's campaign as stored now (its status may have changed since)."""
+    campaign = await rt.store.load("campaigns", event.campaign_id, Campaign)
+    if campaign is None or campaign.grant is None:
+        return None
+    return await load_grant(rt, campaign.grant.grant_id)
 
 
 async def cost_model(rt: Runtime, event: Envelope) -> CostModel:

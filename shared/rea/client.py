@@ -11,7 +11,7 @@ import asyncio
 import getpass
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,7 +22,21 @@ from pymongo import AsyncMongoClient
 from rea.decisions import AUDIT, AuditEntry
 from rea.doorbell import Doorbell, ring
 from rea.endpoints import Endpoints, resolve_endpoints
-from rea.events import FINISHED_JOB_STATUSES, Event, JobRecord, PersonDecision, encode_event, utc_now
+from rea.events import (
+    FINISHED_JOB_STATUSES,
+    Event,
+    GrantCreated,
+    GrantCreatedPayload,
+    GrantRevoked,
+    GrantRevokedPayload,
+    GrantTerms,
+    JobRecord,
+    SignedDecision,
+    encode_event,
+    utc_now,
+)
+from rea.grants import COLLECTION as GRANTS
+from rea.grants import Grant
 from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobRun
 from rea.phases import SCREENING, SEARCH_KINDS, VALIDATION, kind
@@ -33,7 +47,7 @@ from rea.topics import Topics
 from rea.views import CampaignView, JobView, PhaseView, campaign_view, phase_view
 
 Doc = dict[str, Any]
-D = TypeVar("D", bound=PersonDecision)
+D = TypeVar("D", bound=SignedDecision)
 
 FINAL_STATUSES = frozenset({"rejected", "completed", "failed", "cancelled"})
 HIDDEN_STATUSES = frozenset({"rejected", "cancelled"})
@@ -51,6 +65,18 @@ class SigningError(RuntimeError):
 def default_identity(settings: Settings) -> str:
     """Who a person's tools act as: ``REA_SIGNING_IDENTITY``, else the OS user."""
     return settings.signing_identity or getpass.getuser()
+
+
+class GrantError(RuntimeError):
+    """A grant could not be created or revoked as asked."""
+
+
+def _taken(grant: Grant) -> str:
+    revoked = f", since {grant.describe_revocation()}" if grant.status == "revoked" else ""
+    return (
+        f"grant {grant.grant_id!r} already exists (created by {grant.created_by}{revoked}); "
+        "a grant id is used once: new terms are a new grant"
+    )
 
 
 class UnresolvedId(LookupError):
@@ -89,7 +115,7 @@ class Client:
 
     async def publish(self, event: Event) -> None:
         """Publish ``event``; a person's decision is signed first (:meth:`sign`) unless it is."""
-        if isinstance(event, PersonDecision) and event.signature is None:
+        if isinstance(event, SignedDecision) and event.signature is None:
             event = self.sign(event)
         await self.send(self.topics.for_event(event.type), event.key(), encode_event(event))
 
@@ -116,9 +142,74 @@ class Client:
         return signer.sign(event, utc_now(), self.settings.decision_ttl_s, new_nonce())
 
     async def audit(self, campaign_id: str) -> list[AuditEntry]:
-        """Every service's judgement of every decision about the campaign, oldest first."""
-        cursor = self.db[AUDIT].find({"campaign_id": campaign_id}).sort([("occurred_at", 1), ("at", 1)])
+        """Every service's judgement of every decision about the campaign and its grant (who
+        granted it, revoked it), oldest first."""
+        about: list[Doc] = [{"campaign_id": campaign_id}]
+        campaign = await self.campaign(campaign_id)
+        if campaign is not None and campaign.spec is not None and campaign.spec.grant:
+            about.append({"grant_id": campaign.spec.grant})
+        cursor = self.db[AUDIT].find({"$or": about}).sort([("occurred_at", 1), ("at", 1)])
         return [AuditEntry.model_validate(doc) async for doc in cursor]
+
+    async def grant(self, grant_id: str) -> Grant | None:
+        doc = await self.db[GRANTS].find_one({"_id": grant_id})
+        return None if doc is None else Grant.model_validate(doc["state"])
+
+    async def grants(self, include_revoked: bool = False) -> list[Grant]:
+        """Grants, newest first; revoked ones only when asked for."""
+        shown: Doc = {} if include_revoked else {"state.status": "active"}
+        cursor = self.db[GRANTS].find(shown).sort("state.created_at", -1)
+        return [Grant.model_validate(doc["state"]) async for doc in cursor]
+
+    async def resolve_grant(self, prefix: str) -> str:
+        """The one grant id that ``prefix`` starts (or is); raises :class:`UnresolvedId`."""
+        cursor = self.db[GRANTS].find({"_id": _anchored(prefix)}, {"_id": 1}).limit(MATCHES_SHOWN + 1)
+        return pick_match("grant", prefix, [str(doc["_id"]) async for doc in cursor])
+
+    async def create_grant(self, grant_id: str, terms: GrantTerms, by: str, timeout_s: float = 30) -> Grant:
+        """Grant ``terms`` as ``by`` (signed) and wait until the planner has stored the grant.
+        Raises :class:`GrantError` when the id is taken (ids are used once), or the planner does
+        not answer in time."""
+        if (existing := await self.grant(grant_id)) is not None:
+            raise GrantError(_taken(existing))
+        await self.publish(
+            GrantCreated(
+                grant_id=grant_id, correlation_id=grant_id, payload=GrantCreatedPayload(terms=terms, by=by)
+            )
+        )
+        stored = await self._wait_for_grant(grant_id, lambda grant: True, timeout_s)
+        if stored.terms != terms or stored.status != "active":
+            raise GrantError(_taken(stored))
+        return stored
+
+    async def ensure_grant(self, grant_id: str, terms: GrantTerms, timeout_s: float = 30) -> Grant:
+        """The active grant ``grant_id`` with ``terms``, created in the name of this client's
+        person when it does not exist (what the demo, chaos and benchmarks run under)."""
+        existing = await self.grant(grant_id)
+        if existing is not None and existing.status == "active" and existing.terms == terms:
+            return existing
+        return await self.create_grant(grant_id, terms, default_identity(self.settings), timeout_s)
+
+    async def revoke_grant(self, grant_id: str, by: str, reason: str = "", timeout_s: float = 30) -> Grant:
+        """Revoke the grant as ``by`` (signed) and wait until the planner has."""
+        await self.publish(
+            GrantRevoked(
+                grant_id=grant_id, correlation_id=grant_id, payload=GrantRevokedPayload(by=by, reason=reason)
+            )
+        )
+        return await self._wait_for_grant(grant_id, lambda grant: grant.status == "revoked", timeout_s)
+
+    async def _wait_for_grant(self, grant_id: str, done: Callable[[Grant], bool], timeout_s: float) -> Grant:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            grant = await self.grant(grant_id)
+            if grant is not None and done(grant):
+                return grant
+            await asyncio.sleep(0.2)
+        raise GrantError(
+            f"the planner did not record grant {grant_id!r} within {timeout_s:g}s: is it running? "
+            "(a decision it refused is on the dead-letter topic, with the reason, and in the audit)"
+        )
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         producer = AIOKafkaProducer(

@@ -27,7 +27,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from rea.events import Event, PersonDecision, utc_now
+from rea.events import Event, SignedDecision, utc_now
 from rea.settings import Settings
 from rea.signing import Keyring, verify
 
@@ -49,7 +49,8 @@ class AuditEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_id: str
-    campaign_id: str
+    campaign_id: str | None = None
+    grant_id: str | None = None
     type: str
     decided_by: str
     signed_by: str | None = None
@@ -62,7 +63,7 @@ class AuditEntry(BaseModel):
     at: datetime
 
 
-def summarize(event: PersonDecision) -> str:
+def summarize(event: SignedDecision) -> str:
     """The decision in a few words, for the audit trail."""
     payload = getattr(event, "payload")  # noqa: B009 (every decision has one; its type varies)
     describe = getattr(payload, "describe", None)
@@ -110,11 +111,12 @@ class DecisionGate:
     async def ensure_indexes(self) -> None:
         await self.db[NONCES].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
         await self.db[AUDIT].create_index([("campaign_id", ASCENDING), ("occurred_at", ASCENDING)])
+        await self.db[AUDIT].create_index([("grant_id", ASCENDING), ("occurred_at", ASCENDING)])
         self._indexed = True
 
     async def __call__(self, event: Event, delivery: Delivery) -> str | None:
         """Why ``event`` must not be acted on, or None; a decision's judgement is audited."""
-        if not isinstance(event, PersonDecision):
+        if not isinstance(event, SignedDecision):
             return None
         if not self._indexed:
             await self.ensure_indexes()
@@ -126,7 +128,7 @@ class DecisionGate:
         await self._audit(event, reason)
         return reason
 
-    async def _replayed(self, event: PersonDecision, delivery: Delivery) -> str | None:
+    async def _replayed(self, event: SignedDecision, delivery: Delivery) -> str | None:
         signature = event.signature
         assert signature is not None
         record = {
@@ -144,13 +146,14 @@ class DecisionGate:
             return None  # the broker delivering the same message again
         return "replayed: this signed decision was already received"
 
-    async def _audit(self, event: PersonDecision, reason: str | None) -> None:
+    async def _audit(self, event: SignedDecision, reason: str | None) -> None:
         verdict = "accepted" if reason is None else "refused"
         outcome = hashlib.sha256(f"{verdict}:{reason}".encode()).hexdigest()[:12]
         signature = event.signature
         entry = AuditEntry(
             event_id=event.event_id,
-            campaign_id=event.campaign_id,
+            campaign_id=getattr(event, "campaign_id", None),
+            grant_id=getattr(event, "grant_id", None),
             type=event.type,
             decided_by=event.decided_by(),
             signed_by=signature.by if signature else None,

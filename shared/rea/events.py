@@ -265,6 +265,7 @@ class HypothesesRequestedPayload(BaseModel):
     dataset: str
     baseline: dict[str, Any]
     max_hypotheses: int
+    allow_llm: bool = Field(default=False, description="Whether the campaign's grant lets it ask the LLM.")
 
 
 class HypothesesRequested(Envelope):
@@ -293,12 +294,41 @@ class HypothesesGenerated(Envelope):
     payload: HypothesesGeneratedPayload
 
 
+class Checklist(BaseModel):
+    """The preflight checklist shown with a plan: what approving it lets REA touch and spend."""
+
+    grant_id: str
+    team: str
+    dataset: str
+    files: list[str] = Field(default_factory=list, description="The files the dataset reads, resolved.")
+    budget_cpu_seconds: float
+    budget_gpu_seconds: float | None = None
+    estimate_cpu_seconds: float
+    backend: JobBackendName | None = Field(default=None, description="None: the deployment's default.")
+    llm: bool = Field(description="Whether hypotheses may come from the LLM.")
+    generated_kernels: bool = Field(description="Whether the jobs run generated kernels.")
+
+    def lines(self) -> list[str]:
+        """The checklist as a person reads it."""
+        gpu = "none" if self.budget_gpu_seconds is None else f"{self.budget_gpu_seconds:g} GPU-s"
+        return [
+            f"grant: {self.grant_id} (team {self.team})",
+            f"data: {self.dataset}" + (f" ({', '.join(self.files)})" if self.files else ""),
+            f"budget: {self.budget_cpu_seconds:g} CPU-s (the plan is estimated at "
+            f"{self.estimate_cpu_seconds:g}), GPU: {gpu}",
+            f"backend: {self.backend or 'the deployment default'}",
+            f"LLM: {'yes' if self.llm else 'no'}",
+            f"generated code: {'yes (evolved kernels)' if self.generated_kernels else 'no'}",
+        ]
+
+
 class PlanProposedPayload(BaseModel):
     plan: PhasePlan
     requires_approval: bool
     budget_by_phase: dict[str, float] = Field(
         default_factory=dict, description="Estimated CPU seconds per phase kind; the plan is the first."
     )
+    checklist: Checklist | None = None
 
 
 class PlanProposed(Envelope):
@@ -321,16 +351,20 @@ class Signature(BaseModel):
     value: str = Field(min_length=1, max_length=128, description="Base64 of the MAC.")
 
 
-class PersonDecision(Envelope):
-    """A person's decision about a campaign. Services act on it only when it carries a valid
-    signature of the person it names (:mod:`rea.decisions`)."""
+class SignedDecision(Event):
+    """A person's decision. Services act on it only when it carries a valid signature of the
+    person it names (:mod:`rea.decisions`)."""
 
     signature: Signature | None = None
 
     def decided_by(self) -> str:
-        """The person the decision names (who approved, paused, extended...)."""
+        """The person the decision names (who approved, paused, extended, granted...)."""
         payload = getattr(self, "payload")  # noqa: B009 (every decision has one; its type varies)
         return str(getattr(payload, "approved_by", None) or payload.by)
+
+
+class PersonDecision(Envelope, SignedDecision):
+    """A person's decision about a campaign."""
 
 
 class PlanApprovedPayload(BaseModel):
@@ -379,6 +413,83 @@ class CampaignCancelled(PersonDecision):
     type: Literal["campaign.cancelled"] = "campaign.cancelled"
     version: Literal[1] = 1
     payload: PersonAction
+
+
+class GrantEnvelope(Event):
+    """An event of a preflight grant: what a team lets REA spend and read on its behalf."""
+
+    grant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+    def key(self) -> bytes:
+        """The grant, so its creation and revocation reach the planner in order."""
+        return self.grant_id.encode()
+
+
+class GrantTerms(BaseModel):
+    """What a grant allows. A campaign runs only inside its grant's terms; the plan starts
+    without a person's approval only when its estimate is within ``auto_approve_up_to``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    team: str = Field(min_length=1, max_length=128)
+    workloads: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1, max_length=64)
+    datasets: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        min_length=1,
+        max_length=64,
+        description="Dataset specs the campaigns may use, as shell patterns (synthetic*, movielens-100k), "
+        "and absolute paths (a directory or a pattern) the files a dataset reads must lie in.",
+    )
+    max_cpu_seconds: float = Field(
+        gt=0, description="The most CPU seconds one campaign may be budgeted, extensions included."
+    )
+    max_gpu_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="The most GPU seconds one campaign may be budgeted; None: no GPU jobs.",
+    )
+    backends: list[JobBackendName] = Field(min_length=1, max_length=3)
+    auto_approve_up_to: float | None = Field(
+        default=None, ge=0, description="Plans estimated at or below this many CPU seconds start unapproved."
+    )
+    allow_llm: bool = Field(default=False, description="Hypotheses may be asked of the configured LLM.")
+    allow_kernel_codegen: bool = Field(
+        default=False, description="Jobs may run generated kernels (the workload's evolved-kernels knob)."
+    )
+
+    @model_validator(mode="after")
+    def _cap_within_max(self) -> GrantTerms:
+        if self.auto_approve_up_to is not None and self.auto_approve_up_to > self.max_cpu_seconds:
+            raise ValueError("auto_approve_up_to cannot exceed max_cpu_seconds")
+        return self
+
+
+class GrantCreatedPayload(BaseModel):
+    terms: GrantTerms
+    by: str = Field(min_length=1, max_length=128)
+
+
+class GrantCreated(GrantEnvelope, SignedDecision):
+    """A person granted a team's campaigns the terms. A grant id is created once: new terms
+    are a new grant (and the old one revoked), so a campaign's grant never changes under it."""
+
+    type: Literal["grant.created"] = "grant.created"
+    version: Literal[1] = 1
+    payload: GrantCreatedPayload
+
+
+class GrantRevokedPayload(BaseModel):
+    by: str = Field(min_length=1, max_length=128)
+    reason: str = Field(default="", max_length=500)
+
+
+class GrantRevoked(GrantEnvelope, SignedDecision):
+    """A person revoked a grant: no new campaign under it starts, and no plan under it is
+    approved, by a person or by the grant. Campaigns already running keep their approved budget
+    (and may be extended up to the grant's max): cancel them to stop them."""
+
+    type: Literal["grant.revoked"] = "grant.revoked"
+    version: Literal[1] = 1
+    payload: GrantRevokedPayload
 
 
 class BudgetExtendedPayload(BaseModel):
@@ -453,6 +564,13 @@ class PhaseStartedPayload(BaseModel):
         default=None,
         description="The campaign's approved budget: its weight when campaigns share the workers "
         "(the phase's own budget when absent).",
+    )
+    max_cpu_seconds: float | None = Field(
+        default=None,
+        description="The most the budget may be extended to (the campaign's grant); None: no cap.",
+    )
+    max_gpu_seconds: float | None = Field(
+        default=None, description="The most the GPU budget may be extended to; None: no cap."
     )
 
 
@@ -669,7 +787,9 @@ AnyEvent = Annotated[
     | KernelSearchRequested
     | KernelCandidateEvaluated
     | KernelPublished
-    | KernelSearchFailed,
+    | KernelSearchFailed
+    | GrantCreated
+    | GrantRevoked,
     Field(discriminator="type"),
 ]
 
@@ -690,6 +810,8 @@ PUBLISHED_BY_PEOPLE: frozenset[str] = frozenset(
         CampaignCancelled,
         BudgetExtended,
         KernelSearchRequested,
+        GrantCreated,
+        GrantRevoked,
     )
 )
 """The types of the events a person (through the CLI or any Kafka client) publishes, rather

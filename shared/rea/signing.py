@@ -35,12 +35,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from rea.events import PersonDecision, Signature
+from rea.events import Signature, SignedDecision
 
 LOCAL_KEY_ID = "local"
 KEY_BYTES = 32
 
-D = TypeVar("D", bound=PersonDecision)
+D = TypeVar("D", bound=SignedDecision)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Keyring:
             staged.replace(path)
 
 
-def signing_bytes(event: PersonDecision) -> bytes:
+def signing_bytes(event: SignedDecision) -> bytes:
     """What the MAC covers: the event's canonical JSON without the MAC itself."""
     data = event.model_dump(mode="json")
     if data.get("signature") is not None:
@@ -116,7 +116,7 @@ def signing_bytes(event: PersonDecision) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _mac(secret: bytes, event: PersonDecision) -> str:
+def _mac(secret: bytes, event: SignedDecision) -> str:
     return base64.b64encode(hmac.new(secret, signing_bytes(event), hashlib.sha256).digest()).decode()
 
 
@@ -148,7 +148,7 @@ class Signer:
 
 
 def verify(
-    event: PersonDecision, keyring: Keyring, now: datetime, max_ttl_s: float, skew_s: float
+    event: SignedDecision, keyring: Keyring, now: datetime, max_ttl_s: float, skew_s: float
 ) -> str | None:
     """Why ``event`` must not be acted on, or None when its signature holds. Never raises."""
     signature = event.signature

@@ -88,6 +88,8 @@ class Topics:
             "campaign.resumed": self.control,
             "campaign.cancelled": self.control,
             "budget.extended": self.control,
+            "grant.created": self.control,
+            "grant.revoked": self.control,
             "phase.paused": self.executor_events,
             "phase.resumed": self.executor_events,
             "budget.warning": self.executor_events,

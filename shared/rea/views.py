@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rea.events import (
     IN_FLIGHT_JOB_STATUSES,
     CampaignResult,
+    Checklist,
     Hypothesis,
     JobRecord,
     JobSpec,
@@ -37,6 +38,7 @@ class CampaignSpecView(View):
     """The validated request, as readers show it."""
 
     name: str
+    grant: str | None = None
     workload: str = "ranker"
     dataset: str
     budget_cpu_seconds: float
@@ -66,6 +68,7 @@ class CampaignView(View):
     search_ended: str | None = None
     findings: list[str] = Field(default_factory=list)
     plan: PhasePlan | None = None
+    checklist: Checklist | None = None
     budget_by_phase: dict[str, float] = Field(default_factory=dict)
     phase: str | None = None
     rounds: list[PhasePlan] = Field(default_factory=list)

@@ -12,13 +12,61 @@ from functools import partial
 from typing import Any
 
 from rea.client import FINAL_STATUSES, Client
-from rea.events import CampaignRequested, CampaignResult, JobRecord, new_id
+from rea.events import (
+    CampaignRequested,
+    CampaignResult,
+    GrantCreated,
+    GrantCreatedPayload,
+    GrantTerms,
+    JobRecord,
+    new_id,
+)
+from rea.grants import COLLECTION as GRANTS
+from rea.grants import Grant, own_terms
+from rea.settings import Settings
+from rea.store import Store
+from rea.topics import Topics
 from rea.views import CampaignView
 from rea.workloads import get_workload, parameters_of, training_rows_of
 from rea_planner.costs import CostModel, Fidelity
+from rea_planner.grants import on_grant_event
 
 # Small and fast, but a real training job through the real worker path.
 FAST_DATASET = "synthetic:rows=3000,crosses=1,strength=3"
+
+E2E_GRANT = "e2e"
+"""The grant most tests' campaigns run under: everything local, every plan auto-approved."""
+MANUAL_GRANT = "e2e-manual"
+"""The same, but every plan waits for a person's approval."""
+
+
+def test_grants(settings: Settings) -> dict[str, GrantTerms]:
+    roomy = own_terms(settings, 100_000, team="e2e", max_gpu_seconds=100_000, allow_llm=True)
+    return {
+        E2E_GRANT: roomy.model_copy(update={"auto_approve_up_to": 100_000}),
+        MANUAL_GRANT: roomy,
+    }
+
+
+async def seed_grants(settings: Settings) -> None:
+    """Store the test grants in the test's namespace through the planner's own decision and
+    transactional shell (tests about grants create theirs through the CLI and the planner)."""
+    store = Store.connect(str(settings.mongo_uri), settings.mongo_db, Topics(settings.topic_prefix))
+    try:
+        for grant_id, terms in test_grants(settings).items():
+            made = GrantCreated(
+                grant_id=grant_id, correlation_id=grant_id, payload=GrantCreatedPayload(terms=terms, by="e2e")
+            )
+            await store.apply(
+                consumer="planner",
+                event=made,
+                collection=GRANTS,
+                key=grant_id,
+                model=Grant,
+                decide=on_grant_event,
+            )
+    finally:
+        await store.close()
 
 
 def first_estimate(dataset: str = FAST_DATASET, workload: str = "ranker", **baseline: Any) -> float:
@@ -34,8 +82,8 @@ def campaign_request(**overrides: Any) -> dict[str, Any]:
         "name": "e2e",
         "workload": "ranker",
         "dataset": FAST_DATASET,
+        "grant": E2E_GRANT,
         "budget_cpu_seconds": 600,
-        "auto_approve_cpu_seconds": 600,
         "max_parallel_jobs": 2,
         "max_hypotheses": 3,
         "baseline": {"epochs": 1},

@@ -147,8 +147,7 @@ def test_rea_submit_shows_the_rejection(services: EmbeddedStack, env: dict[str, 
     portfolio = tmp_path / "portfolio.yaml"
     portfolio.write_text(
         "campaigns:\n"
-        "  - {name: fine, dataset: 'synthetic:rows=2000', budget_cpu_seconds: 30,\n"
-        "     auto_approve_cpu_seconds: 0}\n"
+        "  - {name: fine, grant: e2e-manual, dataset: 'synthetic:rows=2000', budget_cpu_seconds: 30}\n"
         "  - {name: bad, dataset: movielens-100k, budget_cpu_seconds: -1}\n"
     )
     done = run_rea(["submit", str(portfolio)], env)

@@ -12,6 +12,7 @@ from rea.store import Store
 from rea_tools.stack import EmbeddedStack
 
 from .helpers import (
+    MANUAL_GRANT,
     campaign_request,
     eventually,
     finished,
@@ -131,7 +132,7 @@ async def test_plan_waits_for_approval(services: EmbeddedStack, client: Client) 
     for name in ("logger", "hypothesis", "planner", "executor"):
         services.start_service(name)
     services.start_service("worker", "worker-0")
-    campaign_id = await submit(client, campaign_request(auto_approve_cpu_seconds=None, max_hypotheses=1))
+    campaign_id = await submit(client, campaign_request(grant=MANUAL_GRANT, max_hypotheses=1))
 
     state = await client.wait_for(campaign_id, frozenset({"awaiting_approval"}), 60)
     assert state is not None and state.plan is not None and state.plan.estimated_cpu_seconds > 0

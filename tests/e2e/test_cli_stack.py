@@ -34,8 +34,8 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
     env = {"REA_HOME": str(tmp_path / "rea"), "REA_WORKERS": "1"}
     campaign = tmp_path / "campaign.yaml"
     campaign.write_text(
-        f"name: from the shell\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\nmax_hypotheses: 1\n"
-        "confirm_seeds: 2\nmax_exploitation_trials: 0\nbaseline: {epochs: 1}\n"
+        f"name: from the shell\ngrant: shell\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\n"
+        "max_hypotheses: 1\nconfirm_seeds: 2\nmax_exploitation_trials: 0\nbaseline: {epochs: 1}\n"
     )
     up = run_rea(["up"], env)
     assert up.returncode == 0, up.stderr
@@ -56,10 +56,21 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
     try:
         assert run_rea(["up"], env).returncode == 1  # one stack per home
 
+        # An engineer grants the team access: no auto-approval, so every plan waits.
+        grant = ["grant", "create", "--id", "shell", "--team", "ranking", "--workloads", "ranker,autoint"]
+        grant += ["--datasets", "synthetic*", "--max-cpu-seconds", "300", "--by", "erin"]
+        granted = run_rea(grant, env)
+        assert granted.returncode == 0 and granted.stdout.strip() == "shell", granted.stderr
+        listed = run_rea(["grant", "list"], env)
+        assert listed.returncode == 0 and "shell" in listed.stdout and "erin" in listed.stdout
+
         submitted = run_rea(["submit", str(campaign)], env)
         assert submitted.returncode == 0, submitted.stderr
         campaign_id = submitted.stdout.strip()
-        assert "awaiting_approval" in submitted.stderr  # no auto-approve cap in this request
+        assert "awaiting_approval" in submitted.stderr  # the grant auto-approves nothing
+        checklist = " ".join(submitted.stderr.split())
+        for line in ("grant: shell (team ranking)", f"data: {FAST_DATASET}", "LLM: no", "generated code: no"):
+            assert line in checklist, submitted.stderr
 
         assert run_rea(["approve", campaign_id, "--by", "bob"], env).returncode == 0
         status = {}
@@ -109,6 +120,18 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
             if status["campaign"].get("accepted_by"):
                 break
         assert status["campaign"]["accepted_by"] == "carol"
+
+        # The trail: who granted, who approved, who accepted, each accepted by the services.
+        trail = run_rea(["audit", campaign_id, "--json"], env)
+        assert trail.returncode == 0, trail.stderr
+        decisions = {
+            (e["type"], e["decided_by"], e["verdict"]) for e in map(json.loads, trail.stdout.splitlines())
+        }
+        assert {
+            ("grant.created", "erin", "accepted"),
+            ("plan.approved", "bob", "accepted"),
+            ("proposal.accepted", "carol", "accepted"),
+        } <= decisions, decisions
     finally:
         down = run_rea(["down"], env)
     assert down.returncode == 0
@@ -120,7 +143,7 @@ def test_a_service_killed_under_rea_up_is_started_again_and_its_campaign_complet
     env = {"REA_HOME": str(tmp_path / "rea"), "REA_WORKERS": "1"}
     campaign = tmp_path / "campaign.yaml"
     campaign.write_text(
-        f"name: survives\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\nauto_approve_cpu_seconds: 300\n"
+        f"name: survives\ngrant: survivors\ndataset: '{FAST_DATASET}'\nbudget_cpu_seconds: 300\n"
         "max_hypotheses: 2\nconfirm_seeds: 1\nmax_exploitation_trials: 0\nbaseline: {epochs: 1}\n"
     )
     assert run_rea(["up"], env).returncode == 0
@@ -128,6 +151,14 @@ def test_a_service_killed_under_rea_up_is_started_again_and_its_campaign_complet
     started = StackState.read(home)
     assert started is not None
     try:
+        granted = run_rea(
+            [
+                *("grant", "create", "--id", "survivors", "--team", "ranking", "--workloads", "ranker"),
+                *("--datasets", "synthetic*", "--max-cpu-seconds", "300", "--auto-approve-up-to", "300"),
+            ],
+            env,
+        )
+        assert granted.returncode == 0 and granted.stdout.strip() == "survivors", granted.stderr
         submitted = run_rea(["submit", str(campaign)], env)
         assert submitted.returncode == 0, submitted.stderr
         campaign_id = submitted.stdout.strip()

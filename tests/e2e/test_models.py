@@ -107,7 +107,6 @@ async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_bud
         campaign_request(
             workload=workload,
             budget_cpu_seconds=budget,
-            auto_approve_cpu_seconds=budget,
             max_parallel_jobs=4,
             max_hypotheses=6,
             max_exploitation_trials=None,  # tune until the budget is spent

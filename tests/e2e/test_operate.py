@@ -65,7 +65,6 @@ async def test_a_budget_extension_reaches_exploitation_and_confirmation(
     budget = round(first_estimate(epochs=1) + 0.2, 2)  # no history: the baseline's retry cannot fit
     request = campaign_request(
         budget_cpu_seconds=budget,
-        auto_approve_cpu_seconds=budget,
         max_hypotheses=2,
         max_exploitation_trials=2,
         confirm_seeds=2,
@@ -148,7 +147,6 @@ async def restarted_mid_campaign(env: dict[str, str], stop: str) -> None:
             client,
             campaign_request(
                 budget_cpu_seconds=budget,
-                auto_approve_cpu_seconds=budget,
                 max_hypotheses=3,
                 baseline={"epochs": 3},
             ),

@@ -181,7 +181,7 @@ async def test_a_retry_that_would_overspend_pauses_until_the_budget_is_extended(
     await publish_with_id(
         client,
         campaign_id,
-        campaign_request(budget_cpu_seconds=budget, auto_approve_cpu_seconds=budget, max_hypotheses=1),
+        campaign_request(budget_cpu_seconds=budget, max_hypotheses=1),
     )
 
     state = await client.wait_for(campaign_id, frozenset({"paused_budget"}), 240)

@@ -16,7 +16,7 @@ from rea.signing import DecisionKey, Keyring, Signer, new_nonce
 from rea.store import Store
 from rea_tools.stack import EmbeddedStack
 
-from .helpers import campaign_request, eventually, run_rea, submit
+from .helpers import MANUAL_GRANT, campaign_request, eventually, run_rea, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ async def test_only_a_signed_decision_moves_a_campaign(
 ) -> None:
     for name in ("logger", "hypothesis", "planner", "executor"):
         services.start_service(name)
-    campaign_id = await submit(client, campaign_request(auto_approve_cpu_seconds=None, max_hypotheses=1))
+    campaign_id = await submit(client, campaign_request(grant=MANUAL_GRANT, max_hypotheses=1))
     assert await client.wait_for(campaign_id, frozenset({"awaiting_approval"}), 60) is not None
 
     def approval(by: str = "alice", hours_ago: float = 0) -> PlanApproved:

@@ -108,7 +108,7 @@ async def test_a_ray_refusal_that_is_not_a_repeat_is_an_error() -> None:
 
 
 def test_a_campaign_runs_on_the_backend_it_names_else_on_the_default() -> None:
-    request = {"name": "n", "dataset": "synthetic:rows=3000", "budget_cpu_seconds": 100}
+    request = {"name": "n", "grant": "g", "dataset": "synthetic:rows=3000", "budget_cpu_seconds": 100}
     named, _ = validate_campaign({**request, "backend": "kubernetes", "job_gpus": 1}, default_backend="ray")
     default, _ = validate_campaign(request, default_backend="ray")
     assert named is not None and (named.backend, named.job_gpus) == ("kubernetes", 1)

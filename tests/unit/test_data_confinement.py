@@ -30,7 +30,12 @@ def root(tmp_path: Path) -> Path:
 
 
 def request(**overrides: Any) -> dict[str, Any]:
-    return {"name": "hostile", "dataset": "movielens-100k", "budget_cpu_seconds": 600} | overrides
+    return {
+        "name": "hostile",
+        "grant": "team-a",
+        "dataset": "movielens-100k",
+        "budget_cpu_seconds": 600,
+    } | overrides
 
 
 def hostile_paths(root: Path, tmp_path: Path) -> dict[str, tuple[str, str]]:

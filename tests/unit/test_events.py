@@ -260,7 +260,7 @@ def test_payload_wrong_shape_for_completed_job_is_refused() -> None:
 
 def test_union_introspection_sees_every_event_class() -> None:
     members = union_members()
-    assert len(members) == 26
+    assert len(members) == 28
     assert len({event_type(cls) for cls in members}) == len(members)  # every type name is distinct
 
 

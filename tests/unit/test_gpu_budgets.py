@@ -18,7 +18,7 @@ from rea_planner.campaign import BudgetChange, validate_campaign
 
 from .test_planner_logic import COSTS, FOLLOW, generated, hypothesis, planning, request
 
-GPU_JOBS = {"job_cpus": 2.0, "job_gpus": 1, "auto_approve_cpu_seconds": 10_000}
+GPU_JOBS = {"job_cpus": 2.0, "job_gpus": 1, "auto_approve_up_to": 10_000}
 
 
 def test_a_gpu_budget_for_jobs_that_ask_for_no_gpu_is_rejected_with_the_reason() -> None:
@@ -43,7 +43,7 @@ def test_each_job_is_estimated_its_gpus_times_its_wall_time_and_the_phase_gets_t
 
 def test_a_cpu_only_campaign_has_no_gpu_cap_and_no_gpu_estimate() -> None:
     decision = logic.on_hypotheses_generated(
-        planning(auto_approve_cpu_seconds=10_000), generated(hypothesis("h1", {"dropout": 0.1})), COSTS
+        planning(auto_approve_up_to=10_000), generated(hypothesis("h1", {"dropout": 0.1})), COSTS
     )
     [started] = [e for e in decision.emit if isinstance(e, PhaseStarted)]
     assert started.payload.budget_gpu_seconds is None

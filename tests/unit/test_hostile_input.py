@@ -32,6 +32,7 @@ from rea_planner.campaign import CampaignSpec, validate_campaign
 from rea_workload.datasets.spec import parse_spec, spec_error
 
 from .schema_strategies import json_values, mutated, valid
+from .test_planner_logic import GRANT
 
 EXAMPLES = int(os.environ.get("REA_FUZZ_EXAMPLES", "2000"))
 FUZZ = fuzzing(
@@ -152,7 +153,9 @@ def test_campaign_requests_are_accepted_within_their_schema_or_rejected_with_rea
     @given(requests)
     def fuzz(request: dict[str, Any]) -> None:
         event = CampaignRequested(campaign_id="camp-1", correlation_id="corr-1", payload=request)
-        decision = logic.on_campaign_requested(None, event, data_roots=roots)
+        named = request.get("grant")
+        its_grant = GRANT.model_copy(update={"grant_id": named}) if isinstance(named, str) else None
+        decision = logic.on_campaign_requested(None, event, data_roots=roots, grant=its_grant)
         campaign = decision.state
         assert campaign is not None
         outcomes.append(campaign.status)

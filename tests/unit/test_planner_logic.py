@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -16,6 +17,7 @@ from rea.events import (
     CampaignPaused,
     CampaignRejected,
     CampaignRequested,
+    GrantTerms,
     HypothesesGenerated,
     HypothesesGeneratedPayload,
     HypothesesRequested,
@@ -35,7 +37,8 @@ from rea.events import (
     PlanProposed,
     ProposalAccepted,
 )
-from rea.workloads import JobCost, JobError, SplitMetrics, get_workload, parameters_of
+from rea.grants import EVERY_BACKEND, Grant
+from rea.workloads import JobCost, JobError, SplitMetrics, get_workload, parameters_of, workload_names
 from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.campaign import Campaign, CampaignSpec, validate_campaign
@@ -60,11 +63,36 @@ COSTS = CostModel(RANKER_FIDELITY, cpu_seconds_per_unit=10.0)
 BASELINE_COST = 37.5
 
 
+def grant(auto_approve_up_to: float | None = None, **terms: Any) -> Grant:
+    """A grant that allows everything (up to generous maxima) unless the test says otherwise."""
+    allowed: dict[str, Any] = {
+        "team": "ranking",
+        "workloads": workload_names(),
+        "datasets": ["*"],
+        "max_cpu_seconds": 1_000_000,
+        "max_gpu_seconds": 1_000_000,
+        "backends": EVERY_BACKEND,
+        "allow_kernel_codegen": True,
+        "auto_approve_up_to": auto_approve_up_to,
+        **terms,
+    }
+    return Grant(
+        grant_id="team-a",
+        terms=GrantTerms.model_validate(allowed),
+        created_by="erin",
+        created_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+
+
+GRANT = grant()
+
+
 def request(**overrides: Any) -> dict[str, Any]:
     """Most tests here are about validation and confirmation: exploitation and selection are off
     unless asked."""
     return {
         "name": "try crosses",
+        "grant": "team-a",
         "dataset": "synthetic:rows=3000",
         "budget_cpu_seconds": 1000,
         "max_exploitation_trials": 0,
@@ -85,10 +113,15 @@ def hypothesis(hid: str, changes: dict[str, Any], gain: float = 0.01) -> Hypothe
     )
 
 
-def planning(**overrides: Any) -> Campaign:
+def planning(auto_approve_up_to: float | None = None, **overrides: Any) -> Campaign:
+    """A campaign admitted under a grant that auto-approves plans up to ``auto_approve_up_to``."""
     body = request(**overrides)
     return Campaign(
-        campaign_id="camp-1", status="planning", request=body, spec=CampaignSpec.model_validate(body)
+        campaign_id="camp-1",
+        status="planning",
+        request=body,
+        spec=CampaignSpec.model_validate(body),
+        grant=grant(auto_approve_up_to),
     )
 
 
@@ -154,6 +187,7 @@ def test_every_missing_required_field_is_named() -> None:
     assert sorted(reasons) == [
         "budget_cpu_seconds: Field required",
         "dataset: Field required",
+        "grant: Field required",
         "name: Field required",
     ]
 
@@ -180,7 +214,7 @@ def test_invalid_request_is_rejected_with_reasons() -> None:
 
 def test_valid_request_asks_for_hypotheses_with_the_resolved_baseline() -> None:
     event = CampaignRequested(**FOLLOW, payload=request(baseline={"epochs": 2}, max_hypotheses=4))
-    decision = logic.on_campaign_requested(None, event)
+    decision = logic.on_campaign_requested(None, event, grant=GRANT)
     assert decision.state is not None and decision.state.status == "planning"
     assert decision.state.spec is not None
     [ask] = decision.emit
@@ -202,11 +236,11 @@ def test_repeated_request_is_a_no_op(status: str) -> None:
 
 
 def test_plan_within_auto_approve_starts_immediately() -> None:
-    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST, max_parallel_jobs=3, confirm_seeds=1)
+    state = planning(auto_approve_up_to=2 * BASELINE_COST, max_parallel_jobs=3, confirm_seeds=1)
     decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
     assert decision.state is not None
     assert decision.state.status == "running"
-    assert decision.state.approved_by == "auto-approve policy"
+    assert decision.state.approved_by == "grant team-a (auto-approves up to 75 CPU-s; granted by erin)"
     proposed, started = decision.emit
     assert isinstance(proposed, PlanProposed) and proposed.payload.requires_approval is False
     assert isinstance(started, PhaseStarted)
@@ -224,7 +258,7 @@ def test_the_plan_shows_an_estimate_per_phase_and_auto_approval_covers_them_all(
         hypothesis(h, {knob: True}) for h, knob in (("fm", "fm"), ("ln", "layer_norm"), ("x", "fm"))
     ]
     hypotheses[2] = hypothesis("dn", {"dropout": 0.2})
-    state = planning(max_exploitation_trials=8, auto_approve_cpu_seconds=24 * BASELINE_COST)
+    state = planning(max_exploitation_trials=8, auto_approve_up_to=24 * BASELINE_COST)
     decision = logic.on_hypotheses_generated(state, generated(*hypotheses), COSTS)
     assert decision.state is not None
     assert decision.state.budget_by_phase == {
@@ -238,7 +272,7 @@ def test_the_plan_shows_an_estimate_per_phase_and_auto_approval_covers_them_all(
     assert isinstance(proposed, PlanProposed)
     assert proposed.payload.budget_by_phase == decision.state.budget_by_phase
     short = logic.on_hypotheses_generated(
-        planning(max_exploitation_trials=8, auto_approve_cpu_seconds=24 * BASELINE_COST - 1),
+        planning(max_exploitation_trials=8, auto_approve_up_to=24 * BASELINE_COST - 1),
         generated(*hypotheses),
         COSTS,
     )
@@ -249,7 +283,7 @@ def test_the_estimate_per_phase_never_exceeds_the_budget() -> None:
     """Exploitation follows, so validation may use half of the 100: the baseline (37.5) fits,
     fm (another 37.5) does not. Confirmation would want 4 jobs (150) and gets the 62.5 left;
     nothing remains for the rest. A cap equal to the budget always approves."""
-    state = planning(budget_cpu_seconds=100, max_exploitation_trials=8, auto_approve_cpu_seconds=100)
+    state = planning(budget_cpu_seconds=100, max_exploitation_trials=8, auto_approve_up_to=100)
     decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
     assert decision.state is not None and decision.state.status == "running"
     assert decision.state.dropped_hypotheses == ["fm: over budget (estimated 38 CPU-s)"]
@@ -262,7 +296,7 @@ def test_the_estimate_per_phase_never_exceeds_the_budget() -> None:
 
 
 def test_plan_above_auto_approve_waits_for_a_person() -> None:
-    state = planning(auto_approve_cpu_seconds=2 * BASELINE_COST - 0.01, confirm_seeds=1)
+    state = planning(auto_approve_up_to=2 * BASELINE_COST - 0.01, confirm_seeds=1)
     decision = logic.on_hypotheses_generated(state, generated(hypothesis("fm", {"fm": True})), COSTS)
     assert decision.state is not None and decision.state.status == "awaiting_approval"
     assert decision.state.approved_by is None
@@ -330,7 +364,7 @@ def test_over_budget_and_invalid_hypotheses_are_dropped_with_reasons() -> None:
 
 def test_budget_below_the_baseline_is_rejected() -> None:
     decision = logic.on_hypotheses_generated(
-        planning(budget_cpu_seconds=30, auto_approve_cpu_seconds=1000),
+        planning(budget_cpu_seconds=30, auto_approve_up_to=1000),
         generated(hypothesis("fm", {"fm": True})),
         COSTS,
     )
@@ -959,7 +993,7 @@ def test_only_a_completed_campaign_can_be_accepted(status: str) -> None:
 def test_a_cap_equal_to_the_budget_approves_whatever_the_rounding_of_the_phases() -> None:
     """Learned costs make odd estimates; rounded per phase, they may sum a hair over the budget."""
     for per_unit in (3.08, 3.28, 3.48, 3.68, 4.27):  # sums to 120.00000000000001 unrounded
-        state = planning(budget_cpu_seconds=120, max_exploitation_trials=100, auto_approve_cpu_seconds=120)
+        state = planning(budget_cpu_seconds=120, max_exploitation_trials=100, auto_approve_up_to=120)
         hypotheses = [hypothesis("h0", {"dropout": 0.1})]
         decision = logic.on_hypotheses_generated(
             state, generated(*hypotheses), CostModel(RANKER_FIDELITY, cpu_seconds_per_unit=per_unit)

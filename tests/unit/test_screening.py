@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rea.events import JobRecord, PhaseStarted
@@ -19,7 +21,7 @@ RANKER_FIDELITY = Fidelity.of(get_workload("ranker").schema)
 SIX = [hypothesis(f"h{i}", {"mlp_width": 80 + 16 * i}, gain=0.01 - 0.001 * i) for i in range(6)]
 
 
-def spec(**overrides: object) -> CampaignSpec:
+def spec(**overrides: Any) -> CampaignSpec:
     made = planning(**overrides).spec
     assert made is not None
     return made
@@ -67,7 +69,7 @@ def test_the_best_third_by_low_fidelity_validation_ne_survive() -> None:
 
 
 def test_a_screened_campaign_screens_then_validates_the_survivors_at_full_fidelity() -> None:
-    state = planning(screening="on", baseline={"epochs": 3}, max_hypotheses=6, auto_approve_cpu_seconds=1000)
+    state = planning(screening="on", baseline={"epochs": 3}, max_hypotheses=6, auto_approve_up_to=1000)
     decision = logic.on_hypotheses_generated(state, generated(*SIX), COSTS)
     screening = decision.state
     assert screening is not None and screening.status == "running" and screening.phase == "screening"

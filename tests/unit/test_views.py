@@ -121,7 +121,12 @@ def test_a_phase_the_executor_ran_reads_back_with_its_jobs_costs_and_failures() 
 
 
 def test_a_completed_campaign_reads_back_with_its_budget_records_and_result() -> None:
-    request = {"name": "try crosses", "dataset": "synthetic:rows=3000", "budget_cpu_seconds": 300}
+    request = {
+        "name": "try crosses",
+        "grant": "g",
+        "dataset": "synthetic:rows=3000",
+        "budget_cpu_seconds": 300,
+    }
     baseline = MetricSummary(job_id="camp-1-validation-0", ne=0.80, auc=0.70, validation_ne=0.81)
     best = MetricSummary(
         job_id="camp-1-validation-1", hypothesis_id="h1", ne=0.78, auc=0.72, validation_ne=0.79

@@ -33,6 +33,7 @@ from rich.table import Table
 from rea.client import Client
 from rea.events import FINISHED_JOB_STATUSES, CampaignRequested
 from rea.executions import audit, executions_from_logs
+from rea.grants import own_terms
 from rea.ledger import JobLedger
 from rea.runtime import ensure_topics
 from rea.settings import Settings
@@ -41,6 +42,8 @@ from rea_tools.stack import SERVICES, EmbeddedStack
 
 FINAL = frozenset({"completed", "failed", "rejected", "paused_budget"})
 MAX_MESSAGE = 900_000
+GRANT = "chaos"
+"""The grant the suite's campaigns run under: everything local, auto-approved."""
 
 
 @dataclass(frozen=True)
@@ -194,14 +197,17 @@ class Chaos:
         request: dict[str, Any] = {
             "name": f"chaos {index}",
             "dataset": self.plan.dataset,
+            "grant": GRANT,
             "budget_cpu_seconds": budget,
-            "auto_approve_cpu_seconds": budget,
             "max_parallel_jobs": 2,
             "max_hypotheses": self.plan.hypotheses,
             "max_exploitation_trials": 2,
             "baseline": {"epochs": 1},
             "job_timeout_s": 120,
         }
+        await client.ensure_grant(
+            GRANT, own_terms(self.settings, 2000, team="chaos", auto_approve_up_to=2000)
+        )
         await client.publish(
             CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
         )

@@ -30,6 +30,7 @@ from rea.client import (
     HIDDEN_STATUSES,
     CampaignSummary,
     Client,
+    GrantError,
     SigningError,
     UnresolvedId,
     default_identity,
@@ -52,13 +53,16 @@ from rea.events import (
     CampaignPaused,
     CampaignRequested,
     CampaignResumed,
+    GrantTerms,
     PersonAction,
     PersonDecision,
     PlanApproved,
     PlanApprovedPayload,
     ProposalAccepted,
+    describe_error,
     new_id,
 )
+from rea.grants import Grant, own_terms
 from rea.knobs import Role
 from rea.ledger import LOG_LIMIT, JobRun
 from rea.processes import is_running
@@ -77,8 +81,8 @@ DEMO_CAMPAIGN: dict[str, Any] = {
     "name": "demo: improve the ranker on MovieLens-100k",
     "workload": "ranker",
     "dataset": "movielens-100k",
+    "grant": "demo",
     "budget_cpu_seconds": 900,
-    "auto_approve_cpu_seconds": 900,
     "max_parallel_jobs": 2,
     "max_hypotheses": 6,
     "max_exploitation_trials": 6,
@@ -98,7 +102,7 @@ def _with_client(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> 
     except UnresolvedId as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from exc
-    except (StackError, NoRunningStack, SigningError) as exc:
+    except (StackError, NoRunningStack, SigningError, GrantError) as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
 
@@ -234,6 +238,8 @@ def _report_answer(campaign_id: str, state: CampaignView | None, timeout: float)
         return False
     console.print(f"Campaign {campaign_id}: {state.status}")
     if state.status == "awaiting_approval":
+        for line in state.checklist.lines() if state.checklist else []:
+            console.print(f"  {escape(line)}")
         console.print(f"Estimated {_by_phase(state)}; approve with `rea approve {campaign_id}`.")
     return True
 
@@ -370,6 +376,199 @@ def budget_extend(
         frozenset({"running", "paused", "paused_budget"}),
         lambda full: f"Added {added.describe()} to {full}.",
     )
+
+
+grant_app = typer.Typer(
+    help="Preflight grants: what a team's campaigns may use, and what starts without approval.",
+    no_args_is_help=True,
+)
+app.add_typer(grant_app, name="grant")
+
+
+def _listed(values: list[str]) -> list[str]:
+    """Repeated options and comma lists alike: ``--workloads a,b --workloads c``."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _granted_dataset(entry: str) -> str:
+    """A path entry resolved here (so a symlinked data directory is granted as what it is);
+    names and patterns as given."""
+    if entry.startswith("/") and not GLOB_CHARACTERS & set(entry):
+        return str(Path(entry).resolve())
+    return entry
+
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+@grant_app.command("create")
+def grant_create(
+    team: Annotated[str, typer.Option(help="The team whose campaigns it covers.")],
+    workloads: Annotated[list[str], typer.Option(help="Workloads they may train (repeat, or a comma list).")],
+    datasets: Annotated[
+        list[str],
+        typer.Option(
+            help="Datasets they may use: names or shell patterns (movielens-100k, synthetic*), and absolute "
+            "paths (a directory, or a pattern) every file a dataset reads must lie in."
+        ),
+    ],
+    max_cpu_seconds: Annotated[
+        float, typer.Option(help="The most CPU-s a campaign may have, extensions included.")
+    ],
+    backends: Annotated[
+        list[str] | None, typer.Option(help="Where jobs may run: local (the default), ray, kubernetes.")
+    ] = None,
+    max_gpu_seconds: Annotated[
+        float | None, typer.Option(help="The most GPU-s a campaign may have; unset: no GPU jobs.")
+    ] = None,
+    auto_approve_up_to: Annotated[
+        float | None,
+        typer.Option(help="Plans estimated at or below this many CPU-s start without a person's approval."),
+    ] = None,
+    allow_llm: Annotated[bool, typer.Option(help="Hypotheses may be asked of the configured LLM.")] = False,
+    allow_kernel_codegen: Annotated[
+        bool, typer.Option(help="Jobs may run generated kernels (the evolved-kernels knob).")
+    ] = False,
+    grant_id: Annotated[
+        str | None, typer.Option("--id", help="The grant's id (default: TEAM-<random>).")
+    ] = None,
+    by: ByOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the planner to record it.")] = 30,
+) -> None:
+    """Grant a team's campaigns access (signed in your name); prints the grant's id, which
+    campaigns name as `grant:`."""
+    try:
+        terms = GrantTerms.model_validate(
+            {
+                "team": team,
+                "workloads": _listed(workloads),
+                "datasets": [_granted_dataset(entry) for entry in _listed(datasets)],
+                "max_cpu_seconds": max_cpu_seconds,
+                "max_gpu_seconds": max_gpu_seconds,
+                "backends": _listed(backends or ["local"]),
+                "auto_approve_up_to": auto_approve_up_to,
+                "allow_llm": allow_llm,
+                "allow_kernel_codegen": allow_kernel_codegen,
+            }
+        )
+    except ValidationError as exc:
+        console.print(f"[red]invalid grant: {escape(describe_error(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    settings = Settings()
+    chosen = grant_id or f"{team}-{new_id()[:6]}"
+    unknown = sorted(set(terms.workloads) - set(workload_names()))
+    if unknown:
+        console.print(f"[yellow]not registered here: {', '.join(unknown)} (granted anyway)[/yellow]")
+    who = by or default_identity(settings)
+    grant = _with_client(settings, lambda client: client.create_grant(chosen, terms, who, timeout))
+    console.print(f"Granted {grant.grant_id} to team {terms.team}, by {grant.created_by}.")
+    print(grant.grant_id)
+
+
+@grant_app.command("list")
+def grant_list(
+    show_all: Annotated[bool, typer.Option("--all", help="Revoked grants too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON grant per line.")] = False,
+) -> None:
+    """Grants, newest first: who made each and when, and what it allows."""
+    grants = _with_client(Settings(), lambda client: client.grants(include_revoked=show_all))
+    if as_json:
+        for grant in grants:
+            print(grant.model_dump_json())
+        return
+    if not grants:
+        console.print("No grants" + ("" if show_all else " in force (--all shows revoked ones)") + ".")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in (
+        "grant",
+        "team",
+        "status",
+        "by",
+        "at",
+        "max CPU-s",
+        "auto-approve",
+        "workloads",
+        "datasets",
+    ):
+        table.add_column(column, overflow="fold")
+    for grant in grants:
+        terms = grant.terms
+        table.add_row(
+            escape(grant.grant_id),
+            escape(terms.team),
+            grant.status,
+            escape(grant.created_by),
+            grant.created_at.strftime("%Y-%m-%d %H:%M"),
+            f"{terms.max_cpu_seconds:g}",
+            "-" if terms.auto_approve_up_to is None else f"≤ {terms.auto_approve_up_to:g}",
+            escape(", ".join(terms.workloads)),
+            escape(", ".join(terms.datasets)),
+        )
+    Console().print(table)
+
+
+GrantIdArg = Annotated[str, typer.Argument(metavar="GRANT", help="A grant id, or a unique prefix of one.")]
+
+
+@grant_app.command("show")
+def grant_show(
+    grant_id: GrantIdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+) -> None:
+    """One grant: its terms, who made it and when, and whether it was revoked."""
+
+    async def work(client: Client) -> Grant:
+        grant = await client.grant(await client.resolve_grant(grant_id))
+        if grant is None:
+            raise UnresolvedId("grant", grant_id, [])
+        return grant
+
+    grant = _with_client(Settings(), work)
+    if as_json:
+        print(grant.model_dump_json(indent=2))
+        return
+    terms = grant.terms
+    gpu = "no GPU jobs" if terms.max_gpu_seconds is None else f"{terms.max_gpu_seconds:g} GPU-s"
+    auto = (
+        "every plan needs a person"
+        if terms.auto_approve_up_to is None
+        else f"up to {terms.auto_approve_up_to:g} CPU-s"
+    )
+    lines = [
+        f"[bold]{escape(grant.grant_id)}[/bold] team {escape(terms.team)}: {grant.status}",
+        f"  granted by {escape(grant.created_by)} at {grant.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        f"  workloads: {escape(', '.join(terms.workloads))}",
+        f"  datasets: {escape(', '.join(terms.datasets))}",
+        f"  max per campaign: {terms.max_cpu_seconds:g} CPU-s, {gpu}",
+        f"  backends: {', '.join(terms.backends)}",
+        f"  auto-approve: {auto}",
+        f"  LLM: {'allowed' if terms.allow_llm else 'no'}; generated kernels: "
+        f"{'allowed' if terms.allow_kernel_codegen else 'no'}",
+    ]
+    if grant.status == "revoked":
+        lines.append(f"  {escape(grant.describe_revocation())}")
+    Console().print("\n".join(lines))
+
+
+@grant_app.command("revoke")
+def grant_revoke(
+    grant_id: GrantIdArg,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    by: ByOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the planner to record it.")] = 30,
+) -> None:
+    """Revoke a grant: no new campaign under it starts and no plan under it is approved.
+    Campaigns already running go on (cancel them with `rea cancel`)."""
+    settings = Settings()
+    who = by or default_identity(settings)
+
+    async def work(client: Client) -> Grant:
+        full = await client.resolve_grant(grant_id)
+        return await client.revoke_grant(full, who, reason, timeout)
+
+    grant = _with_client(settings, work)
+    console.print(f"Revoked {grant.grant_id}: {grant.describe_revocation()}.")
 
 
 @app.command()
@@ -787,6 +986,10 @@ def _print_campaign(out: Console, campaign: CampaignView, phases: list[PhaseView
             f"  plan: {len(campaign.plan.jobs)} validation jobs; estimated {_by_phase(campaign)}; "
             f"approved by {campaign.approved_by}"
         )
+    if campaign.checklist and campaign.status == "awaiting_approval":
+        out.print("  approving it lets REA use:")
+        for line in campaign.checklist.lines():
+            out.print(f"    {escape(line)}")
     for dropped in campaign.dropped_hypotheses:
         out.print(f"  dropped: {dropped}")
     for notice in campaign.notices:
@@ -956,7 +1159,7 @@ def audit(
     if not entries:
         console.print(f"No decision about {full_id} has reached a service.")
         return
-    table = Table(title=f"decisions about {full_id}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"decisions about {full_id} and its grant", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("when", "decision", "in the name of", "signed by (key)", "service", "verdict"):
         table.add_column(column, overflow="fold")
     for entry in entries:
@@ -1015,7 +1218,10 @@ def demo(
             campaign_id = new_id()
             request = {**DEMO_CAMPAIGN, "dataset": dataset}
             event = CampaignRequested(campaign_id=campaign_id, correlation_id=campaign_id, payload=request)
-            campaign = _with_client(settings, lambda client: _run_demo(client, event, timeout))
+            terms = own_terms(
+                settings, DEMO_CAMPAIGN["budget_cpu_seconds"], team="demo", auto_approve_up_to=900
+            )
+            campaign = _with_client(settings, lambda client: _run_demo(client, event, terms, timeout))
         except StackError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
@@ -1031,7 +1237,10 @@ def demo(
         print(json.dumps(proposal_summary(campaign)))
 
 
-async def _run_demo(client: Client, event: CampaignRequested, timeout_s: float) -> CampaignView | None:
+async def _run_demo(
+    client: Client, event: CampaignRequested, terms: GrantTerms, timeout_s: float
+) -> CampaignView | None:
+    await client.ensure_grant(str(event.payload["grant"]), terms)
     await client.publish(event)
     deadline = time.monotonic() + timeout_s
     with Progress(
