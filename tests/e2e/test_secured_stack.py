@@ -24,7 +24,7 @@ from rea.client import Client
 from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.topics import Topics
-from rea_tools.stack import EmbeddedStack, StackError
+from rea_tools.stack import CredentialsRejected, EmbeddedStack, StackError
 
 from .helpers import campaign_request, finished, run_rea, submit
 
@@ -161,3 +161,26 @@ def test_no_secret_reaches_a_log_the_record_a_command_line_or_an_environment(sta
         for secret in secrets:
             assert secret not in text, f"a secret in {where}"
     assert os.environ.get("REA_MONGO_PASSWORD") is None  # nothing above came from the test's own
+
+
+def test_a_restart_keeps_the_user_and_a_lost_password_is_reset_on_request(stack: EmbeddedStack) -> None:
+    stack.stop()
+    again = EmbeddedStack(Settings(home=stack.home))
+    try:
+        again.start_infra()  # the user made at the first start, its password from the file
+    finally:
+        again.stop()
+    (stack.home / "secrets" / "mongo-password").write_text("a-new-password-for-the-same-database")
+    refused = EmbeddedStack(Settings(home=stack.home))
+    try:
+        with pytest.raises(CredentialsRejected, match=r"delete .*\.rea-users"):
+            refused.start_infra()
+    finally:
+        refused.stop()
+    (stack.home / "mongo" / ".rea-users").unlink()
+    reset = EmbeddedStack(Settings(home=stack.home))
+    try:
+        endpoints = reset.start_infra()
+        assert Path(str(endpoints.mongo_password_file)).read_text() == "a-new-password-for-the-same-database"
+    finally:
+        reset.stop()

@@ -57,6 +57,10 @@ class StackError(RuntimeError):
     """The embedded stack could not start, or is not running."""
 
 
+class CredentialsRejected(StackError):
+    """A server refused the stack's credentials: waiting longer cannot help."""
+
+
 @dataclass
 class ManagedProcess:
     """One process of a stack, with what it takes to start it again (the supervisor does)."""
@@ -219,7 +223,7 @@ def wait_until(
         except Exception as exc:
             refused = auth_failure(exc)
             if refused is not None:  # no wait makes a wrong password right
-                raise StackError(f"{what}: {refused}") from None
+                raise CredentialsRejected(f"{what}: {refused}") from None
         time.sleep(0.2)
     raise StackError(f"{what} did not become healthy within {timeout_s:.0f}s")
 
@@ -363,9 +367,14 @@ class EmbeddedStack:
                 (data / MONGO_PROVISIONED).touch()
         proc = self._start("secantusdb", argv)
         options = self._mongo_options(uri, password)
-        wait_until(
-            lambda: _mongo_ready(uri, options), "SecantusDB (MongoDB)", 60, proc, self.processes[-1].log
-        )
+        try:
+            wait_until(partial(_mongo_ready, uri, options), "SecantusDB", 60, proc, self.processes[-1].log)
+        except CredentialsRejected as error:
+            marker = data / MONGO_PROVISIONED
+            raise CredentialsRejected(
+                f"{error}. Its user was made with another password than {password} holds: delete "
+                f"{marker} and the next start sets the password from that file"
+            ) from None
         return uri, password
 
     def _provision_mongo(self, argv: list[str], uri: str, password: Path) -> None:
