@@ -269,7 +269,8 @@ def freeze_startup_objects() -> None:
 async def _check_credentials(store: Store, redis: Redis) -> None:
     """Fail at once, and clearly, when MongoDB or Redis refuses our credentials, rather than in
     the first handler (or never: the doorbell waits out a Redis it cannot reach). Any other
-    Redis error is left to the doorbell; MongoDB's surfaces in the next step as before."""
+    MongoDB error is raised as it was before this check; any other Redis error is left to the
+    doorbell, which waits it out."""
     try:
         await store.db.list_collection_names()
     except Exception as exc:
