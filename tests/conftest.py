@@ -39,7 +39,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture(scope="session")
 def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    stack = EmbeddedStack(Settings(home=tmp_path_factory.mktemp("servers")), attached=True)
+    """Servers shared by every test, without credentials (tests reach them with plain clients);
+    tests/e2e/test_secured_stack.py runs the stack with its servers' authentication on."""
+    home = tmp_path_factory.mktemp("servers")
+    stack = EmbeddedStack(Settings(home=home, embedded_auth=False), attached=True)
     try:
         yield stack.start_infra()
     finally:

@@ -494,7 +494,8 @@ class ReaStack:
     def __init__(self, plan: BenchPlan) -> None:
         self.plan = plan
         self.home = plan.out / "rea-stack"
-        self.servers = EmbeddedStack(Settings(home=self.home), attached=True)
+        # Without credentials: every namespace's services and the insights copy reach them plainly.
+        self.servers = EmbeddedStack(Settings(home=self.home, embedded_auth=False), attached=True)
         try:
             self.endpoints = self.servers.start_infra()
         except BaseException:  # an interrupt, above all: what did start must stop

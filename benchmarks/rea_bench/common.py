@@ -124,6 +124,7 @@ async def embedded_stack(name: str, *, partitions: int = 6, keep: bool = False) 
         topic_prefix=namespace,
         mongo_db=namespace,
         topic_partitions=partitions,
+        embedded_auth=False,  # measured without credentials, as before; the benchmarks' clients use none
     )
     stack = EmbeddedStack(settings, attached=True)
     try:

@@ -43,6 +43,7 @@ from rea.leases import JobLeases
 from rea.ledger import RunStatus
 from rea.logs import configure_logging
 from rea.runtime import Runtime, connect, start_broker
+from rea.security import AuthenticationFailed
 from rea.settings import Settings
 from rea.workloads import JobCost, JobError, JobOutput, get_workload
 from rea_executor.backends.base import JOB_EVENT_ENV
@@ -249,7 +250,10 @@ def main() -> None:
     raw = os.environ.get(JOB_EVENT_ENV)
     if not raw:
         sys.exit(f"{JOB_EVENT_ENV} is not set: a backend starts the job side with its job.submitted event")
-    asyncio.run(run_remote(JobSubmitted.model_validate_json(raw), settings))
+    try:
+        asyncio.run(run_remote(JobSubmitted.model_validate_json(raw), settings))
+    except AuthenticationFailed as exc:
+        sys.exit(f"jobside: {exc}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from rea.decisions import Delivery
 from rea.doorbell import Doorbell
 from rea.events import DeadLetter, Event, EventLimits, describe_error, encode_event, parse_event
 from rea.metrics import Metrics
+from rea.security import is_auth_error, kafka_security
 from rea.settings import Settings
 from rea.topics import Topics
 
@@ -67,6 +68,7 @@ def make_broker(settings: Settings, bootstrap: str) -> KafkaBroker:
         bootstrap,
         enable_idempotence=settings.kafka_idempotence,
         client_id=settings.service_name,
+        security=kafka_security(settings),
         # Notice re-created topics (a broker that lost its log) in seconds, not minutes.
         metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         logger=None,
@@ -320,7 +322,10 @@ class Bus:
 
 
 def _is_retryable(exc: Exception) -> bool:
-    """Infrastructure blips and transaction write conflicts: wait them out, never dead-letter."""
+    """Infrastructure blips and transaction write conflicts: wait them out, never dead-letter.
+    A rejected credential is no blip: waiting cannot make it right."""
+    if is_auth_error(exc):
+        return False
     if isinstance(exc, INFRA_ERRORS):
         return True
     return isinstance(exc, OperationFailure) and exc.has_error_label("TransientTransactionError")

@@ -41,6 +41,7 @@ from rea.ledger import COLLECTION as JOB_RUNS
 from rea.ledger import JobRun
 from rea.phases import SCREENING, SEARCH_KINDS, VALIDATION, kind
 from rea.phases import order as phase_order
+from rea.security import kafka_options, mongo_options, redis_options
 from rea.settings import Settings
 from rea.signing import Keyring, Signer, new_nonce
 from rea.topics import Topics
@@ -106,7 +107,10 @@ class Client:
         self.endpoints = endpoints or resolve_endpoints(settings)
         self.topics = Topics(settings.topic_prefix)
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            self.endpoints.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
+            self.endpoints.mongo_uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=10_000,
+            **mongo_options(settings, self.endpoints),
         )
         self.db = self.mongo[settings.mongo_db]
 
@@ -215,6 +219,7 @@ class Client:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.endpoints.kafka_bootstrap,
             enable_idempotence=self.settings.kafka_idempotence,
+            **kafka_options(self.settings),
         )
         await producer.start()
         try:
@@ -222,7 +227,12 @@ class Client:
         finally:
             await producer.stop()
         if self.settings.kafka_doorbell:
-            await ring(self.endpoints.redis_url, Doorbell.channel_for(self.settings.topic_prefix), topic)
+            await ring(
+                self.endpoints.redis_url,
+                Doorbell.channel_for(self.settings.topic_prefix),
+                topic,
+                redis_options(self.settings, self.endpoints),
+            )
 
     async def campaign(self, campaign_id: str) -> CampaignView | None:
         doc = await self.db["campaigns"].find_one({"_id": campaign_id})

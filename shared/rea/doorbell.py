@@ -236,10 +236,11 @@ class Doorbell:
                 await pubsub.aclose()
 
 
-async def ring(redis_url: str, channel: str, topic: str) -> None:
+async def ring(redis_url: str, channel: str, topic: str, options: Mapping[str, Any] | None = None) -> None:
     """Ring once from a process that holds no Redis connection (the CLI's client, a benchmark);
-    like :meth:`Doorbell.ring`, a failure is logged, never raised."""
-    redis = Redis.from_url(redis_url)
+    like :meth:`Doorbell.ring`, a failure is logged, never raised. ``options``: the client's
+    credentials and TLS (:func:`rea.security.redis_options`)."""
+    redis = Redis.from_url(redis_url, **(options or {}))
     try:
         await _publish(redis, channel, topic)
     finally:

@@ -24,16 +24,29 @@ class NoRunningStack(RuntimeError):
 
 @dataclass(frozen=True)
 class Endpoints:
+    """Where the parts are, and where the embedded stack keeps the credentials it generated for
+    them (file names, not secrets: what ``stack.json`` may hold)."""
+
     kafka_bootstrap: str
     mongo_uri: str
     redis_url: str
+    mongo_username: str | None = None
+    mongo_password_file: str | None = None
+    redis_password_file: str | None = None
 
     def env(self) -> dict[str, str]:
-        return {
+        """The settings that point a process at these parts, credential files included."""
+        env = {
             "REA_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "REA_MONGO_URI": self.mongo_uri,
             "REA_REDIS_URL": self.redis_url,
         }
+        if self.mongo_username and self.mongo_password_file:
+            env["REA_MONGO_USERNAME"] = self.mongo_username
+            env["REA_MONGO_PASSWORD_FILE"] = self.mongo_password_file
+        if self.redis_password_file:
+            env["REA_REDIS_PASSWORD_FILE"] = self.redis_password_file
+        return env
 
 
 def recorded_endpoints(home: Path) -> Endpoints | None:
@@ -50,15 +63,20 @@ def recorded_endpoints(home: Path) -> Endpoints | None:
 
 
 def resolve_endpoints(settings: Settings) -> Endpoints:
-    """Configured URLs win; the rest come from the running embedded stack."""
+    """Configured URLs win; the rest come from the running embedded stack, with the credential
+    files it generated for them."""
     configured = (settings.kafka_bootstrap, settings.mongo_uri, settings.redis_url)
     if all(configured):
         return Endpoints(*configured)  # type: ignore[arg-type]
     recorded = recorded_endpoints(settings.home)
     if recorded is None:
         raise NoRunningStack(f"no running stack under {settings.home}: start one with `rea up`")
+    embedded_mongo = not settings.mongo_uri
     return Endpoints(
         settings.kafka_bootstrap or recorded.kafka_bootstrap,
         settings.mongo_uri or recorded.mongo_uri,
         settings.redis_url or recorded.redis_url,
+        recorded.mongo_username if embedded_mongo else None,
+        recorded.mongo_password_file if embedded_mongo else None,
+        None if settings.redis_url else recorded.redis_password_file,
     )

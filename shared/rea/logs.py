@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import structlog
+
+from rea.redaction import redact
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True, service: str | None = None) -> None:
@@ -17,7 +21,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True, service: str | 
     if service:
         structlog.contextvars.bind_contextvars(service=service)
     processors.append(structlog.processors.format_exc_info)
-    processors.append(structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer())
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    processors.append(_redacting(renderer))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -25,3 +30,12 @@ def configure_logging(level: str = "INFO", *, json: bool = True, service: str | 
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+def _redacting(renderer: structlog.types.Processor) -> Callable[[Any, str, structlog.types.EventDict], str]:
+    """``renderer`` whose lines carry no URI password, whichever field or traceback held one."""
+
+    def render(logger: Any, name: str, event: structlog.types.EventDict) -> str:
+        return redact(str(renderer(logger, name, event)))
+
+    return render

@@ -10,7 +10,8 @@ import contextlib
 import gc
 import importlib
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from rea.bus import INFRA_ERRORS, Bus, make_broker
 from rea.doorbell import Doorbell
@@ -29,6 +30,15 @@ from rea.events import EventLimits
 from rea.logs import configure_logging
 from rea.metrics import Metrics
 from rea.outbox import OutboxRelay
+from rea.redaction import redact
+from rea.security import (
+    AuthenticationFailed,
+    auth_failure,
+    is_auth_error,
+    kafka_options,
+    mongo_options,
+    redis_options,
+)
 from rea.settings import Settings
 from rea.store import Store
 from rea.topics import Topics
@@ -38,12 +48,21 @@ log = structlog.get_logger()
 Task = Callable[[], Coroutine[Any, Any, None]]
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> str:
+def _not_auth(exc: BaseException) -> bool:
+    return not is_auth_error(exc)
+
+
+async def ensure_topics(
+    bootstrap: str, topics: Topics, partitions: int, kafka: Mapping[str, Any] | None = None
+) -> str:
     """Create REA's topics (idempotent) and return the broker's cluster id, so a caller knows
-    which broker's log it started on. Retries while the broker is still coming up."""
-    async for attempt in AsyncRetrying(stop=stop_after_delay(60), wait=wait_fixed(0.5), reraise=True):
+    which broker's log it started on. Retries while the broker is still coming up, never on a
+    rejected credential. ``kafka``: the client's security options (:func:`rea.security.kafka_options`)."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(60), wait=wait_fixed(0.5), retry=retry_if_exception(_not_auth), reraise=True
+    ):
         with attempt:
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(kafka or {}))
             await admin.start()
             try:
                 existing = set(await admin.list_topics())
@@ -64,7 +83,7 @@ async def start_broker(broker: KafkaBroker) -> None:
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(60),
         wait=wait_fixed(0.5),
-        retry=retry_if_exception_type(KafkaError),
+        retry=retry_if_exception(lambda exc: isinstance(exc, KafkaError) and _not_auth(exc)),
         reraise=True,
     ):
         with attempt:
@@ -138,7 +157,8 @@ class Runtime:
         stored = None if seen is None else str(seen.get("cluster_id"))
         known = stored or started_with
         unreachable = False
-        probe = BrokerProbe(self.endpoints.kafka_bootstrap, self.topics)
+        kafka = kafka_options(self.settings)
+        probe = BrokerProbe(self.endpoints.kafka_bootstrap, self.topics, kafka)
         try:
             while True:
                 try:
@@ -146,7 +166,7 @@ class Runtime:
                     if missing or cluster_id != known:
                         log.warning("broker_log_lost", cluster_id=cluster_id, missing_topics=len(missing))
                         await ensure_topics(
-                            self.endpoints.kafka_bootstrap, self.topics, self.settings.topic_partitions
+                            self.endpoints.kafka_bootstrap, self.topics, self.settings.topic_partitions, kafka
                         )
                         await self.bus.rewind()
                         await self.reconcile()
@@ -175,8 +195,11 @@ class BrokerProbe:
     connection kept between checks (a new client per check cost an idle service and the broker
     more than everything else it did); any failure drops the connection for the next check."""
 
-    def __init__(self, bootstrap: str, topics: Topics, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, bootstrap: str, topics: Topics, kafka: Mapping[str, Any] | None = None, timeout_s: float = 10.0
+    ) -> None:
         self.bootstrap, self.topics, self.timeout_s = bootstrap, topics, timeout_s
+        self.kafka = dict(kafka or {})
         self.admin: AIOKafkaAdminClient | None = None
 
     async def facts(self) -> tuple[str, list[str]]:
@@ -188,7 +211,7 @@ class BrokerProbe:
 
     async def _ask(self) -> tuple[str, list[str]]:
         if self.admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.kafka)
             await admin.start()
             self.admin = admin
         cluster = await self.admin.describe_cluster()
@@ -212,7 +235,7 @@ async def reconcile_at_start(runtime: Runtime) -> None:
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(60),
         wait=wait_fixed(1),
-        retry=retry_if_exception_type(INFRA_ERRORS),
+        retry=retry_if_exception_type(INFRA_ERRORS) & retry_if_exception(_not_auth),
         reraise=True,
     ):
         with attempt:
@@ -243,6 +266,27 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+async def _check_credentials(store: Store, redis: Redis) -> None:
+    """Fail at once, and clearly, when MongoDB or Redis refuses our credentials, rather than in
+    the first handler (or never: the doorbell waits out a Redis it cannot reach). Any other
+    MongoDB error is raised as it was before this check; any other Redis error is left to the
+    doorbell, which waits it out."""
+    try:
+        await store.db.list_collection_names()
+    except Exception as exc:
+        failure = auth_failure(exc)
+        if failure is not None:
+            raise failure from None
+        raise
+    try:
+        await redis.ping()
+    except Exception as exc:
+        failure = auth_failure(exc)
+        if failure is not None:
+            raise failure from None
+        log.warning("redis_unreachable_at_start", error=redact(repr(exc)))
+
+
 async def connect(service: str, settings: Settings, name: str | None = None) -> tuple[Runtime, str]:
     """Connect to the broker, the database and Redis as ``service`` and return the runtime and
     the broker's cluster id. The broker's consumers and producer start with :func:`start_broker`
@@ -251,10 +295,18 @@ async def connect(service: str, settings: Settings, name: str | None = None) -> 
     endpoints = resolve_endpoints(settings)
     topics = Topics(settings.topic_prefix)
     metrics = Metrics()
-    cluster_id = await ensure_topics(endpoints.kafka_bootstrap, topics, settings.topic_partitions)
-    store = Store.connect(endpoints.mongo_uri, settings.mongo_db, topics)
-    await store.ensure_indexes()
-    redis = Redis.from_url(endpoints.redis_url)
+    store = Store.connect(endpoints.mongo_uri, settings.mongo_db, topics, mongo_options(settings, endpoints))
+    redis = Redis.from_url(endpoints.redis_url, **redis_options(settings, endpoints))
+    try:
+        await _check_credentials(store, redis)
+        cluster_id = await ensure_topics(
+            endpoints.kafka_bootstrap, topics, settings.topic_partitions, kafka_options(settings)
+        )
+        await store.ensure_indexes()
+    except BaseException:
+        await redis.aclose()
+        await store.close()
+        raise
     broker = make_broker(settings, endpoints.kafka_bootstrap)
     doorbell = (
         Doorbell(
@@ -294,7 +346,10 @@ it by, and the module whose ``wire`` builds it."""
 def run_service(name: str, settings: Settings | None = None) -> None:
     """Build the service named ``name`` (a key of :data:`SERVICES`) and serve it until stopped."""
     wire: Wire = importlib.import_module(SERVICES[name]).wire
-    asyncio.run(serve(name, wire, settings))
+    try:
+        asyncio.run(serve(name, wire, settings))
+    except AuthenticationFailed as exc:
+        sys.exit(f"{name}: {exc}")
 
 
 async def serve(service: str, wire: Wire, settings: Settings | None = None) -> None:
@@ -302,7 +357,11 @@ async def serve(service: str, wire: Wire, settings: Settings | None = None) -> N
     settings = settings or Settings()
     name = settings.service_name if settings.service_name != "rea" else service
     configure_logging(settings.log_level, service=name)
-    runtime, cluster_id = await connect(service, settings, name)
+    try:
+        runtime, cluster_id = await connect(service, settings, name)
+    except AuthenticationFailed as exc:
+        log.error("credentials_rejected", part=exc.part, error=str(exc))
+        raise
     wired = wire(runtime)
     if wired is not None:
         await wired

@@ -5,8 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FILES = {
+    "mongo_password": "mongo_password_file",
+    "redis_password": "redis_password_file",
+    "kafka_sasl_password": "kafka_sasl_password_file",
+    "llm_api_key": "llm_api_key_file",
+}
+"""Each secret, and the setting naming a file that may hold it instead (a mounted Secret)."""
+
+
+def read_secret(path: Path) -> str:
+    """A secret kept in a file: its text without the trailing newline an editor or a Secret adds."""
+    return path.read_text().rstrip("\r\n")
 
 
 class Settings(BaseSettings):
@@ -23,6 +36,38 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     mongo_uri: str | None = None
     redis_url: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signed the brokers' certificates; unset: the system's."
+    )
+    kafka_tls_cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    kafka_tls_key_file: Path | None = None
+    mongo_username: str | None = None
+    mongo_password: SecretStr | None = None
+    mongo_password_file: Path | None = None
+    mongo_auth_source: str = "admin"
+    mongo_tls: bool = False
+    mongo_tls_ca_file: Path | None = None
+    mongo_tls_certificate_key_file: Path | None = Field(
+        default=None, description="Client certificate and key in one PEM file (mutual TLS)."
+    )
+    redis_username: str | None = Field(default=None, description="An ACL user; unset: the default user.")
+    redis_password: SecretStr | None = None
+    redis_password_file: Path | None = None
+    redis_tls_ca_file: Path | None = Field(
+        default=None, description="CA for a rediss:// URL (TLS is the URL's scheme); unset: the system's."
+    )
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
+    embedded_auth: bool = Field(
+        default=True,
+        description="The embedded SecantusDB requires a SCRAM user and redis-server a password, both "
+        "generated into <home>/secrets (mode 0600); off: they accept anyone on 127.0.0.1.",
+    )
     kafka_idempotence: bool = Field(
         default=False, description="Idempotent producer: on for Apache Kafka, off for Tansu (unsupported)."
     )
@@ -153,6 +198,7 @@ class Settings(BaseSettings):
     )
     llm_model: str = "gpt-4o-mini"
     llm_api_key: SecretStr | None = None
+    llm_api_key_file: Path | None = None
     llm_timeout_s: float = 30.0
     llm_max_hypotheses: int = Field(default=5, ge=1, le=20)
     kernel_repeats: int = Field(default=20, ge=1, description="Timed runs per shape in a kernel evaluation.")
@@ -172,6 +218,29 @@ class Settings(BaseSettings):
     def allowed_data_roots(self) -> list[Path]:
         """The data roots in force, absolute: those configured, else ``<home>/data``."""
         return [root.resolve() for root in self.data_roots or [self.home / "data"]]
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        """Fill each unset secret from its ``*_FILE`` setting, so a Kubernetes Secret or the
+        embedded stack's generated files can hold it instead of the environment."""
+        for secret, file_setting in SECRET_FILES.items():
+            path = getattr(self, file_setting)
+            if getattr(self, secret) is None and path is not None:
+                try:
+                    setattr(self, secret, SecretStr(read_secret(path)))
+                except OSError as exc:
+                    setting = f"REA_{file_setting.upper()}"
+                    raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+        if (self.mongo_username is None) != (self.mongo_password is None):
+            raise ValueError("set both REA_MONGO_USERNAME and REA_MONGO_PASSWORD(_FILE), or neither")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"REA_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs REA_KAFKA_SASL_USERNAME "
+                "and REA_KAFKA_SASL_PASSWORD(_FILE)"
+            )
+        return self
 
     @field_validator("inject_faults")
     @classmethod

@@ -20,7 +20,7 @@ Consistency and durability contract
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,8 +83,14 @@ class Store:
         self.topics = topics
 
     @classmethod
-    def connect(cls, uri: str, database: str, topics: Topics) -> Store:
-        return cls(AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000), database, topics)
+    def connect(
+        cls, uri: str, database: str, topics: Topics, options: Mapping[str, Any] | None = None
+    ) -> Store:
+        """``options``: the client's credentials and TLS (:func:`rea.security.mongo_options`)."""
+        client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            uri, tz_aware=True, serverSelectionTimeoutMS=10_000, **(options or {})
+        )
+        return cls(client, database, topics)
 
     async def close(self) -> None:
         await self.client.close()

@@ -50,7 +50,13 @@ SCHEMA_VERSIONS = sorted({"1.31", kubernetes_validate.latest_version()})
 """The oldest Kubernetes the project targets and the newest schema the installed package ships."""
 
 CREDENTIALS = ("REA_KAFKA_BOOTSTRAP", "REA_MONGO_URI", "REA_REDIS_URL")
-SECRET_ONLY = {*CREDENTIALS, "REA_LLM_API_KEY"}
+SECRET_ONLY = {
+    *CREDENTIALS,
+    "REA_LLM_API_KEY",
+    "REA_MONGO_PASSWORD",
+    "REA_REDIS_PASSWORD",
+    "REA_KAFKA_SASL_PASSWORD",
+}
 METRICS_PORT = 9100
 CUSTOM_RESOURCES = {("keda.sh/v1alpha1", "ScaledObject")}
 """Kinds the Kubernetes schema does not know: checked field by field in this module instead."""
@@ -224,6 +230,19 @@ def test_credentials_come_only_from_the_secret() -> None:
         for config_map in of_kind(render(kustomization), "ConfigMap"):
             leaked = SECRET_ONLY & config_map.get("data", {}).keys()
             assert not leaked, f"{kustomization}: {config_map['metadata']['name']} holds {leaked}"
+
+
+@needs_kubectl
+def test_every_service_takes_the_optional_credentials_from_the_whole_secret() -> None:
+    """Passwords (REA_MONGO_PASSWORD, REA_REDIS_PASSWORD, REA_KAFKA_SASL_PASSWORD) are optional
+    keys of the Secret: a container takes the Secret whole, so whichever it holds arrive."""
+    for kustomization, deployment in all_deployments():
+        secret = config(render(kustomization))["REA_KUBERNETES_SECRET"]
+        for container in containers(deployment):
+            sources = [
+                source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source
+            ]
+            assert sources == [secret], f"{kustomization}: {deployment['metadata']['name']}"
 
 
 @needs_kubectl

@@ -67,6 +67,7 @@ from rea.knobs import Role
 from rea.ledger import LOG_LIMIT, JobRun
 from rea.processes import is_running
 from rea.runtime import SERVICES, run_service
+from rea.security import auth_failure, kafka_options
 from rea.settings import Settings
 from rea.signing import Keyring
 from rea.views import CampaignView, JobView, PhaseView
@@ -105,6 +106,12 @@ def _with_client(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> 
     except (StackError, NoRunningStack, SigningError, GrantError) as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
+    except Exception as exc:
+        refused = auth_failure(exc)
+        if refused is None:
+            raise
+        console.print(f"[red]{escape(str(refused))}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -139,6 +146,7 @@ def _bring_up(stack: EmbeddedStack, workers: int) -> None:
                 endpoints.kafka_bootstrap,
                 Topics(stack.settings.topic_prefix),
                 stack.settings.topic_partitions,
+                kafka_options(stack.settings),
             )
         )
     with console.status("Starting services and workers..."):

@@ -5,6 +5,11 @@ A part whose URL is configured (``REA_KAFKA_BOOTSTRAP``, ``REA_MONGO_URI``,
 ``REA_REDIS_URL``) is not started; the services are pointed at it instead. The running
 stack is described by ``<home>/stack.json`` so that ``rea down`` and every other command
 find it. Logs go to ``<home>/logs/<name>.log``.
+
+With ``REA_EMBEDDED_AUTH`` (the default), SecantusDB requires a SCRAM user and redis-server a
+password, both generated once into ``<home>/secrets`` (a 0700 folder of 0600 files): services,
+the supervisor's restarts and the CLI read them from there (``REA_*_PASSWORD_FILE``), so no
+secret is written to ``stack.json``, a command line or a log.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import importlib.util
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -23,7 +29,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import redis
@@ -31,17 +39,26 @@ from pymongo import MongoClient
 
 from rea.endpoints import STACK_RECORD, Endpoints
 from rea.processes import descendants, is_running, kill
-from rea.settings import Settings
+from rea.redaction import redact
+from rea.security import auth_failure, mongo_options, redis_options
+from rea.settings import Settings, read_secret
 from rea.signing import Keyring
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
 SUPERVISOR = "supervisor"
 INFRA = ("tansu", "secantusdb", "redis")
 STOP_GRACE_S = 10.0
+EMBEDDED_MONGO_USER = "rea"
+MONGO_PROVISIONED = ".rea-users"
+"""A file in SecantusDB's data folder: its user was created, so it starts with ``--auth`` at once."""
 
 
 class StackError(RuntimeError):
     """The embedded stack could not start, or is not running."""
+
+
+class CredentialsRejected(StackError):
+    """A server refused the stack's credentials: waiting longer cannot help."""
 
 
 @dataclass
@@ -54,7 +71,8 @@ class ManagedProcess:
     metrics_port: int = 0
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    """The settings it was started with beyond the stack's own environment."""
+    """The settings it was started with beyond the stack's own environment; never a secret (a
+    secret it was given travels in the environment only, see :func:`spawn`)."""
     started_at: float = 0.0
     restarts: int = 0
     last_exit: str | None = None
@@ -79,10 +97,11 @@ class StackState:
         return state
 
     def write(self, home: Path) -> None:
-        """Replace the record in one step: the supervisor rewrites it while others read it."""
+        """Replace the record in one step: the supervisor rewrites it while others read it. A
+        password in a configured URI is recorded redacted."""
         home.mkdir(parents=True, exist_ok=True)
         staged = home / f"stack.json.{os.getpid()}"
-        staged.write_text(json.dumps(asdict(self), indent=2))
+        staged.write_text(redact(json.dumps(asdict(self), indent=2)))
         staged.replace(home / STACK_RECORD)
 
 
@@ -153,12 +172,19 @@ def _die_with_parent() -> None:
 
 
 def spawn(
-    name: str, argv: list[str], home: Path, env: dict[str, str] | None = None, *, attached: bool = True
+    name: str,
+    argv: list[str],
+    home: Path,
+    env: dict[str, str] | None = None,
+    *,
+    attached: bool = True,
+    secret_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], ManagedProcess]:
     """Start one child process with its output in ``<home>/logs/<name>.log``.
 
     ``attached`` children die with their parent (tests, ``rea demo``); detached ones
-    (``rea up``) outlive the command that started them.
+    (``rea up``) outlive the command that started them. ``secret_env`` reaches the child but is
+    not recorded: a process started again gets it from its starter's own environment.
     """
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -169,7 +195,7 @@ def spawn(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), **(secret_env or {})},
             start_new_session=True,
             preexec_fn=_die_with_parent if attached else None,
         )
@@ -194,8 +220,10 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception:
-            pass
+        except Exception as exc:
+            refused = auth_failure(exc)
+            if refused is not None:  # no wait makes a wrong password right
+                raise CredentialsRejected(f"{what}: {refused}") from None
         time.sleep(0.2)
     raise StackError(f"{what} did not become healthy within {timeout_s:.0f}s")
 
@@ -206,17 +234,20 @@ def _kafka_ready(bootstrap: str) -> bool:
         return True
 
 
-def _mongo_ready(uri: str) -> bool:
-    client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=1000)
+def _mongo_ready(uri: str, options: dict[str, Any] | None = None) -> bool:
+    """Answers, and accepts our credentials (a command that needs them: ``ping`` does not)."""
+    client: MongoClient[dict[str, object]] = MongoClient(
+        uri, serverSelectionTimeoutMS=1000, **(options or {})
+    )
     try:
-        client.admin.command("ping")
+        client.admin.command("listDatabases", nameOnly=True)
         return True
     finally:
         client.close()
 
 
-def _redis_ready(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1)
+def _redis_ready(url: str, options: dict[str, Any] | None = None) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=1, **(options or {}))
     try:
         return bool(client.ping())
     finally:
@@ -237,74 +268,167 @@ class EmbeddedStack:
     def _start(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, metrics_port: int = 0
     ) -> subprocess.Popen[bytes]:
-        proc, managed = spawn(name, argv, self.home, env, attached=self.attached)
+        """Start and record a process; a setting holding a password (a configured URI with one)
+        reaches it but is not recorded."""
+        settings = env or {}
+        recorded = {key: value for key, value in settings.items() if redact(value) == value}
+        secret = {key: value for key, value in settings.items() if key not in recorded}
+        proc, managed = spawn(name, argv, self.home, recorded, attached=self.attached, secret_env=secret)
         managed.metrics_port = metrics_port
         self.children[name] = proc
         self.processes.append(managed)
         return proc
 
     def start_infra(self) -> Endpoints:
-        """Start each part that is not configured externally and wait until it answers; make a
-        decision keyring under ``home`` if none is configured or there."""
+        """Start each part that is not configured externally and wait until it answers and
+        accepts our credentials (a configured part too: a wrong password stops here, clearly);
+        make a decision keyring under ``home`` if none is configured or there."""
         keys = self.settings.decision_keys_path()
         if not keys.exists():
             Keyring.create(keys)
         kafka = self.settings.kafka_bootstrap
         if not kafka:
             kafka = self.start_broker(free_port())
+        mongo_user, mongo_password_file = None, None
         mongo = self.settings.mongo_uri
-        if not mongo:
-            port = free_port()
-            data = self.home / "mongo"
-            data.mkdir(parents=True, exist_ok=True)
-            # retryWrites=false: SecantusDB keeps a record per retryable write and scans them all
-            # on every write, so single writes slow down as they accumulate (measured: 228 -> 18
-            # logger results/s over 20,000). REA needs no driver-level retry: every write is
-            # keyed or guarded by a dedup marker, and handlers retry on infrastructure errors.
-            mongo = f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
-            proc = self._start(
-                "secantusdb",
-                [
-                    secantus_binary(),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--storage-path",
-                    str(data),
-                    "--sync-on-commit",
-                    "--log-level",
-                    "WARNING",
-                ],
-            )
-            wait_until(lambda: _mongo_ready(mongo), "SecantusDB (MongoDB)", 60, proc, self.processes[-1].log)
+        if mongo:
+            self._check("MongoDB", partial(_mongo_ready, mongo, self._mongo_options(mongo)))
+        else:
+            mongo, password = self._start_mongo()
+            if password is not None:
+                mongo_user, mongo_password_file = EMBEDDED_MONGO_USER, str(password)
+        redis_password_file = None
         redis_url = self.settings.redis_url
-        if not redis_url:
-            port = free_port()
-            data = self.home / "redis"
-            data.mkdir(parents=True, exist_ok=True)
-            redis_url = f"redis://127.0.0.1:{port}/0"
-            proc = self._start(
-                "redis",
-                [
-                    redis_binary(),
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(data),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--notify-keyspace-events",
-                    "Ex",
-                ],
-            )
-            wait_until(lambda: _redis_ready(redis_url), "redis-server", 30, proc, self.processes[-1].log)
-        self.endpoints = Endpoints(kafka, mongo, redis_url)
+        if redis_url:
+            self._check("Redis", partial(_redis_ready, redis_url, self._redis_options(redis_url)))
+        else:
+            redis_url, password = self._start_redis()
+            redis_password_file = None if password is None else str(password)
+        self.endpoints = Endpoints(
+            kafka, mongo, redis_url, mongo_user, mongo_password_file, redis_password_file
+        )
         return self.endpoints
+
+    def _mongo_options(self, uri: str, password_file: Path | None = None) -> dict[str, Any]:
+        user = EMBEDDED_MONGO_USER if password_file else None
+        place = Endpoints("", uri, "", user, str(password_file) if password_file else None)
+        return mongo_options(self.settings, place)
+
+    def _redis_options(self, url: str, password_file: Path | None = None) -> dict[str, Any]:
+        place = Endpoints("", "", url, redis_password_file=str(password_file) if password_file else None)
+        return redis_options(self.settings, place)
+
+    def _check(self, what: str, ready: Callable[[], bool]) -> None:
+        """A configured part: it answers and takes our credentials within a short wait."""
+        wait_until(ready, what, 30, None)
+
+    def secret(self, name: str) -> Path:
+        """The file holding the embedded stack's secret ``name``: made once with a random value,
+        readable by this user alone, then kept (SecantusDB's user outlives a restart)."""
+        folder = self.home / "secrets"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        path = folder / name
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(32))
+        return path
+
+    def _start_mongo(self) -> tuple[str, Path | None]:
+        """SecantusDB on a free port, with ``--auth`` and REA's user unless auth is off; returns
+        its URI and the user's password file. The user is created on the first start, by
+        starting once without ``--auth`` (SecantusDB provisions users only so)."""
+        port = free_port()
+        data = self.home / "mongo"
+        data.mkdir(parents=True, exist_ok=True)
+        # retryWrites=false: SecantusDB keeps a record per retryable write and scans them all
+        # on every write, so single writes slow down as they accumulate (measured: 228 -> 18
+        # logger results/s over 20,000). REA needs no driver-level retry: every write is
+        # keyed or guarded by a dedup marker, and handlers retry on infrastructure errors.
+        uri = f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
+        argv = [
+            secantus_binary(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(data),
+            "--sync-on-commit",
+            "--log-level",
+            "WARNING",
+        ]
+        password = self.secret("mongo-password") if self.settings.embedded_auth else None
+        if password is not None:
+            argv.append("--auth")
+            if not (data / MONGO_PROVISIONED).exists():
+                self._provision_mongo(argv[:-1], uri, password)
+                (data / MONGO_PROVISIONED).touch()
+        proc = self._start("secantusdb", argv)
+        options = self._mongo_options(uri, password)
+        try:
+            wait_until(partial(_mongo_ready, uri, options), "SecantusDB", 60, proc, self.processes[-1].log)
+        except CredentialsRejected as error:
+            marker = data / MONGO_PROVISIONED
+            raise CredentialsRejected(
+                f"{error}. Its user was made with another password than {password} holds: delete "
+                f"{marker} and the next start sets the password from that file"
+            ) from None
+        return uri, password
+
+    def _provision_mongo(self, argv: list[str], uri: str, password: Path) -> None:
+        """Start SecantusDB without auth on loopback, create (or reset) REA's user, stop it."""
+        proc, managed = spawn("secantusdb", argv, self.home, attached=True)
+        try:
+            wait_until(
+                lambda: _mongo_ready(uri), "SecantusDB (MongoDB, creating its user)", 60, proc, managed.log
+            )
+            client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+            try:
+                users = client.admin.command("usersInfo", EMBEDDED_MONGO_USER)["users"]
+                command = "updateUser" if users else "createUser"
+                roles = [{"role": "root", "db": "admin"}]
+                client.admin.command(command, EMBEDDED_MONGO_USER, pwd=read_secret(password), roles=roles)
+            finally:
+                client.close()
+        finally:
+            _terminate([proc.pid])
+            proc.poll()
+
+    def _start_redis(self) -> tuple[str, Path | None]:
+        """redis-server on a free port; unless auth is off, with a password it reads from a 0600
+        config file (a password on its command line would show in ``ps``)."""
+        port = free_port()
+        data = self.home / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        url = f"redis://127.0.0.1:{port}/0"
+        argv = [redis_binary()]
+        password = self.secret("redis-password") if self.settings.embedded_auth else None
+        if password is not None:
+            config = self.home / "secrets" / "redis.conf"
+            descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(f"requirepass {read_secret(password)}\n")
+            argv.append(str(config))
+        argv += [
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--notify-keyspace-events",
+            "Ex",
+        ]
+        proc = self._start("redis", argv)
+        options = self._redis_options(url, password)
+        wait_until(lambda: _redis_ready(url, options), "redis-server", 30, proc, self.processes[-1].log)
+        return url, password
 
     def start_broker(self, port: int) -> str:
         """Start Tansu on ``port`` with in-memory storage and a fresh cluster id, so services can
@@ -382,10 +506,12 @@ class EmbeddedStack:
 
     def start_supervisor(self) -> None:
         """A process that starts again whatever of this stack exits (:mod:`rea_tools.supervisor`); it
-        reads the stack's record, so it starts once the rest is recorded, and records itself."""
-        self._start(
-            SUPERVISOR, [sys.executable, "-m", "rea_tools", "supervise"], {"REA_HOME": str(self.home)}
-        )
+        reads the stack's record, so it starts once the rest is recorded, and records itself. It
+        gets the endpoints too: a configured URI with a password, which is not recorded, reaches
+        what it starts again from its environment."""
+        assert self.endpoints is not None
+        env = {**self.endpoints.env(), "REA_HOME": str(self.home)}
+        self._start(SUPERVISOR, [sys.executable, "-m", "rea_tools", "supervise"], env)
         self.write_state()
 
     def write_state(self) -> None:

@@ -28,6 +28,7 @@ import structlog
 
 from rea.endpoints import Endpoints
 from rea.events import JobSubmitted, encode_event
+from rea.security import connection_env
 from rea.settings import Settings
 from rea_executor.backends.base import JOB_EVENT_ENV, JobBackend
 
@@ -38,10 +39,13 @@ MIB = 1024 * 1024
 
 def job_environment(event: JobSubmitted, settings: Settings, endpoints: Endpoints) -> dict[str, str]:
     """The variables a remote job side starts with: its event, and the settings that say where
-    the broker, the database and Redis are and how it must behave."""
+    the broker, the database and Redis are, how to connect to them (secrets as files the node
+    has, never their values: Ray keeps a job's variables where its dashboard shows them) and how
+    it must behave."""
     return {
         JOB_EVENT_ENV: encode_event(event).decode(),
         **endpoints.env(),
+        **connection_env(settings),
         "REA_TOPIC_PREFIX": settings.topic_prefix,
         "REA_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "REA_MONGO_DB": settings.mongo_db,
