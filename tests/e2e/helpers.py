@@ -40,7 +40,7 @@ MANUAL_GRANT = "e2e-manual"
 """The same, but every plan waits for a person's approval."""
 
 
-def test_grants(settings: Settings) -> dict[str, GrantTerms]:
+def e2e_grants(settings: Settings) -> dict[str, GrantTerms]:
     roomy = own_terms(settings, 100_000, team="e2e", max_gpu_seconds=100_000, allow_llm=True)
     return {
         E2E_GRANT: roomy.model_copy(update={"auto_approve_up_to": 100_000}),
@@ -53,7 +53,7 @@ async def seed_grants(settings: Settings) -> None:
     transactional shell (tests about grants create theirs through the CLI and the planner)."""
     store = Store.connect(str(settings.mongo_uri), settings.mongo_db, Topics(settings.topic_prefix))
     try:
-        for grant_id, terms in test_grants(settings).items():
+        for grant_id, terms in e2e_grants(settings).items():
             made = GrantCreated(
                 grant_id=grant_id, correlation_id=grant_id, payload=GrantCreatedPayload(terms=terms, by="e2e")
             )

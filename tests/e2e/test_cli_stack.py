@@ -132,6 +132,13 @@ def test_a_person_runs_a_campaign_from_the_shell(tmp_path: Path) -> None:
             ("plan.approved", "bob", "accepted"),
             ("proposal.accepted", "carol", "accepted"),
         } <= decisions, decisions
+
+        shown = run_rea(["grant", "show", "shell"], env)
+        assert shown.returncode == 0 and "granted by erin" in shown.stdout, shown.stderr
+        assert run_rea(["grant", "revoke", "shell", "--reason", "done", "--by", "erin"], env).returncode == 0
+        assert "revoked by erin" in run_rea(["grant", "show", "shell"], env).stdout
+        assert "shell" not in run_rea(["grant", "list"], env).stdout
+        assert "revoked" in run_rea(["grant", "list", "--all"], env).stdout
     finally:
         down = run_rea(["down"], env)
     assert down.returncode == 0

@@ -26,7 +26,7 @@ from rea.settings import Settings
 from rea.topics import Topics
 from rea_tools.stack import CredentialsRejected, EmbeddedStack, StackError
 
-from .helpers import campaign_request, finished, run_rea, submit
+from .helpers import E2E_GRANT, campaign_request, e2e_grants, finished, run_rea, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -87,8 +87,10 @@ async def test_the_servers_refuse_anonymous_clients_and_the_secrets_are_private(
 
 
 async def test_a_campaign_runs_end_to_end_on_the_authenticated_servers(stack: EmbeddedStack) -> None:
-    client = Client(Settings(home=stack.home))  # credentials from the stack's record, as the CLI's
+    settings = Settings(home=stack.home)
+    client = Client(settings)  # credentials from the stack's record, as the CLI's
     try:
+        await client.ensure_grant(E2E_GRANT, e2e_grants(settings)[E2E_GRANT])  # a signed decision, too
         campaign_id = await submit(client, campaign_request(max_hypotheses=1))
         state = await finished(client, campaign_id)
         assert state.status == "completed", state.reasons

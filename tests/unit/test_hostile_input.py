@@ -24,7 +24,15 @@ from pydantic import BaseModel, ValidationError
 
 from rea.datapaths import confinement_problem
 from rea.documents import MAX_DOCUMENTS, campaign_documents
-from rea.events import EVENT_TYPES, CampaignRequested, DeadLetter, Event, encode_event, parse_event
+from rea.events import (
+    EVENT_TYPES,
+    CampaignRequested,
+    DeadLetter,
+    Event,
+    GrantTerms,
+    encode_event,
+    parse_event,
+)
 from rea.workloads import EpochRecord, JobInput, JobOutput, get_workload
 from rea_executor.warm import Launch
 from rea_planner import logic
@@ -100,12 +108,13 @@ def test_every_event_decoder_decodes_or_refuses(event_type: type[Event]) -> None
 
 @pytest.mark.parametrize(
     "model",
-    [DeadLetter, JobInput, JobOutput, EpochRecord, Launch],
+    [DeadLetter, JobInput, JobOutput, EpochRecord, Launch, GrantTerms],
     ids=lambda model: model.__name__,
 )
 def test_every_document_decoder_decodes_or_refuses(model: type[BaseModel]) -> None:
     """What the logger reads back from the dead-letter topic, what a job reads (its input) and
-    writes (its output and per-epoch progress), and what a worker hands a warm zygote."""
+    writes (its output and per-epoch progress), what a worker hands a warm zygote, and the terms
+    of a grant as `rea grant create` parses them."""
     decoded: list[bool] = []
     check = decodes_or_refuses(model.model_validate_json, model)
 
