@@ -23,6 +23,7 @@ from redis.exceptions import AuthenticationError
 from rea.client import Client
 from rea.runtime import ensure_topics
 from rea.settings import Settings
+from rea.signing import Keyring
 from rea.topics import Topics
 from rea_tools.stack import CredentialsRejected, EmbeddedStack, StackError
 
@@ -48,8 +49,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
 
 
 def secrets_of(stack: EmbeddedStack) -> list[str]:
+    """The servers' passwords and the keys people's decisions are signed with."""
     folder = stack.home / "secrets"
-    return [(folder / name).read_text() for name in ("mongo-password", "redis-password")]
+    keys = Keyring.load(Settings(home=stack.home).decision_keys_path()).keys.values()
+    return [(folder / name).read_text() for name in ("mongo-password", "redis-password")] + [
+        key.secret.hex() for key in keys
+    ]
 
 
 def pointed_at(stack: EmbeddedStack, settings: dict[str, str], drop: tuple[str, ...]) -> dict[str, str]:
@@ -146,7 +151,7 @@ def test_start_infra_refuses_a_configured_server_with_a_wrong_password(stack: Em
 
 def test_no_secret_reaches_a_log_the_record_a_command_line_or_an_environment(stack: EmbeddedStack) -> None:
     secrets = secrets_of(stack)
-    assert all(len(secret) >= 32 for secret in secrets)
+    assert len(secrets) >= 3 and all(len(secret) >= 32 for secret in secrets)
     shown = run_rea(["status", "--stack", "--json"], {"REA_HOME": str(stack.home)})
     assert shown.returncode == 0, shown.stderr
     assert {row["name"] for row in json.loads(shown.stdout)} >= {"secantusdb", "redis", "logger", "worker-0"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from rich.console import Console
 
 from rea.events import (
     BudgetExtended,
@@ -29,6 +30,7 @@ from rea.grants import Grant
 from rea_executor import logic as executor
 from rea_planner import logic
 from rea_planner.grants import auto_approver, dataset_granted, on_grant_event
+from rea_tools.cli import grant_table
 
 from .test_executor_logic import spec as job_spec
 from .test_executor_logic import started as phase_started
@@ -336,3 +338,16 @@ def test_grant_terms_out_of_shape_are_refused(change: dict[str, Any], says: str)
     body = {**grant().terms.model_dump(), "max_cpu_seconds": 1000, **change}
     with pytest.raises(ValidationError, match=says):
         GrantTerms.model_validate(body)
+
+
+def test_the_grant_list_reads_whole_words_in_80_columns() -> None:
+    """`rea grant list` without a terminal (80 columns): every status and date whole."""
+    listed = [
+        grant(auto_approve_up_to=600).model_copy(update={"grant_id": "ranking-3f2a91"}),
+        revoked(grant()),
+    ]
+    out = Console(width=80, record=True, color_system=None)
+    out.print(grant_table(listed))
+    text = out.export_text()
+    for word in ("ranking-3f2a91", "active", "revoked", "2026-12-01 00:00", "≤ 600", "erin"):
+        assert word in text, text
