@@ -418,7 +418,7 @@ class CampaignCancelled(PersonDecision):
 class GrantEnvelope(Event):
     """An event of a preflight grant: what a team lets REA spend and read on its behalf."""
 
-    grant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    grant_id: str = Field(min_length=1, max_length=128)
 
     def key(self) -> bytes:
         """The grant, so its creation and revocation reach the planner in order."""
