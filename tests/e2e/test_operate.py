@@ -26,7 +26,9 @@ from rea.workloads import get_workload
 from rea_tools.stack import EmbeddedStack, StackState
 
 from .helpers import (
+    E2E_GRANT,
     campaign_request,
+    e2e_grants,
     eventually,
     finished,
     first_estimate,
@@ -143,6 +145,7 @@ async def restarted_mid_campaign(env: dict[str, str], stop: str) -> None:
     budget = 300.0
     client = up(env)
     try:
+        await client.ensure_grant(E2E_GRANT, e2e_grants(client.settings)[E2E_GRANT])  # its own stack
         campaign_id = await submit(
             client,
             campaign_request(

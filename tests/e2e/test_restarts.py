@@ -25,7 +25,16 @@ from rea.store import Store
 from rea.topics import Topics
 from rea_tools.stack import EmbeddedStack
 
-from .helpers import campaign_request, eventually, finished, recorded_results, result_of, submit
+from .helpers import (
+    E2E_GRANT,
+    campaign_request,
+    e2e_grants,
+    eventually,
+    finished,
+    recorded_results,
+    result_of,
+    submit,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -81,6 +90,7 @@ async def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
     client = Client(stack.settings, endpoints)
     try:
         stack.start_services(workers=2)
+        await client.ensure_grant(E2E_GRANT, e2e_grants(client.settings)[E2E_GRANT])  # its own stack
         campaign_id = await submit(client, campaign_request(max_hypotheses=4, baseline={"epochs": 2}))
 
         async def a_job_finished() -> bool:
