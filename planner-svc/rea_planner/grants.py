@@ -95,9 +95,12 @@ def runs_generated_code(workload: Workload, spec: CampaignSpec) -> bool:
     return workload.schema.role_value(baseline, Role.EVOLVED_KERNELS, False) is True
 
 
-def grant_problems(spec: CampaignSpec, grant: Grant | None, workload: Workload) -> list[str]:
+def grant_problems(
+    spec: CampaignSpec, grant: Grant | None, workload: Workload, files: Sequence[Path]
+) -> list[str]:
     """Every way ``spec`` falls outside ``grant`` (the grant it names, as loaded; None: none
-    by that id), each naming the grant; empty when it is inside."""
+    by that id), each naming the grant; empty when it is inside. ``files``: what the dataset
+    reads (:func:`dataset_files`)."""
     if grant is None or grant.grant_id != spec.grant:
         return [f"grant: no grant {spec.grant!r} (an engineer creates one with `rea grant create`)"]
     named = f"grant {grant.grant_id!r}"
@@ -109,7 +112,6 @@ def grant_problems(spec: CampaignSpec, grant: Grant | None, workload: Workload) 
         problems.append(
             f"workload: {spec.workload!r} is not among {named}'s workloads ({', '.join(terms.workloads)})"
         )
-    files = dataset_files(workload, spec.dataset)
     if not dataset_granted(spec.dataset, files, terms.datasets):
         read = f" (reads {', '.join(map(str, files))})" if files else ""
         problems.append(

@@ -137,12 +137,12 @@ def on_campaign_requested(
     if spec is None:
         return _rejected(requested, event, reasons)
     workload = get_workload(spec.workload)
-    problems = grant_problems(spec, grant, workload)
+    files = dataset_files(workload, spec.dataset)
+    problems = grant_problems(spec, grant, workload, files)
     if problems or grant is None:
         return _rejected(requested, event, problems, spec=spec)
     baseline = workload.schema.resolve(spec.baseline)
-    files = [str(path) for path in dataset_files(workload, spec.dataset)]
-    campaign = _save(requested, spec=spec, grant=grant, dataset_files=files)
+    campaign = _save(requested, spec=spec, grant=grant, dataset_files=[str(path) for path in files])
     ask = HypothesesRequested(
         **_follow(event),
         payload=HypothesesRequestedPayload(
