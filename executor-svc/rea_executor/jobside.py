@@ -67,6 +67,7 @@ class JobSide:
         self.ttl = rt.settings.lease_ttl_s
         self.prepared: set[tuple[str, str]] = set()  # (workload, dataset) pairs made ready here
         self.current: dict[str, JobWatch] = {}  # the job in progress, so a stop request can reach it
+        self.taking: set[str] = set()  # job ids this holder is taking up or running now
 
     def stop_all(self, reason: StopReason, message: str) -> None:
         for watch in self.current.values():
@@ -75,16 +76,28 @@ class JobSide:
     async def take(self, event: JobSubmitted) -> bool:
         """Run ``event``'s job unless it ran or runs elsewhere; True when this call ran it."""
         spec = capped(event.payload, self.rt.settings)
-        run = await self.ledger.get(spec.job_id)
-        if run is not None:
-            if run.final is not None:
-                # It finished: this copy is a redelivery or a replay. Its result may be what the
-                # broker lost, so send that again (consumers dedup it); never train it again.
-                await self.rt.bus.send(self.rt.topics.job_events, spec.campaign_id.encode(), run.final)
-                log.info("job_done_before", job_id=spec.job_id)
-            else:
-                log.info("job_claimed_before", job_id=spec.job_id, holder=run.worker)
+        if spec.job_id in self.taking:
+            log.info("job_taken_here", job_id=spec.job_id)  # a second copy, while the first runs
             return False
+        self.taking.add(spec.job_id)
+        try:
+            return await self._take(event, spec)
+        finally:
+            self.taking.discard(spec.job_id)
+
+    async def _take(self, event: JobSubmitted, spec: JobSpec) -> bool:
+        run = await self.ledger.get(spec.job_id)
+        if run is not None and run.final is not None:
+            # It finished: this copy is a redelivery or a replay. Its result may be what the
+            # broker lost, so send that again (consumers dedup it); never train it again.
+            await self.rt.bus.send(self.rt.topics.job_events, spec.campaign_id.encode(), run.final)
+            log.info("job_done_before", job_id=spec.job_id)
+            return False
+        if run is not None and (run.worker != self.holder or run.status != "claimed"):
+            log.info("job_claimed_before", job_id=spec.job_id, holder=run.worker)
+            return False
+        # Past here the job is unclaimed, or claimed by this holder on an attempt cut short
+        # before it started (a dropped connection): the leases and the ledger give that back.
         if not await self.leases.claim(spec.job_id, self.holder, self.ttl):
             # A live holder has it: it reports, or its lease expires and the executor
             # resubmits the job through the runbook. Either way this copy has nothing to do.

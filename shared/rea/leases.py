@@ -23,6 +23,14 @@ from redis.exceptions import RedisError, ResponseError
 log = structlog.get_logger()
 
 
+_CLAIM_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
 class JobLeases:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
@@ -32,8 +40,13 @@ class JobLeases:
         return f"{self.prefix}:job:{job_id}:lease"
 
     async def claim(self, job_id: str, holder: str, ttl_s: float) -> bool:
-        """Take the job if nobody holds a live claim on it."""
-        return bool(await self.redis.set(self._claim_key(job_id), holder, nx=True, px=int(ttl_s * 1000)))
+        """Take the job if nobody else holds a live claim on it.
+
+        A holder gets back a claim it already holds: when its first attempt was cut short after
+        the lease was set (the database dropped the connection next), its retry must not find
+        the job "held elsewhere" by itself and drop it, with nobody left to run it."""
+        taken = await self.redis.eval(_CLAIM_SCRIPT, 1, self._claim_key(job_id), holder, int(ttl_s * 1000))
+        return bool(taken)
 
     async def holder(self, job_id: str) -> str | None:
         value = await self.redis.get(self._claim_key(job_id))

@@ -5,7 +5,8 @@ Contract
 --------
 * **At most one execution per job id.** A worker *claims* a job by inserting its document
   (the ``_id`` is the job id, so the insert is the check). A job whose document exists is never
-  started again, whatever the broker redelivers or an outbox replay re-sends. A job whose
+  started again, whatever the broker redelivers or an outbox replay re-sends; only the worker
+  that claimed it may take up its own claim again, before the job starts. A job whose
   worker was lost is not restarted either: the runbook retries it under a new job id.
 * **The first final word wins.** :meth:`JobLedger.finish` (the worker's result) and
   :meth:`JobLedger.declare_lost` (an executor that saw the lease expire) each set ``final``
@@ -83,7 +84,11 @@ class JobLedger:
         return None if doc is None else JobRun.from_doc(doc)
 
     async def claim(self, job_id: str, campaign_id: str, phase: str, worker: str) -> bool:
-        """Take the job for its one execution; False when it was claimed (or cancelled) before."""
+        """Take the job for its one execution; False when it was claimed (or cancelled) before.
+
+        A worker gets back its own claim on a job that has not started: when the acknowledgement
+        of its insert was lost with a dropped connection, its retry takes the job up again
+        instead of leaving it claimed by nobody who will run it."""
         try:
             await self.runs.insert_one(
                 {
@@ -97,7 +102,8 @@ class JobLedger:
                 }
             )
         except DuplicateKeyError:
-            return False
+            own = {"_id": job_id, "worker": worker, "status": "claimed", "cancel": {"$ne": True}}
+            return await self.runs.count_documents({**own, "final": {"$exists": False}}, limit=1) == 1
         return True
 
     async def started(self, job_id: str, pid: int) -> None:

@@ -48,13 +48,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         made.stop()
 
 
+def server_passwords(stack: EmbeddedStack) -> tuple[str, str]:
+    """The passwords of the stack's MongoDB and Redis."""
+    folder = stack.home / "secrets"
+    return (folder / "mongo-password").read_text(), (folder / "redis-password").read_text()
+
+
 def secrets_of(stack: EmbeddedStack) -> list[str]:
     """The servers' passwords and the keys people's decisions are signed with."""
-    folder = stack.home / "secrets"
     keys = Keyring.load(Settings(home=stack.home).decision_keys_path()).keys.values()
-    return [(folder / name).read_text() for name in ("mongo-password", "redis-password")] + [
-        key.secret.hex() for key in keys
-    ]
+    return [*server_passwords(stack), *(key.secret.hex() for key in keys)]
 
 
 def pointed_at(stack: EmbeddedStack, settings: dict[str, str], drop: tuple[str, ...]) -> dict[str, str]:
@@ -132,7 +135,7 @@ def test_a_service_with_a_wrong_password_stops_at_once_naming_the_part(
 
 def test_start_infra_refuses_a_configured_server_with_a_wrong_password(stack: EmbeddedStack) -> None:
     assert stack.endpoints is not None
-    mongo, redis = secrets_of(stack)
+    mongo, redis = server_passwords(stack)
     for mongo_password, redis_password in ((mongo, "not-the-password"), ("not-the-password", redis)):
         configured = Settings(
             home=stack.home.parent / "configured",
