@@ -47,18 +47,16 @@ from rea.topics import Topics
 from rea_bench.common import (
     Bench,
     Doc,
-    console,
     consumer_group_lag,
     embedded_stack,
     kafka_producer,
     phase_started,
-    print_header,
-    print_table,
     publish_many,
     rss_mb,
     run,
     wait_until,
 )
+from rea_bench.output import console, print_header, print_table
 
 GOAL_GROWTH_MB = 200.0
 SMALL = {"campaigns": 500}

@@ -1,5 +1,5 @@
 """What the benchmarks share: an embedded stack in a temporary home, realistic events,
-Kafka and MongoDB clients, percentiles, process memory and rich tables.
+Kafka and MongoDB clients, percentiles and process memory (tables: :mod:`rea_bench.output`).
 
 Every benchmark starts its own stack (Tansu, SecantusDB, redis-server on 127.0.0.1) under a
 fresh temporary ``REA_HOME`` with its own topic prefix and database, starts only the REA
@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import platform
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -29,8 +27,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from pymongo import AsyncMongoClient
-from rich.console import Console
-from rich.table import Table
 
 from rea.endpoints import Endpoints
 from rea.events import (
@@ -47,10 +43,9 @@ from rea.runtime import ensure_topics
 from rea.settings import Settings
 from rea.topics import Topics
 from rea.workloads import EpochRecord, JobCost, JobOutput, SplitMetrics
+from rea_bench.output import console, print_table
 from rea_tools.stack import EmbeddedStack
 from rea_workload import WORKLOAD
-
-console = Console(width=None if sys.stdout.isatty() else 120)
 
 Doc = dict[str, Any]
 SERVICE_START_TIMEOUT_S = 90.0
@@ -389,25 +384,4 @@ def print_profile(name: str, path: Path, top: int = 12) -> None:
     rows = [[frame, f"{100 * n / total:.1f}", f"{100 * inclusive[frame] / total:.1f}"] for frame, n in ranked]
     print_table(
         f"py-spy: {name}, {total:,} busy samples (raw profile: {path})", ["frame", "self %", "incl %"], rows
-    )
-
-
-# ---- output ---------------------------------------------------------------------------
-
-
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> None:
-    table = Table(title=title, caption=caption or None, caption_justify="left")
-    for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-
-
-def print_header(name: str, settings: dict[str, object]) -> None:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
-    console.print(
-        f"[bold]{name}[/bold]  {when}  {os.cpu_count()} CPUs, Python {platform.python_version()}\n"
-        f"[dim]{shown}[/dim]"
     )

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rea_bench.common import console, print_header, print_table
+from rea_bench.output import console, print_header, print_table
 from rea_workload.datasets.data import CtrData, MultiValued
 from rea_workload.datasets.loader import load_splits
 from rea_workload.datasets.splits import Splits

@@ -44,18 +44,16 @@ from rea.events import JobCompleted, JobSubmitted, PhaseStarted, new_id, parse_e
 from rea.settings import Settings
 from rea_bench.common import (
     Bench,
-    console,
     cpu_seconds,
     embedded_stack,
     job_completed,
     kafka_producer,
     phase_started,
-    print_header,
-    print_table,
     publish,
     run,
     summary,
 )
+from rea_bench.output import console, print_header, print_table
 from rea_bench.wake_latency import Wake, stage_breakdown
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")

@@ -10,8 +10,9 @@ registry.
 2. One inference pass and one training step against an empty registry list every operator call
    they make, with its shape (what a job with ``use_evolved_kernels`` reports): in training, the
    pooled lookup's forward and backward.
-3. KernelEvolve searches each of those (operator, shape) pairs on the ``cpu`` target (``tune``
-   with that shape as the benchmark), and its winners become registry entries.
+3. KernelEvolve searches each of those (operator, shape) pairs on the target (``cpu``, or
+   ``triton`` with the model on the GPU; ``tune`` with that shape as the benchmark), and its
+   winners become registry entries.
 4. Inference over the same prepared batches is timed three ways, in interleaved rounds (median):
    eager PyTorch, the same model running registry kernels (PyTorch where none beat eager), and
    ``torch.compile`` of the eager model (the peer, given its best set-up: compiled once,
@@ -19,8 +20,8 @@ registry.
 5. Training steps (forward, BCE, backward, Adam) are timed the same way, eager against the
    pooled lookup's forward and backward kernels (the rest of a training step runs PyTorch).
 
-PyTorch and the kernels run at the same thread count (``--threads``, default every core).
-GPUs are not measured here: the ``triton`` target only checks correctness without one.
+PyTorch and the kernels run at the same thread count (``--threads``, default every core). On a
+GPU (``--target triton``) every timed pass ends when the device has finished its work.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from rea.kernels import KernelEntry
-from rea_bench.common import console, print_header, print_table
+from rea_bench.output import console, print_header, print_table
 from rea_kernel.evaluator import EvaluationError, Settings
+from rea_kernel.harness import synchronize
 from rea_kernel.loader import RegistryKernels
 from rea_kernel.sandbox import Limits
-from rea_kernel.targets import get_target
+from rea_kernel.targets import TARGETS, get_target
 from rea_kernel.tuning import tune
 from rea_workload.batches import Batch, batches
 from rea_workload.datasets.loader import load_splits
@@ -76,20 +78,26 @@ def _predict(forward: Forward, prepared: list[Batch]) -> torch.Tensor:
 
 
 def _timed(forward: Forward, prepared: list[Batch]) -> float:
+    device = prepared[0].labels.device.type
+    synchronize(device)
     start = time.perf_counter()
     _predict(forward, prepared)
+    synchronize(device)
     return time.perf_counter() - start
 
 
 def _train(model: RankerModel, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> float:
     """Seconds for one optimiser step per batch (forward, BCE, backward, Adam)."""
     model.train()
+    device = steps[0].labels.device.type
+    synchronize(device)
     start = time.perf_counter()
     for batch in steps:
         loss = F.binary_cross_entropy_with_logits(model(batch)[0], batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    synchronize(device)
     seconds = time.perf_counter() - start
     model.eval()
     return seconds
@@ -102,6 +110,7 @@ def searched_entries(
     budget: int,
     settings: Settings,
     seed: int,
+    target_name: str = "cpu",
 ) -> tuple[list[KernelEntry], list[dict[str, Any]]]:
     """Search every (operator, shape) the model's inference and training steps call; the
     winners' entries and a row per search."""
@@ -111,17 +120,19 @@ def searched_entries(
         _predict(lambda b: model(b)[0], prepared)
         if steps:
             _train(model, torch.optim.SGD(model.parameters(), lr=0.0), steps[:1])
-    cpu = get_target("cpu")
+    target = get_target(target_name)
     entries: list[KernelEntry] = []
     rows: list[dict[str, Any]] = []
     for use in survey.usage():
-        if use.operator not in cpu.operators():
+        if use.operator not in target.operators():
             continue
         shaped = settings.model_copy(update={"benchmark_shapes": (use.shape,)})
         row: dict[str, Any] = {"operator": use.operator, "bucket": use.bucket, "calls": use.calls}
         try:
             with console.status(f"searching {use.operator} for {use.bucket}"):
-                outcome = tune(use.operator, "cpu", budget, settings=shaped, seed=seed, search_id="inference")
+                outcome = tune(
+                    use.operator, target.name, budget, settings=shaped, seed=seed, search_id="inference"
+                )
         except EvaluationError as error:  # the machine could not time this one: PyTorch runs it
             rows.append({**row, "error": str(error)[:300]})
             continue
@@ -142,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m rea_bench.inference", description=__doc__.split("\n\n")[0]
     )
+    parser.add_argument(
+        "--target", choices=list(TARGETS), default="cpu", help="Where the model and kernels run."
+    )
     parser.add_argument("--budget", type=int, default=8, help="Kernel evaluations per (operator, shape).")
     parser.add_argument("--rows", type=int, default=65_536, help="Rows inferred per timed pass.")
     parser.add_argument("--batch", type=int, default=8192, help="Rows per inference batch (the trainer's).")
@@ -152,16 +166,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="Threads for PyTorch and kernels.")
     parser.add_argument("--seed", type=int, default=0, help="The kernel searches' seed.")
     parser.add_argument("--no-compile", action="store_true", help="Skip torch.compile (kernel and model).")
+    parser.add_argument(
+        "--memory-gb", type=float, default=8.0, help="Memory each sandboxed evaluation may use, GiB."
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    cpu = get_target("cpu")
+    target = get_target(args.target)
+    device = target.device
     print_header(
         "reference ranker inference, eager vs registry kernels vs torch.compile",
         {
-            "device": cpu.device_name(),
+            "device": target.device_name(),
             "threads": threads,
             "rows": args.rows,
             "batch": args.batch,
@@ -171,9 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     splits = load_splits(data_spec(max(args.rows * 10 // 8, 1000)))
     data = splits.train.take(np.arange(min(args.rows, len(splits.train))))
     torch.manual_seed(0)
-    model = RankerModel(data, RankerConfig.from_overrides(MODEL)).eval()
-    prepared = list(batches(data, args.batch))
-    steps = list(batches(data, args.train_batch))[: args.train_steps]
+    model = RankerModel(data, RankerConfig.from_overrides(MODEL)).eval().to(device)
+    prepared = [batch.to(device) for batch in batches(data, args.batch)]
+    steps = [batch.to(device) for batch in batches(data, args.train_batch)][: args.train_steps]
     steps = [batch for batch in steps if len(batch) == args.train_batch]  # one shape: one bucket
     # The ranker's tables hold 2.6 million rows: a weight gradient is 166 MB, beyond the
     # evaluator's default 256 MiB file limit once inputs and outputs are written together.
@@ -182,9 +200,11 @@ def main(argv: list[str] | None = None) -> None:
         warmup=2,
         threads=threads,
         time_compiled_reference=not args.no_compile,
-        limits=Limits(file_bytes=2 << 30),
+        limits=Limits(file_bytes=2 << 30, memory_bytes=int(args.memory_gb * (1 << 30))),
     )
-    entries, searched = searched_entries(model, prepared, steps, args.budget, settings, args.seed)
+    entries, searched = searched_entries(
+        model, prepared, steps, args.budget, settings, args.seed, target.name
+    )
     print_table(
         f"kernels searched for the model's calls ({args.budget} evaluations each)",
         ["operator", "shape bucket", "calls per pass", "kernel vs eager", "vs torch.compile"],
@@ -248,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
         usage = kernels.usage()
     medians = {name: statistics.median(times) for name, times in seconds.items()}
     print_table(
-        f"end-to-end inference, {len(data):,} rows in batches of {args.batch:,}, {threads} threads",
+        f"end-to-end inference on {target.device_name()}, {len(data):,} rows in batches of {args.batch:,}, "
+        f"{threads} threads",
         ["variant", "rows/s", "vs eager", "max |prediction - eager's|"],
         [
             [
@@ -281,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"[dim]PyTorch for {line}[/dim]")
     if args.json:
         report = {
-            "device": cpu.device_name(),
+            "device": target.device_name(),
             "threads": threads,
             "rows": len(data),
             "batch": args.batch,

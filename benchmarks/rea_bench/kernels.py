@@ -12,8 +12,11 @@ registry kernels searched for its own calls and against ``torch.compile``
 
     rea kernels bench                                    # or python -m rea_bench.kernels
     rea kernels bench --ops embedding_bag_pooled --budget 16 --compare-seeds 3 --no-inference
+    rea kernels bench --target triton                    # on a machine with a CUDA GPU
 
-Not measured here: GPUs (the ``triton`` target only checks correctness without one).
+The ``triton`` target times kernels only on a GPU; without one it checks correctness alone, and
+this benchmark refuses it. Memory-bound operators are measured against the device's copy rate,
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from typing import Any
 import torch
 
 from rea.kernels import Candidate, ParamValue
-from rea_bench.common import console, print_header, print_table
-from rea_bench.inference import main as end_to_end
+from rea_bench.output import console, print_header, print_table
 from rea_kernel import search
 from rea_kernel.evaluator import Evaluation, Settings
+from rea_kernel.harness import synchronize
 from rea_kernel.operators import OPERATORS
-from rea_kernel.targets import get_target
+from rea_kernel.sandbox import Limits
+from rea_kernel.targets import TARGETS, get_target
 from rea_kernel.tuning import CandidateCost, TuningOutcome, tree_warmup, tune
 
 COMPARED = "embedding_bag_pooled"
@@ -44,15 +48,19 @@ def _params(params: dict[str, ParamValue]) -> str:
     return " ".join(f"{name}={value}" for name, value in params.items())
 
 
-def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes per second this machine copies one large buffer into another (read plus write),
+def copy_bandwidth(device: str = "cpu", megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second ``device`` copies one large buffer into another (read plus write),
     best of ``repeats``: the practical peak a memory-bound kernel is measured against."""
-    source = torch.ones(megabytes << 18)
+    megabytes = megabytes if device == "cpu" else 4 * megabytes  # far beyond a GPU's cache
+    source = torch.ones(megabytes << 18, device=device)
     target = torch.empty_like(source)
+    target.copy_(source)
     best = math.inf
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         target.copy_(source)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * source.numel() * 4 / best
 
@@ -85,11 +93,16 @@ def _speedups(outcome: TuningOutcome, peak: float) -> list[list[str]]:
 
 
 def compare_searches(
-    operator: str, budget: int, seeds: int, settings: Settings, settle: tuple[int, int] = (0, 0)
+    operator: str,
+    budget: int,
+    seeds: int,
+    settings: Settings,
+    settle: tuple[int, int] = (0, 0),
+    target_name: str = "cpu",
 ) -> search.Comparison:
     """Both searches on the same evaluations (a point both propose is evaluated once), each
     configured as :func:`rea_kernel.tuning.tune` runs it; ``settle``: see :func:`search.compare`."""
-    target = get_target("cpu")
+    target = get_target(target_name)
 
     def shown(number: int, candidate: Candidate, evaluation: Evaluation) -> None:
         console.print(f"[dim]{operator} #{number}: {_params(candidate.params)}: {evaluation.verdict}[/dim]")
@@ -104,7 +117,8 @@ def compare_searches(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rea kernels bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", nargs="*", default=list(OPERATORS), help="Operators to search.")
+    parser.add_argument("--target", choices=list(TARGETS), default="cpu", help="Where kernels run.")
+    parser.add_argument("--ops", nargs="*", default=None, help="Operators to search (default: the target's).")
     parser.add_argument("--budget", type=int, default=8, help="Evaluations per operator's search.")
     parser.add_argument("--compare-budget", type=int, default=16, help="Evaluations per method and seed.")
     parser.add_argument("--compare-seeds", type=int, default=2, help="0 skips the comparison.")
@@ -132,36 +146,50 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-inference", action="store_true", help="Skip the ranker's end-to-end inference measurement."
     )
+    parser.add_argument(
+        "--memory-gb", type=float, default=8.0, help="Memory each sandboxed evaluation may use, GiB."
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
-    cpu = get_target("cpu")
+    target = get_target(args.target)
+    unavailable = target.unavailable() or (
+        None
+        if target.times_kernels()
+        else f"the {target.name} target times nothing on {target.device_name()}"
+    )
+    if unavailable:
+        raise SystemExit(f"rea kernels bench: {unavailable}")
     flush = None if args.flush_mb is None else args.flush_mb << 20
-    settings = Settings(repeats=args.repeats, rounds=args.rounds, warmup=2, cache_flush_bytes=flush)
+    limits = Limits(memory_bytes=int(args.memory_gb * (1 << 30)))
+    settings = Settings(
+        repeats=args.repeats, rounds=args.rounds, warmup=2, cache_flush_bytes=flush, limits=limits
+    )
     shown = {
-        "device": cpu.device_name(),
+        "device": target.device_name(),
         "budget": args.budget,
         "repeats": args.repeats,
         "rounds": args.rounds,
         "flush_mb": args.flush_mb,
     }
-    print_header("KernelEvolve, cpu target", shown)
+    print_header(f"KernelEvolve, {target.name} target", shown)
 
     outcomes = []
-    for operator in args.ops:
+    for operator in args.ops or [name for name in OPERATORS if name in target.operators()]:
         with console.status(f"searching {operator}"):
-            outcomes.append(tune(operator, "cpu", args.budget, settings=settings))
-    peak = copy_bandwidth()
+            outcomes.append(tune(operator, target.name, args.budget, settings=settings))
+    peak = copy_bandwidth(target.device)
     rows = [row for outcome in outcomes for row in _speedups(outcome, peak)]
     print_table(
-        f"best kernel per operator after {args.budget} evaluations, on {cpu.device_name()}",
+        f"best kernel per operator after {args.budget} evaluations, on {target.device_name()}",
         ["operator", "shape bucket", "kernel", "vs eager", "vs torch.compile", "of copy rate", "found at"],
         rows,
         caption="median of each; each speedup measured against its baseline in the same evaluation; "
-        f"bandwidth: the least bytes the operator moves per second, over this machine's copy rate "
+        f"bandwidth: the least bytes the operator moves per second, over the device's copy rate "
         f"({peak / 1e9:.1f} GB/s, read + write); '-' for operators bound by arithmetic",
     )
     report: dict[str, Any] = {
-        "device": cpu.device_name(),
+        "device": target.device_name(),
+        "target": target.name,
         "budget": args.budget,
         "copy_bandwidth_bytes_per_second": peak,
         "operators": [outcome.model_dump(mode="json", exclude={"evaluated"}) for outcome in outcomes],
@@ -169,7 +197,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.compare_seeds:
         settle = (args.settle[0], args.settle[1])
-        comparison = compare_searches(COMPARED, args.compare_budget, args.compare_seeds, settings, settle)
+        comparison = compare_searches(
+            COMPARED, args.compare_budget, args.compare_seeds, settings, settle, target.name
+        )
         compare_rows = [
             [
                 str(seed.seed),
@@ -206,7 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if not args.no_inference:
-        inference = ["--budget", str(args.budget), "--repeats", str(args.repeats)]
+        from rea_bench.inference import main as end_to_end  # the ranker: only where it runs
+
+        inference = ["--budget", str(args.budget), "--repeats", str(args.repeats), "--target", target.name]
         if args.json:
             inference += ["--json", str(args.json.with_name(f"{args.json.stem}-inference.json"))]
         end_to_end(inference)

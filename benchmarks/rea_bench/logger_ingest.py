@@ -45,14 +45,11 @@ from rea.store import Store
 from rea_bench.common import (
     Bench,
     Doc,
-    console,
     cpu_seconds,
     embedded_stack,
     job_completed,
     job_spec,
     kafka_producer,
-    print_header,
-    print_table,
     publish_many,
     py_spy,
     ratio,
@@ -60,6 +57,7 @@ from rea_bench.common import (
     utc_ms,
     wait_until,
 )
+from rea_bench.output import console, print_header, print_table
 from rea_logger.records import event_document, result_document
 
 GOAL_PER_S = 2000.0

@@ -33,7 +33,8 @@ from rea.events import CampaignRequested, new_id
 from rea.grants import own_terms
 from rea.ledger import JobLedger, JobRun
 from rea.views import CampaignView
-from rea_bench.common import Bench, console, embedded_stack, print_header, print_table, run, wait_until
+from rea_bench.common import Bench, embedded_stack, run, wait_until
+from rea_bench.output import console, print_header, print_table
 
 SERVICES = ("logger", "hypothesis", "planner", "executor")
 DATASETS = ("synthetic:rows=3000,crosses=1,strength=3", "synthetic:seed=1,rows=3000,crosses=2,strength=2")

@@ -43,13 +43,10 @@ from rea.events import JobSubmitted, encode_event, new_id, parse_event
 from rea.settings import Settings
 from rea_bench.common import (
     Bench,
-    console,
     embedded_stack,
     job_completed,
     kafka_producer,
     phase_started,
-    print_header,
-    print_table,
     publish,
     py_spy,
     ratio,
@@ -57,6 +54,7 @@ from rea_bench.common import (
     summary,
     utc_ms,
 )
+from rea_bench.output import console, print_header, print_table
 
 GOAL_P99_MS = 50.0
 SHIPPED_FETCH_MAX_WAIT_MS = Settings().kafka_fetch_max_wait_ms  # what REA's services use

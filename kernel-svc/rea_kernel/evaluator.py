@@ -270,10 +270,25 @@ class _Run:
             environment |= {"TORCHINDUCTOR_CACHE_DIR": str(inductor), "TORCHINDUCTOR_COMPILE_THREADS": "1"}
         else:
             shutil.copytree(self.scratch / "build", directory / "candidate")
-        job = {"role": role, "operator": self.operator.name, "device": self.target.device, **job}
+        job = {
+            "role": role,
+            "operator": self.operator.name,
+            "device": self.target.device,
+            "programs": list(self.target.run_time_programs()),
+            "readable": list(self.target.run_time_readable()),
+            **job,
+        }
         (directory / "job.json").write_text(json.dumps(job))
         command = [sys.executable, "-s", "-P", "-m", "rea_kernel.harness"]
-        return SandboxedProcess(command, directory, self.settings.limits, environment), directory
+        return SandboxedProcess(command, directory, self.limits, environment), directory
+
+    @property
+    def limits(self) -> Limits:
+        """The children's limits; on an accelerator, memory counts the heap and private writable
+        mappings, not the address space its runtime reserves (see :class:`Limits`)."""
+        if self.target.device == "cpu":
+            return self.settings.limits
+        return self.settings.limits.model_copy(update={"memory_counts": "data"})
 
     def outcome(self, process: SandboxedProcess, directory: Path, phase: str) -> dict[str, Any]:
         """The result of ``phase`` once the child reports it; whatever went wrong instead (a
@@ -290,7 +305,7 @@ class _Run:
             more = f" (and {len(violations) - 1} more refused operations)" if len(violations) > 1 else ""
             raise _Rejection(Verdict.REJECTED, f"forbidden: the candidate {violations[0]}{more}")
         if finished is not None:
-            failure = finished.failure(self.settings.limits)
+            failure = finished.failure(self.limits)
             if failure is not None:
                 raise _Rejection(*failure)
             last = last_line(finished.stderr) or "no output"
@@ -315,7 +330,10 @@ class _Run:
         rounds = min(self.settings.rounds, self.settings.repeats)
         base, extra = divmod(self.settings.repeats, rounds)
         shares = [base + (index < extra) for index in range(rounds)]
-        flush_bytes = self.settings.cache_flush_bytes or _flush_bytes()
+        device_cache = self.target.cache_bytes()
+        flush_bytes = self.settings.cache_flush_bytes or (
+            int(device_cache * 1.5) if device_cache else _flush_bytes()
+        )
         return [
             {
                 "dtype": dtype_name(dtype),

@@ -31,11 +31,12 @@ import faulthandler
 import importlib.util
 import json
 import os
+import shutil
 import site
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ from rea_kernel.sandbox import REPORT_FD_VARIABLE
 CORRECTNESS = "correctness"
 TIMING = "timing"
 VIOLATIONS = "violations.jsonl"
+PROGRAM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+"""Where a program a process event names by its bare name is looked for, to judge it."""
 SETTLE_SECONDS = 0.2
 """How long the harness waits before looking at outputs again, to catch work still in flight."""
 
@@ -107,11 +110,17 @@ class Guard:
     )
     _SYSTEM_FILES = ("/proc/self/", "/sys/", "/dev/null", "/dev/urandom")
 
-    def __init__(self, directory: Path, record_fd: int) -> None:
+    def __init__(
+        self, directory: Path, record_fd: int, programs: Sequence[str] = (), readable: Sequence[str] = ()
+    ) -> None:
+        """``programs`` and ``readable`` are what the target's toolchain needs while a kernel
+        runs (:meth:`rea_kernel.targets.Target.run_time_programs`): none on the CPU."""
         self.directory = directory.resolve()
         self.record_fd = record_fd
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
-        self.readable = (self.directory, *(Path(prefix).resolve() for prefix in prefixes))
+        self.toolchain = tuple(Path(folder).resolve() for folder in readable)
+        self.readable = (self.directory, *(Path(prefix).resolve() for prefix in prefixes), *self.toolchain)
+        self.programs = frozenset(programs)
         self.system_files = (*self._SYSTEM_FILES, f"/proc/{os.getpid()}/")
 
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
@@ -131,13 +140,14 @@ class Guard:
             looked_at = args[0].f_code.co_filename
             return "inspected the evaluator's stack frames" if looked_at == __file__ else None
         if event in self._PROCESS_EVENTS:
-            return f"started a process ({event})"
+            program = self._program(event, args)
+            return None if program in self.programs else f"started a process ({event}: {program})"
         if event in ("os.kill", "os.killpg"):
             return None if args[0] in (0, os.getpid()) else f"sent a signal to process {args[0]}"
         if event.startswith("socket."):
             return f"used the network ({event})"
         if event == "ctypes.dlopen":
-            inside = self._inside(args[0], (self.directory,))
+            inside = self._inside(args[0], (self.directory, *self.toolchain))
             return None if inside else f"loaded a library outside its directory: {args[0]}"
         if event in self._CHANGE_EVENTS:
             paths = [arg for arg in args[:2] if isinstance(arg, str | bytes | os.PathLike)]
@@ -150,6 +160,18 @@ class Guard:
         if isinstance(path, int) or self._inside(path, self.readable) or self._system(path):
             return None
         return f"{'opened' if event == 'open' else 'listed'} {path}, outside its directory"
+
+    @staticmethod
+    def _program(event: str, args: tuple[Any, ...]) -> str | None:
+        """The resolved path of the program a process event starts (None where it names none)."""
+        named: object = args[0] if args else None
+        if event == "subprocess.Popen" and named is None and len(args) > 1:
+            argv = args[1]
+            named = argv if isinstance(argv, str | bytes) else next(iter(argv or ()), None)
+        if not isinstance(named, str | bytes | os.PathLike):
+            return None
+        found = shutil.which(os.fsdecode(named), path=PROGRAM_PATH)
+        return None if found is None else str(Path(found).resolve())
 
     @classmethod
     def _writes(cls, args: tuple[Any, ...]) -> bool:
@@ -340,7 +362,8 @@ def main() -> None:
         serve = partial(time_baselines, operator, compiled)
     else:
         forget_rea_modules()
-        sys.addaudithook(Guard(directory, os.open(VIOLATIONS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)))
+        record = os.open(VIOLATIONS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        sys.addaudithook(Guard(directory, record, job.get("programs", ()), job.get("readable", ())))
         loaded: list[Kernel] = []
 
         def check() -> dict[str, Any]:

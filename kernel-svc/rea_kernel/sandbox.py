@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,6 +58,12 @@ class Limits(BaseModel):
     wall_seconds: float = Field(default=300.0, gt=0)
     cpu_seconds: float | None = Field(default=None, gt=0)
     memory_bytes: int = Field(default=8 << 30, gt=0)
+    memory_counts: Literal["address_space", "data"] = Field(
+        default="address_space",
+        description="What memory_bytes bounds: every mapping (RLIMIT_AS), or the heap and private "
+        "writable mappings (RLIMIT_DATA), what a runaway host allocation grows. A GPU runtime "
+        "reserves far more virtual addresses than it touches, so a GPU child takes 'data'.",
+    )
     file_bytes: int = Field(default=256 << 20, gt=0)
 
     def cpu_limit(self) -> int:
@@ -135,14 +142,15 @@ def _bounded(kind: int, soft: int, hard: int | None = None) -> tuple[int, int]:
 def _apply_limits(limits: Limits) -> Callable[[], None]:
     """The limits as the few system calls the child makes between fork and exec (computed
     here, in the parent, so the child runs no Python beyond ``setrlimit``)."""
-    address_space = _bounded(resource.RLIMIT_AS, limits.memory_bytes)
+    memory_kind = resource.RLIMIT_AS if limits.memory_counts == "address_space" else resource.RLIMIT_DATA
+    memory = _bounded(memory_kind, limits.memory_bytes)
     cpu_time = _bounded(
         resource.RLIMIT_CPU, limits.cpu_limit(), limits.cpu_limit() + 5
     )  # SIGXCPU, then SIGKILL
     file_size = _bounded(resource.RLIMIT_FSIZE, limits.file_bytes)
 
     def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, address_space)
+        resource.setrlimit(memory_kind, memory)
         resource.setrlimit(resource.RLIMIT_CPU, cpu_time)
         resource.setrlimit(resource.RLIMIT_FSIZE, file_size)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rea_bench import BenchPlan, BenchRun, _settings, reusable_runs
+from rea_bench.bench import BenchPlan, BenchRun, _settings, reusable_runs
 from rea_bench.suites import BenchCase
 
 ADULT = BenchCase("ranker", "adult")

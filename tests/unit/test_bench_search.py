@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from rea.events import JobSpec
 from rea.workloads import EpochRecord, JobCost, JobError, JobOutput, SplitMetrics, get_workload
-from rea_bench import BenchRun, summarize
 from rea_bench.anytime import Trial, best_within, curve
+from rea_bench.bench import BenchRun, summarize
 from rea_bench.search import budgeted_search, peer_setup, search_space, startup_trials
 from rea_bench.suites import SUITES
 from rea_executor.runner import JobWatch

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rea.knobs import Role
 from rea.workloads import get_workload
-from rea_bench import BenchPlan, BenchRun, carried, check_transfer, summarize, teach
+from rea_bench.bench import BenchPlan, BenchRun, carried, check_transfer, summarize, teach
 from rea_bench.search import SearchOutcome, search_space
 from rea_bench.suites import SUITES, BenchCase
 from rea_bench.transfer import Lessons, taught, translated
@@ -76,7 +76,7 @@ def test_an_optuna_transfer_run_enqueues_its_best_teaching_configs(
 ) -> None:
     """Teaching runs one search per teaching case (the peer the method names); the transfer
     study then gets each best config, as configs of its own model."""
-    import rea_bench
+    import rea_bench.bench
 
     searched: list[tuple[str, str]] = []
 
@@ -86,7 +86,7 @@ def test_an_optuna_transfer_run_enqueues_its_best_teaching_configs(
         searched.append((method, case.label))
         return SearchOutcome({**baseline, "learning_rate": 0.005}, 0.5, 10.0, 3, 0, [])
 
-    monkeypatch.setattr(rea_bench, "peer_search", fake_search)
+    monkeypatch.setattr(rea_bench.bench, "peer_search", fake_search)
     bench = plan(tmp_path, ["optuna-gp-transfer"], transfer_from="dev")
     lessons = teach(bench, SUITES["dev"], 0, None, None, Console(quiet=True))  # type: ignore[arg-type]
     assert searched == [("optuna-gp", case.label) for case in SUITES["dev"]]

@@ -4,12 +4,15 @@ verdict while the evaluator goes on judging good kernels in this same process.""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from rea.kernels import Candidate
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
+from rea_kernel.harness import Guard
 from rea_kernel.operators import get_operator
 from rea_kernel.sandbox import Limits, Verdict
 from rea_kernel.targets import get_target
@@ -170,6 +173,18 @@ def run(x, weight, bias, *, eps):
 """
 )
 
+STARTS_A_PROCESS = (
+    WRAP
+    + """
+import subprocess
+
+
+def run(x, weight, bias, *, eps):
+    subprocess.run(["true"], check=False)
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
 READS_THE_EVALUATOR = (
     WRAP
     + """
@@ -321,6 +336,7 @@ def assert_still_judges_honest_kernels(cache_dir: Path) -> None:
         pytest.param(PEEKS_AT_FRAMES, "evaluator's stack frames", id="peeks-at-frames"),
         pytest.param(TAMPERS_WITH_TORCH, "for writing, outside its directory", id="tampers-with-torch"),
         pytest.param(REMOVES_A_FILE_OUTSIDE, "outside its directory (os.remove)", id="removes-a-file"),
+        pytest.param(STARTS_A_PROCESS, "started a process (subprocess.Popen: /", id="starts-a-process"),
     ],
 )
 def test_cheats_are_rejected_in_correctness(cache_dir: Path, shim: str, named: str) -> None:
@@ -429,3 +445,17 @@ def test_source_that_does_not_compile_is_rejected_with_the_compiler_error(cache_
     evaluation = judged(cheat("", 'extern "C" void layer_norm( {'), quick(cache_dir))
     assert evaluation.verdict is Verdict.REJECTED
     assert "does not compile" in evaluation.reason and "error" in evaluation.reason
+
+
+def test_a_candidate_may_start_only_its_targets_run_time_programs(tmp_path: Path) -> None:
+    """On a GPU, Triton's compiler runs inside the candidate's process at first launch: the
+    guard lets the target's named programs start there and nothing else."""
+    compiler = str(Path(shutil.which("true") or "/bin/true").resolve())
+    guard = Guard(tmp_path, os.open(tmp_path / "violations", os.O_WRONLY | os.O_CREAT), programs=[compiler])
+    guard("subprocess.Popen", (None, ["true", "--version"], None, None))
+    guard("subprocess.Popen", (compiler, ["anything"], None, None))
+    with pytest.raises(PermissionError, match="started a process"):
+        guard("subprocess.Popen", (None, ["sh", "-c", "true"], None, None))
+    with pytest.raises(PermissionError, match="started a process"):
+        guard("os.posix_spawn", ("/bin/sh", ["sh"], {}))
+    assert "sh" in (tmp_path / "violations").read_text()

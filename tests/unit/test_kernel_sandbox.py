@@ -88,6 +88,21 @@ def test_a_runaway_allocation_fails_inside_the_child(directory: Path) -> None:
     assert finished.returncode == 1 and "MemoryError" in finished.stderr
 
 
+def test_a_gpu_child_counts_its_heap_not_the_addresses_it_reserves(directory: Path) -> None:
+    """A GPU runtime reserves far more address space than it touches: such a child is limited
+    by RLIMIT_DATA, which a runaway allocation still hits, and a large reservation does not."""
+    limits = QUICK.model_copy(update={"memory_counts": "data"})
+    code = (
+        "import mmap, resource as r\n"
+        "reserved = mmap.mmap(-1, 4 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)\n"
+        "print(r.getrlimit(r.RLIMIT_DATA)[0], len(reserved) >> 30, flush=True)\n"
+        "blocks = []\nwhile True: blocks.append(bytearray(64 << 20))"
+    )
+    finished = run_sandboxed(python(code), directory, limits)
+    assert finished.stdout.split() == [str(QUICK.memory_bytes), "4"], finished.stderr
+    assert finished.returncode == 1 and "MemoryError" in finished.stderr
+
+
 def test_the_child_runs_with_the_limits_and_no_core_dumps(directory: Path) -> None:
     code = (
         "import resource as r\n"

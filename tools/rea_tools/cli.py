@@ -1335,7 +1335,7 @@ def bench(
     import optuna
 
     from rea.processes import exit_on_interrupt
-    from rea_bench import BenchPlan, run_bench
+    from rea_bench.bench import BenchPlan, run_bench
     from rea_bench.suites import SUITES, BenchCase
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command prints its own progress

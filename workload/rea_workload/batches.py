@@ -21,6 +21,15 @@ class Batch:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: str | torch.device) -> Batch:
+        """The same batch on ``device`` (a GPU's, to run a model there)."""
+        return Batch(
+            categorical=self.categorical.to(device),
+            multi=[(values.to(device), offsets.to(device)) for values, offsets in self.multi],
+            dense=self.dense.to(device),
+            labels=self.labels.to(device),
+        )
+
 
 def to_batch(data: CtrData) -> Batch:
     return Batch(

@@ -134,7 +134,7 @@ class RankerModel(nn.Module):
         if fields == 0:  # data with dense features only has no field to embed
             return batch.dense.new_zeros(rows, 0, self.dim)
         ids = [self._ids(batch.categorical[:, i], i) for i in range(self.n_single)]
-        lengths = [torch.ones(self.n_single * rows, dtype=torch.int64)]
+        lengths = [torch.ones(self.n_single * rows, dtype=torch.int64, device=batch.dense.device)]
         for j, (values, starts) in enumerate(batch.multi):
             ids.append(self._ids(values, self.n_single + j))
             lengths.append(torch.diff(starts, append=starts.new_tensor([len(values)])))

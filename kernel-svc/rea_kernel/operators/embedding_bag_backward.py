@@ -59,7 +59,7 @@ class EmbeddingBagPooledBackward(Operator[EmbeddingBagShape]):
         by_bag = grad_output.view(batch, tables, dim).transpose(0, 1).reshape(tables * batch, dim)
         if attributes["mode"] == "mean":
             by_bag = by_bag / lengths.clamp(min=1).unsqueeze(1).to(by_bag.dtype)
-        bags = torch.arange(tables * batch).repeat_interleave(lengths)
+        bags = torch.arange(tables * batch, device=lengths.device).repeat_interleave(lengths)
         return grad.index_add_(0, rows, by_bag[bags])
 
     def shape_of(

@@ -108,6 +108,22 @@ class Target(ABC):
             raise KernelLoadError(f"{ENTRY_POINT} defines no run(*inputs, **attributes)")
         return run
 
+    def run_time_programs(self) -> tuple[str, ...]:
+        """Programs, as resolved paths, that a kernel's own toolchain starts while the kernel
+        runs (a JIT compiler's assembler, the C compiler of its launcher): a candidate process
+        may start these and no other. None by default, where kernels are built before they run."""
+        return ()
+
+    def run_time_readable(self) -> tuple[str, ...]:
+        """Folders outside the Python installation that a kernel's toolchain reads or loads
+        libraries from while the kernel runs (a GPU driver's)."""
+        return ()
+
+    def cache_bytes(self) -> int | None:
+        """The last-level cache of the device kernels run on, which timing must flush; None for
+        the CPU's (the evaluator reads it from the machine)."""
+        return None
+
     def times_kernels(self) -> bool:
         """Whether a time measured here is the kernel's. A target that can only emulate its
         device (an interpreter) says no, and its candidates are checked for correctness only:

@@ -27,6 +27,14 @@ from rea_kernel.targets._base import BuildFailure, TargetUnavailableError, Templ
 from rea_kernel.targets.triton_templates import TEMPLATES
 
 INTERPRETER = "triton-interpreter on cpu (no GPU): correctness only, never timed"
+DRIVER_FOLDERS = (
+    "/usr/local/cuda",
+    "/usr/local/nvidia",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/etc/ld.so.cache",
+)
+"""Where a GPU driver's libraries and their index live: Triton finds ``libcuda`` there."""
 
 
 class TritonTarget(TemplateTarget):
@@ -50,6 +58,31 @@ class TritonTarget(TemplateTarget):
         if self.device == "cuda":
             return f"cuda: {torch.cuda.get_device_name()}"
         return INTERPRETER
+
+    def run_time_programs(self) -> tuple[str, ...]:
+        """On a GPU, Triton compiles at a kernel's first launch: its assembler and tools (in
+        its package), the C compiler that builds its launcher, and ``ldconfig``, which it asks
+        where the driver's library is. The audit hook cannot follow these programs; the
+        sandbox's limits and scrubbed environment still hold for them."""
+        if self.device != "cuda":
+            return ()
+        tools = Path(importlib.import_module("triton").__file__ or ".").parent / "backends" / "nvidia" / "bin"
+        found = [str(path.resolve()) for path in tools.glob("*") if path.is_file()]
+        for name in ("cc", "gcc", "clang", "ldconfig", "file"):
+            where = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            if where is not None:
+                found.append(str(Path(where).resolve()))
+        return tuple(sorted(set(found)))
+
+    def run_time_readable(self) -> tuple[str, ...]:
+        if self.device != "cuda":
+            return ()
+        return tuple(DRIVER_FOLDERS)
+
+    def cache_bytes(self) -> int | None:
+        if self.device != "cuda":
+            return None
+        return int(torch.cuda.get_device_properties(0).L2_cache_size)
 
     def times_kernels(self) -> bool:
         """Whether a time measured here is the kernel's: not under the interpreter, whose time
