@@ -18,13 +18,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from rea.events import GrantCreated, GrantRevoked
-from rea.grants import Grant
+from rea.grants import GLOB_CHARACTERS, Grant
 from rea.knobs import Role
 from rea.store import Decision
 from rea.workloads import Workload
 from rea_planner.campaign import CampaignSpec
-
-GLOB_CHARACTERS = frozenset("*?[")
 
 
 def on_grant_created(state: Grant | None, event: GrantCreated) -> Decision[Grant]:

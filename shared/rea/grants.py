@@ -23,6 +23,8 @@ COLLECTION = "grants"
 
 GrantStatus = Literal["active", "revoked"]
 EVERY_BACKEND: list[JobBackendName] = ["local", "ray", "kubernetes"]
+GLOB_CHARACTERS = frozenset("*?[")
+"""A dataset entry holding any of these is a pattern, matched against names and paths."""
 
 
 class Grant(BaseModel):

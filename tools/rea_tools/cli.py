@@ -62,7 +62,7 @@ from rea.events import (
     describe_error,
     new_id,
 )
-from rea.grants import Grant, own_terms
+from rea.grants import GLOB_CHARACTERS, Grant, own_terms
 from rea.knobs import Role
 from rea.ledger import LOG_LIMIT, JobRun
 from rea.processes import is_running
@@ -404,9 +404,6 @@ def _granted_dataset(entry: str) -> str:
     if entry.startswith("/") and not GLOB_CHARACTERS & set(entry):
         return str(Path(entry).resolve())
     return entry
-
-
-GLOB_CHARACTERS = frozenset("*?[")
 
 
 @grant_app.command("create")
