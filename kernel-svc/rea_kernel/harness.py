@@ -45,13 +45,11 @@ import torch
 
 from rea_kernel import checks
 from rea_kernel.operators import Operator, Shape, get_operator
-from rea_kernel.sandbox import REPORT_FD_VARIABLE
+from rea_kernel.sandbox import PROGRAM_PATH, REPORT_FD_VARIABLE
 
 CORRECTNESS = "correctness"
 TIMING = "timing"
 VIOLATIONS = "violations.jsonl"
-PROGRAM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-"""Where a program a process event names by its bare name is looked for, to judge it."""
 SETTLE_SECONDS = 0.2
 """How long the harness waits before looking at outputs again, to catch work still in flight."""
 

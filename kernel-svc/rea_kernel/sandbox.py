@@ -29,6 +29,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
+PROGRAM_PATH = f"{PATH}:/usr/sbin:/sbin"
+"""Where a program named by its bare name is found, to judge whether a child may start it."""
 PASSED_THROUGH = ("LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Variables a child inherits: how to load libraries and how many threads the machine's owner
 allows. Nothing else of the caller's environment crosses."""

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 
 from rea.kernels import ENTRY_POINT, Candidate
-from rea_kernel.sandbox import Limits, Verdict
+from rea_kernel.sandbox import PROGRAM_PATH, Limits, Verdict
 from rea_kernel.targets._base import BuildFailure, TargetUnavailableError, Template, TemplateTarget
 from rea_kernel.targets.triton_templates import TEMPLATES
 
@@ -61,15 +61,16 @@ class TritonTarget(TemplateTarget):
 
     def run_time_programs(self) -> tuple[str, ...]:
         """On a GPU, Triton compiles at a kernel's first launch: its assembler and tools (in
-        its package), the C compiler that builds its launcher, and ``ldconfig``, which it asks
-        where the driver's library is. The audit hook cannot follow these programs; the
-        sandbox's limits and scrubbed environment still hold for them."""
+        its package), the C compiler that builds its launcher, ``ldconfig``, which it asks
+        where the driver's library is, and ``file``, which Python's ``platform`` module runs on
+        its behalf. The audit hook cannot follow these programs; the sandbox's limits and
+        scrubbed environment still hold for them."""
         if self.device != "cuda":
             return ()
         tools = Path(importlib.import_module("triton").__file__ or ".").parent / "backends" / "nvidia" / "bin"
         found = [str(path.resolve()) for path in tools.glob("*") if path.is_file()]
         for name in ("cc", "gcc", "clang", "ldconfig", "file"):
-            where = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            where = shutil.which(name, path=PROGRAM_PATH)
             if where is not None:
                 found.append(str(Path(where).resolve()))
         return tuple(sorted(set(found)))
