@@ -23,6 +23,7 @@ import random
 import signal
 import socket
 import sys
+from typing import Literal
 
 import structlog
 
@@ -40,7 +41,7 @@ from rea.events import (
 from rea.kernels import KernelEntry, KernelRegistryReader
 from rea.knobs import Role
 from rea.leases import JobLeases
-from rea.ledger import RunStatus
+from rea.ledger import JobRun, RunStatus
 from rea.logs import configure_logging
 from rea.runtime import Runtime, connect, start_broker
 from rea.security import AuthenticationFailed
@@ -53,6 +54,27 @@ from rea_executor.runner import Fault, JobWatch, StopReason, run_job
 from rea_executor.warm import WarmStarts
 
 log = structlog.get_logger()
+
+
+Delivery = Literal["claim", "resend", "skip"]
+
+
+def on_delivery(run: JobRun | None, holder: str) -> Delivery:
+    """What a delivered ``job.submitted`` needs, from the ledger's record of its job.
+
+    * ``resend``: it finished, so this copy is a redelivery or a replay. Its result may be what
+      the broker lost: send that again (consumers dedup it); never train it again.
+    * ``claim``: nobody claimed it, or ``holder`` did on an attempt cut short before the job
+      started (a dropped connection after the claim): take it (up again).
+    * ``skip``: another holder has it, or it started or was cancelled: whoever holds it reports,
+      or its lease expires and the executor settles it.
+    """
+    if run is None:
+        return "claim"
+    if run.final is not None:
+        return "resend"
+    mine = run.worker == holder and run.status == "claimed" and not run.cancel
+    return "claim" if mine else "skip"
 
 
 class JobSide:
@@ -87,17 +109,14 @@ class JobSide:
 
     async def _take(self, event: JobSubmitted, spec: JobSpec) -> bool:
         run = await self.ledger.get(spec.job_id)
-        if run is not None and run.final is not None:
-            # It finished: this copy is a redelivery or a replay. Its result may be what the
-            # broker lost, so send that again (consumers dedup it); never train it again.
+        action = on_delivery(run, self.holder)
+        if action == "resend" and run is not None and run.final is not None:
             await self.rt.bus.send(self.rt.topics.job_events, spec.campaign_id.encode(), run.final)
             log.info("job_done_before", job_id=spec.job_id)
             return False
-        if run is not None and (run.worker != self.holder or run.status != "claimed"):
-            log.info("job_claimed_before", job_id=spec.job_id, holder=run.worker)
+        if action == "skip":
+            log.info("job_claimed_before", job_id=spec.job_id, holder=run.worker if run else None)
             return False
-        # Past here the job is unclaimed, or claimed by this holder on an attempt cut short
-        # before it started (a dropped connection): the leases and the ledger give that back.
         if not await self.leases.claim(spec.job_id, self.holder, self.ttl):
             # A live holder has it: it reports, or its lease expires and the executor
             # resubmits the job through the runbook. Either way this copy has nothing to do.

@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 
 from rea.events import JobSpec, JobSubmitted
 from rea.leases import JobLeases
-from rea.ledger import JobLedger
+from rea.ledger import JobLedger, JobRun
 from rea.runtime import Runtime, connect
 from rea.settings import Settings
 from rea.store import Store
-from rea_executor.jobside import JobSide
+from rea_executor.jobside import JobSide, on_delivery
 from tests.unit.test_events import job_spec
 
 
@@ -103,3 +103,23 @@ async def test_a_second_copy_of_a_job_being_taken_is_not_run_twice(runtime: Runt
     side.taking.add("job-busy")
     assert not await side.take(submitted("job-busy"))
     assert side.ran == []
+
+
+def run_record(**fields: object) -> JobRun:
+    return JobRun.model_validate({"job_id": "job-1", "worker": "host/worker-0", **fields})
+
+
+@pytest.mark.parametrize(
+    ("run", "action"),
+    [
+        pytest.param(None, "claim", id="never-claimed"),
+        pytest.param(run_record(), "claim", id="own-claim-cut-short"),
+        pytest.param(run_record(worker="host/worker-1"), "skip", id="claimed-elsewhere"),
+        pytest.param(run_record(status="running"), "skip", id="own-but-started"),
+        pytest.param(run_record(cancel=True), "skip", id="own-but-cancelled"),
+        pytest.param(run_record(final=b"done", status="completed"), "resend", id="finished"),
+        pytest.param(run_record(worker=None, final=b"lost", status="lost"), "resend", id="declared-lost"),
+    ],
+)
+def test_what_a_delivered_job_needs_follows_its_ledger_record(run: JobRun | None, action: str) -> None:
+    assert on_delivery(run, "host/worker-0") == action
