@@ -87,8 +87,9 @@ def _secret(value: SecretStr | None, file: str | None) -> str | None:
 
 def mongo_options(settings: Settings, endpoints: Endpoints) -> dict[str, Any]:
     """Keyword arguments for a pymongo client: the credentials and TLS files configured, else
-    those of the embedded stack; credentials in the URI itself also work."""
-    options: dict[str, Any] = {}
+    those of the embedded stack (credentials in the URI itself also work), and how long a pooled
+    connection may sit idle."""
+    options: dict[str, Any] = {"maxIdleTimeMS": settings.mongo_max_idle_ms}
     if settings.mongo_password is not None:
         username, password = settings.mongo_username, settings.mongo_password.get_secret_value()
     elif endpoints.mongo_password_file:

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     mongo_tls_certificate_key_file: Path | None = Field(
         default=None, description="Client certificate and key in one PEM file (mutual TLS)."
     )
+    mongo_max_idle_ms: int = Field(
+        default=60_000,
+        gt=0,
+        description="A pooled MongoDB connection idle this long is retired by the client, before the "
+        "server or a proxy closes it (SecantusDB closes one idle for 300 s): a client must never pick "
+        "a connection the server is closing, whose operation then fails with AutoReconnect.",
+    )
     redis_username: str | None = Field(default=None, description="An ACL user; unset: the default user.")
     redis_password: SecretStr | None = None
     redis_password_file: Path | None = None

@@ -81,7 +81,9 @@ def test_an_unreadable_secret_file_or_half_a_credential_is_refused(tmp_path: Pat
 
 
 def test_mongo_options_come_from_the_settings_else_from_the_embedded_stacks_files(tmp_path: Path) -> None:
-    assert mongo_options(Settings(), PLAIN) == {}
+    idle = {"maxIdleTimeMS": 60_000}  # retired before SecantusDB's 300 s idle timeout closes them
+    assert mongo_options(Settings(), PLAIN) == idle
+    assert mongo_options(Settings(mongo_max_idle_ms=5_000), PLAIN) == {"maxIdleTimeMS": 5_000}
     configured = Settings(
         mongo_username="svc",
         mongo_password=SecretStr("pw"),
@@ -89,6 +91,7 @@ def test_mongo_options_come_from_the_settings_else_from_the_embedded_stacks_file
         mongo_tls_ca_file=tmp_path / "ca.pem",
     )
     assert mongo_options(configured, PLAIN) == {
+        **idle,
         "username": "svc",
         "password": "pw",
         "authSource": "rea",
@@ -98,6 +101,7 @@ def test_mongo_options_come_from_the_settings_else_from_the_embedded_stacks_file
     (tmp_path / "mongo-password").write_text("generated")
     embedded = replace(PLAIN, mongo_username="rea", mongo_password_file=str(tmp_path / "mongo-password"))
     assert mongo_options(Settings(), embedded) == {
+        **idle,
         "username": "rea",
         "password": "generated",
         "authSource": "admin",
