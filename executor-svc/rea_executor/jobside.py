@@ -73,8 +73,7 @@ def on_delivery(run: JobRun | None, holder: str) -> Delivery:
         return "claim"
     if run.final is not None:
         return "resend"
-    mine = run.worker == holder and run.status == "claimed" and not run.cancel
-    return "claim" if mine else "skip"
+    return "claim" if run.resumable_by(holder) else "skip"
 
 
 class JobSide:

@@ -65,6 +65,11 @@ class JobRun(BaseModel):
     def from_doc(cls, doc: dict[str, Any]) -> JobRun:
         return cls.model_validate({**doc, "job_id": doc["_id"]})
 
+    def resumable_by(self, worker: str) -> bool:
+        """Whether ``worker`` may take this job up again: it claimed it, on an attempt cut short
+        before the job started (no final word, not cancelled)."""
+        return self.worker == worker and self.status == "claimed" and self.final is None and not self.cancel
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -102,8 +107,8 @@ class JobLedger:
                 }
             )
         except DuplicateKeyError:
-            own = {"_id": job_id, "worker": worker, "status": "claimed", "cancel": {"$ne": True}}
-            return await self.runs.count_documents({**own, "final": {"$exists": False}}, limit=1) == 1
+            run = await self.get(job_id)
+            return run is not None and run.resumable_by(worker)
         return True
 
     async def started(self, job_id: str, pid: int) -> None:
