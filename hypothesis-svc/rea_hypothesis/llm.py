@@ -20,10 +20,10 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rea.events import Hypothesis, utc_now
 from rea.knobs import KnobSchema
+from rea.llm import ChatEndpoint, ask
 
 log = structlog.get_logger()
 
@@ -48,13 +48,9 @@ class Proposal(BaseModel):
 
 
 @dataclass(frozen=True)
-class LlmEndpoint:
-    """Where to ask and how long to wait; ``api_key`` is sent as a bearer token when set."""
+class LlmEndpoint(ChatEndpoint):
+    """The chat endpoint, and how many hypotheses to ask it for."""
 
-    base_url: str
-    model: str
-    api_key: str | None = None
-    timeout_s: float = 30.0
     max_hypotheses: int = 5
 
 
@@ -168,33 +164,6 @@ def parse(
 
 def _where(loc: tuple[int | str, ...]) -> str:
     return ".".join(map(str, loc)) or "proposal"
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code == 429 or exc.response.status_code >= 500
-    return isinstance(exc, httpx.TransportError)
-
-
-async def ask(endpoint: LlmEndpoint, chat: list[dict[str, str]]) -> str:
-    """The model's answer text; retries connection errors, 429 and 5xx a few times."""
-    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-    body = {"model": endpoint.model, "messages": chat, "temperature": 0}
-    url = endpoint.base_url.rstrip("/") + "/chat/completions"
-    async with httpx.AsyncClient(timeout=endpoint.timeout_s, headers=headers) as http:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(3),
-            wait=wait_exponential(multiplier=0.5, max=4),
-            retry=retry_if_exception(_transient),
-            reraise=True,
-        ):
-            with attempt:
-                response = await http.post(url, json=body)
-                response.raise_for_status()
-    content = response.json()["choices"][0]["message"]["content"]
-    if not isinstance(content, str):
-        raise ValueError(f"message content is {type(content).__name__}, not text")
-    return content
 
 
 async def llm_hypotheses(

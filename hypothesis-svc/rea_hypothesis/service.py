@@ -8,6 +8,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from rea.events import HypothesesRequested, HypothesesRequestedPayload, Hypothesis
 from rea.insights import EFFECTS, WINNERS, EffectStats, History, PastWinner, family
+from rea.llm import endpoint_from
 from rea.runtime import Runtime
 from rea.settings import Settings
 from rea.workloads import Diagnostics, get_workload, techniques_of
@@ -59,15 +60,10 @@ async def past_diagnostics(
 
 def endpoint(settings: Settings) -> LlmEndpoint | None:
     """The configured LLM endpoint, or None: the LLM source is optional."""
-    if not settings.llm_base_url:
+    chat = endpoint_from(settings)
+    if chat is None:
         return None
-    return LlmEndpoint(
-        base_url=settings.llm_base_url,
-        model=settings.llm_model,
-        api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
-        timeout_s=settings.llm_timeout_s,
-        max_hypotheses=settings.llm_max_hypotheses,
-    )
+    return LlmEndpoint(**vars(chat), max_hypotheses=settings.llm_max_hypotheses)
 
 
 async def ask_llm(

@@ -3,7 +3,9 @@ kernel each point renders to, and keep what won.
 
 :mod:`rea_kernel.search` knows nothing about kernels and :mod:`rea_kernel.evaluator` nothing
 about searching; this is where a point becomes a candidate, an evaluation becomes a cost, and
-the winner becomes registry entries. A point's cost is its time **relative to eager PyTorch**
+the winner becomes registry entries. With a :class:`~rea_kernel.synthesis.Synthesizer`, a search
+ends with rounds of written candidates, judged the same way, each round told what the last did.
+A point's cost is its time **relative to eager PyTorch**
 measured in the same evaluation (geometric mean over the benchmark shapes): on a shared machine
 a load change between two evaluations moves both times, not their ratio. The search screens
 without ``torch.compile``; the winner is evaluated once more in full, with it.
@@ -15,16 +17,23 @@ import statistics
 from collections.abc import Callable, Mapping
 from typing import Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict
 
 from rea.kernels import Candidate, KernelEntry, ParamValue, Provenance
 from rea_kernel import search
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
 from rea_kernel.registry import entries_from
+from rea_kernel.synthesis import Attempt, Synthesizer, brief
 from rea_kernel.targets import Target, TargetUnavailableError, get_target
 
 Method = Literal["mcts_evolution", "random"]
 OnEvaluated = Callable[[int, Candidate, Evaluation], None]
+PER_ROUND = 2
+"""Written candidates asked for at once: each round's brief carries the last round's results."""
+IDLE_ROUNDS = 2
+"""Rounds in a row that yield no usable candidate before a synthesizer is given up on."""
+log = structlog.get_logger()
 
 
 class TuningOutcome(BaseModel):
@@ -40,6 +49,8 @@ class TuningOutcome(BaseModel):
     seed: int
     trace: search.SearchTrace
     evaluated: tuple[tuple[Candidate, Evaluation], ...]
+    synthesis_dropped: tuple[str, ...] = ()
+    """Why written candidates (or whole answers) were dropped before evaluation."""
     best: Candidate | None = None
     final: Evaluation | None = None
     entries: tuple[KernelEntry, ...] = ()
@@ -47,8 +58,10 @@ class TuningOutcome(BaseModel):
     @property
     def best_evaluation(self) -> int | None:
         """After how many evaluations the winner was first found (1-based)."""
-        best = self.trace.best
-        return None if best is None else self.trace.evaluations.index(best) + 1
+        if self.best is None:
+            return None
+        digests = [candidate.digest for candidate, _ in self.evaluated]
+        return digests.index(self.best.digest) + 1
 
 
 def relative_cost(evaluation: Evaluation) -> float | None:
@@ -82,12 +95,52 @@ class CandidateCost:
         self.evaluated: list[tuple[Candidate, Evaluation]] = []
 
     def __call__(self, point: Mapping[str, ParamValue]) -> float | None:
-        candidate = self.target.render(self.operator, point)
+        return self.judge(self.target.render(self.operator, point))
+
+    def judge(self, candidate: Candidate) -> float | None:
         evaluation = evaluate(candidate, self.operator, self.screening)
         self.evaluated.append((candidate, evaluation))
         if self.on_evaluated is not None:
             self.on_evaluated(len(self.evaluated), candidate, evaluation)
         return relative_cost(evaluation)
+
+
+def cheapest(evaluated: list[tuple[Candidate, Evaluation]]) -> Candidate | None:
+    """The candidate of the lowest cost, the earliest among equals; None when none passed."""
+    scored = [(cost, i) for i, (_, e) in enumerate(evaluated) if (cost := relative_cost(e)) is not None]
+    return evaluated[min(scored)[1]][0] if scored else None
+
+
+def attempt(candidate: Candidate, evaluation: Evaluation) -> Attempt:
+    cost = relative_cost(evaluation)
+    return Attempt(
+        candidate=candidate,
+        verdict=str(evaluation.verdict),
+        reason=evaluation.reason,
+        speedup=None if cost is None else 1 / cost,
+    )
+
+
+def synthesize(cost: CandidateCost, synthesizer: Synthesizer, count: int) -> list[str]:
+    """Spend ``count`` evaluations on written candidates, :data:`PER_ROUND` at a time, each
+    round briefed with every evaluation so far; returns why anything was dropped unevaluated."""
+    dropped: list[str] = []
+    remaining, idle = count, 0
+    while remaining > 0 and idle < IDLE_ROUNDS:
+        attempts = [attempt(candidate, evaluation) for candidate, evaluation in cost.evaluated]
+        seen = {candidate.digest for candidate, _ in cost.evaluated}
+        request = brief(cost.operator, cost.target, attempts, min(PER_ROUND, remaining))
+        written, reasons = synthesizer.propose(request, seen)
+        dropped += reasons
+        for reason in reasons:
+            log.warning(
+                "kernel_synthesis_dropped", operator=cost.operator, author=synthesizer.author, reason=reason
+            )
+        idle = 0 if written else idle + 1
+        for candidate in written[:remaining]:
+            cost.judge(candidate)
+            remaining -= 1
+    return dropped
 
 
 def tune(
@@ -100,10 +153,14 @@ def tune(
     search_id: str = "local",
     settings: Settings | None = None,
     on_evaluated: OnEvaluated | None = None,
+    synthesizer: Synthesizer | None = None,
+    synthesized: int = 0,
 ) -> TuningOutcome:
     """Search ``budget`` candidates for ``operator`` on ``target_name``, starting from the
-    template's default (known correct). Raises :class:`TargetUnavailableError` when this machine
-    cannot run or cannot time the target's kernels: a search needs timings."""
+    template's default (known correct), then up to ``synthesized`` more that ``synthesizer``
+    writes; the winner is the cheapest of all, whoever wrote it. Raises
+    :class:`TargetUnavailableError` when this machine cannot run or cannot time the target's
+    kernels: a search needs timings."""
     settings = settings or Settings()
     target = get_target(target_name)
     unavailable = target.unavailable()
@@ -122,6 +179,9 @@ def tune(
         trace = search.random_search(space, cost, budget, seed, initial=initial)
     else:
         trace = search.mcts_evolution(space, cost, budget, seed, initial=initial, warmup=tree_warmup(budget))
+    dropped: list[str] = []
+    if synthesizer is not None and synthesized > 0:
+        dropped = synthesize(cost, synthesizer, synthesized)
     outcome = TuningOutcome(
         operator=operator,
         target=target_name,
@@ -130,10 +190,11 @@ def tune(
         seed=seed,
         trace=trace,
         evaluated=tuple(evaluated),
+        synthesis_dropped=tuple(dropped),
     )
-    if trace.best is None or trace.best.cost is None:
+    best = cheapest(evaluated)
+    if best is None:
         return outcome
-    best = target.render(operator, trace.best.point)
     final = evaluate(best, operator, settings)
     provenance = Provenance(search_id=search_id, method=method, seed=seed, evaluations=len(evaluated))
     return outcome.model_copy(

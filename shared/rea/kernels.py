@@ -41,6 +41,12 @@ class Candidate(BaseModel):
     target: str
     params: dict[str, ParamValue] = Field(default_factory=dict)
     sources: dict[str, str]
+    author: str = Field(
+        default="template",
+        max_length=200,
+        description="Who wrote it: 'template' for a target's template, else its writer (llm:MODEL).",
+    )
+    note: str = Field(default="", max_length=500, description="What a written kernel does differently.")
 
     @field_validator("sources")
     @classmethod

@@ -124,6 +124,16 @@ class Target(ABC):
         the CPU's (the evaluator reads it from the machine)."""
         return None
 
+    def authoring_guide(self) -> str:
+        """How a hand- or LLM-written candidate for this target is laid out: its files, how
+        they are built and loaded, what ``run`` receives and must return. A synthesizer shows
+        it to the author beside the operator's reference and the best candidates so far."""
+        return (
+            f"A candidate is a set of files; {ENTRY_POINT} defines run(*inputs, **attributes) and "
+            f"returns a new {self.device} tensor (never a view of an input, never an input modified "
+            "in place)."
+        )
+
     def times_kernels(self) -> bool:
         """Whether a time measured here is the kernel's. A target that can only emulate its
         device (an interpreter) says no, and its candidates are checked for correctness only:

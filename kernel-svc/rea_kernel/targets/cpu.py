@@ -57,6 +57,18 @@ class CpuTarget(TemplateTarget):
         model = _cpuinfo_field("model name") or platform.processor() or platform.machine()
         return f"cpu: {model} ({len(os.sched_getaffinity(0))} cores available)"
 
+    def authoring_guide(self) -> str:
+        return (
+            f"Two files. {SOURCE}: C++17 compiled with `{self.compiler} {' '.join(self.flags)} -o {LIBRARY} "
+            f"{SOURCE}` on this machine ({self.device_name()}); export its entry points with "
+            'extern "C" over raw float/int64 pointers and sizes (no torch headers: they are not on '
+            f"the include path). kernel.py: loads {LIBRARY} from its own folder with ctypes "
+            "(ctypes.CDLL(str(Path(__file__).with_name('kernel.so')))), defines run(*inputs, "
+            "**attributes) over contiguous float32 / int64 CPU tensors, allocates its output with "
+            "torch.empty and passes data_ptr()s. OpenMP threads: leave the count to the runtime "
+            "(the evaluator sets OMP_NUM_THREADS). Handle empty inputs (a size of 0)."
+        )
+
     def build(
         self, candidate: Candidate, directory: Path, cache_dir: Path, limits: Limits
     ) -> BuildFailure | None:

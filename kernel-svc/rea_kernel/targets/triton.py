@@ -54,6 +54,16 @@ class TritonTarget(TemplateTarget):
             return "triton builds its CUDA launcher with a C compiler and none is on PATH: install gcc"
         return None
 
+    def authoring_guide(self) -> str:
+        return (
+            "One file, kernel.py: Triton kernels (@triton.jit) and run(*inputs, **attributes), which "
+            "launches them and returns a new tensor on the inputs' device. Inputs are contiguous "
+            "float32 / int64 tensors; the output must match the reference's shape and dtype. Before "
+            "importing triton, set os.environ['TRITON_INTERPRET'] = '1' when "
+            "torch.cuda.is_available() is false, so the same file is checked in Triton's "
+            f"interpreter where there is no GPU. Here: {self.device_name()}. Handle empty inputs."
+        )
+
     def device_name(self) -> str:
         if self.device == "cuda":
             return f"cuda: {torch.cuda.get_device_name()}"
