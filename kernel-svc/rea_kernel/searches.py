@@ -50,8 +50,16 @@ class Capabilities(BaseModel):
 
     operators: Mapping[str, tuple[str, ...]]
     unavailable: Mapping[str, str]
+    synthesizer: str | None = Field(
+        default=None, description="Who writes kernels here (llm:MODEL), if anyone."
+    )
 
     def refusal(self, request: KernelSearchRequestedPayload) -> str | None:
+        if request.synthesized and self.synthesizer is None:
+            return (
+                f"{request.synthesized} written kernels were asked for and no LLM endpoint is configured "
+                "on the kernel service: set REA_LLM_BASE_URL (and REA_LLM_MODEL or REA_KERNEL_LLM_MODEL)"
+            )
         if request.target in self.unavailable:
             return f"the {request.target} target cannot run here: {self.unavailable[request.target]}"
         known = self.operators.get(request.target, ())

@@ -28,6 +28,7 @@ from rea.events import (
     utc_now,
 )
 from rea.kernels import Candidate
+from rea.llm import endpoint_from
 from rea.runtime import Runtime
 from rea.settings import Settings
 from rea_kernel.evaluator import Evaluation
@@ -41,6 +42,7 @@ from rea_kernel.searches import (
     on_search_requested,
     published_event,
 )
+from rea_kernel.synthesis import LlmSynthesizer, Synthesizer
 from rea_kernel.targets import TARGETS
 from rea_kernel.tuning import TuningOutcome, relative_cost, tune
 
@@ -53,13 +55,23 @@ class SearchStopped(Exception):
     """The service is stopping: the search ends after the candidate being evaluated."""
 
 
-def capabilities_here() -> Capabilities:
+def synthesizer_from(settings: Settings) -> LlmSynthesizer | None:
+    """The LLM that writes kernels, when an endpoint is configured."""
+    endpoint = endpoint_from(
+        settings, model=settings.kernel_llm_model, timeout_s=settings.kernel_llm_timeout_s
+    )
+    return None if endpoint is None else LlmSynthesizer(endpoint)
+
+
+def capabilities_here(synthesizer: Synthesizer | None = None) -> Capabilities:
     unavailable = {name: why for name, target in TARGETS.items() if (why := target.unavailable()) is not None}
     for name, target in TARGETS.items():
         if name not in unavailable and not target.times_kernels():
             unavailable[name] = f"{target.device_name()}: kernels can be checked but not timed"
     return Capabilities(
-        operators={name: target.operators() for name, target in TARGETS.items()}, unavailable=unavailable
+        operators={name: target.operators() for name, target in TARGETS.items()},
+        unavailable=unavailable,
+        synthesizer=None if synthesizer is None else synthesizer.author,
     )
 
 
@@ -88,7 +100,8 @@ def _now() -> str:
 def wire(rt: Runtime) -> None:
     searches = rt.store.db[COLLECTION]
     registry = KernelRegistry(rt.store.db)
-    capabilities = capabilities_here()
+    synthesizer = synthesizer_from(rt.settings)
+    capabilities = capabilities_here(synthesizer)
     settings = evaluator_settings(rt.settings)
     wake = asyncio.Event()
     stopping = threading.Event()
@@ -151,6 +164,8 @@ def wire(rt: Runtime) -> None:
             evaluation=number,
             digest=candidate.digest,
             params=candidate.params,
+            author=candidate.author,
+            note=candidate.note,
             verdict=str(evaluation.verdict),
             reason=evaluation.reason[:2000],
             speedup_vs_eager=speedup(evaluation),
@@ -193,6 +208,8 @@ def wire(rt: Runtime) -> None:
                 search_id=search.search_id,
                 settings=settings.model_copy(update={"benchmark_shapes": tuple(request.shapes) or None}),
                 on_evaluated=on_evaluated,
+                synthesizer=synthesizer,
+                synthesized=request.synthesized,
             )
         except SearchStopped:
             return  # run again from the start when this instance is back
@@ -217,6 +234,7 @@ def wire(rt: Runtime) -> None:
             speedup_vs_compiled=statistics.geometric_mean(compiled) if compiled else None,
             evaluations=len(outcome.evaluated),
             method=request.method,
+            author=outcome.best.author,
         )
         reason = f"kept {len(kept)} of {len(outcome.entries)} shape buckets (faster kernels hold the others)"
         published = [entry.key for entry in kept]

@@ -696,6 +696,13 @@ class KernelSearchRequestedPayload(BaseModel):
         description="The shapes to time candidates on (the operator's shape fields, e.g. the ones a "
         "trainer reported in its kernel use); empty: the operator's benchmark shapes.",
     )
+    synthesized: int = Field(
+        default=0,
+        ge=0,
+        le=200,
+        description="Candidates an LLM writes after the search, on top of the budget (the kernel "
+        "service needs an endpoint: REA_LLM_BASE_URL).",
+    )
 
 
 class KernelSearchRequested(KernelEnvelope):
@@ -713,6 +720,10 @@ class KernelCandidateEvaluatedPayload(BaseModel):
     evaluation: int = Field(ge=1, description="Its place in the search: 1 for the first candidate.")
     digest: str
     params: dict[str, KernelParam] = Field(default_factory=dict)
+    author: str = Field(default="template", description="'template', or the LLM that wrote it (llm:MODEL).")
+    note: str = Field(
+        default="", description="What a written kernel does differently, in its author's words."
+    )
     verdict: str
     reason: str
     speedup_vs_eager: float | None = Field(
@@ -738,6 +749,7 @@ class KernelPublishedPayload(BaseModel):
     speedup_vs_compiled: float | None = None
     evaluations: int = Field(ge=1)
     method: Literal["mcts_evolution", "random"]
+    author: str = Field(default="template", description="Who wrote the winner: 'template' or llm:MODEL.")
 
 
 class KernelPublished(KernelEnvelope):

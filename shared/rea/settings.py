@@ -208,6 +208,14 @@ class Settings(BaseSettings):
     llm_api_key_file: Path | None = None
     llm_timeout_s: float = 30.0
     llm_max_hypotheses: int = Field(default=5, ge=1, le=20)
+    kernel_llm_model: str | None = Field(
+        default=None, description="The model KernelEvolve asks to write kernels; unset: REA_LLM_MODEL."
+    )
+    kernel_llm_timeout_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="How long KernelEvolve waits for a model to write a round of kernels.",
+    )
     kernel_repeats: int = Field(default=20, ge=1, description="Timed runs per shape in a kernel evaluation.")
     kernel_flush_mb: int | None = Field(
         default=None, ge=1, description="MiB written before each timed run; unset: 1.5x the last-level cache."

@@ -1,12 +1,16 @@
 """KernelEvolve as a service: `rea kernels search` publishes a request on the broker, the kernel
 service searches on this CPU (every candidate compiled and judged in its sandbox), keeps the
 winner in the registry and says so with events the logger records; a request it cannot run is
-refused with the reason. A training job that asks for evolved kernels is handed the registry by
-its job side and runs the published kernel for the shape it was searched for."""
+refused with the reason. With an LLM endpoint (a local test server), a search goes on to
+kernels the model writes, judged like the rest. A training job that asks for evolved kernels is
+handed the registry by its job side and runs the published kernel for the shape it was searched
+for."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,6 +22,7 @@ from rea_kernel.searches import COLLECTION, KernelSearch
 from rea_kernel.targets import get_target
 from rea_tools.stack import EmbeddedStack
 
+from ..llm_server import LlmServer, llm_server
 from .helpers import eventually, run_rea
 
 pytestmark = [
@@ -29,11 +34,28 @@ pytestmark = [
 QUICK = {"REA_KERNEL_REPEATS": "3", "REA_KERNEL_FLUSH_MB": "8", "REA_KERNEL_THREADS": "1"}
 
 
+def written_kernels() -> str:
+    """What the test's model answers: the template's layer norm, reworded, and one that does
+    not compile."""
+    cpu = get_target("cpu")
+    template = cpu.render("layer_norm", cpu.default_params("layer_norm")).sources
+    reworded = template | {"kernel.cpp": "// by hand\n" + template["kernel.cpp"]}
+    broken = template | {"kernel.cpp": "this is not C++"}
+    kernels = [{"idea": "reworded", "files": reworded}, {"idea": "broken", "files": broken}]
+    return json.dumps({"kernels": kernels})
+
+
+@pytest.fixture
+def model() -> Iterator[LlmServer]:
+    with llm_server(written_kernels()) as server:
+        yield server
+
+
 async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
-    services: EmbeddedStack, client: Client, store: Store, env: dict[str, str]
+    services: EmbeddedStack, client: Client, store: Store, env: dict[str, str], model: LlmServer
 ) -> None:
     services.start_service("logger")
-    services.start_service("kernel", env=QUICK)
+    services.start_service("kernel", env=QUICK | {"REA_LLM_BASE_URL": model.url, "REA_LLM_MODEL": "local"})
 
     # The shape the job below normalises its 200 validation and test rows at (64 hidden units).
     search = ["kernels", "search", "layer_norm", "--budget", "3", "--seed", "1", "--shape", "rows=200,dim=64"]
@@ -56,6 +78,25 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
         return types.count("kernel.candidate.evaluated") == 3 and "kernel.published" in types
 
     await eventually(logged, "the search's events in the events collection", 30)
+
+    written = ["kernels", "search", "layer_norm", "--budget", "1", "--llm", "2", "--shape", "rows=200,dim=64"]
+    done = await asyncio.to_thread(run_rea, written, env, 300)
+    assert done.returncode == 0, done.stderr
+    written_id = done.stdout.split()[0]
+    assert len(model.requests) == 1 and model.requests[0]["body"]["model"] == "local"
+    verdicts: list[dict[str, object]] = []
+
+    async def judged() -> bool:
+        events = store.events.find({"search_id": written_id, "type": "kernel.candidate.evaluated"})
+        verdicts[:] = [d["payload"] async for d in events]
+        return len(verdicts) == 3
+
+    await eventually(judged, "the verdicts on the search's candidates, written ones included", 30)
+    by_note = {p["note"]: p for p in verdicts if p["author"] == "llm:local"}
+    assert by_note["reworded"]["verdict"] == "passed"
+    assert by_note["broken"]["verdict"] == "rejected" and "does not compile" in str(
+        by_note["broken"]["reason"]
+    )
 
     refused = await asyncio.to_thread(run_rea, ["kernels", "search", "softmax"], env, 60)
     assert refused.returncode == 1

@@ -16,9 +16,11 @@ HERE = Capabilities(
 )
 
 
-def requested(operator: str = "layer_norm", target: str = "cpu") -> KernelSearchRequested:
+def requested(
+    operator: str = "layer_norm", target: str = "cpu", synthesized: int = 0
+) -> KernelSearchRequested:
     payload = KernelSearchRequestedPayload.model_validate(
-        {"operator": operator, "target": target, "budget": 4}
+        {"operator": operator, "target": target, "budget": 4, "synthesized": synthesized}
     )
     return KernelSearchRequested(search_id="s-1", correlation_id="c-1", payload=payload)
 
@@ -42,6 +44,16 @@ def test_a_target_that_cannot_time_here_is_refused_with_why() -> None:
     decision = on_search_requested(None, requested(target="triton"), HERE)
     assert decision.state is not None and decision.state.status == "failed"
     assert "no GPU" in decision.state.reason
+
+
+def test_written_kernels_are_refused_where_no_llm_is_configured_and_accepted_where_one_is() -> None:
+    refused = on_search_requested(None, requested(synthesized=3), HERE)
+    assert refused.state is not None and refused.state.status == "failed"
+    assert "no LLM endpoint" in refused.state.reason and "REA_LLM_BASE_URL" in refused.state.reason
+    with_llm = HERE.model_copy(update={"synthesizer": "llm:test-model"})
+    accepted = on_search_requested(None, requested(synthesized=3), with_llm)
+    assert accepted.state is not None and accepted.state.status == "requested"
+    assert accepted.state.request.synthesized == 3
 
 
 def test_a_repeated_request_changes_nothing() -> None:

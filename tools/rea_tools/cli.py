@@ -1604,7 +1604,10 @@ def kernels_list(
             escape(entry.device),
             f"{entry.speedup_vs_eager:.2f}x",
             "-" if compiled is None else f"{compiled:.2f}x",
-            escape(" ".join(f"{name}={value}" for name, value in entry.candidate.params.items())),
+            escape(
+                " ".join(f"{name}={value}" for name, value in entry.candidate.params.items())
+                or f"written by {entry.candidate.author}"
+            ),
             f"{found.method}, {found.evaluations} evaluations",
         )
     Console().print(table)
@@ -1640,6 +1643,13 @@ def kernels_search(
             "what a job's kernel use reports); repeat for several. Default: the operator's benchmark shapes."
         ),
     ] = None,
+    llm: Annotated[
+        int,
+        typer.Option(
+            help="Then ask the configured LLM (REA_LLM_BASE_URL) to write up to this many more "
+            "candidates, judged like the rest."
+        ),
+    ] = 0,
     wait: Annotated[bool, typer.Option(help="Follow the search until it ends.")] = True,
 ) -> None:
     """Ask the kernel service to search kernels for OPERATOR; prints the search id, follows it,
@@ -1657,6 +1667,7 @@ def kernels_search(
                 "method": method,
                 "seed": seed,
                 "shapes": [_shape_fields(text) for text in shape or []],
+                "synthesized": llm,
             }
         )
     except ValidationError as exc:
@@ -1673,7 +1684,7 @@ def kernels_search(
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
         ) as bar:
-            task = bar.add_task(f"{operator} on {target}: waiting for the kernel service", total=budget)
+            task = bar.add_task(f"{operator} on {target}: waiting for the kernel service", total=budget + llm)
             while True:
                 doc = await client.db[COLLECTION].find_one({"_id": search_id})
                 search = None if doc is None else KernelSearch.model_validate(doc["state"])
