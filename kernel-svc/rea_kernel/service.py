@@ -6,7 +6,8 @@ candidate of compiling and timing, so it runs in a thread beside the event loop,
 and the service hibernates between searches (woken by the handler, never polling). A search
 interrupted by a stop or a crash stays ``running`` under this instance's name and is run again
 from the start when the instance comes back; the events it publishes carry ids fixed by the
-search, so consumers see each once.
+search, so consumers see each once. (A language model may write other kernels when a search runs
+again: a consumer then keeps the first run's verdict for that evaluation's number.)
 """
 
 from __future__ import annotations
