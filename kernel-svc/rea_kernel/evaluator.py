@@ -63,6 +63,7 @@ import rea_kernel
 from rea.kernels import Candidate
 from rea_kernel import checks
 from rea_kernel.harness import CORRECTNESS, SETTLE_SECONDS, TIMING, VIOLATIONS
+from rea_kernel.landlock import Confinement
 from rea_kernel.operators import Operator, Shape, dtype_name, get_operator
 from rea_kernel.sandbox import Limits, SandboxedProcess, Verdict, last_line
 from rea_kernel.targets import Target, TargetUnavailableError, get_target
@@ -265,9 +266,12 @@ class _Run:
         environment = {"PYTHONPATH": str(Path(rea_kernel.__file__).resolve().parents[1])}
         if self.settings.threads is not None:
             environment |= dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS"), str(self.settings.threads))
+        access = self.target.run_time_access()
         if role == "baseline":
             inductor = self.settings.cache_dir.resolve() / "inductor"
+            inductor.mkdir(parents=True, exist_ok=True)  # the sandbox grants only folders that exist
             environment |= {"TORCHINDUCTOR_CACHE_DIR": str(inductor), "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+            access |= Confinement(read_write=(inductor,))
         else:
             shutil.copytree(self.scratch / "build", directory / "candidate")
         job = {
@@ -280,7 +284,7 @@ class _Run:
         }
         (directory / "job.json").write_text(json.dumps(job))
         command = [sys.executable, "-s", "-P", "-m", "rea_kernel.harness"]
-        return SandboxedProcess(command, directory, self.limits, environment), directory
+        return SandboxedProcess(command, directory, self.limits, environment, access), directory
 
     @property
     def limits(self) -> Limits:

@@ -1,4 +1,5 @@
-"""Run an untrusted command in a child process that cannot take the caller down with it.
+"""Run an untrusted command in a child process that cannot take the caller down with it, nor
+reach past what it needs.
 
 The child gets resource limits (address space, CPU time, file size, no core dumps), a wall-clock
 deadline after which its whole process group is killed, a scrubbed environment (a minimal PATH,
@@ -6,19 +7,39 @@ HOME and TMPDIR inside its own directory, no ``REA_*`` or credential variables) 
 directory as its working directory. A hang, a crash or a runaway allocation ends the child and
 is reported as data (:class:`Exit`), never as an exception in the caller.
 
-This contains accidents and the cheats of a search, not a determined attacker: native code in
-the child runs as the caller's user. Candidates from untrusted authors belong in a container
-or under a separate user on top of this.
+Where the kernel has Landlock (:mod:`rea_kernel.landlock`), the child is also confined before
+its program starts, with everything it starts in turn, and native code as much as Python, since
+the kernel enforces it (:func:`confinement`): it reads and runs only the system's programs and
+libraries, the Python installation and the code its caller hands it on its ``PYTHONPATH``;
+reads ``/sys`` and, of ``/proc``, the machine's state and its own process; writes only in its
+own directory, shared memory and the harmless devices; opens no TCP connection and listens on no
+TCP port; and signals no process, and reaches no abstract Unix socket, outside its confinement.
+The user's home, REA's settings and secrets, the repository, databases' files, the rest of
+``/tmp`` and other processes' ``/proc`` entries (the evaluator's environment) are out of reach.
+On an older kernel the child is confined as far as its Landlock ABI allows, a warning says
+what is left open, and :attr:`Exit.landlock_abi` says at which ABI it ran (0: not confined);
+``Limits.confine`` turns confinement off for a machine where it gets in the way.
+
+Not contained even so: the child runs as the caller's user (as root, with root's capabilities,
+raw sockets among them, and every file it may read, ``/etc/shadow`` included); UDP and every
+protocol but TCP; Unix sockets with a path (a database listening on one is reachable by a child
+that knows where); what is in ``/dev/shm``; CPU and GPU side channels (caches, timing); and the
+kernel's own bugs. A process the child starts cannot read its own ``/proc/self`` (Landlock names
+the child's process, not its descendants'); programs do without it. Candidates from untrusted
+authors that must not reach even these belong in a container or a VM on top of this.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import select
 import signal
+import site
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +47,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
+
+from rea_kernel import landlock
+from rea_kernel.landlock import Confinement
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 PROGRAM_PATH = f"{PATH}:/usr/sbin:/sbin"
@@ -35,9 +60,23 @@ PASSED_THROUGH = ("LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Variables a child inherits: how to load libraries and how many threads the machine's owner
 allows. Nothing else of the caller's environment crosses."""
 
+SYSTEM_FOLDERS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt")
+"""Programs, libraries and their configuration: a confined child reads and runs what is here."""
+PROC_ENTRIES = (
+    *("self", "thread-self", "cpuinfo", "meminfo", "stat", "vmstat", "loadavg", "uptime", "version"),
+    *("filesystems", "mounts", "cgroups", "pressure", "devices", "modules", "driver", "sys"),
+)
+"""What a confined child reads of ``/proc``: the machine's state and its own process (``self``,
+resolved by the child as itself), never another process's, whose ``environ`` would give away
+the caller's settings (Landlock's ptrace scoping leaves ``/proc/PID/environ`` readable)."""
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+SHARED_MEMORY = "/dev/shm"
+
 REPORT_FD_VARIABLE = "KERNEL_REPORT_FD"
 TAIL_CHARS = 4000
 _OUT_OF_MEMORY_MARKS = ("bad_alloc", "Cannot allocate memory", "can't allocate memory", "MemoryError")
+
+log = structlog.get_logger()
 
 
 class Verdict(StrEnum):
@@ -67,6 +106,12 @@ class Limits(BaseModel):
         "reserves far more virtual addresses than it touches, so a GPU child takes 'data'.",
     )
     file_bytes: int = Field(default=256 << 20, gt=0)
+    confine: bool = Field(
+        default=True,
+        description="Confine the child with Landlock where the kernel has it (see confinement()): no "
+        "file outside what it needs, no TCP, no signal to a process outside. Off only for a machine "
+        "where it gets in the way.",
+    )
 
     def cpu_limit(self) -> int:
         return int(self.cpu_seconds or self.wall_seconds * (os.cpu_count() or 1)) + 1
@@ -81,6 +126,8 @@ class Exit:
     wall_seconds: float
     stdout: str
     stderr: str
+    landlock_abi: int = 0
+    """The Landlock ABI the child was confined at; 0: not confined (turned off, or no Landlock)."""
 
     def failure(self, limits: Limits) -> tuple[Verdict, str] | None:
         """The verdict and reason when the process died of a limit or a signal; None when it
@@ -131,6 +178,52 @@ def scrubbed_environment(home: Path, extra: Mapping[str, str] = {}) -> dict[str,
     return environment | dict(extra)
 
 
+def confinement(directory: Path, environment: Mapping[str, str] = {}) -> Confinement:
+    """What every confined child may touch: read and run the system's programs and libraries
+    and the Python installation (not the user's site, nor the folders of editable installs:
+    a child reads the code its caller hands it on its ``PYTHONPATH``), read ``/sys`` and
+    :data:`PROC_ENTRIES`, use the harmless devices, and do anything in its own directory (its
+    HOME and TMPDIR are there) and in shared memory."""
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    python_path = [
+        directory / entry for entry in environment.get("PYTHONPATH", "").split(os.pathsep) if entry
+    ]
+    return Confinement(
+        read=(Path("/sys"), *(Path("/proc", entry) for entry in PROC_ENTRIES), *python_path),
+        execute=(*map(Path, SYSTEM_FOLDERS), *map(Path, sorted(python))),
+        read_write=(directory, Path(SHARED_MEMORY)),
+        devices=tuple(map(Path, DEVICES)),
+    )
+
+
+@functools.cache
+def _confinement_abi() -> int:
+    """The running kernel's Landlock ABI, with a warning (once a process) where it confines
+    less than the sandbox asks for."""
+    abi = landlock.landlock_abi()
+    if abi < landlock.NEWEST_ABI_USED:
+        log.warning(
+            "kernel_sandbox_partly_confined",
+            landlock_abi=abi,
+            wanted_abi=landlock.NEWEST_ABI_USED,
+            unconfined=_unconfined_at(abi),
+        )
+    return abi
+
+
+def _unconfined_at(abi: int) -> str:
+    """What a child confined at ``abi`` can still do that a newer ABI would stop."""
+    if abi == 0:
+        return "everything: this kernel has no Landlock"
+    missing = [
+        (3, "truncating any file"),
+        (4, "TCP"),
+        (5, "ioctl on the devices it may open"),
+        (6, "signals to and abstract Unix sockets of processes outside"),
+    ]
+    return ", ".join(what for version, what in missing if version > abi)
+
+
 def _bounded(kind: int, soft: int, hard: int | None = None) -> tuple[int, int]:
     """Soft and hard limits (hard defaults to soft), never above the hard limit we run under."""
     ceiling = resource.getrlimit(kind)[1]
@@ -141,9 +234,9 @@ def _bounded(kind: int, soft: int, hard: int | None = None) -> tuple[int, int]:
     return capped(soft), capped(soft if hard is None else hard)
 
 
-def _apply_limits(limits: Limits) -> Callable[[], None]:
-    """The limits as the few system calls the child makes between fork and exec (computed
-    here, in the parent, so the child runs no Python beyond ``setrlimit``)."""
+def _apply_limits(limits: Limits, restriction: landlock.Restriction | None) -> Callable[[], None]:
+    """The limits and the confinement as the few system calls the child makes between fork and
+    exec (computed here, in the parent, so the child runs no Python beyond the calls)."""
     memory_kind = resource.RLIMIT_AS if limits.memory_counts == "address_space" else resource.RLIMIT_DATA
     memory = _bounded(memory_kind, limits.memory_bytes)
     cpu_time = _bounded(
@@ -156,6 +249,8 @@ def _apply_limits(limits: Limits) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_CPU, cpu_time)
         resource.setrlimit(resource.RLIMIT_FSIZE, file_size)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if restriction is not None:
+            restriction.apply()
 
     return apply
 
@@ -167,14 +262,26 @@ class SandboxedProcess:
     pipe of its own whose descriptor it finds in ``$REPORT_FD_VARIABLE``. Its stdout and stderr
     go to files beside ``directory`` (not pipes a grandchild could hold open). It leads a new
     process group, which is killed at the deadline, when the caller abandons it, and after it
-    exits, so grandchildren it left behind go too. Use it as a context manager: leaving the
-    block normally waits for the child to exit; leaving on an exception kills it.
+    exits, so grandchildren it left behind go too. Unless ``limits.confine`` is off, it is
+    confined by Landlock to :func:`confinement` plus ``access`` (a target's toolchain and
+    devices); ``landlock_abi`` says at which ABI (0: not at all). Use it as a context manager:
+    leaving the block normally waits for the child to exit; leaving on an exception kills it.
     """
 
     def __init__(
-        self, argv: Sequence[str], directory: Path, limits: Limits, environment: Mapping[str, str] = {}
+        self,
+        argv: Sequence[str],
+        directory: Path,
+        limits: Limits,
+        environment: Mapping[str, str] = {},
+        access: Confinement | None = None,
     ) -> None:
         self.limits = limits
+        restriction = None
+        if limits.confine:
+            allowed = confinement(directory, environment) | (access or Confinement())
+            restriction = landlock.prepare(allowed, _confinement_abi())
+        self.landlock_abi = 0 if restriction is None else restriction.abi
         self.started = time.monotonic()
         self.deadline = self.started + limits.wall_seconds
         self._stdout_path = directory.parent / f"{directory.name}.stdout"
@@ -195,7 +302,7 @@ class SandboxedProcess:
                 stderr=stderr,
                 pass_fds=(report_write,),
                 start_new_session=True,
-                preexec_fn=_apply_limits(limits),
+                preexec_fn=_apply_limits(limits, restriction),
             )
         self._reports = report_read
         self._poller = select.poll()  # not select(): a long-lived caller may hold descriptors past 1024
@@ -284,14 +391,19 @@ class SandboxedProcess:
             wall_seconds=time.monotonic() - self.started,
             stdout=_tail(self._stdout_path),
             stderr=_tail(self._stderr_path),
+            landlock_abi=self.landlock_abi,
         )
 
 
 def run_sandboxed(
-    argv: Sequence[str], directory: Path, limits: Limits, environment: Mapping[str, str] = {}
+    argv: Sequence[str],
+    directory: Path,
+    limits: Limits,
+    environment: Mapping[str, str] = {},
+    access: Confinement | None = None,
 ) -> Exit:
     """Run ``argv`` in ``directory`` under ``limits`` and wait for it, at most until the deadline."""
-    with SandboxedProcess(argv, directory, limits, environment) as process:
+    with SandboxedProcess(argv, directory, limits, environment, access) as process:
         return process.finish()
 
 

@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     kernel_threads: int | None = Field(
         default=None, ge=1, description="Threads kernels and their baselines run with; unset: every core."
     )
+    kernel_confine: bool = Field(
+        default=True,
+        description="Confine every process that builds or runs a candidate kernel with Landlock, where the "
+        "kernel has it (no file beyond what it needs, no TCP, no signal outside); off only where it gets "
+        "in the way.",
+    )
     log_level: str = "INFO"
     service_name: str = "rea"
 

@@ -18,6 +18,7 @@ from typing import ClassVar, Protocol
 import torch
 
 from rea.kernels import ENTRY_POINT, Candidate, ParamValue
+from rea_kernel.landlock import Confinement
 from rea_kernel.sandbox import Limits, Verdict
 
 SearchSpace = Mapping[str, tuple[ParamValue, ...]]
@@ -118,6 +119,21 @@ class Target(ABC):
         """Folders outside the Python installation that a kernel's toolchain reads or loads
         libraries from while the kernel runs (a GPU driver's)."""
         return ()
+
+    def run_time_devices(self) -> tuple[str, ...]:
+        """Device files (or folders of them) a kernel reads, writes and controls while it runs
+        (a GPU's), beyond the harmless ones every sandboxed child may use."""
+        return ()
+
+    def run_time_access(self) -> Confinement:
+        """What a kernel's sandboxed process may use beyond its directory and the system's
+        (:func:`rea_kernel.sandbox.confinement`): the toolchain's folders and its programs'
+        folders, to read and run, and the devices."""
+        programs = {Path(program).parent for program in self.run_time_programs()}
+        return Confinement(
+            execute=(*map(Path, self.run_time_readable()), *sorted(programs)),
+            devices=tuple(map(Path, self.run_time_devices())),
+        )
 
     def cache_bytes(self) -> int | None:
         """The last-level cache of the device kernels run on, which timing must flush; None for

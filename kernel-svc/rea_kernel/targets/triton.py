@@ -35,6 +35,9 @@ DRIVER_FOLDERS = (
     "/etc/ld.so.cache",
 )
 """Where a GPU driver's libraries and their index live: Triton finds ``libcuda`` there."""
+DEVICES = "nvidia*"
+"""The driver's device files in ``/dev`` (``nvidiactl``, ``nvidia0``, ``nvidia-uvm``, ...), which
+CUDA opens and drives with ioctls."""
 
 
 class TritonTarget(TemplateTarget):
@@ -89,6 +92,11 @@ class TritonTarget(TemplateTarget):
         if self.device != "cuda":
             return ()
         return tuple(DRIVER_FOLDERS)
+
+    def run_time_devices(self) -> tuple[str, ...]:
+        if self.device != "cuda":
+            return ()
+        return tuple(sorted(str(path) for path in Path("/dev").glob(DEVICES)))
 
     def cache_bytes(self) -> int | None:
         if self.device != "cuda":
