@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from rea.events import Hypothesis, utc_now
 from rea.knobs import KnobSchema
-from rea.llm import ChatEndpoint, ask
+from rea.llm import ChatEndpoint, UnusableAnswer, ask, listed
 
 log = structlog.get_logger()
 
@@ -106,22 +105,17 @@ def parse(
     are tolerated), proposals of the wrong shape, unknown knobs, values out of range, fidelity
     knobs (they change the cost, not the model), changes the baseline already has, and ids or
     changes that repeat a hypothesis already on ``offered``."""
-    if len(answer) > MAX_ANSWER_CHARS:
-        return [], [f"answer is {len(answer)} characters, more than {MAX_ANSWER_CHARS}"]
-    text = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", answer)
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return [], [f"answer is not JSON: {exc.msg} at character {exc.pos}"]
-    if not isinstance(document, dict) or not isinstance(document.get("hypotheses"), list):
-        return [], ["answer is not an object with a 'hypotheses' list"]
+        items = listed(answer, "hypotheses", MAX_ANSWER_CHARS)
+    except UnusableAnswer as exc:
+        return [], [str(exc)]
     fidelity = {k.name for k in schema.knobs if k.fidelity}
     execution = {k.name for k in schema.knobs if k.execution}
     accepted: list[Hypothesis] = []
     dropped: list[str] = []
     taken = {h.id for h in offered}
     seen_changes = [h.changes for h in offered]
-    for index, item in enumerate(document["hypotheses"]):
+    for index, item in enumerate(items):
         label = f"proposal {index}" + (f" ({item.get('id')!r})" if isinstance(item, dict) else "")
         if len(accepted) >= limit:
             dropped.append(f"{label}: more than {limit} proposals")

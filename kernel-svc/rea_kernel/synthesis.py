@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import re
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rea.events import describe_error
 from rea.kernels import Candidate
-from rea.llm import Chat, ChatEndpoint, ask
+from rea.llm import Chat, ChatEndpoint, UnusableAnswer, ask, listed
 from rea_kernel.operators import get_operator
 from rea_kernel.operators._base import dtype_name
 from rea_kernel.targets import Target
@@ -169,19 +168,14 @@ def parse(
     tolerated), kernels of the wrong shape, files with path-like names or beyond
     ``MAX_FILE_CHARS``, a missing ``kernel.py``, kernels whose digest is in ``seen`` (already
     evaluated) or repeated, and kernels beyond ``brief.count``."""
-    if len(answer) > MAX_ANSWER_CHARS:
-        return [], [f"answer is {len(answer)} characters, more than {MAX_ANSWER_CHARS}"]
-    text = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", answer)
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return [], [f"answer is not JSON: {exc.msg} at character {exc.pos}"]
-    if not isinstance(document, dict) or not isinstance(document.get("kernels"), list):
-        return [], ["answer is not an object with a 'kernels' list"]
+        items = listed(answer, "kernels", MAX_ANSWER_CHARS)
+    except UnusableAnswer as exc:
+        return [], [str(exc)]
     accepted: list[Candidate] = []
     dropped: list[str] = []
     taken = set(seen)
-    for index, item in enumerate(document["kernels"]):
+    for index, item in enumerate(items):
         label = f"kernel {index}"
         if len(accepted) >= brief.count:
             dropped.append(f"{label}: more than the {brief.count} asked for")

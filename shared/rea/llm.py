@@ -8,7 +8,10 @@ how long to wait.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -16,6 +19,25 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from rea.settings import Settings
 
 Chat = list[dict[str, str]]
+_FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
+
+
+class UnusableAnswer(ValueError):
+    """An answer that is not the one JSON object asked for; the message says why."""
+
+
+def listed(answer: str, key: str, max_chars: int) -> list[Any]:
+    """The list under ``key`` in the one JSON object an answer must be (a code fence around it
+    is tolerated); raises :class:`UnusableAnswer` with the reason."""
+    if len(answer) > max_chars:
+        raise UnusableAnswer(f"answer is {len(answer)} characters, more than {max_chars}")
+    try:
+        document = json.loads(_FENCE.sub("", answer))
+    except json.JSONDecodeError as exc:
+        raise UnusableAnswer(f"answer is not JSON: {exc.msg} at character {exc.pos}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get(key), list):
+        raise UnusableAnswer(f"answer is not an object with a {key!r} list")
+    return document[key]
 
 
 @dataclass(frozen=True)

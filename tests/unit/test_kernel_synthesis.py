@@ -12,12 +12,13 @@ import pytest
 
 from rea.kernels import Candidate
 from rea.llm import ChatEndpoint
-from rea_kernel.evaluator import Evaluation, Settings
+from rea_kernel.evaluator import Evaluation
 from rea_kernel.synthesis import MAX_FILE_CHARS, Attempt, LlmSynthesizer, brief, messages, parse
 from rea_kernel.targets import get_target
 from rea_kernel.tuning import tune
 
 from ..llm_server import llm_server
+from .test_kernel_tuning import SMALL
 
 CPU = get_target("cpu")
 AUTHOR = "llm:test-model"
@@ -126,17 +127,6 @@ def test_an_endpoint_that_fails_gives_no_candidates_and_a_reason() -> None:
         synthesizer = LlmSynthesizer(ChatEndpoint(base_url=server.url, model="test-model", timeout_s=5))
         accepted, dropped = synthesizer.propose(a_brief(), ())
     assert accepted == [] and "no usable answer" in dropped[0] and "500" in dropped[0]
-
-
-SMALL = Settings(
-    trials=2,
-    correctness_shapes=({"rows": 7, "dim": 17}, {"rows": 0, "dim": 32}, {"rows": 33, "dim": 64}),
-    benchmark_shapes=({"rows": 512, "dim": 256},),
-    warmup=1,
-    repeats=5,
-    threads=1,
-    time_compiled_reference=False,
-)
 
 
 @pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
