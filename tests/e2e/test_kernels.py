@@ -72,6 +72,15 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     assert [entry.bucket for entry in kept] == ["d64-r256"]
     assert all(e.provenance.search_id == search_id and e.speedup_vs_compiled is not None for e in kept)
     assert "eager" in done.stderr  # what it published, as a person reads it
+    shown = await asyncio.to_thread(
+        run_rea, ["kernels", "show", "layer_norm", "--bucket", "d64-r256"], env, 60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "kernel.cpp" in shown.stdout
+        and 'extern "C"' in shown.stdout
+        and "written by template" in shown.stdout
+    )
 
     async def logged() -> bool:
         types = [d["type"] async for d in store.events.find({"search_id": search_id})]

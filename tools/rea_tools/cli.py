@@ -1613,6 +1613,60 @@ def kernels_list(
     Console().print(table)
 
 
+@kernels_app.command("show")
+def kernels_show(
+    operator: Annotated[str, typer.Argument(help="An operator, e.g. layer_norm.")],
+    bucket: Annotated[
+        str | None, typer.Option(help="Only this shape bucket (see `rea kernels list`).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Only this target's kernels (cpu, triton).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write each kernel's files to OUT/<bucket>-<digest>/.")
+    ] = None,
+) -> None:
+    """A registry kernel's source, who wrote it and the evidence it was kept on: what a person
+    reads before granting campaigns generated kernels (`rea grant create --allow-kernel-codegen`)."""
+    from rich.syntax import Syntax
+
+    from rea.kernels import KernelEntry
+    from rea_kernel.registry import KernelRegistry
+
+    async def work(client: Client) -> list[KernelEntry]:
+        return await KernelRegistry(client.db).entries(operator=operator, target=target)
+
+    entries = [entry for entry in _with_client(Settings(), work) if bucket in (None, entry.bucket)]
+    if not entries:
+        wanted = operator if bucket is None else f"{operator} {bucket}"
+        console.print(f"[red]no registry kernel for {escape(wanted)}[/red]")
+        raise typer.Exit(1)
+    shown = Console()
+    languages = {".py": "python", ".cpp": "cpp", ".cu": "cuda", ".c": "c", ".h": "cpp"}
+    for entry in entries:
+        candidate, found = entry.candidate, entry.provenance
+        compiled = (
+            "" if entry.speedup_vs_compiled is None else f", {entry.speedup_vs_compiled:.2f}x torch.compile"
+        )
+        lines = [
+            f"written by {candidate.author}" + (f": {candidate.note}" if candidate.note else ""),
+            f"{entry.speedup_vs_eager:.2f}x eager{compiled} on {entry.device}, shape {entry.shape}",
+            f"{entry.correct_trials} correctness trials passed; found by {found.method} "
+            f"(seed {found.seed}, {found.evaluations} evaluations, search {found.search_id})",
+        ]
+        if candidate.params:
+            lines.append(f"parameters: {json.dumps(candidate.params)}")
+        shown.rule(escape(entry.key))
+        shown.print(escape("\n".join(lines)))
+        for name, source in sorted(candidate.sources.items()):
+            shown.print(f"[bold]{escape(name)}[/bold]")
+            shown.print(Syntax(source, languages.get(Path(name).suffix, "text"), line_numbers=True))
+        if out is not None:
+            folder = out / f"{entry.bucket}-{candidate.digest}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, source in candidate.sources.items():
+                (folder / name).write_text(source)  # names are plain file names (Candidate checks)
+            shown.print(f"written to {escape(str(folder))}")
+
+
 def _shape_fields(text: str) -> dict[str, int | float | str]:
     """``k=v,k=v`` as a shape's fields: numbers where they read as numbers."""
     fields: dict[str, int | float | str] = {}
