@@ -314,6 +314,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("bce_with_logits", {"softplus": "polynomial", "chunk": 256, "simd": False}),
         ("embedding_bag_pooled", {"loop": "per_table", "store": "cached"}),
         ("embedding_bag_pooled", {"loop": "batch_major", "chunk": 16, "threads": 2}),
+        ("layer_norm", {"store": "streaming", "variance": "one_pass", "threads": 2}),
     ],
 )
 def test_the_templates_fast_paths_are_correct_on_every_shape(
@@ -321,8 +322,8 @@ def test_the_templates_fast_paths_are_correct_on_every_shape(
 ) -> None:
     """The dense templates' loop orders and register tiles (row and column counts that leave
     partial tiles and panels, an empty batch, one row), BCE's polynomial softplus, and the
-    lookup's loops with streaming stores (rows of 17 and 3 floats are never aligned) or cached
-    ones, through the whole correctness check."""
+    lookup's loops and layer norm with streaming stores (rows of 17 and 3 floats are never
+    aligned) or cached ones, through the whole correctness check."""
     settings = Settings(
         trials=2,
         warmup=1,

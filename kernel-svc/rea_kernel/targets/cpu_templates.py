@@ -757,26 +757,74 @@ FM_INTERACTION = CpuTemplate(
 _LAYER_NORM_CPP = Template(r"""#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 using Accumulator = $accumulator;
+constexpr bool kStream = $stream;
+
+namespace {
+
+// One row's (in - mean) * inv_std * weight + bias. Streaming stores (kStream) write the row's
+// aligned middle without first reading its lines into cache: the output is written once here
+// and read later by the next layer, so reading it now only takes bandwidth from the input.
+inline void normalize(const float* __restrict in, const float* __restrict weight,
+                      const float* __restrict bias, float* __restrict o, int64_t dim, float m,
+                      float inv_std) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  if (kStream) {
+    for (; k < dim && (reinterpret_cast<uintptr_t>(o + k) & 63) != 0; ++k) {
+      o[k] = (in[k] - m) * inv_std * weight[k] + bias[k];
+    }
+    const __m512 mean = _mm512_set1_ps(m), scale = _mm512_set1_ps(inv_std);
+    for (; k + 16 <= dim; k += 16) {
+      const __m512 centred = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(in + k), mean), scale);
+      const __m512 scaled = _mm512_mul_ps(centred, _mm512_loadu_ps(weight + k));
+      _mm512_stream_ps(o + k, _mm512_add_ps(scaled, _mm512_loadu_ps(bias + k)));
+    }
+  }
+#elif defined(__AVX__)
+  if (kStream) {
+    for (; k < dim && (reinterpret_cast<uintptr_t>(o + k) & 31) != 0; ++k) {
+      o[k] = (in[k] - m) * inv_std * weight[k] + bias[k];
+    }
+    const __m256 mean = _mm256_set1_ps(m), scale = _mm256_set1_ps(inv_std);
+    for (; k + 8 <= dim; k += 8) {
+      const __m256 centred = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(in + k), mean), scale);
+      const __m256 scaled = _mm256_mul_ps(centred, _mm256_loadu_ps(weight + k));
+      _mm256_stream_ps(o + k, _mm256_add_ps(scaled, _mm256_loadu_ps(bias + k)));
+    }
+  }
+#endif
+  const int64_t start = k;
+  $simd
+  for (int64_t j = start; j < dim; ++j) o[j] = (in[j] - m) * inv_std * weight[j] + bias[j];
+}
+
+}  // namespace
 
 extern "C" void layer_norm(const float* x, const float* weight, const float* bias, float* out, int64_t rows,
                            int64_t dim, float eps) {
-  $pragma
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* __restrict in = x + r * dim;
-    float* __restrict o = out + r * dim;
-    Accumulator sum = 0;
-    $simd_sum
-    for (int64_t k = 0; k < dim; ++k) sum += in[k];
-    const Accumulator mean = sum / dim;
-    Accumulator squares = 0;
-    $simd_squares
+  $parallel
+  {
+    #pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* __restrict in = x + r * dim;
+      Accumulator sum = 0;
+      $simd_sum
+      for (int64_t k = 0; k < dim; ++k) sum += in[k];
+      const Accumulator mean = sum / dim;
+      Accumulator squares = 0;
+      $simd_squares
 $variance
-    const float inv_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(variance) + eps));
-    const float m = static_cast<float>(mean);
-    $simd
-    for (int64_t k = 0; k < dim; ++k) o[k] = (in[k] - m) * inv_std * weight[k] + bias[k];
+      const float inv_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(variance) + eps));
+      normalize(in, weight, bias, out + r * dim, dim, static_cast<float>(mean), inv_std);
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    if (kStream) _mm_sfence();  // this thread's streamed lines, before the region ends
+#endif
   }
 }
 """)
@@ -784,20 +832,22 @@ $variance
 # variance: two passes (subtract the mean, then square: accurate) or one (E[x^2] - mean^2: one
 # read of the row, but cancels badly in float when the mean is large beside the spread).
 _VARIANCES = {
-    "two_pass": """    for (int64_t k = 0; k < dim; ++k) {
-      const Accumulator d = in[k] - mean;
-      squares += d * d;
-    }
-    const Accumulator variance = squares / dim;""",
-    "one_pass": """    for (int64_t k = 0; k < dim; ++k) squares += static_cast<Accumulator>(in[k]) * in[k];
-    const Accumulator variance = std::max<Accumulator>(squares / dim - mean * mean, 0);""",
+    "two_pass": """      for (int64_t k = 0; k < dim; ++k) {
+        const Accumulator d = in[k] - mean;
+        squares += d * d;
+      }
+      const Accumulator variance = squares / dim;""",
+    "one_pass": """      for (int64_t k = 0; k < dim; ++k) squares += static_cast<Accumulator>(in[k]) * in[k];
+      const Accumulator variance = std::max<Accumulator>(squares / dim - mean * mean, 0);""",
 }
 
 
 def _layer_norm_cpp(params: Params) -> str:
+    threads = f" num_threads({params['threads']})" if params["threads"] else ""
     return _LAYER_NORM_CPP.substitute(
         accumulator=params["accumulator"],
-        pragma=parallel_for(params),
+        stream="true" if params["store"] == "streaming" else "false",
+        parallel=f"#pragma omp parallel{threads}",
         simd_sum=simd(params, "sum"),
         simd_squares=simd(params, "squares"),
         variance=_VARIANCES[str(params["variance"])],
@@ -810,6 +860,7 @@ LAYER_NORM = CpuTemplate(
     space=MappingProxyType(
         {
             "variance": ("two_pass", "one_pass"),
+            "store": ("cached", "streaming"),
             "accumulator": _ACCUMULATOR,
             "simd": _SIMD,
             "threads": _THREADS,
