@@ -13,6 +13,12 @@ registry kernels searched for its own calls and against ``torch.compile``
     rea kernels bench                                    # or python -m rea_bench.kernels
     rea kernels bench --ops embedding_bag_pooled --budget 16 --compare-seeds 3 --no-inference
     rea kernels bench --target triton                    # on a machine with a CUDA GPU
+    rea kernels bench --ops layer_norm --llm 8 --no-inference   # and 8 kernels an LLM writes
+
+With ``--llm N`` each search goes on to N kernels the configured LLM writes (``REA_LLM_BASE_URL``,
+``REA_KERNEL_LLM_MODEL``; :mod:`rea_kernel.synthesis`), and a table sets the best written kernel
+beside the best from the templates, both from the search's own evaluations: whether the model
+found anything the grids do not hold.
 
 The ``triton`` target times kernels only on a GPU; without one it checks correctness alone, and
 this benchmark refuses it. Memory-bound operators are measured against the device's copy rate,
@@ -38,8 +44,9 @@ from rea_kernel.evaluator import Evaluation, Settings
 from rea_kernel.harness import synchronize
 from rea_kernel.operators import OPERATORS
 from rea_kernel.sandbox import Limits
+from rea_kernel.synthesis import synthesizer_from
 from rea_kernel.targets import TARGETS, get_target
-from rea_kernel.tuning import CandidateCost, TuningOutcome, tree_warmup, tune
+from rea_kernel.tuning import CandidateCost, TuningOutcome, relative_cost, tree_warmup, tune
 
 COMPARED = "embedding_bag_pooled"
 
@@ -69,7 +76,7 @@ def _speedups(outcome: TuningOutcome, peak: float) -> list[list[str]]:
     final = outcome.final
     if final is None or not final.passed:
         why = final.reason if final else "no candidate passed"
-        return [[outcome.operator, "-", "-", "-", "-", "-", why[:60]]]
+        return [[outcome.operator, "-", "-", "-", "-", "-", why[:60], "-"]]
     operator = OPERATORS[outcome.operator]
     rows = []
     for timing in final.timings:
@@ -87,9 +94,29 @@ def _speedups(outcome: TuningOutcome, peak: float) -> list[list[str]]:
                 "-" if compiled is None else f"{compiled:.2f}x",
                 bandwidth,
                 f"{outcome.best_evaluation} of {len(outcome.evaluated)}",
+                outcome.best.author if outcome.best else "-",
             ]
         )
     return rows
+
+
+def _written(outcome: TuningOutcome) -> list[str]:
+    """The best written kernel beside the best template kernel, as the search measured them."""
+
+    def best(evaluated: list[tuple[Candidate, Evaluation]]) -> str:
+        costs = [cost for _, e in evaluated if (cost := relative_cost(e)) is not None]
+        return f"{1 / min(costs):.2f}x" if costs else "-"
+
+    template = [(c, e) for c, e in outcome.evaluated if c.author == "template"]
+    written = [(c, e) for c, e in outcome.evaluated if c.author != "template"]
+    passed = sum(e.passed for _, e in written)
+    return [
+        outcome.operator,
+        f"{passed} of {len(written)} ({len(outcome.synthesis_dropped)} dropped unevaluated)",
+        best(template),
+        best(written),
+        outcome.best.author if outcome.best else "-",
+    ]
 
 
 def compare_searches(
@@ -149,6 +176,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--memory-gb", type=float, default=8.0, help="Memory each sandboxed evaluation may use, GiB."
     )
+    parser.add_argument(
+        "--llm",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Then N kernels per operator written by the configured LLM (REA_LLM_BASE_URL).",
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
     target = get_target(args.target)
@@ -159,6 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     if unavailable:
         raise SystemExit(f"rea kernels bench: {unavailable}")
+    synthesizer = None
+    if args.llm:
+        from rea.settings import Settings as ServiceSettings  # only then: a GPU machine may lack it
+
+        synthesizer = synthesizer_from(ServiceSettings())
+    if args.llm and synthesizer is None:
+        raise SystemExit("rea kernels bench: --llm needs an LLM endpoint: set REA_LLM_BASE_URL")
     flush = None if args.flush_mb is None else args.flush_mb << 20
     limits = Limits(memory_bytes=int(args.memory_gb * (1 << 30)))
     settings = Settings(
@@ -170,23 +211,55 @@ def main(argv: list[str] | None = None) -> None:
         "repeats": args.repeats,
         "rounds": args.rounds,
         "flush_mb": args.flush_mb,
+        **({"written": f"{args.llm} by {synthesizer.author}"} if synthesizer else {}),
     }
     print_header(f"KernelEvolve, {target.name} target", shown)
 
     outcomes = []
     for operator in args.ops or [name for name in OPERATORS if name in target.operators()]:
         with console.status(f"searching {operator}"):
-            outcomes.append(tune(operator, target.name, args.budget, settings=settings))
+            outcomes.append(
+                tune(
+                    operator,
+                    target.name,
+                    args.budget,
+                    settings=settings,
+                    synthesizer=synthesizer,
+                    synthesized=args.llm,
+                )
+            )
     peak = copy_bandwidth(target.device)
     rows = [row for outcome in outcomes for row in _speedups(outcome, peak)]
     print_table(
         f"best kernel per operator after {args.budget} evaluations, on {target.device_name()}",
-        ["operator", "shape bucket", "kernel", "vs eager", "vs torch.compile", "of copy rate", "found at"],
+        [
+            "operator",
+            "shape bucket",
+            "kernel",
+            "vs eager",
+            "vs torch.compile",
+            "of copy rate",
+            "found at",
+            "by",
+        ],
         rows,
         caption="median of each; each speedup measured against its baseline in the same evaluation; "
         f"bandwidth: the least bytes the operator moves per second, over the device's copy rate "
         f"({peak / 1e9:.1f} GB/s, read + write); '-' for operators bound by arithmetic",
     )
+    if synthesizer is not None:
+        print_table(
+            f"kernels written by {synthesizer.author} ({args.llm} per operator) beside the templates'",
+            [
+                "operator",
+                "written kernels passed",
+                "best template kernel",
+                "best written kernel",
+                "winner by",
+            ],
+            [_written(outcome) for outcome in outcomes],
+            caption="speedups over eager from the search's own evaluations (without torch.compile)",
+        )
     report: dict[str, Any] = {
         "device": target.device_name(),
         "target": target.name,

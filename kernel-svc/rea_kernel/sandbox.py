@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import resource
 import select
@@ -47,7 +48,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from rea_kernel import landlock
@@ -76,7 +76,9 @@ REPORT_FD_VARIABLE = "KERNEL_REPORT_FD"
 TAIL_CHARS = 4000
 _OUT_OF_MEMORY_MARKS = ("bad_alloc", "Cannot allocate memory", "can't allocate memory", "MemoryError")
 
-log = structlog.get_logger()
+log = logging.getLogger(__name__)
+"""Standard logging, not structlog: this module runs where KernelEvolve is measured, which may hold
+only torch and pydantic (a GPU machine); a service shows these records on its stderr."""
 
 
 class Verdict(StrEnum):
@@ -203,10 +205,10 @@ def _confinement_abi() -> int:
     abi = landlock.landlock_abi()
     if abi < landlock.NEWEST_ABI_USED:
         log.warning(
-            "kernel_sandbox_partly_confined",
-            landlock_abi=abi,
-            wanted_abi=landlock.NEWEST_ABI_USED,
-            unconfined=_unconfined_at(abi),
+            "kernel_sandbox_partly_confined: Landlock ABI %d, %d wanted; not confined: %s",
+            abi,
+            landlock.NEWEST_ABI_USED,
+            _unconfined_at(abi),
         )
     return abi
 

@@ -29,7 +29,6 @@ from rea.events import (
     utc_now,
 )
 from rea.kernels import Candidate
-from rea.llm import endpoint_from
 from rea.runtime import Runtime
 from rea.settings import Settings
 from rea_kernel.evaluator import Evaluation
@@ -43,7 +42,7 @@ from rea_kernel.searches import (
     on_search_requested,
     published_event,
 )
-from rea_kernel.synthesis import LlmSynthesizer, Synthesizer
+from rea_kernel.synthesis import Synthesizer, synthesizer_from
 from rea_kernel.targets import TARGETS
 from rea_kernel.tuning import TuningOutcome, relative_cost, tune
 
@@ -54,14 +53,6 @@ log = structlog.get_logger()
 
 class SearchStopped(Exception):
     """The service is stopping: the search ends after the candidate being evaluated."""
-
-
-def synthesizer_from(settings: Settings) -> LlmSynthesizer | None:
-    """The LLM that writes kernels, when an endpoint is configured."""
-    endpoint = endpoint_from(
-        settings, model=settings.kernel_llm_model, timeout_s=settings.kernel_llm_timeout_s
-    )
-    return None if endpoint is None else LlmSynthesizer(endpoint)
 
 
 def capabilities_here(synthesizer: Synthesizer | None = None) -> Capabilities:
@@ -221,6 +212,8 @@ def wire(rt: Runtime) -> None:
         except Exception as error:  # a machine or evaluator problem: the search fails, the service goes on
             await fail(search, f"the search stopped: {error!r}")
             return
+        for reason in outcome.synthesis_dropped:
+            log.warning("kernel_synthesis_dropped", search_id=search.search_id, reason=reason)
         final = outcome.final
         if outcome.best is None or final is None or not outcome.entries:
             await fail(

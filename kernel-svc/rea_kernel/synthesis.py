@@ -19,17 +19,19 @@ import asyncio
 import inspect
 import json
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rea.events import describe_error
 from rea.kernels import Candidate
-from rea.llm import Chat, ChatEndpoint, UnusableAnswer, ask, listed
+from rea.llm import Chat, ChatEndpoint, UnusableAnswer, ask, endpoint_from, listed
 from rea_kernel.operators import get_operator
 from rea_kernel.operators._base import dtype_name
 from rea_kernel.targets import Target
+
+if TYPE_CHECKING:
+    from rea.settings import Settings
 
 MAX_ANSWER_CHARS = 200_000
 MAX_FILE_CHARS = 60_000
@@ -228,8 +230,19 @@ class LlmSynthesizer:
 
     def propose(self, brief: Brief, seen: Collection[str]) -> tuple[list[Candidate], list[str]]:
         """Called from a search's thread, which runs no event loop of its own."""
+        import httpx  # only where a model is asked: the rest of KernelEvolve runs without it
+
         try:
             answer = asyncio.run(ask(self.endpoint, messages(brief), temperature=TEMPERATURE))
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
             return [], [f"the endpoint gave no usable answer ({type(exc).__name__}: {exc})"]
         return parse(answer, brief, self.author, seen)
+
+
+def synthesizer_from(settings: Settings) -> LlmSynthesizer | None:
+    """The LLM that writes kernels (``REA_LLM_BASE_URL``, ``REA_KERNEL_LLM_MODEL``), if one is
+    configured."""
+    endpoint = endpoint_from(
+        settings, model=settings.kernel_llm_model, timeout_s=settings.kernel_llm_timeout_s
+    )
+    return None if endpoint is None else LlmSynthesizer(endpoint)

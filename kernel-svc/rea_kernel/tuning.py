@@ -17,7 +17,6 @@ import statistics
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-import structlog
 from pydantic import BaseModel, ConfigDict
 
 from rea.kernels import Candidate, KernelEntry, ParamValue, Provenance
@@ -33,7 +32,6 @@ PER_ROUND = 2
 """Written candidates asked for at once: each round's brief carries the last round's results."""
 IDLE_ROUNDS = 2
 """Rounds in a row that yield no usable candidate before a synthesizer is given up on."""
-log = structlog.get_logger()
 
 
 class TuningOutcome(BaseModel):
@@ -132,10 +130,6 @@ def synthesize(cost: CandidateCost, synthesizer: Synthesizer, count: int) -> lis
         request = brief(cost.operator, cost.target, attempts, min(PER_ROUND, remaining))
         written, reasons = synthesizer.propose(request, seen)
         dropped += reasons
-        for reason in reasons:
-            log.warning(
-                "kernel_synthesis_dropped", operator=cost.operator, author=synthesizer.author, reason=reason
-            )
         idle = 0 if written else idle + 1
         for candidate in written[:remaining]:
             cost.judge(candidate)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-from rea.settings import Settings
+if TYPE_CHECKING:  # KernelEvolve's parser runs where only torch and pydantic may be installed
+    from rea.settings import Settings
 
 Chat = list[dict[str, str]]
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
@@ -65,6 +63,8 @@ def endpoint_from(
 
 
 def _transient(exc: BaseException) -> bool:
+    import httpx
+
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code == 429 or exc.response.status_code >= 500
     return isinstance(exc, httpx.TransportError)
@@ -73,7 +73,11 @@ def _transient(exc: BaseException) -> bool:
 async def ask(endpoint: ChatEndpoint, chat: Chat, *, temperature: float = 0.0) -> str:
     """The model's answer text; retries connection errors, 429 and 5xx a few times. Raises
     :class:`httpx.HTTPError` when the endpoint gives no answer, ``ValueError`` (or ``KeyError``,
-    ``IndexError``, ``TypeError``) when the answer is not a chat completion."""
+    ``IndexError``, ``TypeError``) when the answer is not a chat completion. Its HTTP client and
+    retry library are imported here: reading answers (:func:`listed`) needs neither."""
+    import httpx
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     body = {"model": endpoint.model, "messages": chat, "temperature": temperature}
     url = endpoint.base_url.rstrip("/") + "/chat/completions"

@@ -1,0 +1,51 @@
+"""`rea kernels bench` on this CPU at a size that fits CI: a search per operator, its table, and
+with `--llm` the kernels a (local, OpenAI-compatible) model writes set beside the templates'."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rea_bench.kernels import main
+from rea_kernel.targets import get_target
+
+from ..llm_server import llm_server
+
+CPU = get_target("cpu")
+TEMPLATE = CPU.render("layer_norm", CPU.default_params("layer_norm")).sources
+WRITTEN = {
+    "kernels": [
+        {
+            "idea": "the template, reworded",
+            "files": TEMPLATE | {"kernel.cpp": "// reworded\n" + TEMPLATE["kernel.cpp"]},
+        },
+        {"idea": "not C++", "files": TEMPLATE | {"kernel.cpp": "this is not C++"}},
+    ]
+}
+SMALL = ["--ops", "layer_norm", "--budget", "1", "--compare-seeds", "0", "--no-inference"]
+SMALL += ["--repeats", "2", "--rounds", "1", "--flush-mb", "8", "--memory-gb", "4"]
+
+
+def test_llm_without_an_endpoint_is_refused_with_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REA_LLM_BASE_URL", raising=False)
+    with pytest.raises(SystemExit, match="REA_LLM_BASE_URL"):
+        main([*SMALL, "--llm", "2"])
+
+
+@pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
+def test_the_bench_sets_written_kernels_beside_the_templates(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with llm_server(json.dumps(WRITTEN)) as server:
+        monkeypatch.setenv("REA_LLM_BASE_URL", server.url)
+        monkeypatch.setenv("REA_KERNEL_LLM_MODEL", "local")
+        main([*SMALL, "--llm", "2", "--json", str(tmp_path / "bench.json")])
+    shown = capsys.readouterr().out
+    assert "kernels written by llm:local (2 per operator)" in shown
+    assert "1 of 2" in shown  # the reworded template passed, the broken one did not
+    [operator] = json.loads((tmp_path / "bench.json").read_text())["operators"]
+    assert operator["operator"] == "layer_norm" and operator["final"]["verdict"] == "passed"
+    assert operator["best"]["author"] in ("template", "llm:local")
+    assert operator["synthesis_dropped"] == []  # both parsed; the broken one failed in evaluation
