@@ -59,16 +59,18 @@ class KernelRegistry(KernelRegistryReader):
 
     async def publish(self, entries: list[KernelEntry]) -> list[KernelEntry]:
         """Keep each entry that beats what is kept under its key; returns those kept."""
-        kept: list[KernelEntry] = []
-        for entry in entries:
-            document = {"_id": entry.key, **entry.model_dump(mode="json")}
-            faster = {"_id": entry.key, "speedup_vs_eager": {"$lt": entry.speedup_vs_eager}}
-            if (await self.collection.replace_one(faster, document)).matched_count:
-                kept.append(entry)
-                continue
-            try:
-                await self.collection.insert_one(document)
-            except DuplicateKeyError:
-                continue  # an entry at least as fast is kept already
-            kept.append(entry)
-        return kept
+        return [entry for entry in entries if await self._keep_if_faster(entry)]
+
+    async def _keep_if_faster(self, entry: KernelEntry) -> bool:
+        """A conditional replace, else an insert. When another search inserts the key between
+        the two, the replace decides again: the key exists from then on (entries are never
+        removed), so it is replaced exactly when the kept entry is slower."""
+        document = {"_id": entry.key, **entry.model_dump(mode="json")}
+        faster = {"_id": entry.key, "speedup_vs_eager": {"$lt": entry.speedup_vs_eager}}
+        if (await self.collection.replace_one(faster, document)).matched_count:
+            return True
+        try:
+            await self.collection.insert_one(document)
+        except DuplicateKeyError:
+            return bool((await self.collection.replace_one(faster, document)).matched_count)
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
@@ -100,11 +101,17 @@ async def test_a_kernel_is_replaced_only_by_a_faster_one_on_the_same_device(regi
 
 
 async def test_racing_searches_keep_the_fastest(registry: KernelRegistry) -> None:
+    """Whichever search inserts a key first, and however the others interleave with it (a
+    slower insert landing between a faster one's replace and insert among them), the fastest
+    is what stays."""
     speedups = [1.2, 4.0, 2.5, 3.9, 1.0, 3.0]
-    racing = [entries_from(candidate(str(s)), evaluation(s), PROVENANCE) for s in speedups]
-    await asyncio.gather(*(registry.publish(entries) for entries in racing))
-    best = await registry.best("layer_norm", "cpu", CPU, "r4k-d256", "float32")
-    assert best is not None and best.speedup_vs_eager == 4.0
+    for round_ in range(20):
+        await registry.collection.delete_many({})
+        order = random.Random(round_).sample(speedups, len(speedups))
+        racing = [entries_from(candidate(str(s)), evaluation(s), PROVENANCE) for s in order]
+        await asyncio.gather(*(registry.publish(entries) for entries in racing))
+        best = await registry.best("layer_norm", "cpu", CPU, "r4k-d256", "float32")
+        assert best is not None and best.speedup_vs_eager == 4.0, (round_, order)
 
 
 async def test_rea_kernels_list_shows_what_the_registry_keeps(
