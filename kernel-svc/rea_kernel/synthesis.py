@@ -89,18 +89,15 @@ def brief(
         device=target.device_name(),
         specification=inspect.getsource(inspect.getmodule(type(operator)) or type(operator)),
         guide=target.authoring_guide(),
-        benchmark_shapes=[_with_attributes(operator_name, s.model_dump()) for s in operator.benchmark_shapes],
+        benchmark_shapes=[
+            s.model_dump() | {"attributes": operator.attributes(s)} for s in operator.benchmark_shapes
+        ],
         correctness_shapes=[s.model_dump() for s in operator.correctness_shapes],
         tolerance=f"{dtype_name(dtype)}: |out - ref| <= {tolerance.atol} + {tolerance.rtol} * |ref|",
         best=tuple(passing[:shown]),
         failed=tuple(failed[-shown:]),
         count=count,
     )
-
-
-def _with_attributes(operator_name: str, shape: dict[str, object]) -> dict[str, object]:
-    operator = get_operator(operator_name)
-    return shape | {"attributes": operator.attributes(operator.parse_shape(shape))}
 
 
 def _shown(source: str) -> str:
