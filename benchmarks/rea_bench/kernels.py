@@ -46,7 +46,7 @@ from rea_kernel.operators import OPERATORS
 from rea_kernel.sandbox import Limits
 from rea_kernel.synthesis import synthesizer_from
 from rea_kernel.targets import TARGETS, get_target
-from rea_kernel.tuning import CandidateCost, TuningOutcome, relative_cost, tree_warmup, tune
+from rea_kernel.tuning import CandidateCost, TuningOutcome, cheapest, tree_warmup, tune
 
 COMPARED = "embedding_bag_pooled"
 
@@ -104,8 +104,8 @@ def _written(outcome: TuningOutcome) -> list[str]:
     """The best written kernel beside the best template kernel, as the search measured them."""
 
     def best(evaluated: list[tuple[Candidate, Evaluation]]) -> str:
-        costs = [cost for _, e in evaluated if (cost := relative_cost(e)) is not None]
-        return f"{1 / min(costs):.2f}x" if costs else "-"
+        found = cheapest(evaluated)
+        return "-" if found is None else f"{1 / found[1]:.2f}x"
 
     template = [(c, e) for c, e in outcome.evaluated if c.author == "template"]
     written = [(c, e) for c, e in outcome.evaluated if c.author != "template"]

@@ -1,5 +1,7 @@
 """Kernel-service wiring: ``kernel.search.requested`` in; ``kernel.candidate.evaluated`` for each
 candidate, then ``kernel.published`` (with registry entries) or ``kernel.search.failed``, out.
+A request is a person's signed decision, judged by the decision gate (:mod:`rea.decisions`): an
+unsigned or forged one is dead-lettered with the reason and audited.
 
 Decisions about a search are pure (:mod:`rea_kernel.searches`); a search itself is seconds per
 candidate of compiling and timing, so it runs in a thread beside the event loop, one at a time,
@@ -20,6 +22,7 @@ from functools import partial
 import structlog
 from pymongo import ReturnDocument
 
+from rea.decisions import DecisionGate
 from rea.events import (
     Event,
     KernelCandidateEvaluated,
@@ -265,5 +268,8 @@ def wire(rt: Runtime) -> None:
     rt.on_stop(stop_searching)
     rt.background(run_searches)
     rt.bus.subscribe(
-        [rt.topics.kernel_requests], group="kernel", handlers={KernelSearchRequested: on_requested}
+        [rt.topics.kernel_requests],
+        group="kernel",
+        handlers={KernelSearchRequested: on_requested},
+        gate=DecisionGate.for_service(rt.settings, rt.store.db, CONSUMER),
     )

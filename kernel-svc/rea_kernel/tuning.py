@@ -14,7 +14,7 @@ without ``torch.compile``; the winner is evaluated once more in full, with it.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -103,10 +103,14 @@ class CandidateCost:
         return relative_cost(evaluation)
 
 
-def cheapest(evaluated: list[tuple[Candidate, Evaluation]]) -> Candidate | None:
-    """The candidate of the lowest cost, the earliest among equals; None when none passed."""
+def cheapest(evaluated: Sequence[tuple[Candidate, Evaluation]]) -> tuple[Candidate, float] | None:
+    """The candidate of the lowest cost, the earliest among equals, with that cost; None when
+    none passed."""
     scored = [(cost, i) for i, (_, e) in enumerate(evaluated) if (cost := relative_cost(e)) is not None]
-    return evaluated[min(scored)[1]][0] if scored else None
+    if not scored:
+        return None
+    cost, index = min(scored)
+    return evaluated[index][0], cost
 
 
 def attempt(candidate: Candidate, evaluation: Evaluation) -> Attempt:
@@ -186,9 +190,10 @@ def tune(
         evaluated=tuple(evaluated),
         synthesis_dropped=tuple(dropped),
     )
-    best = cheapest(evaluated)
-    if best is None:
+    found = cheapest(evaluated)
+    if found is None:
         return outcome
+    best, _ = found
     final = evaluate(best, operator, settings)
     provenance = Provenance(search_id=search_id, method=method, seed=seed, evaluations=len(evaluated))
     return outcome.model_copy(

@@ -155,6 +155,11 @@ class Client:
         cursor = self.db[AUDIT].find({"$or": about}).sort([("occurred_at", 1), ("at", 1)])
         return [AuditEntry.model_validate(doc) async for doc in cursor]
 
+    async def search_audit(self, search_id: str) -> list[AuditEntry]:
+        """The kernel service's judgement of the request for kernel search ``search_id``."""
+        cursor = self.db[AUDIT].find({"search_id": search_id}).sort([("occurred_at", 1), ("at", 1)])
+        return [AuditEntry.model_validate(doc) async for doc in cursor]
+
     async def grant(self, grant_id: str) -> Grant | None:
         doc = await self.db[GRANTS].find_one({"_id": grant_id})
         return None if doc is None else Grant.model_validate(doc["state"])

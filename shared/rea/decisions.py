@@ -1,7 +1,7 @@
 """The gate a person's decision passes before a service acts on it, and the audit trail.
 
-Each consuming service (the planner, the executor) judges every decision itself, so a forged
-one reaches no state through any of them:
+Each consuming service (the planner, the executor; the kernel service its search requests)
+judges every decision itself, so a forged one reaches no state through any of them:
 
 1. the signature (:func:`rea.signing.verify`): unsigned, unknown key, altered, expired, signed
    in another's name: refused;
@@ -51,6 +51,7 @@ class AuditEntry(BaseModel):
     event_id: str
     campaign_id: str | None = None
     grant_id: str | None = None
+    search_id: str | None = None
     type: str
     decided_by: str
     signed_by: str | None = None
@@ -112,6 +113,7 @@ class DecisionGate:
         await self.db[NONCES].create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
         await self.db[AUDIT].create_index([("campaign_id", ASCENDING), ("occurred_at", ASCENDING)])
         await self.db[AUDIT].create_index([("grant_id", ASCENDING), ("occurred_at", ASCENDING)])
+        await self.db[AUDIT].create_index([("search_id", ASCENDING), ("occurred_at", ASCENDING)])
         self._indexed = True
 
     async def __call__(self, event: Event, delivery: Delivery) -> str | None:
@@ -154,6 +156,7 @@ class DecisionGate:
             event_id=event.event_id,
             campaign_id=getattr(event, "campaign_id", None),
             grant_id=getattr(event, "grant_id", None),
+            search_id=getattr(event, "search_id", None),
             type=event.type,
             decided_by=event.decided_by(),
             signed_by=signature.by if signature else None,

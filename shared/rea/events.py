@@ -704,11 +704,23 @@ class KernelSearchRequestedPayload(BaseModel):
         "service needs an endpoint: REA_LLM_BASE_URL).",
     )
 
+    def describe(self) -> str:
+        """'layer_norm on cpu: 24 evaluations + 4 written by an LLM', for the audit trail."""
+        written = f" + {self.synthesized} written by an LLM" if self.synthesized else ""
+        return f"{self.operator} on {self.target}: {self.budget} evaluations{written}"
 
-class KernelSearchRequested(KernelEnvelope):
+
+class KernelSearchRequested(KernelEnvelope, SignedDecision):
+    """A person's request for a kernel search, signed like their other decisions: it spends
+    machine time (and LLM calls, with ``synthesized``), and its winner goes into the registry
+    that trainers run kernels from."""
+
     type: Literal["kernel.search.requested"] = "kernel.search.requested"
     version: Literal[1] = 1
     payload: KernelSearchRequestedPayload
+
+    def decided_by(self) -> str:
+        return self.payload.requested_by
 
 
 class KernelCandidateEvaluatedPayload(BaseModel):

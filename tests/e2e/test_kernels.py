@@ -1,10 +1,10 @@
-"""KernelEvolve as a service: `rea kernels search` publishes a request on the broker, the kernel
-service searches on this CPU (every candidate compiled and judged in its sandbox), keeps the
-winner in the registry and says so with events the logger records; a request it cannot run is
-refused with the reason. With an LLM endpoint (a local test server), a search goes on to
-kernels the model writes, judged like the rest. A training job that asks for evolved kernels is
-handed the registry by its job side and runs the published kernel for the shape it was searched
-for."""
+"""KernelEvolve as a service: `rea kernels search` publishes a signed request on the broker, the
+kernel service searches on this CPU (every candidate compiled and judged in its sandbox), keeps
+the winner in the registry and says so with events the logger records; a request it cannot run
+is refused with the reason, an unsigned one is dead-lettered. With an LLM endpoint (a local test
+server), a search goes on to kernels the model writes, judged like the rest. A training job
+that asks for evolved kernels is handed the registry by its job side and runs the published
+kernel for the shape it was searched for."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ from collections.abc import Iterator
 import pytest
 
 from rea.client import Client
-from rea.events import JobCompleted, JobSpec, JobSubmitted, parse_event
+from rea.events import (
+    JobCompleted,
+    JobSpec,
+    JobSubmitted,
+    KernelSearchRequested,
+    KernelSearchRequestedPayload,
+    encode_event,
+    parse_event,
+)
 from rea.store import Store
 from rea_kernel.registry import KernelRegistry
 from rea_kernel.searches import COLLECTION, KernelSearch
@@ -111,6 +119,33 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     assert refused.returncode == 1
     assert "unknown operator 'softmax'" in refused.stderr
     assert all(proc.poll() is None for proc in services.children.values())  # the service goes on
+
+    # A request is a signed decision: the first search's is in the audit trail, and one sent
+    # unsigned (the client would sign it) is dead-lettered and never becomes a search.
+    trail = await asyncio.to_thread(run_rea, ["audit", search_id, "--json"], env, 60)
+    assert trail.returncode == 0, trail.stderr
+    [judged] = [json.loads(line) for line in trail.stdout.splitlines()]
+    assert (judged["consumer"], judged["verdict"], judged["type"]) == (
+        "kernel",
+        "accepted",
+        "kernel.search.requested",
+    )
+    forged = KernelSearchRequested(
+        search_id="forged",
+        correlation_id="forged",
+        payload=KernelSearchRequestedPayload(operator="layer_norm", synthesized=200),
+    )
+    await client.send(client.topics.kernel_requests, forged.key(), encode_event(forged))
+
+    async def forgery_refused() -> bool:
+        letter = await store.dead_letters.find_one(
+            {"reason": "refused decision: unsigned", "service": "kernel"}
+        )
+        return letter is not None and '"search_id":"forged"' in letter["original"]
+
+    await eventually(forgery_refused, "the kernel service to dead-letter the unsigned request")
+    assert await store.db[COLLECTION].find_one({"_id": "forged"}) is None
+    assert len(model.requests) == 1  # no LLM call was made for it
 
     # A job asking for evolved kernels: its job side hands it the registry, and its trainer runs
     # the published kernel where the bucket matches, PyTorch elsewhere, and says which.

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from rea.decisions import AUDIT, AuditEntry, DecisionGate, Delivery
-from rea.events import PhasePlan, PhaseStarted, PhaseStartedPayload, PlanApproved, PlanApprovedPayload
+from rea.events import (
+    KernelSearchRequested,
+    KernelSearchRequestedPayload,
+    PhasePlan,
+    PhaseStarted,
+    PhaseStartedPayload,
+    PlanApproved,
+    PlanApprovedPayload,
+)
 from rea.signing import DecisionKey, Keyring, Signer
 from rea.store import Store
 
@@ -97,3 +105,30 @@ async def test_other_events_pass_unaudited(store: Store) -> None:
     )
     assert await gate(store)(started, AT) is None
     assert await trail(store) == []
+
+
+async def test_a_kernel_search_request_is_a_signed_decision_in_its_requesters_name(store: Store) -> None:
+    """A search spends machine time and LLM calls and feeds the registry trainers read: the
+    kernel service acts only on a request signed by the person it names."""
+    judge = gate(store, consumer="kernel")
+    request = KernelSearchRequested(
+        search_id="s-1",
+        correlation_id="s-1",
+        occurred_at=NOW,
+        payload=KernelSearchRequestedPayload(operator="layer_norm", synthesized=4, requested_by="alice"),
+    )
+    assert await judge(request, AT) == "unsigned"
+    signed = Signer(KEY, "alice").sign(request, NOW, 300, "c" * 32)
+    more = signed.payload.model_copy(update={"synthesized": 200})
+    assert await judge(signed.model_copy(update={"payload": more}), AT) == (
+        "bad signature: the decision was altered, or signed with another key"
+    )
+    other = Signer(KEY, "mallory").sign(request, NOW, 300, "d" * 32)
+    assert await judge(other, AT) == "signed by 'mallory' but made in the name of 'alice'"
+    assert await judge(signed, AT) is None
+    entries = await trail(store)
+    assert [(e.search_id, e.verdict) for e in entries] == [("s-1", "refused")] * 3 + [("s-1", "accepted")]
+    assert (
+        entries[-1].summary
+        == "kernel.search.requested layer_norm on cpu: 24 evaluations + 4 written by an LLM"
+    )

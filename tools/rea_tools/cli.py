@@ -1143,10 +1143,17 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON lines.")] = False,
 ) -> None:
     """A campaign's trail of people's decisions: who decided what and when, who signed it with
-    which key, and what each service made of it (accepted, or refused and why)."""
+    which key, and what each service made of it (accepted, or refused and why). ID may also be
+    a kernel search's id (what `rea kernels search` printed): the trail of its request."""
 
     async def work(client: Client) -> tuple[str, list[AuditEntry]]:
-        full = await client.resolve_campaign(campaign_id)
+        try:
+            full = await client.resolve_campaign(campaign_id)
+        except UnresolvedId:
+            searched = await client.search_audit(campaign_id)
+            if not searched:
+                raise
+            return campaign_id, searched
         return full, await client.audit(full)
 
     full_id, entries = _with_client(Settings(), work)
@@ -1157,7 +1164,11 @@ def audit(
     if not entries:
         console.print(f"No decision about {full_id} has reached a service.")
         return
-    table = Table(title=f"decisions about {full_id} and its grant", box=box.SIMPLE_HEAD, pad_edge=False)
+    searched = entries[0].search_id == full_id
+    title = (
+        f"the request for kernel search {full_id}" if searched else f"decisions about {full_id} and its grant"
+    )
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("when", "decision", "in the name of", "signed by (key)", "service", "verdict"):
         table.add_column(column, overflow="fold")
     for entry in entries:
@@ -1705,13 +1716,15 @@ def kernels_search(
         ),
     ] = 0,
     wait: Annotated[bool, typer.Option(help="Follow the search until it ends.")] = True,
+    by: ByOption = None,
 ) -> None:
     """Ask the kernel service to search kernels for OPERATOR; prints the search id, follows it,
-    and shows what it published."""
+    and shows what it published. The request is signed like a person's other decisions."""
     from rea.events import KernelSearchRequested, KernelSearchRequestedPayload, describe_error
     from rea_kernel.registry import KernelRegistry
     from rea_kernel.searches import COLLECTION, FINISHED, KernelSearch
 
+    settings = Settings()
     try:
         request = KernelSearchRequestedPayload.model_validate(
             {
@@ -1722,6 +1735,7 @@ def kernels_search(
                 "seed": seed,
                 "shapes": [_shape_fields(text) for text in shape or []],
                 "synthesized": llm,
+                "requested_by": by or default_identity(settings),
             }
         )
     except ValidationError as exc:
@@ -1752,7 +1766,7 @@ def kernels_search(
                         return search
                 await asyncio.sleep(0.5)
 
-    search = _with_client(Settings(), work)
+    search = _with_client(settings, work)
     if search is None:
         return
     if search.status == "failed":
