@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import importlib.resources
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -210,6 +211,36 @@ def test_every_deployment_runs_one_rea_service_locked_down() -> None:
         home = config(render(kustomization))["REA_HOME"]
         for path in ("/tmp", home):
             assert mounts.get(path) in empty, f"{where}: {path} is not a writable emptyDir"
+
+
+def judges_decisions(service: str) -> bool:
+    """Whether the service's wiring gates people's decisions (and so needs the keyring)."""
+    spec = importlib.util.find_spec(SERVICE_MODULES[service])
+    assert spec is not None and spec.origin is not None
+    return "DecisionGate.for_service" in Path(spec.origin).read_text()
+
+
+def test_the_services_that_judge_decisions_are_known() -> None:
+    assert {name for name in SERVICES if judges_decisions(name)} == {"planner", "executor", "kernel"}
+
+
+@needs_kubectl
+def test_every_service_that_judges_decisions_mounts_the_keyring() -> None:
+    """Without the keyring at REA_DECISION_KEYS_FILE a service refuses every decision."""
+    for kustomization, deployment in all_deployments():
+        name = deployment["metadata"]["name"].removeprefix("rea-")
+        if not judges_decisions(name):
+            continue
+        where = f"{kustomization}: {deployment['metadata']['name']}"
+        keyring = Path(config(render(kustomization))["REA_DECISION_KEYS_FILE"])
+        spec = deployment["spec"]["template"]["spec"]
+        (container,) = containers(deployment)
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert str(keyring.parent) in mounts, f"{where}: nothing mounted at {keyring.parent}"
+        mount = mounts[str(keyring.parent)]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert mount.get("readOnly") is True, where
+        assert volumes[mount["name"]]["secret"]["secretName"] == "rea-decision-keys", where
 
 
 @needs_kubectl
