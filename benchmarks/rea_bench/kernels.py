@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-budget", type=int, default=16, help="Evaluations per method and seed.")
     parser.add_argument("--compare-seeds", type=int, default=2, help="0 skips the comparison.")
     parser.add_argument(
+        "--compare-op", default=COMPARED, help=f"The operator both searches run on (default: {COMPARED})."
+    )
+    parser.add_argument(
         "--settle",
         type=int,
         nargs=2,
@@ -193,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if unavailable:
         raise SystemExit(f"rea kernels bench: {unavailable}")
+    if args.compare_seeds and args.compare_op not in target.operators():
+        known = ", ".join(target.operators())
+        raise SystemExit(f"rea kernels bench: the {target.name} target has no {args.compare_op!r} ({known})")
     synthesizer = None
     if args.llm:
         from rea.settings import Settings as ServiceSettings  # only then: a GPU machine may lack it
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare_seeds:
         settle = (args.settle[0], args.settle[1])
         comparison = compare_searches(
-            COMPARED, args.compare_budget, args.compare_seeds, settings, settle, target.name
+            args.compare_op, args.compare_budget, args.compare_seeds, settings, settle, target.name
         )
         compare_rows = [
             [
@@ -292,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
             else None
         )
         print_table(
-            f"{COMPARED}: MCTS + evolution vs random search, {args.compare_budget} evaluations each",
+            f"{args.compare_op}: MCTS + evolution vs random search, {args.compare_budget} evaluations each",
             [
                 "seed",
                 "MCTS+evo best (time/eager)",
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             f"mean {'-' if mean is None else f'{mean:.1f}'}; costs of re-measured points are the median "
             f"of {1 + settle[1]} measurements (the {settle[0]} best of each search, until settled)",
         )
-        report["comparison"] = comparison.model_dump(mode="json")
+        report["comparison"] = {"operator": args.compare_op, **comparison.model_dump(mode="json")}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if not args.no_inference:

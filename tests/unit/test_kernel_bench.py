@@ -49,3 +49,23 @@ def test_the_bench_sets_written_kernels_beside_the_templates(
     assert operator["operator"] == "layer_norm" and operator["final"]["verdict"] == "passed"
     assert operator["best"]["author"] in ("template", "llm:local")
     assert operator["synthesis_dropped"] == []  # both parsed; the broken one failed in evaluation
+
+
+def test_an_unknown_operator_to_compare_on_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(SystemExit, match=r"no 'softmax' .*layer_norm"):
+        main([*SMALL[:4], "--compare-op", "softmax", "--compare-seeds", "1"])
+
+
+@pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
+def test_the_search_comparison_runs_on_the_operator_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compare = ["--compare-op", "bce_with_logits", "--compare-budget", "2", "--compare-seeds", "1"]
+    main([*SMALL[:4], *SMALL[6:], *compare, "--settle", "0", "0", "--json", str(tmp_path / "bench.json")])
+    assert "bce_with_logits: MCTS + evolution vs random search, 2 evaluations each" in capsys.readouterr().out
+    comparison = json.loads((tmp_path / "bench.json").read_text())["comparison"]
+    assert comparison["operator"] == "bce_with_logits"
+    [seed] = comparison["seeds"]
+    for method in ("mcts_evolution", "random"):
+        evaluations = seed[method]["evaluations"]
+        assert len(evaluations) == 2 and any(e["cost"] is not None for e in evaluations), evaluations
