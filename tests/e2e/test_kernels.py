@@ -124,8 +124,8 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     # unsigned (the client would sign it) is dead-lettered and never becomes a search.
     trail = await asyncio.to_thread(run_rea, ["audit", search_id, "--json"], env, 60)
     assert trail.returncode == 0, trail.stderr
-    [judged] = [json.loads(line) for line in trail.stdout.splitlines()]
-    assert (judged["consumer"], judged["verdict"], judged["type"]) == (
+    [audited] = [json.loads(line) for line in trail.stdout.splitlines()]
+    assert (audited["consumer"], audited["verdict"], audited["type"]) == (
         "kernel",
         "accepted",
         "kernel.search.requested",
