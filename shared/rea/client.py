@@ -152,12 +152,15 @@ class Client:
         campaign = await self.campaign(campaign_id)
         if campaign is not None and campaign.spec is not None and campaign.spec.grant:
             about.append({"grant_id": campaign.spec.grant})
-        cursor = self.db[AUDIT].find({"$or": about}).sort([("occurred_at", 1), ("at", 1)])
-        return [AuditEntry.model_validate(doc) async for doc in cursor]
+        return await self._audit_trail({"$or": about})
 
     async def search_audit(self, search_id: str) -> list[AuditEntry]:
         """The kernel service's judgement of the request for kernel search ``search_id``."""
-        cursor = self.db[AUDIT].find({"search_id": search_id}).sort([("occurred_at", 1), ("at", 1)])
+        return await self._audit_trail({"search_id": search_id})
+
+    async def _audit_trail(self, query: Doc) -> list[AuditEntry]:
+        """The audit entries ``query`` matches, oldest first."""
+        cursor = self.db[AUDIT].find(query).sort([("occurred_at", 1), ("at", 1)])
         return [AuditEntry.model_validate(doc) async for doc in cursor]
 
     async def grant(self, grant_id: str) -> Grant | None:

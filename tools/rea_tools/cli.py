@@ -1164,9 +1164,11 @@ def audit(
     if not entries:
         console.print(f"No decision about {full_id} has reached a service.")
         return
-    searched = entries[0].search_id == full_id
+    of_search = entries[0].search_id == full_id
     title = (
-        f"the request for kernel search {full_id}" if searched else f"decisions about {full_id} and its grant"
+        f"the request for kernel search {full_id}"
+        if of_search
+        else f"decisions about {full_id} and its grant"
     )
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("when", "decision", "in the name of", "signed by (key)", "service", "verdict"):
