@@ -9,7 +9,7 @@ registry.
    same whatever the weights.
 2. One inference pass and one training step against an empty registry list every operator call
    they make, with its shape (what a job with ``use_evolved_kernels`` reports): in training, the
-   pooled lookup's forward and backward.
+   forward and backward operators of the pooled lookup, the dense layers and layer norm.
 3. KernelEvolve searches each of those (operator, shape) pairs on the target (``cpu``, or
    ``triton`` with the model on the GPU; ``tune`` with that shape as the benchmark), and its
    winners become registry entries.
@@ -17,8 +17,10 @@ registry.
    eager PyTorch, the same model running registry kernels (PyTorch where none beat eager), and
    ``torch.compile`` of the eager model (the peer, given its best set-up: compiled once,
    warmed up). The predictions must agree within float tolerance.
-5. Training steps (forward, BCE, backward, Adam) are timed the same way, eager against the
-   pooled lookup's forward and backward kernels (the rest of a training step runs PyTorch).
+5. Training steps (forward, BCE, backward, Adam) are timed the same way, eager against forward
+   and backward kernels where both were found (``rea_workload.ops.BACKWARDS``: the pooled lookup,
+   the dense layers, layer norm); the rest of a training step (the crosses, FM, BCE, Adam) runs
+   PyTorch.
 
 PyTorch and the kernels run at the same thread count (``--threads``, default every core). On a
 GPU (``--target triton``) every timed pass ends when the device has finished its work.
@@ -292,8 +294,8 @@ def main(argv: list[str] | None = None) -> None:
                 [name, f"{rows / trained[name]:,.0f}", f"{trained['eager'] / trained[name]:.2f}x"]
                 for name in trained
             ],
-            caption="kernels: the pooled lookup's forward and backward kernels where both were found; "
-            "every other training operator runs PyTorch",
+            caption="kernels: forward and backward kernels where both were found (the pooled lookup, "
+            "dense layers, layer norm); the crosses, FM, BCE and Adam run PyTorch",
         )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None]
     kept = [f"{u.operator} {u.bucket}: {u.reason}" for u in usage if u.kernel is None]

@@ -12,16 +12,34 @@ from dataclasses import dataclass
 
 import torch
 
-from rea_kernel.operators import Tolerance
+from rea_kernel.operators import Result, Tolerance
 
 
-def output_problem(output: object, device: str, inputs: Sequence[torch.Tensor]) -> str | None:
+def tensors(result: Result) -> tuple[torch.Tensor, ...]:
+    """An operator's result as a tuple of its output tensors (one for most operators)."""
+    return (result,) if isinstance(result, torch.Tensor) else tuple(result)
+
+
+def output_problem(output: object, device: str, inputs: Sequence[torch.Tensor], count: int = 1) -> str | None:
     """Why ``output`` is not an acceptable kernel result, whatever its values; None if it is.
 
-    A result must be a plain dense tensor that a caller may keep and write to: no subclass
-    (whose methods could run code, or lie about values), on the target's device, contiguous,
-    and not sharing memory with an input.
+    A result is one tensor, or a plain tuple of ``count`` of them where the operator has
+    ``count`` outputs. Each must be a plain dense tensor that a caller may keep and write to: no
+    subclass (whose methods could run code, or lie about values), on the target's device,
+    contiguous, and sharing memory with no input and no other output.
     """
+    if count == 1:
+        return _tensor_problem(output, device, inputs)
+    if type(output) is not tuple or len(output) != count:
+        return f"returned a {type(output).__name__}, not a tuple of {count} tensors"
+    for index, tensor in enumerate(output):
+        problem = _tensor_problem(tensor, device, [*inputs, *output[:index]])
+        if problem is not None:
+            return f"output {index}: {problem.replace('an input', 'an input or an earlier output')}"
+    return None
+
+
+def _tensor_problem(output: object, device: str, inputs: Sequence[torch.Tensor]) -> str | None:
     if not isinstance(output, torch.Tensor):
         return f"returned a {type(output).__name__}, not a torch.Tensor"
     if type(output) is not torch.Tensor:
@@ -35,6 +53,12 @@ def output_problem(output: object, device: str, inputs: Sequence[torch.Tensor]) 
     return None
 
 
+def same(a: Result, b: Result) -> bool:
+    """Whether two results are equal, element for element."""
+    first, second = tensors(a), tensors(b)
+    return len(first) == len(second) and all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
+
+
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return b.numel() > 0 and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
@@ -46,9 +70,22 @@ class Comparison:
     reason: str | None = None
 
 
-def compare(output: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance) -> Comparison:
-    """``output`` against ``reference``: same dtype and shape, values within ``tolerance``
-    (NaN where the reference has NaN, and only there)."""
+def compare(output: Result, reference: Result, tolerance: Tolerance) -> Comparison:
+    """``output`` against ``reference``, output by output: same dtype and shape, values within
+    ``tolerance`` (NaN where the reference has NaN, and only there)."""
+    outputs, references = tensors(output), tensors(reference)
+    if len(outputs) != len(references):
+        return Comparison(False, float("inf"), f"{len(outputs)} outputs, expected {len(references)}")
+    compared = [_compare(out, ref, tolerance) for out, ref in zip(outputs, references, strict=True)]
+    worst = max((comparison.max_abs_error for comparison in compared), default=0.0)
+    for index, comparison in enumerate(compared):
+        if not comparison.matches:
+            reason = comparison.reason if len(compared) == 1 else f"output {index}: {comparison.reason}"
+            return Comparison(False, worst, reason)
+    return Comparison(True, worst)
+
+
+def _compare(output: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance) -> Comparison:
     if output.dtype != reference.dtype:
         return Comparison(False, float("inf"), f"dtype {output.dtype}, expected {reference.dtype}")
     if output.shape != reference.shape:
@@ -71,17 +108,23 @@ def fingerprint_weights(numel: int, seed: int) -> torch.Tensor:
     return torch.rand(numel, generator=generator, dtype=torch.float64) * 2 - 1
 
 
-def fingerprint(tensor: torch.Tensor, seed: int) -> float:
-    """The weighted sum of every element, in float64 (NaN if any element is NaN)."""
-    return float((tensor.detach().reshape(-1).double() * fingerprint_weights(tensor.numel(), seed)).sum())
+def _flat(result: Result) -> torch.Tensor:
+    """Every element of every output, in order, as one float64 vector."""
+    return torch.cat([tensor.detach().reshape(-1).double() for tensor in tensors(result)])
 
 
-def fingerprint_matches(value: float, reference: torch.Tensor, seed: int, tolerance: Tolerance) -> bool:
+def fingerprint(result: Result, seed: int) -> float:
+    """The weighted sum of every element of every output, in float64 (NaN if any is NaN)."""
+    flat = _flat(result)
+    return float((flat * fingerprint_weights(flat.numel(), seed)).sum())
+
+
+def fingerprint_matches(value: float, reference: Result, seed: int, tolerance: Tolerance) -> bool:
     """Whether ``value`` can be the fingerprint of an output within ``tolerance`` of
     ``reference``: ``|sum w (out - ref)| <= sum |w| (atol + rtol |ref|)``, so a correct output
     always passes and a wrong one almost never does."""
-    weights = fingerprint_weights(reference.numel(), seed)
-    flat = reference.detach().reshape(-1).double()
+    flat = _flat(reference)
+    weights = fingerprint_weights(flat.numel(), seed)
     expected = float((flat * weights).sum())
     if expected != expected or value != value:
         return expected != expected and value != value

@@ -64,7 +64,7 @@ from rea.kernels import Candidate
 from rea_kernel import checks
 from rea_kernel.harness import CORRECTNESS, SETTLE_SECONDS, TIMING, VIOLATIONS
 from rea_kernel.landlock import Confinement
-from rea_kernel.operators import Operator, Shape, dtype_name, get_operator
+from rea_kernel.operators import Operator, Result, Shape, dtype_name, get_operator
 from rea_kernel.sandbox import Limits, SandboxedProcess, Verdict, last_line
 from rea_kernel.targets import Target, TargetUnavailableError, get_target
 
@@ -465,7 +465,7 @@ class _Run:
     ) -> None:
         tolerance = self.operator.tolerance(dtype)
         failures: list[tuple[ShapeCheck, str]] = []
-        correct_earlier: list[tuple[Shape, torch.Tensor]] = []
+        correct_earlier: list[tuple[Shape, Result]] = []
         for (shape, seed), record in zip(trials, records, strict=True):
             check = ShapeCheck(
                 shape=shape.model_dump(),
@@ -486,7 +486,7 @@ class _Run:
                     "kernels must leave their inputs as they found them",
                 )
             reference = self.reference(shape, dtype, seed)
-            output: torch.Tensor = record["output"]
+            output: Result = record["output"]
             comparison = checks.compare(output, reference, tolerance)
             check.max_abs_error = comparison.max_abs_error
             check.passed = comparison.matches
@@ -498,7 +498,7 @@ class _Run:
                         "returned before its work was done: the output was wrong when run() returned and "
                         f"right {SETTLE_SECONDS} s later (shape {check.shape})",
                     )
-                if any(same == shape and torch.equal(output, right) for same, right in correct_earlier):
+                if any(earlier == shape and checks.same(output, right) for earlier, right in correct_earlier):
                     raise _Rejection(
                         Verdict.REJECTED,
                         "returned a cached output: for new inputs it returned exactly the right output of an "
@@ -519,7 +519,7 @@ class _Run:
                 f"tolerance atol {tolerance.atol:g} rtol {tolerance.rtol:g}){only}",
             )
 
-    def reference(self, shape: Shape, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    def reference(self, shape: Shape, dtype: torch.dtype, seed: int) -> Result:
         inputs = self.operator.make_inputs(shape, dtype, torch.Generator().manual_seed(seed))
         return self.operator.reference(*inputs, **self.operator.attributes(shape))
 

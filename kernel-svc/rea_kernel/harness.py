@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from rea_kernel import checks
-from rea_kernel.operators import Operator, Shape, get_operator
+from rea_kernel.operators import Operator, Result, Shape, get_operator
 from rea_kernel.sandbox import PROGRAM_PATH, REPORT_FD_VARIABLE
 
 CORRECTNESS = "correctness"
@@ -219,9 +219,16 @@ def make_inputs(
     return tuple(tensor.to(device) for tensor in inputs)
 
 
-def to_host(tensor: torch.Tensor) -> torch.Tensor:
+def to_host(result: Result) -> Result:
     """A copy in CPU memory: what crosses to the evaluator, and never changes after."""
-    return tensor.detach().to("cpu", copy=True)
+    if isinstance(result, torch.Tensor):
+        return result.detach().to("cpu", copy=True)
+    return tuple(tensor.detach().to("cpu", copy=True) for tensor in result)
+
+
+def snapshot(result: Result) -> Result:
+    """A copy on the result's device: reading every output is part of the work timed."""
+    return result.clone() if isinstance(result, torch.Tensor) else tuple(tensor.clone() for tensor in result)
 
 
 def synchronize(device: str) -> None:
@@ -242,7 +249,7 @@ def run_trials(
         inputs = make_inputs(operator, shape, dtype, trial["seed"], job["device"])
         originals = [tensor.clone() for tensor in inputs]
         output = run(*inputs, **operator.attributes(shape))
-        problem = checks.output_problem(output, job["device"], inputs)
+        problem = checks.output_problem(output, job["device"], inputs, operator.outputs)
         records.append(
             {
                 "problem": problem,
@@ -258,7 +265,7 @@ def run_trials(
     time.sleep(SETTLE_SECONDS)
     for record, output in zip(records, outputs, strict=True):
         settled = None if output is None else to_host(output)
-        record["settled"] = None if settled is None or torch.equal(settled, record["output"]) else settled
+        record["settled"] = None if settled is None or checks.same(settled, record["output"]) else settled
     return records
 
 
@@ -281,19 +288,19 @@ def time_kernel(
         synchronize(device)
         started = time.perf_counter_ns()
         output = run(*inputs, **attributes)
-        snapshot = output.clone()  # reading the whole output is part of the work timed
+        copied = snapshot(output)
         synchronize(device)
         times_ns.append(time.perf_counter_ns() - started)
-        problem = problem or checks.output_problem(output, device, inputs)
-        fingerprints.append(checks.fingerprint(to_host(snapshot), seed))
+        problem = problem or checks.output_problem(output, device, inputs, operator.outputs)
+        fingerprints.append(checks.fingerprint(to_host(copied), seed))
     time.sleep(SETTLE_SECONDS)
-    last, settled = to_host(snapshot), to_host(output)
+    last, settled = to_host(copied), to_host(output)
     return {
         "times_ns": times_ns,
         "fingerprints": fingerprints,
         "problem": problem,
         "last": last,
-        "settled": None if torch.equal(settled, last) else settled,
+        "settled": None if checks.same(settled, last) else settled,
     }
 
 

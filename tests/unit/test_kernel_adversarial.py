@@ -346,6 +346,70 @@ def test_cheats_are_rejected_in_correctness(cache_dir: Path, shim: str, named: s
     assert not evaluation.timings and evaluation.cost is None  # rejected before anything was timed
 
 
+RETURNS_A_LIST = (
+    WRAP
+    + """
+def run(grad_output, x, weight, *, eps):
+    return list(_honest_run(grad_output, x, weight, eps=eps))
+"""
+)
+
+RETURNS_TOO_FEW = (
+    WRAP
+    + """
+def run(grad_output, x, weight, *, eps):
+    return _honest_run(grad_output, x, weight, eps=eps)[:2]
+"""
+)
+
+OUTPUTS_SHARE_MEMORY = (
+    WRAP
+    + """
+def run(grad_output, x, weight, *, eps):
+    grad_x, grad_weight, grad_bias = _honest_run(grad_output, x, weight, eps=eps)
+    both = torch.cat([grad_weight, grad_bias])  # one allocation, two right-looking views
+    return grad_x, both[: weight.numel()], both[weight.numel() :]
+"""
+)
+
+MEMOISES_ONE_OUTPUT = (
+    WRAP
+    + """
+_kept = {}
+
+
+def run(grad_output, x, weight, *, eps):
+    grad_x, grad_weight, grad_bias = _honest_run(grad_output, x, weight, eps=eps)
+    return grad_x, _kept.setdefault(tuple(x.shape), grad_weight), grad_bias
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("shim", "named"),
+    [
+        pytest.param(RETURNS_A_LIST, "returned a list, not a tuple of 3 tensors", id="returns-a-list"),
+        pytest.param(RETURNS_TOO_FEW, "returned a tuple, not a tuple of 3 tensors", id="returns-too-few"),
+        pytest.param(
+            OUTPUTS_SHARE_MEMORY, "output 2: returned a tensor that shares memory", id="outputs-share-memory"
+        ),
+        pytest.param(MEMOISES_ONE_OUTPUT, "output 1: max abs error", id="memoises-one-output"),
+    ],
+)
+def test_a_backward_with_several_outputs_is_held_to_each(cache_dir: Path, shim: str, named: str) -> None:
+    """Layer norm's backward returns three gradients: each is checked as a kernel's one output is,
+    and a result that is not exactly a tuple of three is refused before its values are read."""
+    operator = get_operator("layer_norm_backward")
+    candidate = CPU.render(operator.name, CPU.default_params(operator.name))
+    cheating = candidate.model_copy(
+        update={"sources": {**candidate.sources, "kernel.py": candidate.sources["kernel.py"] + shim}}
+    )
+    evaluation = evaluate(cheating, operator, quick(cache_dir))
+    assert evaluation.verdict is Verdict.REJECTED
+    assert named in evaluation.reason
+    assert not evaluation.timings
+
+
 def test_a_kernel_correct_on_one_shape_only_is_rejected(cache_dir: Path) -> None:
     evaluation = judged(cheat(ONE_SHAPE_ONLY), quick(cache_dir))
     assert evaluation.verdict is Verdict.REJECTED

@@ -63,6 +63,7 @@ def test_the_models_pytorch_operators_compute_the_kernel_suites_references(name:
         attributes = operator.attributes(shape)
         expected = operator.reference(*inputs, **attributes)
         got = PYTORCH[name](*inputs, **attributes)
+        assert isinstance(expected, torch.Tensor)
         tolerance = operator.tolerance(torch.float32)
         assert got.shape == expected.shape, shape
         torch.testing.assert_close(got, expected, atol=tolerance.atol, rtol=tolerance.rtol)
@@ -136,6 +137,59 @@ def test_a_call_that_needs_gradients_runs_pytorch(tmp_path: Path) -> None:
     assert [use.calls for use in kernels.usage()] == [1]
 
 
+def dense_layer(batch: int, width_in: int, width: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(batch)
+    sizes = ((batch, width_in), (width, width_in), (width,))
+    return tuple(torch.randn(*size, generator=generator) for size in sizes)
+
+
+def normalised_layer(rows: int, dim: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, dim, generator=generator) * 3 + 1
+    return x, 1 + torch.randn(dim, generator=generator) / 10, torch.randn(dim, generator=generator)
+
+
+@pytest.mark.parametrize(
+    ("name", "inputs", "attributes"),
+    [
+        pytest.param("linear_bias_act", dense_layer(9, 13, 7), {"activation": "relu"}, id="linear-relu"),
+        pytest.param("linear_bias_act", dense_layer(1, 5, 1), {"activation": "none"}, id="linear-head"),
+        pytest.param("layer_norm", normalised_layer(6, 11), {"eps": 1e-5}, id="layer-norm"),
+    ],
+)
+def test_a_training_call_runs_the_forward_and_backward_kernels_with_pytorchs_gradients(
+    name: str, inputs: tuple[torch.Tensor, ...], attributes: dict[str, Any], tmp_path: Path
+) -> None:
+    forward = OPERATORS[name]
+    bucket = forward.bucket(forward.shape_of(inputs, attributes))
+    published = [entry(name, bucket), entry(f"{name}_backward", bucket)]
+    kernels = RegistryKernels(published, tmp_path, tmp_path / "c", threads=1)
+    gradients = []
+    for ops in (Ops(kernels), Ops()):
+        leaves = [tensor.clone().requires_grad_() for tensor in inputs]
+        output = getattr(ops, name)(*leaves, **attributes)
+        output.backward(torch.randn(output.shape, generator=torch.Generator().manual_seed(1)))
+        gradients.append([leaf.grad for leaf in leaves])
+    for by_kernel, by_pytorch in zip(*gradients, strict=True):
+        torch.testing.assert_close(by_kernel, by_pytorch, atol=1e-4, rtol=1e-4)
+    assert sorted((use.operator, use.calls, use.kernel is not None) for use in kernels.usage()) == [
+        (name, 1, True),
+        (f"{name}_backward", 1, True),
+    ]
+
+
+def test_a_gelu_layer_trains_with_pytorch_which_its_backward_needs_the_pre_activation_for(
+    tmp_path: Path,
+) -> None:
+    x, weight, bias = torch.randn(4, 6, requires_grad=True), torch.randn(3, 6), torch.randn(3)
+    bucket = OPERATORS["linear_bias_act"].bucket(
+        OPERATORS["linear_bias_act"].shape_of((x, weight, bias), {"activation": "gelu"})
+    )
+    kernels = RegistryKernels([entry("linear_bias_act", bucket)], tmp_path, tmp_path / "c", threads=1)
+    Ops(kernels).linear_bias_act(x, weight, bias, activation="gelu").sum().backward()
+    assert x.grad is not None and kernels.usage() == []
+
+
 def _close(a: JobOutput, b: JobOutput, tolerance: float = 1e-5, same_training: bool = True) -> None:
     for split in ("train", "validation", "test"):
         left, right = getattr(a, split), getattr(b, split)
@@ -159,7 +213,7 @@ def test_the_trainer_with_registry_kernels_reports_the_same_metrics(
     _close(plain, asked)
 
     # Publish the cpu target's default kernel for every bucket the job asked for, run it again:
-    # evaluation runs them; training does not, since the lookup's backward was not published.
+    # evaluation runs them; training does not, since no backward was published.
     forward_uses = [use for use in asked.kernels if OPERATORS[use.operator].direction == "forward"]
     forwards = [entry(use.operator, use.bucket) for use in forward_uses]
     ran = train(job({**config, "use_evolved_kernels": True}, forwards))
@@ -168,8 +222,10 @@ def test_the_trainer_with_registry_kernels_reports_the_same_metrics(
     if config.get("fm"):
         expected |= {"fm_interaction", "layer_norm"}
     assert used == expected
-    (backward,) = [use for use in ran.kernels if use.operator == "embedding_bag_pooled_backward"]
-    assert backward.kernel is None and "no registry kernel" in backward.reason and backward.calls > 0
+    backwards = [use for use in ran.kernels if OPERATORS[use.operator].direction == "backward"]
+    assert {use.operator for use in backwards} == {f"{name}_backward" for name in expected} & set(OPERATORS)
+    assert all(use.kernel is None and "no registry kernel" in use.reason for use in backwards)
+    assert all(use.calls > 0 for use in backwards)
     assert all(
         use.kernel.endswith(CPU.device_name()) and dtype_name(torch.float32) in use.kernel
         for use in ran.kernels
@@ -177,14 +233,14 @@ def test_the_trainer_with_registry_kernels_reports_the_same_metrics(
     )
     _close(plain, ran)
 
-    # With the backward too, training steps run the pair: the same model within float tolerance
+    # With the backwards too, training steps run the pairs: the same model within float tolerance
     # (the gradients are summed in another order, so the training losses drift in the last bits).
-    trained = train(
-        job({**config, "use_evolved_kernels": True}, [*forwards, entry(backward.operator, backward.bucket)])
-    )
+    published = [*forwards, *(entry(use.operator, use.bucket) for use in backwards)]
+    trained = train(job({**config, "use_evolved_kernels": True}, published))
     uses = {(use.operator, use.bucket): use for use in trained.kernels}
-    assert uses[(backward.operator, backward.bucket)].kernel is not None
-    assert uses[(backward.operator, backward.bucket)].calls == backward.calls  # one per training step
+    for backward in backwards:
+        assert uses[(backward.operator, backward.bucket)].kernel is not None
+        assert uses[(backward.operator, backward.bucket)].calls == backward.calls  # one per training step
     assert all(use.kernel is not None for use in trained.kernels)
     _close(plain, trained, tolerance=1e-3, same_training=False)
     assert trained.history[0].train_loss == pytest.approx(plain.history[0].train_loss, rel=1e-4)

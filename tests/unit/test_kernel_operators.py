@@ -14,7 +14,7 @@ import torch
 
 from rea.kernels import Candidate
 from rea_kernel.evaluator import Settings, evaluate
-from rea_kernel.operators import OPERATORS, Operator, get_operator
+from rea_kernel.operators import OPERATORS, Operator, Result, get_operator
 from rea_kernel.sandbox import Limits, Verdict
 from rea_kernel.targets import CpuTarget, TargetUnavailableError, get_target
 
@@ -26,6 +26,12 @@ def inputs_for(operator: Operator[Any], shape: dict[str, Any], seed: int = 0) ->
     return operator.make_inputs(
         operator.parse_shape(shape), torch.float32, torch.Generator().manual_seed(seed)
     )
+
+
+def single(result: Result) -> torch.Tensor:
+    """A forward operator's result: one tensor."""
+    assert isinstance(result, torch.Tensor)
+    return result
 
 
 def as_double(inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
@@ -169,7 +175,7 @@ def independent(name: str, shape: dict[str, Any], inputs: tuple[torch.Tensor, ..
 def test_reference_matches_an_independent_formulation(name: str, shape: dict[str, Any], _: object) -> None:
     operator = get_operator(name)
     inputs = inputs_for(operator, shape, seed=7)
-    reference = operator.reference(*inputs, **operator.attributes(operator.parse_shape(shape)))
+    reference = single(operator.reference(*inputs, **operator.attributes(operator.parse_shape(shape))))
     expected = independent(name, shape, inputs)
     tolerance = operator.tolerance(torch.float32)
     assert reference.dtype == torch.float32 and reference.shape == expected.shape
@@ -184,12 +190,35 @@ def test_the_lookups_backward_reference_is_autograd_of_its_forward() -> None:
         grad_output, table_offsets, indices, offsets = inputs_for(backward, shape.model_dump(), seed)
         attributes = backward.attributes(shape)
         weight = torch.randn(int(table_offsets[-1]), shape.dim, requires_grad=True)
-        pooled = forward.reference(weight, table_offsets, indices, offsets, **attributes)
+        pooled = single(forward.reference(weight, table_offsets, indices, offsets, **attributes))
         expected = torch.zeros_like(weight)
         if pooled.requires_grad:  # an empty batch pools to a constant
             (expected,) = torch.autograd.grad(pooled, weight, grad_output)
         got = backward.reference(grad_output, table_offsets, indices, offsets, **attributes)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["linear_bias_act_backward", "layer_norm_backward"])
+def test_the_dense_backward_references_are_autograd_of_their_forward_in_float64(name: str) -> None:
+    """On every correctness shape: the forward's own inputs, drawn from the same seed (the
+    backward's inputs begin with them), through autograd in float64."""
+    backward, forward = get_operator(name), get_operator(name.removesuffix("_backward"))
+    assert backward.outputs == 3
+    for seed, shape in enumerate(backward.correctness_shapes):
+        grad_output, x, weight, *_ = inputs_for(backward, shape.model_dump(), seed)
+        forward_inputs = inputs_for(forward, shape.model_dump(), seed)
+        assert torch.equal(forward_inputs[0], x) and torch.equal(forward_inputs[1], weight)
+        leaves = [tensor.double().requires_grad_() for tensor in forward_inputs]
+        attributes = backward.attributes(shape)
+        output = forward.reference(*leaves, **attributes)
+        expected = torch.autograd.grad(output, leaves, grad_output.double(), allow_unused=True)
+        got = backward.reference(*inputs_for(backward, shape.model_dump(), seed), **attributes)
+        tolerance = backward.tolerance(torch.float32)
+        assert len(got) == len(expected) == 3
+        for gradient, wanted, leaf in zip(got, expected, leaves, strict=True):
+            wanted = torch.zeros_like(leaf) if wanted is None else wanted
+            assert gradient.dtype == torch.float32 and gradient.shape == leaf.shape
+            torch.testing.assert_close(gradient.double(), wanted, atol=tolerance.atol, rtol=tolerance.rtol)
 
 
 def test_embedding_shapes_produce_empty_bags_and_empty_bags_pool_to_zeros() -> None:
@@ -198,7 +227,7 @@ def test_embedding_shapes_produce_empty_bags_and_empty_bags_pool_to_zeros() -> N
     weights, table_offsets, indices, offsets = inputs_for(operator, shape, seed=1)
     lengths = (offsets[1:] - offsets[:-1]).view(3, 6)
     assert (lengths == 0).any() and (lengths > 0).any()
-    out = operator.reference(weights, table_offsets, indices, offsets, mode="mean").view(6, 3, 5)
+    out = single(operator.reference(weights, table_offsets, indices, offsets, mode="mean")).view(6, 3, 5)
     empty_tables, empty_examples = (lengths == 0).nonzero(as_tuple=True)
     assert (out[empty_examples, empty_tables] == 0).all()
     assert table_offsets.tolist() == [0, 9, 19, 30]  # unequal tables: table t has rows + t rows
@@ -315,6 +344,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("embedding_bag_pooled", {"loop": "per_table", "store": "cached"}),
         ("embedding_bag_pooled", {"loop": "batch_major", "chunk": 16, "threads": 2}),
         ("layer_norm", {"store": "streaming", "variance": "one_pass", "threads": 2}),
+        ("linear_bias_act_backward", {"micro_rows": 4, "micro_vectors": 1, "tile_order": "panels"}),
+        ("linear_bias_act_backward", {"micro_rows": 12, "accumulator": "double", "threads": 2}),
+        ("layer_norm_backward", {"variance": "one_pass", "accumulator": "double", "simd": False}),
     ],
 )
 def test_the_templates_fast_paths_are_correct_on_every_shape(

@@ -74,10 +74,14 @@ CASES = (
     Case("fm_interaction"),
     Case("fm_interaction", {"BLOCK_B": 64, "BLOCK_F": 1, "BLOCK_D": 16}),
     Case("fm_interaction", {"BLOCK_B": 4, "BLOCK_F": 32, "BLOCK_D": 64, "num_warps": 1}),
+    Case("linear_bias_act_backward"),
+    Case("linear_bias_act_backward", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 16, "BLOCK_C": 32}),
     Case("layer_norm"),
     Case("layer_norm", {"stats": "one_pass", "BLOCK_D": 128, "BLOCK_R": 2}),
     Case("layer_norm", {"row": "whole", "BLOCK_R": 8}),
     Case("layer_norm", {"row": "whole", "stats": "one_pass", "BLOCK_R": 4, "num_warps": 8}),
+    Case("layer_norm_backward"),
+    Case("layer_norm_backward", {"BLOCK_R": 4, "BLOCK_C": 32, "num_warps": 1}),
     Case("bce_with_logits"),
     Case("bce_with_logits", {"reduction": "atomic", "BLOCK": 256, "CHUNKS": 4}),
 )
@@ -120,7 +124,7 @@ def mismatch_in_the_interpreter(case: Case, directory: Path) -> str | None:
         attributes = operator.attributes(shape)
         output = run(*inputs, **attributes)
         comparison = checks.compare(output, operator.reference(*inputs, **attributes), tolerance)
-        problem = checks.output_problem(output, "cpu", inputs) or comparison.reason
+        problem = checks.output_problem(output, "cpu", inputs, operator.outputs) or comparison.reason
         if not all(map(torch.equal, inputs, originals)):
             problem = problem or "modified an input"
         if problem:

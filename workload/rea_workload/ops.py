@@ -12,13 +12,15 @@ the PyTorch code here computes the same functions (a test holds it to their refe
 
 A call that must carry gradients (a training step) runs kernels only where the provider has
 both the forward and its backward operator (``<name>_backward``), joined into one autograd
-function; today the pooled embedding lookup. Every other training call runs PyTorch, so a
-forward kernel never mixes with PyTorch's gradient of a slightly different forward.
+function: the operators in :data:`BACKWARDS` (the pooled lookup, dense layers with relu or no
+activation, layer norm). Every other training call runs PyTorch, so a forward kernel never
+mixes with PyTorch's gradient of a slightly different forward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
@@ -26,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 Attribute = str | int | float
-Kernel = Callable[..., torch.Tensor]
+Kernel = Callable[..., Any]
+"""A forward kernel returns a tensor; a backward kernel, one gradient or a tuple of them."""
 Activation = Literal["relu", "gelu", "none"]
 
 
@@ -62,30 +65,7 @@ class Ops:
         are local to their table and grouped table by table, ``offsets`` [tables * batch + 1]
         bound each bag. Returns [batch, tables * dim]; an empty bag pools to zeros."""
         inputs = (weights, table_offsets, indices, offsets)
-        if self.kernels is not None and _needs_gradient(inputs):
-            pair = self._trainable_lookup(inputs, mode)
-            if pair is not None:
-                forward, backward = pair
-                output: torch.Tensor = _KernelLookup.apply(*inputs, forward, backward, mode)
-                return output
         return self._call("embedding_bag_pooled", _embedding_bag_pooled, inputs, mode=mode)
-
-    def _trainable_lookup(self, inputs: tuple[torch.Tensor, ...], mode: str) -> list[Kernel] | None:
-        """The forward and backward kernels for a training call, or None unless both exist. The
-        backward's shape is the forward's; its output gradient is stood in for by a view of one
-        zero, since only its size is read before the backward runs."""
-        assert self.kernels is not None
-        weights, table_offsets, indices, offsets = inputs
-        tables = table_offsets.numel() - 1
-        batch = (offsets.numel() - 1) // max(tables, 1)
-        grad_output = weights.new_zeros(()).expand(batch, tables * weights.shape[1])
-        attributes = {"mode": mode}
-        return self.kernels.find(
-            [
-                ("embedding_bag_pooled", inputs, attributes),
-                ("embedding_bag_pooled_backward", (grad_output, table_offsets, indices, offsets), attributes),
-            ]
-        )
 
     def dcn_cross(self, x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
         """One DCN-v2 cross layer, ``x0 * (W x + b) + x``: ``weights`` is (W, b), or (U, V, b)
@@ -112,34 +92,116 @@ class Ops:
         if self.kernels is not None and not _needs_gradient(inputs):
             found = self.kernels.find([(name, inputs, attributes)])
             if found is not None:
-                return found[0](*inputs, **attributes)
-        return pytorch(*inputs, **attributes)
+                output: torch.Tensor = found[0](*inputs, **attributes)
+                return output
+        elif self.kernels is not None:
+            backward = BACKWARDS.get(name)
+            pair = None if backward is None else self._trainable(name, backward, inputs, attributes)
+            if pair is not None:
+                trained: torch.Tensor = _WithKernels.apply(*pair, backward, attributes, *inputs)
+                return trained
+        output = pytorch(*inputs, **attributes)
+        return output
+
+    def _trainable(
+        self,
+        name: str,
+        backward: Backward,
+        inputs: tuple[torch.Tensor, ...],
+        attributes: Mapping[str, Attribute],
+    ) -> list[Kernel] | None:
+        """The forward and backward kernels for a training call, or None unless both exist. The
+        backward's output gradient (and, where it takes it, the forward's output) is stood in for
+        by a view of one zero, since only sizes are read before the backward runs."""
+        assert self.kernels is not None
+        if not backward.applies(attributes):
+            return None
+        stand_in = inputs[0].new_zeros(()).expand(backward.output_shape(inputs))
+        return self.kernels.find(
+            [
+                (name, inputs, attributes),
+                (f"{name}_backward", backward.inputs(stand_in, inputs, stand_in), attributes),
+            ]
+        )
 
 
-class _KernelLookup(torch.autograd.Function):
-    """The pooled lookup with a forward kernel and its backward kernel (the weight's gradient;
-    ids and offsets have none)."""
+@dataclass(frozen=True)
+class Backward:
+    """How a training call reaches an operator's backward kernel (``<name>_backward``).
+
+    ``inputs(grad_output, forward_inputs, output)`` are the backward operator's inputs. Its
+    outputs, one tensor or a tuple, are the gradients of the forward's inputs at ``gradients``,
+    in that order (the others, ids and offsets, have none). ``output_shape(forward_inputs)`` is
+    the forward's output shape, and ``applies(attributes)`` says whether the backward operator
+    covers the call (a gelu layer's does not).
+    """
+
+    inputs: Callable[[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor], tuple[torch.Tensor, ...]]
+    gradients: tuple[int, ...]
+    output_shape: Callable[[tuple[torch.Tensor, ...]], tuple[int, ...]]
+    applies: Callable[[Mapping[str, Attribute]], bool] = lambda attributes: True
+
+
+def _pooled_shape(inputs: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
+    weights, table_offsets, _, offsets = inputs
+    tables = table_offsets.numel() - 1
+    return (offsets.numel() - 1) // max(tables, 1), tables * weights.shape[1]
+
+
+BACKWARDS: Mapping[str, Backward] = MappingProxyType(
+    {
+        # d weights, from the output gradient and the bags (the lookup is linear in the weights).
+        "embedding_bag_pooled": Backward(
+            inputs=lambda grad, inputs, output: (grad, *inputs[1:]),
+            gradients=(0,),
+            output_shape=_pooled_shape,
+        ),
+        # d x, d W, d b, from the layer's input and weight and its output (relu's derivative).
+        "linear_bias_act": Backward(
+            inputs=lambda grad, inputs, output: (grad, inputs[0], inputs[1], output),
+            gradients=(0, 1, 2),
+            output_shape=lambda inputs: (inputs[0].shape[0], inputs[1].shape[0]),
+            applies=lambda attributes: attributes["activation"] in ("relu", "none"),
+        ),
+        # d x, d weight, d bias, from the input and the weight (the statistics are recomputed).
+        "layer_norm": Backward(
+            inputs=lambda grad, inputs, output: (grad, inputs[0], inputs[1]),
+            gradients=(0, 1, 2),
+            output_shape=lambda inputs: tuple(inputs[0].shape),
+        ),
+    }
+)
+"""The operators whose training calls can run kernels both ways, by name."""
+
+
+class _WithKernels(torch.autograd.Function):
+    """An operator with a forward kernel and its backward kernel."""
 
     @staticmethod
     def forward(
         ctx: Any,
-        weights: torch.Tensor,
-        table_offsets: torch.Tensor,
-        indices: torch.Tensor,
-        offsets: torch.Tensor,
         forward: Kernel,
-        backward: Kernel,
-        mode: str,
+        backward_kernel: Kernel,
+        backward: Backward,
+        attributes: Mapping[str, Attribute],
+        *inputs: torch.Tensor,
     ) -> torch.Tensor:
-        ctx.save_for_backward(table_offsets, indices, offsets)
-        ctx.backward_kernel, ctx.mode = backward, mode
-        return forward(weights, table_offsets, indices, offsets, mode=mode)
+        output: torch.Tensor = forward(*inputs, **attributes)
+        ctx.save_for_backward(*inputs, output)
+        ctx.kernel, ctx.backward, ctx.attributes = backward_kernel, backward, attributes
+        return output
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        table_offsets, indices, offsets = ctx.saved_tensors
-        grad = ctx.backward_kernel(grad_output, table_offsets, indices, offsets, mode=ctx.mode)
-        return grad, None, None, None, None, None, None
+        *inputs, output = ctx.saved_tensors
+        backward: Backward = ctx.backward
+        computed = ctx.kernel(*backward.inputs(grad_output, tuple(inputs), output), **ctx.attributes)
+        gradients: list[torch.Tensor | None] = [None] * len(inputs)
+        for position, gradient in zip(
+            backward.gradients, (computed,) if isinstance(computed, torch.Tensor) else computed, strict=True
+        ):
+            gradients[position] = gradient
+        return None, None, None, None, *gradients
 
 
 def _needs_gradient(inputs: tuple[torch.Tensor, ...]) -> bool:

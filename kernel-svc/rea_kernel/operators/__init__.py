@@ -7,14 +7,24 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from rea_kernel.operators._base import Attribute, Operator, Shape, Tolerance, dtype_name, size_class
+from rea_kernel.operators._base import (
+    Attribute,
+    Operator,
+    Result,
+    Shape,
+    Tolerance,
+    dtype_name,
+    size_class,
+)
 from rea_kernel.operators.bce_with_logits import BceWithLogits
 from rea_kernel.operators.dcn_cross import DcnCross
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
 from rea_kernel.operators.embedding_bag_backward import EmbeddingBagPooledBackward
 from rea_kernel.operators.fm_interaction import FmInteraction
 from rea_kernel.operators.layer_norm import LayerNorm
+from rea_kernel.operators.layer_norm_backward import LayerNormBackward
 from rea_kernel.operators.linear_bias_act import LinearBiasAct
+from rea_kernel.operators.linear_bias_act_backward import LinearBiasActBackward
 
 OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
     {
@@ -24,8 +34,10 @@ OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
             EmbeddingBagPooledBackward(),
             DcnCross(),
             LinearBiasAct(),
+            LinearBiasActBackward(),
             FmInteraction(),
             LayerNorm(),
+            LayerNormBackward(),
             BceWithLogits(),
         )
     }
@@ -43,6 +55,7 @@ __all__ = [
     "OPERATORS",
     "Attribute",
     "Operator",
+    "Result",
     "Shape",
     "Tolerance",
     "dtype_name",

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 Attribute = str | int | float
 Direction = Literal["forward", "backward"]
+Result = torch.Tensor | tuple[torch.Tensor, ...]
+"""What an operator computes: one tensor, or (a backward's gradients) a tuple of them."""
 
 
 class Shape(BaseModel):
@@ -59,6 +61,9 @@ class Operator(ABC, Generic[ShapeT]):
       passed as keywords to both the reference and a candidate's ``run``.
     - ``reference(*inputs, **attributes)`` is plain eager PyTorch: readable first, since it
       defines correctness and is the baseline that speed is measured against.
+    - ``outputs`` is how many tensors it returns: one, returned as a tensor, or several (a
+      dense layer's backward: the gradients of its input, weight and bias), returned as a
+      tuple in a fixed order. A kernel returns exactly what the reference does.
     - ``tolerance(dtype)`` bounds the error a correct float kernel may show (it may sum in
       another order); it must be loose enough for that and tight enough to catch a wrong one.
     - ``bucket(shape)`` names the shape class a kernel is registered for: shapes in one bucket
@@ -72,6 +77,7 @@ class Operator(ABC, Generic[ShapeT]):
 
     name: ClassVar[str]
     direction: ClassVar[Direction] = "forward"
+    outputs: ClassVar[int] = 1
     shape_type: type[ShapeT]
     dtypes: tuple[torch.dtype, ...] = (torch.float32,)
     tolerances: Mapping[torch.dtype, Tolerance] = {torch.float32: Tolerance(atol=1e-5, rtol=1e-5)}
@@ -112,8 +118,9 @@ class Operator(ABC, Generic[ShapeT]):
         """Fresh random inputs for ``shape``, drawn only from ``generator``."""
 
     @abstractmethod
-    def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
-        """The output a correct kernel must match, in plain PyTorch."""
+    def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> Result:
+        """The output (a tuple of ``outputs`` tensors, where more than one) a correct kernel
+        must match, in plain PyTorch."""
 
     @abstractmethod
     def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> ShapeT:

@@ -146,8 +146,8 @@ class Target(ABC):
         it to the author beside the operator's reference and the best candidates so far."""
         return (
             f"A candidate is a set of files; {ENTRY_POINT} defines run(*inputs, **attributes) and "
-            f"returns a new {self.device} tensor (never a view of an input, never an input modified "
-            "in place)."
+            f"returns a new {self.device} tensor, or a tuple of them where the reference returns one "
+            "(never a view of an input, never an input modified in place)."
         )
 
     def times_kernels(self) -> bool:

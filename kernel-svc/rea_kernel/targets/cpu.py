@@ -64,8 +64,9 @@ class CpuTarget(TemplateTarget):
             'extern "C" over raw float/int64 pointers and sizes (no torch headers: they are not on '
             f"the include path). kernel.py: loads {LIBRARY} from its own folder with ctypes "
             "(ctypes.CDLL(str(Path(__file__).with_name('kernel.so')))), defines run(*inputs, "
-            "**attributes) over contiguous float32 / int64 CPU tensors, allocates its output with "
-            "torch.empty and passes data_ptr()s. OpenMP threads: leave the count to the runtime "
+            "**attributes) over contiguous float32 / int64 CPU tensors, allocates its output (each "
+            "of them, returned as a tuple, where the reference returns a tuple) with torch.empty and "
+            "passes data_ptr()s. OpenMP threads: leave the count to the runtime "
             "(the evaluator sets OMP_NUM_THREADS). Handle empty inputs (a size of 0)."
         )
 

@@ -380,11 +380,21 @@ constexpr int64_t kMicroRows = $micro_rows;
 constexpr int64_t kVectors = $micro_vectors;
 constexpr int64_t kPanel = kLanes * kVectors;
 
+// Where an operand's element (i, k), i < count, k < depth, lies: at i * depth + k (RowMajor, as
+// nn.Linear's weight and a layer's input), or at k * count + i (DepthMajor: the transpose of a
+// row-major matrix, read in place by a backward instead of copied).
+enum class Layout { RowMajor, DepthMajor };
+
+template <Layout L>
+inline float element(const float* __restrict data, int64_t i, int64_t k, int64_t count, int64_t depth) {
+  return L == Layout::RowMajor ? data[i * depth + k] : data[k * count + i];
+}
+
 // out[r0 + i, c0 : c0 + width] for i < M: bias plus x's rows times one packed panel, where
-// panel[k * kPanel + j] = w[c0 + j, k] (zero past the last column).
+// panel[k * kPanel + j] = w[c0 + j, k] (zero past the last column); x has `rows` rows in layout XL.
 // Each output row segment then goes through epilogue(row_segment, row, c0, width) while in cache.
-template <int64_t M, typename Epilogue>
-inline void micro_tile(const float* __restrict x, int64_t depth, const float* __restrict panel,
+template <int64_t M, Layout XL, typename Epilogue>
+inline void micro_tile(const float* __restrict x, int64_t rows, int64_t depth, const float* __restrict panel,
                        const float* __restrict bias, float* __restrict out, int64_t cols, int64_t r0,
                        int64_t c0, int64_t width, const Epilogue& epilogue) {
   Vec acc[M][kVectors];
@@ -393,7 +403,7 @@ inline void micro_tile(const float* __restrict x, int64_t depth, const float* __
   for (int64_t k = 0; k < depth; ++k) {
     const Vec* __restrict b = reinterpret_cast<const Vec*>(panel + k * kPanel);
     for (int64_t i = 0; i < M; ++i) {
-      const float a = x[i * depth + k];
+      const float a = element<XL>(x, r0 + i, k, rows, depth);
       for (int64_t v = 0; v < kVectors; ++v) acc[i][v] += a * b[v];
     }
   }
@@ -417,8 +427,9 @@ struct Aligned {
 
 // out[r, c] = epilogue(bias[c] + sum_k x[r, k] * w[c, k]): x [rows, depth] times the transpose
 // of w [cols, depth] (nn.Linear's layout). bias may be null. The epilogue rewrites each finished
-// row segment: fused into the packed order's tiles, a pass over the rows in the others.
-template <typename Epilogue = NoEpilogue>
+// row segment: fused into the packed order's tiles, a pass over the rows in the others. Only the
+// packed order reads operands in the DepthMajor layout (a backward's transposes).
+template <Layout XL = Layout::RowMajor, Layout WL = Layout::RowMajor, typename Epilogue = NoEpilogue>
 void matmul_nt(const float* __restrict x, const float* __restrict w, const float* __restrict bias,
                float* __restrict out, int64_t rows, int64_t cols, int64_t depth,
                const Epilogue& epilogue = Epilogue()) {
@@ -432,7 +443,8 @@ $body
 
 _MATMUL_BODIES = {
     # Dot products of contiguous rows, tile by tile.
-    "dot": """  $pragma
+    "dot": """  static_assert(XL == Layout::RowMajor && WL == Layout::RowMajor, "dot products read rows");
+  $pragma
   for (int64_t rb = 0; rb < row_blocks; ++rb) {
     for (int64_t cb = 0; cb < col_blocks; ++cb) {
       const int64_t r_end = std::min(rows, (rb + 1) * kBlockRows);
@@ -457,17 +469,26 @@ _MATMUL_BODIES = {
   Aligned padded_bias(panels * kPanel);
   for (int64_t c = 0; c < panels * kPanel; ++c) padded_bias.data[c] = (bias && c < cols) ? bias[c] : 0.0f;
   // Row by row of w, so that the reads (from memory, the first time) are sequential; the
-  // strided writes land in a panel that stays in cache.
-  $pragma
+  // strided writes land in a panel that stays in cache. A DepthMajor w holds a panel's rows.
+  $pragma_pack
   for (int64_t p = 0; p < panels; ++p) {
-    for (int64_t j = 0; j < kPanel; ++j) {
-      const int64_t c = p * kPanel + j;
-      float* __restrict dst = packed.data + p * depth * kPanel + j;
-      if (c < cols) {
-        const float* __restrict src = w + c * depth;
-        for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = src[k];
-      } else {
-        for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = 0.0f;
+    if constexpr (WL == Layout::RowMajor) {
+      for (int64_t j = 0; j < kPanel; ++j) {
+        const int64_t c = p * kPanel + j;
+        float* __restrict dst = packed.data + p * depth * kPanel + j;
+        if (c < cols) {
+          const float* __restrict src = w + c * depth;
+          for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = src[k];
+        } else {
+          for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = 0.0f;
+        }
+      }
+    } else {
+      const int64_t width = std::min(kPanel, cols - p * kPanel);
+      for (int64_t k = 0; k < depth; ++k) {
+        float* __restrict dst = packed.data + (p * depth + k) * kPanel;
+        std::memcpy(dst, w + k * cols + p * kPanel, static_cast<size_t>(width) * sizeof(float));
+        std::fill(dst + width, dst + kPanel, 0.0f);
       }
     }
   }
@@ -483,16 +504,17 @@ _MATMUL_BODIES = {
       const float* tile_bias = padded_bias.data + c0;
       if (rb < full_blocks) {
         const int64_t r0 = rb * kMicroRows;
-        micro_tile<kMicroRows>(x + r0 * depth, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
+        micro_tile<kMicroRows, XL>(x, rows, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
       } else {  // the rows left over, one at a time
         const int64_t r0 = full_blocks * kMicroRows + (rb - full_blocks);
-        micro_tile<1>(x + r0 * depth, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
+        micro_tile<1, XL>(x, rows, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
       }
     }
   }""",
     # Transpose w once, then accumulate scaled rows of it into each output tile (no
     # horizontal sums; the output tile stays in cache across the depth loop).
-    "axpy": """  std::vector<float> wt(static_cast<size_t>(depth * cols));
+    "axpy": """  static_assert(XL == Layout::RowMajor && WL == Layout::RowMajor, "this order reads rows");
+  std::vector<float> wt(static_cast<size_t>(depth * cols));
   for (int64_t c = 0; c < cols; ++c)
     for (int64_t k = 0; k < depth; ++k) wt[k * cols + c] = w[c * depth + k];
   $pragma
@@ -551,6 +573,7 @@ def _matmul_cpp(params: Params) -> str:
         panel="inner" if rows_outer else "outer",
         pragma=parallel_for(params, clauses=" collapse(2)"),
         pragma_tiles=parallel_for(params, clauses=" collapse(2)"),
+        pragma_pack=parallel_for(params),
         finish=parallel_for(params) + _EPILOGUE_PASS,
         simd_acc=simd(params, "acc"),
         simd=simd(params),
@@ -688,6 +711,80 @@ def run(x, weight, bias, *, activation):
 """,
 )
 
+
+# linear_bias_act_backward: both products of the backward through the same matrix product as the
+# forward (so the same parameters tune it), on operands transposed once in cache-sized tiles.
+_LINEAR_BACKWARD_CPP = Template(r"""
+// Column sums: kPanel columns at a time, accumulated down the rows in a register tile.
+template <typename Sum>
+void column_sums(const float* __restrict g, float* __restrict sums, int64_t rows, int64_t cols) {
+  const int64_t blocks = (cols + kPanel - 1) / kPanel;
+  $pragma
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t c0 = block * kPanel, width = std::min(kPanel, cols - c0);
+    Sum acc[kPanel] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* __restrict row = g + r * cols + c0;
+      $simd
+      for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < width; ++j) sums[c0 + j] = static_cast<float>(acc[j]);
+  }
+}
+
+// activation: 0 none, 1 relu. With g = grad_output * act'(output) [rows, cols]:
+// grad_x [rows, depth] = g w, grad_w [cols, depth] = g^T x, grad_b [cols] = g's column sums.
+// Both products read their transposed operands (w, g and x) in place, in the DepthMajor layout.
+extern "C" void linear_bias_act_backward(const float* grad_output, const float* x, const float* w,
+                                         const float* output, float* grad_x, float* grad_w, float* grad_b,
+                                         int64_t rows, int64_t cols, int64_t depth, int32_t activation) {
+  Aligned gated(activation == 1 ? rows * cols : 0);
+  const float* g = grad_output;
+  if (activation == 1) {
+    float* __restrict dst = gated.data;
+    $pragma
+    for (int64_t i = 0; i < rows * cols; ++i) dst[i] = output[i] > 0.0f ? grad_output[i] : 0.0f;
+    g = gated.data;
+  }
+  column_sums<Accumulator>(g, grad_b, rows, cols);
+  matmul_nt<Layout::RowMajor, Layout::DepthMajor>(g, w, nullptr, grad_x, rows, depth, cols);
+  matmul_nt<Layout::DepthMajor, Layout::DepthMajor>(g, x, nullptr, grad_w, cols, depth, rows);
+}
+""")
+
+
+def _linear_backward_cpp(params: Params) -> str:
+    return _matmul_cpp({**params, **_PACKED}) + _LINEAR_BACKWARD_CPP.substitute(
+        pragma=parallel_for(params), simd=simd(params)
+    )
+
+
+_PACKED: Params = {"loop_order": "packed", "block_rows": 8, "block_cols": 64}
+"""The backward's products read transposed operands in place, which only the packed order does
+(the other orders' tile sizes are then unused)."""
+
+LINEAR_BIAS_ACT_BACKWARD = CpuTemplate(
+    symbol="linear_bias_act_backward",
+    space=MappingProxyType({key: choices for key, choices in _DENSE_SPACE.items() if key not in _PACKED}),
+    cpp=_linear_backward_cpp,
+    argtypes="[ctypes.c_void_p] * 7 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
+    run="""_ACTIVATIONS = {"none": 0, "relu": 1}
+
+
+def run(grad_output, x, weight, output, *, activation):
+    grad_output, x, weight, output = (t.contiguous() for t in (grad_output, x, weight, output))
+    rows, depth = x.shape
+    cols = weight.shape[0]
+    grad_x = torch.empty(rows, depth, dtype=torch.float32)
+    grad_w = torch.empty(cols, depth, dtype=torch.float32)
+    grad_b = torch.empty(cols, dtype=torch.float32)
+    _kernel(
+        _pointer(grad_output), _pointer(x), _pointer(weight), _pointer(output), _pointer(grad_x),
+        _pointer(grad_w), _pointer(grad_b), rows, cols, depth, _ACTIVATIONS[activation],
+    )
+    return grad_x, grad_w, grad_b
+""",
+)
 
 # fm_interaction ---------------------------------------------------------------------------
 # chunk: embedding columns whose field sums and sums of squares are kept at once.
@@ -878,6 +975,115 @@ LAYER_NORM = CpuTemplate(
 )
 
 
+# layer_norm_backward: rows in parallel, each thread summing its rows' shares of the weight's and
+# bias's gradients in buffers of its own, added together at the end.
+_LAYER_NORM_BACKWARD_CPP = Template(r"""#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <omp.h>
+#include <vector>
+
+using Accumulator = $accumulator;
+
+// Per row, with the statistics recomputed: xhat = (x - mean) rstd, h = grad_output weight,
+// grad_x = rstd (h - mean(h) - xhat mean(h xhat)); grad_weight sums grad_output xhat over the
+// rows and grad_bias sums grad_output.
+extern "C" void layer_norm_backward(const float* grad_output, const float* x, const float* weight,
+                                    float* grad_x, float* grad_weight, float* grad_bias, int64_t rows,
+                                    int64_t dim, float eps) {
+  const int64_t slots = $threads > 0 ? $threads : omp_get_max_threads();
+  std::vector<Accumulator> partial(static_cast<size_t>(slots * 2 * dim), 0);
+  $parallel
+  {
+    Accumulator* __restrict sums = partial.data() + omp_get_thread_num() * 2 * dim;
+    #pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* __restrict in = x + r * dim;
+      const float* __restrict g = grad_output + r * dim;
+      Accumulator sum = 0;
+      $simd_sum
+      for (int64_t k = 0; k < dim; ++k) sum += in[k];
+      const Accumulator mean = sum / dim;
+      Accumulator squares = 0;
+      $simd_squares
+$variance
+      const float rstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(variance) + eps));
+      const float m = static_cast<float>(mean);
+      Accumulator h_sum = 0, hx_sum = 0;
+      $simd_h
+      for (int64_t k = 0; k < dim; ++k) {
+        const float h = g[k] * weight[k];
+        h_sum += h;
+        hx_sum += h * ((in[k] - m) * rstd);
+      }
+      const float h_mean = static_cast<float>(h_sum / dim), hx_mean = static_cast<float>(hx_sum / dim);
+      float* __restrict out = grad_x + r * dim;
+      Accumulator* __restrict w_sums = sums;
+      Accumulator* __restrict b_sums = sums + dim;
+      $simd
+      for (int64_t k = 0; k < dim; ++k) {
+        const float xhat = (in[k] - m) * rstd;
+        out[k] = rstd * (g[k] * weight[k] - h_mean - xhat * hx_mean);
+        w_sums[k] += g[k] * xhat;
+        b_sums[k] += g[k];
+      }
+    }
+  }
+  $pragma
+  for (int64_t k = 0; k < dim; ++k) {
+    Accumulator w = 0, b = 0;
+    for (int64_t t = 0; t < slots; ++t) {
+      w += partial[t * 2 * dim + k];
+      b += partial[t * 2 * dim + dim + k];
+    }
+    grad_weight[k] = static_cast<float>(w);
+    grad_bias[k] = static_cast<float>(b);
+  }
+}
+""")
+
+
+def _layer_norm_backward_cpp(params: Params) -> str:
+    threads = f" num_threads({params['threads']})" if params["threads"] else ""
+    return _LAYER_NORM_BACKWARD_CPP.substitute(
+        accumulator=params["accumulator"],
+        threads=params["threads"],
+        parallel=f"#pragma omp parallel{threads}",
+        simd_sum=simd(params, "sum"),
+        simd_squares=simd(params, "squares"),
+        simd_h=simd(params, "h_sum, hx_sum"),
+        variance=_VARIANCES[str(params["variance"])],
+        simd=simd(params),
+        pragma=parallel_for(params),
+    )
+
+
+LAYER_NORM_BACKWARD = CpuTemplate(
+    symbol="layer_norm_backward",
+    space=MappingProxyType(
+        {
+            "variance": ("two_pass", "one_pass"),
+            "accumulator": ("float", "double"),
+            "simd": _SIMD,
+            "threads": _THREADS,
+        }
+    ),
+    cpp=_layer_norm_backward_cpp,
+    argtypes="[ctypes.c_void_p] * 6 + [ctypes.c_int64] * 2 + [ctypes.c_float]",
+    run="""def run(grad_output, x, weight, *, eps):
+    grad_output, x, weight = grad_output.contiguous(), x.contiguous(), weight.contiguous()
+    rows, dim = x.shape
+    grad_x = torch.empty(rows, dim, dtype=torch.float32)
+    grad_weight = torch.empty(dim, dtype=torch.float32)
+    grad_bias = torch.empty(dim, dtype=torch.float32)
+    _kernel(
+        _pointer(grad_output), _pointer(x), _pointer(weight), _pointer(grad_x), _pointer(grad_weight),
+        _pointer(grad_bias), rows, dim, eps,
+    )
+    return grad_x, grad_weight, grad_bias
+""",
+)
+
 # bce_with_logits --------------------------------------------------------------------------
 
 _BCE_CPP = Template(r"""#include <algorithm>
@@ -998,8 +1204,10 @@ TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
         "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "linear_bias_act": LINEAR_BIAS_ACT,
+        "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,
         "layer_norm": LAYER_NORM,
+        "layer_norm_backward": LAYER_NORM_BACKWARD,
         "bce_with_logits": BCE_WITH_LOGITS,
     }
 )

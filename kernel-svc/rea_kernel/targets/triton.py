@@ -60,8 +60,9 @@ class TritonTarget(TemplateTarget):
     def authoring_guide(self) -> str:
         return (
             "One file, kernel.py: Triton kernels (@triton.jit) and run(*inputs, **attributes), which "
-            "launches them and returns a new tensor on the inputs' device. Inputs are contiguous "
-            "float32 / int64 tensors; the output must match the reference's shape and dtype. Before "
+            "launches them and returns a new tensor on the inputs' device (a tuple of them where the "
+            "reference returns a tuple). Inputs are contiguous float32 / int64 tensors; each output "
+            "must match the reference's shape and dtype. Before "
             "importing triton, set os.environ['TRITON_INTERPRET'] = '1' when "
             "torch.cuda.is_available() is false, so the same file is checked in Triton's "
             f"interpreter where there is no GPU. Here: {self.device_name()}. Handle empty inputs."

@@ -277,7 +277,7 @@ EMBEDDING_BAG_BACKWARD = TritonTemplate(
 
 # dense: the tiled matrix product shared by linear_bias_act and dcn_cross ------------------
 
-_DENSE = '''@triton.jit
+_TILE = '''@triton.jit
 def _tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """This program's rows and columns of the output. Programs walk the tiles in groups of
     GROUP_M row blocks, so the ones running together share their tiles of the right operand."""
@@ -290,7 +290,11 @@ def _tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.conste
     pid_n = (pid % group) // size_m
     return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 
+'''
 
+_DENSE = (
+    _TILE
+    + '''
 @triton.jit
 def _product(a, b, rows, cols, M, N, K, acc, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """acc + a[rows, :K] @ b[cols, :K].T (both row-major), BLOCK_K at a time."""
@@ -349,6 +353,7 @@ def dense(x, w, bias, epilogue, x0=None, residual=None):
     )
     return out
 '''
+)
 
 _DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
     "BLOCK_M": (32, 16, 64, 128),
@@ -375,6 +380,94 @@ LINEAR_BIAS_ACT = TritonTemplate(
             "": Variant(_DENSE_USES, _fixed(_DENSE + _LINEAR_RUN)),
         }
     ),
+)
+
+
+# linear_bias_act_backward: two strided products (the transposed operands read in place) and the
+# bias's gradient as column sums, relu's gate applied wherever the output gradient is read.
+
+_COLUMN_SUMS = """
+@triton.jit
+def _column_sums(matrix, gate, sums, rows, cols, GATE: tl.constexpr, BLOCK_R: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
+    \"\"\"sums[c] = the sum of matrix[:, c] (where gate > 0, with GATE), BLOCK_C columns per program.\"\"\"
+    columns = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    for r in range(0, rows, BLOCK_R):
+        row = r + tl.arange(0, BLOCK_R)
+        mask = (row[:, None] < rows) & (columns[None, :] < cols)
+        here = row[:, None].to(tl.int64) * cols + columns[None, :]
+        value = tl.load(matrix + here, mask=mask, other=0.0)
+        if GATE:
+            value = tl.where(tl.load(gate + here, mask=mask, other=0.0) > 0, value, 0.0)
+        acc += value
+    tl.store(sums + columns, tl.sum(acc, axis=0), mask=columns < cols)
+
+
+def column_sums(matrix, gate=None):
+    rows, cols = matrix.shape
+    sums = torch.empty(cols, dtype=matrix.dtype, device=matrix.device)
+    if cols:
+        _column_sums[(triton.cdiv(cols, BLOCK_C),)](
+            matrix, matrix if gate is None else gate, sums, rows, cols, GATE=gate is not None,
+            BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+        )
+    return sums
+"""
+
+_LINEAR_BACKWARD = (
+    _TILE
+    + """
+@triton.jit
+def _gated_product(a, gate, b, out, M, N, K, a_m, a_k, b_k, b_n, GATE: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    \"\"\"out[M, N] = A @ B, A's element (m, k) at a[m * a_m + k * a_k] (times gate > 0 there, with
+    GATE), B's (k, n) at b[k * b_k + n * b_n]: either operand may be a transpose, read in place.\"\"\"
+    rows, cols = _tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        depth = k + tl.arange(0, BLOCK_K)
+        a_mask = (rows[:, None] < M) & (depth[None, :] < K)
+        a_at = rows[:, None].to(tl.int64) * a_m + depth[None, :].to(tl.int64) * a_k
+        left = tl.load(a + a_at, mask=a_mask, other=0.0)
+        if GATE:
+            left = tl.where(tl.load(gate + a_at, mask=a_mask, other=0.0) > 0, left, 0.0)
+        b_at = depth[:, None].to(tl.int64) * b_k + cols[None, :].to(tl.int64) * b_n
+        right = tl.load(b + b_at, mask=(depth[:, None] < K) & (cols[None, :] < N), other=0.0)
+        acc = tl.dot(left, right, acc, input_precision=PRECISION)
+    inside = (rows[:, None] < M) & (cols[None, :] < N)
+    tl.store(out + rows[:, None].to(tl.int64) * N + cols[None, :], acc, mask=inside)
+
+
+def gated_product(a, gate, a_strides, b, b_strides, M, N, K):
+    out = torch.empty(M, N, dtype=a.dtype, device=a.device)
+    if out.numel():
+        _gated_product[(triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N),)](
+            a, a if gate is None else gate, b, out, M, N, K, *a_strides, *b_strides, GATE=gate is not None,
+            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, PRECISION=PRECISION,
+            num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        )
+    return out
+"""
+    + _COLUMN_SUMS
+    + """
+
+def run(grad_output, x, weight, output, *, activation):
+    \"\"\"grad_x = g @ W, grad_W = g.T @ x, grad_b = g's column sums, g = grad_output * act'(output).\"\"\"
+    grad_output, x, weight, output = (t.contiguous() for t in (grad_output, x, weight, output))
+    (batch, depth), cols = x.shape, weight.shape[0]
+    gate = output if activation == "relu" else None
+    grad_x = gated_product(grad_output, gate, (cols, 1), weight, (depth, 1), batch, depth, cols)
+    grad_w = gated_product(grad_output, gate, (1, cols), x, (depth, 1), cols, depth, batch)
+    return grad_x, grad_w, column_sums(grad_output, gate)
+"""
+)
+
+LINEAR_BIAS_ACT_BACKWARD = TritonTemplate(
+    doc="A dense layer's backward in Triton: two strided, gated products and the bias's column sums.",
+    space=MappingProxyType({**_DENSE_SPACE, "BLOCK_R": (32, 8, 64), "BLOCK_C": (64, 32, 128)}),
+    variants=MappingProxyType({"": Variant((*_DENSE_USES, "BLOCK_R", "BLOCK_C"), _fixed(_LINEAR_BACKWARD))}),
 )
 
 _CROSS_RUN = Template('''
@@ -618,6 +711,67 @@ LAYER_NORM = TritonTemplate(
 )
 
 
+# layer_norm_backward: whole rows per program, each program's shares of the weight's and bias's
+# gradients written to a row of its own, then summed down the programs.
+
+_LAYER_NORM_BACKWARD = (
+    """@triton.jit
+def _layer_norm_backward(grad_output, x, weight, grad_x, partial, rows, dim, eps, BLOCK_R: tl.constexpr,
+                         BLOCK_D: tl.constexpr):
+    \"\"\"BLOCK_R whole rows (BLOCK_D >= dim) per program, statistics recomputed: xhat = (x - mean)
+    rstd, h = g w, grad_x = rstd (h - mean(h) - xhat mean(h xhat)); the program's sums of g xhat
+    and of g go to partial[program] and partial[programs + program].\"\"\"
+    program = tl.program_id(0)
+    row = program.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    columns = tl.arange(0, BLOCK_D)
+    mask = (row[:, None] < rows) & (columns[None, :] < dim)
+    here = row[:, None] * dim + columns[None, :]
+    value = tl.load(x + here, mask=mask, other=0.0)
+    g = tl.load(grad_output + here, mask=mask, other=0.0)
+    mean = tl.sum(value, axis=1) / dim
+    deviation = tl.where(mask, value - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(deviation * deviation, axis=1) / dim + eps)
+    xhat = deviation * rstd[:, None]
+    h = g * tl.load(weight + columns, mask=columns < dim, other=0.0)[None, :]
+    h_mean = tl.sum(h, axis=1) / dim
+    hx_mean = tl.sum(h * xhat, axis=1) / dim
+    tl.store(grad_x + here, rstd[:, None] * (h - h_mean[:, None] - xhat * hx_mean[:, None]), mask=mask)
+    programs = tl.num_programs(0)
+    tl.store(partial + program * dim + columns, tl.sum(g * xhat, axis=0), mask=columns < dim)
+    tl.store(partial + (programs + program) * dim + columns, tl.sum(g, axis=0), mask=columns < dim)
+"""
+    + _COLUMN_SUMS
+    + """
+
+def run(grad_output, x, weight, *, eps):
+    grad_output, x, weight = grad_output.contiguous(), x.contiguous(), weight.contiguous()
+    rows, dim = x.shape
+    grad_x = torch.empty_like(x)
+    if rows == 0 or dim == 0:
+        return grad_x, torch.zeros_like(weight), torch.zeros_like(weight)
+    programs = triton.cdiv(rows, BLOCK_R)
+    partial = torch.empty(2, programs, dim, dtype=x.dtype, device=x.device)
+    _layer_norm_backward[(programs,)](
+        grad_output, x, weight, grad_x, partial, rows, dim, eps, BLOCK_R=BLOCK_R,
+        BLOCK_D=triton.next_power_of_2(dim), num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )
+    return grad_x, column_sums(partial[0]), column_sums(partial[1])
+"""
+)
+
+LAYER_NORM_BACKWARD = TritonTemplate(
+    doc="Layer norm's backward in Triton: whole rows per program, then the parameters' column sums.",
+    space=MappingProxyType(
+        {
+            "BLOCK_R": (1, 2, 4, 8),
+            "BLOCK_C": (64, 32, 128),
+            "num_warps": (4, 1, 2, 8, 16),
+            "num_stages": _STAGES,
+        }
+    ),
+    variants=MappingProxyType({"": Variant(("BLOCK_R", "BLOCK_C", *_LAUNCH), _fixed(_LAYER_NORM_BACKWARD))}),
+)
+
 # bce_with_logits --------------------------------------------------------------------------
 
 _BCE_PARTIAL = Template('''@triton.jit
@@ -713,8 +867,10 @@ TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
         "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "linear_bias_act": LINEAR_BIAS_ACT,
+        "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,
         "layer_norm": LAYER_NORM,
+        "layer_norm_backward": LAYER_NORM_BACKWARD,
         "bce_with_logits": BCE_WITH_LOGITS,
     }
 )

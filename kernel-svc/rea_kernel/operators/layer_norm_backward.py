@@ -1,0 +1,70 @@
+"""Layer norm's backward: the gradients of ``layer_norm(x, weight, bias)`` with respect to ``x``,
+``weight`` and ``bias``, which a training step computes for each normalised layer.
+
+Inputs, in the forward's layout (:mod:`rea_kernel.operators.layer_norm`): ``grad_output``
+[rows, dim], ``x`` [rows, dim] and ``weight`` [dim], with ``eps`` as an attribute. Outputs, in
+order: ``grad_x`` [rows, dim], ``grad_weight`` [dim] and ``grad_bias`` [dim].
+
+With each row's ``xhat = (x - mean) * rstd``: ``grad_weight`` sums ``grad_output * xhat`` over
+the rows, ``grad_bias`` sums ``grad_output``, and, with ``h = grad_output * weight``,
+``grad_x = rstd * (h - mean(h) - xhat * mean(h * xhat))`` along each row. The forward returns no
+statistics, so a kernel recomputes each row's mean and ``rstd`` (it reads the row anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from rea_kernel.operators._base import Attribute, Operator, Tolerance
+from rea_kernel.operators.layer_norm import LayerNorm, LayerNormShape
+
+_FORWARD = LayerNorm()
+
+
+class LayerNormBackward(Operator[LayerNormShape]):
+    name = "layer_norm_backward"
+    direction = "backward"
+    outputs = 3
+    shape_type = LayerNormShape
+    # grad_weight and grad_bias sum over the rows (8,192 at the benchmark shapes).
+    tolerances = {torch.float32: Tolerance(atol=1e-3, rtol=1e-4)}
+    correctness_shapes = _FORWARD.correctness_shapes
+    benchmark_shapes = _FORWARD.benchmark_shapes
+
+    def make_inputs(
+        self, shape: LayerNormShape, dtype: torch.dtype, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ...]:
+        x, weight, _ = _FORWARD.make_inputs(shape, dtype, generator)
+        grad_output = torch.randn(shape.rows, shape.dim, generator=generator, dtype=dtype)
+        return grad_output, x, weight
+
+    def attributes(self, shape: LayerNormShape) -> dict[str, Attribute]:
+        return _FORWARD.attributes(shape)
+
+    def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> tuple[torch.Tensor, ...]:
+        """The statistics recomputed, then PyTorch's own layer-norm backward (one fused kernel,
+        what eager training runs; the tests hold it to ``torch.autograd.grad`` of the forward's
+        reference)."""
+        grad_output, x, weight = inputs
+        if x.shape[0] == 0:
+            return torch.zeros_like(x), torch.zeros_like(weight), torch.zeros_like(weight)
+        variance, mean = torch.var_mean(x, dim=-1, correction=0, keepdim=True)
+        rstd = (variance + float(attributes["eps"])).rsqrt()
+        grad_x, grad_weight, _ = torch.ops.aten.native_layer_norm_backward(
+            grad_output, x, [x.shape[-1]], mean, rstd, weight, None, [True, True, False]
+        )
+        return grad_x, grad_weight, grad_output.sum(0)
+
+    def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> LayerNormShape:
+        rows, dim = inputs[0].shape
+        return LayerNormShape(rows=rows, dim=dim)
+
+    def bytes_moved(self, shape: LayerNormShape) -> int:
+        """The output gradient and ``x`` read, ``grad_x`` written, the weight read and its two
+        gradients written."""
+        return 3 * shape.rows * shape.dim * 4 + 3 * shape.dim * 4
+
+    def bucket(self, shape: LayerNormShape) -> str:
+        return _FORWARD.bucket(shape)
