@@ -20,7 +20,8 @@ registry.
 5. Training steps (forward, BCE, backward, Adam) are timed the same way, eager against forward
    and backward kernels where both were found (``rea_workload.ops.BACKWARDS``: the pooled lookup,
    the dense layers, layer norm); the rest of a training step (the crosses, FM, BCE, Adam) runs
-   PyTorch.
+   PyTorch. The peer is ``torch.compile`` of the model, forward and backward (Adam eager in
+   all three).
 
 PyTorch and the kernels run at the same thread count (``--threads``, default every core). On a
 GPU (``--target triton``) every timed pass ends when the device has finished its work.
@@ -35,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -88,8 +89,9 @@ def _timed(forward: Forward, prepared: list[Batch]) -> float:
     return time.perf_counter() - start
 
 
-def _train(model: RankerModel, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> float:
-    """Seconds for one optimiser step per batch (forward, BCE, backward, Adam)."""
+def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> float:
+    """Seconds for one optimiser step per batch (forward, BCE, backward, Adam); ``model`` is the
+    ranker or ``torch.compile`` of it."""
     model.train()
     device = steps[0].labels.device.type
     synchronize(device)
@@ -257,16 +259,21 @@ def main(argv: list[str] | None = None) -> None:
                 seconds[name].append(_timed(forward, prepared))
         training: dict[str, list[float]] = {}
         if steps:
-            chosen = {"eager": eager_ops, "kernels": kernel_ops}
+            chosen: dict[str, tuple[Ops, torch.nn.Module]] = {
+                "eager": (eager_ops, model),
+                "kernels": (kernel_ops, model),
+            }
+            if not args.no_compile:  # the peer: forward and backward compiled (AOTAutograd)
+                chosen["torch.compile"] = (eager_ops, cast(torch.nn.Module, compiled))  # an OptimizedModule
             optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-4) for name in chosen}
-            for name in optimizers:  # warm-up
-                model.ops = chosen[name]
-                _train(model, optimizers[name], steps[:1])
+            for name in optimizers:  # warm-up: builds, compiles, the optimiser's state
+                model.ops, trained_model = chosen[name]
+                _train(trained_model, optimizers[name], steps[:1])
             training = {name: [] for name in optimizers}
             for _ in range(args.rounds):
                 for name, optimizer in optimizers.items():
-                    model.ops = chosen[name]
-                    training[name].append(_train(model, optimizer, steps))
+                    model.ops, trained_model = chosen[name]
+                    training[name].append(_train(trained_model, optimizer, steps))
         usage = kernels.usage()
     medians = {name: statistics.median(times) for name, times in seconds.items()}
     print_table(
@@ -295,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
                 for name in trained
             ],
             caption="kernels: forward and backward kernels where both were found (the pooled lookup, "
-            "dense layers, layer norm); the crosses, FM, BCE and Adam run PyTorch",
+            "dense layers, layer norm); the crosses, FM, BCE and Adam run PyTorch. torch.compile: "
+            "the model's forward and backward compiled, Adam eager",
         )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None]
     kept = [f"{u.operator} {u.bucket}: {u.reason}" for u in usage if u.kernel is None]

@@ -69,3 +69,16 @@ def test_the_search_comparison_runs_on_the_operator_asked_for(
     for method in ("mcts_evolution", "random"):
         evaluations = seed[method]["evaluations"]
         assert len(evaluations) == 2 and any(e["cost"] is not None for e in evaluations), evaluations
+
+
+@pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
+def test_the_gather_floor_is_measured_beside_the_lookups_peers(capsys: pytest.CaptureFixture[str]) -> None:
+    from rea_bench.gather_ceiling import DISTANCES
+    from rea_bench.gather_ceiling import main as gather_ceiling
+
+    tiny = ["--tables", "3", "--rows", "500", "--dim", "8", "--batch", "64", "--max-bag", "6"]
+    gather_ceiling([*tiny, "--repeats", "3", "--flush-mb", "4"])
+    out = capsys.readouterr().out
+    assert all(f"gather floor, prefetch {distance or 'off'}" in out for distance in DISTANCES)
+    assert "torch.compile" in out and "default cpu kernel" in out
+    assert "1.00x" in out  # the fastest gather is the floor itself

@@ -126,15 +126,28 @@ def test_a_kernel_slower_than_pytorch_in_its_evaluation_is_not_run(tmp_path: Pat
     assert use.kernel is None and "0.80x eager" in use.reason and not kernels.loaded
 
 
-def test_a_call_that_needs_gradients_runs_pytorch(tmp_path: Path) -> None:
+def test_a_call_that_needs_gradients_runs_pytorch_where_the_operator_has_no_backward(tmp_path: Path) -> None:
+    x = torch.randn(4, 6, requires_grad=True)
+    weight, bias = torch.randn(6, 6), torch.randn(6)
+    cross = OPERATORS["dcn_cross"]
+    bucket = cross.bucket(cross.shape_of((x, x, weight, bias), {}))
+    kernels = RegistryKernels([entry("dcn_cross", bucket)], tmp_path, tmp_path / "c", threads=1)
+    Ops(kernels).dcn_cross(x, x, weight, bias).sum().backward()
+    assert x.grad is not None and kernels.usage() == []
+    with torch.no_grad():
+        Ops(kernels).dcn_cross(x, x, weight, bias)
+    assert [use.calls for use in kernels.usage()] == [1]
+
+
+def test_a_training_call_without_the_backward_kernel_runs_pytorch_both_ways(tmp_path: Path) -> None:
     x = torch.randn(4, 3, 8, requires_grad=True)
     bucket = OPERATORS["fm_interaction"].bucket(OPERATORS["fm_interaction"].shape_of((x,), {}))
     kernels = RegistryKernels([entry("fm_interaction", bucket)], tmp_path, tmp_path / "c", threads=1)
     Ops(kernels).fm_interaction(x).sum().backward()
-    assert x.grad is not None and kernels.usage() == []
-    with torch.no_grad():
-        Ops(kernels).fm_interaction(x)
-    assert [use.calls for use in kernels.usage()] == [1]
+    assert x.grad is not None
+    uses = {use.operator: use for use in kernels.usage()}
+    assert uses["fm_interaction_backward"].kernel is None and uses["fm_interaction_backward"].calls == 1
+    assert uses["fm_interaction"].calls == 0  # its kernel exists, but was not run without its pair
 
 
 def dense_layer(batch: int, width_in: int, width: int) -> tuple[torch.Tensor, ...]:
@@ -155,6 +168,9 @@ def normalised_layer(rows: int, dim: int) -> tuple[torch.Tensor, ...]:
         pytest.param("linear_bias_act", dense_layer(9, 13, 7), {"activation": "relu"}, id="linear-relu"),
         pytest.param("linear_bias_act", dense_layer(1, 5, 1), {"activation": "none"}, id="linear-head"),
         pytest.param("layer_norm", normalised_layer(6, 11), {"eps": 1e-5}, id="layer-norm"),
+        pytest.param(
+            "fm_interaction", (torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(5)),), {}, id="fm"
+        ),
     ],
 )
 def test_a_training_call_runs_the_forward_and_backward_kernels_with_pytorchs_gradients(

@@ -104,6 +104,18 @@ def fm_by_pairs(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return total
 
 
+def fm_gradient_by_pairs(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Each field's gradient as the sum of its partners' embeddings, pair by pair."""
+    grad_output, embeddings = as_double(inputs)
+    fields = embeddings.shape[1]
+    grad = torch.zeros_like(embeddings)
+    for i in range(fields):
+        for j in range(fields):
+            if i != j:
+                grad[:, i] += grad_output * embeddings[:, j]
+    return grad
+
+
 def layer_norm_by_moments(inputs: tuple[torch.Tensor, ...], eps: float) -> torch.Tensor:
     x, weight, bias = as_double(inputs)
     mean = x.mean(1, keepdim=True)
@@ -149,6 +161,8 @@ INDEPENDENT: list[tuple[str, dict[str, Any], Any]] = [
     ("linear_bias_act", {"batch": 3, "in_features": 17, "out_features": 5, "activation": "gelu"}, None),
     ("linear_bias_act", {"batch": 2, "in_features": 6, "out_features": 3, "activation": "none"}, None),
     ("fm_interaction", {"batch": 4, "fields": 6, "dim": 5}, None),
+    ("fm_interaction_backward", {"batch": 5, "fields": 4, "dim": 3}, None),
+    ("fm_interaction_backward", {"batch": 2, "fields": 1, "dim": 7}, None),
     ("layer_norm", {"rows": 5, "dim": 19}, None),
     ("bce_with_logits", {"n": 37}, None),
     ("bce_with_logits", {"n": 0}, None),
@@ -166,6 +180,8 @@ def independent(name: str, shape: dict[str, Any], inputs: tuple[torch.Tensor, ..
         return dense_by_definition(inputs, shape["activation"])
     if name == "fm_interaction":
         return fm_by_pairs(inputs)
+    if name == "fm_interaction_backward":
+        return fm_gradient_by_pairs(inputs)
     if name == "layer_norm":
         return layer_norm_by_moments(inputs, 1e-5)
     return bce_by_probabilities(inputs)
@@ -347,6 +363,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("linear_bias_act_backward", {"micro_rows": 4, "micro_vectors": 1, "tile_order": "panels"}),
         ("linear_bias_act_backward", {"micro_rows": 12, "accumulator": "double", "threads": 2}),
         ("layer_norm_backward", {"variance": "one_pass", "accumulator": "double", "simd": False}),
+        ("fm_interaction_backward", {"chunk": 16, "accumulator": "double", "threads": 2}),
     ],
 )
 def test_the_templates_fast_paths_are_correct_on_every_shape(

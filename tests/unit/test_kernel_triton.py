@@ -74,6 +74,8 @@ CASES = (
     Case("fm_interaction"),
     Case("fm_interaction", {"BLOCK_B": 64, "BLOCK_F": 1, "BLOCK_D": 16}),
     Case("fm_interaction", {"BLOCK_B": 4, "BLOCK_F": 32, "BLOCK_D": 64, "num_warps": 1}),
+    Case("fm_interaction_backward"),
+    Case("fm_interaction_backward", {"BLOCK_B": 1, "BLOCK_F": 4, "BLOCK_D": 16}),
     Case("linear_bias_act_backward"),
     Case("linear_bias_act_backward", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 16, "BLOCK_C": 32}),
     Case("layer_norm"),

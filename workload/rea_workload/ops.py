@@ -13,7 +13,7 @@ the PyTorch code here computes the same functions (a test holds it to their refe
 A call that must carry gradients (a training step) runs kernels only where the provider has
 both the forward and its backward operator (``<name>_backward``), joined into one autograd
 function: the operators in :data:`BACKWARDS` (the pooled lookup, dense layers with relu or no
-activation, layer norm). Every other training call runs PyTorch, so a forward kernel never
+activation, the FM interaction, layer norm). Every other training call runs PyTorch, so a forward kernel never
 mixes with PyTorch's gradient of a slightly different forward.
 """
 
@@ -162,6 +162,12 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
             gradients=(0, 1, 2),
             output_shape=lambda inputs: (inputs[0].shape[0], inputs[1].shape[0]),
             applies=lambda attributes: attributes["activation"] in ("relu", "none"),
+        ),
+        # d embeddings, from the embeddings (each field's partner is the sum of the others).
+        "fm_interaction": Backward(
+            inputs=lambda grad, inputs, output: (grad, inputs[0]),
+            gradients=(0,),
+            output_shape=lambda inputs: (inputs[0].shape[0], 1),
         ),
         # d x, d weight, d bias, from the input and the weight (the statistics are recomputed).
         "layer_norm": Backward(

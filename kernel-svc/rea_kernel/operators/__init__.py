@@ -21,6 +21,7 @@ from rea_kernel.operators.dcn_cross import DcnCross
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
 from rea_kernel.operators.embedding_bag_backward import EmbeddingBagPooledBackward
 from rea_kernel.operators.fm_interaction import FmInteraction
+from rea_kernel.operators.fm_interaction_backward import FmInteractionBackward
 from rea_kernel.operators.layer_norm import LayerNorm
 from rea_kernel.operators.layer_norm_backward import LayerNormBackward
 from rea_kernel.operators.linear_bias_act import LinearBiasAct
@@ -36,6 +37,7 @@ OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
             LinearBiasAct(),
             LinearBiasActBackward(),
             FmInteraction(),
+            FmInteractionBackward(),
             LayerNorm(),
             LayerNormBackward(),
             BceWithLogits(),

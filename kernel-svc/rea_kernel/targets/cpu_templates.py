@@ -849,6 +849,67 @@ FM_INTERACTION = CpuTemplate(
 )
 
 
+# fm_interaction_backward: per example, the fields' sum of a chunk of columns, then each field's
+# gradient from it while the example is in cache.
+_FM_BACKWARD_CPP = Template(r"""#include <algorithm>
+#include <cstdint>
+
+using Accumulator = $accumulator;
+constexpr int64_t kChunk = $chunk;
+
+// grad_embeddings[b, f, :] = grad_output[b] * (sum_f' v[b, f', :] - v[b, f, :]).
+extern "C" void fm_interaction_backward(const float* grad_output, const float* v, float* out, int64_t batch,
+                                        int64_t fields, int64_t dim) {
+  $pragma
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* __restrict example = v + b * fields * dim;
+    float* __restrict gradient = out + b * fields * dim;
+    const float g = grad_output[b];
+    for (int64_t c = 0; c < dim; c += kChunk) {
+      const int64_t width = std::min(kChunk, dim - c);
+      Accumulator sum[kChunk] = {};
+      for (int64_t f = 0; f < fields; ++f) {
+        const float* __restrict e = example + f * dim + c;
+        $simd
+        for (int64_t k = 0; k < width; ++k) sum[k] += e[k];
+      }
+      for (int64_t f = 0; f < fields; ++f) {
+        const float* __restrict e = example + f * dim + c;
+        float* __restrict o = gradient + f * dim + c;
+        $simd
+        for (int64_t k = 0; k < width; ++k) o[k] = g * (static_cast<float>(sum[k]) - e[k]);
+      }
+    }
+  }
+}
+""")
+
+
+def _fm_backward_cpp(params: Params) -> str:
+    return _FM_BACKWARD_CPP.substitute(
+        accumulator=params["accumulator"],
+        chunk=params["chunk"],
+        pragma=parallel_for(params),
+        simd=simd(params),
+    )
+
+
+FM_INTERACTION_BACKWARD = CpuTemplate(
+    symbol="fm_interaction_backward",
+    space=MappingProxyType(
+        {"accumulator": ("float", "double"), "chunk": (32, 16, 64), "simd": _SIMD, "threads": _THREADS}
+    ),
+    cpp=_fm_backward_cpp,
+    argtypes="[ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3",
+    run="""def run(grad_output, embeddings):
+    grad_output, embeddings = grad_output.contiguous(), embeddings.contiguous()
+    batch, fields, dim = embeddings.shape
+    out = torch.empty(batch, fields, dim, dtype=torch.float32)
+    _kernel(_pointer(grad_output), _pointer(embeddings), _pointer(out), batch, fields, dim)
+    return out
+""",
+)
+
 # layer_norm -------------------------------------------------------------------------------
 
 _LAYER_NORM_CPP = Template(r"""#include <algorithm>
@@ -1206,6 +1267,7 @@ TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
         "linear_bias_act": LINEAR_BIAS_ACT,
         "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,
+        "fm_interaction_backward": FM_INTERACTION_BACKWARD,
         "layer_norm": LAYER_NORM,
         "layer_norm_backward": LAYER_NORM_BACKWARD,
         "bce_with_logits": BCE_WITH_LOGITS,

@@ -584,6 +584,53 @@ FM_INTERACTION = TritonTemplate(
 )
 
 
+# fm_interaction_backward ---------------------------------------------------------------------
+
+_FM_BACKWARD = """@triton.jit
+def _fm_backward(grad_output, v, out, batch, fields, dim, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr,
+                 BLOCK_D: tl.constexpr):
+    \"\"\"BLOCK_B examples per program, BLOCK_D columns at a time: the fields' sum in one pass over
+    them (BLOCK_F at a time), then each field's gradient g * (sum - v) in a second.\"\"\"
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    has_row = rows < batch
+    g = tl.load(grad_output + rows, mask=has_row, other=0.0)
+    for d in range(0, dim, BLOCK_D):
+        columns = d + tl.arange(0, BLOCK_D)
+        sums = tl.zeros((BLOCK_B, BLOCK_D), dtype=tl.float32)
+        for f in range(0, fields, BLOCK_F):
+            field = f + tl.arange(0, BLOCK_F)
+            mask = has_row[:, None, None] & (field < fields)[None, :, None] & (columns < dim)[None, None, :]
+            where = rows[:, None, None] * fields * dim + field[None, :, None] * dim + columns[None, None, :]
+            sums += tl.sum(tl.load(v + where, mask=mask, other=0.0), axis=1)
+        for f in range(0, fields, BLOCK_F):
+            field = f + tl.arange(0, BLOCK_F)
+            mask = has_row[:, None, None] & (field < fields)[None, :, None] & (columns < dim)[None, None, :]
+            where = rows[:, None, None] * fields * dim + field[None, :, None] * dim + columns[None, None, :]
+            e = tl.load(v + where, mask=mask, other=0.0)
+            tl.store(out + where, g[:, None, None] * (sums[:, None, :] - e), mask=mask)
+
+
+def run(grad_output, embeddings):
+    grad_output, embeddings = grad_output.contiguous(), embeddings.contiguous()
+    batch, fields, dim = embeddings.shape
+    out = torch.empty_like(embeddings)
+    if out.numel() == 0:
+        return out
+    _fm_backward[(triton.cdiv(batch, BLOCK_B),)](
+        grad_output, embeddings, out, batch, fields, dim, BLOCK_B=BLOCK_B, BLOCK_F=BLOCK_F, BLOCK_D=BLOCK_D,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )
+    return out
+"""
+
+FM_INTERACTION_BACKWARD = TritonTemplate(
+    doc="The FM interaction's backward in Triton: the fields' sum, then each field's gradient from it.",
+    space=FM_INTERACTION.space,
+    variants=MappingProxyType(
+        {"": Variant(("BLOCK_B", "BLOCK_F", "BLOCK_D", *_LAUNCH), _fixed(_FM_BACKWARD))}
+    ),
+)
+
 # layer_norm -------------------------------------------------------------------------------
 
 _LAYER_NORM_CHUNKED = Template('''@triton.jit
@@ -869,6 +916,7 @@ TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
         "linear_bias_act": LINEAR_BIAS_ACT,
         "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,
+        "fm_interaction_backward": FM_INTERACTION_BACKWARD,
         "layer_norm": LAYER_NORM,
         "layer_norm_backward": LAYER_NORM_BACKWARD,
         "bce_with_logits": BCE_WITH_LOGITS,
