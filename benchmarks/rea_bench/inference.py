@@ -107,6 +107,13 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: list
     return seconds
 
 
+def _profile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> None:
+    """PyTorch's profile of the training steps, by operator: what a step spends its time on."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        _train(model, optimizer, steps)
+    console.print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=20))
+
+
 def searched_entries(
     model: RankerModel,
     prepared: list[Batch],
@@ -170,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="Threads for PyTorch and kernels.")
     parser.add_argument("--seed", type=int, default=0, help="The kernel searches' seed.")
     parser.add_argument("--no-compile", action="store_true", help="Skip torch.compile (kernel and model).")
+    parser.add_argument(
+        "--profile", action="store_true", help="Then profile the eager training step: where its time goes."
+    )
     parser.add_argument(
         "--memory-gb", type=float, default=8.0, help="Memory each sandboxed evaluation may use, GiB."
     )
@@ -275,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
                     model.ops, trained_model = chosen[name]
                     training[name].append(_train(trained_model, optimizer, steps))
         usage = kernels.usage()
+        if steps and args.profile:
+            model.ops = eager_ops
+            _profile(model, optimizers["eager"], steps)
     medians = {name: statistics.median(times) for name, times in seconds.items()}
     print_table(
         f"end-to-end inference on {target.device_name()}, {len(data):,} rows in batches of {args.batch:,}, "
