@@ -14,7 +14,9 @@ A ``candidate`` process has two phases:
   every timed run on fresh inputs (a new seed), the caches flushed before it, reading the whole
   output inside the timed region.
 
-A ``baseline`` process times the eager reference and ``torch.compile`` of it the same way. It
+Both kinds keep the memory they free (:func:`settle_allocator`), so no timed call pays for
+paging in memory the process had handed back. A ``baseline`` process times the eager reference
+and ``torch.compile`` of it the same way. It
 runs only trusted code, never in a candidate's process and never while one runs, so a
 candidate can neither see a reference output nor slow the reference down.
 
@@ -27,6 +29,7 @@ libraries from elsewhere.
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import importlib.util
 import json
@@ -349,9 +352,26 @@ def outcome(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return {"error": {"kind": error_kind(error), "message": message}}
 
 
+def settle_allocator() -> None:
+    """Keep freed memory in this process (glibc: no ``mmap`` for large blocks, no trimming), as a
+    long-running trainer's heap settles to. Otherwise a call's new output may land on pages
+    just returned to the system, and paging them back in (about a microsecond per 4 KiB) is
+    timed as the call's work: 4-8 ms of a 20 MB output's, and which calls paid it depended on
+    each process's history of allocations, so candidate and baselines paid unequally. A C
+    library without ``mallopt`` is left as it is."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_MAX, 0)
+        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
+
+
 def main() -> None:
     faulthandler.enable()
     sys.dont_write_bytecode = True
+    settle_allocator()  # before anything large is allocated, and before a candidate's guard
     report_fd = int(os.environ[REPORT_FD_VARIABLE])
     directory = Path.cwd()
     job: dict[str, Any] = json.loads((directory / "job.json").read_text())
