@@ -19,7 +19,7 @@ registry.
    warmed up). The predictions must agree within float tolerance.
 5. Training steps (forward, BCE, backward, Adam) are timed the same way, eager against forward
    and backward kernels where both were found (``rea_workload.ops.BACKWARDS``: the pooled lookup,
-   the dense layers, layer norm); the rest of a training step (the crosses, FM, BCE, Adam) runs
+   the dense layers, FM, layer norm); the rest of a training step (the crosses, BCE, Adam) runs
    PyTorch. The peer is ``torch.compile`` of the model, forward and backward (Adam eager in
    all three).
 
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name in trained
             ],
             caption="kernels: forward and backward kernels where both were found (the pooled lookup, "
-            "dense layers, layer norm); the crosses, FM, BCE and Adam run PyTorch. torch.compile: "
+            "dense layers, FM, layer norm); the crosses, BCE and Adam run PyTorch. torch.compile: "
             "the model's forward and backward compiled, Adam eager",
         )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None]
