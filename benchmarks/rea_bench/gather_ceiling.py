@@ -30,7 +30,7 @@ import torch
 from rea_bench.output import print_header, print_table
 from rea_kernel.operators import get_operator
 from rea_kernel.sandbox import Limits
-from rea_kernel.targets import get_target
+from rea_kernel.targets import CpuTarget, get_target
 
 GATHER_CPP = r"""#include <cstdint>
 #include <omp.h>
@@ -65,11 +65,11 @@ extern "C" float gather(const float* weights, const int64_t* table_offsets, cons
 DISTANCES = (0, 8, 16, 32, 64, 128, 256)
 
 
-def _gather_function(directory: Path) -> Callable[..., float]:
+def _gather_function(directory: Path, target: CpuTarget) -> Callable[..., float]:
+    """The floor loop, built with the compiler and flags the cpu target builds kernels with."""
     source, library = directory / "gather.cpp", directory / "gather.so"
     source.write_text(GATHER_CPP)
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    subprocess.run(["g++", *flags, str(source), "-o", str(library)], check=True)
+    subprocess.run([target.compiler, *target.flags, str(source), "-o", str(library)], check=True)
     function = ctypes.CDLL(str(library)).gather
     function.restype = ctypes.c_float
     function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     weights, table_offsets, indices, offsets = inputs
     attributes = operator.attributes(shape)
     target = get_target("cpu")
+    assert isinstance(target, CpuTarget)
     threads = torch.get_num_threads()
     print_header(
         "pooled lookup: the gather floor against torch.compile",
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     id_bounds = offsets[:: args.batch].contiguous()
     gathered = int(indices.numel())
     with tempfile.TemporaryDirectory() as scratch:
-        gather = _gather_function(Path(scratch))
+        gather = _gather_function(Path(scratch), target)
         pointers = [t.data_ptr() for t in (weights, table_offsets, indices, id_bounds)]
         floors = {
             distance: _median_seconds(

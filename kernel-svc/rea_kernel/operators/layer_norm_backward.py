@@ -58,8 +58,7 @@ class LayerNormBackward(Operator[LayerNormShape]):
         return grad_x, grad_weight, grad_output.sum(0)
 
     def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> LayerNormShape:
-        rows, dim = inputs[0].shape
-        return LayerNormShape(rows=rows, dim=dim)
+        return _FORWARD.shape_of(inputs[1:], attributes)
 
     def bytes_moved(self, shape: LayerNormShape) -> int:
         """The output gradient and ``x`` read, ``grad_x`` written, the weight read and its two

@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from rea_kernel.operators._base import Attribute, Operator, Shape, Tolerance, size_class
+from rea_kernel.operators._base import Attribute, Operator, Shape, Tolerance
 from rea_kernel.operators.linear_bias_act import LinearBiasAct, LinearShape
 
 _FORWARD = LinearBiasAct()
@@ -63,8 +63,7 @@ class LinearBiasActBackward(Operator[LinearBackwardShape]):
     ) -> tuple[torch.Tensor, ...]:
         """The forward's inputs and its output (so relu's zeros fall where they would in training),
         and a gradient of that output."""
-        forward = LinearShape.model_validate(shape.model_dump())
-        x, weight, bias = _FORWARD.make_inputs(forward, dtype, generator)
+        x, weight, bias = _FORWARD.make_inputs(_forward_shape(shape), dtype, generator)
         output = _FORWARD.reference(x, weight, bias, activation=shape.activation)
         grad_output = torch.randn(shape.batch, shape.out_features, generator=generator, dtype=dtype)
         return grad_output, x, weight, output
@@ -91,4 +90,9 @@ class LinearBiasActBackward(Operator[LinearBackwardShape]):
         )
 
     def bucket(self, shape: LinearBackwardShape) -> str:
-        return f"{shape.in_features}x{shape.out_features}-{shape.activation}-b{size_class(shape.batch)}"
+        return _FORWARD.bucket(_forward_shape(shape))
+
+
+def _forward_shape(shape: LinearBackwardShape) -> LinearShape:
+    """The forward call whose gradients ``shape`` computes (its sizes, a narrower activation)."""
+    return LinearShape.model_validate(shape.model_dump())
