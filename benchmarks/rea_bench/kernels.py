@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         help="MiB written to flush the caches before each timed run (default: 1.5x the last-level cache).",
     )
     parser.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help="Time every side with tensors of 2 MiB and more on transparent huge pages.",
+    )
+    parser.add_argument(
         "--no-inference", action="store_true", help="Skip the ranker's end-to-end inference measurement."
     )
     parser.add_argument(
@@ -209,7 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     flush = None if args.flush_mb is None else args.flush_mb << 20
     limits = Limits(memory_bytes=int(args.memory_gb * (1 << 30)))
     settings = Settings(
-        repeats=args.repeats, rounds=args.rounds, warmup=2, cache_flush_bytes=flush, limits=limits
+        repeats=args.repeats,
+        rounds=args.rounds,
+        warmup=2,
+        cache_flush_bytes=flush,
+        limits=limits,
+        huge_pages=args.huge_pages,
     )
     shown = {
         "device": target.device_name(),
@@ -217,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         "repeats": args.repeats,
         "rounds": args.rounds,
         "flush_mb": args.flush_mb,
+        **({"huge_pages": "on"} if args.huge_pages else {}),
         **({"written": f"{args.llm} by {synthesizer.author}"} if synthesizer else {}),
     }
     print_header(f"KernelEvolve, {target.name} target", shown)

@@ -19,11 +19,13 @@ trusts nothing the candidate does and checks everything itself:
   and shape (:func:`rea_kernel.checks.output_problem`).
 - Timing: warm-up, then the median of many runs, each on fresh inputs (a memo keyed on the
   inputs' addresses or contents never hits), the caches flushed before each (a buffer larger
-  than the last-level cache is written), and the timed region includes reading the whole
-  output. The runs are shared among rounds in which the candidate's process and the baselines'
-  take turns, in the order candidate-baselines, baselines-candidate, ...: a machine that slows
-  down part-way (shared hosts do) slows both sides alike instead of moving the ratio. Only the
-  process being timed runs; the other is stopped (SIGSTOP), so a candidate cannot load the
+  than the last-level cache is written), and the timed region ends after reading one element
+  of every page of every output, at places drawn anew for each run (the whole output is copied
+  right after, and must not have changed: :func:`rea_kernel.harness.probe`). The runs are
+  shared among rounds in which the candidate's process and the baselines' take turns, in the
+  order candidate-baselines, baselines-candidate, ...: a machine that slows down part-way
+  (shared hosts do) slows both sides alike instead of moving the ratio. Only the process being
+  timed runs; the other is stopped (SIGSTOP), so a candidate cannot load the
   machine while the reference is timed, nor idle OpenMP threads spin beside the candidate.
   Every timed output is checked (by fingerprint, :mod:`rea_kernel.checks`) and the last one
   again, in full, after the loop: a kernel that returns before its work is done is caught by
@@ -112,6 +114,12 @@ class Settings(BaseModel):
         description="Threads for the candidate (unless it sets its own) and the baselines; None: every core. "
         "One thread times steadily on a machine other work is using, where a parallel region waits for "
         "whichever of its threads was descheduled.",
+    )
+    huge_pages: bool = Field(
+        default=False,
+        description="Back the tensors of 2 MiB and more in both processes with transparent huge pages "
+        "(PyTorch's THP_MEM_ALLOC_ENABLE; a no-op where the system's THP is 'never'), as a trainer with "
+        "large embedding tables may run: a random row read then rarely misses the TLB.",
     )
     time_compiled_reference: bool = Field(
         default=True, description="Also time torch.compile of the reference (slow to compile)."
@@ -266,6 +274,8 @@ class _Run:
         environment = {"PYTHONPATH": str(Path(rea_kernel.__file__).resolve().parents[1])}
         if self.settings.threads is not None:
             environment |= dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS"), str(self.settings.threads))
+        if self.settings.huge_pages:
+            environment |= {"THP_MEM_ALLOC_ENABLE": "1"}
         access = self.target.run_time_access()
         if role == "baseline":
             inductor = self.settings.cache_dir.resolve() / "inductor"
@@ -537,8 +547,8 @@ class _Run:
             if checks.compare(settled, last, tolerance).matches:
                 raise _Rejection(
                     Verdict.REJECTED,
-                    "returned before its work was done: the output read inside the timed region was "
-                    f"wrong, and right after the timing loop {where}",
+                    "returned before its work was done: the output copied as the timed region ended "
+                    f"was wrong, and right after the timing loop {where}",
                 )
             raise _Rejection(Verdict.REJECTED, f"incorrect {where}")
         for run, (seed, value) in enumerate(zip(seeds, timed["fingerprints"], strict=True)):

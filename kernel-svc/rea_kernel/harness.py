@@ -11,8 +11,12 @@ A ``candidate`` process has two phases:
   evaluator compares, in its own process.
 - ``timing``, only when the evaluator, having judged the outputs, sends the timing job on stdin
   (so the candidate cannot see the timing seeds in advance): time the candidate on each shape,
-  every timed run on fresh inputs (a new seed), the caches flushed before it, reading the whole
-  output inside the timed region.
+  every timed run on fresh inputs (a new seed), the caches flushed before it. The timed region
+  ends after one element of every page of every output, at a place in the page drawn for that
+  run, has been read (:func:`probe`): a kernel must have finished its work when it returns, as
+  every caller reads its output, without the whole output's copy (which the callers' kernels
+  do not pay, and which would hide the kernels' difference under a cost both sides pay alike)
+  being timed. The copy is taken right after, and the probed elements must equal it.
 
 Both kinds keep the memory they free (:func:`settle_allocator`), so no timed call pays for
 paging in memory the process had handed back. A ``baseline`` process times the eager reference
@@ -230,8 +234,55 @@ def to_host(result: Result) -> Result:
 
 
 def snapshot(result: Result) -> Result:
-    """A copy on the result's device: reading every output is part of the work timed."""
+    """A copy on the result's device, taken as soon as the timed region ends."""
     return result.clone() if isinstance(result, torch.Tensor) else tuple(tensor.clone() for tensor in result)
+
+
+PAGE_BYTES = 4096
+""":func:`probe` reads one element per page: a lazily mapped output is made to exist, and an
+output being written after ``run`` returned differs from its copy somewhere, at a cost of a
+sixty-fourth of the output's cache lines."""
+
+Probe = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+"""For each output: the flat positions read, and the values found there."""
+
+
+def probe_positions(result: object, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """One position in every page of every output of ``result``'s sizes, drawn anew for each
+    run before its timer starts (a kernel cannot know which elements will be read)."""
+    positions = []
+    for tensor in checks.tensors(result) if isinstance(result, torch.Tensor | tuple) else ():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        per_page = max(1, PAGE_BYTES // tensor.element_size())
+        starts = torch.arange(0, tensor.numel(), per_page)
+        offsets = torch.randint(0, per_page, starts.shape, generator=generator)
+        positions.append((starts + offsets).clamp_(max=max(0, tensor.numel() - 1)).to(tensor.device))
+    return tuple(positions)
+
+
+def probe(result: object, positions: tuple[torch.Tensor, ...]) -> Probe:
+    """The values at ``positions`` (see :func:`probe_positions`), read in the timed region."""
+    if not isinstance(result, torch.Tensor | tuple):
+        return ()
+    outputs = [tensor for tensor in checks.tensors(result) if isinstance(tensor, torch.Tensor)]
+    return tuple(
+        (where, tensor.detach().reshape(-1)[where % max(1, tensor.numel())])
+        for tensor, where in zip(outputs, positions, strict=False)
+        if tensor.numel()
+    )
+
+
+def probe_problem(probed: Probe, copied: Result) -> str | None:
+    """Whether an output changed between the probe's read and the copy after the timer."""
+    for (where, values), tensor in zip(probed, checks.tensors(copied), strict=False):
+        now = tensor.reshape(-1)[where % max(1, tensor.numel())]
+        same = values == now
+        if values.is_floating_point():
+            same |= values.isnan() & now.isnan()
+        if not bool(same.all()):
+            return "returned before its work was done: its output changed after the timed region ended"
+    return None
 
 
 def synchronize(device: str) -> None:
@@ -280,21 +331,27 @@ def time_kernel(
     dtype = getattr(torch, timing["dtype"])
     attributes = operator.attributes(shape)
     device = timing["device"]
-    for seed in spec["warmup_seeds"]:  # fresh inputs here too: a compiler meets varying sizes now
+    for seed in spec["warmup_seeds"][:-1]:  # fresh inputs here too: a compiler meets varying sizes now
         run(*make_inputs(operator, shape, dtype, seed, device), **attributes)
     times_ns: list[int] = []
     fingerprints: list[float] = []
     problem = None
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+    output = run(*make_inputs(operator, shape, dtype, spec["warmup_seeds"][-1], device), **attributes)
     for seed in spec["seeds"]:
         inputs = make_inputs(operator, shape, dtype, seed, device)
+        positions = probe_positions(output, generator)  # the sizes of the last output
         flush.add_(1.0)
         synchronize(device)
         started = time.perf_counter_ns()
         output = run(*inputs, **attributes)
-        copied = snapshot(output)
+        synchronize(device)
+        probed = probe(output, positions)
         synchronize(device)
         times_ns.append(time.perf_counter_ns() - started)
         problem = problem or checks.output_problem(output, device, inputs, operator.outputs)
+        copied = snapshot(output)
+        problem = problem or probe_problem(probed, copied)
         fingerprints.append(checks.fingerprint(to_host(copied), seed))
     time.sleep(SETTLE_SECONDS)
     last, settled = to_host(copied), to_host(output)

@@ -79,6 +79,7 @@ def evaluator_settings(settings: Settings) -> EvaluatorSettings:
         compile_limits=defaults.compile_limits.model_copy(update=confine),
         repeats=settings.kernel_repeats,
         threads=settings.kernel_threads,
+        huge_pages=settings.kernel_huge_pages,
         cache_flush_bytes=flush,
         cache_dir=settings.home / "kernel-cache",
     )

@@ -223,6 +223,10 @@ class Settings(BaseSettings):
     kernel_threads: int | None = Field(
         default=None, ge=1, description="Threads kernels and their baselines run with; unset: every core."
     )
+    kernel_huge_pages: bool = Field(
+        default=False,
+        description="Time kernels and their baselines with large tensors on transparent huge pages.",
+    )
     kernel_confine: bool = Field(
         default=True,
         description="Confine every process that builds or runs a candidate kernel with Landlock, where the "

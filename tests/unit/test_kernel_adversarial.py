@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rea.kernels import Candidate
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
-from rea_kernel.harness import Guard
+from rea_kernel.harness import Guard, probe, probe_positions, probe_problem
 from rea_kernel.operators import get_operator
 from rea_kernel.sandbox import Limits, Verdict
 from rea_kernel.targets import get_target
@@ -240,6 +241,27 @@ def run(x, weight, bias, *, eps):
     return _honest_run(x, weight, bias, eps=eps)
 """
 )
+
+RUNS_ON_HUGE_PAGES = (
+    WRAP
+    + """
+import os
+
+
+def run(x, weight, bias, *, eps):
+    if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
+        raise RuntimeError("not asked to allocate on huge pages")
+    return _honest_run(x, weight, bias, eps=eps)
+"""
+)
+
+ALLOCATES_ON_HUGE_PAGES = """
+import torch
+
+tensor = torch.ones(16 << 20)  # 64 MiB, written
+with open("/proc/self/smaps_rollup") as smaps:
+    print(next(int(line.split()[1]) for line in smaps if line.startswith("AnonHugePages:")))
+"""
 
 HANGS = """
 def run(x, weight, bias, *, eps):
@@ -486,6 +508,33 @@ def test_the_candidate_sees_a_scrubbed_environment(cache_dir: Path, monkeypatch:
     assert evaluation.verdict is Verdict.PASSED, evaluation.reason
 
 
+def test_huge_pages_are_asked_for_only_when_set(cache_dir: Path) -> None:
+    """The candidate's and the baselines' processes get the same environment."""
+    evaluation = judged(cheat(RUNS_ON_HUGE_PAGES), quick(cache_dir, huge_pages=True))
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+    evaluation = judged(cheat(RUNS_ON_HUGE_PAGES), quick(cache_dir))
+    assert evaluation.verdict is Verdict.CRASHED and "not asked" in evaluation.reason
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/smaps_rollup").exists()
+    or "[never]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text(),
+    reason="needs Linux with transparent huge pages",
+)
+def test_pytorch_puts_large_tensors_on_huge_pages_when_asked() -> None:
+    """What ``huge_pages`` relies on, with this PyTorch and this kernel."""
+
+    def huge_kib(asked: str) -> int:
+        environment = {**os.environ, "THP_MEM_ALLOC_ENABLE": asked}
+        done = subprocess.run(
+            [sys.executable, "-c", ALLOCATES_ON_HUGE_PAGES], env=environment, capture_output=True, text=True
+        )
+        return int(done.stdout.strip())
+
+    assert huge_kib("1") >= 32 << 10
+    assert huge_kib("0") < 32 << 10
+
+
 @pytest.mark.parametrize(
     ("shim", "cpp", "verdict", "named"),
     [
@@ -559,3 +608,18 @@ def test_a_settled_allocator_pages_nothing_in_for_a_new_output() -> None:
 
     assert faults("settled") < 100
     assert faults("default") > 5000  # a 40 MB block is mmapped afresh each time: 9,766 pages
+
+
+def test_the_timed_region_reads_every_page_and_a_later_write_is_caught() -> None:
+    """The timer stops after one element of every page is read, at places drawn for each run;
+    an output written after that read differs from the copy taken right after."""
+    output = (torch.zeros(10_000), torch.full((3,), float("nan")), torch.empty(0))
+    generator = torch.Generator().manual_seed(0)
+    positions = probe_positions(output, generator)
+    assert [position // 1024 for position in positions[0].tolist()] == list(range(10))  # 4 KiB pages
+    assert not torch.equal(positions[0], probe_positions(output, generator)[0])
+    probed = probe(output, positions)
+    assert probe_problem(probed, tuple(tensor.clone() for tensor in output)) is None  # NaN equals NaN
+    output[0][positions[0][7]] = 1.0
+    problem = probe_problem(probed, tuple(tensor.clone() for tensor in output))
+    assert problem is not None and "returned before its work was done" in problem

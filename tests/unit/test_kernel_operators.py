@@ -359,6 +359,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("bce_with_logits", {"softplus": "std", "chunk": 256, "simd": False}),
         ("embedding_bag_pooled", {"loop": "per_table", "store": "cached"}),
         ("embedding_bag_pooled", {"loop": "batch_major", "chunk": 16, "threads": 2}),
+        ("embedding_bag_pooled", {"loop": "table_bag", "prefetch_bags": 1, "unroll": 4}),
+        ("embedding_bag_pooled", {"loop": "ranges", "prefetch_rows": 32, "threads": 8}),
+        ("embedding_bag_pooled", {"loop": "ranges", "prefetch_rows": 0, "store": "cached"}),
         ("layer_norm", {"store": "streaming", "variance": "one_pass", "threads": 2}),
         ("linear_bias_act_backward", {"micro_rows": 4, "micro_vectors": 1, "tile_order": "panels"}),
         ("linear_bias_act_backward", {"micro_rows": 12, "accumulator": "double", "threads": 2}),
@@ -371,7 +374,8 @@ def test_the_templates_fast_paths_are_correct_on_every_shape(
 ) -> None:
     """The dense templates' loop orders and register tiles (row and column counts that leave
     partial tiles and panels, an empty batch, one row), BCE's softplus both ways, and the
-    lookup's loops and layer norm with streaming stores (rows of 17 and 3 floats are never
+    lookup's loops (ranges split over more threads than there are bags) and layer norm with
+    streaming stores (rows of 17 and 3 floats are never
     aligned) or cached ones, through the whole correctness check."""
     settings = Settings(
         trials=2,

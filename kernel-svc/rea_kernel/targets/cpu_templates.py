@@ -73,13 +73,19 @@ class CpuTemplate:
 
 
 # embedding_bag_pooled -------------------------------------------------------------------
-# loop: which (table, bag) pairs one parallel loop spans (all of them, fused; or one loop per
-# table, as separate EmbeddingBags run; or examples, each thread writing whole output rows).
-# chunk: columns pooled per pass over a bag's rows; unroll: rows summed at once, into separate
-# accumulators; prefetch_bags: how many bags ahead the rows are requested from memory, since
-# one bag's rows are too few to keep enough misses in flight.
+# loop: which (table, bag) pairs one parallel loop spans (each thread one contiguous range of
+# all of them, in the order of the indices; or all of them, shared out by an OpenMP schedule; or
+# one loop per table, as separate EmbeddingBags run; or examples, each thread writing whole
+# output rows). chunk: columns pooled per pass over a bag's rows; unroll: rows summed at once,
+# into separate accumulators. One bag's rows are too few to keep enough misses in flight, so
+# rows are requested from memory ahead of their use: prefetch_rows ids ahead along a thread's
+# own range (the "ranges" loop, which walks the ids in order), prefetch_bags whole bags ahead
+# (the others, whose next bag is known but not a stream of ids).
 
-_EMBEDDING_CPP = Template(r"""#include <cstdint>
+_EMBEDDING_CPP = Template(r"""#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -89,6 +95,7 @@ namespace {
 constexpr int64_t kChunk = $chunk;
 constexpr int64_t kUnroll = $unroll;
 constexpr int64_t kPrefetchBags = $prefetch_bags;
+constexpr int64_t kPrefetchRows = $prefetch_rows;
 constexpr bool kStream = $stream;
 
 // Writes a pooled row segment. Streaming stores (kStream, where the output is aligned) write
@@ -147,13 +154,14 @@ inline void pool_columns(const float* __restrict table, const int64_t* __restric
   store_row(out, pooled, w);
 }
 
+inline void prefetch_row(const float* row, int64_t dim) {
+  for (int64_t c = 0; c < dim; c += 16) __builtin_prefetch(row + c);
+}
+
 // Asks for every row of a bag to be brought into cache, so that its misses overlap with the
 // work on the bags before it (one bag's rows are too few to keep the memory system busy).
 inline void prefetch_bag(const float* table, const int64_t* ids, int64_t length, int64_t dim) {
-  for (int64_t j = 0; j < length; ++j) {
-    const float* row = table + ids[j] * dim;
-    for (int64_t c = 0; c < dim; c += 16) __builtin_prefetch(row + c);
-  }
+  for (int64_t j = 0; j < length; ++j) prefetch_row(table + ids[j] * dim, dim);
 }
 
 // One bag, all its columns; an empty bag pools to zeros.
@@ -188,6 +196,25 @@ _POOL = """if (kPrefetchBags > 0 && $ahead < tables * batch) {
              dim, mean != 0, out + (example * tables + table) * dim);"""
 
 _EMBEDDING_LOOPS = {
+    # Each thread one contiguous range of bags, so its ids are one stream in memory order and a
+    # cursor kPrefetchRows ids ahead of the bag being pooled keeps a steady number of rows in
+    # flight (tracking which table the id it reaches belongs to), as a gather at full speed does.
+    "ranges": """  const int64_t bags = tables * batch;
+  const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
+  const int64_t first = bags * thread / threads, last = bags * (thread + 1) / threads;
+  const int64_t stop = offsets[last];
+  int64_t ahead = offsets[first];
+  int64_t ahead_table = bags > 0 ? first / batch : 0;
+  for (int64_t bag = first; bag < last; ++bag) {
+    const int64_t table = bag / batch;
+    const int64_t example = bag - table * batch;
+    for (const int64_t until = std::min(offsets[bag + 1] + kPrefetchRows, stop); ahead < until; ++ahead) {
+      while (ahead >= offsets[(ahead_table + 1) * batch]) ++ahead_table;
+      prefetch_row(weights + (table_offsets[ahead_table] + indices[ahead]) * dim, dim);
+    }
+    pool_bag(weights + table_offsets[table] * dim, indices + offsets[bag], offsets[bag + 1] - offsets[bag],
+             dim, mean != 0, out + (example * tables + table) * dim);
+  }""",
     # One parallel loop over every (table, bag) pair, in the order of the indices.
     "table_bag": """  const int64_t bags = tables * batch;
   $pragma
@@ -218,7 +245,7 @@ _SCHEDULES = {"dynamic": "dynamic, 16", "static": "static", "guided": "guided"}
 
 
 # The bag whose rows are prefetched: the one the same thread reaches kPrefetchBags bags later.
-_AHEAD = {
+_AHEAD = {  # "ranges" prefetches by rows instead
     "table_bag": "bag + kPrefetchBags",
     "batch_major": "bag + kPrefetchBags * batch",
     "per_table": "bag + kPrefetchBags",
@@ -227,17 +254,18 @@ _AHEAD = {
 
 def _embedding_cpp(params: Params) -> str:
     kind = str(params["loop"])
-    # One parallel region, its loops shared out with `omp for`, so each thread fences its own
-    # streaming stores before the region ends.
+    # One parallel region, its loops shared out with `omp for` (or by hand, for "ranges"), so
+    # each thread fences its own streaming stores before the region ends.
     threads = f" num_threads({params['threads']})" if params["threads"] else ""
     loop = Template(_EMBEDDING_LOOPS[kind]).substitute(
         pragma=f"#pragma omp for schedule({_SCHEDULES[str(params['schedule'])]})",
-        pool=Template(_POOL).substitute(ahead=_AHEAD[kind]),
+        pool=Template(_POOL).substitute(ahead=_AHEAD.get(kind, "bag")),
     )
     return _EMBEDDING_CPP.substitute(
         chunk=params["chunk"],
         unroll=params["unroll"],
         prefetch_bags=params["prefetch_bags"],
+        prefetch_rows=params["prefetch_rows"],
         stream="true" if params["store"] == "streaming" else "false",
         parallel=f"#pragma omp parallel{threads}",
         simd=simd(params),
@@ -249,10 +277,11 @@ EMBEDDING_BAG = CpuTemplate(
     symbol="embedding_bag_pooled",
     space=MappingProxyType(
         {
-            "loop": ("table_bag", "batch_major", "per_table"),
+            "loop": ("ranges", "table_bag", "batch_major", "per_table"),
             "schedule": ("static", "dynamic", "guided"),
             "chunk": (32, 16, 64, 128),
             "unroll": (2, 1, 4),
+            "prefetch_rows": (128, 64, 256, 32, 0),
             "prefetch_bags": (4, 2, 1, 0),
             "store": ("streaming", "cached"),
             "simd": _SIMD,
