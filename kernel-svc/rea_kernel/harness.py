@@ -243,11 +243,14 @@ PAGE_BYTES = 4096
 output being written after ``run`` returned differs from its copy somewhere, at a cost of a
 sixty-fourth of the output's cache lines."""
 
+Positions = tuple[tuple[int, torch.Tensor], ...]
+"""For each output: the size it had when the positions were drawn, and the flat positions."""
+
 Probe = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 """For each output: the flat positions read, and the values found there."""
 
 
-def probe_positions(result: object, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def probe_positions(result: object, generator: torch.Generator) -> Positions:
     """One position in every page of every output of ``result``'s sizes, drawn anew for each
     run before its timer starts (a kernel cannot know which elements will be read)."""
     positions = []
@@ -257,26 +260,28 @@ def probe_positions(result: object, generator: torch.Generator) -> tuple[torch.T
         per_page = max(1, PAGE_BYTES // tensor.element_size())
         starts = torch.arange(0, tensor.numel(), per_page)
         offsets = torch.randint(0, per_page, starts.shape, generator=generator)
-        positions.append((starts + offsets).clamp_(max=max(0, tensor.numel() - 1)).to(tensor.device))
+        where = (starts + offsets).clamp_(max=max(0, tensor.numel() - 1))
+        positions.append((tensor.numel(), where.to(tensor.device)))
     return tuple(positions)
 
 
-def probe(result: object, positions: tuple[torch.Tensor, ...]) -> Probe:
+def probe(result: object, positions: Positions) -> Probe:
     """The values at ``positions`` (see :func:`probe_positions`), read in the timed region."""
     if not isinstance(result, torch.Tensor | tuple):
         return ()
     outputs = [tensor for tensor in checks.tensors(result) if isinstance(tensor, torch.Tensor)]
-    return tuple(
-        (where, tensor.detach().reshape(-1)[where % max(1, tensor.numel())])
-        for tensor, where in zip(outputs, positions, strict=False)
-        if tensor.numel()
-    )
+    read = []
+    for tensor, (drawn_for, where) in zip(outputs, positions, strict=False):
+        if tensor.numel():  # a wrong size (rejected by the checks anyway) folds the positions in
+            inside = where if drawn_for == tensor.numel() else where % tensor.numel()
+            read.append((inside, tensor.detach().view(-1).index_select(0, inside)))
+    return tuple(read)
 
 
 def probe_problem(probed: Probe, copied: Result) -> str | None:
     """Whether an output changed between the probe's read and the copy after the timer."""
     for (where, values), tensor in zip(probed, checks.tensors(copied), strict=False):
-        now = tensor.reshape(-1)[where % max(1, tensor.numel())]
+        now = tensor.reshape(-1).index_select(0, where)
         same = values == now
         if values.is_floating_point():
             same |= values.isnan() & now.isnan()

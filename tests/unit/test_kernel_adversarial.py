@@ -616,10 +616,11 @@ def test_the_timed_region_reads_every_page_and_a_later_write_is_caught() -> None
     output = (torch.zeros(10_000), torch.full((3,), float("nan")), torch.empty(0))
     generator = torch.Generator().manual_seed(0)
     positions = probe_positions(output, generator)
-    assert [position // 1024 for position in positions[0].tolist()] == list(range(10))  # 4 KiB pages
-    assert not torch.equal(positions[0], probe_positions(output, generator)[0])
+    drawn_for, where = positions[0]
+    assert drawn_for == 10_000 and [at // 1024 for at in where.tolist()] == list(range(10))  # 4 KiB pages
+    assert not torch.equal(where, probe_positions(output, generator)[0][1])
     probed = probe(output, positions)
     assert probe_problem(probed, tuple(tensor.clone() for tensor in output)) is None  # NaN equals NaN
-    output[0][positions[0][7]] = 1.0
+    output[0][where[7]] = 1.0
     problem = probe_problem(probed, tuple(tensor.clone() for tensor in output))
     assert problem is not None and "returned before its work was done" in problem
