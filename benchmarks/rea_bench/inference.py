@@ -9,7 +9,7 @@ registry.
    same whatever the weights.
 2. One inference pass and one training step against an empty registry list every operator call
    they make, with its shape (what a job with ``use_evolved_kernels`` reports): in training, the
-   forward and backward operators of the pooled lookup, the dense layers and layer norm.
+   forward and backward operators of each operator in ``rea_workload.ops.BACKWARDS``.
 3. KernelEvolve searches each of those (operator, shape) pairs on the target (``cpu``, or
    ``triton`` with the model on the GPU; ``tune`` with that shape as the benchmark), and its
    winners become registry entries.
@@ -19,7 +19,7 @@ registry.
    warmed up). The predictions must agree within float tolerance.
 5. Training steps (forward, BCE, backward, Adam) are timed the same way, eager against forward
    and backward kernels where both were found (``rea_workload.ops.BACKWARDS``: the pooled lookup,
-   the dense layers, FM, layer norm); the rest of a training step (the crosses, BCE, Adam) runs
+   the crosses, the dense layers, FM, layer norm); the rest of a training step (BCE, Adam) runs
    PyTorch. The peer is ``torch.compile`` of the model, forward and backward (Adam eager in
    all three).
 
@@ -53,7 +53,7 @@ from rea_kernel.tuning import tune
 from rea_workload.batches import Batch, batches
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
-from rea_workload.ops import Ops
+from rea_workload.ops import BACKWARDS, Ops
 from rea_workload.schema import RankerConfig
 
 MODEL = {
@@ -314,9 +314,8 @@ def main(argv: list[str] | None = None) -> None:
                 [name, f"{rows / trained[name]:,.0f}", f"{trained['eager'] / trained[name]:.2f}x"]
                 for name in trained
             ],
-            caption="kernels: forward and backward kernels where both were found (the pooled lookup, "
-            "dense layers, FM, layer norm); the crosses, BCE and Adam run PyTorch. torch.compile: "
-            "the model's forward and backward compiled, Adam eager",
+            caption=f"kernels: forward and backward kernels where both were found ({', '.join(BACKWARDS)}); "
+            "BCE and Adam run PyTorch. torch.compile: the model's forward and backward compiled, Adam eager",
         )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None]
     kept = [f"{u.operator} {u.bucket}: {u.reason}" for u in usage if u.kernel is None]

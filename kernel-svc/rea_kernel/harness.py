@@ -308,7 +308,7 @@ def run_trials(
         inputs = make_inputs(operator, shape, dtype, trial["seed"], job["device"])
         originals = [tensor.clone() for tensor in inputs]
         output = run(*inputs, **operator.attributes(shape))
-        problem = checks.output_problem(output, job["device"], inputs, operator.outputs)
+        problem = checks.output_problem(output, job["device"], inputs, operator.outputs(shape))
         records.append(
             {
                 "problem": problem,
@@ -354,7 +354,7 @@ def time_kernel(
         probed = probe(output, positions)
         synchronize(device)
         times_ns.append(time.perf_counter_ns() - started)
-        problem = problem or checks.output_problem(output, device, inputs, operator.outputs)
+        problem = problem or checks.output_problem(output, device, inputs, operator.outputs(shape))
         copied = snapshot(output)
         problem = problem or probe_problem(probed, copied)
         fingerprints.append(checks.fingerprint(to_host(copied), seed))

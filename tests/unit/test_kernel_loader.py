@@ -126,17 +126,25 @@ def test_a_kernel_slower_than_pytorch_in_its_evaluation_is_not_run(tmp_path: Pat
     assert use.kernel is None and "0.80x eager" in use.reason and not kernels.loaded
 
 
-def test_a_call_that_needs_gradients_runs_pytorch_where_the_operator_has_no_backward(tmp_path: Path) -> None:
-    x = torch.randn(4, 6, requires_grad=True)
-    weight, bias = torch.randn(6, 6), torch.randn(6)
+def test_a_first_cross_layer_whose_x_is_x0_trains_with_both_gradients_added(tmp_path: Path) -> None:
+    """A stack's first cross layer passes one tensor as x0 and x: the backward kernel's two
+    gradients of it add up, as PyTorch's do."""
+    x0, weight, bias = cross_layer(5, 6, rank=0)[1:]
     cross = OPERATORS["dcn_cross"]
-    bucket = cross.bucket(cross.shape_of((x, x, weight, bias), {}))
-    kernels = RegistryKernels([entry("dcn_cross", bucket)], tmp_path, tmp_path / "c", threads=1)
-    Ops(kernels).dcn_cross(x, x, weight, bias).sum().backward()
-    assert x.grad is not None and kernels.usage() == []
+    bucket = cross.bucket(cross.shape_of((x0, x0, weight, bias), {}))
+    kernels = RegistryKernels(
+        [entry("dcn_cross", bucket), entry("dcn_cross_backward", bucket)], tmp_path, tmp_path / "c", threads=1
+    )
+    gradients = []
+    for ops in (Ops(kernels), Ops()):
+        leaf = x0.clone().requires_grad_()
+        ops.dcn_cross(leaf, leaf, weight, bias).backward(torch.ones(5, 6))
+        gradients.append(leaf.grad)
+    torch.testing.assert_close(*gradients, atol=1e-4, rtol=1e-4)
+    assert [use.calls for use in kernels.usage()] == [1, 1]
     with torch.no_grad():
-        Ops(kernels).dcn_cross(x, x, weight, bias)
-    assert [use.calls for use in kernels.usage()] == [1]
+        Ops(kernels).dcn_cross(x0, x0, weight, bias)
+    assert sorted(use.calls for use in kernels.usage()) == [1, 2]
 
 
 def test_a_training_call_without_the_backward_kernel_runs_pytorch_both_ways(tmp_path: Path) -> None:
@@ -156,6 +164,13 @@ def dense_layer(batch: int, width_in: int, width: int) -> tuple[torch.Tensor, ..
     return tuple(torch.randn(*size, generator=generator) for size in sizes)
 
 
+def cross_layer(batch: int, dim: int, rank: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(batch + rank)
+    weights = ((dim, dim),) if rank == 0 else ((dim, rank), (rank, dim))
+    sizes = ((batch, dim), (batch, dim), *weights, (dim,))
+    return tuple(torch.randn(*size, generator=generator) / 2 for size in sizes)
+
+
 def normalised_layer(rows: int, dim: int) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, dim, generator=generator) * 3 + 1
@@ -168,6 +183,8 @@ def normalised_layer(rows: int, dim: int) -> tuple[torch.Tensor, ...]:
         pytest.param("linear_bias_act", dense_layer(9, 13, 7), {"activation": "relu"}, id="linear-relu"),
         pytest.param("linear_bias_act", dense_layer(1, 5, 1), {"activation": "none"}, id="linear-head"),
         pytest.param("layer_norm", normalised_layer(6, 11), {"eps": 1e-5}, id="layer-norm"),
+        pytest.param("dcn_cross", cross_layer(7, 9, rank=0), {}, id="cross"),
+        pytest.param("dcn_cross", cross_layer(7, 9, rank=3), {}, id="low-rank-cross"),
         pytest.param(
             "fm_interaction", (torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(5)),), {}, id="fm"
         ),

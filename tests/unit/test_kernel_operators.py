@@ -214,23 +214,23 @@ def test_the_lookups_backward_reference_is_autograd_of_its_forward() -> None:
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["linear_bias_act_backward", "layer_norm_backward"])
+@pytest.mark.parametrize("name", ["linear_bias_act_backward", "layer_norm_backward", "dcn_cross_backward"])
 def test_the_dense_backward_references_are_autograd_of_their_forward_in_float64(name: str) -> None:
     """On every correctness shape: the forward's own inputs, drawn from the same seed (the
-    backward's inputs begin with them), through autograd in float64."""
+    backward's inputs begin with the output gradient, then the forward's first inputs), through
+    autograd in float64; one gradient per forward input (a low-rank cross: five)."""
     backward, forward = get_operator(name), get_operator(name.removesuffix("_backward"))
-    assert backward.outputs == 3
     for seed, shape in enumerate(backward.correctness_shapes):
-        grad_output, x, weight, *_ = inputs_for(backward, shape.model_dump(), seed)
+        backward_inputs = inputs_for(backward, shape.model_dump(), seed)
         forward_inputs = inputs_for(forward, shape.model_dump(), seed)
-        assert torch.equal(forward_inputs[0], x) and torch.equal(forward_inputs[1], weight)
+        assert all(map(torch.equal, backward_inputs[1:3], forward_inputs[:2]))
         leaves = [tensor.double().requires_grad_() for tensor in forward_inputs]
         attributes = backward.attributes(shape)
         output = forward.reference(*leaves, **attributes)
-        expected = torch.autograd.grad(output, leaves, grad_output.double(), allow_unused=True)
-        got = backward.reference(*inputs_for(backward, shape.model_dump(), seed), **attributes)
+        expected = torch.autograd.grad(output, leaves, backward_inputs[0].double(), allow_unused=True)
+        got = backward.reference(*backward_inputs, **attributes)
         tolerance = backward.tolerance(torch.float32)
-        assert len(got) == len(expected) == 3
+        assert len(got) == len(expected) == backward.outputs(shape)
         for gradient, wanted, leaf in zip(got, expected, leaves, strict=True):
             wanted = torch.zeros_like(leaf) if wanted is None else wanted
             assert gradient.dtype == torch.float32 and gradient.shape == leaf.shape
@@ -363,6 +363,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("embedding_bag_pooled", {"loop": "ranges", "prefetch_rows": 32, "threads": 8}),
         ("embedding_bag_pooled", {"loop": "ranges", "prefetch_rows": 0, "store": "cached"}),
         ("layer_norm", {"store": "streaming", "variance": "one_pass", "threads": 2}),
+        ("dcn_cross_backward", {"micro_rows": 4, "micro_vectors": 1, "tile_order": "panels", "threads": 2}),
+        ("dcn_cross_backward", {"micro_rows": 12, "accumulator": "double", "simd": False}),
         ("linear_bias_act_backward", {"micro_rows": 4, "micro_vectors": 1, "tile_order": "panels"}),
         ("linear_bias_act_backward", {"micro_rows": 12, "accumulator": "double", "threads": 2}),
         ("layer_norm_backward", {"variance": "one_pass", "accumulator": "double", "simd": False}),

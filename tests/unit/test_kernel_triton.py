@@ -67,6 +67,8 @@ CASES = (
     Case(
         "dcn_cross", {"low_rank": "fused", "BLOCK_M": 16, "BLOCK_N": 64, "GROUP_M": 1, "precision": "tf32x3"}
     ),
+    Case("dcn_cross_backward"),
+    Case("dcn_cross_backward", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 16, "BLOCK_C": 32}),
     Case("linear_bias_act"),
     Case(
         "linear_bias_act", {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 4, "precision": "tf32x3"}
@@ -126,7 +128,7 @@ def mismatch_in_the_interpreter(case: Case, directory: Path) -> str | None:
         attributes = operator.attributes(shape)
         output = run(*inputs, **attributes)
         comparison = checks.compare(output, operator.reference(*inputs, **attributes), tolerance)
-        problem = checks.output_problem(output, "cpu", inputs, operator.outputs) or comparison.reason
+        problem = checks.output_problem(output, "cpu", inputs, operator.outputs(shape)) or comparison.reason
         if not all(map(torch.equal, inputs, originals)):
             problem = problem or "modified an input"
         if problem:

@@ -12,9 +12,10 @@ the PyTorch code here computes the same functions (a test holds it to their refe
 
 A call that must carry gradients (a training step) runs kernels only where the provider has
 both the forward and its backward operator (``<name>_backward``), joined into one autograd
-function: the operators in :data:`BACKWARDS` (the pooled lookup, dense layers with relu or no
-activation, the FM interaction, layer norm). Every other training call runs PyTorch, so a forward kernel never
-mixes with PyTorch's gradient of a slightly different forward.
+function: the operators in :data:`BACKWARDS` (the pooled lookup, DCN-v2 cross layers, dense
+layers with relu or no activation, the FM interaction, layer norm). Every other training call
+runs PyTorch, so a forward kernel never mixes with PyTorch's gradient of a slightly different
+forward.
 """
 
 from __future__ import annotations
@@ -131,13 +132,14 @@ class Backward:
 
     ``inputs(grad_output, forward_inputs, output)`` are the backward operator's inputs. Its
     outputs, one tensor or a tuple, are the gradients of the forward's inputs at ``gradients``,
-    in that order (the others, ids and offsets, have none). ``output_shape(forward_inputs)`` is
+    in that order (the others, ids and offsets, have none); None: of every input, in order (a
+    cross layer's four or, low-rank, five). ``output_shape(forward_inputs)`` is
     the forward's output shape, and ``applies(attributes)`` says whether the backward operator
     covers the call (a gelu layer's does not).
     """
 
     inputs: Callable[[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor], tuple[torch.Tensor, ...]]
-    gradients: tuple[int, ...]
+    gradients: tuple[int, ...] | None
     output_shape: Callable[[tuple[torch.Tensor, ...]], tuple[int, ...]]
     applies: Callable[[Mapping[str, Attribute]], bool] = lambda attributes: True
 
@@ -155,6 +157,12 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
             inputs=lambda grad, inputs, output: (grad, *inputs[1:]),
             gradients=(0,),
             output_shape=_pooled_shape,
+        ),
+        # d x0, d x, d W (or d U, d V), d b, from the forward's inputs (W x + b is recomputed).
+        "dcn_cross": Backward(
+            inputs=lambda grad, inputs, output: (grad, *inputs),
+            gradients=None,
+            output_shape=lambda inputs: tuple(inputs[0].shape),
         ),
         # d x, d W, d b, from the layer's input and weight and its output (relu's derivative).
         "linear_bias_act": Backward(
@@ -203,8 +211,9 @@ class _WithKernels(torch.autograd.Function):
         backward: Backward = ctx.backward
         computed = ctx.kernel(*backward.inputs(grad_output, tuple(inputs), output), **ctx.attributes)
         gradients: list[torch.Tensor | None] = [None] * len(inputs)
+        positions = range(len(inputs)) if backward.gradients is None else backward.gradients
         for position, gradient in zip(
-            backward.gradients, (computed,) if isinstance(computed, torch.Tensor) else computed, strict=True
+            positions, (computed,) if isinstance(computed, torch.Tensor) else computed, strict=True
         ):
             gradients[position] = gradient
         return None, None, None, None, *gradients

@@ -18,6 +18,7 @@ from rea_kernel.operators._base import (
 )
 from rea_kernel.operators.bce_with_logits import BceWithLogits
 from rea_kernel.operators.dcn_cross import DcnCross
+from rea_kernel.operators.dcn_cross_backward import DcnCrossBackward
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
 from rea_kernel.operators.embedding_bag_backward import EmbeddingBagPooledBackward
 from rea_kernel.operators.fm_interaction import FmInteraction
@@ -34,6 +35,7 @@ OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
             EmbeddingBagPooled(),
             EmbeddingBagPooledBackward(),
             DcnCross(),
+            DcnCrossBackward(),
             LinearBiasAct(),
             LinearBiasActBackward(),
             FmInteraction(),

@@ -61,9 +61,10 @@ class Operator(ABC, Generic[ShapeT]):
       passed as keywords to both the reference and a candidate's ``run``.
     - ``reference(*inputs, **attributes)`` is plain eager PyTorch: readable first, since it
       defines correctness and is the baseline that speed is measured against.
-    - ``outputs`` is how many tensors it returns: one, returned as a tensor, or several (a
-      dense layer's backward: the gradients of its input, weight and bias), returned as a
-      tuple in a fixed order. A kernel returns exactly what the reference does.
+    - ``outputs(shape)`` is how many tensors a call returns: one, returned as a tensor, or
+      several (a dense layer's backward: the gradients of its input, weight and bias), returned
+      as a tuple in a fixed order; a cross layer's backward returns one more for a low-rank
+      layer's two factors. A kernel returns exactly what the reference does.
     - ``tolerance(dtype)`` bounds the error a correct float kernel may show (it may sum in
       another order); it must be loose enough for that and tight enough to catch a wrong one.
     - ``bucket(shape)`` names the shape class a kernel is registered for: shapes in one bucket
@@ -77,7 +78,6 @@ class Operator(ABC, Generic[ShapeT]):
 
     name: ClassVar[str]
     direction: ClassVar[Direction] = "forward"
-    outputs: ClassVar[int] = 1
     shape_type: type[ShapeT]
     dtypes: tuple[torch.dtype, ...] = (torch.float32,)
     tolerances: Mapping[torch.dtype, Tolerance] = {torch.float32: Tolerance(atol=1e-5, rtol=1e-5)}
@@ -87,6 +87,10 @@ class Operator(ABC, Generic[ShapeT]):
     def parse_shape(self, data: Mapping[str, Any]) -> ShapeT:
         """A shape from its plain-data form (what crosses process boundaries and JSON)."""
         return self.shape_type.model_validate(dict(data))
+
+    def outputs(self, shape: ShapeT) -> int:
+        """How many tensors a call at ``shape`` returns."""
+        return 1
 
     def attributes(self, shape: ShapeT) -> dict[str, Attribute]:
         """Non-tensor arguments of the reference and of every kernel; none by default."""

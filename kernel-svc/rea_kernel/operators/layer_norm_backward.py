@@ -26,12 +26,14 @@ _FORWARD = LayerNorm()
 class LayerNormBackward(Operator[LayerNormShape]):
     name = "layer_norm_backward"
     direction = "backward"
-    outputs = 3
     shape_type = LayerNormShape
     # grad_weight and grad_bias sum over the rows (8,192 at the benchmark shapes).
     tolerances = {torch.float32: Tolerance(atol=1e-3, rtol=1e-4)}
     correctness_shapes = _FORWARD.correctness_shapes
     benchmark_shapes = _FORWARD.benchmark_shapes
+
+    def outputs(self, shape: LayerNormShape) -> int:
+        return 3
 
     def make_inputs(
         self, shape: LayerNormShape, dtype: torch.dtype, generator: torch.Generator

@@ -743,7 +743,7 @@ def run(x, weight, bias, *, activation):
 
 # linear_bias_act_backward: both products of the backward through the same matrix product as the
 # forward (so the same parameters tune it), on operands transposed once in cache-sized tiles.
-_LINEAR_BACKWARD_CPP = Template(r"""
+_COLUMN_SUMS_CPP = r"""
 // Column sums: kPanel columns at a time, accumulated down the rows in a register tile.
 template <typename Sum>
 void column_sums(const float* __restrict g, float* __restrict sums, int64_t rows, int64_t cols) {
@@ -760,7 +760,11 @@ void column_sums(const float* __restrict g, float* __restrict sums, int64_t rows
     for (int64_t j = 0; j < width; ++j) sums[c0 + j] = static_cast<float>(acc[j]);
   }
 }
+"""
 
+_LINEAR_BACKWARD_CPP = Template(
+    _COLUMN_SUMS_CPP
+    + r"""
 // activation: 0 none, 1 relu. With g = grad_output * act'(output) [rows, cols]:
 // grad_x [rows, depth] = g w, grad_w [cols, depth] = g^T x, grad_b [cols] = g's column sums.
 // Both products read their transposed operands (w, g and x) in place, in the DepthMajor layout.
@@ -779,7 +783,8 @@ extern "C" void linear_bias_act_backward(const float* grad_output, const float* 
   matmul_nt<Layout::RowMajor, Layout::DepthMajor>(g, w, nullptr, grad_x, rows, depth, cols);
   matmul_nt<Layout::DepthMajor, Layout::DepthMajor>(g, x, nullptr, grad_w, cols, depth, rows);
 }
-""")
+"""
+)
 
 
 def _linear_backward_cpp(params: Params) -> str:
@@ -812,6 +817,88 @@ def run(grad_output, x, weight, output, *, activation):
         _pointer(grad_w), _pointer(grad_b), rows, cols, depth, _ACTIVATIONS[activation],
     )
     return grad_x, grad_w, grad_b
+""",
+)
+
+# dcn_cross_backward: z recomputed with the forward's product, each finished tile multiplied by the
+# output gradient into grad_x0; dz = g * x0 formed once; then the weight's and input's products
+# through the same packed product, transposed operands read in place (DepthMajor).
+_DCN_BACKWARD_CPP = Template(
+    _COLUMN_SUMS_CPP
+    + r"""
+// Full rank: w = W [dim, dim], v null, grad_v null. Low rank: w = U [dim, rank], v = V [rank, dim];
+// grad_w is then U's gradient and grad_v V's.
+extern "C" void dcn_cross_backward(const float* g, const float* x0, const float* x, const float* w,
+                                   const float* v, const float* bias, float* grad_x0, float* grad_x,
+                                   float* grad_w, float* grad_v, float* grad_b, int64_t rows, int64_t dim,
+                                   int64_t rank) {
+  // grad_x0 = g * z, on each finished tile of z.
+  const auto times_g = [=](float* segment, int64_t row, int64_t c0, int64_t width) {
+    const float* __restrict scale = g + row * dim + c0;
+    $simd
+    for (int64_t j = 0; j < width; ++j) segment[j] *= scale[j];
+  };
+  // grad_x's product plus g, the cross's residual path.
+  const auto plus_g = [=](float* segment, int64_t row, int64_t c0, int64_t width) {
+    const float* __restrict residual = g + row * dim + c0;
+    $simd
+    for (int64_t j = 0; j < width; ++j) segment[j] += residual[j];
+  };
+  constexpr Layout Rows = Layout::RowMajor, Depth = Layout::DepthMajor;
+  Aligned scaled(rows * dim);
+  float* __restrict dz = scaled.data;
+  $pragma
+  for (int64_t i = 0; i < rows * dim; ++i) dz[i] = g[i] * x0[i];
+  column_sums<Accumulator>(dz, grad_b, rows, dim);
+  if (rank == 0) {
+    matmul_nt(x, w, bias, grad_x0, rows, dim, dim, times_g);
+    matmul_nt<Rows, Depth>(dz, w, nullptr, grad_x, rows, dim, dim, plus_g);
+    matmul_nt<Depth, Depth>(dz, x, nullptr, grad_w, dim, dim, rows);
+    return;
+  }
+  Aligned projected(rows * rank), grad_projected(rows * rank);
+  float* __restrict h = projected.data;
+  float* __restrict dh = grad_projected.data;
+  matmul_nt(x, v, nullptr, h, rows, rank, dim);
+  matmul_nt(h, w, bias, grad_x0, rows, dim, rank, times_g);
+  matmul_nt<Depth, Depth>(dz, h, nullptr, grad_w, dim, rank, rows);
+  matmul_nt<Rows, Depth>(dz, w, nullptr, dh, rows, rank, dim);
+  matmul_nt<Depth, Depth>(dh, x, nullptr, grad_v, rank, dim, rows);
+  matmul_nt<Rows, Depth>(dh, v, nullptr, grad_x, rows, dim, rank, plus_g);
+}"""
+)
+
+
+def _dcn_backward_cpp(params: Params) -> str:
+    return _matmul_cpp({**params, **_PACKED}) + _DCN_BACKWARD_CPP.substitute(
+        pragma=parallel_for(params), simd=simd(params)
+    )
+
+
+DCN_CROSS_BACKWARD = CpuTemplate(
+    symbol="dcn_cross_backward",
+    space=LINEAR_BIAS_ACT_BACKWARD.space,
+    cpp=_dcn_backward_cpp,
+    argtypes="[ctypes.c_void_p] * 11 + [ctypes.c_int64] * 3",
+    run="""def run(*inputs):
+    inputs = [tensor.contiguous() for tensor in inputs]
+    if len(inputs) == 5:
+        grad_output, x0, x, w, bias = inputs
+        v, rank = None, 0
+    else:
+        grad_output, x0, x, w, v, bias = inputs
+        rank = v.shape[0]
+    rows, dim = x.shape
+    grads = [torch.empty(rows, dim), torch.empty(rows, dim), torch.empty(w.shape)]
+    if v is not None:
+        grads.append(torch.empty(v.shape))
+    grads.append(torch.empty(dim))
+    _kernel(
+        _pointer(grad_output), _pointer(x0), _pointer(x), _pointer(w), None if v is None else _pointer(v),
+        _pointer(bias), _pointer(grads[0]), _pointer(grads[1]), _pointer(grads[2]),
+        None if v is None else _pointer(grads[3]), _pointer(grads[-1]), rows, dim, rank,
+    )
+    return tuple(grads)
 """,
 )
 
@@ -1293,6 +1380,7 @@ TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
         "embedding_bag_pooled": EMBEDDING_BAG,
         "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
         "dcn_cross": DCN_CROSS,
+        "dcn_cross_backward": DCN_CROSS_BACKWARD,
         "linear_bias_act": LINEAR_BIAS_ACT,
         "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,

@@ -312,8 +312,8 @@ def _product(a, b, rows, cols, M, N, K, acc, BLOCK_K: tl.constexpr, PRECISION: t
 
 @triton.jit
 def _epilogue(acc, rows, cols, M, N, bias, x0, residual, out, HAS_BIAS: tl.constexpr, EPILOGUE: tl.constexpr):
-    """Adds the bias, applies EPILOGUE ("none", "relu", "gelu" or DCN's "cross":
-    x0 * acc + residual) in registers, and stores the tile."""
+    """Adds the bias, applies EPILOGUE ("none", "relu", "gelu", DCN's "cross": x0 * acc +
+    residual, or "scaled": x0 * acc) in registers, and stores the tile."""
     inside = (rows[:, None] < M) & (cols[None, :] < N)
     if HAS_BIAS:
         acc += tl.load(bias + cols, mask=cols < N, other=0.0)[None, :]
@@ -325,6 +325,8 @@ def _epilogue(acc, rows, cols, M, N, bias, x0, residual, out, HAS_BIAS: tl.const
         here = rows[:, None] * N + cols[None, :]
         x0_tile = tl.load(x0 + here, mask=inside, other=0.0)
         acc = x0_tile * acc + tl.load(residual + here, mask=inside, other=0.0)
+    elif EPILOGUE == "scaled":
+        acc = tl.load(x0 + rows[:, None] * N + cols[None, :], mask=inside, other=0.0) * acc
     tl.store(out + rows[:, None] * N + cols[None, :], acc, mask=inside)
 
 
@@ -388,9 +390,10 @@ LINEAR_BIAS_ACT = TritonTemplate(
 
 _COLUMN_SUMS = """
 @triton.jit
-def _column_sums(matrix, gate, sums, rows, cols, GATE: tl.constexpr, BLOCK_R: tl.constexpr,
+def _column_sums(matrix, factor, sums, rows, cols, FACTOR: tl.constexpr, BLOCK_R: tl.constexpr,
                  BLOCK_C: tl.constexpr):
-    \"\"\"sums[c] = the sum of matrix[:, c] (where gate > 0, with GATE), BLOCK_C columns per program.\"\"\"
+    \"\"\"sums[c] = the sum of matrix[:, c], each element first gated or scaled by factor's (FACTOR:
+    "gate", where factor > 0; "scale", times factor; "none"), BLOCK_C columns per program.\"\"\"
     columns = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
     for r in range(0, rows, BLOCK_R):
@@ -398,32 +401,34 @@ def _column_sums(matrix, gate, sums, rows, cols, GATE: tl.constexpr, BLOCK_R: tl
         mask = (row[:, None] < rows) & (columns[None, :] < cols)
         here = row[:, None].to(tl.int64) * cols + columns[None, :]
         value = tl.load(matrix + here, mask=mask, other=0.0)
-        if GATE:
-            value = tl.where(tl.load(gate + here, mask=mask, other=0.0) > 0, value, 0.0)
+        if FACTOR == "gate":
+            value = tl.where(tl.load(factor + here, mask=mask, other=0.0) > 0, value, 0.0)
+        elif FACTOR == "scale":
+            value *= tl.load(factor + here, mask=mask, other=0.0)
         acc += value
     tl.store(sums + columns, tl.sum(acc, axis=0), mask=columns < cols)
 
 
-def column_sums(matrix, gate=None):
+def column_sums(matrix, factor=None, mode="none"):
     rows, cols = matrix.shape
     sums = torch.empty(cols, dtype=matrix.dtype, device=matrix.device)
     if cols:
         _column_sums[(triton.cdiv(cols, BLOCK_C),)](
-            matrix, matrix if gate is None else gate, sums, rows, cols, GATE=gate is not None,
+            matrix, matrix if factor is None else factor, sums, rows, cols, FACTOR=mode,
             BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
         )
     return sums
 """
 
-_LINEAR_BACKWARD = (
-    _TILE
-    + """
+_STRIDED_PRODUCT = (
+    """
 @triton.jit
-def _gated_product(a, gate, b, out, M, N, K, a_m, a_k, b_k, b_n, GATE: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                   PRECISION: tl.constexpr):
-    \"\"\"out[M, N] = A @ B, A's element (m, k) at a[m * a_m + k * a_k] (times gate > 0 there, with
-    GATE), B's (k, n) at b[k * b_k + n * b_n]: either operand may be a transpose, read in place.\"\"\"
+def _strided_product(a, factor, b, residual, out, M, N, K, a_m, a_k, b_k, b_n, FACTOR: tl.constexpr,
+                     HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
+    \"\"\"out[M, N] = A @ B (+ residual [M, N]), A's element (m, k) at a[m * a_m + k * a_k] (gated or
+    scaled by factor's element there, as FACTOR says), B's (k, n) at b[k * b_k + n * b_n]: either
+    operand may be a transpose, read in place.\"\"\"
     rows, cols = _tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, K, BLOCK_K):
@@ -431,36 +436,47 @@ def _gated_product(a, gate, b, out, M, N, K, a_m, a_k, b_k, b_n, GATE: tl.conste
         a_mask = (rows[:, None] < M) & (depth[None, :] < K)
         a_at = rows[:, None].to(tl.int64) * a_m + depth[None, :].to(tl.int64) * a_k
         left = tl.load(a + a_at, mask=a_mask, other=0.0)
-        if GATE:
-            left = tl.where(tl.load(gate + a_at, mask=a_mask, other=0.0) > 0, left, 0.0)
+        if FACTOR == "gate":
+            left = tl.where(tl.load(factor + a_at, mask=a_mask, other=0.0) > 0, left, 0.0)
+        elif FACTOR == "scale":
+            left *= tl.load(factor + a_at, mask=a_mask, other=0.0)
         b_at = depth[:, None].to(tl.int64) * b_k + cols[None, :].to(tl.int64) * b_n
         right = tl.load(b + b_at, mask=(depth[:, None] < K) & (cols[None, :] < N), other=0.0)
         acc = tl.dot(left, right, acc, input_precision=PRECISION)
     inside = (rows[:, None] < M) & (cols[None, :] < N)
-    tl.store(out + rows[:, None].to(tl.int64) * N + cols[None, :], acc, mask=inside)
+    here = rows[:, None].to(tl.int64) * N + cols[None, :]
+    if HAS_RESIDUAL:
+        acc += tl.load(residual + here, mask=inside, other=0.0)
+    tl.store(out + here, acc, mask=inside)
 
 
-def gated_product(a, gate, a_strides, b, b_strides, M, N, K):
+def strided_product(a, a_strides, b, b_strides, M, N, K, factor=None, mode="none", residual=None):
     out = torch.empty(M, N, dtype=a.dtype, device=a.device)
     if out.numel():
-        _gated_product[(triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N),)](
-            a, a if gate is None else gate, b, out, M, N, K, *a_strides, *b_strides, GATE=gate is not None,
-            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, PRECISION=PRECISION,
-            num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        _strided_product[(triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N),)](
+            a, a if factor is None else factor, b, out if residual is None else residual, out, M, N, K,
+            *a_strides, *b_strides, FACTOR=mode, HAS_RESIDUAL=residual is not None, BLOCK_M=BLOCK_M,
+            BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, PRECISION=PRECISION, num_warps=NUM_WARPS,
+            num_stages=NUM_STAGES,
         )
     return out
 """
     + _COLUMN_SUMS
+)
+
+_LINEAR_BACKWARD = (
+    _TILE
+    + _STRIDED_PRODUCT
     + """
 
 def run(grad_output, x, weight, output, *, activation):
     \"\"\"grad_x = g @ W, grad_W = g.T @ x, grad_b = g's column sums, g = grad_output * act'(output).\"\"\"
     grad_output, x, weight, output = (t.contiguous() for t in (grad_output, x, weight, output))
     (batch, depth), cols = x.shape, weight.shape[0]
-    gate = output if activation == "relu" else None
-    grad_x = gated_product(grad_output, gate, (cols, 1), weight, (depth, 1), batch, depth, cols)
-    grad_w = gated_product(grad_output, gate, (1, cols), x, (depth, 1), cols, depth, batch)
-    return grad_x, grad_w, column_sums(grad_output, gate)
+    gate, mode = (output, "gate") if activation == "relu" else (None, "none")
+    grad_x = strided_product(grad_output, (cols, 1), weight, (depth, 1), batch, depth, cols, gate, mode)
+    grad_w = strided_product(grad_output, (1, cols), x, (depth, 1), cols, depth, batch, gate, mode)
+    return grad_x, grad_w, column_sums(grad_output, gate, mode)
 """
 )
 
@@ -528,6 +544,46 @@ DCN_CROSS = TritonTemplate(
     space=MappingProxyType({"low_rank": ("two_pass", "fused"), **_DENSE_SPACE}),
     variants=MappingProxyType({name: Variant(_DENSE_USES, _fixed(code)) for name, code in _LOW_RANK.items()}),
     choice="low_rank",
+)
+
+
+# dcn_cross_backward: z recomputed by the forward's dense kernel with the output gradient as its
+# epilogue's factor (grad_x0 = g * z); dz = g * x0 scaled into every product that reads it.
+
+_CROSS_BACKWARD = (
+    _DENSE
+    + _STRIDED_PRODUCT
+    + """
+
+def run(*inputs):
+    \"\"\"Full rank: g, x0, x, W, b. Low rank: g, x0, x, U, V, b (see the operator's docstring).\"\"\"
+    inputs = [tensor.contiguous() for tensor in inputs]
+    g, x0, x = inputs[:3]
+    batch, dim = x.shape
+    grad_b = column_sums(g, x0, "scale")
+    if len(inputs) == 5:
+        w, bias = inputs[3:]
+        grad_x0 = dense(x, w, bias, "scaled", g)
+        grad_x = strided_product(g, (dim, 1), w, (dim, 1), batch, dim, dim, x0, "scale", g)
+        grad_w = strided_product(g, (1, dim), x, (dim, 1), dim, dim, batch, x0, "scale")
+        return grad_x0, grad_x, grad_w, grad_b
+    u, v, bias = inputs[3:]
+    rank = v.shape[0]
+    projected = dense(x, v, None, "none")
+    grad_x0 = dense(projected, u, bias, "scaled", g)
+    grad_u = strided_product(g, (1, dim), projected, (rank, 1), dim, rank, batch, x0, "scale")
+    grad_projected = strided_product(g, (dim, 1), u, (rank, 1), batch, rank, dim, x0, "scale")
+    grad_v = strided_product(grad_projected, (1, rank), x, (dim, 1), rank, dim, batch)
+    grad_x = strided_product(grad_projected, (rank, 1), v, (dim, 1), batch, dim, rank, residual=g)
+    return grad_x0, grad_x, grad_u, grad_v, grad_b
+"""
+)
+
+DCN_CROSS_BACKWARD = TritonTemplate(
+    doc="A DCN-v2 cross layer's backward in Triton: the recomputed product scaled by the output "
+    "gradient, strided products scaled by x0 where they read dz, and the bias's column sums.",
+    space=LINEAR_BIAS_ACT_BACKWARD.space,
+    variants=MappingProxyType({"": Variant((*_DENSE_USES, "BLOCK_R", "BLOCK_C"), _fixed(_CROSS_BACKWARD))}),
 )
 
 
@@ -913,6 +969,7 @@ TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
         "embedding_bag_pooled": EMBEDDING_BAG,
         "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
         "dcn_cross": DCN_CROSS,
+        "dcn_cross_backward": DCN_CROSS_BACKWARD,
         "linear_bias_act": LINEAR_BIAS_ACT,
         "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,
