@@ -317,8 +317,13 @@ def main(argv: list[str] | None = None) -> None:
             caption=f"kernels: forward and backward kernels where both were found ({', '.join(BACKWARDS)}); "
             "BCE and Adam run PyTorch. torch.compile: the model's forward and backward compiled, Adam eager",
         )
-    ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None]
-    kept = [f"{u.operator} {u.bucket}: {u.reason}" for u in usage if u.kernel is None]
+    ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None and u.calls]
+    kept = [
+        f"{u.operator} {u.bucket}: "
+        + (u.reason or "its kernel exists, but the other half of its training pair has none")
+        for u in usage
+        if u.kernel is None or not u.calls
+    ]
     console.print(f"registry kernels ran for: {', '.join(ran) or 'nothing'}")
     for line in kept:
         console.print(f"[dim]PyTorch for {line}[/dim]")

@@ -351,3 +351,4 @@ def test_the_kernel_service_confines_unless_told_not_to() -> None:
     assert on.limits.confine and on.compile_limits.confine
     assert not off.limits.confine and not off.compile_limits.confine
     assert off.compile_limits.wall_seconds == on.compile_limits.wall_seconds  # the rest is kept
+    assert not on.huge_pages and evaluator_settings(ServiceSettings(kernel_huge_pages=True)).huge_pages
