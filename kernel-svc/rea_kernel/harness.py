@@ -250,13 +250,18 @@ Probe = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 """For each output: the flat positions read, and the values found there."""
 
 
+def _outputs(result: object) -> list[torch.Tensor]:
+    """The tensors among a kernel's result, whatever it returned (the checks judge the rest)."""
+    if not isinstance(result, torch.Tensor | tuple):
+        return []
+    return [tensor for tensor in checks.tensors(result) if isinstance(tensor, torch.Tensor)]
+
+
 def probe_positions(result: object, generator: torch.Generator) -> Positions:
     """One position in every page of every output of ``result``'s sizes, drawn anew for each
     run before its timer starts (a kernel cannot know which elements will be read)."""
     positions = []
-    for tensor in checks.tensors(result) if isinstance(result, torch.Tensor | tuple) else ():
-        if not isinstance(tensor, torch.Tensor):
-            continue
+    for tensor in _outputs(result):
         per_page = max(1, PAGE_BYTES // tensor.element_size())
         starts = torch.arange(0, tensor.numel(), per_page)
         offsets = torch.randint(0, per_page, starts.shape, generator=generator)
@@ -267,11 +272,8 @@ def probe_positions(result: object, generator: torch.Generator) -> Positions:
 
 def probe(result: object, positions: Positions) -> Probe:
     """The values at ``positions`` (see :func:`probe_positions`), read in the timed region."""
-    if not isinstance(result, torch.Tensor | tuple):
-        return ()
-    outputs = [tensor for tensor in checks.tensors(result) if isinstance(tensor, torch.Tensor)]
     read = []
-    for tensor, (drawn_for, where) in zip(outputs, positions, strict=False):
+    for tensor, (drawn_for, where) in zip(_outputs(result), positions, strict=False):
         if tensor.numel():  # a wrong size (rejected by the checks anyway) folds the positions in
             inside = where if drawn_for == tensor.numel() else where % tensor.numel()
             read.append((inside, tensor.detach().view(-1).index_select(0, inside)))

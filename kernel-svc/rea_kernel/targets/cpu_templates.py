@@ -245,7 +245,7 @@ _SCHEDULES = {"dynamic": "dynamic, 16", "static": "static", "guided": "guided"}
 
 
 # The bag whose rows are prefetched: the one the same thread reaches kPrefetchBags bags later.
-_AHEAD = {  # "ranges" prefetches by rows instead
+_AHEAD = {  # "ranges" prefetches by rows, in its own loop body
     "table_bag": "bag + kPrefetchBags",
     "batch_major": "bag + kPrefetchBags * batch",
     "per_table": "bag + kPrefetchBags",
@@ -259,7 +259,7 @@ def _embedding_cpp(params: Params) -> str:
     threads = f" num_threads({params['threads']})" if params["threads"] else ""
     loop = Template(_EMBEDDING_LOOPS[kind]).substitute(
         pragma=f"#pragma omp for schedule({_SCHEDULES[str(params['schedule'])]})",
-        pool=Template(_POOL).substitute(ahead=_AHEAD.get(kind, "bag")),
+        pool=Template(_POOL).substitute(ahead=_AHEAD[kind]) if kind in _AHEAD else "",
     )
     return _EMBEDDING_CPP.substitute(
         chunk=params["chunk"],
@@ -741,8 +741,7 @@ def run(x, weight, bias, *, activation):
 )
 
 
-# linear_bias_act_backward: both products of the backward through the same matrix product as the
-# forward (so the same parameters tune it), on operands transposed once in cache-sized tiles.
+# A bias's gradient, shared by the backward templates of the dense layer and the cross.
 _COLUMN_SUMS_CPP = r"""
 // Column sums: kPanel columns at a time, accumulated down the rows in a register tile.
 template <typename Sum>
@@ -762,6 +761,8 @@ void column_sums(const float* __restrict g, float* __restrict sums, int64_t rows
 }
 """
 
+# linear_bias_act_backward: both products of the backward through the same matrix product as the
+# forward (so the same parameters tune it), reading the transposed operands in place.
 _LINEAR_BACKWARD_CPP = Template(
     _COLUMN_SUMS_CPP
     + r"""

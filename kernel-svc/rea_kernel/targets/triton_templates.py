@@ -315,6 +315,7 @@ def _epilogue(acc, rows, cols, M, N, bias, x0, residual, out, HAS_BIAS: tl.const
     """Adds the bias, applies EPILOGUE ("none", "relu", "gelu", DCN's "cross": x0 * acc +
     residual, or "scaled": x0 * acc) in registers, and stores the tile."""
     inside = (rows[:, None] < M) & (cols[None, :] < N)
+    here = rows[:, None] * N + cols[None, :]
     if HAS_BIAS:
         acc += tl.load(bias + cols, mask=cols < N, other=0.0)[None, :]
     if EPILOGUE == "relu":
@@ -322,12 +323,11 @@ def _epilogue(acc, rows, cols, M, N, bias, x0, residual, out, HAS_BIAS: tl.const
     elif EPILOGUE == "gelu":
         acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
     elif EPILOGUE == "cross":
-        here = rows[:, None] * N + cols[None, :]
         x0_tile = tl.load(x0 + here, mask=inside, other=0.0)
         acc = x0_tile * acc + tl.load(residual + here, mask=inside, other=0.0)
     elif EPILOGUE == "scaled":
-        acc = tl.load(x0 + rows[:, None] * N + cols[None, :], mask=inside, other=0.0) * acc
-    tl.store(out + rows[:, None] * N + cols[None, :], acc, mask=inside)
+        acc = tl.load(x0 + here, mask=inside, other=0.0) * acc
+    tl.store(out + here, acc, mask=inside)
 
 
 @triton.jit
