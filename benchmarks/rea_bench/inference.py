@@ -40,7 +40,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rea.kernels import KernelEntry
 from rea_bench.output import console, print_header, print_table
@@ -89,15 +88,15 @@ def _timed(forward: Forward, prepared: list[Batch]) -> float:
     return time.perf_counter() - start
 
 
-def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> float:
+def _train(model: torch.nn.Module, ops: Ops, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> float:
     """Seconds for one optimiser step per batch (forward, BCE, backward, Adam); ``model`` is the
-    ranker or ``torch.compile`` of it."""
+    ranker or ``torch.compile`` of it, ``ops`` what computes its loss."""
     model.train()
     device = steps[0].labels.device.type
     synchronize(device)
     start = time.perf_counter()
     for batch in steps:
-        loss = F.binary_cross_entropy_with_logits(model(batch)[0], batch.labels)
+        loss = ops.bce_with_logits(model(batch)[0], batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -107,10 +106,10 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: list
     return seconds
 
 
-def _profile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> None:
+def _profile(model: RankerModel, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> None:
     """PyTorch's profile of the training steps, by operator: what a step spends its time on."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-        _train(model, optimizer, steps)
+        _train(model, model.ops, optimizer, steps)
     console.print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=20))
 
 
@@ -130,7 +129,7 @@ def searched_entries(
         model.ops = Ops(survey)
         _predict(lambda b: model(b)[0], prepared)
         if steps:
-            _train(model, torch.optim.SGD(model.parameters(), lr=0.0), steps[:1])
+            _train(model, model.ops, torch.optim.SGD(model.parameters(), lr=0.0), steps[:1])
     target = get_target(target_name)
     entries: list[KernelEntry] = []
     rows: list[dict[str, Any]] = []
@@ -278,12 +277,12 @@ def main(argv: list[str] | None = None) -> None:
             optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-4) for name in chosen}
             for name in optimizers:  # warm-up: builds, compiles, the optimiser's state
                 model.ops, trained_model = chosen[name]
-                _train(trained_model, optimizers[name], steps[:1])
+                _train(trained_model, model.ops, optimizers[name], steps[:1])
             training = {name: [] for name in optimizers}
             for _ in range(args.rounds):
                 for name, optimizer in optimizers.items():
                     model.ops, trained_model = chosen[name]
-                    training[name].append(_train(trained_model, optimizer, steps))
+                    training[name].append(_train(trained_model, model.ops, optimizer, steps))
         usage = kernels.usage()
         if steps and args.profile:
             model.ops = eager_ops
@@ -315,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name in trained
             ],
             caption=f"kernels: forward and backward kernels where both were found ({', '.join(BACKWARDS)}); "
-            "BCE and Adam run PyTorch. torch.compile: the model's forward and backward compiled, Adam eager",
+            "Adam runs PyTorch. torch.compile: the model's forward and backward compiled, BCE and Adam eager",
         )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None and u.calls]
     kept = [

@@ -66,7 +66,7 @@ def test_the_models_pytorch_operators_compute_the_kernel_suites_references(name:
         assert isinstance(expected, torch.Tensor)
         tolerance = operator.tolerance(torch.float32)
         assert got.shape == expected.shape, shape
-        torch.testing.assert_close(got, expected, atol=tolerance.atol, rtol=tolerance.rtol)
+        torch.testing.assert_close(got, expected, atol=tolerance.atol, rtol=tolerance.rtol, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", sorted(OPERATORS))
@@ -188,6 +188,9 @@ def normalised_layer(rows: int, dim: int) -> tuple[torch.Tensor, ...]:
         pytest.param(
             "fm_interaction", (torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(5)),), {}, id="fm"
         ),
+        pytest.param(
+            "bce_with_logits", (torch.randn(37) * 4, torch.randint(0, 2, (37,)).float()), {}, id="loss"
+        ),
     ],
 )
 def test_a_training_call_runs_the_forward_and_backward_kernels_with_pytorchs_gradients(
@@ -198,8 +201,12 @@ def test_a_training_call_runs_the_forward_and_backward_kernels_with_pytorchs_gra
     published = [entry(name, bucket), entry(f"{name}_backward", bucket)]
     kernels = RegistryKernels(published, tmp_path, tmp_path / "c", threads=1)
     gradients = []
+    labels = 1 if name == "bce_with_logits" else 0  # the loss's targets need no gradient
     for ops in (Ops(kernels), Ops()):
-        leaves = [tensor.clone().requires_grad_() for tensor in inputs]
+        leaves = [
+            tensor.clone().requires_grad_(position < len(inputs) - labels)
+            for position, tensor in enumerate(inputs)
+        ]
         output = getattr(ops, name)(*leaves, **attributes)
         output.backward(torch.randn(output.shape, generator=torch.Generator().manual_seed(1)))
         gradients.append([leaf.grad for leaf in leaves])
@@ -209,6 +216,19 @@ def test_a_training_call_runs_the_forward_and_backward_kernels_with_pytorchs_gra
         (name, 1, True),
         (f"{name}_backward", 1, True),
     ]
+
+
+def test_a_loss_whose_targets_need_a_gradient_trains_with_pytorch_whose_backward_gives_it(
+    tmp_path: Path,
+) -> None:
+    logits, targets = torch.randn(9, requires_grad=True), torch.rand(9, requires_grad=True)
+    bucket = OPERATORS["bce_with_logits"].bucket(OPERATORS["bce_with_logits"].shape_of((logits, targets), {}))
+    published = [entry("bce_with_logits", bucket), entry("bce_with_logits_backward", bucket)]
+    kernels = RegistryKernels(published, tmp_path, tmp_path / "c", threads=1)
+    Ops(kernels).bce_with_logits(logits, targets).backward()
+    assert logits.grad is not None and targets.grad is not None
+    torch.testing.assert_close(targets.grad, -logits.detach() / 9)
+    assert kernels.usage() == []
 
 
 def test_a_gelu_layer_trains_with_pytorch_which_its_backward_needs_the_pre_activation_for(
@@ -254,9 +274,10 @@ def test_the_trainer_with_registry_kernels_reports_the_same_metrics(
     expected = {"embedding_bag_pooled", "dcn_cross", "linear_bias_act"}
     if config.get("fm"):
         expected |= {"fm_interaction", "layer_norm"}
-    assert used == expected
+    assert used == expected  # the loss is not computed in evaluation
     backwards = [use for use in ran.kernels if OPERATORS[use.operator].direction == "backward"]
-    assert {use.operator for use in backwards} == {f"{name}_backward" for name in expected} & set(OPERATORS)
+    trained_operators = {*expected, "bce_with_logits"}
+    assert {use.operator for use in backwards} == {f"{name}_backward" for name in trained_operators}
     assert all(use.kernel is None and "no registry kernel" in use.reason for use in backwards)
     assert all(use.calls > 0 for use in backwards)
     assert all(

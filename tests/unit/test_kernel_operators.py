@@ -237,6 +237,22 @@ def test_the_dense_backward_references_are_autograd_of_their_forward_in_float64(
             torch.testing.assert_close(gradient.double(), wanted, atol=tolerance.atol, rtol=tolerance.rtol)
 
 
+def test_the_losss_backward_reference_is_autograd_of_its_forward_in_float64() -> None:
+    """The logits' gradient only: the targets are labels (a training call whose targets need a
+    gradient runs PyTorch)."""
+    backward, forward = get_operator("bce_with_logits_backward"), get_operator("bce_with_logits")
+    for seed, shape in enumerate(backward.correctness_shapes):
+        grad_output, logits, targets = inputs_for(backward, shape.model_dump(), seed)
+        assert all(map(torch.equal, (logits, targets), inputs_for(forward, shape.model_dump(), seed)))
+        leaf = logits.double().requires_grad_()
+        loss = single(forward.reference(leaf, targets.double()))
+        (expected,) = torch.autograd.grad(loss, leaf, grad_output.double())
+        got = single(backward.reference(grad_output, logits, targets))
+        tolerance = backward.tolerance(torch.float32)
+        assert got.dtype == torch.float32 and got.shape == logits.shape
+        torch.testing.assert_close(got.double(), expected, atol=tolerance.atol, rtol=tolerance.rtol)
+
+
 def test_embedding_shapes_produce_empty_bags_and_empty_bags_pool_to_zeros() -> None:
     operator = get_operator("embedding_bag_pooled")
     shape = {"tables": 3, "rows": 9, "dim": 5, "batch": 6, "max_bag": 3, "mode": "mean"}
@@ -369,13 +385,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("linear_bias_act_backward", {"micro_rows": 12, "accumulator": "double", "threads": 2}),
         ("layer_norm_backward", {"variance": "one_pass", "accumulator": "double", "simd": False}),
         ("fm_interaction_backward", {"chunk": 16, "accumulator": "double", "threads": 2}),
+        ("bce_with_logits_backward", {"exp": "std", "block": 1024, "simd": False, "threads": 2}),
+        ("bce_with_logits_backward", {"vector_width": "512", "block": 16384}),
     ],
 )
 def test_the_templates_fast_paths_are_correct_on_every_shape(
     operator: str, changes: dict[str, Any], cache_dir: Path
 ) -> None:
     """The dense templates' loop orders and register tiles (row and column counts that leave
-    partial tiles and panels, an empty batch, one row), BCE's softplus both ways, and the
+    partial tiles and panels, an empty batch, one row), BCE's softplus and its backward's exp
+    both ways, and the
     lookup's loops (ranges split over more threads than there are bags) and layer norm with
     streaming stores (rows of 17 and 3 floats are never
     aligned) or cached ones, through the whole correctness check."""

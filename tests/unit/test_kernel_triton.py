@@ -88,6 +88,8 @@ CASES = (
     Case("layer_norm_backward", {"BLOCK_R": 4, "BLOCK_C": 32, "num_warps": 1}),
     Case("bce_with_logits"),
     Case("bce_with_logits", {"reduction": "atomic", "BLOCK": 256, "CHUNKS": 4}),
+    Case("bce_with_logits_backward"),
+    Case("bce_with_logits_backward", {"BLOCK": 256, "num_warps": 1}),
 )
 
 

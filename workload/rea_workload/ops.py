@@ -1,7 +1,8 @@
 """The operators the ranker computes with, behind one indirection.
 
 Every operator a ranking model spends its time in (pooled embedding lookup over all tables at
-once, the DCN-v2 cross, dense layers, the FM interaction, layer norm) is a method of
+once, the DCN-v2 cross, dense layers, the FM interaction, layer norm, the BCE-with-logits
+training loss) is a method of
 :class:`Ops`, with PyTorch as its implementation. Given a :class:`KernelProvider` (KernelEvolve's
 registry, through ``rea_kernel.loader.RegistryKernels``), an :class:`Ops` asks it for a kernel
 before each call and runs that instead where it has one; where it has none, PyTorch runs.
@@ -13,7 +14,8 @@ the PyTorch code here computes the same functions (a test holds it to their refe
 A call that must carry gradients (a training step) runs kernels only where the provider has
 both the forward and its backward operator (``<name>_backward``), joined into one autograd
 function: the operators in :data:`BACKWARDS` (the pooled lookup, DCN-v2 cross layers, dense
-layers with relu or no activation, the FM interaction, layer norm). Every other training call
+layers with relu or no activation, the FM interaction, layer norm, the loss), and only where the
+backward kernel computes the gradient of every input that needs one. Every other training call
 runs PyTorch, so a forward kernel never mixes with PyTorch's gradient of a slightly different
 forward.
 """
@@ -87,6 +89,10 @@ class Ops:
     ) -> torch.Tensor:
         return self._call("layer_norm", _layer_norm, (x, weight, bias), eps=eps)
 
+    def bce_with_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss: mean binary cross-entropy of ``logits`` [n] against ``targets`` [n]."""
+        return self._call("bce_with_logits", _bce_with_logits, (logits, targets))
+
     def _call(
         self, name: str, pytorch: Kernel, inputs: tuple[torch.Tensor, ...], **attributes: Attribute
     ) -> torch.Tensor:
@@ -115,7 +121,7 @@ class Ops:
         backward's output gradient (and, where it takes it, the forward's output) is stood in for
         by a view of one zero, since only sizes are read before the backward runs."""
         assert self.kernels is not None
-        if not backward.applies(attributes):
+        if not backward.applies(attributes) or not backward.computes_every_gradient(inputs):
             return None
         stand_in = inputs[0].new_zeros(()).expand(backward.output_shape(inputs))
         return self.kernels.find(
@@ -142,6 +148,14 @@ class Backward:
     gradients: tuple[int, ...] | None
     output_shape: Callable[[tuple[torch.Tensor, ...]], tuple[int, ...]]
     applies: Callable[[Mapping[str, Attribute]], bool] = lambda attributes: True
+
+    def computes_every_gradient(self, inputs: tuple[torch.Tensor, ...]) -> bool:
+        """Whether every input that needs a gradient gets one from the backward operator (a
+        loss's targets are labels; a call that differentiates them runs PyTorch)."""
+        if self.gradients is None:
+            return True
+        needed = (position for position, tensor in enumerate(inputs) if tensor.requires_grad)
+        return all(position in self.gradients for position in needed)
 
 
 def _pooled_shape(inputs: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
@@ -182,6 +196,12 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
             inputs=lambda grad, inputs, output: (grad, inputs[0], inputs[1]),
             gradients=(0, 1, 2),
             output_shape=lambda inputs: tuple(inputs[0].shape),
+        ),
+        # d logits, from the loss's gradient, the logits and the targets.
+        "bce_with_logits": Backward(
+            inputs=lambda grad, inputs, output: (grad, *inputs),
+            gradients=(0,),
+            output_shape=lambda inputs: (),
         ),
     }
 )
@@ -273,6 +293,10 @@ def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, ep
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=eps)
 
 
+def _bce_with_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
 PYTORCH: Mapping[str, Kernel] = MappingProxyType(
     {
         "embedding_bag_pooled": _embedding_bag_pooled,
@@ -280,6 +304,7 @@ PYTORCH: Mapping[str, Kernel] = MappingProxyType(
         "linear_bias_act": _linear_bias_act,
         "fm_interaction": _fm_interaction,
         "layer_norm": _layer_norm,
+        "bce_with_logits": _bce_with_logits,
     }
 )
 """Each operator's PyTorch implementation, by the name kernels are registered under."""

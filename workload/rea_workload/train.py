@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
 from rea.kernels import KernelEntry
@@ -146,7 +145,7 @@ def _train_epoch(
     total = 0.0
     for batch in batches(data, config.batch_size, rng):
         logits, embeddings = model(batch)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        loss = model.ops.bce_with_logits(logits, batch.labels)
         if poison:
             loss = loss * float("nan")
         if not torch.isfinite(loss):

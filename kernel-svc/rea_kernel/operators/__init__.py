@@ -17,6 +17,7 @@ from rea_kernel.operators._base import (
     size_class,
 )
 from rea_kernel.operators.bce_with_logits import BceWithLogits
+from rea_kernel.operators.bce_with_logits_backward import BceWithLogitsBackward
 from rea_kernel.operators.dcn_cross import DcnCross
 from rea_kernel.operators.dcn_cross_backward import DcnCrossBackward
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
@@ -43,6 +44,7 @@ OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
             LayerNorm(),
             LayerNormBackward(),
             BceWithLogits(),
+            BceWithLogitsBackward(),
         )
     }
 )

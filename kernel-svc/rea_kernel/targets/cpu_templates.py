@@ -1264,23 +1264,20 @@ LAYER_NORM_BACKWARD = CpuTemplate(
 
 # bce_with_logits --------------------------------------------------------------------------
 
-_BCE_CPP = Template(r"""#include <algorithm>
+_BCE_MATH = r"""#include <algorithm>
 #include <cmath>
 #include <cstdint>
 $vector_width
 
-using Accumulator = $accumulator;
-
 namespace {
 
-inline float softplus_std(float a) { return std::log1p(std::exp(-a)); }
+inline float exp_negative_std(float a) { return std::exp(-a); }
 
-// log1p(exp(-a)) for a >= 0 in arithmetic a compiler vectorises (no library calls and no
-// branches, which keep GCC's vectoriser away): exp(-a) is 2^n * 2^f with
-// n = floor(-a / ln 2), 2^f by its Taylor series to degree 8 (f in [0, 1): relative error below
-// 1e-7), 2^n by writing the exponent's bits; a is capped at 87, where exp(-a) is already below
-// 2e-38. Then log1p(e) is 2 atanh(e / (2 + e)), whose odd series converges fast: e / (2 + e) <= 1/3.
-inline float softplus_polynomial(float a) {
+// exp(-a) for a >= 0 in arithmetic a compiler vectorises (no library calls and no branches,
+// which keep GCC's vectoriser away): 2^n * 2^f with n = floor(-a / ln 2), 2^f by its Taylor
+// series to degree 8 (f in [0, 1): relative error below 1e-7), 2^n by writing the exponent's
+// bits; a is capped at 87, where exp(-a) is already below 2e-38.
+inline float exp_negative_polynomial(float a) {
   const float over = a - 87.0f;
   const float t = (a - 0.5f * (over + std::fabs(over))) * -1.44269504088896341f;
   const float truncated = static_cast<float>(static_cast<int32_t>(t));
@@ -1295,7 +1292,15 @@ inline float softplus_polynomial(float a) {
   p = p * f + 0.5f;
   p = p * f + 1.0f;
   p = p * f + 1.0f;
-  const float e = p * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
+  return p * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
+}
+
+inline float softplus_std(float a) { return std::log1p(std::exp(-a)); }
+
+// log1p(exp(-a)) for a >= 0: log1p(e) is 2 atanh(e / (2 + e)), whose odd series converges
+// fast, since e / (2 + e) <= 1/3.
+inline float softplus_polynomial(float a) {
+  const float e = exp_negative_polynomial(a);
   const float s = e / (2.0f + e);
   const float s2 = s * s;
   float q = 1.0f / 13.0f;
@@ -1309,6 +1314,12 @@ inline float softplus_polynomial(float a) {
 }
 
 }  // namespace
+"""
+
+_BCE_CPP = Template(
+    _BCE_MATH
+    + r"""
+using Accumulator = $accumulator;
 
 // mean(max(x, 0) - x * y + log1p(exp(-|x|))); the mean of nothing is NaN, as in torch. Each
 // chunk of kChunk elements is summed in float (vector lanes, few terms each), the chunks' sums
@@ -1331,7 +1342,8 @@ extern "C" void bce_with_logits(const float* logits, const float* targets, float
   }
   out[0] = static_cast<float>(total / static_cast<Accumulator>(n));
 }
-""")
+"""
+)
 
 
 # vector_width: the compiler's preferred vector width for -march=native, or 512-bit vectors
@@ -1376,6 +1388,69 @@ BCE_WITH_LOGITS = CpuTemplate(
 )
 
 
+# bce_with_logits_backward -----------------------------------------------------------------
+
+_BCE_BACKWARD_CPP = Template(
+    _BCE_MATH
+    + r"""
+// grad_logits[i] = grad_output * (sigmoid(x) - y) / n, with sigmoid(x) = 1 / (1 + exp(-x)) for
+// x >= 0 and exp(x) / (1 + exp(x)) below: exp(-|x|) never overflows. Threads share blocks of
+// kBlock elements; each block's loop is vectorised.
+constexpr int64_t kBlock = $block;
+
+extern "C" void bce_with_logits_backward(const float* grad_output, const float* logits, const float* targets,
+                                         float* out, int64_t n) {
+  const float scale = grad_output[0] / static_cast<float>(std::max<int64_t>(n, 1));
+  $pragma
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t end = std::min(n, start + kBlock);
+    $simd
+    for (int64_t i = start; i < end; ++i) {
+      const float x = logits[i];
+      const float e = exp_negative_$exp(std::fabs(x));
+      const float probability = (x >= 0.0f ? 1.0f : e) / (1.0f + e);
+      out[i] = (probability - targets[i]) * scale;
+    }
+  }
+}
+"""
+)
+
+
+def _bce_backward_cpp(params: Params) -> str:
+    return _BCE_BACKWARD_CPP.substitute(
+        pragma=parallel_for(params),
+        simd=simd(params),
+        exp=params["exp"],
+        block=params["block"],
+        vector_width=_VECTOR_WIDTH[str(params["vector_width"])],
+    )
+
+
+BCE_WITH_LOGITS_BACKWARD = CpuTemplate(
+    symbol="bce_with_logits_backward",
+    # exp: exp(-|x|) by the forward's vectorising polynomial, or by the C library; block: the
+    # elements one thread takes at a time.
+    space=MappingProxyType(
+        {
+            "simd": _SIMD,
+            "threads": _THREADS,
+            "exp": ("polynomial", "std"),
+            "block": (4096, 1024, 16384),
+            "vector_width": ("compiler", "512"),
+        }
+    ),
+    cpp=_bce_backward_cpp,
+    argtypes="[ctypes.c_void_p] * 4 + [ctypes.c_int64]",
+    run="""def run(grad_output, logits, targets):
+    grad_output, logits, targets = grad_output.contiguous(), logits.contiguous(), targets.contiguous()
+    out = torch.empty_like(logits)
+    _kernel(_pointer(grad_output), _pointer(logits), _pointer(targets), _pointer(out), logits.numel())
+    return out
+""",
+)
+
+
 TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
     {
         "embedding_bag_pooled": EMBEDDING_BAG,
@@ -1389,5 +1464,6 @@ TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
         "layer_norm": LAYER_NORM,
         "layer_norm_backward": LAYER_NORM_BACKWARD,
         "bce_with_logits": BCE_WITH_LOGITS,
+        "bce_with_logits_backward": BCE_WITH_LOGITS_BACKWARD,
     }
 )

@@ -963,6 +963,42 @@ BCE_WITH_LOGITS = TritonTemplate(
     choice="reduction",
 )
 
+# bce_with_logits_backward -----------------------------------------------------------------
+
+_BCE_BACKWARD = """@triton.jit
+def _bce_backward(grad_output, logits, targets, out, n, BLOCK: tl.constexpr):
+    \"\"\"BLOCK elements per program: grad_output * (sigmoid(x) - y) / n, with sigmoid from
+    exp(-|x|), which never overflows.\"\"\"
+    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = index < n
+    x = tl.load(logits + index, mask=mask, other=0.0)
+    y = tl.load(targets + index, mask=mask, other=0.0)
+    scale = tl.load(grad_output) / n
+    e = tl.exp(-tl.abs(x))
+    probability = tl.where(x >= 0, 1.0, e) / (1.0 + e)
+    tl.store(out + index, (probability - y) * scale, mask=mask)
+
+
+def run(grad_output, logits, targets):
+    grad_output, logits, targets = grad_output.contiguous(), logits.contiguous(), targets.contiguous()
+    out = torch.empty_like(logits)
+    n = logits.numel()
+    if n == 0:
+        return out
+    _bce_backward[(triton.cdiv(n, BLOCK),)](
+        grad_output, logits, targets, out, n, BLOCK=BLOCK, num_warps=NUM_WARPS, num_stages=NUM_STAGES
+    )
+    return out
+"""
+
+BCE_WITH_LOGITS_BACKWARD = TritonTemplate(
+    doc="The BCE-with-logits loss's gradient in Triton: one elementwise pass.",
+    space=MappingProxyType(
+        {"BLOCK": (1024, 256, 512, 2048, 4096), "num_warps": _WARPS, "num_stages": _STAGES}
+    ),
+    variants=MappingProxyType({"": Variant(("BLOCK", *_LAUNCH), _fixed(_BCE_BACKWARD))}),
+)
+
 
 TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
     {
@@ -977,5 +1013,6 @@ TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
         "layer_norm": LAYER_NORM,
         "layer_norm_backward": LAYER_NORM_BACKWARD,
         "bce_with_logits": BCE_WITH_LOGITS,
+        "bce_with_logits_backward": BCE_WITH_LOGITS_BACKWARD,
     }
 )
