@@ -97,12 +97,12 @@ def cpu_in(run: JobRun, start: datetime, end: datetime) -> float:
     return max(0.0, overlap) / (run.finished_at - run.started_at).total_seconds() * run.cpu_seconds
 
 
-@pytest.mark.timeout(900)  # four campaigns spend 540 CPU-s on two workers
+@pytest.mark.timeout(600)  # four campaigns spend 270 CPU-s on two workers
 async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_budget(
     services: EmbeddedStack, client: Client, store: Store
 ) -> None:
     services.start_services(workers=2)
-    portfolio: list[tuple[str, float]] = [("ranker", 90), ("autoint", 90), ("ranker", 180), ("autoint", 180)]
+    portfolio: list[tuple[str, float]] = [("ranker", 45), ("autoint", 45), ("ranker", 90), ("autoint", 90)]
     requests: list[dict[str, Any]] = [
         campaign_request(
             workload=workload,
@@ -116,7 +116,7 @@ async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_bud
         for workload, budget in portfolio
     ]
     ids = list(await asyncio.gather(*(submit(client, r) for r in requests)))
-    states = await asyncio.gather(*(finished(client, c, 900) for c in ids))
+    states = await asyncio.gather(*(finished(client, c, 600) for c in ids))
     assert [s.status for s in states] == ["completed"] * len(ids), [s.reasons for s in states]
 
     # Each job was sent to a partition of the least busy worker, not to whichever its key picked.
@@ -131,7 +131,7 @@ async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_bud
     used = {c: sum(cpu_in(r, start, end) for r in rs) for c, rs in runs.items()}
     weights = {c: budget for c, (_, budget) in zip(ids, portfolio, strict=True)}
     # While all run, each campaign's share of the workers' CPU follows its share of the budgets
-    # (measured: 0.98-1.01 over ~280 jobs; the campaigns, weighted by budget, end together).
+    # (measured: 0.96-1.03 over ~200 jobs; the campaigns, weighted by budget, end together).
     ratios = {c: (used[c] / sum(used.values())) / (weights[c] / sum(weights.values())) for c in ids}
     inside = sum(cpu_in(r, start, end) > 0 for rs in runs.values() for r in rs)
     window = f"{inside} jobs, {(end - start).total_seconds():.0f} s"
