@@ -12,6 +12,8 @@ registry kernels searched for its own calls and against ``torch.compile``
 
     rea kernels bench                                    # or python -m rea_bench.kernels
     rea kernels bench --ops embedding_bag_pooled --budget 16 --compare-seeds 3 --no-inference
+    rea kernels bench --ops layer_norm --budget 1 --compare-op dcn_cross --compare-from random \
+        --compare-seeds 5 --no-inference                 # both searches from a drawn point
     rea kernels bench --target triton                    # on a machine with a CUDA GPU
     rea kernels bench --ops layer_norm --llm 8 --no-inference   # and 8 kernels an LLM writes
 
@@ -33,7 +35,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -126,9 +128,12 @@ def compare_searches(
     settings: Settings,
     settle: tuple[int, int] = (0, 0),
     target_name: str = "cpu",
+    start: Literal["default", "random"] = "default",
 ) -> search.Comparison:
     """Both searches on the same evaluations (a point both propose is evaluated once), each
-    configured as :func:`rea_kernel.tuning.tune` runs it; ``settle``: see :func:`search.compare`."""
+    configured as :func:`rea_kernel.tuning.tune` runs it, from the template's default (as a
+    search starts) or from one point per seed drawn at random (what the searches find when the
+    default is not already near the best); ``settle``: see :func:`search.compare`."""
     target = get_target(target_name)
 
     def shown(number: int, candidate: Candidate, evaluation: Evaluation) -> None:
@@ -136,9 +141,16 @@ def compare_searches(
 
     cost = CandidateCost(target, operator, settings, shown)
     space = search.SearchSpace(target.search_space(operator))
-    initial = [target.default_params(operator)]
+    initial = [target.default_params(operator)] if start == "default" else []
     return search.compare(
-        space, cost, budget, range(seeds), initial=initial, warmup=tree_warmup(budget), settle=settle
+        space,
+        cost,
+        budget,
+        range(seeds),
+        initial=initial,
+        drawn_starts=int(start == "random"),
+        warmup=tree_warmup(budget),
+        settle=settle,
     )
 
 
@@ -151,6 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-seeds", type=int, default=2, help="0 skips the comparison.")
     parser.add_argument(
         "--compare-op", default=COMPARED, help=f"The operator both searches run on (default: {COMPARED})."
+    )
+    parser.add_argument(
+        "--compare-from",
+        choices=("default", "random"),
+        default="default",
+        help="Where both searches start: the template's default point, or one drawn per seed.",
     )
     parser.add_argument(
         "--settle",
@@ -288,7 +306,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare_seeds:
         settle = (args.settle[0], args.settle[1])
         comparison = compare_searches(
-            args.compare_op, args.compare_budget, args.compare_seeds, settings, settle, target.name
+            args.compare_op,
+            args.compare_budget,
+            args.compare_seeds,
+            settings,
+            settle,
+            target.name,
+            args.compare_from,
         )
         compare_rows = [
             [
@@ -309,7 +333,12 @@ def main(argv: list[str] | None = None) -> None:
             else None
         )
         print_table(
-            f"{args.compare_op}: MCTS + evolution vs random search, {args.compare_budget} evaluations each",
+            f"{args.compare_op}: MCTS + evolution vs random search, {args.compare_budget} evaluations each, "
+            + (
+                "from the template's default"
+                if args.compare_from == "default"
+                else "from a point drawn per seed"
+            ),
             [
                 "seed",
                 "MCTS+evo best (time/eager)",
@@ -322,7 +351,11 @@ def main(argv: list[str] | None = None) -> None:
             f"mean {'-' if mean is None else f'{mean:.1f}'}; costs of re-measured points are the median "
             f"of {1 + settle[1]} measurements (the {settle[0]} best of each search, until settled)",
         )
-        report["comparison"] = {"operator": args.compare_op, **comparison.model_dump(mode="json")}
+        report["comparison"] = {
+            "operator": args.compare_op,
+            "from": args.compare_from,
+            **comparison.model_dump(mode="json"),
+        }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if not args.no_inference:

@@ -122,10 +122,22 @@ class SearchSpace:
 
     def sample(self, rng: random.Random) -> Point:
         """An admitted point drawn uniformly; ValueError when the constraint admits none."""
-        key = next(self._uniform_keys(rng, taken=()), None)
-        if key is None:
+        drawn = self.draw(1, rng)
+        if not drawn:
             raise ValueError("the constraint admits no point of this space")
-        return self._point(key)
+        return drawn[0]
+
+    def draw(self, count: int, rng: random.Random) -> list[Point]:
+        """Up to ``count`` distinct admitted points (fewer where fewer are admitted), drawn
+        uniformly without replacement."""
+        keys: list[_Key] = []
+        taken: set[_Key] = set()
+        for key in self._uniform_keys(rng, taken=taken):
+            if len(keys) == count:
+                break
+            keys.append(key)
+            taken.add(key)
+        return [self._point(key) for key in keys]
 
     def _key(self, point: Mapping[str, ParamValue]) -> _Key:
         if set(point) != set(self.parameters):
@@ -592,6 +604,8 @@ class SeedComparison(BaseModel):
     remeasured: int = 0
     """Points whose cost in the traces is the median of repeated measurements (see
     :func:`compare`'s ``settle``)."""
+    start: tuple[Point, ...] = ()
+    """The points both searches began from."""
 
     @property
     def mcts_evolution_best(self) -> float | None:
@@ -640,19 +654,25 @@ def compare(
     seeds: Iterable[int],
     *,
     initial: Iterable[Mapping[str, ParamValue]] = (),
+    drawn_starts: int = 0,
     warmup: int = 16,
     settle: tuple[int, int] = (0, 0),
 ) -> Comparison:
     """Run :func:`mcts_evolution` (with ``warmup``) and :func:`random_search` with ``budget``
     evaluations each on every seed, through one cache per seed, from the same ``initial`` points.
 
+    ``drawn_starts``: that many more starting points per seed, drawn uniformly by the seed and
+    the same for both searches. From a template's default alone, a comparison says little
+    where the default is already near the best; from drawn points it measures the searches.
+
     ``settle=(leaders, times)``: for a noisy ``evaluate``, measure each search's ``leaders``
     cheapest points ``times`` more and judge both on the medians (the same for both searches,
     outside their budgets; see :func:`_settle_leaders`)."""
-    start = tuple(initial)
+    given = tuple(initial)
     leaders, times = settle
     runs = []
     for seed in seeds:
+        start = (*given, *space.draw(drawn_starts, random.Random(f"start-{seed}")))
         cache = _SharedCache(evaluate)
         mcts = mcts_evolution(space, cache, budget, seed, initial=start, warmup=warmup)
         uniform = random_search(space, cache, budget, seed, initial=start)
@@ -667,6 +687,7 @@ def compare(
                 random=uniform,
                 distinct_evaluations=len(cache.costs),
                 remeasured=remeasured,
+                start=start,
             )
         )
     return Comparison(budget=budget, seeds=tuple(runs))

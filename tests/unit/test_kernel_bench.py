@@ -61,14 +61,20 @@ def test_the_search_comparison_runs_on_the_operator_asked_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     compare = ["--compare-op", "bce_with_logits", "--compare-budget", "2", "--compare-seeds", "1"]
+    compare += ["--compare-from", "random"]
     main([*SMALL[:4], *SMALL[6:], *compare, "--settle", "0", "0", "--json", str(tmp_path / "bench.json")])
-    assert "bce_with_logits: MCTS + evolution vs random search, 2 evaluations each" in capsys.readouterr().out
+    shown = (
+        "bce_with_logits: MCTS + evolution vs random search, 2 evaluations each, from a point drawn per seed"
+    )
+    assert shown in capsys.readouterr().out.replace("\n", " ")
     comparison = json.loads((tmp_path / "bench.json").read_text())["comparison"]
-    assert comparison["operator"] == "bce_with_logits"
+    assert comparison["operator"] == "bce_with_logits" and comparison["from"] == "random"
     [seed] = comparison["seeds"]
+    [start] = seed["start"]
     for method in ("mcts_evolution", "random"):
         evaluations = seed[method]["evaluations"]
         assert len(evaluations) == 2 and any(e["cost"] is not None for e in evaluations), evaluations
+        assert evaluations[0]["point"] == start and evaluations[0]["proposer"] == "initial"
 
 
 @pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))

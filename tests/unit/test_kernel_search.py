@@ -280,6 +280,27 @@ def test_a_longer_run_starts_with_the_shorter_one() -> None:
     assert long.evaluations[:80] == short.evaluations
 
 
+def test_compare_from_drawn_starts_begins_both_searches_at_the_same_points_per_seed() -> None:
+    default = TILING.sample(random.Random(0))
+    comparison = compare(TILING, tiling_cost, 20, seeds=[0, 1, 0], initial=[default], drawn_starts=2)
+    starts = [run.start for run in comparison.seeds]
+    assert all(len(start) == 3 and start[0] == default for start in starts)
+    assert starts[0] == starts[2] != starts[1], "drawn by the seed"
+    assert all(len({tuple(sorted(point.items())) for point in start}) == 3 for start in starts)
+    for run in comparison.seeds:
+        for trace in (run.mcts_evolution, run.random):
+            assert [e.point for e in trace.evaluations[:3]] == list(run.start)
+            assert {e.proposer for e in trace.evaluations[:3]} == {"initial"}
+    assert compare(TILING, tiling_cost, 5, seeds=[0]).seeds[0].start == ()
+
+
+def test_drawing_more_points_than_a_space_admits_gives_each_once() -> None:
+    small = SearchSpace({"a": (1, 2), "b": ("x", "y")}, constraint=lambda point: point["a"] == 1)
+    drawn = small.draw(5, random.Random(3))
+    assert sorted(map(str, drawn)) == sorted(map(str, small.points()))
+    assert small.draw(0, random.Random(3)) == []
+
+
 def test_compare_shares_one_cache_per_seed_and_keeps_budgets_apart() -> None:
     evaluate = Counting(tiling_cost)
     comparison = compare(TILING, evaluate, 100, seeds=[0, 1])
