@@ -65,7 +65,9 @@ class JobLeases:
 
         ``on_beat`` runs beside the refresh, never in its way: a callback slowed by a busy
         database must not let the lease lapse and get a working job declared lost. A beat
-        whose previous callback is still running starts no second one."""
+        whose previous callback is still running starts no second one. Nothing but the body's
+        end stops the beating: a refresh that fails, whatever the error, or that has not
+        answered within ttl/3 (a stalled connection) is logged and the next one is tried."""
 
         async def guarded() -> None:
             assert on_beat is not None
@@ -80,8 +82,9 @@ class JobLeases:
                 while True:
                     await asyncio.sleep(ttl_s / 3)
                     try:
-                        await self.redis.set(self._claim_key(job_id), holder, px=int(ttl_s * 1000))
-                    except RedisError:  # keep beating: one missed refresh need not lose the job
+                        async with asyncio.timeout(ttl_s / 3):
+                            await self.redis.set(self._claim_key(job_id), holder, px=int(ttl_s * 1000))
+                    except Exception:  # keep beating: one missed refresh need not lose the job
                         log.warning("heartbeat_failed", job_id=job_id, exc_info=True)
                     if on_beat is not None and (callback is None or callback.done()):
                         callback = asyncio.create_task(guarded())
