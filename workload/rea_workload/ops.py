@@ -2,10 +2,10 @@
 
 Every operator a ranking model spends its time in (pooled embedding lookup over all tables at
 once, the DCN-v2 cross, dense layers, the FM interaction, layer norm, the BCE-with-logits
-training loss) is a method of
-:class:`Ops`, with PyTorch as its implementation. Given a :class:`KernelProvider` (KernelEvolve's
-registry, through ``rea_kernel.loader.RegistryKernels``), an :class:`Ops` asks it for a kernel
-before each call and runs that instead where it has one; where it has none, PyTorch runs.
+training loss) is a method of :class:`Ops`, with PyTorch as its implementation. Given a
+:class:`KernelProvider` (KernelEvolve's registry, through ``rea_kernel.loader.RegistryKernels``),
+an :class:`Ops` asks it for a kernel before each call and runs that instead where it has one;
+where it has none, PyTorch runs.
 
 Operator names, inputs and attributes are those of KernelEvolve's operator suite
 (``rea_kernel.operators``), which defines each operator and the tolerance a kernel must meet:
