@@ -130,14 +130,12 @@ class SearchSpace:
     def draw(self, count: int, rng: random.Random) -> list[Point]:
         """Up to ``count`` distinct admitted points (fewer where fewer are admitted), drawn
         uniformly without replacement."""
-        keys: list[_Key] = []
-        taken: set[_Key] = set()
-        for key in self._uniform_keys(rng, taken=taken):
-            if len(keys) == count:
+        drawn: dict[_Key, None] = {}  # in the order drawn
+        for key in self._uniform_keys(rng, taken=drawn):
+            if len(drawn) == count:
                 break
-            keys.append(key)
-            taken.add(key)
-        return [self._point(key) for key in keys]
+            drawn[key] = None
+        return [self._point(key) for key in drawn]
 
     def _key(self, point: Mapping[str, ParamValue]) -> _Key:
         if set(point) != set(self.parameters):

@@ -16,7 +16,7 @@ from rea.workloads import JobInput, JobOutput
 from rea_kernel.loader import RegistryKernels
 from rea_kernel.operators import OPERATORS, dtype_name
 from rea_kernel.targets import get_target
-from rea_workload.ops import PYTORCH, Ops
+from rea_workload.ops import BACKWARDS, PYTORCH, Ops
 from rea_workload.train import KERNEL_CACHE_ENV, train
 
 CPU = get_target("cpu")
@@ -201,10 +201,10 @@ def test_a_training_call_runs_the_forward_and_backward_kernels_with_pytorchs_gra
     published = [entry(name, bucket), entry(f"{name}_backward", bucket)]
     kernels = RegistryKernels(published, tmp_path, tmp_path / "c", threads=1)
     gradients = []
-    labels = 1 if name == "bce_with_logits" else 0  # the loss's targets need no gradient
+    differentiated = BACKWARDS[name].gradients  # None: every input (the loss's targets: none)
     for ops in (Ops(kernels), Ops()):
         leaves = [
-            tensor.clone().requires_grad_(position < len(inputs) - labels)
+            tensor.clone().requires_grad_(differentiated is None or position in differentiated)
             for position, tensor in enumerate(inputs)
         ]
         output = getattr(ops, name)(*leaves, **attributes)

@@ -1295,7 +1295,7 @@ inline float exp_negative_polynomial(float a) {
   return p * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
 }
 
-inline float softplus_std(float a) { return std::log1p(std::exp(-a)); }
+inline float softplus_std(float a) { return std::log1p(exp_negative_std(a)); }
 
 // log1p(exp(-a)) for a >= 0: log1p(e) is 2 atanh(e / (2 + e)), whose odd series converges
 // fast, since e / (2 + e) <= 1/3.
