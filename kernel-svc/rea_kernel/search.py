@@ -67,10 +67,12 @@ _Key = tuple[int, ...]
 
 _MISSES_BEFORE_ENUMERATING = 64
 _TRIES_PER_PROPOSAL = 32
-_FAILURE_PENALTY = math.log(2.0)
-"""A failed point's log cost in the screening model: the worst success's, doubled. Failures
-cluster (tiles too big, an unsupported vector width), so the model should steer away from
-their choices, but a failure says nothing about how slow the point would have been."""
+_SLOW = math.log(2.0)
+"""The screening model's ceiling on log cost, above the best so far: a point more than twice as
+slow as the best, or failed, counts as twice as slow. How much slower does not matter for where
+to look next, and one pathological point (a loop order fifty times slower with one thread count
+only) would otherwise pull every estimate its choices share. Failures cluster (tiles too big, an
+unsupported vector width), so the model steers away from their choices, as from slow ones."""
 _MODEL_FIT = 0.5
 """The share of variance (R²) the screening model must explain before its picks are trusted."""
 _FALLBACKS: Mapping[Arm, tuple[Arm, ...]] = {
@@ -468,7 +470,8 @@ class _MctsEvolution:
 
     def screened(self, keys: list[_Key]) -> _Key:
         """The draft with the lowest lower confidence bound on log cost, by Bayesian ridge
-        regression over every evaluation so far. The first draft (as if unscreened) until two
+        regression over every evaluation so far (log costs capped at ``_SLOW`` above the best).
+        The first draft (as if unscreened) until two
         evaluations exist, when every evaluation failed, and while the model explains less than
         ``_MODEL_FIT`` of the variance it was fitted on: on a landscape that is not roughly a
         product of per-parameter factors (a needle in a noisy plateau) its picks would follow
@@ -477,8 +480,8 @@ class _MctsEvolution:
         successes = [math.log(cost) for _, cost in evaluated if cost is not None]
         if len(keys) == 1 or len(evaluated) < 2 or not successes:
             return keys[0]
-        failed = max(successes) + _FAILURE_PENALTY
-        log_costs = [failed if cost is None else math.log(cost) for _, cost in evaluated]
+        ceiling = min(successes) + _SLOW
+        log_costs = [ceiling if cost is None else min(math.log(cost), ceiling) for _, cost in evaluated]
         features = self.one_hot([key for key, _ in evaluated])
         model = BayesianRidge().fit(features, log_costs)
         if model.score(features, log_costs) < _MODEL_FIT:
