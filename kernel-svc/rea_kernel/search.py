@@ -471,11 +471,11 @@ class _MctsEvolution:
     def screened(self, keys: list[_Key]) -> _Key:
         """The draft with the lowest lower confidence bound on log cost, by Bayesian ridge
         regression over every evaluation so far (log costs capped at ``_SLOW`` above the best).
-        The first draft (as if unscreened) until two
-        evaluations exist, when every evaluation failed, and while the model explains less than
-        ``_MODEL_FIT`` of the variance it was fitted on: on a landscape that is not roughly a
-        product of per-parameter factors (a needle in a noisy plateau) its picks would follow
-        noise, and the proposers do better alone."""
+        The first draft (as if unscreened) until two evaluations exist, when every evaluation
+        failed, and while the model explains less than ``_MODEL_FIT`` of the variance it was
+        fitted on: on a landscape that is not roughly a product of per-parameter factors (a
+        needle in a noisy plateau) its picks would follow noise, and the proposers do better
+        alone."""
         evaluated = list(self.log.costs.items())
         successes = [math.log(cost) for _, cost in evaluated if cost is not None]
         if len(keys) == 1 or len(evaluated) < 2 or not successes:
