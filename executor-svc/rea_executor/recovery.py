@@ -27,9 +27,16 @@ from rea_executor.state import IN_FLIGHT, PhaseExecution, TrackedJob
 Action = Literal["nothing", "resend", "declare_lost"]
 
 
-def after_lease_lost(job: TrackedJob | None, run: JobRun | None) -> Action:
-    """What a job in flight with no live lease needs (see the module docstring)."""
-    if job is None or job.status not in IN_FLIGHT or run is None:
+def after_lease_lost(job: TrackedJob | None, run: JobRun | None, holder: str | None) -> Action:
+    """What a job in flight whose lease was seen missing needs (see the module docstring).
+
+    ``holder`` is the lease's holder read *after* ``run``: when it is the worker that claimed
+    the job, nothing is wrong. The order matters because a worker takes the lease before it
+    claims the job in the ledger: read the other way round, a worker that claimed the job
+    between the two reads (a job sent again after the broker lost its log, taken just as the
+    executor swept) would be declared lost as it starts. A lease held by another worker does
+    not count: that one is about to find the job claimed and let its lease go, unexpired."""
+    if job is None or job.status not in IN_FLIGHT or run is None or (holder and holder == run.worker):
         return "nothing"
     return "resend" if run.final is not None else "declare_lost"
 

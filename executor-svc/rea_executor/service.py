@@ -183,7 +183,7 @@ def wire(rt: Runtime) -> None:
         state = PhaseExecution.model_validate(doc["state"])
         job = state.job(job_id)
         run = await ledger.get(job_id)
-        action = recovery.after_lease_lost(job, run)
+        action = recovery.after_lease_lost(job, run, await leases.holder(job_id))
         if action == "resend" and run is not None and run.final is not None:
             # It reported, but the executor never heard it (the broker lost it, or the stack
             # stopped first): send the stored final word again.

@@ -49,7 +49,20 @@ def run(**fields: object) -> JobRun:
 def test_what_a_job_without_a_live_lease_needs(
     tracked: TrackedJob | None, ledger: JobRun | None, action: str
 ) -> None:
-    assert recovery.after_lease_lost(tracked, ledger) == action
+    assert recovery.after_lease_lost(tracked, ledger, holder=None) == action
+
+
+@pytest.mark.parametrize(
+    "ledger",
+    [run(worker="w2"), run(worker="w2", started_at=NOW, cpu_seconds=1.0), run(worker="w2", final=b"{}")],
+)
+def test_a_lease_held_by_the_claimant_by_the_time_the_ledger_was_read_needs_nothing(ledger: JobRun) -> None:
+    """The sweep saw no lease, but a worker took the job before the ledger was read (a job sent
+    again after the broker lost its log): it is starting, not lost, and its final word, if any,
+    is on its way. A lease held by anyone else is no sign of life of the claimant."""
+    assert recovery.after_lease_lost(job("submitted"), ledger, holder="w2") == "nothing"
+    expected = "resend" if ledger.final is not None else "declare_lost"
+    assert recovery.after_lease_lost(job("submitted"), ledger, holder="w3") == expected
 
 
 def test_a_lost_job_is_charged_at_least_what_the_os_saw_and_never_less_than_its_estimate() -> None:
