@@ -4,7 +4,7 @@ the winner in the registry and says so with events the logger records; a request
 is refused with the reason, an unsigned one is dead-lettered. With an LLM endpoint (a local test
 server), a search goes on to kernels the model writes, judged like the rest. A training job
 that asks for evolved kernels is handed the registry by its job side and runs the published
-kernel for the shape it was searched for."""
+kernel for the shape it was searched for, if its evaluation found it faster than PyTorch."""
 
 from __future__ import annotations
 
@@ -148,7 +148,9 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     assert len(model.requests) == 1  # no LLM call was made for it
 
     # A job asking for evolved kernels: its job side hands it the registry, and its trainer runs
-    # the published kernel where the bucket matches, PyTorch elsewhere, and says which.
+    # the published kernel where the bucket matches, PyTorch elsewhere, and says which. Whether the
+    # published kernel runs turns on its own evidence: a three-evaluation search at this small
+    # shape can end slower than eager on some CPUs (0.80x on one), and such a kernel is not run.
     services.start_service("worker", "worker-0")
     spec = JobSpec(
         job_id="k" * 32 + "-validation-baseline-s0",
@@ -172,8 +174,14 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     result = parse_event(run.final)
     assert isinstance(result, JobCompleted), run.final
     uses = {(use.operator, use.bucket): use for use in result.payload.output.kernels}
-    (entry,) = kept
-    assert uses[("layer_norm", "d64-r256")].kernel == entry.key
-    assert uses[("layer_norm", "d64-r256")].calls >= 2  # validation and test
+    # The registry's entry now: the written search's kernel holds the bucket if it timed faster.
+    (entry,) = await KernelRegistry(store.db).entries(operator="layer_norm", device=cpu)
+    searched = uses[("layer_norm", "d64-r256")]
+    assert searched.calls >= 2  # validation and test
+    if entry.speedup_vs_eager > 1.0:
+        assert searched.kernel == entry.key
+    else:  # the registry was handed over all the same: the reason quotes the entry's evidence
+        assert searched.kernel is None
+        assert f"ran at {entry.speedup_vs_eager:.2f}x eager" in searched.reason
     assert uses[("layer_norm", "d64-r2048")].kernel is None  # the training rows' bucket: not searched
     assert "no registry kernel for d64-r2048" in uses[("layer_norm", "d64-r2048")].reason
