@@ -231,4 +231,16 @@ CATALOGUE: tuple[Technique, ...] = (
         "Weinberger et al., Feature Hashing for Large Scale Multitask Learning (2009)",
         signals=frozenset({"sparse_features", "overfitting"}),
     ),
+    Technique(
+        "sparse_embedding_adagrad",
+        "Sparse Adagrad for the embedding tables (dense optimiser unchanged)",
+        "embedding_optimizer",
+        lambda base: {Role.EMBEDDING_OPTIMIZER: "adagrad"},
+        "rare ids need their own step sizes; a step also updates only the rows its batch touched, "
+        "so large tables train far faster",
+        0.001,
+        "Duchi et al., Adaptive Subgradient Methods for Online Learning (2011); Naumov et al., Deep "
+        "Learning Recommendation Model for Personalization and Recommendation Systems (2019)",
+        signals=frozenset({"sparse_features"}),
+    ),
 )

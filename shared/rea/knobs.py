@@ -41,6 +41,9 @@ class Role(StrEnum):
     - ``optimizer``: categorical; choices named ``adam``, ``adamw``, ``adagrad``, ``sgd`` are
       understood as those optimisers (others are left to schema-derived hypotheses).
     - ``lr_schedule``: categorical; ``constant``, ``cosine`` and ``warmup_cosine`` are understood.
+    - ``embedding_optimizer``: categorical, how the embedding tables train; ``dense`` (with the
+      ``optimizer`` role's optimiser), ``adagrad`` and ``sparse_adam`` (lazy Adam) on sparse
+      gradients are understood.
     - ``cross_layers``: int >= 0, explicit feature-cross layers (DCN-v2 style); 0 disables them.
     - ``cross_rank``: int >= 0, rank of each cross layer's weight; 0 means full rank.
     - ``fm_term``: bool, a factorisation-machine pairwise interaction term.
@@ -68,6 +71,7 @@ class Role(StrEnum):
     DROPOUT = "dropout"
     GRAD_CLIP = "grad_clip"
     OPTIMIZER = "optimizer"
+    EMBEDDING_OPTIMIZER = "embedding_optimizer"
     LR_SCHEDULE = "lr_schedule"
     CROSS_LAYERS = "cross_layers"
     CROSS_RANK = "cross_rank"

@@ -76,7 +76,7 @@ def test_the_ranker_passes_with_one_real_short_job() -> None:
     failed = {name: check.message for name, check in checks.items() if check.status == "failed"}
     assert not failed
     assert checks["entry point"].status == "passed"
-    assert "19 of 22 roles" in checks["roles"].message
+    assert "20 of 23 roles" in checks["roles"].message
     assert checks["job"].status == "passed"
     assert "epochs=1, data_fraction=0.1" in checks["job"].message
     assert checks["footprint"].status == "passed"
@@ -152,7 +152,7 @@ def test_the_short_job_runs_the_fidelity_knobs_at_their_cheapest() -> None:
 def test_rea_workloads_lists_the_ranker() -> None:
     result = CliRunner().invoke(cli.app, ["workloads"])
     assert result.exit_code == 0, result.output
-    assert "ranker" in result.output and "19 of 22" in result.output
+    assert "ranker" in result.output and "20 of 23" in result.output
 
 
 def test_rea_workloads_check_of_an_unknown_workload_exits_2_naming_the_registered_ones() -> None:

@@ -76,6 +76,7 @@ _CONTRACTS: dict[Role, _Contract] = {
     Role.DROPOUT: _Contract("float", lambda lo, hi: lo >= 0 and hi < 1, "float in [0, 1)"),
     Role.GRAD_CLIP: _Contract("float", lambda lo, hi: lo >= 0, "float >= 0"),
     Role.OPTIMIZER: _Contract("categorical"),
+    Role.EMBEDDING_OPTIMIZER: _Contract("categorical"),
     Role.LR_SCHEDULE: _Contract("categorical"),
     Role.CROSS_LAYERS: _Contract("int", lambda lo, hi: lo >= 0, "int >= 0"),
     Role.CROSS_RANK: _Contract("int", lambda lo, hi: lo >= 0, "int >= 0"),

@@ -95,6 +95,8 @@ class RankerModel(nn.Module):
         self._buckets = [size if size < c else 0 for size, c in zip(sizes, cardinalities, strict=True)]
         self.n_single = len(data.categorical_cardinalities)
         self.embeddings = TableBatchedEmbedding(sizes, dim)
+        # The table's gradient holds only the rows a batch looked up, for a sparse optimiser.
+        self.sparse_gradients = config.embedding_optimizer != "dense"
 
         input_dim = len(sizes) * dim + len(data.dense_names)
         self.cross = nn.ModuleList(
@@ -141,7 +143,12 @@ class RankerModel(nn.Module):
         offsets = F.pad(torch.cat(lengths).cumsum(0), (1, 0))
         table = self.embeddings
         pooled = self.ops.embedding_bag_pooled(
-            table.weight, table.table_offsets, torch.cat(ids), offsets, mode="mean"
+            table.weight,
+            table.table_offsets,
+            torch.cat(ids),
+            offsets,
+            mode="mean",
+            sparse_gradient=self.sparse_gradients,
         )
         return pooled.view(rows, fields, self.dim)
 

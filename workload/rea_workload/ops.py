@@ -62,12 +62,19 @@ class Ops:
         offsets: torch.Tensor,
         *,
         mode: Literal["sum", "mean"],
+        sparse_gradient: bool = False,
     ) -> torch.Tensor:
         """Every table's bags pooled in one call, in FBGEMM's table-batched layout: ``weights``
         holds the tables' rows concatenated (table ``t`` from ``table_offsets[t]``), ``indices``
         are local to their table and grouped table by table, ``offsets`` [tables * batch + 1]
-        bound each bag. Returns [batch, tables * dim]; an empty bag pools to zeros."""
+        bound each bag. Returns [batch, tables * dim]; an empty bag pools to zeros.
+
+        With ``sparse_gradient``, a training call gives ``weights`` a sparse gradient (the rows
+        looked up) for a sparse optimiser; it runs PyTorch, as the backward kernels write dense
+        gradients, and is not asked of the kernel provider."""
         inputs = (weights, table_offsets, indices, offsets)
+        if sparse_gradient and _needs_gradient(inputs):
+            return _embedding_bag_pooled(*inputs, mode=mode, sparse=True)
         return self._call("embedding_bag_pooled", _embedding_bag_pooled, inputs, mode=mode)
 
     def dcn_cross(self, x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
@@ -250,9 +257,11 @@ def _embedding_bag_pooled(
     offsets: torch.Tensor,
     *,
     mode: Literal["sum", "mean"],
+    sparse: bool = False,
 ) -> torch.Tensor:
     """One :func:`~torch.nn.functional.embedding_bag` over all tables: each index is moved to its
-    table's rows, and the [tables * batch] bags come back table-major."""
+    table's rows, and the [tables * batch] bags come back table-major; ``sparse``: the weights'
+    gradient is sparse."""
     tables = table_offsets.numel() - 1
     batch = (offsets.numel() - 1) // tables if tables else 0
     dim = weights.shape[1]
@@ -260,7 +269,7 @@ def _embedding_bag_pooled(
         return weights.new_zeros(0, tables * dim)
     per_table = offsets[::batch].diff()
     rows = indices + table_offsets[:-1].repeat_interleave(per_table)
-    pooled = F.embedding_bag(rows, weights, offsets, mode=mode, include_last_offset=True)
+    pooled = F.embedding_bag(rows, weights, offsets, mode=mode, include_last_offset=True, sparse=sparse)
     return pooled.view(tables, batch, dim).transpose(0, 1).reshape(batch, tables * dim)
 
 

@@ -1,8 +1,23 @@
-"""Optimisers and learning-rate schedules named by the ``optimizer`` and ``lr_schedule`` knobs."""
+"""Optimisers and learning-rate schedules named by the ``optimizer``, ``embedding_optimizer`` and
+``lr_schedule`` knobs.
+
+Dense parameters train with PyTorch's fused optimisers wherever the device has them: one kernel
+per step instead of a dozen elementwise passes over every parameter and its moments, the same
+update within float rounding (``python -m rea_bench.training`` measures what each choice costs).
+
+The embedding table trains with the same optimiser by default ("dense"). A ranker's batch
+touches a few thousand of its millions of rows, so ``embedding_optimizer`` can make its
+gradient sparse instead: "adagrad" is exactly Adagrad (a row without gradient has nothing to
+add to its sum and does not move), "sparse_adam" is lazy Adam (moments and updates only for the
+rows a batch touched), as TensorFlow's LazyAdam and TorchRec's sparse optimisers do. Neither
+writes a gradient or moment for the rows a batch did not touch.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -12,24 +27,65 @@ from rea_workload.schema import RankerConfig
 
 WARMUP_SHARE = 0.05
 SGD_MOMENTUM = 0.9
+FUSED_DEVICES = frozenset({"cpu"})
+"""Where the trainer runs and every optimiser here has a fused kernel. PyTorch checks the device
+only at the first step, so an unsupported one is ruled out here rather than caught."""
+CLIP_EPSILON = 1e-6  # as torch.nn.utils.clip_grad_norm_ adds to the norm
 
 
-def build_optimizer(model: RankerModel, config: RankerConfig) -> torch.optim.Optimizer:
-    """Weight decay applies to dense parameters only; embeddings have their own L2 knob."""
-    groups = [
-        {"params": model.embedding_parameters(), "weight_decay": 0.0},
-        {"params": model.dense_parameters(), "weight_decay": config.weight_decay},
-    ]
+def build_optimizers(model: RankerModel, config: RankerConfig) -> list[torch.optim.Optimizer]:
+    """The optimisers one training step runs, each stepped once per batch. Weight decay applies
+    to dense parameters only; embeddings have their own L2 knob."""
     lr = config.learning_rate
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    if config.optimizer == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=SGD_MOMENTUM)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    tables = model.embedding_parameters()
+    dense = {"params": model.dense_parameters(), "weight_decay": config.weight_decay}
+    if config.embedding_optimizer == "dense":
+        return [_optimizer(config.optimizer, [{"params": tables, "weight_decay": 0.0}, dense], lr)]
+    sparse: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "adagrad": lambda: torch.optim.Adagrad(tables, lr=lr),
+        "sparse_adam": lambda: torch.optim.SparseAdam(tables, lr=lr),
+    }
+    if config.embedding_optimizer not in sparse:
+        raise ValueError(f"unknown embedding_optimizer {config.embedding_optimizer!r}")
+    return [_optimizer(config.optimizer, [dense], lr), sparse[config.embedding_optimizer]()]
+
+
+def _optimizer(name: str, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """``name``'s optimiser over ``groups``, fused where the parameters' device has it."""
+    kinds: dict[str, tuple[Callable[..., torch.optim.Optimizer], dict[str, Any]]] = {
+        "adam": (torch.optim.Adam, {}),
+        "adamw": (torch.optim.AdamW, {}),
+        "adagrad": (torch.optim.Adagrad, {}),
+        "sgd": (torch.optim.SGD, {"momentum": SGD_MOMENTUM}),
+    }
+    if name not in kinds:
+        raise ValueError(f"unknown optimizer {name!r}")
+    kind, options = kinds[name]
+    groups = [group for group in groups if group["params"]]
+    fused = all(p.device.type in FUSED_DEVICES and p.is_floating_point() for g in groups for p in g["params"])
+    return kind(groups, lr=lr, fused=fused, **options)
+
+
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> float:
+    """The global norm of the parameters' gradients, before any clipping; with ``max_norm`` > 0,
+    every gradient is scaled down so the global norm is at most ``max_norm`` (PyTorch's
+    ``clip_grad_norm_``, which has no sparse gradients: a sparse one is coalesced, and its
+    values, a view, are what is measured and scaled)."""
+    gradients: list[torch.Tensor] = []
+    for parameter in parameters:
+        if parameter.grad is None:
+            continue
+        if parameter.grad.is_sparse:
+            parameter.grad = parameter.grad.coalesce()
+            gradients.append(parameter.grad.values())
+        else:
+            gradients.append(parameter.grad)
+    norm = torch.nn.utils.get_total_norm(gradients)
+    if max_norm > 0:
+        coefficient = torch.clamp(max_norm / (norm + CLIP_EPSILON), max=1.0)
+        for gradient in gradients:
+            gradient.mul_(coefficient)
+    return float(norm)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int) -> LambdaLR:

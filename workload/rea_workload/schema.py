@@ -70,7 +70,16 @@ SCHEMA = KnobSchema(
             name="optimizer", role=Role.OPTIMIZER, type="categorical",
             choices=["adam", "adamw", "adagrad", "sgd"],
             default="adam", technique="optimizer",
-            description="Optimiser for all parameters (sgd uses momentum 0.9).",
+            description="Optimiser for the dense parameters, and the embeddings' where "
+            "embedding_optimizer is dense (sgd uses momentum 0.9).",
+        ),
+        Knob(
+            name="embedding_optimizer", role=Role.EMBEDDING_OPTIMIZER, type="categorical",
+            choices=["dense", "adagrad", "sparse_adam"],
+            default="dense", technique="embedding_optimizer",
+            description="How the embedding tables train: with the optimizer knob's optimiser on "
+            "dense gradients, or on sparse ones (only the rows a batch touched) with Adagrad or "
+            "lazy Adam.",
         ),
         Knob(
             name="batch_size", role=Role.BATCH_SIZE, type="int", low=32, high=4096, log=True, default=256,
@@ -126,6 +135,7 @@ class RankerConfig:
     embedding_l2: float
     learning_rate: float
     optimizer: str
+    embedding_optimizer: str
     batch_size: int
     lr_schedule: str
     grad_clip: float

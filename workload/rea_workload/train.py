@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ from rea_workload.footprint import measure_footprint
 from rea_workload.metrics import base_rate_entropy, normalized_entropy, split_metrics
 from rea_workload.model import RankerModel
 from rea_workload.ops import Ops
-from rea_workload.optim import build_optimizer, build_schedule
+from rea_workload.optim import build_optimizers, build_schedule, clip_gradients
 from rea_workload.schema import RankerConfig
 
 if TYPE_CHECKING:
@@ -73,9 +74,9 @@ def fit(
     _make_deterministic(seed)
     data = subsample(splits.train, config.data_fraction)
     model = RankerModel(data, config, ops)
-    optimizer = build_optimizer(model, config)
+    optimizers = build_optimizers(model, config)
     steps = config.epochs * math.ceil(len(data) / config.batch_size)
-    schedule = build_schedule(optimizer, config.lr_schedule, steps)
+    schedules = [build_schedule(optimizer, config.lr_schedule, steps) for optimizer in optimizers]
     limit = EXPLOSION_FACTOR * max(base_rate_entropy(data.labels), 1e-3)
     rng = np.random.default_rng(seed)
     history: list[EpochRecord] = []
@@ -88,7 +89,7 @@ def fit(
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
             poison = fault == "nan" and epoch == 1
-            train_loss = _train_epoch(model, data, optimizer, schedule, config, rng, poison, grad_norms)
+            train_loss = _train_epoch(model, data, optimizers, schedules, config, rng, poison, grad_norms)
             seconds += time.perf_counter() - start
             if train_loss > limit:
                 raise Diverged(f"training loss exploded to {train_loss:.3g} in epoch {epoch}")
@@ -132,8 +133,8 @@ def fit(
 def _train_epoch(
     model: RankerModel,
     data: CtrData,
-    optimizer: torch.optim.Optimizer,
-    schedule: LRScheduler,
+    optimizers: Sequence[torch.optim.Optimizer],
+    schedules: Sequence[LRScheduler],
     config: RankerConfig,
     rng: np.random.Generator,
     poison: bool = False,
@@ -153,16 +154,20 @@ def _train_epoch(
         objective = loss
         if config.embedding_l2 > 0:
             objective = loss + config.embedding_l2 * embeddings.pow(2).sum(dim=(1, 2)).mean()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        if config.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        elif grad_norms is not None:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-        if grad_norms is not None:
-            grad_norms.append(float(norm))
-        optimizer.step()
-        schedule.step()
+        if config.grad_clip > 0 or grad_norms is not None:
+            norm = clip_gradients(model.parameters(), config.grad_clip)
+            if grad_norms is not None:
+                grad_norms.append(norm)
+        # A sparse gradient's invariant checks are off by default; declining them explicitly
+        # keeps PyTorch from warning at a sparse optimiser's first step.
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):
+            for optimizer in optimizers:
+                optimizer.step()
+        for schedule in schedules:
+            schedule.step()
         total += loss.item() * len(batch)
     return total / len(data)
 
