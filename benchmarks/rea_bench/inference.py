@@ -22,6 +22,8 @@ registry.
    the crosses, the dense layers, FM, layer norm); the rest of a training step (BCE, Adam) runs
    PyTorch. The peer is ``torch.compile`` of the model, forward and backward (PyTorch's fused
    Adam in all three, as the trainer runs it; ``rea_bench.training`` times the optimisers).
+   Eager and kernels are timed again with the tables on sparse gradients and sparse Adagrad
+   (``embedding_optimizer: adagrad``), where the optimiser no longer dominates the step.
 
 PyTorch and the kernels run at the same thread count (``--threads``, default every core). On a
 GPU (``--target triton``) every timed pass ends when the device has finished its work.
@@ -34,7 +36,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,6 +55,7 @@ from rea_workload.batches import Batch, batches
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
 from rea_workload.ops import BACKWARDS, Ops
+from rea_workload.optim import build_optimizers
 from rea_workload.schema import RankerConfig
 
 MODEL = {
@@ -88,29 +91,41 @@ def _timed(forward: Forward, prepared: list[Batch]) -> float:
     return time.perf_counter() - start
 
 
-def _train(model: torch.nn.Module, ops: Ops, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> float:
-    """Seconds for one optimiser step per batch (forward, BCE, backward, Adam); ``model`` is the
-    ranker or ``torch.compile`` of it, ``ops`` what computes its loss."""
+def _train(
+    model: torch.nn.Module, ops: Ops, optimizers: Sequence[torch.optim.Optimizer], steps: list[Batch]
+) -> float:
+    """Seconds for one optimiser step per batch (forward, BCE, backward, optimisers); ``model``
+    is the ranker or ``torch.compile`` of it, ``ops`` what computes its loss."""
     model.train()
     device = steps[0].labels.device.type
     synchronize(device)
     start = time.perf_counter()
     for batch in steps:
         loss = ops.bce_with_logits(model(batch)[0], batch.labels)
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):
+            for optimizer in optimizers:
+                optimizer.step()
     synchronize(device)
     seconds = time.perf_counter() - start
     model.eval()
     return seconds
 
 
-def _profile(model: RankerModel, optimizer: torch.optim.Optimizer, steps: list[Batch]) -> None:
+def _profile(model: RankerModel, optimizers: Sequence[torch.optim.Optimizer], steps: list[Batch]) -> None:
     """PyTorch's profile of the training steps, by operator: what a step spends its time on."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-        _train(model, model.ops, optimizer, steps)
+        _train(model, model.ops, optimizers, steps)
     console.print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=20))
+
+
+def _optimizers(model: RankerModel, sparse_tables: bool) -> list[torch.optim.Optimizer]:
+    """The trainer's optimisers for the model: PyTorch's fused Adam, and sparse Adagrad on the
+    tables where they train on sparse gradients."""
+    knobs = {**MODEL, "learning_rate": 1e-4, "embedding_optimizer": "adagrad" if sparse_tables else "dense"}
+    return build_optimizers(model, RankerConfig.from_overrides(knobs))
 
 
 def searched_entries(
@@ -129,7 +144,7 @@ def searched_entries(
         model.ops = Ops(survey)
         _predict(lambda b: model(b)[0], prepared)
         if steps:
-            _train(model, model.ops, torch.optim.SGD(model.parameters(), lr=0.0), steps[:1])
+            _train(model, model.ops, [torch.optim.SGD(model.parameters(), lr=0.0)], steps[:1])
     target = get_target(target_name)
     entries: list[KernelEntry] = []
     rows: list[dict[str, Any]] = []
@@ -268,22 +283,26 @@ def main(argv: list[str] | None = None) -> None:
                 seconds[name].append(_timed(forward, prepared))
         training: dict[str, list[float]] = {}
         if steps:
-            chosen: dict[str, tuple[Ops, torch.nn.Module]] = {
-                "eager": (eager_ops, model),
-                "kernels": (kernel_ops, model),
+            # Each variant: what computes, and whether the tables train on sparse gradients (then
+            # with the trainer's sparse Adagrad, a sparse lookup running PyTorch both ways).
+            chosen: dict[str, tuple[Ops, torch.nn.Module, bool]] = {
+                "eager": (eager_ops, model, False),
+                "kernels": (kernel_ops, model, False),
             }
             if not args.no_compile:  # the peer: forward and backward compiled (AOTAutograd)
-                chosen["torch.compile"] = (eager_ops, cast(torch.nn.Module, compiled))  # an OptimizedModule
-            # PyTorch's fused Adam, as the trainer builds it: the peers' strongest optimiser step.
-            optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) for name in chosen}
-            for name in optimizers:  # warm-up: builds, compiles, the optimiser's state
-                model.ops, trained_model = chosen[name]
+                chosen["torch.compile"] = (eager_ops, cast(torch.nn.Module, compiled), False)
+            chosen["eager, sparse tables"] = (eager_ops, model, True)
+            chosen["kernels, sparse tables"] = (kernel_ops, model, True)
+            optimizers = {name: _optimizers(model, sparse) for name, (_, _, sparse) in chosen.items()}
+            for name in optimizers:  # warm-up: builds, compiles, the optimisers' state
+                model.ops, trained_model, model.sparse_gradients = chosen[name]
                 _train(trained_model, model.ops, optimizers[name], steps[:1])
             training = {name: [] for name in optimizers}
             for _ in range(args.rounds):
-                for name, optimizer in optimizers.items():
-                    model.ops, trained_model = chosen[name]
-                    training[name].append(_train(trained_model, model.ops, optimizer, steps))
+                for name, chosen_optimizers in optimizers.items():
+                    model.ops, trained_model, model.sparse_gradients = chosen[name]
+                    training[name].append(_train(trained_model, model.ops, chosen_optimizers, steps))
+            model.sparse_gradients = False
         usage = kernels.usage()
         if steps and args.profile:
             model.ops = eager_ops
@@ -307,15 +326,23 @@ def main(argv: list[str] | None = None) -> None:
     if training:
         trained = {name: statistics.median(times) for name, times in training.items()}
         rows = len(steps) * args.train_batch
+        alike = {name: "eager, sparse tables" if "sparse" in name else "eager" for name in trained}
         print_table(
-            f"training steps, {len(steps)} of {args.train_batch:,} rows each (forward, BCE, backward, Adam)",
-            ["variant", "rows/s", "vs eager"],
+            f"training steps, {len(steps)} of {args.train_batch:,} rows each "
+            "(forward, BCE, backward, optimisers)",
+            ["variant", "rows/s", "vs eager", "vs eager, same optimisers"],
             [
-                [name, f"{rows / trained[name]:,.0f}", f"{trained['eager'] / trained[name]:.2f}x"]
+                [
+                    name,
+                    f"{rows / trained[name]:,.0f}",
+                    f"{trained['eager'] / trained[name]:.2f}x",
+                    f"{trained[alike[name]] / trained[name]:.2f}x",
+                ]
                 for name in trained
             ],
             caption=f"kernels: forward and backward kernels where both were found ({', '.join(BACKWARDS)}); "
-            "Adam runs PyTorch. torch.compile: the model's forward and backward compiled, BCE and Adam eager",
+            "BCE and the optimisers run PyTorch: fused Adam, and with sparse tables sparse Adagrad on them, "
+            "whose lookup runs PyTorch both ways. torch.compile: the model's forward and backward compiled",
         )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None and u.calls]
     kept = [
