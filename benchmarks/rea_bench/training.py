@@ -12,6 +12,7 @@ benchmark's DCN-v2 model, 26 fields of 100,000 ids: 2.6 million rows of 16) with
   (``embedding_optimizer: dense``);
 - ``adam + sparse adagrad``: the trainer with ``embedding_optimizer: adagrad`` (the tables'
   gradient sparse, exactly Adagrad on them; fused Adam on the dense parameters);
+- ``adam + rowwise adagrad``: ``embedding_optimizer: rowwise_adagrad`` (one sum per row);
 - ``adam + lazy adam``: ``embedding_optimizer: sparse_adam``;
 - ``adagrad, fused``: dense fused Adagrad everywhere, the same update on the tables as sparse
   Adagrad, for that pair's ratio;
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         "adam, PyTorch default": _variant(data, {}, pytorch_default=True),
         "adam, fused": _variant(data, {}),
         "adam + sparse adagrad": _variant(data, {"embedding_optimizer": "adagrad"}),
+        "adam + rowwise adagrad": _variant(data, {"embedding_optimizer": "rowwise_adagrad"}),
         "adam + lazy adam": _variant(data, {"embedding_optimizer": "sparse_adam"}),
         "adagrad, fused": _variant(data, {"optimizer": "adagrad"}),
     }

@@ -42,8 +42,8 @@ class Role(StrEnum):
       understood as those optimisers (others are left to schema-derived hypotheses).
     - ``lr_schedule``: categorical; ``constant``, ``cosine`` and ``warmup_cosine`` are understood.
     - ``embedding_optimizer``: categorical, how the embedding tables train; ``dense`` (with the
-      ``optimizer`` role's optimiser), ``adagrad`` and ``sparse_adam`` (lazy Adam) on sparse
-      gradients are understood.
+      ``optimizer`` role's optimiser), ``adagrad``, ``rowwise_adagrad`` (one sum per row) and
+      ``sparse_adam`` (lazy Adam) on sparse gradients are understood.
     - ``cross_layers``: int >= 0, explicit feature-cross layers (DCN-v2 style); 0 disables them.
     - ``cross_rank``: int >= 0, rank of each cross layer's weight; 0 means full rank.
     - ``fm_term``: bool, a factorisation-machine pairwise interaction term.

@@ -20,6 +20,7 @@ def test_every_optimiser_variant_is_timed(tmp_path: Path, capsys: pytest.Capture
         "adam, PyTorch default",
         "adam, fused",
         "adam + sparse adagrad",
+        "adam + rowwise adagrad",
         "adam + lazy adam",
         "adagrad, fused",
     ]

@@ -15,7 +15,7 @@ from rea_workload.batches import batches
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
 from rea_workload.ops import Call, Kernel, Ops
-from rea_workload.optim import build_optimizers, clip_gradients
+from rea_workload.optim import RowwiseAdagrad, build_optimizers, clip_gradients
 from rea_workload.schema import RankerConfig
 from rea_workload.train import train
 
@@ -62,7 +62,7 @@ def test_lazy_adam_on_the_tables_learns_and_is_not_dense_adam() -> None:
     assert lazy.test.ne != dense.test.ne  # rows a batch skips keep their moments: another optimiser
 
 
-@pytest.mark.parametrize("choice", ["adagrad", "sparse_adam"])
+@pytest.mark.parametrize("choice", ["adagrad", "rowwise_adagrad", "sparse_adam"])
 def test_a_sparse_tables_gradient_holds_the_rows_looked_up_and_only_they_move(choice: str) -> None:
     model, batch = model_and_batch(embedding_optimizer=choice)
     optimizers = build_optimizers(model, RankerConfig.from_overrides({"embedding_optimizer": choice}))
@@ -80,6 +80,27 @@ def test_a_sparse_tables_gradient_holds_the_rows_looked_up_and_only_they_move(ch
             optimizer.step()
     moved = set(np.flatnonzero((model.embeddings.weight.detach() != before).any(dim=1).numpy()).tolist())
     assert moved == looked_up
+
+
+def test_rowwise_adagrad_keeps_one_sum_per_row_and_moves_only_the_rows_with_gradient() -> None:
+    lr, eps = 0.5, 1e-8
+    start = torch.arange(8.0).view(4, 2)
+    sparse, dense = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    values = torch.tensor([[3.0, 4.0], [1.0, 1.0], [0.0, 2.0]])
+    sparse.grad = torch.sparse_coo_tensor(torch.tensor([[2, 0, 2]]), values, (4, 2))  # row 2 twice
+    dense.grad = sparse.grad.to_dense()
+    optimizers = [RowwiseAdagrad([sparse], lr=lr, eps=eps), RowwiseAdagrad([dense], lr=lr, eps=eps)]
+    for optimizer in optimizers:
+        optimizer.step()
+    row2 = torch.tensor([3.0, 6.0])  # the two gradients of row 2, summed
+    sums = torch.tensor([1.0, 0.0, (9 + 36) / 2, 0.0])
+    assert torch.equal(optimizers[0].state[sparse]["sum"], sums)
+    assert torch.equal(optimizers[1].state[dense]["sum"], sums)
+    expected = start.clone()
+    expected[0] -= lr / (1.0 + eps) * torch.tensor([1.0, 1.0])
+    expected[2] -= lr / (float(np.sqrt(22.5)) + eps) * row2
+    assert torch.allclose(sparse.detach(), expected) and torch.allclose(dense.detach(), expected)
+    assert torch.equal(sparse.detach()[[1, 3]], start[[1, 3]])
 
 
 def test_clipping_measures_and_scales_a_sparse_gradient_as_its_dense_equal() -> None:
@@ -103,6 +124,7 @@ def test_every_sparse_combination_trains() -> None:
     for overrides in (
         {"embedding_optimizer": "adagrad", "optimizer": "sgd", "grad_clip": 0.5, "lr_schedule": "cosine"},
         {"embedding_optimizer": "sparse_adam", "optimizer": "adamw", "fm": True, "hash_buckets": 50},
+        {"embedding_optimizer": "rowwise_adagrad", "learning_rate": 0.02, "lr_schedule": "warmup_cosine"},
     ):
         out = train(job(**overrides))
         assert out.status == "ok", overrides

@@ -6,18 +6,19 @@ per step instead of a dozen elementwise passes over every parameter and its mome
 update within float rounding (``python -m rea_bench.training`` measures what each choice costs).
 
 The embedding table trains with the same optimiser by default ("dense"). A ranker's batch
-touches a few thousand of its millions of rows, so ``embedding_optimizer`` can make its
-gradient sparse instead: "adagrad" is exactly Adagrad (a row without gradient has nothing to
-add to its sum and does not move), "sparse_adam" is lazy Adam (moments and updates only for the
-rows a batch touched), as TensorFlow's LazyAdam and TorchRec's sparse optimisers do. Neither
-writes a gradient or moment for the rows a batch did not touch.
+touches a few per cent of its rows, so ``embedding_optimizer`` can make its gradient sparse
+instead: "adagrad" is exactly Adagrad (a row without gradient has nothing to add to its sum and
+does not move); "rowwise_adagrad" keeps one sum per row instead of one per weight (FBGEMM's
+exact row-wise Adagrad, TorchRec's usual choice: a table's optimiser state shrinks by its
+dimension); "sparse_adam" is lazy Adam (moments and updates only for the rows a batch touched,
+as TensorFlow's LazyAdam). None writes a gradient or state for the rows a batch did not touch.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -43,11 +44,52 @@ def build_optimizers(model: RankerModel, config: RankerConfig) -> list[torch.opt
         return [_optimizer(config.optimizer, [{"params": tables, "weight_decay": 0.0}, dense], lr)]
     sparse: dict[str, Callable[[], torch.optim.Optimizer]] = {
         "adagrad": lambda: torch.optim.Adagrad(tables, lr=lr),
+        "rowwise_adagrad": lambda: RowwiseAdagrad(tables, lr=lr),
         "sparse_adam": lambda: torch.optim.SparseAdam(tables, lr=lr),
     }
     if config.embedding_optimizer not in sparse:
         raise ValueError(f"unknown embedding_optimizer {config.embedding_optimizer!r}")
     return [_optimizer(config.optimizer, [dense], lr), sparse[config.embedding_optimizer]()]
+
+
+class RowwiseAdagrad(torch.optim.Optimizer):
+    """Adagrad with one accumulated square per row of a 2-d parameter: the mean of the row's
+    squared gradient is added to it, and the row moves by ``lr / (sqrt(sum) + eps)`` times its
+    gradient (FBGEMM's ``EXACT_ROWWISE_ADAGRAD``). A sparse gradient updates only its rows."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> None:
+        super().__init__(params, {"lr": lr, "eps": eps})
+
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                gradient = parameter.grad
+                if gradient.is_sparse:
+                    gradient = gradient.coalesce()
+                    rows, values = gradient.indices()[0], gradient.values()
+                else:
+                    rows, values = torch.arange(len(parameter), device=parameter.device), gradient
+                state = self.state[parameter]
+                if "sum" not in state:
+                    state["sum"] = parameter.new_zeros(len(parameter))
+                sums: torch.Tensor = state["sum"]
+                sums.index_add_(0, rows, values.square().mean(dim=1))
+                rates = group["lr"] / (sums[rows].sqrt() + group["eps"])
+                parameter.index_add_(0, rows, values * -rates.unsqueeze(1))
+        return loss
 
 
 def _optimizer(name: str, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:

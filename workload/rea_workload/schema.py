@@ -75,11 +75,11 @@ SCHEMA = KnobSchema(
         ),
         Knob(
             name="embedding_optimizer", role=Role.EMBEDDING_OPTIMIZER, type="categorical",
-            choices=["dense", "adagrad", "sparse_adam"],
+            choices=["dense", "adagrad", "rowwise_adagrad", "sparse_adam"],
             default="dense", technique="embedding_optimizer",
             description="How the embedding tables train: with the optimizer knob's optimiser on "
-            "dense gradients, or on sparse ones (only the rows a batch touched) with Adagrad or "
-            "lazy Adam.",
+            "dense gradients, or on sparse ones (only the rows a batch touched) with Adagrad, "
+            "row-wise Adagrad (one sum per row) or lazy Adam.",
         ),
         Knob(
             name="batch_size", role=Role.BATCH_SIZE, type="int", low=32, high=4096, log=True, default=256,
