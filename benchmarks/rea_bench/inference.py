@@ -36,7 +36,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,7 +55,7 @@ from rea_workload.batches import Batch, batches
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
 from rea_workload.ops import BACKWARDS, Ops
-from rea_workload.optim import build_optimizers
+from rea_workload.optim import Optimizers, build_optimizers
 from rea_workload.schema import RankerConfig
 
 MODEL = {
@@ -91,9 +91,7 @@ def _timed(forward: Forward, prepared: list[Batch]) -> float:
     return time.perf_counter() - start
 
 
-def _train(
-    model: torch.nn.Module, ops: Ops, optimizers: Sequence[torch.optim.Optimizer], steps: list[Batch]
-) -> float:
+def _train(model: torch.nn.Module, ops: Ops, optimizers: Optimizers, steps: list[Batch]) -> float:
     """Seconds for one optimiser step per batch (forward, BCE, backward, optimisers); ``model``
     is the ranker or ``torch.compile`` of it, ``ops`` what computes its loss."""
     model.train()
@@ -102,26 +100,23 @@ def _train(
     start = time.perf_counter()
     for batch in steps:
         loss = ops.bce_with_logits(model(batch)[0], batch.labels)
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
+        optimizers.zero_grad()
         loss.backward()
-        with torch.sparse.check_sparse_tensor_invariants(enable=False):
-            for optimizer in optimizers:
-                optimizer.step()
+        optimizers.step()
     synchronize(device)
     seconds = time.perf_counter() - start
     model.eval()
     return seconds
 
 
-def _profile(model: RankerModel, optimizers: Sequence[torch.optim.Optimizer], steps: list[Batch]) -> None:
+def _profile(model: RankerModel, optimizers: Optimizers, steps: list[Batch]) -> None:
     """PyTorch's profile of the training steps, by operator: what a step spends its time on."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         _train(model, model.ops, optimizers, steps)
     console.print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=20))
 
 
-def _optimizers(model: RankerModel, sparse_tables: bool) -> list[torch.optim.Optimizer]:
+def _optimizers(model: RankerModel, sparse_tables: bool) -> Optimizers:
     """The trainer's optimisers for the model: PyTorch's fused Adam, and sparse Adagrad on the
     tables where they train on sparse gradients."""
     knobs = {**MODEL, "learning_rate": 1e-4, "embedding_optimizer": "adagrad" if sparse_tables else "dense"}
@@ -144,7 +139,7 @@ def searched_entries(
         model.ops = Ops(survey)
         _predict(lambda b: model(b)[0], prepared)
         if steps:
-            _train(model, model.ops, [torch.optim.SGD(model.parameters(), lr=0.0)], steps[:1])
+            _train(model, model.ops, Optimizers((torch.optim.SGD(model.parameters(), lr=0.0),)), steps[:1])
     target = get_target(target_name)
     entries: list[KernelEntry] = []
     rows: list[dict[str, Any]] = []

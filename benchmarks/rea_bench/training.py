@@ -45,7 +45,7 @@ from rea_workload.batches import Batch, batches
 from rea_workload.datasets.data import CtrData
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
-from rea_workload.optim import build_optimizers
+from rea_workload.optim import Optimizers, build_optimizers
 from rea_workload.schema import RankerConfig
 
 LEARNING_RATE = 1e-3
@@ -62,9 +62,9 @@ def _variant(
     torch.manual_seed(0)
     model = RankerModel(data, ranker).train()
     if pytorch_default:
-        chosen: list[torch.optim.Optimizer] = [torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)]
+        optimizers = Optimizers((torch.optim.Adam(model.parameters(), lr=LEARNING_RATE),))
     else:
-        chosen = build_optimizers(model, ranker)
+        optimizers = build_optimizers(model, ranker)
     forward = cast(
         Callable[[Batch], tuple[torch.Tensor, torch.Tensor]], torch.compile(model) if compiled else model
     )
@@ -72,12 +72,9 @@ def _variant(
     def step(batch: Batch) -> None:
         logits, _ = forward(batch)
         loss = model.ops.bce_with_logits(logits, batch.labels)
-        for optimizer in chosen:
-            optimizer.zero_grad(set_to_none=True)
+        optimizers.zero_grad()
         loss.backward()
-        with torch.sparse.check_sparse_tensor_invariants(enable=False):
-            for optimizer in chosen:
-                optimizer.step()
+        optimizers.step()
 
     return step
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, overload
 
 import torch
@@ -34,14 +35,34 @@ only at the first step, so an unsupported one is ruled out here rather than caug
 CLIP_EPSILON = 1e-6  # as torch.nn.utils.clip_grad_norm_ adds to the norm
 
 
-def build_optimizers(model: RankerModel, config: RankerConfig) -> list[torch.optim.Optimizer]:
-    """The optimisers one training step runs, each stepped once per batch. Weight decay applies
-    to dense parameters only; embeddings have their own L2 knob."""
+@dataclass(frozen=True)
+class Optimizers:
+    """The optimisers a training step runs together: the dense parameters' and, where the tables
+    train on sparse gradients, the tables'."""
+
+    each: tuple[torch.optim.Optimizer, ...]
+
+    def zero_grad(self) -> None:
+        for optimizer in self.each:
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        # A sparse gradient's invariant checks are off by default; declining them explicitly
+        # keeps PyTorch from warning at a sparse optimiser's first step.
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):
+            for optimizer in self.each:
+                optimizer.step()
+
+
+def build_optimizers(model: RankerModel, config: RankerConfig) -> Optimizers:
+    """The optimisers one training step runs. Weight decay applies to dense parameters only;
+    embeddings have their own L2 knob."""
     lr = config.learning_rate
     tables = model.embedding_parameters()
     dense = {"params": model.dense_parameters(), "weight_decay": config.weight_decay}
     if config.embedding_optimizer == "dense":
-        return [_optimizer(config.optimizer, [{"params": tables, "weight_decay": 0.0}, dense], lr)]
+        embeddings = {"params": tables, "weight_decay": 0.0}
+        return Optimizers((_optimizer(config.optimizer, [embeddings, dense], lr),))
     sparse: dict[str, Callable[[], torch.optim.Optimizer]] = {
         "adagrad": lambda: torch.optim.Adagrad(tables, lr=lr),
         "rowwise_adagrad": lambda: RowwiseAdagrad(tables, lr=lr),
@@ -49,7 +70,7 @@ def build_optimizers(model: RankerModel, config: RankerConfig) -> list[torch.opt
     }
     if config.embedding_optimizer not in sparse:
         raise ValueError(f"unknown embedding_optimizer {config.embedding_optimizer!r}")
-    return [_optimizer(config.optimizer, [dense], lr), sparse[config.embedding_optimizer]()]
+    return Optimizers((_optimizer(config.optimizer, [dense], lr), sparse[config.embedding_optimizer]()))
 
 
 class RowwiseAdagrad(torch.optim.Optimizer):

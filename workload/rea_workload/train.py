@@ -31,7 +31,7 @@ from rea_workload.footprint import measure_footprint
 from rea_workload.metrics import base_rate_entropy, normalized_entropy, split_metrics
 from rea_workload.model import RankerModel
 from rea_workload.ops import Ops
-from rea_workload.optim import build_optimizers, build_schedule, clip_gradients
+from rea_workload.optim import Optimizers, build_optimizers, build_schedule, clip_gradients
 from rea_workload.schema import RankerConfig
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def fit(
     model = RankerModel(data, config, ops)
     optimizers = build_optimizers(model, config)
     steps = config.epochs * math.ceil(len(data) / config.batch_size)
-    schedules = [build_schedule(optimizer, config.lr_schedule, steps) for optimizer in optimizers]
+    schedules = [build_schedule(optimizer, config.lr_schedule, steps) for optimizer in optimizers.each]
     limit = EXPLOSION_FACTOR * max(base_rate_entropy(data.labels), 1e-3)
     rng = np.random.default_rng(seed)
     history: list[EpochRecord] = []
@@ -133,7 +133,7 @@ def fit(
 def _train_epoch(
     model: RankerModel,
     data: CtrData,
-    optimizers: Sequence[torch.optim.Optimizer],
+    optimizers: Optimizers,
     schedules: Sequence[LRScheduler],
     config: RankerConfig,
     rng: np.random.Generator,
@@ -154,18 +154,13 @@ def _train_epoch(
         objective = loss
         if config.embedding_l2 > 0:
             objective = loss + config.embedding_l2 * embeddings.pow(2).sum(dim=(1, 2)).mean()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
+        optimizers.zero_grad()
         objective.backward()
         if config.grad_clip > 0 or grad_norms is not None:
             norm = clip_gradients(model.parameters(), config.grad_clip)
             if grad_norms is not None:
                 grad_norms.append(norm)
-        # A sparse gradient's invariant checks are off by default; declining them explicitly
-        # keeps PyTorch from warning at a sparse optimiser's first step.
-        with torch.sparse.check_sparse_tensor_invariants(enable=False):
-            for optimizer in optimizers:
-                optimizer.step()
+        optimizers.step()
         for schedule in schedules:
             schedule.step()
         total += loss.item() * len(batch)
