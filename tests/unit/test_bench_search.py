@@ -108,6 +108,7 @@ class EpochRunner:
                 *watch.progress,
                 EpochRecord(epoch=epoch, train_loss=0.5, val_ne=ne + 0.01 * (3 - epoch)),
             ]
+            watch.cpu_seconds = float(epoch)  # as a job's sampled CPU time grows
         metrics = SplitMetrics(ne=ne, auc=0.7, logloss=0.5, rows=10)
         return JobOutput(
             status="ok",
@@ -121,7 +122,9 @@ def test_optuna_prunes_unpromising_jobs_on_their_per_epoch_validation_ne() -> No
     runner = EpochRunner()
     outcome = budgeted_search("optuna", SCHEMA, BASELINE, 40.0, make_job, runner, seed=3, parallel=2)
     assert runner.stopped >= 1  # some jobs were stopped early, and only what they ran is charged
-    assert outcome.spent_cpu_seconds <= 40.0
+    # Admission prices each job by estimate, and the cap stops what runs past it at its next look,
+    # so the spend may pass the cap by a little, as in the hard-cap test below.
+    assert outcome.spent_cpu_seconds <= 40.0 + 3.0
     assert outcome.failed == 0  # a pruned trial is not a failure
     assert peer_setup("optuna").startswith("TPESampler (n_startup_trials")
     assert "SuccessiveHalvingPruner(" in peer_setup("optuna")
