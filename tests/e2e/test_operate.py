@@ -206,7 +206,11 @@ async def test_cancel_stops_the_jobs_in_flight_and_releases_their_reservation(
     campaign_id = await submit(
         client,
         campaign_request(
-            dataset="synthetic:rows=20000,crosses=1,strength=3", max_hypotheses=4, baseline={"epochs": 20}
+            # Long jobs (fused optimisers made 20 epochs of 20,000 rows short enough to finish
+            # before the cancellation reached them).
+            dataset="synthetic:rows=40000,crosses=1,strength=3",
+            max_hypotheses=4,
+            baseline={"epochs": 30},
         ),
     )
 
