@@ -379,16 +379,23 @@ def test_mcts_evolution_matches_random_searchs_best_in_half_its_budget(
 
 def test_screening_by_the_cost_model_finds_a_product_landscapes_best_sooner() -> None:
     """Where a kernel's time is roughly a product of per-parameter factors, the model learns the
-    factors from a few evaluations and screens out the drafts it knows are slow. Measured, seeds
-    0-19 at 40 evaluations from a drawn start: within 10% of the optimum after a mean of 22.4
-    evaluations screened (drafts 8) against 33.0 unscreened (drafts 1, a miss counted as 41);
-    evaluations of the slow loop orders after the tenth, 68 against 105."""
+    factors from a few evaluations and screens out the drafts it knows are slow. Measured with
+    the bandit proposing every turn (``model_share=0``), seeds 0-19 at 40 evaluations from a
+    drawn start: within 10% of the optimum after a mean of 22.4 evaluations screened (drafts 8)
+    against 33.0 unscreened (drafts 1, a miss counted as 41); evaluations of the slow loop orders
+    after the tenth, 68 against 105."""
     optimum = min(cost for point in PRODUCT.points() if (cost := product_cost(point)) is not None)
     reach, slow = {}, {}
     for drafts in (1, 8):
         traces = [
             mcts_evolution(
-                PRODUCT, product_cost, 40, seed, initial=PRODUCT.draw(1, random.Random(seed)), drafts=drafts
+                PRODUCT,
+                product_cost,
+                40,
+                seed,
+                initial=PRODUCT.draw(1, random.Random(seed)),
+                drafts=drafts,
+                model_share=0,
             )
             for seed in range(20)
         ]
@@ -398,6 +405,28 @@ def test_screening_by_the_cost_model_finds_a_product_landscapes_best_sooner() ->
         )
     assert reach[8] < 0.8 * reach[1], reach
     assert slow[8] < 0.8 * slow[1], slow
+
+
+@pytest.mark.parametrize("share", [0.0, 2 / 3, 1.0])
+def test_the_cost_model_proposes_its_share_of_the_turns_after_the_warmup(share: float) -> None:
+    """After the warm-up the model proposes on ``model_share`` of the turns, spread evenly, and
+    its turns go to the bandit only while it is not trusted (here, at most its first two, on a
+    product landscape it fits at once); its points are fresh like every other."""
+    trace = mcts_evolution(PRODUCT, product_cost, 70, seed=3, warmup=10, model_share=share)
+    proposers = [e.proposer for e in trace.evaluations]
+    assert "model" not in proposers[:10]
+    modelled = proposers[10:].count("model")
+    assert round(60 * share) - 2 <= modelled <= round(60 * share), proposers
+    if 0 < share < 1:
+        assert proposers[10] != "model" and proposers[11] == "model", proposers[10:12]
+        assert {"tree", "mutation"} <= set(proposers[10:]), proposers
+    assert len(set(keys(trace))) == 70
+
+
+def test_a_model_with_a_posterior_draw_per_turn_still_gives_the_same_trace_per_seed() -> None:
+    first, second = (mcts_evolution(TILING, tiling_cost, 50, seed=11, warmup=8) for _ in range(2))
+    assert "model" in {e.proposer for e in first.evaluations}
+    assert first == second
 
 
 def test_on_a_needle_evolution_finds_what_random_search_only_brushes() -> None:
