@@ -51,9 +51,12 @@ Point = Mapping[str, ParamValue]
 Search = Callable[[search.SearchSpace, search.Evaluate, int, int, list[search.Point]], search.SearchTrace]
 
 
-def measured(paths: Sequence[Path], operator: str) -> dict[tuple[ParamValue, ...], list[float]]:
+def measured(
+    paths: Sequence[Path], operator: str, space: search.SearchSpace
+) -> dict[tuple[ParamValue, ...], list[float]]:
     """Every successful measurement of ``operator``'s points in the comparisons saved at
-    ``paths``, by point (its values in the space's order)."""
+    ``paths``, by point (its values in ``space``'s order); points ``space`` does not admit (saved
+    before a template changed) are left out."""
     costs: dict[tuple[ParamValue, ...], list[float]] = {}
     for path in paths:
         comparison = json.loads(path.read_text()).get("comparison") or {}
@@ -62,9 +65,10 @@ def measured(paths: Sequence[Path], operator: str) -> dict[tuple[ParamValue, ...
         for seed in comparison["seeds"]:
             for method in ("mcts_evolution", "random"):
                 for evaluation in seed[method]["evaluations"]:
-                    if evaluation["cost"] is not None:
-                        point = tuple(evaluation["point"].values())
-                        costs.setdefault(point, []).append(evaluation["cost"])
+                    point = evaluation["point"]
+                    if evaluation["cost"] is not None and space.admits(point):
+                        values = tuple(point[name] for name in space.names)
+                        costs.setdefault(values, []).append(evaluation["cost"])
     return costs
 
 
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
 
     paths = [Path(found) for pattern in args.paths for found in sorted(glob.glob(pattern))]
     space = search.SearchSpace(get_target(args.target).search_space(args.operator))
-    costs = measured(paths, args.operator)
+    costs = measured(paths, args.operator, space)
     if len(costs) < 20:
         raise SystemExit(
             f"{len(costs)} measured points of {args.operator} in {len(paths)} files: too few to fit"

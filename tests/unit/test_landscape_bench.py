@@ -54,7 +54,7 @@ def saved(tmp_path: Path) -> Path:
 
 
 def test_the_fit_orders_the_grid_as_the_measurements_did_and_takes_their_noise(saved: Path) -> None:
-    costs = measured(sorted(saved.glob("*.json")), "linear_bias_act")
+    costs = measured(sorted(saved.glob("*.json")), "linear_bias_act", SPACE)
     assert 100 < len(costs) <= 180  # 3 x 60 drawn, failures (every tenth) left out
     assert all(value > 0 for values in costs.values() for value in values)
     landscape = Landscape(SPACE, costs)
