@@ -46,6 +46,7 @@ from rea.kernels import ParamValue
 from rea_bench.output import console, print_header, print_table
 from rea_kernel import search
 from rea_kernel.targets import get_target
+from rea_kernel.tuning import tree_warmup
 
 Point = Mapping[str, ParamValue]
 Search = Callable[[search.SearchSpace, search.Evaluate, int, int, list[search.Point]], search.SearchTrace]
@@ -120,9 +121,9 @@ def tpe(
 ) -> search.SearchTrace:
     """Optuna's TPE over the same grid, its first trial the drawn start; a point it proposes again
     is told its earlier cost and not counted, as the other searches never evaluate one twice."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    with warnings.catch_warnings():  # multivariate and group are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     study = optuna.create_study(sampler=sampler)
     for point in start:
         study.enqueue_trial(dict(point))
@@ -147,10 +148,10 @@ def tpe(
 
 SEARCHES: Mapping[str, Search] = {
     "MCTS + evolution": lambda space, cost, budget, seed, start: search.mcts_evolution(
-        space, cost, budget, seed, initial=start, warmup=max(4, budget // 4)
+        space, cost, budget, seed, initial=start, warmup=tree_warmup(budget)
     ),
     "the same, bandit only": lambda space, cost, budget, seed, start: search.mcts_evolution(
-        space, cost, budget, seed, initial=start, warmup=max(4, budget // 4), model_share=0
+        space, cost, budget, seed, initial=start, warmup=tree_warmup(budget), model_share=0
     ),
     "Optuna TPE": tpe,
     "random search": lambda space, cost, budget, seed, start: search.random_search(
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=40, help="Evaluations per search.")
     parser.add_argument("--seeds", type=int, default=100, help="Seeds (each with its own start and noise).")
     args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     paths = [Path(found) for pattern in args.paths for found in sorted(glob.glob(pattern))]
     space = search.SearchSpace(get_target(args.target).search_space(args.operator))
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.budget,
                     [seed],
                     drawn_starts=1,
-                    warmup=max(4, args.budget // 4),
+                    warmup=tree_warmup(args.budget),
                     settle=(3, 2),
                     model_share=share,
                 ).seeds
