@@ -74,6 +74,8 @@ Constraint = Callable[[Mapping[str, ParamValue]], bool]
 Proposer = Literal["initial", "tree", "mutation", "crossover", "model", "random"]
 Arm = Literal["tree", "mutation", "crossover"]
 """The bandit's arms; the cost model proposes on turns of its own (:func:`mcts_evolution`)."""
+Turn = Arm | Literal["model"]
+"""Who proposes on a turn: an arm, or the cost model."""
 
 _Key = tuple[int, ...]
 """A point as the index of its choice for every parameter, in the space's order."""
@@ -451,7 +453,7 @@ class _MctsEvolution:
         self.best_cost = self.top[0][0]
         return True
 
-    def choose_arm(self) -> Arm | Literal["model"]:
+    def choose_arm(self) -> Turn:
         """The tree alone until ``warmup`` evaluations and two successes. Then the cost model on
         ``model_share`` of the turns, spread evenly (for 2/3: the bandit, the model, the model,
         the bandit...), and the bandit on the others: Thompson sampling, where each arm draws
@@ -476,7 +478,7 @@ class _MctsEvolution:
         arms: tuple[Arm, ...] = ("tree", "mutation", "crossover")
         return max(arms, key=draw)
 
-    def propose(self, arm: Arm | Literal["model"]) -> tuple[_Key, Arm | Literal["model"]] | None:
+    def propose(self, arm: Turn) -> tuple[_Key, Turn] | None:
         """The cost model's pick, or the screened draft of ``arm``, falling back (crossover ->
         mutation -> tree) when it drafts no fresh admitted point, which counts as a miss for it
         (crossover fades once the top k are alike); None once the tree finds the whole space
