@@ -23,7 +23,9 @@ registry.
    PyTorch. The peer is ``torch.compile`` of the model, forward and backward (PyTorch's fused
    Adam in all three, as the trainer runs it; ``rea_bench.training`` times the optimisers).
    Eager and kernels are timed again with the tables on sparse gradients and sparse Adagrad
-   (``embedding_optimizer: adagrad``), where the optimiser no longer dominates the step.
+   (``embedding_optimizer: adagrad``), where the optimiser no longer dominates the step; there
+   the lookup's kernel pair is its forward and its sparse backward
+   (``embedding_bag_pooled_sparse_backward``, surveyed by a training step on sparse gradients).
 
 PyTorch and the kernels run at the same thread count (``--threads``, default every core). On a
 GPU (``--target triton``) every timed pass ends when the device has finished its work.
@@ -138,8 +140,10 @@ def searched_entries(
         survey = RegistryKernels([], Path(empty), Path(empty), threads=torch.get_num_threads())
         model.ops = Ops(survey)
         _predict(lambda b: model(b)[0], prepared)
-        if steps:
+        for sparse in (False, True) if steps else ():
+            model.sparse_gradients = sparse
             _train(model, model.ops, Optimizers((torch.optim.SGD(model.parameters(), lr=0.0),)), steps[:1])
+        model.sparse_gradients = False
     target = get_target(target_name)
     entries: list[KernelEntry] = []
     rows: list[dict[str, Any]] = []
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         training: dict[str, list[float]] = {}
         if steps:
             # Each variant: what computes, and whether the tables train on sparse gradients (then
-            # with the trainer's sparse Adagrad, a sparse lookup running PyTorch both ways).
+            # with the trainer's sparse Adagrad).
             chosen: dict[str, tuple[Ops, torch.nn.Module, bool]] = {
                 "eager": (eager_ops, model, False),
                 "kernels": (kernel_ops, model, False),
@@ -336,8 +340,9 @@ def main(argv: list[str] | None = None) -> None:
                 for name in trained
             ],
             caption=f"kernels: forward and backward kernels where both were found ({', '.join(BACKWARDS)}); "
-            "BCE and the optimisers run PyTorch: fused Adam, and with sparse tables sparse Adagrad on them, "
-            "whose lookup runs PyTorch both ways. torch.compile: the model's forward and backward compiled",
+            "BCE and the optimisers run PyTorch: fused Adam, and with sparse tables sparse Adagrad on them "
+            "(the lookup's pair: its forward and sparse backward). torch.compile: the model's forward and "
+            "backward compiled",
         )
     ran = [f"{u.operator} {u.bucket}" for u in usage if u.kernel is not None and u.calls]
     kept = [

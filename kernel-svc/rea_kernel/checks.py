@@ -72,7 +72,8 @@ class Comparison:
 
 def compare(output: Result, reference: Result, tolerance: Tolerance) -> Comparison:
     """``output`` against ``reference``, output by output: same dtype and shape, values within
-    ``tolerance`` (NaN where the reference has NaN, and only there)."""
+    ``tolerance`` (NaN where the reference has NaN, and only there); an integer output (row
+    indices) exactly."""
     outputs, references = tensors(output), tensors(reference)
     if len(outputs) != len(references):
         return Comparison(False, float("inf"), f"{len(outputs)} outputs, expected {len(references)}")
@@ -94,6 +95,10 @@ def _compare(output: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance
         )
     if output.numel() == 0:
         return Comparison(True, 0.0)
+    if not reference.is_floating_point():  # indices: exactly, or they name other rows
+        worst = float((output.double() - reference.double()).abs().max())
+        reason = None if worst == 0 else f"differs from the reference by {worst:.0f}"
+        return Comparison(worst == 0, worst, reason)
     error = (output.double() - reference.double()).abs()
     both_nan = output.isnan() & reference.isnan()
     worst = float(error.masked_fill(both_nan, 0).nan_to_num(nan=float("inf")).max())
@@ -121,12 +126,21 @@ def fingerprint(result: Result, seed: int) -> float:
 
 def fingerprint_matches(value: float, reference: Result, seed: int, tolerance: Tolerance) -> bool:
     """Whether ``value`` can be the fingerprint of an output within ``tolerance`` of
-    ``reference``: ``|sum w (out - ref)| <= sum |w| (atol + rtol |ref|)``, so a correct output
-    always passes and a wrong one almost never does."""
+    ``reference``: ``|sum w (out - ref)| <= sum |w| (atol + rtol |ref|)`` over its float
+    elements (an integer one allows none), so a correct output always passes and a wrong one
+    almost never does."""
     flat = _flat(reference)
     weights = fingerprint_weights(flat.numel(), seed)
     expected = float((flat * weights).sum())
     if expected != expected or value != value:
         return expected != expected and value != value
-    bound = float((weights.abs() * (tolerance.atol + tolerance.rtol * flat.abs())).sum())
+    allowed = torch.cat(
+        [
+            tolerance.atol + tolerance.rtol * tensor.detach().reshape(-1).double().abs()
+            if tensor.is_floating_point()
+            else torch.zeros(tensor.numel(), dtype=torch.float64)
+            for tensor in tensors(reference)
+        ]
+    )
+    bound = float((weights.abs() * allowed).sum())
     return abs(value - expected) <= bound * (1 + 1e-9) + 1e-12

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from rea.kernels import Candidate
+from rea_kernel import checks
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
 from rea_kernel.harness import Guard, probe, probe_positions, probe_problem
 from rea_kernel.operators import get_operator
@@ -624,3 +625,22 @@ def test_the_timed_region_reads_every_page_and_a_later_write_is_caught() -> None
     output[0][where[7]] = 1.0
     problem = probe_problem(probed, tuple(tensor.clone() for tensor in output))
     assert problem is not None and "returned before its work was done" in problem
+
+
+def test_row_indices_are_compared_exactly_not_within_a_float_tolerance() -> None:
+    """A sparse gradient's rows name rows: one off by one is wrong however large the id (a
+    relative tolerance of 1e-5 passes it beyond 100,000), in the full comparison and in the timed
+    runs' fingerprints alike, while its values keep their tolerance."""
+    tolerance = get_operator("embedding_bag_pooled_sparse_backward").tolerance(torch.float32)
+    rows, values = torch.tensor([150_000, 2_000_000, 2_500_000]), torch.randn(3, 4)
+    shifted = rows.clone()
+    shifted[1] += 1
+    nearly = values + 1e-6
+    assert checks.compare((rows, nearly), (rows, values), tolerance).matches
+    wrong = checks.compare((shifted, values), (rows, values), tolerance)
+    assert not wrong.matches and wrong.reason == "output 0: differs from the reference by 1"
+    for seed in range(5):
+        honest = checks.fingerprint((rows, nearly), seed)
+        assert checks.fingerprint_matches(honest, (rows, values), seed, tolerance)
+        cheat = checks.fingerprint((shifted, values), seed)
+        assert not checks.fingerprint_matches(cheat, (rows, values), seed, tolerance)

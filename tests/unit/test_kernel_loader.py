@@ -158,6 +158,53 @@ def test_a_training_call_without_the_backward_kernel_runs_pytorch_both_ways(tmp_
     assert uses["fm_interaction"].calls == 0  # its kernel exists, but was not run without its pair
 
 
+def test_a_sparse_training_lookup_runs_the_sparse_backward_kernel_with_pytorchs_gradient(
+    tmp_path: Path,
+) -> None:
+    """Ids repeated within and across bags, an empty bag, mean pooling: the kernel pair's
+    gradient is PyTorch's sparse one, coalesced (each row once, in order) and marked so."""
+    lookup = OPERATORS["embedding_bag_pooled"]
+    shape = lookup.parse_shape({"tables": 3, "rows": 6, "dim": 5, "batch": 9, "max_bag": 4, "mode": "mean"})
+    weights, *bags = lookup.make_inputs(shape, torch.float32, torch.Generator().manual_seed(2))
+    bucket = lookup.bucket(shape)
+    published = [entry("embedding_bag_pooled", bucket), entry("embedding_bag_pooled_sparse_backward", bucket)]
+    kernels = RegistryKernels(published, tmp_path, tmp_path / "c", threads=1)
+    gradients = []
+    for ops in (Ops(kernels), Ops()):
+        leaf = weights.clone().requires_grad_()
+        pooled = ops.embedding_bag_pooled(leaf, *bags, mode="mean", sparse_gradient=True)
+        pooled.backward(torch.randn(pooled.shape, generator=torch.Generator().manual_seed(1)))
+        assert leaf.grad is not None and leaf.grad.is_sparse
+        gradients.append(leaf.grad)
+    by_kernel, by_pytorch = gradients
+    assert torch.equal(by_kernel._indices(), by_pytorch.coalesce().indices())
+    torch.testing.assert_close(by_kernel.to_dense(), by_pytorch.to_dense(), atol=1e-5, rtol=1e-5)
+    assert sorted((use.operator, use.calls, use.kernel is not None) for use in kernels.usage()) == [
+        ("embedding_bag_pooled", 1, True),
+        ("embedding_bag_pooled_sparse_backward", 1, True),
+    ]
+
+
+@pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "sparse_adam"])
+def test_the_trainer_with_sparse_tables_and_registry_kernels_reports_the_same_metrics(
+    optimizer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KERNEL_CACHE_ENV, str(tmp_path))
+    config = {"embedding_optimizer": optimizer, "epochs": 1}
+    plain = train(job(config))
+    asked = train(job({**config, "use_evolved_kernels": True}))
+    lookups = [use for use in asked.kernels if use.operator.startswith("embedding_bag_pooled")]
+    sparse_pair = {"embedding_bag_pooled", "embedding_bag_pooled_sparse_backward"}
+    assert {use.operator for use in lookups} == sparse_pair
+    trained = train(
+        job({**config, "use_evolved_kernels": True}, [entry(use.operator, use.bucket) for use in lookups])
+    )
+    ran = {use.operator: use.calls for use in trained.kernels if use.kernel is not None}
+    assert ran.keys() == sparse_pair
+    assert ran["embedding_bag_pooled_sparse_backward"] > 0  # one per training step
+    _close(plain, trained, tolerance=1e-3, same_training=False)
+
+
 def dense_layer(batch: int, width_in: int, width: int) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(batch)
     sizes = ((batch, width_in), (width, width_in), (width,))

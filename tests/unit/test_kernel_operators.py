@@ -200,6 +200,28 @@ def test_reference_matches_an_independent_formulation(name: str, shape: dict[str
     )
 
 
+def test_the_lookups_sparse_backward_is_its_dense_backward_at_the_rows_looked_up() -> None:
+    """Rows come out once each and in order, exactly the rows some bag looked up (a row whose
+    gradients cancel to zero is still listed), with the dense gradient's rows as values."""
+    dense, sparse = (
+        get_operator("embedding_bag_pooled_backward"),
+        get_operator("embedding_bag_pooled_sparse_backward"),
+    )
+    for seed, shape in enumerate(sparse.correctness_shapes):
+        inputs = inputs_for(sparse, shape.model_dump(), seed)
+        _, table_offsets, indices, offsets = inputs
+        attributes = sparse.attributes(shape)
+        rows, values = sparse.reference(*inputs, **attributes)
+        tables = table_offsets.numel() - 1
+        per_table = (
+            offsets[:: max(shape.batch, 1)].diff() if shape.batch else torch.zeros(tables, dtype=torch.int64)
+        )
+        looked_up = sorted(set((indices + table_offsets[:-1].repeat_interleave(per_table)).tolist()))
+        assert rows.dtype == torch.int64 and rows.tolist() == looked_up
+        expected = single(dense.reference(*inputs, **attributes))[rows]
+        torch.testing.assert_close(values, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_the_lookups_backward_reference_is_autograd_of_its_forward() -> None:
     forward, backward = get_operator("embedding_bag_pooled"), get_operator("embedding_bag_pooled_backward")
     for seed, shape in enumerate(backward.correctness_shapes):
@@ -378,6 +400,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("embedding_bag_pooled", {"loop": "table_bag", "prefetch_bags": 1, "unroll": 4}),
         ("embedding_bag_pooled", {"loop": "ranges", "prefetch_rows": 32, "threads": 8}),
         ("embedding_bag_pooled", {"loop": "ranges", "prefetch_rows": 0, "store": "cached"}),
+        ("embedding_bag_pooled_sparse_backward", {"sort": "std", "schedule": "static"}),
+        ("embedding_bag_pooled_sparse_backward", {"radix_bits": 11, "simd": False, "threads": 2}),
+        ("embedding_bag_pooled_sparse_backward", {"radix_bits": 16, "threads": 8}),
         ("layer_norm", {"store": "streaming", "variance": "one_pass", "threads": 2}),
         ("dcn_cross_backward", {"micro_rows": 4, "micro_vectors": 1, "tile_order": "panels", "threads": 2}),
         ("dcn_cross_backward", {"micro_rows": 12, "accumulator": "double", "simd": False}),

@@ -63,6 +63,10 @@ CASES = (
     Case("embedding_bag_pooled", {"BLOCK_D": 16, "BLOCK_L": 1, "num_stages": 1}),
     Case("embedding_bag_pooled_backward"),
     Case("embedding_bag_pooled_backward", {"scatter": "atomic", "BLOCK_D": 16, "num_warps": 1}),
+    Case("embedding_bag_pooled_sparse_backward"),
+    Case(
+        "embedding_bag_pooled_sparse_backward", {"grid": "row", "BLOCK_D": 16, "BLOCK_L": 4, "num_warps": 2}
+    ),
     Case("dcn_cross"),
     Case(
         "dcn_cross", {"low_rank": "fused", "BLOCK_M": 16, "BLOCK_N": 64, "GROUP_M": 1, "precision": "tf32x3"}

@@ -15,7 +15,7 @@ from rea_workload.batches import batches
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
 from rea_workload.ops import Call, Kernel, Ops
-from rea_workload.optim import RowwiseAdagrad, build_optimizers, clip_gradients
+from rea_workload.optim import RowwiseAdagrad, build_optimizers, clip_gradients, coalesced
 from rea_workload.schema import RankerConfig
 from rea_workload.train import train
 
@@ -101,6 +101,19 @@ def test_rowwise_adagrad_keeps_one_sum_per_row_and_moves_only_the_rows_with_grad
     assert torch.equal(sparse.detach()[[1, 3]], start[[1, 3]])
 
 
+def test_a_gradient_whose_rows_are_in_order_is_marked_coalesced_and_others_are_coalesced() -> None:
+    values = torch.arange(6.0).view(3, 2)
+    in_order = torch.sparse_coo_tensor(torch.tensor([[0, 2, 5]]), values, (6, 2))
+    assert not in_order.is_coalesced()
+    marked = coalesced(in_order)
+    assert marked.is_coalesced() and torch.equal(marked.to_dense(), in_order.to_dense())
+    for rows in ([2, 0, 5], [0, 2, 2]):  # out of order; a row twice
+        gradient = torch.sparse_coo_tensor(torch.tensor([rows]), values, (6, 2))
+        merged = coalesced(gradient)
+        assert merged.is_coalesced() and torch.equal(merged.to_dense(), gradient.to_dense())
+        assert merged._indices()[0].tolist() == sorted(set(rows))
+
+
 def test_clipping_measures_and_scales_a_sparse_gradient_as_its_dense_equal() -> None:
     table = torch.nn.Parameter(torch.zeros(10, 2))
     dense = torch.nn.Parameter(torch.zeros(3))
@@ -141,13 +154,17 @@ class _Recording:
         return None
 
 
-def test_a_sparse_training_lookup_runs_pytorch_and_an_inference_one_asks_for_a_kernel() -> None:
+def test_a_sparse_training_lookup_asks_for_the_sparse_backward_and_without_it_runs_pytorch() -> None:
     provider = _Recording()
     model, batch = model_and_batch(embedding_optimizer="adagrad")
     model.ops = Ops(provider)
-    model(batch)
-    assert "embedding_bag_pooled" not in provider.asked
-    assert model.embeddings.weight.requires_grad
+    logits, _ = model(batch)
+    assert provider.asked[:2] == ["embedding_bag_pooled", "embedding_bag_pooled_sparse_backward"]
+    assert "embedding_bag_pooled_backward" not in provider.asked
+    model.ops.bce_with_logits(logits, batch.labels).backward()
+    assert model.embeddings.weight.grad is not None and model.embeddings.weight.grad.is_sparse
+    provider.asked.clear()
     with torch.no_grad():
         model(batch)
-    assert "embedding_bag_pooled" in provider.asked
+    assert provider.asked[0] == "embedding_bag_pooled"
+    assert "embedding_bag_pooled_sparse_backward" not in provider.asked

@@ -70,11 +70,18 @@ class Ops:
         bound each bag. Returns [batch, tables * dim]; an empty bag pools to zeros.
 
         With ``sparse_gradient``, a training call gives ``weights`` a sparse gradient (the rows
-        looked up) for a sparse optimiser; it runs PyTorch, as the backward kernels write dense
-        gradients, and is not asked of the kernel provider."""
+        looked up, each once and in order) for a sparse optimiser: from the provider's forward
+        kernel and its sparse backward kernel (:data:`SPARSE_LOOKUP_BACKWARD`) where it has
+        both, else from PyTorch."""
         inputs = (weights, table_offsets, indices, offsets)
         if sparse_gradient and _needs_gradient(inputs):
-            return _embedding_bag_pooled(*inputs, mode=mode, sparse=True)
+            return self._call(
+                "embedding_bag_pooled",
+                _sparse_embedding_bag_pooled,
+                inputs,
+                SPARSE_LOOKUP_BACKWARD,
+                mode=mode,
+            )
         return self._call("embedding_bag_pooled", _embedding_bag_pooled, inputs, mode=mode)
 
     def dcn_cross(self, x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
@@ -101,15 +108,23 @@ class Ops:
         return self._call("bce_with_logits", _bce_with_logits, (logits, targets))
 
     def _call(
-        self, name: str, pytorch: Kernel, inputs: tuple[torch.Tensor, ...], **attributes: Attribute
+        self,
+        name: str,
+        pytorch: Kernel,
+        inputs: tuple[torch.Tensor, ...],
+        backward: Backward | None = None,
+        **attributes: Attribute,
     ) -> torch.Tensor:
+        """``name`` on ``inputs``: the provider's kernel where it has one (for a training call,
+        its forward kernel and ``backward``'s kernel, by default the operator's entry in
+        :data:`BACKWARDS`), else ``pytorch``."""
         if self.kernels is not None and not _needs_gradient(inputs):
             found = self.kernels.find([(name, inputs, attributes)])
             if found is not None:
                 output: torch.Tensor = found[0](*inputs, **attributes)
                 return output
         elif self.kernels is not None:
-            backward = BACKWARDS.get(name)
+            backward = backward or BACKWARDS.get(name)
             pair = None if backward is None else self._trainable(name, backward, inputs, attributes)
             if pair is not None:
                 trained: torch.Tensor = _WithKernels.apply(*pair, backward, attributes, *inputs)
@@ -134,27 +149,33 @@ class Ops:
         return self.kernels.find(
             [
                 (name, inputs, attributes),
-                (f"{name}_backward", backward.inputs(stand_in, inputs, stand_in), attributes),
+                (backward.operator, backward.inputs(stand_in, inputs, stand_in), attributes),
             ]
         )
 
 
 @dataclass(frozen=True)
 class Backward:
-    """How a training call reaches an operator's backward kernel (``<name>_backward``).
+    """How a training call reaches an operator's backward kernel, the operator named
+    ``operator`` (``<name>_backward`` for a forward ``<name>``).
 
     ``inputs(grad_output, forward_inputs, output)`` are the backward operator's inputs. Its
-    outputs, one tensor or a tuple, are the gradients of the forward's inputs at ``gradients``,
-    in that order (the others, ids and offsets, have none); None: of every input, in order (a
-    cross layer's four or, low-rank, five). ``output_shape(forward_inputs)`` is
+    outputs, one tensor or a tuple, made into gradients by ``assemble(outputs, forward_inputs)``
+    (by default they are the gradients), are the gradients of the forward's inputs at
+    ``gradients``, in that order (the others, ids and offsets, have none); None: of every input,
+    in order (a cross layer's four or, low-rank, five). ``output_shape(forward_inputs)`` is
     the forward's output shape, and ``applies(attributes)`` says whether the backward operator
     covers the call (a gelu layer's does not).
     """
 
+    operator: str
     inputs: Callable[[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor], tuple[torch.Tensor, ...]]
     gradients: tuple[int, ...] | None
     output_shape: Callable[[tuple[torch.Tensor, ...]], tuple[int, ...]]
     applies: Callable[[Mapping[str, Attribute]], bool] = lambda attributes: True
+    assemble: Callable[[Any, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] = lambda outputs, inputs: (
+        (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+    )
 
     def computes_every_gradient(self, inputs: tuple[torch.Tensor, ...]) -> bool:
         """Whether every input that needs a gradient gets one from the backward operator (a
@@ -175,18 +196,21 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
     {
         # d weights, from the output gradient and the bags (the lookup is linear in the weights).
         "embedding_bag_pooled": Backward(
+            operator="embedding_bag_pooled_backward",
             inputs=lambda grad, inputs, output: (grad, *inputs[1:]),
             gradients=(0,),
             output_shape=_pooled_shape,
         ),
         # d x0, d x, d W (or d U, d V), d b, from the forward's inputs (W x + b is recomputed).
         "dcn_cross": Backward(
+            operator="dcn_cross_backward",
             inputs=lambda grad, inputs, output: (grad, *inputs),
             gradients=None,
             output_shape=lambda inputs: tuple(inputs[0].shape),
         ),
         # d x, d W, d b, from the layer's input and weight and its output (relu's derivative).
         "linear_bias_act": Backward(
+            operator="linear_bias_act_backward",
             inputs=lambda grad, inputs, output: (grad, inputs[0], inputs[1], output),
             gradients=(0, 1, 2),
             output_shape=lambda inputs: (inputs[0].shape[0], inputs[1].shape[0]),
@@ -194,18 +218,21 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
         ),
         # d embeddings, from the embeddings (each field's partner is the sum of the others).
         "fm_interaction": Backward(
+            operator="fm_interaction_backward",
             inputs=lambda grad, inputs, output: (grad, inputs[0]),
             gradients=(0,),
             output_shape=lambda inputs: (inputs[0].shape[0], 1),
         ),
         # d x, d weight, d bias, from the input and the weight (the statistics are recomputed).
         "layer_norm": Backward(
+            operator="layer_norm_backward",
             inputs=lambda grad, inputs, output: (grad, inputs[0], inputs[1]),
             gradients=(0, 1, 2),
             output_shape=lambda inputs: tuple(inputs[0].shape),
         ),
         # d logits, from the loss's gradient, the logits and the targets.
         "bce_with_logits": Backward(
+            operator="bce_with_logits_backward",
             inputs=lambda grad, inputs, output: (grad, *inputs),
             gradients=(0,),
             output_shape=lambda inputs: (),
@@ -213,6 +240,28 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
     }
 )
 """The operators whose training calls can run kernels both ways, by name."""
+
+
+def _sparse_gradient(outputs: Any, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The weights' gradient from the sparse backward's rows and values: marked coalesced, as
+    the operator's contract (rows unique and increasing, checked when the kernel was evaluated)
+    makes it, so an optimiser does not sort it again."""
+    rows, values = outputs
+    gradient = torch.sparse_coo_tensor(
+        rows.unsqueeze(0), values, inputs[0].shape, is_coalesced=True, check_invariants=False
+    )
+    return (gradient,)
+
+
+SPARSE_LOOKUP_BACKWARD = Backward(
+    operator="embedding_bag_pooled_sparse_backward",
+    inputs=lambda grad, inputs, output: (grad, *inputs[1:]),
+    gradients=(0,),
+    output_shape=_pooled_shape,
+    assemble=_sparse_gradient,
+)
+"""The pooled lookup's training call with a sparse weight gradient: the rows a batch looked up,
+for a sparse optimiser (``embedding_optimizer``)."""
 
 
 class _WithKernels(torch.autograd.Function):
@@ -239,9 +288,7 @@ class _WithKernels(torch.autograd.Function):
         computed = ctx.kernel(*backward.inputs(grad_output, tuple(inputs), output), **ctx.attributes)
         gradients: list[torch.Tensor | None] = [None] * len(inputs)
         positions = range(len(inputs)) if backward.gradients is None else backward.gradients
-        for position, gradient in zip(
-            positions, (computed,) if isinstance(computed, torch.Tensor) else computed, strict=True
-        ):
+        for position, gradient in zip(positions, backward.assemble(computed, tuple(inputs)), strict=True):
             gradients[position] = gradient
         return None, None, None, None, *gradients
 
@@ -271,6 +318,17 @@ def _embedding_bag_pooled(
     rows = indices + table_offsets[:-1].repeat_interleave(per_table)
     pooled = F.embedding_bag(rows, weights, offsets, mode=mode, include_last_offset=True, sparse=sparse)
     return pooled.view(tables, batch, dim).transpose(0, 1).reshape(batch, tables * dim)
+
+
+def _sparse_embedding_bag_pooled(
+    weights: torch.Tensor,
+    table_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mode: Literal["sum", "mean"],
+) -> torch.Tensor:
+    return _embedding_bag_pooled(weights, table_offsets, indices, offsets, mode=mode, sparse=True)
 
 
 def _dcn_cross(x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,23 @@ class Optimizers:
         # keeps PyTorch from warning at a sparse optimiser's first step.
         with torch.sparse.check_sparse_tensor_invariants(enable=False):
             for optimizer in self.each:
+                for group in optimizer.param_groups:
+                    for parameter in group["params"]:
+                        if parameter.grad is not None and parameter.grad.is_sparse:
+                            parameter.grad = coalesced(parameter.grad)
                 optimizer.step()
+
+
+def coalesced(gradient: torch.Tensor) -> torch.Tensor:
+    """A sparse gradient with each row once, in order. One whose rows already are (the sparse
+    lookup backward kernel's: autograd drops the mark when it stores a gradient) is marked so
+    after one pass over its rows, instead of being sorted again by ``coalesce``."""
+    if gradient.is_coalesced():
+        return gradient
+    rows = gradient._indices()
+    if rows.shape[0] == 1 and bool((rows[0, 1:] > rows[0, :-1]).all()):
+        return gradient._coalesced_(True)
+    return gradient.coalesce()
 
 
 def build_optimizers(model: RankerModel, config: RankerConfig) -> Optimizers:
@@ -139,7 +155,7 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
         if parameter.grad is None:
             continue
         if parameter.grad.is_sparse:
-            parameter.grad = parameter.grad.coalesce()
+            parameter.grad = coalesced(parameter.grad)
             gradients.append(parameter.grad.values())
         else:
             gradients.append(parameter.grad)

@@ -22,6 +22,7 @@ from rea_kernel.operators.dcn_cross import DcnCross
 from rea_kernel.operators.dcn_cross_backward import DcnCrossBackward
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
 from rea_kernel.operators.embedding_bag_backward import EmbeddingBagPooledBackward
+from rea_kernel.operators.embedding_bag_sparse_backward import EmbeddingBagPooledSparseBackward
 from rea_kernel.operators.fm_interaction import FmInteraction
 from rea_kernel.operators.fm_interaction_backward import FmInteractionBackward
 from rea_kernel.operators.layer_norm import LayerNorm
@@ -35,6 +36,7 @@ OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
         for operator in (
             EmbeddingBagPooled(),
             EmbeddingBagPooledBackward(),
+            EmbeddingBagPooledSparseBackward(),
             DcnCross(),
             DcnCrossBackward(),
             LinearBiasAct(),

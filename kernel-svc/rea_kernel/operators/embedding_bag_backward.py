@@ -47,20 +47,10 @@ class EmbeddingBagPooledBackward(Operator[EmbeddingBagShape]):
         by one ``index_add_``: the gradient eager PyTorch's dense embedding-bag backward computes,
         without running the forward again (the tests hold it to ``torch.autograd.grad`` of the
         forward's reference)."""
-        grad_output, table_offsets, indices, offsets = inputs
-        tables = table_offsets.numel() - 1
-        batch = grad_output.shape[0]
-        dim = grad_output.shape[1] // tables
-        grad = grad_output.new_zeros(int(table_offsets[-1]), dim)
-        if batch == 0 or indices.numel() == 0:
-            return grad
-        lengths = offsets.diff()
-        rows = indices + table_offsets[:-1].repeat_interleave(offsets[::batch].diff())
-        by_bag = grad_output.view(batch, tables, dim).transpose(0, 1).reshape(tables * batch, dim)
-        if attributes["mode"] == "mean":
-            by_bag = by_bag / lengths.clamp(min=1).unsqueeze(1).to(by_bag.dtype)
-        bags = torch.arange(tables * batch, device=lengths.device).repeat_interleave(lengths)
-        return grad.index_add_(0, rows, by_bag[bags])
+        grad_output, table_offsets, _, _ = inputs
+        rows, values = id_gradients(*inputs, mean=attributes["mode"] == "mean")
+        grad = grad_output.new_zeros(int(table_offsets[-1]), values.shape[1])
+        return grad.index_add_(0, rows, values)
 
     def shape_of(
         self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
@@ -81,3 +71,28 @@ class EmbeddingBagPooledBackward(Operator[EmbeddingBagShape]):
 
     def bucket(self, shape: EmbeddingBagShape) -> str:
         return _FORWARD.bucket(shape)
+
+
+def id_gradients(
+    grad_output: torch.Tensor,
+    table_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mean: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each id's row of the concatenated tables and its bag's output gradient (divided by the
+    bag's length where ``mean``), in the order of the ids: a row's gradient is the sum of its
+    ids' (what eager PyTorch's embedding-bag backward gathers)."""
+    tables = table_offsets.numel() - 1
+    batch = grad_output.shape[0]
+    dim = grad_output.shape[1] // tables if tables else 0
+    if batch == 0 or indices.numel() == 0:
+        return indices.new_zeros(0), grad_output.new_zeros(0, dim)
+    lengths = offsets.diff()
+    rows = indices + table_offsets[:-1].repeat_interleave(offsets[::batch].diff())
+    by_bag = grad_output.view(batch, tables, dim).transpose(0, 1).reshape(tables * batch, dim)
+    if mean:
+        by_bag = by_bag / lengths.clamp(min=1).unsqueeze(1).to(by_bag.dtype)
+    bags = torch.arange(tables * batch, device=lengths.device).repeat_interleave(lengths)
+    return rows, by_bag[bags]

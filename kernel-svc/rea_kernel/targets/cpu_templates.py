@@ -34,7 +34,7 @@ import torch
 
 _library = ctypes.CDLL(str(Path(__file__).with_name("kernel.so")))
 _kernel = _library.${symbol}
-_kernel.restype = None
+_kernel.restype = ${restype}
 _kernel.argtypes = ${argtypes}
 
 
@@ -59,16 +59,18 @@ def simd(params: Params, reduction: str = "") -> str:
 @dataclass(frozen=True)
 class CpuTemplate:
     """One operator's kernel: its parameters' choices, the C++ it renders, and the shim's
-    signature and body (which unpack the inputs and call ``_kernel``)."""
+    signature, return type and body (which unpack the inputs and call ``_kernel``)."""
 
     symbol: str
     space: Mapping[str, tuple[ParamValue, ...]]
     cpp: Callable[[Params], str]
     argtypes: str
     run: str
+    restype: str = "None"
 
     def render(self, params: Params) -> dict[str, str]:
-        shim = Template(_SHIM).substitute(symbol=self.symbol, argtypes=self.argtypes) + self.run
+        shim = Template(_SHIM).substitute(symbol=self.symbol, argtypes=self.argtypes, restype=self.restype)
+        shim += self.run
         return {"kernel.cpp": self.cpp(params), "kernel.py": shim}
 
 
@@ -381,6 +383,140 @@ EMBEDDING_BAG_BACKWARD = CpuTemplate(
         tables, batch, dim, mode == "mean",
     )
     return grad
+""",
+)
+
+
+# embedding_bag_pooled_sparse_backward ---------------------------------------------------
+# Each table's ids are sorted by row (rows of different tables never meet, so tables sort apart
+# and in parallel, and their sorted runs concatenate in global order), then each run of equal
+# rows sums its bags' gradients into one output row. sort: a stable least-significant-digit
+# radix sort on the row (radix_bits per pass: fewer passes or smaller count tables), or the
+# standard library's stable sort. The stable order fixes each row's order of addition, so a
+# gradient comes out the same on every run. The shim allocates for every id being distinct and
+# returns the first rows the kernel wrote.
+
+_EMBEDDING_SPARSE_BACKWARD_CPP = Template(r"""#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+struct Entry {
+  int64_t row;  // local to its table
+  int64_t bag;
+};
+
+constexpr int kRadixBits = $radix_bits;
+
+// Sorts entries[0, n) by row (rows < rows_in_table), stably; scratch holds n entries.
+static void sort_by_row(Entry* entries, Entry* scratch, int64_t n, int64_t rows_in_table) {
+$sort
+}
+
+extern "C" int64_t embedding_bag_pooled_sparse_backward(
+    const float* grad_out, const int64_t* table_offsets, const int64_t* indices, const int64_t* offsets,
+    int64_t* out_rows, float* out_values, int64_t tables, int64_t batch, int64_t dim, int32_t mean) {
+  const int64_t total = offsets[tables * batch];
+  std::vector<Entry> entries(total), scratch(total);
+  std::vector<int64_t> first(tables + 1, 0);
+  $pragma
+  for (int64_t table = 0; table < tables; ++table) {
+    const int64_t begin = offsets[table * batch], n = offsets[(table + 1) * batch] - begin;
+    Entry* run = entries.data() + begin;
+    for (int64_t bag = table * batch; bag < (table + 1) * batch; ++bag) {
+      for (int64_t j = offsets[bag]; j < offsets[bag + 1]; ++j) run[j - begin] = Entry{indices[j], bag};
+    }
+    sort_by_row(run, scratch.data() + begin, n, table_offsets[table + 1] - table_offsets[table]);
+    int64_t distinct = 0;
+    for (int64_t i = 0; i < n; ++i) distinct += (i == 0 || run[i].row != run[i - 1].row);
+    first[table + 1] = distinct;
+  }
+  for (int64_t table = 0; table < tables; ++table) first[table + 1] += first[table];
+  $pragma
+  for (int64_t table = 0; table < tables; ++table) {
+    const int64_t begin = offsets[table * batch], n = offsets[(table + 1) * batch] - begin;
+    const Entry* run = entries.data() + begin;
+    int64_t slot = first[table] - 1;
+    float* __restrict values = nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      if (i == 0 || run[i].row != run[i - 1].row) {
+        ++slot;
+        out_rows[slot] = table_offsets[table] + run[i].row;
+        values = out_values + slot * dim;
+        std::memset(values, 0, static_cast<size_t>(dim) * sizeof(float));
+      }
+      const int64_t bag = run[i].bag, length = offsets[bag + 1] - offsets[bag];
+      const float scale = mean != 0 ? 1.0f / static_cast<float>(length) : 1.0f;
+      const float* __restrict g = grad_out + ((bag - table * batch) * tables + table) * dim;
+      $simd
+      for (int64_t k = 0; k < dim; ++k) values[k] += scale * g[k];
+    }
+  }
+  return first[tables];
+}
+""")
+
+_SPARSE_SORTS = {
+    "radix": """  constexpr int64_t buckets = int64_t{1} << kRadixBits;
+  std::vector<int64_t> counts(buckets);
+  Entry* from = entries;
+  Entry* to = scratch;
+  for (int shift = 0; shift < 63 && (rows_in_table - 1) >> shift > 0; shift += kRadixBits) {
+    std::fill(counts.begin(), counts.end(), 0);
+    for (int64_t i = 0; i < n; ++i) ++counts[(from[i].row >> shift) & (buckets - 1)];
+    int64_t position = 0;
+    for (int64_t& count : counts) position += std::exchange(count, position);
+    for (int64_t i = 0; i < n; ++i) to[counts[(from[i].row >> shift) & (buckets - 1)]++] = from[i];
+    std::swap(from, to);
+  }
+  if (from != entries) std::copy(from, from + n, entries);""",
+    "std": """  (void)scratch;
+  (void)rows_in_table;
+  std::stable_sort(entries, entries + n, [](const Entry& a, const Entry& b) { return a.row < b.row; });""",
+}
+
+
+def _embedding_sparse_backward_cpp(params: Params) -> str:
+    return _EMBEDDING_SPARSE_BACKWARD_CPP.substitute(
+        radix_bits=params["radix_bits"] if params["sort"] == "radix" else 0,  # one source per std point
+        sort=_SPARSE_SORTS[str(params["sort"])],
+        pragma=parallel_for(params, _SCHEDULES[str(params["schedule"])]),
+        simd=simd(params),
+    )
+
+
+EMBEDDING_BAG_SPARSE_BACKWARD = CpuTemplate(
+    symbol="embedding_bag_pooled_sparse_backward",
+    space=MappingProxyType(
+        {
+            "sort": ("radix", "std"),
+            "radix_bits": (8, 11, 16),
+            "schedule": ("dynamic", "static", "guided"),
+            "simd": _SIMD,
+            "threads": _THREADS,
+        }
+    ),
+    cpp=_embedding_sparse_backward_cpp,
+    argtypes="[ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
+    restype="ctypes.c_int64",
+    run="""def run(grad_output, table_offsets, indices, offsets, *, mode):
+    grad_output, table_offsets, indices, offsets = (
+        tensor.contiguous() for tensor in (grad_output, table_offsets, indices, offsets)
+    )
+    tables = table_offsets.numel() - 1
+    batch = grad_output.shape[0]
+    dim = grad_output.shape[1] // tables
+    ids = indices.numel() if batch else 0
+    rows = torch.empty(ids, dtype=torch.int64)
+    values = torch.empty(ids, dim, dtype=torch.float32)
+    if ids == 0:
+        return rows, values
+    written = _kernel(
+        _pointer(grad_output), _pointer(table_offsets), _pointer(indices), _pointer(offsets), _pointer(rows),
+        _pointer(values), tables, batch, dim, mode == "mean",
+    )
+    return rows[:written], values[:written]
 """,
 )
 
@@ -1458,6 +1594,7 @@ TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
     {
         "embedding_bag_pooled": EMBEDDING_BAG,
         "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
+        "embedding_bag_pooled_sparse_backward": EMBEDDING_BAG_SPARSE_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "dcn_cross_backward": DCN_CROSS_BACKWARD,
         "linear_bias_act": LINEAR_BIAS_ACT,

@@ -275,6 +275,127 @@ EMBEDDING_BAG_BACKWARD = TritonTemplate(
 )
 
 
+# embedding_bag_pooled_sparse_backward ---------------------------------------------------
+
+_EMBEDDING_SPARSE_BACKWARD_RUN = """
+
+def run(grad_output, table_offsets, indices, offsets, *, mode):
+    grad_output, table_offsets, indices, offsets = (
+        tensor.contiguous() for tensor in (grad_output, table_offsets, indices, offsets)
+    )
+    tables = table_offsets.numel() - 1
+    batch = grad_output.shape[0]
+    dim = grad_output.shape[1] // tables if tables else 0
+    if batch == 0 or indices.numel() == 0:
+        return indices.new_empty(0), grad_output.new_empty(0, dim)
+    # The ids grouped by row (a stable sort keeps each row's ids in their order), so that one
+    # program owns each row's segment and stores its sum once.
+    bag_of_id = torch.arange(tables * batch, device=offsets.device).repeat_interleave(offsets.diff())
+    sorted_rows, order = torch.sort(indices + table_offsets[bag_of_id // batch], stable=True)
+    rows, counts = torch.unique_consecutive(sorted_rows, return_counts=True)
+    bounds = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    unique = rows.numel()
+    values = torch.empty(unique, dim, dtype=grad_output.dtype, device=grad_output.device)
+    if values.numel() == 0:
+        return rows, values
+    _coalesce[$grid](
+        grad_output, offsets, bag_of_id[order], bounds, values, unique, batch, tables, dim,
+        MEAN=mode == "mean", $blocks, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )
+    return rows, values
+"""
+
+_EMBEDDING_SPARSE_BACKWARD_ROW = '''@triton.jit
+def _coalesce(grad_output, offsets, bags, bounds, values, unique, batch, tables, dim,
+              MEAN: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One distinct row per program on axis 0, BLOCK_D of its columns on axis 1: BLOCK_L of the
+    row's ids gathered per step, so a row many bags hold is read in wide steps, and its sum
+    stored once (no atomics: the same bits on every run)."""
+    row = tl.program_id(0).to(tl.int64)
+    columns = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    in_row = columns < dim
+    begin = tl.load(bounds + row)
+    end = tl.load(bounds + row + 1)
+    acc = tl.zeros((BLOCK_L, BLOCK_D), dtype=tl.float32)
+    for start in range(begin, end, BLOCK_L):
+        position = start + tl.arange(0, BLOCK_L)
+        valid = position < end
+        bag = tl.load(bags + position, mask=valid, other=0)
+        table = bag // batch
+        example = bag - table * batch
+        g = tl.load(
+            grad_output + (example * tables * dim + table * dim)[:, None] + columns[None, :],
+            mask=valid[:, None] & in_row[None, :],
+            other=0.0,
+        )
+        if MEAN:
+            first = tl.load(offsets + bag, mask=valid, other=0)
+            length = tl.load(offsets + bag + 1, mask=valid, other=1) - first
+            g = g / length.to(tl.float32)[:, None]
+        acc += g
+    tl.store(values + row * dim + columns, tl.sum(acc, axis=0), mask=in_row)
+''' + Template(_EMBEDDING_SPARSE_BACKWARD_RUN).substitute(
+    grid="(unique, triton.cdiv(dim, BLOCK_D))", blocks="BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D"
+)
+
+_EMBEDDING_SPARSE_BACKWARD_ROW_BLOCK = '''@triton.jit
+def _coalesce(grad_output, offsets, bags, bounds, values, unique, batch, tables, dim,
+              MEAN: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_D: tl.constexpr):
+    """BLOCK_U distinct rows per program on axis 0, BLOCK_D columns on axis 1: the rows'
+    segments advance together, an id of each per step, so a program has a tile's work where
+    most rows were looked up once (large tables); each row's sum is stored once (no atomics)."""
+    row = tl.program_id(0).to(tl.int64) * BLOCK_U + tl.arange(0, BLOCK_U)
+    columns = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    has_row = row < unique
+    in_row = columns < dim
+    begin = tl.load(bounds + row, mask=has_row, other=0)
+    count = tl.load(bounds + row + 1, mask=has_row, other=0) - begin
+    acc = tl.zeros((BLOCK_U, BLOCK_D), dtype=tl.float32)
+    for step in range(0, tl.max(count, axis=0)):
+        valid = step < count
+        bag = tl.load(bags + begin + step, mask=valid, other=0)
+        table = bag // batch
+        example = bag - table * batch
+        g = tl.load(
+            grad_output + (example * tables * dim + table * dim)[:, None] + columns[None, :],
+            mask=valid[:, None] & in_row[None, :],
+            other=0.0,
+        )
+        if MEAN:
+            first = tl.load(offsets + bag, mask=valid, other=0)
+            length = tl.load(offsets + bag + 1, mask=valid, other=1) - first
+            g = g / length.to(tl.float32)[:, None]
+        acc += g
+    tl.store(values + row[:, None] * dim + columns[None, :], acc, mask=has_row[:, None] & in_row[None, :])
+''' + Template(_EMBEDDING_SPARSE_BACKWARD_RUN).substitute(
+    grid="(triton.cdiv(unique, BLOCK_U), triton.cdiv(dim, BLOCK_D))",
+    blocks="BLOCK_U=BLOCK_U, BLOCK_D=BLOCK_D",
+)
+
+EMBEDDING_BAG_SPARSE_BACKWARD = TritonTemplate(
+    doc="The pooled embedding lookup's weight gradient as a coalesced sparse gradient, in Triton.",
+    space=MappingProxyType(
+        {
+            "grid": ("row_block", "row"),
+            "BLOCK_D": (32, 16, 64, 128),
+            "BLOCK_L": (8, 1, 4, 16, 32),
+            "BLOCK_U": (16, 4, 8, 32, 64),
+            "num_warps": _WARPS,
+            "num_stages": _STAGES,
+        }
+    ),
+    variants=MappingProxyType(
+        {
+            "row": Variant(("BLOCK_D", "BLOCK_L", *_LAUNCH), _fixed(_EMBEDDING_SPARSE_BACKWARD_ROW)),
+            "row_block": Variant(
+                ("BLOCK_D", "BLOCK_U", *_LAUNCH), _fixed(_EMBEDDING_SPARSE_BACKWARD_ROW_BLOCK)
+            ),
+        }
+    ),
+    choice="grid",
+)
+
+
 # dense: the tiled matrix product shared by linear_bias_act and dcn_cross ------------------
 
 _TILE = '''@triton.jit
@@ -1004,6 +1125,7 @@ TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
     {
         "embedding_bag_pooled": EMBEDDING_BAG,
         "embedding_bag_pooled_backward": EMBEDDING_BAG_BACKWARD,
+        "embedding_bag_pooled_sparse_backward": EMBEDDING_BAG_SPARSE_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "dcn_cross_backward": DCN_CROSS_BACKWARD,
         "linear_bias_act": LINEAR_BIAS_ACT,
