@@ -25,7 +25,8 @@ registry.
    Eager and kernels are timed again with the tables on sparse gradients and sparse Adagrad
    (``embedding_optimizer: adagrad``), where the optimiser no longer dominates the step; there
    the lookup's kernel pair is its forward and its sparse backward
-   (``embedding_bag_pooled_sparse_backward``, surveyed by a training step on sparse gradients).
+   (``embedding_bag_pooled_sparse_backward``, surveyed by a training step on sparse gradients),
+   and the same kernels with PyTorch's lookup both ways show what that pair adds.
 
 PyTorch and the kernels run at the same thread count (``--threads``, default every core). On a
 GPU (``--target triton``) every timed pass ends when the device has finished its work.
@@ -56,7 +57,7 @@ from rea_kernel.tuning import tune
 from rea_workload.batches import Batch, batches
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
-from rea_workload.ops import BACKWARDS, Ops
+from rea_workload.ops import BACKWARDS, SPARSE_LOOKUP_BACKWARD, Ops
 from rea_workload.optim import Optimizers, build_optimizers
 from rea_workload.schema import RankerConfig
 
@@ -291,6 +292,14 @@ def main(argv: list[str] | None = None) -> None:
             if not args.no_compile:  # the peer: forward and backward compiled (AOTAutograd)
                 chosen["torch.compile"] = (eager_ops, cast(torch.nn.Module, compiled), False)
             chosen["eager, sparse tables"] = (eager_ops, model, True)
+            sparse_lookup = SPARSE_LOOKUP_BACKWARD.operator
+            if any(entry.operator == sparse_lookup for entry in entries):
+                # The same kernels but PyTorch's lookup, both ways: what the lookup's pair adds.
+                others = [entry for entry in entries if entry.operator != sparse_lookup]
+                without = RegistryKernels(
+                    others, Path(built) / "without", Path(built) / "cache", threads=threads
+                )
+                chosen["kernels, sparse tables, PyTorch's lookup"] = (Ops(without), model, True)
             chosen["kernels, sparse tables"] = (kernel_ops, model, True)
             optimizers = {name: _optimizers(model, sparse) for name, (_, _, sparse) in chosen.items()}
             for name in optimizers:  # warm-up: builds, compiles, the optimisers' state

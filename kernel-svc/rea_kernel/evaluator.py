@@ -72,8 +72,8 @@ from rea_kernel.targets import Target, TargetUnavailableError, get_target
 
 DEFAULT_FLUSH_BYTES = 64 << 20
 TIMER = (
-    "median wall-clock time of run() including a copy of its whole output, fresh inputs and flushed "
-    "caches before every run, in a sandboxed child process"
+    "median wall-clock time of run() until one element of every page of its output has been read, "
+    "fresh inputs and flushed caches before every run, in a sandboxed child process"
 )
 
 
