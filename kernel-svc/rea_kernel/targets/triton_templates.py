@@ -305,7 +305,30 @@ def run(grad_output, table_offsets, indices, offsets, *, mode):
     return rows, values
 """
 
-_EMBEDDING_SPARSE_BACKWARD_ROW = '''@triton.jit
+_BAG_GRADIENTS = '''@triton.jit
+def _bag_gradients(grad_output, offsets, at, valid, columns, in_row, batch, tables, dim, MEAN: tl.constexpr):
+    """The output gradients of the bags at ``at`` (one id's bag per lane; zeros where not
+    ``valid``), BLOCK_D columns each, divided by each bag's length where MEAN."""
+    bag = tl.load(at, mask=valid, other=0)
+    table = bag // batch
+    example = bag - table * batch
+    g = tl.load(
+        grad_output + (example * tables * dim + table * dim)[:, None] + columns[None, :],
+        mask=valid[:, None] & in_row[None, :],
+        other=0.0,
+    )
+    if MEAN:
+        first = tl.load(offsets + bag, mask=valid, other=0)
+        length = tl.load(offsets + bag + 1, mask=valid, other=1) - first
+        g = g / length.to(tl.float32)[:, None]
+    return g
+
+
+'''
+
+_EMBEDDING_SPARSE_BACKWARD_ROW = (
+    _BAG_GRADIENTS
+    + '''@triton.jit
 def _coalesce(grad_output, offsets, bags, bounds, values, unique, batch, tables, dim,
               MEAN: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     """One distinct row per program on axis 0, BLOCK_D of its columns on axis 1: BLOCK_L of the
@@ -320,25 +343,19 @@ def _coalesce(grad_output, offsets, bags, bounds, values, unique, batch, tables,
     for start in range(begin, end, BLOCK_L):
         position = start + tl.arange(0, BLOCK_L)
         valid = position < end
-        bag = tl.load(bags + position, mask=valid, other=0)
-        table = bag // batch
-        example = bag - table * batch
-        g = tl.load(
-            grad_output + (example * tables * dim + table * dim)[:, None] + columns[None, :],
-            mask=valid[:, None] & in_row[None, :],
-            other=0.0,
+        acc += _bag_gradients(
+            grad_output, offsets, bags + position, valid, columns, in_row, batch, tables, dim, MEAN
         )
-        if MEAN:
-            first = tl.load(offsets + bag, mask=valid, other=0)
-            length = tl.load(offsets + bag + 1, mask=valid, other=1) - first
-            g = g / length.to(tl.float32)[:, None]
-        acc += g
     tl.store(values + row * dim + columns, tl.sum(acc, axis=0), mask=in_row)
-''' + Template(_EMBEDDING_SPARSE_BACKWARD_RUN).substitute(
-    grid="(unique, triton.cdiv(dim, BLOCK_D))", blocks="BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D"
+'''
+    + Template(_EMBEDDING_SPARSE_BACKWARD_RUN).substitute(
+        grid="(unique, triton.cdiv(dim, BLOCK_D))", blocks="BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D"
+    )
 )
 
-_EMBEDDING_SPARSE_BACKWARD_ROW_BLOCK = '''@triton.jit
+_EMBEDDING_SPARSE_BACKWARD_ROW_BLOCK = (
+    _BAG_GRADIENTS
+    + '''@triton.jit
 def _coalesce(grad_output, offsets, bags, bounds, values, unique, batch, tables, dim,
               MEAN: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_D: tl.constexpr):
     """BLOCK_U distinct rows per program on axis 0, BLOCK_D columns on axis 1: the rows'
@@ -353,23 +370,15 @@ def _coalesce(grad_output, offsets, bags, bounds, values, unique, batch, tables,
     acc = tl.zeros((BLOCK_U, BLOCK_D), dtype=tl.float32)
     for step in range(0, tl.max(count, axis=0)):
         valid = step < count
-        bag = tl.load(bags + begin + step, mask=valid, other=0)
-        table = bag // batch
-        example = bag - table * batch
-        g = tl.load(
-            grad_output + (example * tables * dim + table * dim)[:, None] + columns[None, :],
-            mask=valid[:, None] & in_row[None, :],
-            other=0.0,
+        acc += _bag_gradients(
+            grad_output, offsets, bags + begin + step, valid, columns, in_row, batch, tables, dim, MEAN
         )
-        if MEAN:
-            first = tl.load(offsets + bag, mask=valid, other=0)
-            length = tl.load(offsets + bag + 1, mask=valid, other=1) - first
-            g = g / length.to(tl.float32)[:, None]
-        acc += g
     tl.store(values + row[:, None] * dim + columns[None, :], acc, mask=has_row[:, None] & in_row[None, :])
-''' + Template(_EMBEDDING_SPARSE_BACKWARD_RUN).substitute(
-    grid="(triton.cdiv(unique, BLOCK_U), triton.cdiv(dim, BLOCK_D))",
-    blocks="BLOCK_U=BLOCK_U, BLOCK_D=BLOCK_D",
+'''
+    + Template(_EMBEDDING_SPARSE_BACKWARD_RUN).substitute(
+        grid="(triton.cdiv(unique, BLOCK_U), triton.cdiv(dim, BLOCK_D))",
+        blocks="BLOCK_U=BLOCK_U, BLOCK_D=BLOCK_D",
+    )
 )
 
 EMBEDDING_BAG_SPARSE_BACKWARD = TritonTemplate(
