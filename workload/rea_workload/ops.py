@@ -243,9 +243,10 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
 
 
 def _sparse_gradient(outputs: Any, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The weights' gradient from the sparse backward's rows and values: marked coalesced, as
-    the operator's contract (rows unique and increasing, checked when the kernel was evaluated)
-    makes it, so an optimiser does not sort it again."""
+    """The weights' gradient from the sparse backward's rows and values, marked coalesced as the
+    operator's contract makes it (rows unique and increasing, checked when the kernel was
+    evaluated). Autograd drops the mark when it stores the gradient; the optimisers' step finds
+    the rows in order and marks it again (``rea_workload.optim.coalesced``)."""
     rows, values = outputs
     gradient = torch.sparse_coo_tensor(
         rows.unsqueeze(0), values, inputs[0].shape, is_coalesced=True, check_invariants=False
