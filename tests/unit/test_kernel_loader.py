@@ -162,7 +162,8 @@ def test_a_sparse_training_lookup_runs_the_sparse_backward_kernel_with_pytorchs_
     tmp_path: Path,
 ) -> None:
     """Ids repeated within and across bags, an empty bag, mean pooling: the kernel pair's
-    gradient is PyTorch's sparse one, coalesced (each row once, in order) and marked so."""
+    gradient is PyTorch's sparse one, its rows once each and in order (autograd drops the
+    coalesced mark when it stores a gradient; the optimisers' step restores it)."""
     lookup = OPERATORS["embedding_bag_pooled"]
     shape = lookup.parse_shape({"tables": 3, "rows": 6, "dim": 5, "batch": 9, "max_bag": 4, "mode": "mean"})
     weights, *bags = lookup.make_inputs(shape, torch.float32, torch.Generator().manual_seed(2))

@@ -213,9 +213,7 @@ def test_the_lookups_sparse_backward_is_its_dense_backward_at_the_rows_looked_up
         attributes = sparse.attributes(shape)
         rows, values = sparse.reference(*inputs, **attributes)
         tables = table_offsets.numel() - 1
-        per_table = (
-            offsets[:: max(shape.batch, 1)].diff() if shape.batch else torch.zeros(tables, dtype=torch.int64)
-        )
+        per_table = offsets[:: shape.batch].diff() if shape.batch else torch.zeros(tables, dtype=torch.int64)
         looked_up = sorted(set((indices + table_offsets[:-1].repeat_interleave(per_table)).tolist()))
         assert rows.dtype == torch.int64 and rows.tolist() == looked_up
         expected = single(dense.reference(*inputs, **attributes))[rows]
