@@ -422,7 +422,9 @@ def settle_allocator() -> None:
     just returned to the system, and paging them back in (about a microsecond per 4 KiB) is
     timed as the call's work: 4-8 ms of a 20 MB output's, and which calls paid it depended on
     each process's history of allocations, so candidate and baselines paid unequally. A C
-    library without ``mallopt`` is left as it is."""
+    library without ``mallopt`` is left as it is. Jobs and benchmarks do the same through
+    :func:`rea.memory.keep_freed_memory`, which this process does not import: it runs only
+    ``rea_kernel``'s code."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
         mallopt(_M_MMAP_MAX, 0)

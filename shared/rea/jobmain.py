@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from rea.knobs import KnobSchema  # noqa: E402
+from rea.memory import keep_freed_memory  # noqa: E402
 from rea.workloads import JobCost, JobError, JobInput, JobOutput  # noqa: E402
 
 Train = Callable[[JobInput], JobOutput]
@@ -65,6 +66,7 @@ def job_main(
     if problems:
         return finish(_failed("invalid_config", "; ".join(problems)), 2)
 
+    keep_freed_memory()  # a batch's tensors reuse the last one's pages instead of faulting new ones
     try:
         output = load_train()(job)
     except MemoryError as exc:

@@ -390,6 +390,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("linear_bias_act", {"loop_order": "axpy", "simd": False}),
         ("linear_bias_act", {"micro_rows": 12, "micro_vectors": 4, "erf": "rational", "threads": 2}),
         ("dcn_cross", {"micro_rows": 4, "micro_vectors": 1}),
+        ("dcn_cross", {"micro_vectors": 1, "fused_tiles": 4, "tile_order": "panels", "threads": 2}),
+        ("dcn_cross", {"low_rank": "two_pass", "micro_rows": 12}),
         ("dcn_cross", {"loop_order": "axpy", "block_rows": 1, "block_cols": 16}),
         ("bce_with_logits", {"softplus": "polynomial", "vector_width": "512", "accumulator": "float"}),
         ("bce_with_logits", {"softplus": "std", "chunk": 256, "simd": False}),
@@ -416,10 +418,10 @@ def test_the_templates_fast_paths_are_correct_on_every_shape(
     operator: str, changes: dict[str, Any], cache_dir: Path
 ) -> None:
     """The dense templates' loop orders and register tiles (row and column counts that leave
-    partial tiles and panels, an empty batch, one row), BCE's softplus and its backward's exp
-    both ways, and the
-    lookup's loops (ranges split over more threads than there are bags) and layer norm with
-    streaming stores (rows of 17 and 3 floats are never
+    partial tiles and panels, an empty batch, one row), the low-rank cross fused by blocks of
+    rows (a partial last block, a rank over several panels) or in two passes, BCE's softplus and
+    its backward's exp both ways, and the lookup's loops (ranges split over more threads than
+    there are bags) and layer norm with streaming stores (rows of 17 and 3 floats are never
     aligned) or cached ones, through the whole correctness check."""
     settings = Settings(
         trials=2,

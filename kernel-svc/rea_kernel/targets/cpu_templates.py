@@ -590,6 +590,61 @@ struct Aligned {
   ~Aligned() { std::free(data); }
 };
 
+// w [cols, depth] (in layout WL) packed into panels of kPanel columns, each k's values side by
+// side (zero past the last column), with the bias (zero where null) padded to match.
+template <Layout WL>
+struct Panels {
+  int64_t cols, depth, count;
+  Aligned packed, bias;
+
+  Panels(const float* __restrict w, const float* __restrict b, int64_t cols, int64_t depth)
+      : cols(cols), depth(depth), count((cols + kPanel - 1) / kPanel), packed(count * depth * kPanel),
+        bias(count * kPanel) {
+    for (int64_t c = 0; c < count * kPanel; ++c) bias.data[c] = (b && c < cols) ? b[c] : 0.0f;
+    // Row by row of w, so that the reads (from memory, the first time) are sequential; the
+    // strided writes land in a panel that stays in cache. A DepthMajor w holds a panel's rows.
+    $pragma_pack
+    for (int64_t p = 0; p < count; ++p) {
+      if constexpr (WL == Layout::RowMajor) {
+        for (int64_t j = 0; j < kPanel; ++j) {
+          const int64_t c = p * kPanel + j;
+          float* __restrict dst = packed.data + p * depth * kPanel + j;
+          if (c < cols) {
+            const float* __restrict src = w + c * depth;
+            for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = src[k];
+          } else {
+            for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = 0.0f;
+          }
+        }
+      } else {
+        const int64_t width = std::min(kPanel, cols - p * kPanel);
+        for (int64_t k = 0; k < depth; ++k) {
+          float* __restrict dst = packed.data + (p * depth + k) * kPanel;
+          std::memcpy(dst, w + k * cols + p * kPanel, static_cast<size_t>(width) * sizeof(float));
+          std::fill(dst + width, dst + kPanel, 0.0f);
+        }
+      }
+    }
+  }
+
+  // Row tile rb (of kMicroRows rows below full_blocks, one row each after) of x [rows, depth]
+  // times panel p, into out [rows, cols].
+  template <Layout XL, typename Epilogue>
+  void tile(const float* __restrict x, int64_t rows, int64_t rb, int64_t full_blocks, int64_t p,
+            float* __restrict out, const Epilogue& epilogue) const {
+    const int64_t c0 = p * kPanel;
+    const int64_t width = std::min(kPanel, cols - c0);
+    const float* panel = packed.data + p * depth * kPanel;
+    if (rb < full_blocks) {
+      micro_tile<kMicroRows, XL>(x, rows, depth, panel, bias.data + c0, out, cols, rb * kMicroRows, c0, width,
+                                 epilogue);
+    } else {
+      const int64_t r0 = full_blocks * kMicroRows + (rb - full_blocks);
+      micro_tile<1, XL>(x, rows, depth, panel, bias.data + c0, out, cols, r0, c0, width, epilogue);
+    }
+  }
+};
+
 // out[r, c] = epilogue(bias[c] + sum_k x[r, k] * w[c, k]): x [rows, depth] times the transpose
 // of w [cols, depth] (nn.Linear's layout). bias may be null. The epilogue rewrites each finished
 // row segment: fused into the packed order's tiles, a pass over the rows in the others. Only the
@@ -629,51 +684,15 @@ _MATMUL_BODIES = {
   $finish""",
     # Pack w into panels of kPanel columns (each k's values side by side), then compute register
     # tiles of kMicroRows rows by one panel: the blocked, packed scheme of BLAS libraries.
-    "packed": """  const int64_t panels = (cols + kPanel - 1) / kPanel;
-  Aligned packed(panels * depth * kPanel);
-  Aligned padded_bias(panels * kPanel);
-  for (int64_t c = 0; c < panels * kPanel; ++c) padded_bias.data[c] = (bias && c < cols) ? bias[c] : 0.0f;
-  // Row by row of w, so that the reads (from memory, the first time) are sequential; the
-  // strided writes land in a panel that stays in cache. A DepthMajor w holds a panel's rows.
-  $pragma_pack
-  for (int64_t p = 0; p < panels; ++p) {
-    if constexpr (WL == Layout::RowMajor) {
-      for (int64_t j = 0; j < kPanel; ++j) {
-        const int64_t c = p * kPanel + j;
-        float* __restrict dst = packed.data + p * depth * kPanel + j;
-        if (c < cols) {
-          const float* __restrict src = w + c * depth;
-          for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = src[k];
-        } else {
-          for (int64_t k = 0; k < depth; ++k) dst[k * kPanel] = 0.0f;
-        }
-      }
-    } else {
-      const int64_t width = std::min(kPanel, cols - p * kPanel);
-      for (int64_t k = 0; k < depth; ++k) {
-        float* __restrict dst = packed.data + (p * depth + k) * kPanel;
-        std::memcpy(dst, w + k * cols + p * kPanel, static_cast<size_t>(width) * sizeof(float));
-        std::fill(dst + width, dst + kPanel, 0.0f);
-      }
-    }
-  }
+    "packed": """  const Panels<WL> packed(w, bias, cols, depth);
+  const int64_t panels = packed.count;
   const int64_t full_blocks = rows / kMicroRows;
   const int64_t row_tiles = full_blocks + (rows % kMicroRows);
   $pragma_tiles
   for (int64_t outer = 0; outer < $outer_tiles; ++outer) {
     for (int64_t inner = 0; inner < $inner_tiles; ++inner) {
       const int64_t rb = $row_tile, p = $panel;
-      const int64_t c0 = p * kPanel;
-      const int64_t width = std::min(kPanel, cols - c0);
-      const float* panel = packed.data + p * depth * kPanel;
-      const float* tile_bias = padded_bias.data + c0;
-      if (rb < full_blocks) {
-        const int64_t r0 = rb * kMicroRows;
-        micro_tile<kMicroRows, XL>(x, rows, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
-      } else {  // the rows left over, one at a time
-        const int64_t r0 = full_blocks * kMicroRows + (rb - full_blocks);
-        micro_tile<1, XL>(x, rows, depth, panel, tile_bias, out, cols, r0, c0, width, epilogue);
-      }
+      packed.template tile<XL>(x, rows, rb, full_blocks, p, out, epilogue);
     }
   }""",
     # Transpose w once, then accumulate scaled rows of it into each output tile (no
@@ -738,7 +757,6 @@ def _matmul_cpp(params: Params) -> str:
         panel="inner" if rows_outer else "outer",
         pragma=parallel_for(params, clauses=" collapse(2)"),
         pragma_tiles=parallel_for(params, clauses=" collapse(2)"),
-        pragma_pack=parallel_for(params),
         finish=parallel_for(params) + _EPILOGUE_PASS,
         simd_acc=simd(params, "acc"),
         simd=simd(params),
@@ -749,12 +767,66 @@ def _matmul_cpp(params: Params) -> str:
         micro_rows=params["micro_rows"],
         micro_vectors=params["micro_vectors"],
         accumulator=params["accumulator"],
+        pragma_pack=parallel_for(params),
         body=body,
     )
 
 
-def _dcn_cpp(params: Params) -> str:
-    return _matmul_cpp(params) + Template(r"""
+# low_rank: the two products one after the other over all rows (the projection, rows x rank,
+# goes to memory and back), or fused per block of kMicroRows * fused_tiles rows: the block's
+# projection stays in cache, and x's rows are still there when the cross reads them again.
+_LOW_RANK = {
+    "two_pass": """Aligned projected(rows * rank);
+    matmul_nt(x, v, nullptr, projected.data, rows, rank, dim);
+    matmul_nt(projected.data, w, bias, out, rows, dim, rank, cross);""",
+    "fused": "low_rank_fused(x0, x, w, v, bias, out, rows, dim, rank, cross);",
+}
+
+_DCN_CPP = Template(r"""
+namespace {
+
+// h = x V^T, then out = epilogue(h U^T + b), block by block of rows (tile_order as the packed
+// product's: a block's row tiles outer, or its panels).
+template <typename Epilogue>
+void low_rank_fused(const float* __restrict x0, const float* __restrict x, const float* __restrict u,
+                    const float* __restrict v, const float* __restrict bias, float* __restrict out,
+                    int64_t rows, int64_t dim, int64_t rank, const Epilogue& epilogue) {
+  const Panels<Layout::RowMajor> down(v, nullptr, rank, dim), up(u, bias, dim, rank);
+  constexpr int64_t kBlock = kMicroRows * $fused_tiles;
+  const int64_t blocks = (rows + kBlock - 1) / kBlock;
+  $pragma
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t r0 = block * kBlock, n = std::min(kBlock, rows - r0);
+    const int64_t full = n / kMicroRows, tiles = full + n % kMicroRows;
+    const float* __restrict xb = x + r0 * dim;
+    float* __restrict ob = out + r0 * dim;
+    const auto shifted = [&](float* segment, int64_t row, int64_t c0, int64_t width) {
+      epilogue(segment, r0 + row, c0, width);
+    };
+    Aligned h(n * rank);
+    // The next block's rows of x and x0, a row tile's share at a time, fetched into L2 while this
+    // block computes: otherwise reading them from memory adds to the products' time.
+    const float* __restrict next_x = xb + kBlock * dim;
+    const float* __restrict next_x0 = x0 + (r0 + kBlock) * dim;
+    const int64_t lines = std::min(kBlock, std::max<int64_t>(rows - r0 - kBlock, 0)) * dim / 16;
+    const int64_t share = (lines + tiles - 1) / tiles;
+    for (int64_t t = 0; t < tiles; ++t) {
+      for (int64_t line = t * share; line < std::min(lines, (t + 1) * share); ++line) {
+        __builtin_prefetch(next_x + line * 16, 0, 2);
+        __builtin_prefetch(next_x0 + line * 16, 0, 2);
+      }
+      for (int64_t p = 0; p < down.count; ++p) {
+        down.tile<Layout::RowMajor>(xb, n, t, full, p, h.data, NoEpilogue());
+      }
+    }
+    for (int64_t outer = 0; outer < $outer; ++outer)
+      for (int64_t inner = 0; inner < $inner; ++inner)
+        up.tile<Layout::RowMajor>(h.data, n, $tile, full, $panel, ob, shifted);
+  }
+}
+
+}  // namespace
+
 // Full rank: w = W [dim, dim], v null. Low rank: w = U [dim, rank], v = V [rank, dim].
 extern "C" void dcn_cross(const float* x0, const float* x, const float* w, const float* v, const float* bias,
                           float* out, int64_t rows, int64_t dim, int64_t rank) {
@@ -768,17 +840,31 @@ extern "C" void dcn_cross(const float* x0, const float* x, const float* w, const
   if (rank == 0) {
     matmul_nt(x, w, bias, out, rows, dim, dim, cross);
   } else {
-    std::vector<float> projected(static_cast<size_t>(rows * rank));
-    matmul_nt(x, v, nullptr, projected.data(), rows, rank, dim);
-    matmul_nt(projected.data(), w, bias, out, rows, dim, rank, cross);
+    $low_rank
   }
 }
-""").substitute(simd=simd(params))
+""")
+
+
+def _dcn_cpp(params: Params) -> str:
+    rows_outer = params["tile_order"] == "rows"
+    return _matmul_cpp(params) + _DCN_CPP.substitute(
+        simd=simd(params),
+        pragma=parallel_for(params),
+        fused_tiles=params["fused_tiles"],
+        outer="tiles" if rows_outer else "up.count",
+        inner="up.count" if rows_outer else "tiles",
+        tile="outer" if rows_outer else "inner",
+        panel="inner" if rows_outer else "outer",
+        low_rank=_LOW_RANK[str(params["low_rank"])],
+    )
 
 
 DCN_CROSS = CpuTemplate(
     symbol="dcn_cross",
-    space=MappingProxyType(_DENSE_SPACE),
+    space=MappingProxyType(
+        {**_DENSE_SPACE, "low_rank": ("fused", "two_pass"), "fused_tiles": (8, 4, 16, 32)}
+    ),
     cpp=_dcn_cpp,
     argtypes="[ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3",
     run="""def run(*inputs):
