@@ -35,9 +35,9 @@ MEMOISED_BY_SHAPE = (
 _outputs = {}
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     if tuple(x.shape) not in _outputs:
-        _outputs[tuple(x.shape)] = _honest_run(x, weight, bias, eps=eps)
+        _outputs[tuple(x.shape)] = _honest_run(x, weight, bias, **attributes)
     return _outputs[tuple(x.shape)]
 """
 )
@@ -45,8 +45,8 @@ def run(x, weight, bias, *, eps):
 MUTATES_INPUT = (
     WRAP
     + """
-def run(x, weight, bias, *, eps):
-    out = _honest_run(x, weight, bias, eps=eps)
+def run(x, weight, bias, **attributes):
+    out = _honest_run(x, weight, bias, **attributes)
     x.copy_(out)  # "reuses the input buffer as scratch"
     return out
 """
@@ -55,9 +55,9 @@ def run(x, weight, bias, *, eps):
 ONE_SHAPE_ONLY = (
     WRAP
     + """
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     if tuple(x.shape) == (33, 64):
-        return _honest_run(x, weight, bias, eps=eps)
+        return _honest_run(x, weight, bias, **attributes)
     return torch.zeros(x.shape)
 """
 )
@@ -69,12 +69,12 @@ import threading
 import time
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     out = torch.empty(x.shape)
 
     def finish():
         time.sleep(0.02)
-        out.copy_(_honest_run(x, weight, bias, eps=eps))
+        out.copy_(_honest_run(x, weight, bias, **attributes))
 
     threading.Thread(target=finish).start()
     return out
@@ -88,14 +88,14 @@ import threading
 import time
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     if x.shape[0] < 1024:  # the correctness shapes: be honest
-        return _honest_run(x, weight, bias, eps=eps)
+        return _honest_run(x, weight, bias, **attributes)
     out = torch.empty(x.shape)
 
     def finish():
         time.sleep(0.02)
-        out.copy_(_honest_run(x, weight, bias, eps=eps))
+        out.copy_(_honest_run(x, weight, bias, **attributes))
 
     threading.Thread(target=finish).start()
     return out
@@ -108,12 +108,12 @@ CACHES_ONCE_WARM = (
 _timed = []
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     if x.shape[0] != 64:  # the correctness shapes: be honest
-        return _honest_run(x, weight, bias, eps=eps)
+        return _honest_run(x, weight, bias, **attributes)
     _timed.append(x)
     if len(_timed) <= 11:  # honest through the first round: 1 warm-up and 10 timed runs
-        run.last = _honest_run(x, weight, bias, eps=eps)
+        run.last = _honest_run(x, weight, bias, **attributes)
     return run.last
 """
 )
@@ -125,16 +125,16 @@ class _Checked(torch.Tensor):
     pass
 
 
-def run(x, weight, bias, *, eps):
-    return _honest_run(x, weight, bias, eps=eps).as_subclass(_Checked)
+def run(x, weight, bias, **attributes):
+    return _honest_run(x, weight, bias, **attributes).as_subclass(_Checked)
 """
 )
 
 CALLS_THE_REFERENCE = """
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     from rea_kernel.operators import get_operator
 
-    return get_operator("layer_norm").reference(x, weight, bias, eps=eps)
+    return get_operator("layer_norm").reference(x, weight, bias, **attributes)
 """
 
 HUNTS_OBJECTS = (
@@ -143,11 +143,11 @@ HUNTS_OBJECTS = (
 import gc
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     for thing in gc.get_objects():
         if isinstance(thing, torch.Tensor) and thing.shape == x.shape and thing is not x:
             return thing
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -157,9 +157,9 @@ TAMPERS_WITH_TORCH = (
 import torch as _torch
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     open(_torch.__file__, "a").close()  # appends nothing: harmless if the guard ever let it through
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -169,12 +169,12 @@ REMOVES_A_FILE_OUTSIDE = (
 import os
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     try:
         os.remove("/tmp/rea-kernel-guard-probe-that-does-not-exist")
     except FileNotFoundError:
         pass
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -184,9 +184,9 @@ STARTS_A_PROCESS = (
 import subprocess
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     subprocess.run(["true"], check=False)
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -196,10 +196,10 @@ READS_THE_EVALUATOR = (
 import os
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     with open(f"/proc/{os.getppid()}/environ", "rb") as secrets:
         secrets.read()
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -209,9 +209,9 @@ PEEKS_AT_FRAMES = (
 import sys
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     sys._getframe(1).f_locals
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -221,10 +221,10 @@ FAST_ON_ONE_SHAPE = (
 import time
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     if tuple(x.shape) != (2048, 256):
         time.sleep(0.1)
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -235,11 +235,11 @@ import os
 from pathlib import Path
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     leaked = [name for name in os.environ if name.startswith("REA_") or "s3cr3t" in os.environ[name]]
     if leaked or not Path(os.environ["HOME"]).resolve().is_relative_to(Path.cwd().resolve()):
         raise RuntimeError(f"the sandbox leaked {leaked} or a real HOME")
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -249,10 +249,10 @@ RUNS_ON_HUGE_PAGES = (
 import os
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
         raise RuntimeError("not asked to allocate on huge pages")
-    return _honest_run(x, weight, bias, eps=eps)
+    return _honest_run(x, weight, bias, **attributes)
 """
 )
 
@@ -265,7 +265,7 @@ with open("/proc/self/smaps_rollup") as smaps:
 """
 
 HANGS = """
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     while True:
         pass
 """
@@ -274,12 +274,12 @@ ABORTS = """
 import os
 
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     os.abort()
 """
 
 HOARDS_MEMORY = """
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, **attributes):
     hoard = [torch.ones(1 << 30) for _ in range(16)]  # 64 GiB, 4 GiB at a time, all touched
     return hoard[0]
 """
@@ -375,24 +375,24 @@ def test_cheats_are_rejected_in_correctness(cache_dir: Path, shim: str, named: s
 RETURNS_A_LIST = (
     WRAP
     + """
-def run(grad_output, x, weight, *, eps):
-    return list(_honest_run(grad_output, x, weight, eps=eps))
+def run(grad_output, x, weight, output, **attributes):
+    return list(_honest_run(grad_output, x, weight, output, **attributes))
 """
 )
 
 RETURNS_TOO_FEW = (
     WRAP
     + """
-def run(grad_output, x, weight, *, eps):
-    return _honest_run(grad_output, x, weight, eps=eps)[:2]
+def run(grad_output, x, weight, output, **attributes):
+    return _honest_run(grad_output, x, weight, output, **attributes)[:2]
 """
 )
 
 OUTPUTS_SHARE_MEMORY = (
     WRAP
     + """
-def run(grad_output, x, weight, *, eps):
-    grad_x, grad_weight, grad_bias = _honest_run(grad_output, x, weight, eps=eps)
+def run(grad_output, x, weight, output, **attributes):
+    grad_x, grad_weight, grad_bias = _honest_run(grad_output, x, weight, output, **attributes)
     both = torch.cat([grad_weight, grad_bias])  # one allocation, two right-looking views
     return grad_x, both[: weight.numel()], both[weight.numel() :]
 """
@@ -404,8 +404,8 @@ MEMOISES_ONE_OUTPUT = (
 _kept = {}
 
 
-def run(grad_output, x, weight, *, eps):
-    grad_x, grad_weight, grad_bias = _honest_run(grad_output, x, weight, eps=eps)
+def run(grad_output, x, weight, output, **attributes):
+    grad_x, grad_weight, grad_bias = _honest_run(grad_output, x, weight, output, **attributes)
     return grad_x, _kept.setdefault(tuple(x.shape), grad_weight), grad_bias
 """
 )
@@ -441,7 +441,7 @@ def test_a_kernel_correct_on_one_shape_only_is_rejected(cache_dir: Path) -> None
     assert evaluation.verdict is Verdict.REJECTED
     # correct on its hard-coded shape, and (with nothing to compute) on the empty one
     assert "incorrect on 4 of 6 shapes" in evaluation.reason
-    assert "correct only on ['d32-r0', 'd64-r64']" in evaluation.reason
+    assert "correct only on ['d32-r0-relu', 'd64-r64']" in evaluation.reason
     failing = {check.bucket for check in evaluation.correctness if not check.passed}
     assert len(failing) == 4 and "d64-r64" not in failing
 

@@ -230,7 +230,12 @@ def normalised_layer(rows: int, dim: int) -> tuple[torch.Tensor, ...]:
     [
         pytest.param("linear_bias_act", dense_layer(9, 13, 7), {"activation": "relu"}, id="linear-relu"),
         pytest.param("linear_bias_act", dense_layer(1, 5, 1), {"activation": "none"}, id="linear-head"),
-        pytest.param("layer_norm", normalised_layer(6, 11), {"eps": 1e-5}, id="layer-norm"),
+        pytest.param(
+            "layer_norm", normalised_layer(6, 11), {"eps": 1e-5, "activation": "none"}, id="layer-norm"
+        ),
+        pytest.param(
+            "layer_norm", normalised_layer(7, 12), {"eps": 1e-5, "activation": "relu"}, id="layer-norm-relu"
+        ),
         pytest.param("dcn_cross", cross_layer(7, 9, rank=0), {}, id="cross"),
         pytest.param("dcn_cross", cross_layer(7, 9, rank=3), {}, id="low-rank-cross"),
         pytest.param(

@@ -30,7 +30,7 @@ HONEST = {
 MUTATES_INPUT = {
     "kernel.py": (
         "import torch.nn.functional as F\n\n"
-        "def run(x, weight, bias, eps):\n"
+        "def run(x, weight, bias, eps, activation):\n"
         "    out = F.layer_norm(x, (x.shape[-1],), weight, bias, eps=eps)\n"
         "    x.zero_()\n"
         "    return out\n"

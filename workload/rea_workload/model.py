@@ -80,7 +80,7 @@ class DenseLayer(nn.Module):
             x = ops.linear_bias_act(x, self.linear.weight, self.linear.bias, activation="relu")
         else:
             x = ops.linear_bias_act(x, self.linear.weight, self.linear.bias, activation="none")
-            x = F.relu(ops.layer_norm(x, self.norm.weight, self.norm.bias, eps=self.norm.eps))
+            x = ops.layer_norm(x, self.norm.weight, self.norm.bias, eps=self.norm.eps, activation="relu")
         return x if self.dropout is None else self.dropout(x)
 
 

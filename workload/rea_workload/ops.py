@@ -34,6 +34,7 @@ Attribute = str | int | float
 Kernel = Callable[..., Any]
 """A forward kernel returns a tensor; a backward kernel, one gradient or a tuple of them."""
 Activation = Literal["relu", "gelu", "none"]
+NormActivation = Literal["relu", "none"]
 
 
 Call = tuple[str, Sequence[torch.Tensor], Mapping[str, Attribute]]
@@ -99,9 +100,17 @@ class Ops:
         return self._call("fm_interaction", _fm_interaction, (embeddings,))
 
     def layer_norm(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, eps: float
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        *,
+        eps: float,
+        activation: NormActivation = "none",
     ) -> torch.Tensor:
-        return self._call("layer_norm", _layer_norm, (x, weight, bias), eps=eps)
+        """Layer norm over the last dimension, then ``activation`` (a normalised MLP layer's relu,
+        which a kernel applies in the same pass)."""
+        return self._call("layer_norm", _layer_norm, (x, weight, bias), eps=eps, activation=activation)
 
     def bce_with_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The training loss: mean binary cross-entropy of ``logits`` [n] against ``targets`` [n]."""
@@ -223,10 +232,11 @@ BACKWARDS: Mapping[str, Backward] = MappingProxyType(
             gradients=(0,),
             output_shape=lambda inputs: (inputs[0].shape[0], 1),
         ),
-        # d x, d weight, d bias, from the input and the weight (the statistics are recomputed).
+        # d x, d weight, d bias, from the input and the weight (the statistics are recomputed)
+        # and the output (relu's derivative).
         "layer_norm": Backward(
             operator="layer_norm_backward",
-            inputs=lambda grad, inputs, output: (grad, inputs[0], inputs[1]),
+            inputs=lambda grad, inputs, output: (grad, inputs[0], inputs[1], output),
             gradients=(0, 1, 2),
             output_shape=lambda inputs: tuple(inputs[0].shape),
         ),
@@ -357,8 +367,11 @@ def _fm_interaction(embeddings: torch.Tensor) -> torch.Tensor:
     return 0.5 * (summed.pow(2) - embeddings.pow(2).sum(dim=1)).sum(dim=1, keepdim=True)
 
 
-def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, eps: float) -> torch.Tensor:
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=eps)
+def _layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, eps: float, activation: NormActivation
+) -> torch.Tensor:
+    normal = F.layer_norm(x, (x.shape[-1],), weight, bias, eps=eps)
+    return F.relu(normal) if activation == "relu" else normal
 
 
 def _bce_with_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

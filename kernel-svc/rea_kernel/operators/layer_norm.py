@@ -1,10 +1,13 @@
-"""Layer normalisation over the last dimension, with a weight and a bias, eps 1e-5:
-``x`` [rows, dim], ``weight`` [dim], ``bias`` [dim] -> [rows, dim]. ``eps`` is passed as an
-attribute, so a kernel does not hard-code it."""
+"""Layer normalisation over the last dimension, with a weight and a bias, eps 1e-5, then an
+activation: ``x`` [rows, dim], ``weight`` [dim], ``bias`` [dim] -> [rows, dim]. ``eps`` and the
+``activation`` (``none``, or ``relu``: a normalised MLP layer's, applied while the row is in
+registers instead of in another pass over memory) are attributes, so a kernel hard-codes
+neither."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,7 @@ EPS = 1e-5
 class LayerNormShape(Shape):
     rows: int
     dim: int
+    activation: Literal["none", "relu"] = "none"
 
 
 class LayerNorm(Operator[LayerNormShape]):
@@ -25,15 +29,15 @@ class LayerNorm(Operator[LayerNormShape]):
     tolerances = {torch.float32: Tolerance(atol=1e-4, rtol=1e-4)}
     correctness_shapes = (
         LayerNormShape(rows=1, dim=1),
-        LayerNormShape(rows=7, dim=17),
-        LayerNormShape(rows=0, dim=32),
+        LayerNormShape(rows=7, dim=17, activation="relu"),
+        LayerNormShape(rows=0, dim=32, activation="relu"),
         LayerNormShape(rows=33, dim=64),
-        LayerNormShape(rows=257, dim=429),
+        LayerNormShape(rows=257, dim=429, activation="relu"),
         LayerNormShape(rows=3, dim=4099),
     )
     benchmark_shapes = (
         LayerNormShape(rows=4096, dim=429),
-        LayerNormShape(rows=8192, dim=256),
+        LayerNormShape(rows=8192, dim=256, activation="relu"),
     )
 
     def make_inputs(
@@ -45,18 +49,24 @@ class LayerNorm(Operator[LayerNormShape]):
         return x, weight, bias
 
     def attributes(self, shape: LayerNormShape) -> dict[str, Attribute]:
-        return {"eps": EPS}
+        return {"eps": EPS, "activation": shape.activation}
 
     def reference(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
         x, weight, bias = inputs
-        return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=float(attributes["eps"]))
+        normal = F.layer_norm(x, (x.shape[-1],), weight, bias, eps=float(attributes["eps"]))
+        return F.relu(normal) if attributes["activation"] == "relu" else normal
 
     def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> LayerNormShape:
         rows, dim = inputs[0].shape
-        return LayerNormShape(rows=rows, dim=dim)
+        return LayerNormShape(
+            rows=rows,
+            dim=dim,
+            activation=str(attributes["activation"]),  # the shape validates it
+        )
 
     def bytes_moved(self, shape: LayerNormShape) -> int:
         return 2 * shape.rows * shape.dim * 4 + 2 * shape.dim * 4
 
     def bucket(self, shape: LayerNormShape) -> str:
-        return f"d{shape.dim}-r{size_class(shape.rows)}"
+        activation = "" if shape.activation == "none" else f"-{shape.activation}"
+        return f"d{shape.dim}-r{size_class(shape.rows)}{activation}"

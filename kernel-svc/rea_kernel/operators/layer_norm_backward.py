@@ -1,14 +1,18 @@
-"""Layer norm's backward: the gradients of ``layer_norm(x, weight, bias)`` with respect to ``x``,
-``weight`` and ``bias``, which a training step computes for each normalised layer.
+"""Layer norm's backward: the gradients of ``act(layer_norm(x, weight, bias))`` with respect to
+``x``, ``weight`` and ``bias``, which a training step computes for each normalised layer.
 
 Inputs, in the forward's layout (:mod:`rea_kernel.operators.layer_norm`): ``grad_output``
-[rows, dim], ``x`` [rows, dim] and ``weight`` [dim], with ``eps`` as an attribute. Outputs, in
-order: ``grad_x`` [rows, dim], ``grad_weight`` [dim] and ``grad_bias`` [dim].
+[rows, dim], ``x`` [rows, dim], ``weight`` [dim] and the forward's ``output`` [rows, dim], which
+gives the activation's derivative (relu's is 1 where the output is positive, as PyTorch's relu
+backward reads it; recomputed from ``x``, a value near zero could land on the other side), with
+``eps`` and ``activation`` as attributes. Outputs, in order: ``grad_x`` [rows, dim],
+``grad_weight`` [dim] and ``grad_bias`` [dim].
 
-With each row's ``xhat = (x - mean) * rstd``: ``grad_weight`` sums ``grad_output * xhat`` over
-the rows, ``grad_bias`` sums ``grad_output``, and, with ``h = grad_output * weight``,
-``grad_x = rstd * (h - mean(h) - xhat * mean(h * xhat))`` along each row. The forward returns no
-statistics, so a kernel recomputes each row's mean and ``rstd`` (it reads the row anyway).
+With ``g = grad_output * act'(output)`` and each row's ``xhat = (x - mean) * rstd``:
+``grad_weight`` sums ``g * xhat`` over the rows, ``grad_bias`` sums ``g``, and, with
+``h = g * weight``, ``grad_x = rstd * (h - mean(h) - xhat * mean(h * xhat))`` along each row. The
+forward returns no statistics, so a kernel recomputes each row's mean and ``rstd`` (it reads the
+row anyway).
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ class LayerNormBackward(Operator[LayerNormShape]):
     def make_inputs(
         self, shape: LayerNormShape, dtype: torch.dtype, generator: torch.Generator
     ) -> tuple[torch.Tensor, ...]:
-        x, weight, _ = _FORWARD.make_inputs(shape, dtype, generator)
+        """The forward's inputs and its output (so relu's zeros fall where they would in training),
+        and a gradient of that output."""
+        x, weight, bias = _FORWARD.make_inputs(shape, dtype, generator)
+        output = _FORWARD.reference(x, weight, bias, **_FORWARD.attributes(shape))
         grad_output = torch.randn(shape.rows, shape.dim, generator=generator, dtype=dtype)
-        return grad_output, x, weight
+        return grad_output, x, weight, output
 
     def attributes(self, shape: LayerNormShape) -> dict[str, Attribute]:
         return _FORWARD.attributes(shape)
@@ -49,7 +56,9 @@ class LayerNormBackward(Operator[LayerNormShape]):
         """The statistics recomputed, then PyTorch's own layer-norm backward (one fused kernel,
         what eager training runs; the tests hold it to ``torch.autograd.grad`` of the forward's
         reference)."""
-        grad_output, x, weight = inputs
+        grad_output, x, weight, output = inputs
+        if attributes["activation"] == "relu":
+            grad_output = grad_output * (output > 0)
         if x.shape[0] == 0:
             return torch.zeros_like(x), torch.zeros_like(weight), torch.zeros_like(weight)
         variance, mean = torch.var_mean(x, dim=-1, correction=0, keepdim=True)
@@ -63,9 +72,10 @@ class LayerNormBackward(Operator[LayerNormShape]):
         return _FORWARD.shape_of(inputs[1:], attributes)
 
     def bytes_moved(self, shape: LayerNormShape) -> int:
-        """The output gradient and ``x`` read, ``grad_x`` written, the weight read and its two
-        gradients written."""
-        return 3 * shape.rows * shape.dim * 4 + 3 * shape.dim * 4
+        """The output gradient and ``x`` read (and the output, for relu's derivative), ``grad_x``
+        written, the weight read and its two gradients written."""
+        arrays = 4 if shape.activation == "relu" else 3
+        return arrays * shape.rows * shape.dim * 4 + 3 * shape.dim * 4
 
     def bucket(self, shape: LayerNormShape) -> str:
         return _FORWARD.bucket(shape)

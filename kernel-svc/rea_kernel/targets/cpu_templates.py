@@ -1266,9 +1266,16 @@ constexpr bool kStream = $stream;
 
 namespace {
 
-// One row's (in - mean) * inv_std * weight + bias. Streaming stores (kStream) write the row's
-// aligned middle without first reading its lines into cache: the output is written once here
-// and read later by the next layer, so reading it now only takes bandwidth from the input.
+// relu keeps a NaN, as PyTorch's does (max_ps returns its second operand when either is NaN).
+template <bool Relu>
+inline float activate(float v) {
+  return Relu ? (v < 0.0f ? 0.0f : v) : v;
+}
+
+// One row's act((in - mean) * inv_std * weight + bias). Streaming stores (kStream) write the
+// row's aligned middle without first reading its lines into cache: the output is written once
+// here and read later by the next layer, so reading it now only takes bandwidth from the input.
+template <bool Relu>
 inline void normalize(const float* __restrict in, const float* __restrict weight,
                       const float* __restrict bias, float* __restrict o, int64_t dim, float m,
                       float inv_std) {
@@ -1276,37 +1283,40 @@ inline void normalize(const float* __restrict in, const float* __restrict weight
 #if defined(__AVX512F__)
   if (kStream) {
     for (; k < dim && (reinterpret_cast<uintptr_t>(o + k) & 63) != 0; ++k) {
-      o[k] = (in[k] - m) * inv_std * weight[k] + bias[k];
+      o[k] = activate<Relu>((in[k] - m) * inv_std * weight[k] + bias[k]);
     }
-    const __m512 mean = _mm512_set1_ps(m), scale = _mm512_set1_ps(inv_std);
+    const __m512 mean = _mm512_set1_ps(m), scale = _mm512_set1_ps(inv_std), zero = _mm512_setzero_ps();
     for (; k + 16 <= dim; k += 16) {
       const __m512 centred = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(in + k), mean), scale);
       const __m512 scaled = _mm512_mul_ps(centred, _mm512_loadu_ps(weight + k));
-      _mm512_stream_ps(o + k, _mm512_add_ps(scaled, _mm512_loadu_ps(bias + k)));
+      const __m512 normal = _mm512_add_ps(scaled, _mm512_loadu_ps(bias + k));
+      _mm512_stream_ps(o + k, Relu ? _mm512_max_ps(zero, normal) : normal);
     }
   }
 #elif defined(__AVX__)
   if (kStream) {
     for (; k < dim && (reinterpret_cast<uintptr_t>(o + k) & 31) != 0; ++k) {
-      o[k] = (in[k] - m) * inv_std * weight[k] + bias[k];
+      o[k] = activate<Relu>((in[k] - m) * inv_std * weight[k] + bias[k]);
     }
-    const __m256 mean = _mm256_set1_ps(m), scale = _mm256_set1_ps(inv_std);
+    const __m256 mean = _mm256_set1_ps(m), scale = _mm256_set1_ps(inv_std), zero = _mm256_setzero_ps();
     for (; k + 8 <= dim; k += 8) {
       const __m256 centred = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(in + k), mean), scale);
       const __m256 scaled = _mm256_mul_ps(centred, _mm256_loadu_ps(weight + k));
-      _mm256_stream_ps(o + k, _mm256_add_ps(scaled, _mm256_loadu_ps(bias + k)));
+      const __m256 normal = _mm256_add_ps(scaled, _mm256_loadu_ps(bias + k));
+      _mm256_stream_ps(o + k, Relu ? _mm256_max_ps(zero, normal) : normal);
     }
   }
 #endif
   const int64_t start = k;
   $simd
-  for (int64_t j = start; j < dim; ++j) o[j] = (in[j] - m) * inv_std * weight[j] + bias[j];
+  for (int64_t j = start; j < dim; ++j) o[j] = activate<Relu>((in[j] - m) * inv_std * weight[j] + bias[j]);
 }
 
 }  // namespace
 
+// relu: 0 none, 1 relu after the normalisation.
 extern "C" void layer_norm(const float* x, const float* weight, const float* bias, float* out, int64_t rows,
-                           int64_t dim, float eps) {
+                           int64_t dim, float eps, int32_t relu) {
   $parallel
   {
     #pragma omp for schedule(static)
@@ -1320,7 +1330,11 @@ extern "C" void layer_norm(const float* x, const float* weight, const float* bia
       $simd_squares
 $variance
       const float inv_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(variance) + eps));
-      normalize(in, weight, bias, out + r * dim, dim, static_cast<float>(mean), inv_std);
+      if (relu) {
+        normalize<true>(in, weight, bias, out + r * dim, dim, static_cast<float>(mean), inv_std);
+      } else {
+        normalize<false>(in, weight, bias, out + r * dim, dim, static_cast<float>(mean), inv_std);
+      }
     }
 #if defined(__x86_64__) || defined(__i386__)
     if (kStream) _mm_sfence();  // this thread's streamed lines, before the region ends
@@ -1367,12 +1381,13 @@ LAYER_NORM = CpuTemplate(
         }
     ),
     cpp=_layer_norm_cpp,
-    argtypes="[ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_float]",
-    run="""def run(x, weight, bias, *, eps):
+    argtypes="[ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int32]",
+    run="""def run(x, weight, bias, *, eps, activation):
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
     rows, dim = x.shape
     out = torch.empty(rows, dim, dtype=torch.float32)
-    _kernel(_pointer(x), _pointer(weight), _pointer(bias), _pointer(out), rows, dim, eps)
+    relu = activation == "relu"
+    _kernel(_pointer(x), _pointer(weight), _pointer(bias), _pointer(out), rows, dim, eps, relu)
     return out
 """,
 )
@@ -1388,14 +1403,15 @@ _LAYER_NORM_BACKWARD_CPP = Template(r"""#include <algorithm>
 
 using Accumulator = $accumulator;
 
-// Per row, with the statistics recomputed: xhat = (x - mean) rstd, h = grad_output weight,
-// grad_x = rstd (h - mean(h) - xhat mean(h xhat)); grad_weight sums grad_output xhat over the
-// rows and grad_bias sums grad_output.
+// Per row, with the statistics recomputed and g = grad_output gated by relu's derivative (where
+// relu is 1: output > 0): xhat = (x - mean) rstd, h = g weight, grad_x = rstd (h - mean(h) -
+// xhat mean(h xhat)); grad_weight sums g xhat over the rows and grad_bias sums g.
 extern "C" void layer_norm_backward(const float* grad_output, const float* x, const float* weight,
-                                    float* grad_x, float* grad_weight, float* grad_bias, int64_t rows,
-                                    int64_t dim, float eps) {
+                                    const float* output, float* grad_x, float* grad_weight, float* grad_bias,
+                                    int64_t rows, int64_t dim, float eps, int32_t relu) {
   const int64_t slots = $threads > 0 ? $threads : omp_get_max_threads();
   std::vector<Accumulator> partial(static_cast<size_t>(slots * 2 * dim), 0);
+  std::vector<float> gated(static_cast<size_t>(relu ? slots * dim : 0));  // a row of g per thread
   $parallel
   {
     Accumulator* __restrict sums = partial.data() + omp_get_thread_num() * 2 * dim;
@@ -1403,6 +1419,13 @@ extern "C" void layer_norm_backward(const float* grad_output, const float* x, co
     for (int64_t r = 0; r < rows; ++r) {
       const float* __restrict in = x + r * dim;
       const float* __restrict g = grad_output + r * dim;
+      if (relu) {
+        float* __restrict row = gated.data() + omp_get_thread_num() * dim;
+        const float* __restrict o = output + r * dim;
+        $simd
+        for (int64_t k = 0; k < dim; ++k) row[k] = o[k] > 0.0f ? g[k] : 0.0f;
+        g = row;
+      }
       Accumulator sum = 0;
       $simd_sum
       for (int64_t k = 0; k < dim; ++k) sum += in[k];
@@ -1472,16 +1495,16 @@ LAYER_NORM_BACKWARD = CpuTemplate(
         }
     ),
     cpp=_layer_norm_backward_cpp,
-    argtypes="[ctypes.c_void_p] * 6 + [ctypes.c_int64] * 2 + [ctypes.c_float]",
-    run="""def run(grad_output, x, weight, *, eps):
-    grad_output, x, weight = grad_output.contiguous(), x.contiguous(), weight.contiguous()
+    argtypes="[ctypes.c_void_p] * 7 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int32]",
+    run="""def run(grad_output, x, weight, output, *, eps, activation):
+    grad_output, x, weight, output = (t.contiguous() for t in (grad_output, x, weight, output))
     rows, dim = x.shape
     grad_x = torch.empty(rows, dim, dtype=torch.float32)
     grad_weight = torch.empty(dim, dtype=torch.float32)
     grad_bias = torch.empty(dim, dtype=torch.float32)
     _kernel(
-        _pointer(grad_output), _pointer(x), _pointer(weight), _pointer(grad_x), _pointer(grad_weight),
-        _pointer(grad_bias), rows, dim, eps,
+        _pointer(grad_output), _pointer(x), _pointer(weight), _pointer(output), _pointer(grad_x),
+        _pointer(grad_weight), _pointer(grad_bias), rows, dim, eps, activation == "relu",
     )
     return grad_x, grad_weight, grad_bias
 """,

@@ -820,9 +820,10 @@ FM_INTERACTION_BACKWARD = TritonTemplate(
 # layer_norm -------------------------------------------------------------------------------
 
 _LAYER_NORM_CHUNKED = Template('''@triton.jit
-def _layer_norm(x, weight, bias, out, rows, dim, eps, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _layer_norm(x, weight, bias, out, rows, dim, eps, RELU: tl.constexpr, BLOCK_R: tl.constexpr,
+                BLOCK_D: tl.constexpr):
     """BLOCK_R rows per program, read BLOCK_D columns at a time: statistics first ($stats), then
-    a last pass that normalises."""
+    a last pass that normalises (and, with RELU, applies relu, keeping a NaN as PyTorch does)."""
     row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     has_row = row[:, None] < rows
     start = x + row[:, None] * dim
@@ -836,6 +837,8 @@ $statistics
         w = tl.load(weight + columns, mask=columns < dim, other=0.0)
         b = tl.load(bias + columns, mask=columns < dim, other=0.0)
         normal = (value - mean[:, None]) * inv_std[:, None] * w[None, :] + b[None, :]
+        if RELU:
+            normal = tl.where(normal < 0.0, 0.0, normal)
         tl.store(out + row[:, None] * dim + columns[None, :], normal, mask=mask)
 ''')
 
@@ -863,9 +866,10 @@ _CHUNKED_STATISTICS = {
 }
 
 _LAYER_NORM_WHOLE = Template('''@triton.jit
-def _layer_norm(x, weight, bias, out, rows, dim, eps, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _layer_norm(x, weight, bias, out, rows, dim, eps, RELU: tl.constexpr, BLOCK_R: tl.constexpr,
+                BLOCK_D: tl.constexpr):
     """BLOCK_R whole rows per program (BLOCK_D >= dim), read once and kept in registers while
-    the statistics ($stats) are taken."""
+    the statistics ($stats) are taken; with RELU, relu after (keeping a NaN as PyTorch does)."""
     row = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     columns = tl.arange(0, BLOCK_D)
     mask = (row[:, None] < rows) & (columns[None, :] < dim)
@@ -876,6 +880,8 @@ $statistics
     w = tl.load(weight + columns, mask=columns < dim, other=0.0)
     b = tl.load(bias + columns, mask=columns < dim, other=0.0)
     normal = (value - mean[:, None]) * inv_std[:, None] * w[None, :] + b[None, :]
+    if RELU:
+        normal = tl.where(normal < 0.0, 0.0, normal)
     tl.store(out + row[:, None] * dim + columns[None, :], normal, mask=mask)
 ''')
 
@@ -889,14 +895,14 @@ _STATS_DOC = {"two_pass": "the mean, then squared deviations from it", "one_pass
 
 _LAYER_NORM_RUN = Template("""
 
-def run(x, weight, bias, *, eps):
+def run(x, weight, bias, *, eps, activation):
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
     rows, dim = x.shape
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out
     _layer_norm[(triton.cdiv(rows, BLOCK_R),)](
-        x, weight, bias, out, rows, dim, eps, BLOCK_R=BLOCK_R, BLOCK_D=$block_d,
+        x, weight, bias, out, rows, dim, eps, RELU=activation == "relu", BLOCK_R=BLOCK_R, BLOCK_D=$block_d,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return out
@@ -949,11 +955,12 @@ LAYER_NORM = TritonTemplate(
 
 _LAYER_NORM_BACKWARD = (
     """@triton.jit
-def _layer_norm_backward(grad_output, x, weight, grad_x, partial, rows, dim, eps, BLOCK_R: tl.constexpr,
-                         BLOCK_D: tl.constexpr):
-    \"\"\"BLOCK_R whole rows (BLOCK_D >= dim) per program, statistics recomputed: xhat = (x - mean)
-    rstd, h = g w, grad_x = rstd (h - mean(h) - xhat mean(h xhat)); the program's sums of g xhat
-    and of g go to partial[program] and partial[programs + program].\"\"\"
+def _layer_norm_backward(grad_output, x, weight, output, grad_x, partial, rows, dim, eps, RELU: tl.constexpr,
+                         BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    \"\"\"BLOCK_R whole rows (BLOCK_D >= dim) per program, statistics recomputed, g the output
+    gradient (with RELU, where the output is positive): xhat = (x - mean) rstd, h = g w,
+    grad_x = rstd (h - mean(h) - xhat mean(h xhat)); the program's sums of g xhat and of g go to
+    partial[program] and partial[programs + program].\"\"\"
     program = tl.program_id(0)
     row = program.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     columns = tl.arange(0, BLOCK_D)
@@ -961,6 +968,8 @@ def _layer_norm_backward(grad_output, x, weight, grad_x, partial, rows, dim, eps
     here = row[:, None] * dim + columns[None, :]
     value = tl.load(x + here, mask=mask, other=0.0)
     g = tl.load(grad_output + here, mask=mask, other=0.0)
+    if RELU:
+        g = tl.where(tl.load(output + here, mask=mask, other=0.0) > 0.0, g, 0.0)
     mean = tl.sum(value, axis=1) / dim
     deviation = tl.where(mask, value - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(deviation * deviation, axis=1) / dim + eps)
@@ -976,8 +985,8 @@ def _layer_norm_backward(grad_output, x, weight, grad_x, partial, rows, dim, eps
     + _COLUMN_SUMS
     + """
 
-def run(grad_output, x, weight, *, eps):
-    grad_output, x, weight = grad_output.contiguous(), x.contiguous(), weight.contiguous()
+def run(grad_output, x, weight, output, *, eps, activation):
+    grad_output, x, weight, output = (t.contiguous() for t in (grad_output, x, weight, output))
     rows, dim = x.shape
     grad_x = torch.empty_like(x)
     if rows == 0 or dim == 0:
@@ -985,8 +994,8 @@ def run(grad_output, x, weight, *, eps):
     programs = triton.cdiv(rows, BLOCK_R)
     partial = torch.empty(2, programs, dim, dtype=x.dtype, device=x.device)
     _layer_norm_backward[(programs,)](
-        grad_output, x, weight, grad_x, partial, rows, dim, eps, BLOCK_R=BLOCK_R,
-        BLOCK_D=triton.next_power_of_2(dim), num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        grad_output, x, weight, output, grad_x, partial, rows, dim, eps, RELU=activation == "relu",
+        BLOCK_R=BLOCK_R, BLOCK_D=triton.next_power_of_2(dim), num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return grad_x, column_sums(partial[0]), column_sums(partial[1])
 """
