@@ -66,7 +66,17 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     services.start_service("kernel", env=QUICK | {"REA_LLM_BASE_URL": model.url, "REA_LLM_MODEL": "local"})
 
     # The shape the job below normalises its 200 validation and test rows at (64 hidden units).
-    search = ["kernels", "search", "layer_norm", "--budget", "3", "--seed", "1", "--shape", "rows=200,dim=64"]
+    search = [
+        "kernels",
+        "search",
+        "layer_norm",
+        "--budget",
+        "3",
+        "--seed",
+        "1",
+        "--shape",
+        "rows=200,dim=64,activation=relu",
+    ]
     done = await asyncio.to_thread(run_rea, search, env, 300)
     assert done.returncode == 0, done.stderr
     search_id = done.stdout.split()[0]
@@ -77,11 +87,11 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     cpu = get_target("cpu").device_name()
     kept = await KernelRegistry(store.db).entries(operator="layer_norm", device=cpu)
     assert [entry.key for entry in kept] == found.published
-    assert [entry.bucket for entry in kept] == ["d64-r256"]
+    assert [entry.bucket for entry in kept] == ["d64-r256-relu"]
     assert all(e.provenance.search_id == search_id and e.speedup_vs_compiled is not None for e in kept)
     assert "eager" in done.stderr  # what it published, as a person reads it
     shown = await asyncio.to_thread(
-        run_rea, ["kernels", "show", "layer_norm", "--bucket", "d64-r256"], env, 60
+        run_rea, ["kernels", "show", "layer_norm", "--bucket", "d64-r256-relu"], env, 60
     )
     assert shown.returncode == 0, shown.stderr
     assert (
@@ -96,7 +106,17 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
 
     await eventually(logged, "the search's events in the events collection", 30)
 
-    written = ["kernels", "search", "layer_norm", "--budget", "1", "--llm", "2", "--shape", "rows=200,dim=64"]
+    written = [
+        "kernels",
+        "search",
+        "layer_norm",
+        "--budget",
+        "1",
+        "--llm",
+        "2",
+        "--shape",
+        "rows=200,dim=64,activation=relu",
+    ]
     done = await asyncio.to_thread(run_rea, written, env, 300)
     assert done.returncode == 0, done.stderr
     written_id = done.stdout.split()[0]
@@ -176,12 +196,12 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
     uses = {(use.operator, use.bucket): use for use in result.payload.output.kernels}
     # The registry's entry now: the written search's kernel holds the bucket if it timed faster.
     (entry,) = await KernelRegistry(store.db).entries(operator="layer_norm", device=cpu)
-    searched = uses[("layer_norm", "d64-r256")]
+    searched = uses[("layer_norm", "d64-r256-relu")]
     assert searched.calls >= 2  # validation and test
     if entry.speedup_vs_eager > 1.0:
         assert searched.kernel == entry.key
     else:  # the registry was handed over all the same: the reason quotes the entry's evidence
         assert searched.kernel is None
         assert f"ran at {entry.speedup_vs_eager:.2f}x eager" in searched.reason
-    assert uses[("layer_norm", "d64-r2048")].kernel is None  # the training rows' bucket: not searched
-    assert "no registry kernel for d64-r2048" in uses[("layer_norm", "d64-r2048")].reason
+    assert uses[("layer_norm", "d64-r2048-relu")].kernel is None  # the training rows' bucket: not searched
+    assert "no registry kernel for d64-r2048-relu" in uses[("layer_norm", "d64-r2048-relu")].reason
