@@ -745,16 +745,22 @@ _DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
 _EPILOGUE_PASS = "\n  for (int64_t r = 0; r < rows; ++r) epilogue(out + r * cols, r, 0, cols);"
 
 
-def _matmul_cpp(params: Params) -> str:
-    # tile_order: which of the packed order's two tile loops is outer (rows: a thread's
-    # consecutive tiles share x's rows; panels: they share a packed panel).
+def _tile_loops(params: Params, row_tiles: str, panels: str) -> dict[str, str]:
+    """The two tile loops of a packed product, ``row_tiles`` and ``panels`` their counts:
+    tile_order says which is outer (rows: a thread's consecutive tiles share x's rows; panels:
+    they share a packed panel), and ``row_tile`` and ``panel`` name each loop's index."""
     rows_outer = params["tile_order"] == "rows"
-    tiles = ("row_tiles", "panels") if rows_outer else ("panels", "row_tiles")
+    return {
+        "outer_tiles": row_tiles if rows_outer else panels,
+        "inner_tiles": panels if rows_outer else row_tiles,
+        "row_tile": "outer" if rows_outer else "inner",
+        "panel": "inner" if rows_outer else "outer",
+    }
+
+
+def _matmul_cpp(params: Params) -> str:
     body = Template(_MATMUL_BODIES[str(params["loop_order"])]).substitute(
-        outer_tiles=tiles[0],
-        inner_tiles=tiles[1],
-        row_tile="outer" if rows_outer else "inner",
-        panel="inner" if rows_outer else "outer",
+        **_tile_loops(params, "row_tiles", "panels"),
         pragma=parallel_for(params, clauses=" collapse(2)"),
         pragma_tiles=parallel_for(params, clauses=" collapse(2)"),
         finish=parallel_for(params) + _EPILOGUE_PASS,
@@ -819,9 +825,9 @@ void low_rank_fused(const float* __restrict x0, const float* __restrict x, const
         down.tile<Layout::RowMajor>(xb, n, t, full, p, h.data, NoEpilogue());
       }
     }
-    for (int64_t outer = 0; outer < $outer; ++outer)
-      for (int64_t inner = 0; inner < $inner; ++inner)
-        up.tile<Layout::RowMajor>(h.data, n, $tile, full, $panel, ob, shifted);
+    for (int64_t outer = 0; outer < $outer_tiles; ++outer)
+      for (int64_t inner = 0; inner < $inner_tiles; ++inner)
+        up.tile<Layout::RowMajor>(h.data, n, $row_tile, full, $panel, ob, shifted);
   }
 }
 
@@ -847,15 +853,11 @@ extern "C" void dcn_cross(const float* x0, const float* x, const float* w, const
 
 
 def _dcn_cpp(params: Params) -> str:
-    rows_outer = params["tile_order"] == "rows"
     return _matmul_cpp(params) + _DCN_CPP.substitute(
+        **_tile_loops(params, "tiles", "up.count"),
         simd=simd(params),
         pragma=parallel_for(params),
         fused_tiles=params["fused_tiles"],
-        outer="tiles" if rows_outer else "up.count",
-        inner="up.count" if rows_outer else "tiles",
-        tile="outer" if rows_outer else "inner",
-        panel="inner" if rows_outer else "outer",
         low_rank=_LOW_RANK[str(params["low_rank"])],
     )
 
