@@ -135,9 +135,11 @@ def searched_entries(
     settings: Settings,
     seed: int,
     target_name: str = "cpu",
+    time_limit: float | None = None,
 ) -> tuple[list[KernelEntry], list[dict[str, Any]]]:
-    """Search every (operator, shape) the model's inference and training steps call; the
-    winners' entries and a row per search."""
+    """Search every (operator, shape) the model's inference and training steps call, starting
+    none after ``time_limit`` seconds (PyTorch runs those); the winners' entries and a row per
+    call, with an ``error`` where it has no search."""
     with tempfile.TemporaryDirectory() as empty:
         survey = RegistryKernels([], Path(empty), Path(empty), threads=torch.get_num_threads())
         model.ops = Ops(survey)
@@ -149,11 +151,15 @@ def searched_entries(
     target = get_target(target_name)
     entries: list[KernelEntry] = []
     rows: list[dict[str, Any]] = []
+    started = time.monotonic()
     for use in survey.usage():
         if use.operator not in target.operators():
             continue
         shaped = settings.model_copy(update={"benchmark_shapes": (use.shape,)})
         row: dict[str, Any] = {"operator": use.operator, "bucket": use.bucket, "calls": use.calls}
+        if time_limit is not None and time.monotonic() - started >= time_limit:
+            rows.append({**row, "error": f"not searched: the {time_limit:g} s time limit was spent"})
+            continue
         try:
             with console.status(f"searching {use.operator} for {use.bucket}"):
                 outcome = tune(
@@ -185,12 +191,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=8, help="Kernel evaluations per (operator, shape).")
     parser.add_argument("--rows", type=int, default=65_536, help="Rows inferred per timed pass.")
     parser.add_argument("--batch", type=int, default=8192, help="Rows per inference batch (the trainer's).")
+    parser.add_argument("--cardinality", type=int, default=100_000, help="Ids per field: rows per table.")
     parser.add_argument("--rounds", type=int, default=7, help="Timed passes of each variant (median).")
     parser.add_argument("--train-batch", type=int, default=2048, help="Rows per training step.")
     parser.add_argument("--train-steps", type=int, default=8, help="Training steps per timed pass; 0: none.")
     parser.add_argument("--repeats", type=int, default=10, help="Timed runs per kernel evaluation.")
     parser.add_argument("--threads", type=int, default=None, help="Threads for PyTorch and kernels.")
     parser.add_argument("--seed", type=int, default=0, help="The kernel searches' seed.")
+    parser.add_argument(
+        "--search-time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="Start no kernel search after this many seconds (a short turn on a shared GPU): the calls "
+        "left run PyTorch, and the timing still happens.",
+    )
     parser.add_argument("--no-compile", action="store_true", help="Skip torch.compile (kernel and model).")
     parser.add_argument(
         "--profile", action="store_true", help="Then profile the eager training step: where its time goes."
@@ -216,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             "budget": args.budget,
         },
     )
-    splits = load_splits(data_spec(max(args.rows * 10 // 8, 1000)))
+    splits = load_splits(data_spec(max(args.rows * 10 // 8, 1000), args.cardinality))
     data = splits.train.take(np.arange(min(args.rows, len(splits.train))))
     torch.manual_seed(0)
     model = RankerModel(data, RankerConfig.from_overrides(MODEL)).eval().to(device)
@@ -233,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         limits=Limits(file_bytes=2 << 30, memory_bytes=int(args.memory_gb * (1 << 30))),
     )
     entries, searched = searched_entries(
-        model, prepared, steps, args.budget, settings, args.seed, target.name
+        model, prepared, steps, args.budget, settings, args.seed, target.name, args.search_time_limit
     )
     print_table(
         f"kernels searched for the model's calls ({args.budget} evaluations each)",
@@ -250,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
         ],
         caption="each measured in the kernel's own sandboxed evaluation; below 1x, the model keeps PyTorch",
     )
+    for row in searched:
+        if "error" in row:
+            console.print(f"[yellow]no kernel for {row['operator']} {row['bucket']}: {row['error']}[/yellow]")
 
     with tempfile.TemporaryDirectory() as built:
         kernels = RegistryKernels(entries, Path(built), Path(built) / "cache", threads=threads)

@@ -42,7 +42,7 @@ import torch
 from rea.kernels import Candidate, ParamValue
 from rea_bench.output import console, print_header, print_table
 from rea_kernel import search
-from rea_kernel.evaluator import Evaluation, Settings
+from rea_kernel.evaluator import Evaluation, EvaluationError, Settings
 from rea_kernel.harness import synchronize
 from rea_kernel.operators import OPERATORS
 from rea_kernel.sandbox import Limits
@@ -74,11 +74,15 @@ def copy_bandwidth(device: str = "cpu", megabytes: int = 256, repeats: int = 5) 
     return 2 * source.numel() * 4 / best
 
 
+def _unmeasured(operator: str, why: str) -> list[str]:
+    return [operator, "-", "-", "-", "-", "-", why[:60], "-"]
+
+
 def _speedups(outcome: TuningOutcome, peak: float) -> list[list[str]]:
     final = outcome.final
     if final is None or not final.passed:
         why = final.reason if final else "no candidate passed"
-        return [[outcome.operator, "-", "-", "-", "-", "-", why[:60], "-"]]
+        return [_unmeasured(outcome.operator, why)]
     operator = OPERATORS[outcome.operator]
     rows = []
     for timing in final.timings:
@@ -209,7 +213,16 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="Then N kernels per operator written by the configured LLM (REA_LLM_BASE_URL).",
     )
-    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="Start no operator's search after this many seconds (a short turn on a shared GPU): the "
+        "table and JSON hold the operators searched, and name the others.",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="Also write the results here (after each operator, and at the end)."
+    )
     args = parser.parse_args(argv)
     target = get_target(args.target)
     unavailable = target.unavailable() or (
@@ -250,21 +263,45 @@ def main(argv: list[str] | None = None) -> None:
     }
     print_header(f"KernelEvolve, {target.name} target", shown)
 
-    outcomes = []
-    for operator in args.ops or [name for name in OPERATORS if name in target.operators()]:
-        with console.status(f"searching {operator}"):
-            outcomes.append(
-                tune(
-                    operator,
-                    target.name,
-                    args.budget,
-                    settings=settings,
-                    synthesizer=synthesizer,
-                    synthesized=args.llm,
-                )
-            )
     peak = copy_bandwidth(target.device)
-    rows = [row for outcome in outcomes for row in _speedups(outcome, peak)]
+    report: dict[str, Any] = {
+        "device": target.device_name(),
+        "target": target.name,
+        "budget": args.budget,
+        "copy_bandwidth_bytes_per_second": peak,
+        "operators": [],
+        "not_measured": [],
+    }
+    started = time.monotonic()
+    outcomes: list[TuningOutcome] = []
+    rows: list[list[str]] = []
+    for operator in args.ops or [name for name in OPERATORS if name in target.operators()]:
+        if args.time_limit is not None and time.monotonic() - started >= args.time_limit:
+            why = f"not searched: the {args.time_limit:g} s time limit was spent"
+        else:
+            try:
+                with console.status(f"searching {operator}"):
+                    outcome = tune(
+                        operator,
+                        target.name,
+                        args.budget,
+                        settings=settings,
+                        synthesizer=synthesizer,
+                        synthesized=args.llm,
+                    )
+            except EvaluationError as error:  # the harness failed on this operator: the others go on
+                why = f"failed: {error}"
+            else:
+                outcomes.append(outcome)
+                report["operators"].append(outcome.model_dump(mode="json", exclude={"evaluated"}))
+                rows += _speedups(outcome, peak)
+                why = ""
+        if why:
+            console.print(f"[yellow]{operator}: {why}[/yellow]")
+            report["not_measured"].append({"operator": operator, "reason": why})
+            rows.append(_unmeasured(operator, why))
+        if args.json:  # so a run stopped from outside keeps every operator it finished
+            args.json.write_text(json.dumps(report, indent=2, default=str))
     print_table(
         f"best kernel per operator after {args.budget} evaluations, on {target.device_name()}",
         [
@@ -295,14 +332,6 @@ def main(argv: list[str] | None = None) -> None:
             [_written(outcome) for outcome in outcomes],
             caption="speedups over eager from the search's own evaluations (without torch.compile)",
         )
-    report: dict[str, Any] = {
-        "device": target.device_name(),
-        "target": target.name,
-        "budget": args.budget,
-        "copy_bandwidth_bytes_per_second": peak,
-        "operators": [outcome.model_dump(mode="json", exclude={"evaluated"}) for outcome in outcomes],
-    }
-
     if args.compare_seeds:
         settle = (args.settle[0], args.settle[1])
         comparison = compare_searches(

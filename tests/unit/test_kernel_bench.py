@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from rea_bench import kernels
+from rea_bench.inference import main as inference
 from rea_bench.kernels import main
+from rea_kernel.evaluator import EvaluationError
 from rea_kernel.targets import get_target
+from rea_kernel.tuning import TuningOutcome
 
 from ..llm_server import llm_server
 
@@ -88,3 +92,52 @@ def test_the_gather_floor_is_measured_beside_the_lookups_peers(capsys: pytest.Ca
     assert all(f"gather floor, prefetch {distance or 'off'}" in out for distance in DISTANCES)
     assert "torch.compile" in out and "default cpu kernel" in out
     assert "1.00x" in out  # the fastest gather is the floor itself
+
+
+@pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
+def test_an_operator_the_harness_fails_on_is_named_and_the_others_are_measured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_tune = kernels.tune
+
+    def tune(operator: str, *args: object, **kwargs: object) -> TuningOutcome:
+        if operator == "layer_norm":
+            raise EvaluationError("timing the reference of layer_norm failed: index is on cuda:0")
+        return real_tune(operator, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels, "tune", tune)
+    report = tmp_path / "bench.json"
+    main([*SMALL[2:], "--ops", "layer_norm", "bce_with_logits", "--json", str(report)])
+    result = json.loads(report.read_text())
+    assert [o["operator"] for o in result["operators"]] == ["bce_with_logits"]
+    [failed] = result["not_measured"]
+    assert failed["operator"] == "layer_norm" and "index is on cuda:0" in failed["reason"]
+    shown = capsys.readouterr().out
+    assert "layer_norm: failed: timing the reference" in shown.replace("\n", " ")
+
+
+def test_no_search_starts_after_the_time_limit(tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    main([*SMALL[2:], "--ops", "layer_norm", "bce_with_logits", "--time-limit", "0", "--json", str(report)])
+    result = json.loads(report.read_text())
+    assert result["operators"] == []
+    assert [(o["operator"], o["reason"]) for o in result["not_measured"]] == [
+        (name, "not searched: the 0 s time limit was spent") for name in ("layer_norm", "bce_with_logits")
+    ]
+
+
+def test_the_ranker_is_timed_end_to_end_when_no_search_had_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "inference.json"
+    small = ["--rows", "512", "--batch", "256", "--cardinality", "300", "--rounds", "1", "--no-compile"]
+    small += ["--train-batch", "128", "--train-steps", "2", "--search-time-limit", "0"]
+    inference([*small, "--json", str(report)])
+    result = json.loads(report.read_text())
+    assert result["rows"] == 512 and result["max_abs_difference"]["registry kernels"] == 0.0
+    assert {row["operator"] for row in result["searched"]} >= {"embedding_bag_pooled", "dcn_cross"}
+    assert all(row["error"].startswith("not searched") for row in result["searched"])
+    assert all(use["kernel"] is None for use in result["kernels"])  # PyTorch ran every call
+    trained = {"eager", "kernels", "eager, sparse tables", "kernels, sparse tables"}
+    assert set(result["training_seconds"]) == trained
+    assert "no kernel for dcn_cross" in capsys.readouterr().out

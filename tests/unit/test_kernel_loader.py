@@ -284,16 +284,27 @@ def test_a_loss_whose_targets_need_a_gradient_trains_with_pytorch_whose_backward
     assert kernels.usage() == []
 
 
-def test_a_gelu_layer_trains_with_pytorch_which_its_backward_needs_the_pre_activation_for(
-    tmp_path: Path,
-) -> None:
-    x, weight, bias = torch.randn(4, 6, requires_grad=True), torch.randn(3, 6), torch.randn(3)
-    bucket = OPERATORS["linear_bias_act"].bucket(
-        OPERATORS["linear_bias_act"].shape_of((x, weight, bias), {"activation": "gelu"})
+def test_a_gelu_layer_trains_with_the_plain_layers_kernels_and_pytorchs_gelu(tmp_path: Path) -> None:
+    inputs = dense_layer(5, 6, 3)
+    dense = OPERATORS["linear_bias_act"]
+    plain = dense.bucket(dense.shape_of(inputs, {"activation": "none"}))
+    gelu = dense.bucket(dense.shape_of(inputs, {"activation": "gelu"}))
+    published = [entry("linear_bias_act", bucket) for bucket in (plain, gelu)]
+    kernels = RegistryKernels(
+        [*published, entry("linear_bias_act_backward", plain)], tmp_path, tmp_path / "c", threads=1
     )
-    kernels = RegistryKernels([entry("linear_bias_act", bucket)], tmp_path, tmp_path / "c", threads=1)
-    Ops(kernels).linear_bias_act(x, weight, bias, activation="gelu").sum().backward()
-    assert x.grad is not None and kernels.usage() == []
+    gradients = []
+    for ops in (Ops(kernels), Ops()):
+        leaves = [tensor.clone().requires_grad_() for tensor in inputs]
+        ops.linear_bias_act(*leaves, activation="gelu").pow(2).sum().backward()
+        gradients.append([leaf.grad for leaf in leaves])
+    for by_kernel, by_pytorch in zip(*gradients, strict=True):
+        torch.testing.assert_close(by_kernel, by_pytorch, atol=1e-4, rtol=1e-4)
+    ran = sorted((use.operator, use.bucket) for use in kernels.usage() if use.kernel is not None)
+    assert ran == [("linear_bias_act", plain), ("linear_bias_act_backward", plain)]
+    with torch.no_grad():  # inference runs the fused gelu kernel
+        Ops(kernels).linear_bias_act(*inputs, activation="gelu")
+    assert (gelu, 1) in [(use.bucket, use.calls) for use in kernels.usage() if use.kernel is not None]
 
 
 def _close(a: JobOutput, b: JobOutput, tolerance: float = 1e-5, same_training: bool = True) -> None:

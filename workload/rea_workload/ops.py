@@ -14,8 +14,9 @@ the PyTorch code here computes the same functions (a test holds it to their refe
 A call that must carry gradients (a training step) runs kernels only where the provider has
 both the forward and its backward operator (``<name>_backward``), joined into one autograd
 function: the operators in :data:`BACKWARDS` (the pooled lookup, DCN-v2 cross layers, dense
-layers with relu or no activation, the FM interaction, layer norm, the loss), and only where the
-backward kernel computes the gradient of every input that needs one. Every other training call
+layers (a gelu layer as the layer with no activation, then PyTorch's gelu), the FM interaction,
+layer norm, the loss), and only where the backward kernel computes the gradient of every input
+that needs one. Every other training call
 runs PyTorch, so a forward kernel never mixes with PyTorch's gradient of a slightly different
 forward.
 """
@@ -93,7 +94,13 @@ class Ops:
     def linear_bias_act(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, activation: Activation
     ) -> torch.Tensor:
-        return self._call("linear_bias_act", _linear_bias_act, (x, weight, bias), activation=activation)
+        """A dense layer. A gelu layer's training call is the layer with no activation (its kernel
+        pair, where the provider has one) and then PyTorch's gelu, which keeps the pre-activation
+        gelu's derivative needs and a fused layer's output cannot give back."""
+        inputs = (x, weight, bias)
+        if activation == "gelu" and self.kernels is not None and _needs_gradient(inputs):
+            return F.gelu(self._call("linear_bias_act", _linear_bias_act, inputs, activation="none"))
+        return self._call("linear_bias_act", _linear_bias_act, inputs, activation=activation)
 
     def fm_interaction(self, embeddings: torch.Tensor) -> torch.Tensor:
         """[batch, fields, dim] -> [batch, 1]: the sum of the fields' pairwise dot products."""

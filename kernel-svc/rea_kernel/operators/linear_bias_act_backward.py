@@ -13,8 +13,8 @@ of ``g``'s rows.
 
 The activation is ``relu`` or ``none``, whose derivatives are functions of the output (relu's is
 1 where the output is positive, as PyTorch's relu backward reads it). ``gelu``'s derivative needs
-the pre-activation, which the forward does not return: a gelu layer trains with PyTorch's
-backward.
+the pre-activation, which the forward does not return: a gelu layer trains as the layer with no
+activation (this operator's ``none``) followed by PyTorch's gelu (``rea_workload.ops``).
 """
 
 from __future__ import annotations
