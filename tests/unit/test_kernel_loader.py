@@ -126,6 +126,27 @@ def test_a_kernel_slower_than_pytorch_in_its_evaluation_is_not_run(tmp_path: Pat
     assert use.kernel is None and "0.80x eager" in use.reason and not kernels.loaded
 
 
+def test_a_cross_stack_runs_its_kernel_or_else_each_layers(tmp_path: Path) -> None:
+    """Without the stack's kernel the layers run one by one, each by its own kernel where the
+    registry has one; with it, one call computes them all."""
+    stack = OPERATORS["dcn_cross_stack"]
+    shape = stack.parse_shape({"batch": 9, "dim": 14, "rank": 3, "layers": 3})
+    x0, *weights = stack.make_inputs(shape, torch.float32, torch.Generator().manual_seed(4))
+    layers = [weights[i : i + 3] for i in range(0, len(weights), 3)]
+    expected = stack.reference(x0, *weights, layers=3)
+    cross = OPERATORS["dcn_cross"].bucket(OPERATORS["dcn_cross"].shape_of((x0, x0, *layers[0]), {}))
+    for published, ran in (
+        ([entry("dcn_cross", cross)], [("dcn_cross", 3)]),
+        (
+            [entry("dcn_cross", cross), entry("dcn_cross_stack", stack.bucket(shape))],
+            [("dcn_cross_stack", 1)],
+        ),
+    ):
+        kernels = RegistryKernels(published, tmp_path, tmp_path / "c", threads=1)
+        torch.testing.assert_close(Ops(kernels).dcn_cross_stack(x0, layers), expected, atol=1e-4, rtol=1e-4)
+        assert [(use.operator, use.calls) for use in kernels.usage() if use.kernel] == ran
+
+
 def test_a_first_cross_layer_whose_x_is_x0_trains_with_both_gradients_added(tmp_path: Path) -> None:
     """A stack's first cross layer passes one tensor as x0 and x: the backward kernel's two
     gradients of it add up, as PyTorch's do."""
@@ -335,12 +356,12 @@ def test_the_trainer_with_registry_kernels_reports_the_same_metrics(
     forwards = [entry(use.operator, use.bucket) for use in forward_uses]
     ran = train(job({**config, "use_evolved_kernels": True}, forwards))
     used = {use.operator for use in ran.kernels if use.kernel is not None and use.calls > 0}
-    expected = {"embedding_bag_pooled", "dcn_cross", "linear_bias_act"}
+    trained_operators = {"embedding_bag_pooled", "dcn_cross", "linear_bias_act", "bce_with_logits"}
     if config.get("fm"):
-        expected |= {"fm_interaction", "layer_norm"}
-    assert used == expected  # the loss is not computed in evaluation
+        trained_operators |= {"fm_interaction", "layer_norm"}
+    # Evaluation runs the crosses as one stack and computes no loss; training, layer by layer.
+    assert used == trained_operators - {"dcn_cross", "bce_with_logits"} | {"dcn_cross_stack"}
     backwards = [use for use in ran.kernels if OPERATORS[use.operator].direction == "backward"]
-    trained_operators = {*expected, "bce_with_logits"}
     assert {use.operator for use in backwards} == {f"{name}_backward" for name in trained_operators}
     assert all(use.kernel is None and "no registry kernel" in use.reason for use in backwards)
     assert all(use.calls > 0 for use in backwards)

@@ -84,6 +84,17 @@ def cross_with_explicit_weight(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor
     return x0 * (x @ weight.T + bias) + x
 
 
+def stack_layer_by_layer(inputs: tuple[torch.Tensor, ...], layers: int) -> torch.Tensor:
+    """Each cross layer of a stack with its explicit weight, in float64."""
+    x0, weights = inputs[0], inputs[1:]
+    per_layer = len(weights) // layers
+    x = x0.double()
+    for layer in range(layers):
+        own = weights[layer * per_layer : (layer + 1) * per_layer]
+        x = cross_with_explicit_weight((x0, x, *own))
+    return x
+
+
 def dense_by_definition(inputs: tuple[torch.Tensor, ...], activation: str) -> torch.Tensor:
     x, weight, bias = as_double(inputs)
     out = x @ weight.T + bias
@@ -157,6 +168,8 @@ INDEPENDENT: list[tuple[str, dict[str, Any], Any]] = [
     ),
     ("dcn_cross", {"batch": 5, "dim": 11, "rank": 0}, None),
     ("dcn_cross", {"batch": 6, "dim": 13, "rank": 3}, None),
+    ("dcn_cross_stack", {"batch": 5, "dim": 11, "rank": 0, "layers": 3}, None),
+    ("dcn_cross_stack", {"batch": 6, "dim": 13, "rank": 3, "layers": 2}, None),
     ("linear_bias_act", {"batch": 4, "in_features": 9, "out_features": 7, "activation": "relu"}, None),
     ("linear_bias_act", {"batch": 3, "in_features": 17, "out_features": 5, "activation": "gelu"}, None),
     ("linear_bias_act", {"batch": 2, "in_features": 6, "out_features": 3, "activation": "none"}, None),
@@ -176,6 +189,8 @@ def independent(name: str, shape: dict[str, Any], inputs: tuple[torch.Tensor, ..
         return weight_gradient_by_loops(inputs, shape["mode"])
     if name == "dcn_cross":
         return cross_with_explicit_weight(inputs)
+    if name == "dcn_cross_stack":
+        return stack_layer_by_layer(inputs, shape["layers"])
     if name == "linear_bias_act":
         return dense_by_definition(inputs, shape["activation"])
     if name == "fm_interaction":
@@ -393,6 +408,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("dcn_cross", {"micro_vectors": 1, "fused_tiles": 4, "tile_order": "panels", "threads": 2}),
         ("dcn_cross", {"low_rank": "two_pass", "micro_rows": 12}),
         ("dcn_cross", {"loop_order": "axpy", "block_rows": 1, "block_cols": 16}),
+        ("dcn_cross_stack", {"micro_vectors": 1, "fused_tiles": 4, "tile_order": "panels", "threads": 2}),
+        ("dcn_cross_stack", {"micro_rows": 12, "micro_vectors": 2, "simd": False}),
         ("bce_with_logits", {"softplus": "polynomial", "vector_width": "512", "accumulator": "float"}),
         ("bce_with_logits", {"softplus": "std", "chunk": 256, "simd": False}),
         ("embedding_bag_pooled", {"loop": "per_table", "store": "cached"}),

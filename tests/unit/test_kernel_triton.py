@@ -71,6 +71,8 @@ CASES = (
     Case(
         "dcn_cross", {"low_rank": "fused", "BLOCK_M": 16, "BLOCK_N": 64, "GROUP_M": 1, "precision": "tf32x3"}
     ),
+    Case("dcn_cross_stack"),
+    Case("dcn_cross_stack", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 16, "precision": "tf32x3"}),
     Case("dcn_cross_backward"),
     Case("dcn_cross_backward", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 16, "BLOCK_C": 32}),
     Case("linear_bias_act"),

@@ -21,6 +21,7 @@ operators without changing what it computes.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +61,14 @@ class CrossLayer(nn.Module):
         else:
             self.full = nn.Linear(dim, dim)
 
-    def forward(self, x0: torch.Tensor, x: torch.Tensor, ops: Ops) -> torch.Tensor:
+    def weights(self) -> tuple[torch.Tensor, ...]:
+        """As :meth:`Ops.dcn_cross` takes them: (W, b), or (U, V, b) for a low-rank layer."""
         if self.low_rank:
-            return ops.dcn_cross(x0, x, self.up.weight, self.down.weight, self.up.bias)
-        return ops.dcn_cross(x0, x, self.full.weight, self.full.bias)
+            return self.up.weight, self.down.weight, self.up.bias
+        return self.full.weight, self.full.bias
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor, ops: Ops) -> torch.Tensor:
+        return ops.dcn_cross(x0, x, *self.weights())
 
 
 class DenseLayer(nn.Module):
@@ -119,9 +124,7 @@ class RankerModel(nn.Module):
         """Logits [B] and the field embeddings [B, fields, dim] (for the embedding L2 penalty)."""
         embeddings = self._embed(batch)
         x0 = torch.cat([embeddings.flatten(1), batch.dense], dim=1)
-        x = x0
-        for cross in self.cross:
-            x = cross(x0, x, self.ops)
+        x = self.ops.dcn_cross_stack(x0, [cast(CrossLayer, cross).weights() for cross in self.cross])
         for layer in self.mlp:
             x = layer(x, self.ops)
         logits = self.ops.linear_bias_act(x, self.head.weight, self.head.bias, activation="none").squeeze(1)

@@ -1,7 +1,7 @@
 """The operators the ranker computes with, behind one indirection.
 
 Every operator a ranking model spends its time in (pooled embedding lookup over all tables at
-once, the DCN-v2 cross, dense layers, the FM interaction, layer norm, the BCE-with-logits
+once, the DCN-v2 cross and a stack of them, dense layers, the FM interaction, layer norm, the BCE-with-logits
 training loss) is a method of :class:`Ops`, with PyTorch as its implementation. Given a
 :class:`KernelProvider` (KernelEvolve's registry, through ``rea_kernel.loader.RegistryKernels``),
 an :class:`Ops` asks it for a kernel before each call and runs that instead where it has one;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
@@ -90,6 +91,19 @@ class Ops:
         """One DCN-v2 cross layer, ``x0 * (W x + b) + x``: ``weights`` is (W, b), or (U, V, b)
         for a low-rank ``W = U V``."""
         return self._call("dcn_cross", _dcn_cross, (x0, x, *weights))
+
+    def dcn_cross_stack(self, x0: torch.Tensor, layers: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        """Cross layers one after another on ``x0``, each layer's weights as :meth:`dcn_cross`
+        takes them: one kernel for the whole stack where the provider has one (a block of rows
+        goes through every layer while in cache), else layer by layer through :meth:`dcn_cross`.
+        A training call runs layer by layer, each layer's kernel pair where the provider has it."""
+        if not layers:
+            return x0
+        inputs = (x0, *(weight for layer in layers for weight in layer))
+        by_layer = partial(_dcn_cross_stack, cross=self.dcn_cross)
+        if _needs_gradient(inputs):
+            return by_layer(*inputs, layers=len(layers))
+        return self._call("dcn_cross_stack", by_layer, inputs, layers=len(layers))
 
     def linear_bias_act(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, activation: Activation
@@ -357,6 +371,17 @@ def _dcn_cross(x0: torch.Tensor, x: torch.Tensor, *weights: torch.Tensor) -> tor
     return x0 * F.linear(F.linear(x, down), up, bias) + x
 
 
+def _dcn_cross_stack(
+    x0: torch.Tensor, *weights: torch.Tensor, layers: int, cross: Kernel = _dcn_cross
+) -> torch.Tensor:
+    """``cross`` layer after layer from ``x = x0``, the weights divided evenly among the layers."""
+    per_layer = len(weights) // max(layers, 1)
+    x = x0
+    for layer in range(layers):
+        x = cross(x0, x, *weights[layer * per_layer : (layer + 1) * per_layer])
+    return x
+
+
 def _linear_bias_act(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, activation: Activation
 ) -> torch.Tensor:
@@ -389,6 +414,7 @@ PYTORCH: Mapping[str, Kernel] = MappingProxyType(
     {
         "embedding_bag_pooled": _embedding_bag_pooled,
         "dcn_cross": _dcn_cross,
+        "dcn_cross_stack": _dcn_cross_stack,
         "linear_bias_act": _linear_bias_act,
         "fm_interaction": _fm_interaction,
         "layer_norm": _layer_norm,

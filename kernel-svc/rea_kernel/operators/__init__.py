@@ -20,6 +20,7 @@ from rea_kernel.operators.bce_with_logits import BceWithLogits
 from rea_kernel.operators.bce_with_logits_backward import BceWithLogitsBackward
 from rea_kernel.operators.dcn_cross import DcnCross
 from rea_kernel.operators.dcn_cross_backward import DcnCrossBackward
+from rea_kernel.operators.dcn_cross_stack import DcnCrossStack
 from rea_kernel.operators.embedding_bag import EmbeddingBagPooled
 from rea_kernel.operators.embedding_bag_backward import EmbeddingBagPooledBackward
 from rea_kernel.operators.embedding_bag_sparse_backward import EmbeddingBagPooledSparseBackward
@@ -39,6 +40,7 @@ OPERATORS: Mapping[str, Operator[Any]] = MappingProxyType(
             EmbeddingBagPooledSparseBackward(),
             DcnCross(),
             DcnCrossBackward(),
+            DcnCrossStack(),
             LinearBiasAct(),
             LinearBiasActBackward(),
             FmInteraction(),

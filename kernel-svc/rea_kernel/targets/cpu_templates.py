@@ -742,6 +742,9 @@ _DENSE_SPACE: dict[str, tuple[ParamValue, ...]] = {
 }
 
 
+# What only the dot and axpy loop orders read.
+_UNPACKED = ("loop_order", "block_rows", "block_cols", "accumulator")
+
 _EPILOGUE_PASS = "\n  for (int64_t r = 0; r < rows; ++r) epilogue(out + r * cols, r, 0, cols);"
 
 
@@ -883,6 +886,110 @@ DCN_CROSS = CpuTemplate(
         _pointer(x0), _pointer(x), _pointer(w), None if v is None else _pointer(v), _pointer(bias),
         _pointer(out), rows, dim, rank,
     )
+    return out
+""",
+)
+
+
+# dcn_cross_stack ----------------------------------------------------------------------------
+
+_DCN_STACK_CPP = Template(r"""
+#include <memory>
+
+namespace {
+
+// One layer's packed weights: full rank, up = W; low rank, down = V (to the rank) and up = U.
+struct Layer {
+  std::unique_ptr<Panels<Layout::RowMajor>> down, up;
+};
+
+}  // namespace
+
+// x_{l+1} = x0 * (W_l x_l + b_l) + x_l for every layer, from x_0 = x0, block by block of rows: a
+// block's x_l stays in cache from one layer to the next, so only x0 is read from memory and only
+// the last layer's output written. weights: W, b per layer (full rank) or U, V, b (low rank).
+extern "C" void dcn_cross_stack(const float* x0, const float* const* weights, int64_t layers, float* out,
+                                int64_t rows, int64_t dim, int64_t rank) {
+  const int64_t per_layer = rank == 0 ? 2 : 3;
+  std::vector<Layer> packed(static_cast<size_t>(layers));
+  for (int64_t l = 0; l < layers; ++l) {
+    const float* const* w = weights + l * per_layer;
+    if (rank == 0) {
+      packed[l].up = std::make_unique<Panels<Layout::RowMajor>>(w[0], w[1], dim, dim);
+    } else {
+      packed[l].down = std::make_unique<Panels<Layout::RowMajor>>(w[1], nullptr, rank, dim);
+      packed[l].up = std::make_unique<Panels<Layout::RowMajor>>(w[0], w[2], dim, rank);
+    }
+  }
+  constexpr int64_t kBlock = kMicroRows * $fused_tiles;
+  const int64_t blocks = (rows + kBlock - 1) / kBlock;
+  $pragma
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t r0 = block * kBlock, n = std::min(kBlock, rows - r0);
+    const int64_t full = n / kMicroRows, tiles = full + n % kMicroRows;
+    const float* __restrict x0b = x0 + r0 * dim;
+    Aligned h(n * std::max<int64_t>(rank, 1)), ping(n * dim), pong(n * dim);
+    const float* current = x0b;
+    for (int64_t l = 0; l < layers; ++l) {
+      float* target = l + 1 == layers ? out + r0 * dim : (l % 2 == 0 ? ping.data : pong.data);
+      // x0 * (segment) + x_l on each finished row segment, rows local to the block.
+      const auto cross = [&](float* segment, int64_t row, int64_t c0, int64_t width) {
+        const float* a = x0b + row * dim + c0;
+        const float* b = current + row * dim + c0;
+        $simd
+        for (int64_t j = 0; j < width; ++j) segment[j] = a[j] * segment[j] + b[j];
+      };
+      const Panels<Layout::RowMajor>& up = *packed[l].up;
+      const float* product_input = current;
+      if (rank > 0) {
+        const Panels<Layout::RowMajor>& down = *packed[l].down;
+        for (int64_t t = 0; t < tiles; ++t)
+          for (int64_t p = 0; p < down.count; ++p)
+            down.tile<Layout::RowMajor>(current, n, t, full, p, h.data, NoEpilogue());
+        product_input = h.data;
+      }
+      for (int64_t outer = 0; outer < $outer_tiles; ++outer)
+        for (int64_t inner = 0; inner < $inner_tiles; ++inner)
+          up.tile<Layout::RowMajor>(product_input, n, $row_tile, full, $panel, target, cross);
+      current = target;
+    }
+  }
+}
+""")
+
+
+def _dcn_stack_cpp(params: Params) -> str:
+    packed = {name: choices[0] for name, choices in _DENSE_SPACE.items() if name in _UNPACKED}
+    return _matmul_cpp({**packed, **params}) + _DCN_STACK_CPP.substitute(
+        **_tile_loops(params, "tiles", "up.count"),
+        simd=simd(params),
+        pragma=parallel_for(params),
+        fused_tiles=params["fused_tiles"],
+    )
+
+
+DCN_CROSS_STACK = CpuTemplate(
+    symbol="dcn_cross_stack",
+    # The dense space's packed product (its other loop orders do not apply), a block of
+    # kMicroRows * fused_tiles rows at a time through every layer.
+    space=MappingProxyType(
+        {
+            **{name: choices for name, choices in _DENSE_SPACE.items() if name not in _UNPACKED},
+            "fused_tiles": (8, 4, 16, 32),
+        }
+    ),
+    cpp=_dcn_stack_cpp,
+    argtypes="[ctypes.c_void_p] * 2 + [ctypes.c_int64, ctypes.c_void_p] + [ctypes.c_int64] * 3",
+    run="""def run(x0, *weights, layers):
+    x0 = x0.contiguous()
+    weights = [tensor.contiguous() for tensor in weights]
+    rank = 0 if len(weights) == 2 * layers else weights[1].shape[0]
+    rows, dim = x0.shape
+    out = torch.empty(rows, dim, dtype=torch.float32)
+    if layers == 0:
+        return out.copy_(x0)
+    table = (ctypes.c_void_p * len(weights))(*[_pointer(tensor) for tensor in weights])
+    _kernel(_pointer(x0), table, layers, _pointer(out), rows, dim, rank)
     return out
 """,
 )
@@ -1708,6 +1815,7 @@ TEMPLATES: Mapping[str, CpuTemplate] = MappingProxyType(
         "embedding_bag_pooled_sparse_backward": EMBEDDING_BAG_SPARSE_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "dcn_cross_backward": DCN_CROSS_BACKWARD,
+        "dcn_cross_stack": DCN_CROSS_STACK,
         "linear_bias_act": LINEAR_BIAS_ACT,
         "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,

@@ -677,6 +677,36 @@ DCN_CROSS = TritonTemplate(
 )
 
 
+# dcn_cross_stack: one launch per layer, each the cross layer's (the stack's rows do not stay
+# on chip between layers: a fused stack needs every column of a row block in one program).
+
+_CROSS_STACK = (
+    _DENSE
+    + _LOW_RANK_FUSED
+    + """
+
+def run(x0, *weights, layers):
+    \"\"\"Per layer W, b (full rank) or U, V, b (low rank); x_{l+1} = x0 * (W_l x_l + b_l) + x_l.\"\"\"
+    x0 = x0.contiguous()
+    weights = [tensor.contiguous() for tensor in weights]
+    if layers == 0:
+        return x0.clone()
+    per_layer = len(weights) // layers
+    x = x0
+    for layer in range(layers):
+        w = weights[layer * per_layer : (layer + 1) * per_layer]
+        x = dense(x, w[0], w[1], "cross", x0, x) if per_layer == 2 else low_rank_cross(x0, x, *w)
+    return x
+"""
+)
+
+DCN_CROSS_STACK = TritonTemplate(
+    doc="A stack of DCN-v2 cross layers in Triton, a launch per layer (full rank, or low rank fused).",
+    space=MappingProxyType(_DENSE_SPACE),
+    variants=MappingProxyType({"": Variant(_DENSE_USES, _fixed(_CROSS_STACK))}),
+)
+
+
 # dcn_cross_backward: z recomputed by the forward's dense kernel with the output gradient as its
 # epilogue's factor (grad_x0 = g * z); dz = g * x0 scaled into every product that reads it.
 
@@ -1146,6 +1176,7 @@ TEMPLATES: Mapping[str, TritonTemplate] = MappingProxyType(
         "embedding_bag_pooled_sparse_backward": EMBEDDING_BAG_SPARSE_BACKWARD,
         "dcn_cross": DCN_CROSS,
         "dcn_cross_backward": DCN_CROSS_BACKWARD,
+        "dcn_cross_stack": DCN_CROSS_STACK,
         "linear_bias_act": LINEAR_BIAS_ACT,
         "linear_bias_act_backward": LINEAR_BIAS_ACT_BACKWARD,
         "fm_interaction": FM_INTERACTION,
