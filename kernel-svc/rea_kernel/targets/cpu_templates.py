@@ -788,54 +788,94 @@ _LOW_RANK = {
     "two_pass": """Aligned projected(rows * rank);
     matmul_nt(x, v, nullptr, projected.data, rows, rank, dim);
     matmul_nt(projected.data, w, bias, out, rows, dim, rank, cross);""",
-    "fused": "low_rank_fused(x0, x, w, v, bias, out, rows, dim, rank, cross);",
+    "fused": """const float* weights[] = {w, v, bias};
+    cross_blocks(x0, x, pack_layers(weights, 1, dim, rank), out, rows, dim, rank);""",
 }
 
-_DCN_CPP = Template(r"""
+# Cross layers block by block of kMicroRows * fused_tiles rows (the fused low-rank cross is a
+# stack of one layer): shared by dcn_cross and dcn_cross_stack.
+_CROSS_BLOCKS_CPP = Template(r"""
+#include <memory>
+
 namespace {
 
-// h = x V^T, then out = epilogue(h U^T + b), block by block of rows (tile_order as the packed
-// product's: a block's row tiles outer, or its panels).
-template <typename Epilogue>
-void low_rank_fused(const float* __restrict x0, const float* __restrict x, const float* __restrict u,
-                    const float* __restrict v, const float* __restrict bias, float* __restrict out,
-                    int64_t rows, int64_t dim, int64_t rank, const Epilogue& epilogue) {
-  const Panels<Layout::RowMajor> down(v, nullptr, rank, dim), up(u, bias, dim, rank);
+// One cross layer's packed weights: full rank, up = W; low rank, down = V (to the rank), up = U.
+struct Layer {
+  std::unique_ptr<Panels<Layout::RowMajor>> down, up;
+};
+
+// weights: W, b per layer (full rank) or U, V, b (low rank).
+std::vector<Layer> pack_layers(const float* const* weights, int64_t layers, int64_t dim, int64_t rank) {
+  std::vector<Layer> packed(static_cast<size_t>(layers));
+  for (int64_t l = 0; l < layers; ++l) {
+    const float* const* w = weights + l * (rank == 0 ? 2 : 3);
+    if (rank == 0) {
+      packed[l].up = std::make_unique<Panels<Layout::RowMajor>>(w[0], w[1], dim, dim);
+    } else {
+      packed[l].down = std::make_unique<Panels<Layout::RowMajor>>(w[1], nullptr, rank, dim);
+      packed[l].up = std::make_unique<Panels<Layout::RowMajor>>(w[0], w[2], dim, rank);
+    }
+  }
+  return packed;
+}
+
+// x_{l+1} = x0 * (W_l x_l + b_l) + x_l for every layer from x_0 = x, block by block of rows: a
+// block's x_l stays in cache from one layer to the next, so x0 and x are read from memory once
+// and only the last layer's output is written (tile_order as the packed product's: a block's row
+// tiles outer, or its panels).
+void cross_blocks(const float* __restrict x0, const float* __restrict x, const std::vector<Layer>& layers,
+                  float* __restrict out, int64_t rows, int64_t dim, int64_t rank) {
   constexpr int64_t kBlock = kMicroRows * $fused_tiles;
   const int64_t blocks = (rows + kBlock - 1) / kBlock;
+  const int64_t count = static_cast<int64_t>(layers.size());
   $pragma
   for (int64_t block = 0; block < blocks; ++block) {
     const int64_t r0 = block * kBlock, n = std::min(kBlock, rows - r0);
     const int64_t full = n / kMicroRows, tiles = full + n % kMicroRows;
-    const float* __restrict xb = x + r0 * dim;
-    float* __restrict ob = out + r0 * dim;
-    const auto shifted = [&](float* segment, int64_t row, int64_t c0, int64_t width) {
-      epilogue(segment, r0 + row, c0, width);
-    };
-    Aligned h(n * rank);
-    // The next block's rows of x and x0, a row tile's share at a time, fetched into L2 while this
-    // block computes: otherwise reading them from memory adds to the products' time.
-    const float* __restrict next_x = xb + kBlock * dim;
+    const float* __restrict x0b = x0 + r0 * dim;
+    Aligned h(n * std::max<int64_t>(rank, 1)), ping(count > 1 ? n * dim : 0), pong(count > 2 ? n * dim : 0);
+    // The next block's rows of x and x0, a row tile's share at a time while the first projection
+    // runs, fetched into L2: otherwise reading them from memory adds to the products' time.
+    const float* __restrict next_x = x + (r0 + kBlock) * dim;
     const float* __restrict next_x0 = x0 + (r0 + kBlock) * dim;
     const int64_t lines = std::min(kBlock, std::max<int64_t>(rows - r0 - kBlock, 0)) * dim / 16;
     const int64_t share = (lines + tiles - 1) / tiles;
-    for (int64_t t = 0; t < tiles; ++t) {
-      for (int64_t line = t * share; line < std::min(lines, (t + 1) * share); ++line) {
-        __builtin_prefetch(next_x + line * 16, 0, 2);
-        __builtin_prefetch(next_x0 + line * 16, 0, 2);
+    const float* current = x + r0 * dim;
+    for (int64_t l = 0; l < count; ++l) {
+      float* target = l + 1 == count ? out + r0 * dim : (l % 2 == 0 ? ping.data : pong.data);
+      // x0 * (segment) + x_l on each finished row segment, rows local to the block.
+      const auto cross = [&](float* segment, int64_t row, int64_t c0, int64_t width) {
+        const float* a = x0b + row * dim + c0;
+        const float* b = current + row * dim + c0;
+        $simd
+        for (int64_t j = 0; j < width; ++j) segment[j] = a[j] * segment[j] + b[j];
+      };
+      const float* product_input = current;
+      if (rank > 0) {
+        const Panels<Layout::RowMajor>& down = *layers[l].down;
+        for (int64_t t = 0; t < tiles; ++t) {
+          for (int64_t line = t * share; l == 0 && line < std::min(lines, (t + 1) * share); ++line) {
+            __builtin_prefetch(next_x + line * 16, 0, 2);
+            __builtin_prefetch(next_x0 + line * 16, 0, 2);
+          }
+          for (int64_t p = 0; p < down.count; ++p)
+            down.tile<Layout::RowMajor>(current, n, t, full, p, h.data, NoEpilogue());
+        }
+        product_input = h.data;
       }
-      for (int64_t p = 0; p < down.count; ++p) {
-        down.tile<Layout::RowMajor>(xb, n, t, full, p, h.data, NoEpilogue());
-      }
+      const Panels<Layout::RowMajor>& up = *layers[l].up;
+      for (int64_t outer = 0; outer < $outer_tiles; ++outer)
+        for (int64_t inner = 0; inner < $inner_tiles; ++inner)
+          up.tile<Layout::RowMajor>(product_input, n, $row_tile, full, $panel, target, cross);
+      current = target;
     }
-    for (int64_t outer = 0; outer < $outer_tiles; ++outer)
-      for (int64_t inner = 0; inner < $inner_tiles; ++inner)
-        up.tile<Layout::RowMajor>(h.data, n, $row_tile, full, $panel, ob, shifted);
   }
 }
 
 }  // namespace
+""")
 
+_DCN_CPP = Template(r"""
 // Full rank: w = W [dim, dim], v null. Low rank: w = U [dim, rank], v = V [rank, dim].
 extern "C" void dcn_cross(const float* x0, const float* x, const float* w, const float* v, const float* bias,
                           float* out, int64_t rows, int64_t dim, int64_t rank) {
@@ -855,13 +895,20 @@ extern "C" void dcn_cross(const float* x0, const float* x, const float* w, const
 """)
 
 
-def _dcn_cpp(params: Params) -> str:
-    return _matmul_cpp(params) + _DCN_CPP.substitute(
+def _cross_blocks_cpp(params: Params) -> str:
+    """The packed product and the cross layers' block routine, for the fused templates."""
+    packed = {name: choices[0] for name, choices in _DENSE_SPACE.items() if name in _UNPACKED}
+    return _matmul_cpp({**packed, **params}) + _CROSS_BLOCKS_CPP.substitute(
         **_tile_loops(params, "tiles", "up.count"),
         simd=simd(params),
         pragma=parallel_for(params),
         fused_tiles=params["fused_tiles"],
-        low_rank=_LOW_RANK[str(params["low_rank"])],
+    )
+
+
+def _dcn_cpp(params: Params) -> str:
+    return _cross_blocks_cpp(params) + _DCN_CPP.substitute(
+        simd=simd(params), low_rank=_LOW_RANK[str(params["low_rank"])]
     )
 
 
@@ -893,79 +940,17 @@ DCN_CROSS = CpuTemplate(
 
 # dcn_cross_stack ----------------------------------------------------------------------------
 
-_DCN_STACK_CPP = Template(r"""
-#include <memory>
-
-namespace {
-
-// One layer's packed weights: full rank, up = W; low rank, down = V (to the rank) and up = U.
-struct Layer {
-  std::unique_ptr<Panels<Layout::RowMajor>> down, up;
-};
-
-}  // namespace
-
-// x_{l+1} = x0 * (W_l x_l + b_l) + x_l for every layer, from x_0 = x0, block by block of rows: a
-// block's x_l stays in cache from one layer to the next, so only x0 is read from memory and only
-// the last layer's output written. weights: W, b per layer (full rank) or U, V, b (low rank).
+_DCN_STACK_CPP = r"""
+// weights: W, b per layer (full rank) or U, V, b (low rank); every layer from x0.
 extern "C" void dcn_cross_stack(const float* x0, const float* const* weights, int64_t layers, float* out,
                                 int64_t rows, int64_t dim, int64_t rank) {
-  const int64_t per_layer = rank == 0 ? 2 : 3;
-  std::vector<Layer> packed(static_cast<size_t>(layers));
-  for (int64_t l = 0; l < layers; ++l) {
-    const float* const* w = weights + l * per_layer;
-    if (rank == 0) {
-      packed[l].up = std::make_unique<Panels<Layout::RowMajor>>(w[0], w[1], dim, dim);
-    } else {
-      packed[l].down = std::make_unique<Panels<Layout::RowMajor>>(w[1], nullptr, rank, dim);
-      packed[l].up = std::make_unique<Panels<Layout::RowMajor>>(w[0], w[2], dim, rank);
-    }
-  }
-  constexpr int64_t kBlock = kMicroRows * $fused_tiles;
-  const int64_t blocks = (rows + kBlock - 1) / kBlock;
-  $pragma
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t r0 = block * kBlock, n = std::min(kBlock, rows - r0);
-    const int64_t full = n / kMicroRows, tiles = full + n % kMicroRows;
-    const float* __restrict x0b = x0 + r0 * dim;
-    Aligned h(n * std::max<int64_t>(rank, 1)), ping(n * dim), pong(n * dim);
-    const float* current = x0b;
-    for (int64_t l = 0; l < layers; ++l) {
-      float* target = l + 1 == layers ? out + r0 * dim : (l % 2 == 0 ? ping.data : pong.data);
-      // x0 * (segment) + x_l on each finished row segment, rows local to the block.
-      const auto cross = [&](float* segment, int64_t row, int64_t c0, int64_t width) {
-        const float* a = x0b + row * dim + c0;
-        const float* b = current + row * dim + c0;
-        $simd
-        for (int64_t j = 0; j < width; ++j) segment[j] = a[j] * segment[j] + b[j];
-      };
-      const Panels<Layout::RowMajor>& up = *packed[l].up;
-      const float* product_input = current;
-      if (rank > 0) {
-        const Panels<Layout::RowMajor>& down = *packed[l].down;
-        for (int64_t t = 0; t < tiles; ++t)
-          for (int64_t p = 0; p < down.count; ++p)
-            down.tile<Layout::RowMajor>(current, n, t, full, p, h.data, NoEpilogue());
-        product_input = h.data;
-      }
-      for (int64_t outer = 0; outer < $outer_tiles; ++outer)
-        for (int64_t inner = 0; inner < $inner_tiles; ++inner)
-          up.tile<Layout::RowMajor>(product_input, n, $row_tile, full, $panel, target, cross);
-      current = target;
-    }
-  }
+  cross_blocks(x0, x0, pack_layers(weights, layers, dim, rank), out, rows, dim, rank);
 }
-""")
+"""
 
 
 def _dcn_stack_cpp(params: Params) -> str:
-    packed = {name: choices[0] for name, choices in _DENSE_SPACE.items() if name in _UNPACKED}
-    return _matmul_cpp({**packed, **params}) + _DCN_STACK_CPP.substitute(
-        **_tile_loops(params, "tiles", "up.count"),
-        simd=simd(params),
-        pragma=parallel_for(params),
-        fused_tiles=params["fused_tiles"],
-    )
+    return _cross_blocks_cpp(params) + _DCN_STACK_CPP
 
 
 DCN_CROSS_STACK = CpuTemplate(
