@@ -5,7 +5,9 @@ The child gets resource limits (address space, CPU time, file size, no core dump
 deadline after which its whole process group is killed, a scrubbed environment (a minimal PATH,
 HOME and TMPDIR inside its own directory, no ``REA_*`` or credential variables) and that
 directory as its working directory. A hang, a crash or a runaway allocation ends the child and
-is reported as data (:class:`Exit`), never as an exception in the caller.
+is reported as data (:class:`Exit`), never as an exception in the caller. A child whose caller
+dies (a service killed mid-evaluation) is killed too, where Linux's ``PR_SET_PDEATHSIG`` is
+there: a child stopped between timed rounds would otherwise wait forever, holding its memory.
 
 Where the kernel has Landlock (:mod:`rea_kernel.landlock`), the child is also confined before
 its program starts, with everything it starts in turn, and native code as much as Python, since
@@ -32,6 +34,7 @@ authors that must not reach even these belong in a container or a VM on top of t
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import os
@@ -236,6 +239,9 @@ def _bounded(kind: int, soft: int, hard: int | None = None) -> tuple[int, int]:
     return capped(soft), capped(soft if hard is None else hard)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def _apply_limits(limits: Limits, restriction: landlock.Restriction | None) -> Callable[[], None]:
     """The limits and the confinement as the few system calls the child makes between fork and
     exec (computed here, in the parent, so the child runs no Python beyond the calls)."""
@@ -245,8 +251,14 @@ def _apply_limits(limits: Limits, restriction: landlock.Restriction | None) -> C
         resource.RLIMIT_CPU, limits.cpu_limit(), limits.cpu_limit() + 5
     )  # SIGXCPU, then SIGKILL
     file_size = _bounded(resource.RLIMIT_FSIZE, limits.file_bytes)
+    caller = os.getpid()
+    prctl = getattr(ctypes.CDLL(None), "prctl", None)  # Linux's C library has it
 
     def apply() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the caller's thread
+            if os.getppid() != caller:  # the caller died before that call
+                os._exit(1)
         resource.setrlimit(memory_kind, memory)
         resource.setrlimit(resource.RLIMIT_CPU, cpu_time)
         resource.setrlimit(resource.RLIMIT_FSIZE, file_size)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -168,6 +169,44 @@ def test_a_paused_child_and_its_grandchildren_use_no_cpu_and_keep_their_deadline
         time.sleep(0.2)
         assert (directory / "grandchild").read_text() != stopped
     assert not process.finish().killed_at_deadline
+
+
+CALLER = f"""
+import os, sys, time
+from pathlib import Path
+from rea_kernel.sandbox import Limits, SandboxedProcess
+
+child = (
+    "import os, sys; open('pid', 'w').write(str(os.getpid())); "
+    "os.write(int(os.environ['{REPORT_FD_VARIABLE}']), b'ready' + bytes([10])); sys.stdin.read()"
+)
+process = SandboxedProcess([sys.executable, "-I", "-c", child], Path(sys.argv[1]), Limits(wall_seconds=60))
+assert process.receive() == "ready"
+process.pause()
+print("paused", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_child_dies_with_its_caller_even_while_stopped(directory: Path) -> None:
+    """A service killed while its candidate's process is stopped between timed rounds leaves no
+    process waiting forever."""
+    argv = [sys.executable, "-c", CALLER, str(directory)]
+    caller = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout is not None and caller.stdout.readline() == "paused\n"
+        child = int((directory / "pid").read_text())
+        assert alive(child)
+    finally:
+        caller.kill()
+        caller.wait()
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = alive(child)
+    if survived:
+        os.kill(child, signal.SIGKILL)
+    assert not survived
 
 
 def test_leaving_on_an_error_kills_the_child_at_once(directory: Path) -> None:
