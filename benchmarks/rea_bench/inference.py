@@ -48,6 +48,7 @@ import torch
 
 from rea.kernels import KernelEntry
 from rea.memory import keep_freed_memory
+from rea_bench.kernels import time_spent
 from rea_bench.output import console, print_header, print_table
 from rea_kernel.evaluator import EvaluationError, Settings
 from rea_kernel.harness import synchronize
@@ -157,8 +158,9 @@ def searched_entries(
             continue
         shaped = settings.model_copy(update={"benchmark_shapes": (use.shape,)})
         row: dict[str, Any] = {"operator": use.operator, "bucket": use.bucket, "calls": use.calls}
-        if time_limit is not None and time.monotonic() - started >= time_limit:
-            rows.append({**row, "error": f"not searched: the {time_limit:g} s time limit was spent"})
+        spent = time_spent(started, time_limit)
+        if spent is not None:
+            rows.append({**row, "error": spent})
             continue
         try:
             with console.status(f"searching {use.operator} for {use.bucket}"):

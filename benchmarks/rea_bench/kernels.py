@@ -74,6 +74,14 @@ def copy_bandwidth(device: str = "cpu", megabytes: int = 256, repeats: int = 5) 
     return 2 * source.numel() * 4 / best
 
 
+def time_spent(started: float, limit: float | None) -> str | None:
+    """Why no search starts now: ``limit`` seconds have passed since ``started`` (a monotonic
+    time); None while time is left or there is no limit."""
+    if limit is None or time.monotonic() - started < limit:
+        return None
+    return f"not searched: the {limit:g} s time limit was spent"
+
+
 def _unmeasured(operator: str, why: str) -> list[str]:
     return [operator, "-", "-", "-", "-", "-", why[:60], "-"]
 
@@ -276,9 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     outcomes: list[TuningOutcome] = []
     rows: list[list[str]] = []
     for operator in args.ops or [name for name in OPERATORS if name in target.operators()]:
-        if args.time_limit is not None and time.monotonic() - started >= args.time_limit:
-            why = f"not searched: the {args.time_limit:g} s time limit was spent"
-        else:
+        why = time_spent(started, args.time_limit)
+        if why is None:
             try:
                 with console.status(f"searching {operator}"):
                     outcome = tune(

@@ -240,6 +240,7 @@ def _bounded(kind: int, soft: int, hard: int | None = None) -> tuple[int, int]:
 
 
 _PR_SET_PDEATHSIG = 1
+_PRCTL = getattr(ctypes.CDLL(None), "prctl", None)  # Linux's C library has it
 
 
 def _apply_limits(limits: Limits, restriction: landlock.Restriction | None) -> Callable[[], None]:
@@ -252,7 +253,7 @@ def _apply_limits(limits: Limits, restriction: landlock.Restriction | None) -> C
     )  # SIGXCPU, then SIGKILL
     file_size = _bounded(resource.RLIMIT_FSIZE, limits.file_bytes)
     caller = os.getpid()
-    prctl = getattr(ctypes.CDLL(None), "prctl", None)  # Linux's C library has it
+    prctl = _PRCTL
 
     def apply() -> None:
         if prctl is not None:

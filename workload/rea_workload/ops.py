@@ -1,8 +1,8 @@
 """The operators the ranker computes with, behind one indirection.
 
 Every operator a ranking model spends its time in (pooled embedding lookup over all tables at
-once, the DCN-v2 cross and a stack of them, dense layers, the FM interaction, layer norm, the BCE-with-logits
-training loss) is a method of :class:`Ops`, with PyTorch as its implementation. Given a
+once, the DCN-v2 cross and a stack of them, dense layers, the FM interaction, layer norm, the
+BCE-with-logits training loss) is a method of :class:`Ops`, with PyTorch as its implementation. Given a
 :class:`KernelProvider` (KernelEvolve's registry, through ``rea_kernel.loader.RegistryKernels``),
 an :class:`Ops` asks it for a kernel before each call and runs that instead where it has one;
 where it has none, PyTorch runs.
@@ -16,9 +16,8 @@ both the forward and its backward operator (``<name>_backward``), joined into on
 function: the operators in :data:`BACKWARDS` (the pooled lookup, DCN-v2 cross layers, dense
 layers (a gelu layer as the layer with no activation, then PyTorch's gelu), the FM interaction,
 layer norm, the loss), and only where the backward kernel computes the gradient of every input
-that needs one. Every other training call
-runs PyTorch, so a forward kernel never mixes with PyTorch's gradient of a slightly different
-forward.
+that needs one. Every other training call runs PyTorch, so a forward kernel never mixes with
+PyTorch's gradient of a slightly different forward.
 """
 
 from __future__ import annotations
@@ -100,9 +99,7 @@ class Ops:
         if not layers:
             return x0
         inputs = (x0, *(weight for layer in layers for weight in layer))
-        by_layer = partial(_dcn_cross_stack, cross=self.dcn_cross)
-        if _needs_gradient(inputs):
-            return by_layer(*inputs, layers=len(layers))
+        by_layer = partial(_dcn_cross_stack, cross=self.dcn_cross)  # also training's: no backward
         return self._call("dcn_cross_stack", by_layer, inputs, layers=len(layers))
 
     def linear_bias_act(

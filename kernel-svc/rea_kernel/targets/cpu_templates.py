@@ -833,7 +833,7 @@ void cross_blocks(const float* __restrict x0, const float* __restrict x, const s
     const int64_t r0 = block * kBlock, n = std::min(kBlock, rows - r0);
     const int64_t full = n / kMicroRows, tiles = full + n % kMicroRows;
     const float* __restrict x0b = x0 + r0 * dim;
-    Aligned h(n * std::max<int64_t>(rank, 1)), ping(count > 1 ? n * dim : 0), pong(count > 2 ? n * dim : 0);
+    Aligned h(n * rank), ping(count > 1 ? n * dim : 0), pong(count > 2 ? n * dim : 0);
     // The next block's rows of x and x0, a row tile's share at a time while the first projection
     // runs, fetched into L2: otherwise reading them from memory adds to the products' time.
     const float* __restrict next_x = x + (r0 + kBlock) * dim;
