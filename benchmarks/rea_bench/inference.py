@@ -55,7 +55,7 @@ from rea_kernel.harness import synchronize
 from rea_kernel.loader import RegistryKernels
 from rea_kernel.sandbox import Limits
 from rea_kernel.targets import TARGETS, get_target
-from rea_kernel.tuning import tune
+from rea_kernel.tuning import tune, warm_starts
 from rea_workload.batches import Batch, batches
 from rea_workload.datasets.loader import load_splits
 from rea_workload.model import RankerModel
@@ -140,7 +140,8 @@ def searched_entries(
 ) -> tuple[list[KernelEntry], list[dict[str, Any]]]:
     """Search every (operator, shape) the model's inference and training steps call, starting
     none after ``time_limit`` seconds (PyTorch runs those); the winners' entries and a row per
-    call, with an ``error`` where it has no search."""
+    call, with an ``error`` where it has no search. Each search starts from the winners of the
+    operator's earlier searches here (a warm start, as the kernel service's from its registry)."""
     with tempfile.TemporaryDirectory() as empty:
         survey = RegistryKernels([], Path(empty), Path(empty), threads=torch.get_num_threads())
         model.ops = Ops(survey)
@@ -164,8 +165,15 @@ def searched_entries(
             continue
         try:
             with console.status(f"searching {use.operator} for {use.bucket}"):
+                found = [entry for entry in entries if entry.operator == use.operator]
                 outcome = tune(
-                    use.operator, target.name, budget, settings=shaped, seed=seed, search_id="inference"
+                    use.operator,
+                    target.name,
+                    budget,
+                    settings=shaped,
+                    seed=seed,
+                    search_id="inference",
+                    starts=warm_starts(found, target.search_space(use.operator), budget),
                 )
         except EvaluationError as error:  # the machine could not time this one: PyTorch runs it
             rows.append({**row, "error": str(error)[:300]})

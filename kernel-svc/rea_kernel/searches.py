@@ -24,6 +24,7 @@ from rea.events import (
     describe_error,
     utc_now,
 )
+from rea.kernels import ParamValue
 from rea.store import Decision
 from rea_kernel.operators import get_operator
 
@@ -39,6 +40,11 @@ class KernelSearch(BaseModel):
     reason: str = Field(default="", description="Why it failed, or what it published.")
     runner: str | None = Field(default=None, description="The service instance running it.")
     evaluations: int = 0
+    starts: list[dict[str, ParamValue]] | None = Field(
+        default=None,
+        description="The registry's points the search starts from (a warm start), fixed when it "
+        "first runs: a search run again after a crash evaluates the same ones.",
+    )
     published: list[str] = Field(default_factory=list, description="Registry keys it set.")
     requested_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)

@@ -9,7 +9,9 @@ and the service hibernates between searches (woken by the handler, never polling
 interrupted by a stop or a crash stays ``running`` under this instance's name and is run again
 from the start when the instance comes back; the events it publishes carry ids fixed by the
 search, so consumers see each once. (A language model may write other kernels when a search runs
-again: a consumer then keeps the first run's verdict for that evaluation's number.)
+again: a consumer then keeps the first run's verdict for that evaluation's number.) A warm search
+starts from the registry's kernels for its operator on this device; which ones is recorded with
+the search before it starts, so a search run again starts from the same.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from rea.events import (
     KernelSearchRequested,
     utc_now,
 )
-from rea.kernels import Candidate
+from rea.kernels import Candidate, ParamValue
 from rea.runtime import Runtime
 from rea.settings import Settings
 from rea_kernel.evaluator import Evaluation
@@ -46,8 +48,8 @@ from rea_kernel.searches import (
     published_event,
 )
 from rea_kernel.synthesis import Synthesizer, synthesizer_from
-from rea_kernel.targets import TARGETS
-from rea_kernel.tuning import TuningOutcome, relative_cost, tune
+from rea_kernel.targets import TARGETS, get_target
+from rea_kernel.tuning import TuningOutcome, relative_cost, tune, warm_starts
 
 CONSUMER = "kernel"
 REPORT_TIMEOUT_S = 60.0
@@ -184,9 +186,21 @@ def wire(rt: Runtime) -> None:
         )
         await searches.update_one({"_id": search.search_id}, {"$set": {"state.evaluations": number}})
 
+    async def starts_of(search: KernelSearch) -> list[dict[str, ParamValue]]:
+        """The registry points a warm search starts from: read once, then kept with the search."""
+        request = search.request
+        if search.starts is not None or not request.warm_start:
+            return search.starts or []
+        target = get_target(request.target)
+        kept = await registry.entries(request.operator, request.target, target.device_name())
+        starts = warm_starts(kept, target.search_space(request.operator), request.budget)
+        await searches.update_one({"_id": search.search_id}, {"$set": {"state.starts": starts}})
+        return starts
+
     async def run(search: KernelSearch) -> None:
         loop = asyncio.get_running_loop()
         request = search.request
+        starts = await starts_of(search)
 
         def on_evaluated(number: int, candidate: Candidate, evaluation: Evaluation) -> None:
             if stopping.is_set():  # the loop may be going away: do not wait on it
@@ -210,6 +224,7 @@ def wire(rt: Runtime) -> None:
                 on_evaluated=on_evaluated,
                 synthesizer=synthesizer,
                 synthesized=request.synthesized,
+                starts=starts,
             )
         except SearchStopped:
             return  # run again from the start when this instance is back

@@ -5,6 +5,8 @@ kernel each point renders to, and keep what won.
 about searching; this is where a point becomes a candidate, an evaluation becomes a cost, and
 the winner becomes registry entries. With a :class:`~rea_kernel.synthesis.Synthesizer`, a search
 ends with rounds of written candidates, judged the same way, each round told what the last did.
+A search may start from what earlier ones found (:func:`warm_starts`): the registry's kernels for
+the same operator on other shapes of the same device, evaluated before the template's default.
 A point's cost is its time **relative to eager PyTorch**
 measured in the same evaluation (geometric mean over the benchmark shapes): on a shared machine
 a load change between two evaluations moves both times, not their ratio. The search screens
@@ -14,7 +16,7 @@ without ``torch.compile``; the winner is evaluated once more in full, with it.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +34,8 @@ PER_ROUND = 2
 """Written candidates asked for at once: each round's brief carries the last round's results."""
 IDLE_ROUNDS = 2
 """Rounds in a row that yield no usable candidate before a synthesizer is given up on."""
+MOST_WARM_STARTS = 3
+"""Registry kernels a search starts from, at most (and a quarter of its budget)."""
 
 
 class TuningOutcome(BaseModel):
@@ -78,6 +82,33 @@ def tree_warmup(budget: int) -> int:
     search's small budget (the search's default of 16 would leave a 16-candidate search no
     evolution at all)."""
     return max(4, budget // 4)
+
+
+def warm_starts(
+    entries: Iterable[KernelEntry], parameters: Mapping[str, Sequence[ParamValue]], budget: int
+) -> list[dict[str, ParamValue]]:
+    """Points to evaluate first: the template-written kernels among ``entries`` (the registry's
+    for this operator, target and device, other shape buckets included), fastest first, as
+    points of the template's current ``parameters``; at most :data:`MOST_WARM_STARTS` and a
+    quarter of ``budget`` (at least one). A kernel's speedup on another shape is a guess about
+    this one, so each start is evaluated like any point: a shape it does not suit loses.
+
+    A parameter the template has gained since (or a choice it no longer offers) takes the
+    template's default; written kernels have no point in the grid and are left out."""
+    limit = min(MOST_WARM_STARTS, max(1, budget // 4))
+    default = {name: choices[0] for name, choices in parameters.items()}
+    starts: list[dict[str, ParamValue]] = []
+    for entry in sorted(entries, key=lambda entry: -entry.speedup_vs_eager):
+        if entry.candidate.author != "template" or not entry.candidate.params:
+            continue
+        params = entry.candidate.params
+        point = {
+            name: params[name] if params.get(name) in parameters[name] else default[name]
+            for name in parameters
+        }
+        if point not in starts:
+            starts.append(point)
+    return starts[:limit]
 
 
 class CandidateCost:
@@ -153,9 +184,11 @@ def tune(
     on_evaluated: OnEvaluated | None = None,
     synthesizer: Synthesizer | None = None,
     synthesized: int = 0,
+    starts: Sequence[Mapping[str, ParamValue]] = (),
 ) -> TuningOutcome:
-    """Search ``budget`` candidates for ``operator`` on ``target_name``, starting from the
-    template's default (known correct), then up to ``synthesized`` more that ``synthesizer``
+    """Search ``budget`` candidates for ``operator`` on ``target_name``, starting from
+    ``starts`` (:func:`warm_starts`; a point the space's constraint rules out is skipped) and
+    the template's default (known correct), then up to ``synthesized`` more that ``synthesizer``
     writes; the winner is the cheapest of all, whoever wrote it. Raises
     :class:`TargetUnavailableError` when this machine cannot run or cannot time the target's
     kernels: a search needs timings."""
@@ -172,7 +205,7 @@ def tune(
     cost = CandidateCost(target, operator, settings, on_evaluated)
     evaluated = cost.evaluated
     space = search.SearchSpace(target.search_space(operator))
-    initial = [target.default_params(operator)]
+    initial = [*(point for point in starts if space.admits(point)), target.default_params(operator)]
     if method == "random":
         trace = search.random_search(space, cost, budget, seed, initial=initial)
     else:

@@ -703,6 +703,11 @@ class KernelSearchRequestedPayload(BaseModel):
         description="Candidates an LLM writes after the search, on top of the budget (the kernel "
         "service needs an endpoint: REA_LLM_BASE_URL).",
     )
+    warm_start: bool = Field(
+        default=True,
+        description="Evaluate the registry's kernels for this operator on this device (found for "
+        "other shapes) first, within the budget; false: a cold search, as when comparing methods.",
+    )
 
     def describe(self) -> str:
         """'layer_norm on cpu: 24 evaluations + 4 written by an LLM', for the audit trail."""

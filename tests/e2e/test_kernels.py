@@ -2,7 +2,8 @@
 kernel service searches on this CPU (every candidate compiled and judged in its sandbox), keeps
 the winner in the registry and says so with events the logger records; a request it cannot run
 is refused with the reason, an unsigned one is dead-lettered. With an LLM endpoint (a local test
-server), a search goes on to kernels the model writes, judged like the rest. A training job
+server), a search goes on to kernels the model writes, judged like the rest; a later search for the
+same operator starts from the registry's kernel (a warm start). A training job
 that asks for evolved kernels is handed the registry by its job side and runs the published
 kernel for the shape it was searched for, if its evaluation found it faster than PyTorch."""
 
@@ -129,6 +130,11 @@ async def test_a_kernel_search_runs_as_a_service_and_publishes_to_the_registry(
         return len(verdicts) == 3
 
     await eventually(judged, "the verdicts on the search's candidates, written ones included", 30)
+    # A warm start: the first search's winner, for the same operator on this CPU, came first.
+    [first] = [p for p in verdicts if p["evaluation"] == 1]
+    assert first["params"] == kept[0].candidate.params and first["author"] == "template"
+    doc = await store.db[COLLECTION].find_one({"_id": written_id})
+    assert doc is not None and doc["state"]["starts"] == [kept[0].candidate.params]
     by_note = {p["note"]: p for p in verdicts if p["author"] == "llm:local"}
     assert by_note["reworded"]["verdict"] == "passed"
     assert by_note["broken"]["verdict"] == "rejected" and "does not compile" in str(

@@ -1,15 +1,15 @@
 """A search end to end on this machine's CPU, at a budget that fits CI: every point becomes a
 candidate that the sandboxed evaluator judges, the winner is evaluated in full and becomes
-registry entries that name this CPU."""
+registry entries that name this CPU. A warm search starts from the registry's kernels."""
 
 from __future__ import annotations
 
 import pytest
 
-from rea.kernels import Candidate
+from rea.kernels import Candidate, KernelEntry, ParamValue, Provenance
 from rea_kernel.evaluator import Evaluation, Settings
 from rea_kernel.targets import get_target
-from rea_kernel.tuning import relative_cost, tune
+from rea_kernel.tuning import MOST_WARM_STARTS, relative_cost, tune, warm_starts
 
 CPU = get_target("cpu")
 SMALL = Settings(
@@ -40,3 +40,71 @@ def test_a_small_search_evaluates_each_point_once_and_publishes_its_winner() -> 
     assert entry.operator == "layer_norm" and entry.device == CPU.device_name()
     assert entry.provenance.evaluations == 3 and entry.provenance.method == "mcts_evolution"
     assert entry.speedup_vs_eager == pytest.approx(entry.eager_seconds / entry.candidate_seconds)
+
+
+def kept(params: dict[str, ParamValue], speedup: float, author: str = "template") -> KernelEntry:
+    """A registry entry as a warm start reads it: its kernel's parameters, author and speedup
+    (the sources and timings are placeholders)."""
+    return KernelEntry(
+        operator="layer_norm",
+        bucket=f"b{speedup}",
+        dtype="float32",
+        target="cpu",
+        device=CPU.device_name(),
+        candidate=Candidate(
+            operator="layer_norm", target="cpu", params=params, sources={"kernel.py": ""}, author=author
+        ),
+        speedup_vs_eager=speedup,
+        candidate_seconds=1.0,
+        eager_seconds=speedup,
+        shape={},
+        correct_trials=1,
+        provenance=Provenance(search_id="s", method="manual", seed=0, evaluations=1),
+    )
+
+
+def test_a_warm_start_is_the_registrys_template_kernels_fastest_first_in_todays_grid() -> None:
+    space = {"block": (64, 128, 256), "simd": (True, False), "threads": (0, 1, 2)}
+    entries = [
+        kept({"block": 128, "simd": False, "threads": 1}, 1.2),
+        kept({"block": 256, "simd": True, "threads": 2}, 3.0, author="llm:local"),  # not a grid point
+        kept({"block": 256, "simd": True, "threads": 0}, 2.0),
+        kept({"block": 256, "simd": True, "threads": 0}, 1.9),  # the same point, on another shape
+        kept({"block": 512, "simd": False, "unroll": 4}, 1.5),  # a choice and a parameter gone, one new
+        kept({"block": 64, "simd": True, "threads": 2}, 1.1),
+    ]
+
+    starts = warm_starts(entries, space, budget=40)
+
+    assert (
+        starts
+        == [
+            {"block": 256, "simd": True, "threads": 0},
+            {"block": 64, "simd": False, "threads": 0},  # the template's defaults where it changed
+            {"block": 128, "simd": False, "threads": 1},
+        ][:MOST_WARM_STARTS]
+    )
+    assert warm_starts(entries, space, budget=3) == starts[:1]  # a quarter of the budget, at least one
+    assert warm_starts([], space, budget=40) == []
+
+
+@pytest.mark.skipif(CPU.unavailable() is not None, reason=str(CPU.unavailable()))
+def test_a_warm_search_evaluates_its_starts_before_the_templates_default() -> None:
+    default = CPU.default_params("layer_norm")
+    space = CPU.search_space("layer_norm")
+    other = {name: choices[-1] for name, choices in space.items()}
+    ruled_out = {**default, "threads": 99}  # not a choice: skipped, no evaluation spent
+    seen: list[Candidate] = []
+
+    outcome = tune(
+        "layer_norm",
+        "cpu",
+        2,
+        seed=1,
+        settings=SMALL,
+        starts=[ruled_out, other],
+        on_evaluated=lambda n, c, e: seen.append(c),
+    )
+
+    assert [candidate.params for candidate in seen] == [other, default]
+    assert [e.proposer for e in outcome.trace.evaluations] == ["initial", "initial"]

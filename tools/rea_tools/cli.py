@@ -1717,6 +1717,13 @@ def kernels_search(
             "candidates, judged like the rest."
         ),
     ] = 0,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            help="Start from the registry's kernels for OPERATOR on the service's device (found for "
+            "other shapes); --no-warm-start: a cold search, as when comparing methods."
+        ),
+    ] = True,
     wait: Annotated[bool, typer.Option(help="Follow the search until it ends.")] = True,
     by: ByOption = None,
 ) -> None:
@@ -1737,6 +1744,7 @@ def kernels_search(
                 "seed": seed,
                 "shapes": [_shape_fields(text) for text in shape or []],
                 "synthesized": llm,
+                "warm_start": warm_start,
                 "requested_by": by or default_identity(settings),
             }
         )
