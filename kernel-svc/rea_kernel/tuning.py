@@ -36,6 +36,9 @@ IDLE_ROUNDS = 2
 """Rounds in a row that yield no usable candidate before a synthesizer is given up on."""
 MOST_WARM_STARTS = 3
 """Registry kernels a search starts from, at most (and a quarter of its budget)."""
+CONTENDERS = 3
+"""The cheapest candidates of a search measured once more before one is chosen, at most (and a
+third of the candidates evaluated: a small search spends little on it)."""
 
 
 class TuningOutcome(BaseModel):
@@ -53,6 +56,8 @@ class TuningOutcome(BaseModel):
     evaluated: tuple[tuple[Candidate, Evaluation], ...]
     synthesis_dropped: tuple[str, ...] = ()
     """Why written candidates (or whole answers) were dropped before evaluation."""
+    confirmations: tuple[tuple[Candidate, Evaluation], ...] = ()
+    """The contenders' second measurements (:func:`confirmed`), in the order measured."""
     best: Candidate | None = None
     final: Evaluation | None = None
     entries: tuple[KernelEntry, ...] = ()
@@ -137,11 +142,38 @@ class CandidateCost:
 def cheapest(evaluated: Sequence[tuple[Candidate, Evaluation]]) -> tuple[Candidate, float] | None:
     """The candidate of the lowest cost, the earliest among equals, with that cost; None when
     none passed."""
-    scored = [(cost, i) for i, (_, e) in enumerate(evaluated) if (cost := relative_cost(e)) is not None]
+    scored = ranked(evaluated)
     if not scored:
         return None
-    cost, index = min(scored)
+    cost, index = scored[0]
     return evaluated[index][0], cost
+
+
+def ranked(evaluated: Sequence[tuple[Candidate, Evaluation]]) -> list[tuple[float, int]]:
+    """The cost and position of each candidate that passed, cheapest first (the earliest among
+    equals)."""
+    return sorted((cost, i) for i, (_, e) in enumerate(evaluated) if (cost := relative_cost(e)) is not None)
+
+
+def confirmed(cost: CandidateCost) -> tuple[Candidate | None, list[tuple[Candidate, Evaluation]]]:
+    """The winner of the cheapest candidates (:data:`CONTENDERS`), each evaluated once more, by
+    the geometric mean of its two costs (one that fails the second time is out); with the second
+    evaluations. The cheapest of many noisy costs is biased low, the winner's curse: one lucky
+    screening on a shared machine must not beat a faster kernel. None when none passed."""
+    scored = ranked(cost.evaluated)
+    contenders = min(CONTENDERS, len(cost.evaluated) // 3)
+    if len(scored) < 2 or contenders < 2:
+        return (cost.evaluated[scored[0][1]][0] if scored else None), []
+    again: list[tuple[Candidate, Evaluation]] = []
+    combined: list[tuple[float, int, Candidate]] = []
+    for first, index in scored[:contenders]:
+        candidate = cost.evaluated[index][0]
+        evaluation = evaluate(candidate, cost.operator, cost.screening)
+        again.append((candidate, evaluation))
+        second = relative_cost(evaluation)
+        if second is not None:
+            combined.append((statistics.geometric_mean([first, second]), index, candidate))
+    return (min(combined)[2] if combined else None), again
 
 
 def attempt(candidate: Candidate, evaluation: Evaluation) -> Attempt:
@@ -223,10 +255,10 @@ def tune(
         evaluated=tuple(evaluated),
         synthesis_dropped=tuple(dropped),
     )
-    found = cheapest(evaluated)
-    if found is None:
+    best, confirmations = confirmed(cost)
+    outcome = outcome.model_copy(update={"confirmations": tuple(confirmations)})
+    if best is None:
         return outcome
-    best, _ = found
     final = evaluate(best, operator, settings)
     provenance = Provenance(search_id=search_id, method=method, seed=seed, evaluations=len(evaluated))
     return outcome.model_copy(
