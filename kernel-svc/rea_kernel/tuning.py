@@ -10,7 +10,8 @@ the same operator on other shapes of the same device, evaluated before the templ
 A point's cost is its time **relative to eager PyTorch**
 measured in the same evaluation (geometric mean over the benchmark shapes): on a shared machine
 a load change between two evaluations moves both times, not their ratio. The search screens
-without ``torch.compile``; the winner is evaluated once more in full, with it.
+without ``torch.compile``; the cheapest few are screened again before one wins, and the winner is
+evaluated once more in full, with it.
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ def tune(
     """Search ``budget`` candidates for ``operator`` on ``target_name``, starting from
     ``starts`` (:func:`warm_starts`; a point the space's constraint rules out is skipped) and
     the template's default (known correct), then up to ``synthesized`` more that ``synthesizer``
-    writes; the winner is the cheapest of all, whoever wrote it. Raises
+    writes; the winner is the cheapest of all, whoever wrote it, over a second measurement of
+    the cheapest few (:func:`confirmed`). Raises
     :class:`TargetUnavailableError` when this machine cannot run or cannot time the target's
     kernels: a search needs timings."""
     settings = settings or Settings()
