@@ -705,6 +705,8 @@ class KernelSearchRequestedPayload(BaseModel):
     )
     warm_start: bool = Field(
         default=True,
+        # Off the wire at its default, so a request signed before the field existed still verifies.
+        exclude_if=lambda warm: warm is True,
         description="Evaluate the registry's kernels for this operator on this device (found for "
         "other shapes) first, within the budget; false: a cold search, as when comparing methods.",
     )

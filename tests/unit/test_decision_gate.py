@@ -14,7 +14,7 @@ from rea.events import (
     PlanApproved,
     PlanApprovedPayload,
 )
-from rea.signing import DecisionKey, Keyring, Signer
+from rea.signing import DecisionKey, Keyring, Signer, signing_bytes
 from rea.store import Store
 
 NOW = datetime.fromisoformat("2026-12-04T06:00:00+00:00")
@@ -123,6 +123,10 @@ async def test_a_kernel_search_request_is_a_signed_decision_in_its_requesters_na
     assert await judge(signed.model_copy(update={"payload": more}), AT) == (
         "bad signature: the decision was altered, or signed with another key"
     )
+    cold = signed.payload.model_copy(update={"warm_start": False})
+    assert (await judge(signed.model_copy(update={"payload": cold}), AT) or "").startswith("bad signature")
+    # At its default the field is not signed: requests signed before it existed still verify.
+    assert b"warm_start" not in signing_bytes(signed)
     other = Signer(KEY, "mallory").sign(request, NOW, 300, "d" * 32)
     assert await judge(other, AT) == "signed by 'mallory' but made in the name of 'alice'"
     assert await judge(signed, AT) is None
