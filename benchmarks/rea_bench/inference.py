@@ -173,7 +173,7 @@ def searched_entries(
                     settings=shaped,
                     seed=seed,
                     search_id="inference",
-                    starts=warm_starts(found, target.search_space(use.operator), budget),
+                    starts=warm_starts(found, target.search_space(use.operator), budget, [use.shape]),
                 )
         except EvaluationError as error:  # the machine could not time this one: PyTorch runs it
             rows.append({**row, "error": str(error)[:300]})

@@ -38,6 +38,7 @@ from rea.runtime import Runtime
 from rea.settings import Settings
 from rea_kernel.evaluator import Evaluation
 from rea_kernel.evaluator import Settings as EvaluatorSettings
+from rea_kernel.operators import get_operator
 from rea_kernel.registry import KernelRegistry
 from rea_kernel.searches import (
     COLLECTION,
@@ -193,7 +194,9 @@ def wire(rt: Runtime) -> None:
             return search.starts or []
         target = get_target(request.target)
         kept = await registry.entries(request.operator, request.target, target.device_name())
-        starts = warm_starts(kept, target.search_space(request.operator), request.budget)
+        operator = get_operator(request.operator)
+        shapes = request.shapes or [shape.model_dump() for shape in operator.benchmark_shapes]
+        starts = warm_starts(kept, target.search_space(request.operator), request.budget, shapes)
         await searches.update_one({"_id": search.search_id}, {"$set": {"state.starts": starts}})
         return starts
 

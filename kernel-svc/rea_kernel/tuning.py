@@ -6,7 +6,8 @@ about searching; this is where a point becomes a candidate, an evaluation become
 the winner becomes registry entries. With a :class:`~rea_kernel.synthesis.Synthesizer`, a search
 ends with rounds of written candidates, judged the same way, each round told what the last did.
 A search may start from what earlier ones found (:func:`warm_starts`): the registry's kernels for
-the same operator on other shapes of the same device, evaluated before the template's default.
+the same operator on other shapes of the same device, nearest shape first, evaluated before the
+template's default.
 A point's cost is its time **relative to eager PyTorch**
 measured in the same evaluation (geometric mean over the benchmark shapes): on a shared machine
 a load change between two evaluations moves both times, not their ratio. The search screens
@@ -16,9 +17,10 @@ evaluated once more in full, with it.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +39,8 @@ IDLE_ROUNDS = 2
 """Rounds in a row that yield no usable candidate before a synthesizer is given up on."""
 MOST_WARM_STARTS = 3
 """Registry kernels a search starts from, at most (and a quarter of its budget)."""
+UNLIKE = 4.0
+"""A shape field that differs other than in size counts as far as a 16-fold size."""
 CONTENDERS = 3
 """The cheapest candidates of a search measured once more before one is chosen, at most (and a
 third of the candidates evaluated: a small search spends little on it)."""
@@ -90,21 +94,46 @@ def tree_warmup(budget: int) -> int:
     return max(4, budget // 4)
 
 
+def shape_distance(one: Mapping[str, Any], other: Mapping[str, Any]) -> float:
+    """How far apart two shapes of an operator are: over their fields, the sum of each size's
+    log2 ratio (twice the rows is 1; sizes are counted from one, so an empty bag is near a bag of
+    one) and :data:`UNLIKE` for a field that differs otherwise (an activation, a mode) or that
+    only one shape has."""
+    distance = 0.0
+    for name in one.keys() | other.keys():
+        a, b = one.get(name), other.get(name)
+        if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+            distance += abs(math.log2((max(a, 0) + 1) / (max(b, 0) + 1)))
+        elif a != b:
+            distance += UNLIKE
+    return distance
+
+
 def warm_starts(
-    entries: Iterable[KernelEntry], parameters: Mapping[str, Sequence[ParamValue]], budget: int
+    entries: Iterable[KernelEntry],
+    parameters: Mapping[str, Sequence[ParamValue]],
+    budget: int,
+    shapes: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, ParamValue]]:
     """Points to evaluate first: the template-written kernels among ``entries`` (the registry's
-    for this operator, target and device, other shape buckets included), fastest first, as
-    points of the template's current ``parameters``; at most :data:`MOST_WARM_STARTS` and a
-    quarter of ``budget`` (at least one). A kernel's speedup on another shape is a guess about
-    this one, so each start is evaluated like any point: a shape it does not suit loses.
+    for this operator, target and device, other shape buckets included), those timed on the
+    shape nearest one of ``shapes`` (the search's own, :func:`shape_distance`) first and, as
+    near, the fastest first, as points of the template's current ``parameters``; at most
+    :data:`MOST_WARM_STARTS` and a quarter of ``budget`` (at least one). A kernel's speedup on
+    another shape is a guess about this one, the better the nearer the shape, so each start is
+    evaluated like any point: a shape it does not suit loses.
 
     A parameter the template has gained since (or a choice it no longer offers) takes the
     template's default; written kernels have no point in the grid and are left out."""
+
+    def nearest_then_fastest(entry: KernelEntry) -> tuple[float, float]:
+        near = min((shape_distance(entry.shape, shape) for shape in shapes), default=0.0)
+        return near, -entry.speedup_vs_eager
+
     limit = min(MOST_WARM_STARTS, max(1, budget // 4))
     default = {name: choices[0] for name, choices in parameters.items()}
     starts: list[dict[str, ParamValue]] = []
-    for entry in sorted(entries, key=lambda entry: -entry.speedup_vs_eager):
+    for entry in sorted(entries, key=nearest_then_fastest):
         if entry.candidate.author != "template" or not entry.candidate.params:
             continue
         params = entry.candidate.params

@@ -6,13 +6,14 @@ warm search starts from the registry's kernels."""
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pytest
 
 from rea.kernels import Candidate, KernelEntry, ParamValue, Provenance
 from rea_kernel.evaluator import Evaluation, Settings
 from rea_kernel.targets import get_target
-from rea_kernel.tuning import MOST_WARM_STARTS, relative_cost, tune, warm_starts
+from rea_kernel.tuning import MOST_WARM_STARTS, UNLIKE, relative_cost, shape_distance, tune, warm_starts
 
 CPU = get_target("cpu")
 SMALL = Settings(
@@ -53,9 +54,47 @@ def test_a_small_search_evaluates_each_point_once_and_publishes_its_winner() -> 
     assert entry.speedup_vs_eager == pytest.approx(entry.eager_seconds / entry.candidate_seconds)
 
 
-def kept(params: dict[str, ParamValue], speedup: float, author: str = "template") -> KernelEntry:
-    """A registry entry as a warm start reads it: its kernel's parameters, author and speedup
-    (the sources and timings are placeholders)."""
+def test_a_warm_start_takes_the_kernels_timed_on_the_nearest_shapes_first() -> None:
+    """A one-column head starts from a head's kernel before a wide layer's faster one."""
+    space = {"loop": ("packed", "dot", "tiled"), "block": (16, 32)}
+    wide = {"batch": 8192, "in_features": 256, "out_features": 256, "activation": "relu"}
+    entries = [
+        kept({"loop": "packed", "block": 32}, 1.6, shape=wide),
+        kept({"loop": "tiled", "block": 16}, 1.4, shape={**wide, "in_features": 128}),
+        kept({"loop": "dot", "block": 16}, 1.1, shape={**wide, "in_features": 512, "out_features": 1}),
+        kept({"loop": "dot", "block": 32}, 1.2, shape={**wide, "out_features": 2, "activation": "none"}),
+    ]
+    head = {**wide, "out_features": 1, "activation": "none"}
+
+    starts = warm_starts(entries, space, budget=40, shapes=[head])
+
+    assert starts == [
+        {"loop": "dot", "block": 32},  # out_features 2 against 1: log2(3/2)
+        {"loop": "dot", "block": 16},  # log2(513/257) + 4 for the activation
+        {"loop": "packed", "block": 32},  # log2(257/2) + 4
+    ]
+    # A search over several shapes ranks each kernel by the shape it is nearest.
+    assert warm_starts(entries, space, budget=40, shapes=[head, wide]) == [
+        {"loop": "packed", "block": 32},  # the wide shape itself
+        {"loop": "dot", "block": 32},
+        {"loop": "tiled", "block": 16},  # log2(257/129) from the wide shape
+    ]
+    assert warm_starts(entries, space, budget=40, shapes=[wide])[:2] == [
+        {"loop": "packed", "block": 32},
+        {"loop": "tiled", "block": 16},
+    ]
+    assert shape_distance({"bags": 0, "mode": "sum"}, {"bags": 1, "mode": "sum"}) == 1.0  # empty ~ one
+    assert shape_distance({"mode": "sum"}, {"mode": "mean", "dim": 8}) == 2 * UNLIKE
+
+
+def kept(
+    params: dict[str, ParamValue],
+    speedup: float,
+    author: str = "template",
+    shape: dict[str, Any] | None = None,
+) -> KernelEntry:
+    """A registry entry as a warm start reads it: its kernel's parameters, author, speedup and
+    shape (the sources and timings are placeholders)."""
     return KernelEntry(
         operator="layer_norm",
         bucket=f"b{speedup}",
@@ -68,7 +107,7 @@ def kept(params: dict[str, ParamValue], speedup: float, author: str = "template"
         speedup_vs_eager=speedup,
         candidate_seconds=1.0,
         eager_seconds=speedup,
-        shape={},
+        shape=shape or {},
         correct_trials=1,
         provenance=Provenance(search_id="s", method="manual", seed=0, evaluations=1),
     )
