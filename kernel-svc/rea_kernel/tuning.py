@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from rea.kernels import Candidate, KernelEntry, ParamValue, Provenance
 from rea_kernel import search
 from rea_kernel.evaluator import Evaluation, Settings, evaluate
+from rea_kernel.operators import get_operator
 from rea_kernel.registry import entries_from
 from rea_kernel.synthesis import Attempt, Synthesizer, brief
 from rea_kernel.targets import Target, TargetUnavailableError, get_target
@@ -248,7 +249,9 @@ def tune(
     synthesized: int = 0,
     starts: Sequence[Mapping[str, ParamValue]] = (),
 ) -> TuningOutcome:
-    """Search ``budget`` candidates for ``operator`` on ``target_name``, starting from
+    """Search ``budget`` candidates for ``operator`` on ``target_name``, starting from the
+    points the template's rules suggest for the benchmark shapes (where they differ from its
+    default: a rule knows the shape, a registry kernel from another shape only guesses), then
     ``starts`` (:func:`warm_starts`; a point the space's constraint rules out is skipped) and
     the template's default (known correct), then up to ``synthesized`` more that ``synthesizer``
     writes; the winner is the cheapest of all, whoever wrote it, over a second measurement of
@@ -268,7 +271,12 @@ def tune(
     cost = CandidateCost(target, operator, settings, on_evaluated)
     evaluated = cost.evaluated
     space = search.SearchSpace(target.search_space(operator))
-    initial = [*(point for point in starts if space.admits(point)), target.default_params(operator)]
+    default = target.default_params(operator)
+    shapes = settings.benchmark_shapes
+    if shapes is None:
+        shapes = tuple(shape.model_dump() for shape in get_operator(operator).benchmark_shapes)
+    ruled = [point for shape in shapes if (point := target.suggested_params(operator, shape)) != default]
+    initial = [*ruled, *(point for point in starts if space.admits(point)), default]
     if method == "random":
         trace = search.random_search(space, cost, budget, seed, initial=initial)
     else:

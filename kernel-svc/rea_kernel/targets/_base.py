@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -47,7 +47,8 @@ class Target(ABC):
     - ``device`` is the torch device type its kernels take inputs on and return outputs on.
     - ``search_space(operator)`` maps each template parameter to its choices; the first choice of
       every parameter together is a setting known to be correct, so a search always has a
-      valid start.
+      valid start. ``suggested_params(operator, shape)`` may move it for a shape its rules
+      know (by default it does not).
     - ``render(operator, params)`` is pure: the same parameters give the same sources.
     - ``build`` turns a candidate's sources, written into ``directory``, into what its
       ``kernel.py`` loads. The sources are untrusted: a build runs in the sandbox, under
@@ -170,6 +171,11 @@ class Target(ABC):
         """The first choice of every parameter: the known-correct start of a search."""
         return {name: choices[0] for name, choices in self.search_space(operator).items()}
 
+    def suggested_params(self, operator: str, shape: Mapping[str, Any]) -> dict[str, ParamValue]:
+        """Where a search on ``shape`` starts when nothing is known of it: the default, unless
+        the target has a rule for such shapes. A rule is a guess, evaluated like any point."""
+        return self.default_params(operator)
+
 
 class Template(Protocol):
     """One operator's kernel source, parameterised: the choices of each parameter, and the
@@ -179,6 +185,11 @@ class Template(Protocol):
     def space(self) -> SearchSpace: ...
 
     def render(self, params: Mapping[str, ParamValue]) -> dict[str, str]: ...
+
+    def suggest(self, shape: Mapping[str, Any]) -> Mapping[str, ParamValue]:
+        """The choices its rules make for ``shape`` (a one-column output is a dot product per
+        row, not a panel of many columns); empty where no rule applies."""
+        ...
 
 
 class TemplateTarget(Target):
@@ -191,6 +202,9 @@ class TemplateTarget(Target):
 
     def search_space(self, operator: str) -> SearchSpace:
         return self.template(operator).space
+
+    def suggested_params(self, operator: str, shape: Mapping[str, Any]) -> dict[str, ParamValue]:
+        return {**self.default_params(operator), **self.template(operator).suggest(shape)}
 
     def render(self, operator: str, params: Mapping[str, ParamValue]) -> Candidate:
         self.check_params(operator, params)

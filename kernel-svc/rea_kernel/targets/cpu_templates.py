@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from string import Template
 from types import MappingProxyType
+from typing import Any
 
 from rea.kernels import ParamValue
 
@@ -56,10 +57,15 @@ def simd(params: Params, reduction: str = "") -> str:
     return f"#pragma omp simd reduction(+ : {reduction})" if reduction else "#pragma omp simd"
 
 
+def _no_rule(shape: Mapping[str, Any]) -> Params:
+    return {}
+
+
 @dataclass(frozen=True)
 class CpuTemplate:
-    """One operator's kernel: its parameters' choices, the C++ it renders, and the shim's
-    signature, return type and body (which unpack the inputs and call ``_kernel``)."""
+    """One operator's kernel: its parameters' choices, the C++ it renders, the shim's
+    signature, return type and body (which unpack the inputs and call ``_kernel``), and the
+    choices known to suit some shapes better than the defaults (``rules``)."""
 
     symbol: str
     space: Mapping[str, tuple[ParamValue, ...]]
@@ -67,6 +73,10 @@ class CpuTemplate:
     argtypes: str
     run: str
     restype: str = "None"
+    rules: Callable[[Mapping[str, Any]], Params] = _no_rule
+
+    def suggest(self, shape: Mapping[str, Any]) -> Params:
+        return self.rules(shape)
 
     def render(self, params: Params) -> dict[str, str]:
         shim = Template(_SHIM).substitute(symbol=self.symbol, argtypes=self.argtypes, restype=self.restype)
@@ -1037,6 +1047,14 @@ extern "C" void linear_bias_act(const float* x, const float* w, const float* bia
     )
 
 
+def _narrow_output(shape: Mapping[str, Any]) -> Params:
+    """Fewer output columns than one vector's lanes (a click model's logit, a few tasks'
+    heads): the packed order computes a whole vector per row for them and the dot order one
+    product per column (measured at 8192 rows of 256 inputs: 2.2x against 0.7x eager at one
+    column, 0.9x against 0.4x at eight, level at sixteen)."""
+    return {"loop_order": "dot"} if 0 < int(shape.get("out_features", 16)) < 16 else {}
+
+
 # erf last: the tree fixes parameters in the space's order, and which erf a gelu layer uses
 # decides little beside the loop order (nothing for relu); first, one bad early draw (a slow
 # loop order with the other erf) kept a search on one erf for 30 evaluations.
@@ -1057,6 +1075,7 @@ def run(x, weight, bias, *, activation):
     _kernel(_pointer(x), _pointer(weight), _pointer(bias), _pointer(out), rows, cols, depth, code)
     return out
 """,
+    rules=_narrow_output,
 )
 
 

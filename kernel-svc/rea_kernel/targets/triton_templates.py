@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from string import Template
 from types import MappingProxyType
+from typing import Any
 
 from rea.kernels import ParamValue
 
@@ -68,6 +69,10 @@ class TritonTemplate:
     space: Space
     variants: Mapping[str, Variant]
     choice: str | None = None
+
+    def suggest(self, shape: Mapping[str, Any]) -> Params:
+        """No rules yet: every shape starts from the defaults (measured on a GPU, rules would be)."""
+        return {}
 
     def render(self, params: Params) -> dict[str, str]:
         variant = self.variants[str(params[self.choice])] if self.choice else self.variants[""]
