@@ -425,6 +425,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("dcn_cross_backward", {"micro_rows": 12, "accumulator": "double", "simd": False}),
         ("linear_bias_act_backward", {"micro_rows": 4, "micro_vectors": 1, "tile_order": "panels"}),
         ("linear_bias_act_backward", {"micro_rows": 12, "accumulator": "double", "threads": 2}),
+        ("linear_bias_act_backward", {"algorithm": "one_pass", "accumulator": "double", "threads": 2}),
+        ("linear_bias_act_backward", {"algorithm": "one_pass", "simd": False}),
         ("layer_norm_backward", {"variance": "one_pass", "accumulator": "double", "simd": False}),
         ("fm_interaction_backward", {"chunk": 16, "accumulator": "double", "threads": 2}),
         ("bce_with_logits_backward", {"exp": "std", "block": 1024, "simd": False, "threads": 2}),
@@ -436,7 +438,9 @@ def test_the_templates_fast_paths_are_correct_on_every_shape(
 ) -> None:
     """The dense templates' loop orders and register tiles (row and column counts that leave
     partial tiles and panels, an empty batch, one row), the low-rank cross fused by blocks of
-    rows (a partial last block, a rank over several panels) or in two passes, BCE's softplus and
+    rows (a partial last block, a rank over several panels) or in two passes, the dense
+    backward's one pass over the rows (one to eight output columns, more falling back to the
+    products), BCE's softplus and
     its backward's exp both ways, and the lookup's loops (ranges split over more threads than
     there are bags) and layer norm with streaming stores (rows of 17 and 3 floats are never
     aligned) or cached ones, through the whole correctness check."""

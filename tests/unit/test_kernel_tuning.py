@@ -89,12 +89,16 @@ def test_a_warm_start_takes_the_kernels_timed_on_the_nearest_shapes_first() -> N
 
 def test_a_search_on_a_narrow_output_starts_where_the_templates_rule_puts_it() -> None:
     """One output column: the dense template's rule picks the dot loop order over its packed
-    default, before any registry kernel (a wide layer's packed point) and before the default."""
+    default (its backward's, one pass over the rows), before any registry kernel (a wide
+    layer's packed point) and before the default."""
     head = {"batch": 96, "in_features": 40, "out_features": 1, "activation": "none"}
     default = CPU.default_params("linear_bias_act")
     assert CPU.suggested_params("linear_bias_act", head) == {**default, "loop_order": "dot"}
     assert CPU.suggested_params("linear_bias_act", {**head, "out_features": 16}) == default
     assert CPU.suggested_params("layer_norm", {"rows": 1, "dim": 1}) == CPU.default_params("layer_norm")
+    backward = CPU.default_params("linear_bias_act_backward")
+    assert CPU.suggested_params("linear_bias_act_backward", head) == {**backward, "algorithm": "one_pass"}
+    assert CPU.suggested_params("linear_bias_act_backward", {**head, "out_features": 8}) == backward
     if CPU.unavailable() is not None:
         pytest.skip(str(CPU.unavailable()))
     wide = {**default, "micro_rows": 8}

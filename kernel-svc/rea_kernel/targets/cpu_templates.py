@@ -1104,6 +1104,56 @@ void column_sums(const float* __restrict g, float* __restrict sums, int64_t rows
 _LINEAR_BACKWARD_CPP = Template(
     _COLUMN_SUMS_CPP
     + r"""
+#include <omp.h>
+
+// The one-pass algorithm, for layers of at most kOnePassCols output columns (a head): each
+// thread walks its rows once, writing grad_x's row (g's row times w) and adding g's row times
+// x's row into a grad_w and grad_b of its own; the threads' sums are added at the end. x is read
+// once and grad_x written once, where the two products read g and x twice and tile a panel of
+// kPanel columns for a handful.
+constexpr bool kOnePass = $one_pass;
+constexpr int64_t kOnePassCols = 32;
+
+static void one_pass(const float* g, const float* x, const float* w, float* grad_x, float* grad_w,
+                     float* grad_b, int64_t rows, int64_t cols, int64_t depth) {
+  const int64_t slots = $threads > 0 ? $threads : omp_get_max_threads();
+  const int64_t stride = cols * depth + cols;
+  std::vector<Accumulator> partial(static_cast<size_t>(slots * stride), 0);
+  $parallel
+  {
+    Accumulator* __restrict w_sums = partial.data() + omp_get_thread_num() * stride;
+    Accumulator* __restrict b_sums = w_sums + cols * depth;
+    #pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* __restrict in = x + r * depth;
+      const float* __restrict gr = g + r * cols;
+      float* __restrict out = grad_x + r * depth;
+      std::memset(out, 0, static_cast<size_t>(depth) * sizeof(float));
+      for (int64_t c = 0; c < cols; ++c) {
+        const float gc = gr[c];
+        const float* __restrict wc = w + c * depth;
+        Accumulator* __restrict ws = w_sums + c * depth;
+        $simd
+        for (int64_t k = 0; k < depth; ++k) {
+          out[k] += gc * wc[k];
+          ws[k] += gc * in[k];
+        }
+        b_sums[c] += gc;
+      }
+    }
+  }
+  $pragma
+  for (int64_t i = 0; i < stride; ++i) {
+    Accumulator sum = 0;
+    for (int64_t t = 0; t < slots; ++t) sum += partial[t * stride + i];
+    if (i < cols * depth) {
+      grad_w[i] = static_cast<float>(sum);
+    } else {
+      grad_b[i - cols * depth] = static_cast<float>(sum);
+    }
+  }
+}
+
 // activation: 0 none, 1 relu. With g = grad_output * act'(output) [rows, cols]:
 // grad_x [rows, depth] = g w, grad_w [cols, depth] = g^T x, grad_b [cols] = g's column sums.
 // Both products read their transposed operands (w, g and x) in place, in the DepthMajor layout.
@@ -1118,6 +1168,10 @@ extern "C" void linear_bias_act_backward(const float* grad_output, const float* 
     for (int64_t i = 0; i < rows * cols; ++i) dst[i] = output[i] > 0.0f ? grad_output[i] : 0.0f;
     g = gated.data;
   }
+  if (kOnePass && cols <= kOnePassCols) {
+    one_pass(g, x, w, grad_x, grad_w, grad_b, rows, cols, depth);
+    return;
+  }
   column_sums<Accumulator>(g, grad_b, rows, cols);
   matmul_nt<Layout::RowMajor, Layout::DepthMajor>(g, w, nullptr, grad_x, rows, depth, cols);
   matmul_nt<Layout::DepthMajor, Layout::DepthMajor>(g, x, nullptr, grad_w, cols, depth, rows);
@@ -1127,18 +1181,36 @@ extern "C" void linear_bias_act_backward(const float* grad_output, const float* 
 
 
 def _linear_backward_cpp(params: Params) -> str:
+    threads = f" num_threads({params['threads']})" if params["threads"] else ""
     return _matmul_cpp({**params, **_PACKED}) + _LINEAR_BACKWARD_CPP.substitute(
-        pragma=parallel_for(params), simd=simd(params)
+        pragma=parallel_for(params),
+        simd=simd(params),
+        parallel=f"#pragma omp parallel{threads}",
+        threads=params["threads"],
+        one_pass=str(params["algorithm"] == "one_pass").lower(),
     )
+
+
+def _narrow_backward(shape: Mapping[str, Any]) -> Params:
+    """Fewer than 8 output columns: one pass over the rows (``one_pass``; measured at 2,048 rows
+    of 256 inputs: 1.9-2.1x eager at one and two columns where the products measured 1.1-1.3x,
+    1.7x against 1.05x at four, level at eight, 0.8x against 1.0x at sixteen)."""
+    return {"algorithm": "one_pass"} if 0 < int(shape.get("out_features", 8)) < 8 else {}
 
 
 _PACKED: Params = {"loop_order": "packed", "block_rows": 8, "block_cols": 64}
 """The backward's products read transposed operands in place, which only the packed order does
 (the other orders' tile sizes are then unused)."""
 
+# algorithm: the two products, or (up to 32 output columns) one pass over the rows.
 LINEAR_BIAS_ACT_BACKWARD = CpuTemplate(
     symbol="linear_bias_act_backward",
-    space=MappingProxyType({key: choices for key, choices in _DENSE_SPACE.items() if key not in _PACKED}),
+    space=MappingProxyType(
+        {
+            **{key: choices for key, choices in _DENSE_SPACE.items() if key not in _PACKED},
+            "algorithm": ("products", "one_pass"),
+        }
+    ),
     cpp=_linear_backward_cpp,
     argtypes="[ctypes.c_void_p] * 7 + [ctypes.c_int64] * 3 + [ctypes.c_int32]",
     run="""_ACTIVATIONS = {"none": 0, "relu": 1}
@@ -1157,6 +1229,7 @@ def run(grad_output, x, weight, output, *, activation):
     )
     return grad_x, grad_w, grad_b
 """,
+    rules=_narrow_backward,
 )
 
 # dcn_cross_backward: z recomputed with the forward's product, each finished tile multiplied by the
