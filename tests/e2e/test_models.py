@@ -97,12 +97,12 @@ def cpu_in(run: JobRun, start: datetime, end: datetime) -> float:
     return max(0.0, overlap) / (run.finished_at - run.started_at).total_seconds() * run.cpu_seconds
 
 
-@pytest.mark.timeout(600)  # four campaigns spend 270 CPU-s on two workers
+@pytest.mark.timeout(600)  # four campaigns spend 180 CPU-s on two workers
 async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_budget(
     services: EmbeddedStack, client: Client, store: Store
 ) -> None:
     services.start_services(workers=2)
-    portfolio: list[tuple[str, float]] = [("ranker", 45), ("autoint", 45), ("ranker", 90), ("autoint", 90)]
+    portfolio: list[tuple[str, float]] = [("ranker", 30), ("autoint", 30), ("ranker", 60), ("autoint", 60)]
     requests: list[dict[str, Any]] = [
         campaign_request(
             workload=workload,
