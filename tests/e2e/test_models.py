@@ -131,7 +131,8 @@ async def test_a_portfolio_on_two_workloads_completes_with_workers_shared_by_bud
     used = {c: sum(cpu_in(r, start, end) for r in rs) for c, rs in runs.items()}
     weights = {c: budget for c, (_, budget) in zip(ids, portfolio, strict=True)}
     # While all run, each campaign's share of the workers' CPU follows its share of the budgets
-    # (measured: 0.96-1.03 over ~200 jobs; the campaigns, weighted by budget, end together).
+    # (measured: 0.96-1.03 over ~200 jobs at 1.5x these budgets, 0.94-1.06 over ~110 at these; the
+    # campaigns, weighted by budget, end together).
     ratios = {c: (used[c] / sum(used.values())) / (weights[c] / sum(weights.values())) for c in ids}
     inside = sum(cpu_in(r, start, end) > 0 for rs in runs.values() for r in rs)
     window = f"{inside} jobs, {(end - start).total_seconds():.0f} s"
