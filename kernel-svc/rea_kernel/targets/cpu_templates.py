@@ -45,10 +45,18 @@ def _pointer(tensor):
 '''
 
 
+def _num_threads(params: Params) -> str:
+    return f" num_threads({params['threads']})" if params["threads"] else ""
+
+
 def parallel_for(params: Params, schedule: str = "static", clauses: str = "") -> str:
     """The OpenMP pragma of a template's parallel loop."""
-    threads = f" num_threads({params['threads']})" if params["threads"] else ""
-    return f"#pragma omp parallel for schedule({schedule}){threads}{clauses}"
+    return f"#pragma omp parallel for schedule({schedule}){_num_threads(params)}{clauses}"
+
+
+def parallel_region(params: Params) -> str:
+    """The OpenMP pragma of a template's parallel region (its loops shared out inside)."""
+    return f"#pragma omp parallel{_num_threads(params)}"
 
 
 def simd(params: Params, reduction: str = "") -> str:
@@ -268,7 +276,6 @@ def _embedding_cpp(params: Params) -> str:
     kind = str(params["loop"])
     # One parallel region, its loops shared out with `omp for` (or by hand, for "ranges"), so
     # each thread fences its own streaming stores before the region ends.
-    threads = f" num_threads({params['threads']})" if params["threads"] else ""
     loop = Template(_EMBEDDING_LOOPS[kind]).substitute(
         pragma=f"#pragma omp for schedule({_SCHEDULES[str(params['schedule'])]})",
         pool=Template(_POOL).substitute(ahead=_AHEAD[kind]) if kind in _AHEAD else "",
@@ -279,7 +286,7 @@ def _embedding_cpp(params: Params) -> str:
         prefetch_bags=params["prefetch_bags"],
         prefetch_rows=params["prefetch_rows"],
         stream="true" if params["store"] == "streaming" else "false",
-        parallel=f"#pragma omp parallel{threads}",
+        parallel=parallel_region(params),
         simd=simd(params),
         loop=loop,
     )
@@ -1181,11 +1188,10 @@ extern "C" void linear_bias_act_backward(const float* grad_output, const float* 
 
 
 def _linear_backward_cpp(params: Params) -> str:
-    threads = f" num_threads({params['threads']})" if params["threads"] else ""
     return _matmul_cpp({**params, **_PACKED}) + _LINEAR_BACKWARD_CPP.substitute(
         pragma=parallel_for(params),
         simd=simd(params),
-        parallel=f"#pragma omp parallel{threads}",
+        parallel=parallel_region(params),
         threads=params["threads"],
         one_pass=str(params["algorithm"] == "one_pass").lower(),
     )
@@ -1543,11 +1549,10 @@ _VARIANCES = {
 
 
 def _layer_norm_cpp(params: Params) -> str:
-    threads = f" num_threads({params['threads']})" if params["threads"] else ""
     return _LAYER_NORM_CPP.substitute(
         accumulator=params["accumulator"],
         stream="true" if params["store"] == "streaming" else "false",
-        parallel=f"#pragma omp parallel{threads}",
+        parallel=parallel_region(params),
         simd_sum=simd(params, "sum"),
         simd_squares=simd(params, "squares"),
         variance=_VARIANCES[str(params["variance"])],
@@ -1656,11 +1661,10 @@ $variance
 
 
 def _layer_norm_backward_cpp(params: Params) -> str:
-    threads = f" num_threads({params['threads']})" if params["threads"] else ""
     return _LAYER_NORM_BACKWARD_CPP.substitute(
         accumulator=params["accumulator"],
         threads=params["threads"],
-        parallel=f"#pragma omp parallel{threads}",
+        parallel=parallel_region(params),
         simd_sum=simd(params, "sum"),
         simd_squares=simd(params, "squares"),
         simd_h=simd(params, "h_sum, hx_sum"),
