@@ -38,7 +38,6 @@ from rea.runtime import Runtime
 from rea.settings import Settings
 from rea_kernel.evaluator import Evaluation
 from rea_kernel.evaluator import Settings as EvaluatorSettings
-from rea_kernel.operators import get_operator
 from rea_kernel.registry import KernelRegistry
 from rea_kernel.searches import (
     COLLECTION,
@@ -50,7 +49,7 @@ from rea_kernel.searches import (
 )
 from rea_kernel.synthesis import Synthesizer, synthesizer_from
 from rea_kernel.targets import TARGETS, get_target
-from rea_kernel.tuning import TuningOutcome, relative_cost, tune, warm_starts
+from rea_kernel.tuning import TuningOutcome, relative_cost, search_shapes, tune, warm_starts
 
 CONSUMER = "kernel"
 REPORT_TIMEOUT_S = 60.0
@@ -194,8 +193,7 @@ def wire(rt: Runtime) -> None:
             return search.starts or []
         target = get_target(request.target)
         kept = await registry.entries(request.operator, request.target, target.device_name())
-        operator = get_operator(request.operator)
-        shapes = request.shapes or [shape.model_dump() for shape in operator.benchmark_shapes]
+        shapes = search_shapes(request.operator, request.shapes or None)
         starts = warm_starts(kept, target.search_space(request.operator), request.budget, shapes)
         await searches.update_one({"_id": search.search_id}, {"$set": {"state.starts": starts}})
         return starts

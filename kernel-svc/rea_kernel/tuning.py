@@ -95,6 +95,14 @@ def tree_warmup(budget: int) -> int:
     return max(4, budget // 4)
 
 
+def search_shapes(operator: str, chosen: Sequence[Mapping[str, Any]] | None) -> tuple[dict[str, Any], ...]:
+    """The shapes a search times on, as plain data: ``chosen`` (a request's, a trainer's), or
+    the operator's benchmark shapes where none were chosen."""
+    if chosen is None:
+        return tuple(shape.model_dump() for shape in get_operator(operator).benchmark_shapes)
+    return tuple(dict(shape) for shape in chosen)
+
+
 def shape_distance(one: Mapping[str, Any], other: Mapping[str, Any]) -> float:
     """How far apart two shapes of an operator are: over their fields, the sum of each size's
     log2 ratio (twice the rows is 1; sizes are counted from one, so an empty bag is near a bag of
@@ -272,9 +280,7 @@ def tune(
     evaluated = cost.evaluated
     space = search.SearchSpace(target.search_space(operator))
     default = target.default_params(operator)
-    shapes = settings.benchmark_shapes
-    if shapes is None:
-        shapes = tuple(shape.model_dump() for shape in get_operator(operator).benchmark_shapes)
+    shapes = search_shapes(operator, settings.benchmark_shapes)
     ruled = [point for shape in shapes if (point := target.suggested_params(operator, shape)) != default]
     initial = [*ruled, *(point for point in starts if space.admits(point)), default]
     if method == "random":
