@@ -164,9 +164,11 @@ def report(operator: str, rows: Sequence[Mapping[str, Any]], tolerance: float) -
     judged = [row for row in rows if "right" in row]
     right = sum(row["right"] for row in judged)
     worst = min((row["kept"] for row in judged), default=1.0)
+    default_right = sum(judge(row["speedups"], 0, tolerance)["right"] for row in judged)
     summary = (
         f"{operator}: the rule's pick within {tolerance:.0%} of the fastest on {right} of "
-        f"{len(judged)} shapes; at worst it kept {worst:.2f} of the fastest's speedup"
+        f"{len(judged)} shapes (the default on every shape: {default_right}); at worst it kept "
+        f"{worst:.2f} of the fastest's speedup"
     )
     print_table(
         f"{operator}: speedup over eager of each point the rule chooses between"

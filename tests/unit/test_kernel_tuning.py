@@ -95,6 +95,12 @@ def test_a_search_on_a_narrow_output_starts_where_the_templates_rule_puts_it() -
     default = CPU.default_params("linear_bias_act")
     assert CPU.suggested_params("linear_bias_act", head) == {**default, "loop_order": "dot"}
     assert CPU.suggested_params("linear_bias_act", {**head, "out_features": 16}) == default
+    # 8 to 15 columns: the dot order over rows of 64 inputs or more, the packed under them.
+    assert CPU.suggested_params("linear_bias_act", {**head, "out_features": 12})["loop_order"] == "packed"
+    assert CPU.suggested_params("linear_bias_act", {**head, "out_features": 12, "in_features": 64}) == {
+        **default,
+        "loop_order": "dot",
+    }
     assert CPU.suggested_params("layer_norm", {"rows": 1, "dim": 1}) == CPU.default_params("layer_norm")
     backward = CPU.default_params("linear_bias_act_backward")
     assert CPU.suggested_params("linear_bias_act_backward", head) == {**backward, "algorithm": "one_pass"}

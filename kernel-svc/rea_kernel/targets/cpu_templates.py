@@ -1058,8 +1058,15 @@ def _narrow_output(shape: Mapping[str, Any]) -> Params:
     """Fewer output columns than one vector's lanes (a click model's logit, a few tasks'
     heads): the packed order computes a whole vector per row for them and the dot order one
     product per column (measured at 8192 rows of 256 inputs: 2.2x against 0.7x eager at one
-    column, 0.9x against 0.4x at eight, level at sixteen)."""
-    return {"loop_order": "dot"} if 0 < int(shape.get("out_features", 16)) < 16 else {}
+    column, 0.9x against 0.4x at eight, level at sixteen). From 8 columns on, only over rows of
+    64 inputs or more: over shorter rows each product's horizontal sum costs as much as its
+    multiplies, and the packed order won at 8 and 12 columns over 32 and 48 inputs, lost over
+    64 to 1024 (``python -m rea_bench.rules``, 2026-12-06; fewer than 8 went to the dot order
+    at every width)."""
+    columns = int(shape.get("out_features", 16))
+    if 0 < columns < 8 or (8 <= columns < 16 and int(shape.get("in_features", 256)) >= 64):
+        return {"loop_order": "dot"}
+    return {}
 
 
 # erf last: the tree fixes parameters in the space's order, and which erf a gelu layer uses
