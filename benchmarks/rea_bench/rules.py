@@ -15,8 +15,10 @@ For each operator: the rule's distinct picks over the grid, and the template's d
 the points; each is evaluated by :func:`rea_kernel.evaluator.evaluate` (sandboxed, checked for
 correctness, timed against eager on that one shape) ``--repeats`` times in turn and its median
 speedup over eager taken. A rule is right on a shape where its pick is within ``--tolerance``
-of the fastest point's speedup (one evaluation of a point moves by about a tenth here). What it
-does not show: points outside the rule's choices (a search's job), other machines, other dtypes.
+of the fastest point's speedup (one evaluation of a point moves by about a tenth here). A miss
+costs a model nothing where no point beats eager (it keeps PyTorch for that call), so the misses
+where the fastest does are counted apart. What it does not show: points outside the rule's
+choices (a search's job), other machines, other dtypes.
 """
 
 from __future__ import annotations
@@ -165,10 +167,12 @@ def report(operator: str, rows: Sequence[Mapping[str, Any]], tolerance: float) -
     right = sum(row["right"] for row in judged)
     worst = min((row["kept"] for row in judged), default=1.0)
     default_right = sum(judge(row["speedups"], 0, tolerance)["right"] for row in judged)
+    # Where no point beats eager, a model keeps PyTorch for the call whatever the rule picked.
+    costly = sum(not row["right"] and max(row["speedups"]) > 1 for row in judged)
     summary = (
         f"{operator}: the rule's pick within {tolerance:.0%} of the fastest on {right} of "
         f"{len(judged)} shapes (the default on every shape: {default_right}); at worst it kept "
-        f"{worst:.2f} of the fastest's speedup"
+        f"{worst:.2f} of the fastest's speedup; {costly} of its misses where the fastest beats eager"
     )
     print_table(
         f"{operator}: speedup over eager of each point the rule chooses between"

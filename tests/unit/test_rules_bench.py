@@ -67,6 +67,7 @@ def test_each_point_is_evaluated_on_each_shape_and_the_rules_pick_is_judged(
     out = capsys.readouterr().out
     assert "linear_bias_act: speedup over eager of each point the rule chooses between" in out
     assert "the rule's pick within 10% of the fastest on" in out and "the default on every shape" in out
+    assert "of its misses where the fastest beats eager" in out
     rows = json.loads((tmp_path / "rules.json").read_text())["rows"]
     assert [row["shape"]["out_features"] for row in rows] == [1, 24]
     assert all(row["points"] == ["default", "loop_order=dot"] for row in rows)
