@@ -41,19 +41,15 @@ from rea_kernel.targets._base import Target
 
 Params = dict[str, ParamValue]
 
+_DENSE_HEADS: Mapping[str, tuple[Any, ...]] = {
+    "batch": (512, 16384),
+    "in_features": (32, 1024),
+    "out_features": (1, 4, 8, 12, 16, 24),
+    "activation": ("none",),
+}
 HELD_OUT: Mapping[str, Mapping[str, tuple[Any, ...]]] = {
-    "linear_bias_act": {
-        "batch": (512, 16384),
-        "in_features": (32, 1024),
-        "out_features": (1, 4, 8, 12, 16, 24),
-        "activation": ("none",),
-    },
-    "linear_bias_act_backward": {
-        "batch": (512, 16384),
-        "in_features": (32, 1024),
-        "out_features": (1, 4, 8, 12, 16, 24),
-        "activation": ("none",),
-    },
+    "linear_bias_act": _DENSE_HEADS,
+    "linear_bias_act_backward": _DENSE_HEADS,
 }
 """Per operator with a rule, the grid it is checked on: none of its shapes is one a threshold was
 measured on (8,192 or 2,048 rows of 256 inputs), and the widths straddle each threshold."""
