@@ -36,10 +36,8 @@ from rich.progress import Progress
 from rea.kernels import ParamValue
 from rea_bench.output import console, print_header, print_table
 from rea_kernel.evaluator import Settings, evaluate
-from rea_kernel.targets import get_target
-from rea_kernel.targets._base import Target
-
-Params = dict[str, ParamValue]
+from rea_kernel.search import Point
+from rea_kernel.targets import Target, get_target
 
 _DENSE_HEADS: Mapping[str, tuple[Any, ...]] = {
     "batch": (512, 16384),
@@ -61,7 +59,7 @@ def grid_shapes(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
-def rule_points(target: Target, operator: str, shapes: Sequence[Mapping[str, Any]]) -> list[Params]:
+def rule_points(target: Target, operator: str, shapes: Sequence[Mapping[str, Any]]) -> list[Point]:
     """The template's default, then each distinct point the rules pick for ``shapes``."""
     points = [target.default_params(operator)]
     for shape in shapes:
@@ -118,7 +116,7 @@ def check_rules(
     rows = []
     for index, shape in enumerate(shapes):
         shaped = settings.model_copy(update={"benchmark_shapes": (shape,)})
-        measured: dict[int, list[float]] = {at: [] for at in range(len(points))}
+        measured: list[list[float]] = [[] for _ in points]
         errors: dict[int, str] = {}
         for turn in range(repeats):
             # Each turn starts with another point, so a drift in the machine is not one point's.
@@ -137,7 +135,7 @@ def check_rules(
             "shape": shape,
             "points": [label(point, default) for point in points],
             "picked": picked,
-            "speedups": [statistics.median(measured[at]) if measured[at] else None for at in measured],
+            "speedups": [statistics.median(speedups) if speedups else None for speedups in measured],
             "errors": {str(at): reason for at, reason in errors.items()},
         }
         if all(speedup is not None for speedup in row["speedups"]):
