@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rea.events import describe_error
 from rea.kernels import Candidate
 from rea.llm import Chat, ChatEndpoint, UnusableAnswer, ask, endpoint_from, listed
-from rea_kernel.operators import get_operator
+from rea_kernel.checks import SUM_ORDER_ROUNDINGS
+from rea_kernel.operators import Operator, get_operator
 from rea_kernel.operators._base import dtype_name
 from rea_kernel.targets import Target
 
@@ -93,7 +94,13 @@ def brief(
             s.model_dump() | {"attributes": operator.attributes(s)} for s in operator.benchmark_shapes
         ],
         correctness_shapes=[s.model_dump() for s in operator.correctness_shapes],
-        tolerance=f"{dtype_name(dtype)}: |out - ref| <= {tolerance.atol} + {tolerance.rtol} * |ref|",
+        tolerance=f"{dtype_name(dtype)}: |out - ref| <= {tolerance.atol} + {tolerance.rtol} * |ref|"
+        + (
+            f" + {SUM_ORDER_ROUNDINGS} * roundoff * magnitude (the specification's `magnitude`: "
+            "each element's terms' absolute values, summed)"
+            if type(operator).magnitude is not Operator.magnitude
+            else ""
+        ),
         best=tuple(passing[:shown]),
         failed=tuple(failed[-shown:]),
         count=count,

@@ -67,6 +67,14 @@ class Operator(ABC, Generic[ShapeT]):
       layer's two factors. A kernel returns exactly what the reference does.
     - ``tolerance(dtype)`` bounds the error a correct float kernel may show (it may sum in
       another order); it must be loose enough for that and tight enough to catch a wrong one.
+    - ``magnitude(*inputs, **attributes)``, for an operator whose outputs are long sums (a
+      weight's gradient sums over the batch, a hot embedding row over every bag that holds it),
+      is, per output element, the sum of the absolute values of the terms it adds: for an
+      operator that only multiplies and adds, its reference on the inputs' absolute values.
+      Float32's rounding error in a sum grows with it, so a fixed tolerance right at one batch
+      size rejects correct kernels at a larger one; the evaluator allows a few units of roundoff
+      times it on top of the tolerance (:data:`rea_kernel.checks.SUM_ORDER_ROUNDINGS`). None,
+      the default, where every sum is short enough for the tolerance alone.
     - ``bucket(shape)`` names the shape class a kernel is registered for: shapes in one bucket
       are expected to share a best kernel.
     - ``shape_of(inputs, attributes)`` reads the shape back from a call's inputs (the inverse of
@@ -102,6 +110,11 @@ class Operator(ABC, Generic[ShapeT]):
 
     def tolerance(self, dtype: torch.dtype) -> Tolerance:
         return self.tolerances[dtype]
+
+    def magnitude(self, *inputs: torch.Tensor, **attributes: Attribute) -> Result | None:
+        """Per output element, the sum of the absolute values of the terms it adds (a tensor for
+        each output, of its shape; an integer output's is ignored); None: no long sums."""
+        return None
 
     def nearby_shape(self, shape: ShapeT, rng: random.Random) -> ShapeT:
         """A different shape of about the same size (each size of 4 or more scaled by up to a

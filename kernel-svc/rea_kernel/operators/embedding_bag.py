@@ -99,6 +99,11 @@ class EmbeddingBagPooled(Operator[EmbeddingBagShape]):
         ]
         return torch.cat(pooled, dim=1)
 
+    def magnitude(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
+        """The lookup of the weight's absolute values: a long bag sums many rows."""
+        weights, *bags = inputs
+        return self.reference(weights.abs(), *bags, **attributes)
+
     def shape_of(
         self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
     ) -> EmbeddingBagShape:

@@ -52,6 +52,11 @@ class EmbeddingBagPooledBackward(Operator[EmbeddingBagShape]):
         grad = grad_output.new_zeros(int(table_offsets[-1]), values.shape[1])
         return grad.index_add_(0, rows, values)
 
+    def magnitude(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
+        """The gradient of the output's absolute values: a hot row sums every bag that holds it."""
+        grad_output, *bags = inputs
+        return self.reference(grad_output.abs(), *bags, **attributes)
+
     def shape_of(
         self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
     ) -> EmbeddingBagShape:

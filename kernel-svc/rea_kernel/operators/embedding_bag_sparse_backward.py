@@ -71,6 +71,11 @@ class EmbeddingBagPooledSparseBackward(Operator[EmbeddingBagShape]):
         gradient = gradient.coalesce()
         return gradient.indices()[0].clone(), gradient.values()
 
+    def magnitude(self, *inputs: torch.Tensor, **attributes: Attribute) -> tuple[torch.Tensor, ...]:
+        """The gradient of the output's absolute values: a hot row sums every bag that holds it."""
+        grad_output, *bags = inputs
+        return self.reference(grad_output.abs(), *bags, **attributes)
+
     def shape_of(
         self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
     ) -> EmbeddingBagShape:

@@ -37,6 +37,12 @@ class FmInteractionBackward(Operator[FmShape]):
         grad_output, embeddings = inputs
         return grad_output.unsqueeze(-1) * (embeddings.sum(dim=1, keepdim=True) - embeddings)
 
+    def magnitude(self, *inputs: torch.Tensor, **attributes: Attribute) -> torch.Tensor:
+        """``|g| * (sum of |embeddings| + |own|)``: the field sum's terms, and the subtraction's."""
+        grad_output, embeddings = inputs
+        size = embeddings.abs()
+        return grad_output.abs().unsqueeze(-1) * (size.sum(dim=1, keepdim=True) + size)
+
     def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> FmShape:
         return _FORWARD.shape_of(inputs[1:], attributes)
 
