@@ -85,6 +85,8 @@ class Comparison:
     matches: bool
     max_abs_error: float
     reason: str | None = None
+    used: float = 0.0
+    """The largest ``|out - ref| / allowed`` (at most 1 passes): how near rejection it came."""
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,12 @@ def compare(output: Result, expected: Expected) -> Comparison:
         for out, ref, allowed in zip(outputs, references, expected.allowed, strict=True)
     ]
     worst = max((comparison.max_abs_error for comparison in compared), default=0.0)
+    used = max((comparison.used for comparison in compared), default=0.0)
     for index, comparison in enumerate(compared):
         if not comparison.matches:
             reason = comparison.reason if len(compared) == 1 else f"output {index}: {comparison.reason}"
-            return Comparison(False, worst, reason)
-    return Comparison(True, worst)
+            return Comparison(False, worst, reason, used)
+    return Comparison(True, worst, used=used)
 
 
 def _compare(output: torch.Tensor, reference: torch.Tensor, allowed: torch.Tensor) -> Comparison:
@@ -173,8 +176,9 @@ def _compare(output: torch.Tensor, reference: torch.Tensor, allowed: torch.Tenso
     error = (output.double() - reference.double()).abs()
     agreed = (output == reference) | (output.isnan() & reference.isnan())
     worst = float(error.masked_fill(agreed, 0).nan_to_num(nan=float("inf")).max())
-    matches = bool((agreed | (error <= allowed)).all())
-    return Comparison(matches, worst, None if matches else f"max abs error {worst:.3g}")
+    used = float((error / allowed).masked_fill(agreed, 0).nan_to_num(nan=float("inf")).max())
+    matches = used <= 1
+    return Comparison(matches, worst, None if matches else f"max abs error {worst:.3g}", used)
 
 
 def fingerprint_weights(numel: int, seed: int) -> torch.Tensor:

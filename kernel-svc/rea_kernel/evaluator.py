@@ -151,6 +151,9 @@ class ShapeCheck(BaseModel):
     seed: int
     passed: bool
     max_abs_error: float | None = None
+    allowance_used: float | None = Field(
+        default=None, description="The largest error as a fraction of the one allowed (at most 1 passes)."
+    )
     problem: str | None = None
 
 
@@ -499,7 +502,7 @@ class _Run:
             rule = expected.rule
             output: Result = record["output"]
             comparison = checks.compare(output, expected)
-            check.max_abs_error = comparison.max_abs_error
+            check.max_abs_error, check.allowance_used = comparison.max_abs_error, comparison.used
             check.passed = comparison.matches
             settled = record["settled"]
             if not comparison.matches:
@@ -608,6 +611,9 @@ class _Run:
     def summary(self) -> str:
         shapes = {check.bucket for check in self.correctness}
         correct = f"correct on {len(self.correctness)} trials over {len(shapes)} shapes"
+        used = [check.allowance_used for check in self.correctness if check.allowance_used is not None]
+        if used:
+            correct += f" (worst error {max(used):.2g} of the allowed)"
         speedups = [
             f"{timing.bucket} {timing.speedup_over_eager:.2f}x"
             + (

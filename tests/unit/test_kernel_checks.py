@@ -124,10 +124,12 @@ def test_a_dense_backward_summed_row_after_row_passes_and_one_missing_row_fails(
     for g, row in zip(grad_output, x, strict=True):
         row_by_row += torch.outer(g, row)
 
-    assert checks.compare((grad_x, row_by_row, grad_b), expected).matches
+    summed = checks.compare((grad_x, row_by_row, grad_b), expected)
+    assert summed.matches and 0 < summed.used < 0.5
     short = operator.reference(grad_output[:-1], x[:-1], weight, output[:-1], **attributes)
     missing = checks.compare((grad_x, short[1], grad_b), expected)
     assert not missing.matches and missing.reason is not None and missing.reason.startswith("output 1")
+    assert missing.used > 4
     for seed in range(3):  # the timed runs' check: the honest sum passes it too
         honest = checks.fingerprint((grad_x, row_by_row, grad_b), seed)
         assert checks.fingerprint_matches(honest, expected, seed)
@@ -150,6 +152,9 @@ def test_the_evaluator_passes_the_dense_backwards_template_at_a_large_batch(
 
     assert evaluation.passed, evaluation.reason
     assert evaluation.timings and evaluation.timings[0].shape == fields
+    used = [check.allowance_used for check in evaluation.correctness if check.allowance_used is not None]
+    assert len(used) == len(evaluation.correctness) and all(0 <= fraction <= 1 for fraction in used)
+    assert f"(worst error {max(used):.2g} of the allowed)" in evaluation.reason
     monkeypatch.setattr(type(get_operator(name)), "magnitude", Operator.magnitude)
     fixed = evaluate(candidate, name, settings)
     assert not fixed.passed and fixed.reason.startswith("incorrect"), fixed.reason
