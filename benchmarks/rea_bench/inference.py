@@ -222,6 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--memory-gb", type=float, default=8.0, help="Memory each sandboxed evaluation may use, GiB."
     )
+    parser.add_argument(
+        "--no-confine",
+        action="store_true",
+        help="Run candidates without Landlock confinement (for a machine where it keeps a GPU runtime "
+        "from starting; every other limit holds).",
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as jobs run: no timed pass pays for paging in memory freed before it
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=threads,
         time_compiled_reference=not args.no_compile,
         limits=Limits(file_bytes=2 << 30, memory_bytes=int(args.memory_gb * (1 << 30))),
-    )
+    ).confined(not args.no_confine)
     entries, searched = searched_entries(
         model, prepared, steps, args.budget, settings, args.seed, target.name, args.search_time_limit
     )

@@ -215,6 +215,12 @@ def main(argv: list[str] | None = None) -> None:
         "--memory-gb", type=float, default=8.0, help="Memory each sandboxed evaluation may use, GiB."
     )
     parser.add_argument(
+        "--no-confine",
+        action="store_true",
+        help="Run candidates without Landlock confinement (for a machine where it keeps a GPU runtime "
+        "from starting; every other limit holds).",
+    )
+    parser.add_argument(
         "--llm",
         type=int,
         default=0,
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         cache_flush_bytes=flush,
         limits=limits,
         huge_pages=args.huge_pages,
-    )
+    ).confined(not args.no_confine)
     shown = {
         "device": target.device_name(),
         "budget": args.budget,

@@ -141,6 +141,16 @@ class Settings(BaseModel):
         default=None, description="Seeds the trials' seeds; None: fresh every evaluation."
     )
 
+    def confined(self, confine: bool) -> Settings:
+        """These settings with Landlock confinement on or off for every child, the candidate's
+        and its compiler's alike (off: for a machine where it keeps a GPU runtime from starting)."""
+        return self.model_copy(
+            update={
+                "limits": self.limits.model_copy(update={"confine": confine}),
+                "compile_limits": self.compile_limits.model_copy(update={"confine": confine}),
+            }
+        )
+
 
 class ShapeCheck(BaseModel):
     """One correctness trial: enough to reproduce it (shape, dtype, seed) and what it showed."""

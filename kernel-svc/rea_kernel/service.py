@@ -74,17 +74,13 @@ def capabilities_here(synthesizer: Synthesizer | None = None) -> Capabilities:
 
 def evaluator_settings(settings: Settings) -> EvaluatorSettings:
     flush = None if settings.kernel_flush_mb is None else settings.kernel_flush_mb << 20
-    defaults = EvaluatorSettings()
-    confine = {"confine": settings.kernel_confine}
     return EvaluatorSettings(
-        limits=defaults.limits.model_copy(update=confine),
-        compile_limits=defaults.compile_limits.model_copy(update=confine),
         repeats=settings.kernel_repeats,
         threads=settings.kernel_threads,
         huge_pages=settings.kernel_huge_pages,
         cache_flush_bytes=flush,
         cache_dir=settings.home / "kernel-cache",
-    )
+    ).confined(settings.kernel_confine)
 
 
 def speedup(evaluation: Evaluation) -> float | None:

@@ -4,6 +4,7 @@ with `--llm` the kernels a (local, OpenAI-compatible) model writes set beside th
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,18 @@ def test_the_ranker_is_timed_end_to_end_when_no_search_had_time(
     trained = {"eager", "kernels", "eager, sparse tables", "kernels, sparse tables"}
     assert set(result["training_seconds"]) == trained
     assert "no kernel for dcn_cross" in capsys.readouterr().out
+
+
+def test_the_gpu_script_refuses_an_unknown_step_and_a_folder_without_wheels(tmp_path: Path) -> None:
+    """`benchmarks/gpu.sh` runs where no package index is: without its wheels it says how to get
+    them instead of failing half-way (its steps run end to end only with a GPU, or by hand with
+    TARGET=cpu)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.sh"
+    unknown = subprocess.run(["bash", str(script), "nonsense"], capture_output=True, text=True, check=False)
+    assert unknown.returncode == 2 and "unknown step nonsense" in unknown.stderr
+    (tmp_path / "empty").mkdir()
+    command = ["bash", str(script), "kernels", str(tmp_path / "out"), str(tmp_path / "empty")]
+    missing = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and "run 'benchmarks/gpu.sh wheels'" in missing.stdout.replace(
+        str(script), "benchmarks/gpu.sh"
+    )
