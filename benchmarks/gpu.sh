@@ -9,6 +9,8 @@
 #                                        BUDGET-1 more; TIME_LIMIT seconds of searches at most)
 #   benchmarks/gpu.sh inference OUT [DIR] there: the ranker's inference and training end to end
 #                                        with registry kernels (SEARCH_LIMIT seconds of searches)
+#   benchmarks/gpu.sh tolerance OUT [DIR] there: the correctness check on long sums, with the
+#                                        Triton templates' kernels on the GPU (about a minute)
 #
 # DIR defaults to .gpu-wheels; OUT gets each step's log and JSON (both relative to the
 # repository's root, where the script runs). Settings come from the
@@ -21,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step=${1:?"usage: $0 wheels [DIR] | kernels OUT [DIR] | inference OUT [DIR]"}
+step=${1:?"usage: $0 wheels [DIR] | kernels|inference|tolerance OUT [DIR]"}
 python=${PYTHON:-python3}
 # What the kernel benchmarks import that a CUDA image with PyTorch, Triton, numpy, scipy,
 # scikit-learn, pyarrow, rich and psutil does not always hold.
@@ -76,8 +78,15 @@ inference)
         --search-time-limit "${SEARCH_LIMIT:-150}" --json "$out/inference.json" "${unconfined[@]}" 2>&1 |
         tee "$out/inference.txt"
     ;;
+tolerance)
+    out=${2:?"usage: $0 tolerance OUT [DIR]"} && mkdir -p "$out"
+    install "${3:-.gpu-wheels}"
+    device "$out"
+    PYTHONUNBUFFERED=1 "$python" -m rea_bench.tolerance --target "${TARGET:-triton}" --json "$out/tolerance.json" \
+        2>&1 | tee "$out/tolerance.txt"
+    ;;
 *)
-    echo "unknown step $step: wheels, kernels or inference" >&2
+    echo "unknown step $step: wheels, kernels, inference or tolerance" >&2
     exit 2
     ;;
 esac

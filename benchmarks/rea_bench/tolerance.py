@@ -9,8 +9,9 @@ per operator on shapes with long sums, the worst error of each kind of answer as
 what the check allows (at most 1 passes), against the float32 reference:
 
 - ``exact``: the float64 result rounded to float32, the best answer a kernel can give;
-- ``templates``: the `cpu` target's template kernels (the default point and, where a rule picks
-  another, that one), compiled and run here;
+- ``templates``: a target's template kernels (the default point and, where a rule picks
+  another, that one), built and run here: `cpu` by default, `triton` on a GPU (in Triton's
+  interpreter without one: slow at these sizes, so pick cases with ``--only``);
 - ``bfloat16`` and ``float16``: the reference run on inputs rounded to 8 and 11 significant
   bits (a kernel that computes in bfloat16, or in TF32 as GPU matrix units do), which must fail.
 
@@ -19,12 +20,14 @@ Each with the fixed tolerance alone (``fixed``) and with the allowance for the s
     python -m rea_bench.tolerance
     python -m rea_bench.tolerance --no-kernels --seeds 5
     python -m rea_bench.tolerance --only lookup
+    python -m rea_bench.tolerance --target triton
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,7 +41,7 @@ from rea_kernel import checks
 from rea_kernel.harness import Kernel
 from rea_kernel.operators import Operator, Result, get_operator
 from rea_kernel.sandbox import Limits
-from rea_kernel.targets import get_target
+from rea_kernel.targets import Target, get_target
 
 Answer = Callable[[Sequence[torch.Tensor], dict[str, Any]], Result]
 
@@ -147,12 +150,11 @@ def measure(
 
 
 def template_kernels(
-    name: str, fields: dict[str, Any], directory: Path, loaded: dict[str, Kernel]
+    target: Target, name: str, fields: dict[str, Any], directory: Path, loaded: dict[str, Kernel]
 ) -> list[Answer]:
-    """The `cpu` target's default point for ``name`` and, where its rule picks another for
-    ``fields``, that one, loaded into this process once each (``loaded``, by digest: a library
-    this process has mapped is not written again)."""
-    target = get_target("cpu")
+    """``target``'s default point for ``name`` and, where its rule picks another for ``fields``,
+    that one, loaded into this process once each (``loaded``, by digest: a library this process
+    has mapped is not written again)."""
     default = target.default_params(name)
     points = [default, {**default, **target.suggested_params(name, fields)}]
     answers: list[Answer] = []
@@ -166,14 +168,16 @@ def template_kernels(
                 Limits(),
                 torch.get_num_threads(),
             )
-        answers.append(_calling(loaded[candidate.digest]))
+        answers.append(_calling(loaded[candidate.digest], target.device))
     return answers
 
 
-def _calling(kernel: Kernel) -> Answer:
+def _calling(kernel: Kernel, device: str) -> Answer:
+    """``kernel`` on copies of the inputs on ``device``, its outputs brought back to the CPU."""
+
     def answer(inputs: Sequence[torch.Tensor], attributes: dict[str, Any]) -> Result:
-        result: Result = kernel(*inputs, **attributes)
-        return result
+        outputs = checks.tensors(kernel(*(tensor.to(device) for tensor in inputs), **attributes))
+        return tuple(tensor.cpu() for tensor in outputs)
 
     return answer
 
@@ -187,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m rea_bench.tolerance", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--seeds", type=int, default=3, help="input draws per shape (worst taken)")
-    parser.add_argument("--no-kernels", action="store_true", help="skip the cpu template kernels")
+    parser.add_argument("--target", default="cpu", help="whose template kernels: cpu or triton")
+    parser.add_argument("--no-kernels", action="store_true", help="skip the template kernels")
     parser.add_argument("--only", action="append", default=[], help="cases whose name or operator has this")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -198,10 +203,22 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if not cases:
         raise SystemExit(f"no case matches {args.only}")
-    kernels = not args.no_kernels and get_target("cpu").unavailable() is None
+    target = get_target(args.target)
+    if target.name == "triton" and target.device == "cpu":
+        # Its kernels run in Triton's interpreter here, which must be asked for before triton is
+        # first imported (the target's availability check imports it).
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    unavailable = target.unavailable()
+    if unavailable and not args.no_kernels:
+        raise SystemExit(f"the {target.name} target cannot run here: {unavailable} (or pass --no-kernels)")
+    kernels = not args.no_kernels
     print_header(
         "correctness check on long sums",
-        {"seeds": args.seeds, "sum order roundings": checks.SUM_ORDER_ROUNDINGS, "templates": kernels},
+        {
+            "seeds": args.seeds,
+            "sum order roundings": checks.SUM_ORDER_ROUNDINGS,
+            "templates": target.device_name() if kernels else "none",
+        },
     )
     rows: list[dict[str, Any]] = []
     loaded: dict[str, Kernel] = {}
@@ -211,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             operator = get_operator(name)
             answers = {
                 "exact": [exact(operator)],
-                "templates": template_kernels(name, fields, Path(scratch), loaded) if kernels else [],
+                "templates": template_kernels(target, name, fields, Path(scratch), loaded) if kernels else [],
                 "bfloat16": [rounded(operator, torch.bfloat16)],
                 "float16": [rounded(operator, torch.float16)],
             }

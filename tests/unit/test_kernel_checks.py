@@ -11,6 +11,9 @@ measures the same on the `cpu` templates' kernels.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +177,26 @@ def test_the_benchmark_prints_its_table_and_writes_its_rows(
     assert row["fractions"]["templates"][1] < 1 < row["fractions"]["bfloat16"][1]
     with pytest.raises(SystemExit, match="no case"):
         main(["--only", "no such case"])
+
+
+def test_the_benchmark_runs_the_triton_templates_in_the_interpreter_without_a_gpu(tmp_path: Path) -> None:
+    """In a fresh Python: the interpreter must be asked for before triton is first imported, and
+    this process may have imported it already."""
+    pytest.importorskip("triton", reason="the triton target needs the triton package")
+    written = tmp_path / "rows.json"
+    command = [sys.executable, "-m", "rea_bench.tolerance", "--target", "triton", "--only", "FM backward"]
+    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+
+    done = subprocess.run(
+        [*command, "--seeds", "1", "--json", str(written)],
+        capture_output=True,
+        text=True,
+        env=environment | {"TRITON_CACHE_DIR": str(tmp_path / "cache")},
+        check=False,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "triton-interpreter" in done.stdout
+    (row,) = json.loads(written.read_text())
+    assert row["fractions"]["templates"][1] < 1 < row["fractions"]["float16"][1]
