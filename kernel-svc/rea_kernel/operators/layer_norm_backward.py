@@ -57,30 +57,24 @@ class LayerNormBackward(Operator[LayerNormShape]):
         """The statistics recomputed, then PyTorch's own layer-norm backward (one fused kernel,
         what eager training runs; the tests hold it to ``torch.autograd.grad`` of the forward's
         reference)."""
-        grad_output, x, weight, output = inputs
-        if attributes["activation"] == "relu":
-            grad_output = grad_output * (output > 0)
+        _, x, weight, _ = inputs
         if x.shape[0] == 0:
             return torch.zeros_like(x), torch.zeros_like(weight), torch.zeros_like(weight)
-        variance, mean = torch.var_mean(x, dim=-1, correction=0, keepdim=True)
-        rstd = (variance + float(attributes["eps"])).rsqrt()
+        gated, mean, rstd = _statistics(inputs, attributes)
         grad_x, grad_weight, _ = torch.ops.aten.native_layer_norm_backward(
-            grad_output, x, [x.shape[-1]], mean, rstd, weight, None, [True, True, False]
+            gated, x, [x.shape[-1]], mean, rstd, weight, None, [True, True, False]
         )
-        return grad_x, grad_weight, grad_output.sum(0)
+        return grad_x, grad_weight, gated.sum(0)
 
     def magnitude(self, *inputs: torch.Tensor, **attributes: Attribute) -> tuple[torch.Tensor, ...]:
         """``|g * xhat|`` and ``|g|`` summed over the rows; none for ``grad_x``, whose sums run
         along a row and are normalised (the tolerance covers them)."""
-        grad_output, x, weight, output = inputs
-        if attributes["activation"] == "relu":
-            grad_output = grad_output * (output > 0)
+        _, x, weight, _ = inputs
         if x.shape[0] == 0:
             return torch.zeros_like(x), torch.zeros_like(weight), torch.zeros_like(weight)
-        variance, mean = torch.var_mean(x, dim=-1, correction=0, keepdim=True)
-        normalised = (x - mean) * (variance + float(attributes["eps"])).rsqrt()
-        gradient = grad_output.abs()
-        return torch.zeros_like(x), (gradient * normalised.abs()).sum(0), gradient.sum(0)
+        gated, mean, rstd = _statistics(inputs, attributes)
+        gradient = gated.abs()
+        return torch.zeros_like(x), (gradient * ((x - mean) * rstd).abs()).sum(0), gradient.sum(0)
 
     def shape_of(self, inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]) -> LayerNormShape:
         return _FORWARD.shape_of(inputs[1:], attributes)
@@ -93,3 +87,15 @@ class LayerNormBackward(Operator[LayerNormShape]):
 
     def bucket(self, shape: LayerNormShape) -> str:
         return _FORWARD.bucket(shape)
+
+
+def _statistics(
+    inputs: Sequence[torch.Tensor], attributes: Mapping[str, Attribute]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The output gradient through the activation, and each row's mean and ``rstd``, recomputed
+    from ``x`` (at least one row)."""
+    grad_output, x, _, output = inputs
+    if attributes["activation"] == "relu":
+        grad_output = grad_output * (output > 0)
+    variance, mean = torch.var_mean(x, dim=-1, correction=0, keepdim=True)
+    return grad_output, mean, (variance + float(attributes["eps"])).rsqrt()
