@@ -41,7 +41,7 @@ from rea_kernel import checks
 from rea_kernel.harness import Kernel
 from rea_kernel.operators import Operator, Result, get_operator
 from rea_kernel.sandbox import Limits
-from rea_kernel.targets import Target, get_target
+from rea_kernel.targets import TARGETS, Target, get_target
 
 Answer = Callable[[Sequence[torch.Tensor], dict[str, Any]], Result]
 
@@ -96,13 +96,8 @@ table of two rows looked up 100,000 times in bags of up to 20 ids)."""
 
 
 def worst(output: Result, expected: checks.Expected) -> float:
-    """The largest ``|out - ref| / allowed`` over the float outputs (at most 1 passes)."""
-    fractions = [
-        float(((out.double() - ref.double()).abs() / allowed).max())
-        for out, ref, allowed in zip(checks.tensors(output), expected.outputs, expected.allowed, strict=True)
-        if ref.is_floating_point() and ref.numel()
-    ]
-    return max(fractions, default=0.0)
+    """The largest ``|out - ref| / allowed`` over the outputs (at most 1 passes)."""
+    return checks.compare(output, expected).used
 
 
 def exact(operator: Operator) -> Answer:
@@ -191,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m rea_bench.tolerance", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--seeds", type=int, default=3, help="input draws per shape (worst taken)")
-    parser.add_argument("--target", default="cpu", help="whose template kernels: cpu or triton")
+    parser.add_argument("--target", choices=list(TARGETS), default="cpu", help="whose template kernels")
     parser.add_argument("--no-kernels", action="store_true", help="skip the template kernels")
     parser.add_argument("--only", action="append", default=[], help="cases whose name or operator has this")
     parser.add_argument("--json", type=Path, help="also write the rows here")

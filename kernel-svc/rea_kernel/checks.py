@@ -7,6 +7,7 @@ the reference's, so the two sides cannot drift apart.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,7 +87,8 @@ class Comparison:
     max_abs_error: float
     reason: str | None = None
     used: float = 0.0
-    """The largest ``|out - ref| / allowed`` (at most 1 passes): how near rejection it came."""
+    """The largest ``|out - ref| / allowed`` (at most 1 passes, so infinite for a wrong dtype,
+    shape or row index): how near rejection it came."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def compare(output: Result, expected: Expected) -> Comparison:
     infinity where it has the same one); an integer output (row indices) exactly."""
     outputs, references = tensors(output), expected.outputs
     if len(outputs) != len(references):
-        return Comparison(False, float("inf"), f"{len(outputs)} outputs, expected {len(references)}")
+        return _unlike(f"{len(outputs)} outputs, expected {len(references)}")
     compared = [
         _compare(out, ref, allowed)
         for out, ref, allowed in zip(outputs, references, expected.allowed, strict=True)
@@ -160,23 +162,26 @@ def compare(output: Result, expected: Expected) -> Comparison:
     return Comparison(True, worst, used=used)
 
 
+def _unlike(reason: str) -> Comparison:
+    """An output of another kind than the reference's: no error to measure, infinitely wrong."""
+    return Comparison(False, math.inf, reason, math.inf)
+
+
 def _compare(output: torch.Tensor, reference: torch.Tensor, allowed: torch.Tensor) -> Comparison:
     if output.dtype != reference.dtype:
-        return Comparison(False, float("inf"), f"dtype {output.dtype}, expected {reference.dtype}")
+        return _unlike(f"dtype {output.dtype}, expected {reference.dtype}")
     if output.shape != reference.shape:
-        return Comparison(
-            False, float("inf"), f"shape {tuple(output.shape)}, expected {tuple(reference.shape)}"
-        )
+        return _unlike(f"shape {tuple(output.shape)}, expected {tuple(reference.shape)}")
     if output.numel() == 0:
         return Comparison(True, 0.0)
     if not reference.is_floating_point():  # indices: exactly, or they name other rows
         worst = float((output.double() - reference.double()).abs().max())
         reason = None if worst == 0 else f"differs from the reference by {worst:.0f}"
-        return Comparison(worst == 0, worst, reason)
+        return Comparison(worst == 0, worst, reason, 0.0 if worst == 0 else math.inf)
     error = (output.double() - reference.double()).abs()
     agreed = (output == reference) | (output.isnan() & reference.isnan())
-    worst = float(error.masked_fill(agreed, 0).nan_to_num(nan=float("inf")).max())
-    used = float((error / allowed).masked_fill(agreed, 0).nan_to_num(nan=float("inf")).max())
+    worst = float(error.masked_fill(agreed, 0).nan_to_num(nan=math.inf).max())
+    used = float((error / allowed).masked_fill(agreed, 0).nan_to_num(nan=math.inf).max())
     matches = used <= 1
     return Comparison(matches, worst, None if matches else f"max abs error {worst:.3g}", used)
 
