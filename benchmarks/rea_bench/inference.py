@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=threads,
         time_compiled_reference=not args.no_compile,
         limits=Limits(file_bytes=2 << 30, memory_bytes=int(args.memory_gb * (1 << 30))),
-    ).confined(not args.no_confine)
+    ).with_confinement(not args.no_confine)
     entries, searched = searched_entries(
         model, prepared, steps, args.budget, settings, args.seed, target.name, args.search_time_limit
     )

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         cache_flush_bytes=flush,
         limits=limits,
         huge_pages=args.huge_pages,
-    ).confined(not args.no_confine)
+    ).with_confinement(not args.no_confine)
     shown = {
         "device": target.device_name(),
         "budget": args.budget,

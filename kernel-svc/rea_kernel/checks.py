@@ -8,7 +8,7 @@ the reference's, so the two sides cannot drift apart.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -121,7 +121,10 @@ def expect(reference: Result, tolerance: Tolerance, magnitude: Result | None = N
 
 
 def expected_of(
-    operator: Operator, inputs: Sequence[torch.Tensor], attributes: dict[str, Attribute], dtype: torch.dtype
+    operator: Operator,
+    inputs: Sequence[torch.Tensor],
+    attributes: Mapping[str, Attribute],
+    dtype: torch.dtype,
 ) -> Expected:
     """The reference of ``operator`` on ``inputs``, with its tolerance for ``dtype`` and its
     sums' magnitudes."""

@@ -141,7 +141,7 @@ class Settings(BaseModel):
         default=None, description="Seeds the trials' seeds; None: fresh every evaluation."
     )
 
-    def confined(self, confine: bool) -> Settings:
+    def with_confinement(self, confine: bool) -> Settings:
         """These settings with Landlock confinement on or off for every child, the candidate's
         and its compiler's alike (off: for a machine where it keeps a GPU runtime from starting)."""
         return self.model_copy(

@@ -80,7 +80,7 @@ def evaluator_settings(settings: Settings) -> EvaluatorSettings:
         huge_pages=settings.kernel_huge_pages,
         cache_flush_bytes=flush,
         cache_dir=settings.home / "kernel-cache",
-    ).confined(settings.kernel_confine)
+    ).with_confinement(settings.kernel_confine)
 
 
 def speedup(evaluation: Evaluation) -> float | None:
