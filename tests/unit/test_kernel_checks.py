@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -26,15 +25,12 @@ from rea_kernel.evaluator import Settings, evaluate
 from rea_kernel.operators import OPERATORS, Operator, get_operator
 from rea_kernel.targets import get_target
 
+from .test_kernel_operators import inputs_for
+
 SUMMING = sorted(
     name for name, operator in OPERATORS.items() if type(operator).magnitude is not Operator.magnitude
 )
 CASES = {case: (name, fields) for case, name, fields in LONG_SUMS}
-
-
-def inputs_for(operator: Operator[Any], fields: dict[str, Any], seed: int) -> tuple[torch.Tensor, ...]:
-    shape = operator.parse_shape(fields)
-    return operator.make_inputs(shape, torch.float32, torch.Generator().manual_seed(seed))
 
 
 def test_the_operators_with_long_sums_give_their_magnitudes() -> None:
