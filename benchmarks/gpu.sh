@@ -44,6 +44,20 @@ device() {
 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"; } | tee "$1/device.txt"
 }
 
+# A step on the GPU machine: the wheels installed, the device recorded, then the benchmark MODULE
+# with these arguments, its log and JSON in OUT under the step's name.
+measure() {
+    local module=$1 out=${out:?"usage: $0 $step OUT [DIR]"}
+    shift
+    mkdir -p "$out"
+    install "$wheels"
+    device "$out"
+    PYTHONUNBUFFERED=1 "$python" -m "$module" --target "${TARGET:-triton}" --json "$out/$step.json" "$@" 2>&1 |
+        tee "$out/$step.txt"
+}
+
+out=${2:-}
+wheels=${3:-.gpu-wheels}
 case $step in
 wheels)
     wheels=${2:-.gpu-wheels}
@@ -63,27 +77,15 @@ print(' '.join(f'{name}=={version(name)}' for name in sys.argv[1:]))" "${extra[@
     ls -l "$wheels"
     ;;
 kernels)
-    out=${2:?"usage: $0 kernels OUT [DIR]"} && mkdir -p "$out"
-    install "${3:-.gpu-wheels}"
-    device "$out"
-    PYTHONUNBUFFERED=1 "$python" -m rea_bench.kernels --target "${TARGET:-triton}" --budget "${BUDGET:-1}" \
-        --compare-seeds 0 --no-inference --time-limit "${TIME_LIMIT:-420}" --json "$out/kernels.json" \
-        ${OPS:+--ops $OPS} "${unconfined[@]}" 2>&1 | tee "$out/kernels.txt"
+    measure rea_bench.kernels --budget "${BUDGET:-1}" --compare-seeds 0 --no-inference \
+        --time-limit "${TIME_LIMIT:-420}" ${OPS:+--ops $OPS} "${unconfined[@]}"
     ;;
 inference)
-    out=${2:?"usage: $0 inference OUT [DIR]"} && mkdir -p "$out"
-    install "${3:-.gpu-wheels}"
-    device "$out"
-    PYTHONUNBUFFERED=1 "$python" -m rea_bench.inference --target "${TARGET:-triton}" --budget "${BUDGET:-1}" \
-        --search-time-limit "${SEARCH_LIMIT:-150}" --json "$out/inference.json" "${unconfined[@]}" 2>&1 |
-        tee "$out/inference.txt"
+    measure rea_bench.inference --budget "${BUDGET:-1}" --search-time-limit "${SEARCH_LIMIT:-150}" \
+        "${unconfined[@]}"
     ;;
 tolerance)
-    out=${2:?"usage: $0 tolerance OUT [DIR]"} && mkdir -p "$out"
-    install "${3:-.gpu-wheels}"
-    device "$out"
-    PYTHONUNBUFFERED=1 "$python" -m rea_bench.tolerance --target "${TARGET:-triton}" --json "$out/tolerance.json" \
-        2>&1 | tee "$out/tolerance.txt"
+    measure rea_bench.tolerance
     ;;
 *)
     echo "unknown step $step: wheels, kernels, inference or tolerance" >&2
