@@ -250,6 +250,7 @@ class _Run:
     timings: list[Timing] = field(default_factory=list)
     children: int = 0
     baseline: tuple[SandboxedProcess, Path] | None = None
+    baseline_jobs: int = 0
 
     def seed(self) -> int:
         return self.rng.getrandbits(62)
@@ -390,6 +391,8 @@ class _Run:
             "trials": [{"shape": shape.model_dump(), "seed": seed} for shape, seed in trials],
         }
         process, directory = self.start("candidate", job)
+        if shapes:
+            self.baseline_child()
         with process:
             correctness = self.outcome(process, directory, CORRECTNESS)
             with _written_by_the_candidate(CORRECTNESS):
@@ -400,6 +403,7 @@ class _Run:
             candidate: list[dict[str, Any]] = []
             baselines: list[list[dict[str, Any]]] = []
             process.pause()
+            self.baseline_child()[0].pause()
             for index, timing in enumerate(rounds):
                 if index % 2 == 1:
                     baselines.append(self.baselines(timing))
@@ -464,14 +468,26 @@ class _Run:
                 self.judge_timed_outputs(shape, dtype, spec["seeds"], result)
         return timed
 
-    def baselines(self, timing: dict[str, Any]) -> list[dict[str, Any]]:
-        """The eager and compiled reference, timed on the candidate's seeds by the same harness,
-        in one trusted process kept for the whole evaluation (and stopped while a candidate runs)."""
+    def baseline_child(self) -> tuple[SandboxedProcess, Path]:
+        """The baselines' trusted process, kept for the whole evaluation. It is started beside the
+        candidate's so that both start Python and PyTorch (seconds) while the candidate's
+        correctness trials run, not one after the other; stopped before the candidate is first
+        timed; held to its wall-clock limit from its first timing job; and killed once the
+        evaluation ends (it has nothing left to say, and a rejected candidate's is not waited for)."""
         if self.baseline is None:
             job = {"compile_reference": self.settings.time_compiled_reference}
             process, directory = self.start("baseline", job)
-            self.baseline = self.resources.enter_context(process), directory
-        process, directory = self.baseline
+            self.resources.callback(process.abandon)
+            self.baseline = process, directory
+        return self.baseline
+
+    def baselines(self, timing: dict[str, Any]) -> list[dict[str, Any]]:
+        """The eager and compiled reference, timed on the candidate's seeds by the same harness,
+        in the baselines' process (stopped while a candidate runs)."""
+        process, directory = self.baseline_child()
+        if not self.baseline_jobs:
+            process.count_from_now()
+        self.baseline_jobs += 1
         process.resume()
         process.send(json.dumps(timing))
         try:

@@ -372,6 +372,15 @@ class SandboxedProcess:
             self._paused_at = None
             _signal_group(self.process.pid, signal.SIGCONT)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def count_from_now(self) -> None:
+        """Start the wall-clock limit again, for a trusted child started ahead of its first job
+        (the evaluator's baselines): the limit is on its work, not on its wait for it."""
+        self.deadline = time.monotonic() + self.limits.wall_seconds
+
     def finish(self) -> Exit:
         """Close the child's stdin and wait for it to exit, at most until the deadline."""
         self.resume()

@@ -10,16 +10,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from rea.kernels import Candidate
 from rea_kernel import checks
-from rea_kernel.evaluator import Evaluation, Settings, evaluate
-from rea_kernel.harness import Guard, probe, probe_positions, probe_problem
+from rea_kernel.evaluator import Evaluation, Settings, _Run, evaluate
+from rea_kernel.harness import CORRECTNESS, Guard, probe, probe_positions, probe_problem
 from rea_kernel.operators import get_operator
-from rea_kernel.sandbox import Limits, Verdict
+from rea_kernel.sandbox import Limits, SandboxedProcess, Verdict
 from rea_kernel.targets import get_target
 
 CPU = get_target("cpu")
@@ -469,6 +470,44 @@ def test_timing_takes_turns_and_every_round_is_judged(cache_dir: Path) -> None:
     assert evaluation.verdict is Verdict.REJECTED
     assert "while timing" in evaluation.reason
     assert all(check.passed for check in evaluation.correctness)
+
+
+def test_the_baselines_start_beside_the_candidate_and_are_stopped_while_it_is_timed(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both processes start at once, so that their imports overlap the candidate's trials, and
+    then only the process being timed runs: the candidate's and the baselines', in turn."""
+    seen: list[str] = []
+    candidates: list[SandboxedProcess] = []
+    outcome, time_candidate, baselines = _Run.outcome, _Run.time_candidate, _Run.baselines
+
+    def watched_outcome(run: _Run, process: SandboxedProcess, directory: Path, phase: str) -> Any:
+        if phase == CORRECTNESS:
+            seen.append(f"trials reported, baselines started: {run.baseline is not None}")
+        return outcome(run, process, directory, phase)
+
+    def watched_time_candidate(run: _Run, process: SandboxedProcess, *args: Any) -> Any:
+        assert run.baseline is not None
+        candidates.append(process)
+        seen.append(f"candidate timed, baselines stopped: {run.baseline[0].paused}")
+        return time_candidate(run, process, *args)
+
+    def watched_baselines(run: _Run, timing: dict[str, Any]) -> Any:
+        seen.append(f"baselines timed, candidate stopped: {candidates[-1].paused}")
+        return baselines(run, timing)
+
+    monkeypatch.setattr(_Run, "outcome", watched_outcome)
+    monkeypatch.setattr(_Run, "time_candidate", watched_time_candidate)
+    monkeypatch.setattr(_Run, "baselines", watched_baselines)
+    evaluation = judged(honest(), quick(cache_dir, repeats=2, rounds=2))
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+    assert seen == [
+        "trials reported, baselines started: True",
+        "candidate timed, baselines stopped: True",
+        "baselines timed, candidate stopped: True",
+        "baselines timed, candidate stopped: True",
+        "candidate timed, baselines stopped: True",
+    ]
 
 
 def test_a_speedup_that_holds_on_one_shape_only_is_rejected(cache_dir: Path) -> None:

@@ -171,6 +171,27 @@ def test_a_paused_child_and_its_grandchildren_use_no_cpu_and_keep_their_deadline
     assert not process.finish().killed_at_deadline
 
 
+def test_a_child_started_ahead_of_its_work_can_count_its_limit_from_its_first_job(directory: Path) -> None:
+    """The evaluator starts its baselines while the candidate's trials run: the wait before its
+    first job does not use up its wall-clock limit, but its work is held to all of it."""
+    code = (
+        "import os, sys, time\n"
+        "fd = int(os.environ['KERNEL_REPORT_FD'])\n"
+        "for line in sys.stdin:\n"
+        "    time.sleep(float(line))\n"
+        "    os.write(fd, line.encode())\n"
+    )
+    limits = Limits(wall_seconds=1.0, memory_bytes=1 << 30, file_bytes=1 << 20)
+    with SandboxedProcess(python(code), directory, limits) as process:
+        time.sleep(1.2)  # past the limit, waiting for its first job
+        process.count_from_now()
+        process.send("0.5")
+        assert process.receive() == "0.5"
+        process.send("0.8")  # 1.3 s of work in all: beyond the limit
+        assert process.receive() is None
+    assert process.finish().killed_at_deadline
+
+
 CALLER = f"""
 import os, sys, time
 from pathlib import Path
