@@ -266,6 +266,12 @@ class _Run:
     def shapes(self, chosen: tuple[dict[str, Any], ...] | None, default: tuple[Shape, ...]) -> list[Shape]:
         return list(default) if chosen is None else [self.operator.parse_shape(shape) for shape in chosen]
 
+    def benchmark_shapes(self) -> list[Shape]:
+        """Where the candidate is timed: none on a target that cannot time kernels."""
+        if not self.target.times_kernels():
+            return []
+        return self.shapes(self.settings.benchmark_shapes, self.operator.benchmark_shapes)
+
     def build(self) -> None:
         """Write the sources into the build directory and let the target build them there."""
         build = self.scratch / "build"
@@ -391,8 +397,6 @@ class _Run:
             "trials": [{"shape": shape.model_dump(), "seed": seed} for shape, seed in trials],
         }
         process, directory = self.start("candidate", job)
-        if shapes:
-            self.baseline_child()
         with process:
             correctness = self.outcome(process, directory, CORRECTNESS)
             with _written_by_the_candidate(CORRECTNESS):
@@ -469,11 +473,12 @@ class _Run:
         return timed
 
     def baseline_child(self) -> tuple[SandboxedProcess, Path]:
-        """The baselines' trusted process, kept for the whole evaluation. It is started beside the
-        candidate's so that both start Python and PyTorch (seconds) while the candidate's
-        correctness trials run, not one after the other; stopped before the candidate is first
-        timed; held to its wall-clock limit from its first timing job; and killed once the
-        evaluation ends (it has nothing left to say, and a rejected candidate's is not waited for)."""
+        """The baselines' trusted process, kept for the whole evaluation. It is started before the
+        candidate is built, so that its start (Python and PyTorch: seconds) overlaps the build and
+        the candidate's own start and trials instead of following them; stopped before the
+        candidate is first timed; held to its wall-clock limit from its first timing job; and
+        killed once the evaluation ends (it has nothing left to say, and a rejected candidate's is
+        not waited for)."""
         if self.baseline is None:
             job = {"compile_reference": self.settings.time_compiled_reference}
             process, directory = self.start("baseline", job)
@@ -594,9 +599,7 @@ class _Run:
     def judge(self) -> None:
         """Every dtype: correctness on fresh seeds, timing, and a second look at a suspicious speedup."""
         correctness = self.shapes(self.settings.correctness_shapes, self.operator.correctness_shapes)
-        benchmark = self.shapes(self.settings.benchmark_shapes, self.operator.benchmark_shapes)
-        if not self.target.times_kernels():
-            benchmark = []
+        benchmark = self.benchmark_shapes()
         for dtype in self.dtypes():
             trials = [(shape, self.seed()) for shape in correctness for _ in range(self.settings.trials)]
             self.confirm_speedups(dtype, self.check_and_time(dtype, trials, benchmark))
@@ -679,6 +682,8 @@ def evaluate(
                 raise _Rejection(
                     Verdict.REJECTED, f"a kernel for {candidate.operator}, not for {operator.name}"
                 )
+            if run.benchmark_shapes():
+                run.baseline_child()  # it starts while the candidate is built and checked
             run.build()
             run.judge()
             verdict, reason = Verdict.PASSED, run.summary()
