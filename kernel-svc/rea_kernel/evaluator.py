@@ -250,7 +250,7 @@ class _Run:
     timings: list[Timing] = field(default_factory=list)
     children: int = 0
     baseline: tuple[SandboxedProcess, Path] | None = None
-    baseline_jobs: int = 0
+    baseline_timed: bool = False
 
     def seed(self) -> int:
         return self.rng.getrandbits(62)
@@ -490,10 +490,10 @@ class _Run:
         """The eager and compiled reference, timed on the candidate's seeds by the same harness,
         in the baselines' process (stopped while a candidate runs)."""
         process, directory = self.baseline_child()
-        if not self.baseline_jobs:
-            process.count_from_now()
-        self.baseline_jobs += 1
         process.resume()
+        if not self.baseline_timed:
+            process.count_from_now()
+            self.baseline_timed = True
         process.send(json.dumps(timing))
         try:
             timings: list[dict[str, Any]] = self.outcome(process, directory, TIMING)["timings"]
