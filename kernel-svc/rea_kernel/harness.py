@@ -449,6 +449,9 @@ def main() -> None:
 
     serve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     if job["role"] == "baseline":
+        # read by Inductor when torch.compile first imports it: set here, not in the environment
+        # the process started with, which is what a fork server's children share
+        os.environ |= {"TORCHINDUCTOR_CACHE_DIR": job["inductor_cache"], "TORCHINDUCTOR_COMPILE_THREADS": "1"}
         compiled = torch.compile(operator.reference) if job["compile_reference"] else None
         serve = partial(time_baselines, operator, compiled)
     else:

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -243,9 +243,10 @@ _PR_SET_PDEATHSIG = 1
 _PRCTL = getattr(ctypes.CDLL(None), "prctl", None)  # Linux's C library has it
 
 
-def _apply_limits(limits: Limits, restriction: landlock.Restriction | None) -> Callable[[], None]:
-    """The limits and the confinement as the few system calls the child makes between fork and
-    exec (computed here, in the parent, so the child runs no Python beyond the calls)."""
+def child_setup(limits: Limits, restriction: landlock.Restriction | None) -> Callable[[], None]:
+    """The limits and the confinement as the few system calls a child makes before its program
+    runs (computed here, in its parent, so the child runs no Python beyond the calls). The
+    child dies with the process that called this, or exits at once if that is already gone."""
     memory_kind = resource.RLIMIT_AS if limits.memory_counts == "address_space" else resource.RLIMIT_DATA
     memory = _bounded(memory_kind, limits.memory_bytes)
     cpu_time = _bounded(
@@ -270,6 +271,94 @@ def _apply_limits(limits: Limits, restriction: landlock.Restriction | None) -> C
     return apply
 
 
+@dataclass(frozen=True)
+class Spawn:
+    """What a :data:`Launcher` needs to start one sandboxed child: its program, folder and whole
+    environment, its limits and confinement (None: not confined), and the descriptors it gets
+    as its stdout and stderr and as its report pipe, whose number the launcher puts in
+    ``$REPORT_FD_VARIABLE``. The descriptors stay the caller's: a launcher does not close them."""
+
+    argv: tuple[str, ...]
+    directory: Path
+    environment: Mapping[str, str]
+    limits: Limits
+    confinement: Confinement | None
+    stdout: int
+    stderr: int
+    report: int
+
+
+class Child(Protocol):
+    """A started child as :class:`SandboxedProcess` drives it. The child leads its own process
+    group (``pid``), which its caller signals; ``wait`` gives its exit status as
+    :class:`subprocess.Popen` does (a negative signal number when a signal ended it) and raises
+    :class:`subprocess.TimeoutExpired` after ``timeout``; the caller calls ``release`` last,
+    after which ``pid`` may name another process."""
+
+    pid: int
+    stdin: IO[bytes] | None
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def release(self) -> None: ...
+
+
+Launcher = Callable[[Spawn], Child]
+"""How a sandboxed child comes to be: :func:`start_exec` here, which starts its program afresh,
+or :func:`rea_kernel.forkserver.start_forked`, which forks it from a process that has already
+imported the program's modules. Both give the child the same limits, confinement, environment,
+folder, descriptors and process group; they differ in what the child's memory starts with."""
+
+
+class ExecChild(subprocess.Popen[bytes]):
+    """A child started afresh; :meth:`wait` reaps it, so :meth:`release` has nothing left to do."""
+
+    def release(self) -> None:
+        pass
+
+
+def start_exec(spawn: Spawn) -> ExecChild:
+    """Fork and execute ``spawn.argv``, with the limits and confinement applied in between."""
+    restriction = None if spawn.confinement is None else landlock.prepare(spawn.confinement)
+    return ExecChild(
+        list(spawn.argv),
+        cwd=spawn.directory,
+        env={**spawn.environment, REPORT_FD_VARIABLE: str(spawn.report)},
+        stdin=subprocess.PIPE,
+        stdout=spawn.stdout,
+        stderr=spawn.stderr,
+        pass_fds=(spawn.report,),
+        start_new_session=True,
+        preexec_fn=child_setup(spawn.limits, restriction),
+    )
+
+
+class LineReader:
+    """Lines from a descriptor, each awaited until a deadline at most (``poll``, not ``select``:
+    a long-lived caller may hold descriptors past 1024). Gives up on a line over a megabyte."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+        self._pending = b""
+
+    def line(self, deadline: float | None) -> str | None:
+        """The next line; None at the end of the stream, or when ``deadline`` (monotonic) came."""
+        while b"\n" not in self._pending:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            if not self._poller.poll(None if remaining is None else remaining * 1000):
+                return None
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk or len(self._pending) > 1 << 20:
+                return None
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line.decode(errors="replace")
+
+
 class SandboxedProcess:
     """A sandboxed child the caller can talk to while it runs.
 
@@ -279,8 +368,9 @@ class SandboxedProcess:
     process group, which is killed at the deadline, when the caller abandons it, and after it
     exits, so grandchildren it left behind go too. Unless ``limits.confine`` is off, it is
     confined by Landlock to :func:`confinement` plus ``access`` (a target's toolchain and
-    devices); ``landlock_abi`` says at which ABI (0: not at all). Use it as a context manager:
-    leaving the block normally waits for the child to exit; leaving on an exception kills it.
+    devices); ``landlock_abi`` says at which ABI (0: not at all). ``launcher`` starts it
+    (:data:`Launcher`: afresh by default). Use it as a context manager: leaving the block
+    normally waits for the child to exit; leaving on an exception kills it.
     """
 
     def __init__(
@@ -290,13 +380,13 @@ class SandboxedProcess:
         limits: Limits,
         environment: Mapping[str, str] = {},
         access: Confinement | None = None,
+        launcher: Launcher = start_exec,
     ) -> None:
         self.limits = limits
-        restriction = None
+        allowed = None
         if limits.confine:
             allowed = confinement(directory, environment) | (access or Confinement())
-            restriction = landlock.prepare(allowed, _confinement_abi())
-        self.landlock_abi = 0 if restriction is None else restriction.abi
+        self.landlock_abi = 0 if allowed is None else _confinement_abi()
         self.started = time.monotonic()
         self.deadline = self.started + limits.wall_seconds
         self._stdout_path = directory.parent / f"{directory.name}.stdout"
@@ -308,21 +398,18 @@ class SandboxedProcess:
             _closed_on_error(report_read),
             _closed_on_error(report_write, always=True),
         ):
-            self.process = subprocess.Popen(
-                list(argv),
-                cwd=directory,
-                env=scrubbed_environment(directory, environment) | {REPORT_FD_VARIABLE: str(report_write)},
-                stdin=subprocess.PIPE,
-                stdout=stdout,
-                stderr=stderr,
-                pass_fds=(report_write,),
-                start_new_session=True,
-                preexec_fn=_apply_limits(limits, restriction),
+            spawn = Spawn(
+                argv=tuple(argv),
+                directory=directory,
+                environment=scrubbed_environment(directory, environment),
+                limits=limits,
+                confinement=allowed,
+                stdout=stdout.fileno(),
+                stderr=stderr.fileno(),
+                report=report_write,
             )
-        self._reports = report_read
-        self._poller = select.poll()  # not select(): a long-lived caller may hold descriptors past 1024
-        self._poller.register(report_read, select.POLLIN)
-        self._pending = b""
+            self.process = launcher(spawn)
+        self._reports = LineReader(report_read)
         self._exit: Exit | None = None
         self._paused_at: float | None = None
 
@@ -337,18 +424,9 @@ class SandboxedProcess:
 
     def receive(self) -> str | None:
         """The child's next report; None if it closed its pipe (it exited) or the deadline came."""
-        while b"\n" not in self._pending:
-            if self._exit is not None:
-                return None
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0 or not self._poller.poll(remaining * 1000):
-                return None
-            chunk = os.read(self._reports, 1 << 16)
-            if not chunk or len(self._pending) > 1 << 20:
-                return None
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return line.decode(errors="replace")
+        if self._exit is not None:
+            return None
+        return self._reports.line(self.deadline)
 
     def send(self, line: str) -> None:
         """One instruction; lost silently if the child is gone (its exit tells the caller why)."""
@@ -407,10 +485,11 @@ class SandboxedProcess:
 
     def _collect(self, killed: bool) -> Exit:
         _kill_group(self.process.pid)
-        self.process.wait()
-        os.close(self._reports)
+        returncode = self.process.wait()
+        self.process.release()
+        os.close(self._reports.fd)
         return Exit(
-            returncode=self.process.returncode,
+            returncode=returncode,
             killed_at_deadline=killed,
             wall_seconds=time.monotonic() - self.started,
             stdout=_tail(self._stdout_path),
@@ -425,9 +504,10 @@ def run_sandboxed(
     limits: Limits,
     environment: Mapping[str, str] = {},
     access: Confinement | None = None,
+    launcher: Launcher = start_exec,
 ) -> Exit:
     """Run ``argv`` in ``directory`` under ``limits`` and wait for it, at most until the deadline."""
-    with SandboxedProcess(argv, directory, limits, environment, access) as process:
+    with SandboxedProcess(argv, directory, limits, environment, access, launcher) as process:
         return process.finish()
 
 

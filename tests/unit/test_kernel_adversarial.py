@@ -437,6 +437,23 @@ def test_a_backward_with_several_outputs_is_held_to_each(cache_dir: Path, shim: 
     assert not evaluation.timings
 
 
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "afresh"])
+def test_an_evaluation_judges_alike_whether_its_processes_are_forked_or_started_afresh(
+    cache_dir: Path, fork_server: bool
+) -> None:
+    """The harness's processes come from a fork server by default; started afresh, each
+    imports PyTorch itself. Either way an honest kernel passes and is timed, and a cheat is
+    caught. Forked, torch.compile is timed too: Inductor, imported after the fork, writes in the
+    cache folder the harness gives it, the only one its confinement lets it write in."""
+    settings = quick(cache_dir, fork_server=fork_server, time_compiled_reference=fork_server)
+    evaluation = judged(honest(), settings)
+    assert evaluation.verdict is Verdict.PASSED, evaluation.reason
+    assert [timing.compiled_seconds is not None for timing in evaluation.timings] == [fork_server]
+    assert not fork_server or any((cache_dir / "inductor").iterdir())
+    cheating = judged(cheat(MUTATES_INPUT), settings)
+    assert cheating.verdict is Verdict.REJECTED and "modified its input" in cheating.reason
+
+
 def test_a_kernel_correct_on_one_shape_only_is_rejected(cache_dir: Path) -> None:
     evaluation = judged(cheat(ONE_SHAPE_ONLY), quick(cache_dir))
     assert evaluation.verdict is Verdict.REJECTED
