@@ -19,7 +19,9 @@
 # TIME_LIMIT (420), SEARCH_LIMIT (150), OPS (operators, space-separated; default all). Each step
 # is sized to end inside ten minutes. Candidates run confined by Landlock where the kernel has it,
 # with the GPU driver's devices and folders granted; that has not run on a GPU yet, and
-# CONFINE=false turns it off (--no-confine) if CUDA needs more.
+# CONFINE=false turns it off (--no-confine) if CUDA needs more. Their processes are forked from a
+# fork server that has imported PyTorch (never CUDA); FORK_SERVER=false starts each afresh
+# (--afresh), should forking get in the GPU runtime's way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +30,9 @@ python=${PYTHON:-python3}
 # What the kernel benchmarks import that a CUDA image with PyTorch, Triton, numpy, scipy,
 # scikit-learn, pyarrow, rich and psutil does not always hold.
 extra=(pydantic pydantic-core annotated-types typing-inspection pymongo dnspython tenacity)
-unconfined=()
-[[ ${CONFINE:-true} == false ]] && unconfined=(--no-confine)
+sandbox=()
+[[ ${CONFINE:-true} == false ]] && sandbox+=(--no-confine)
+[[ ${FORK_SERVER:-true} == false ]] && sandbox+=(--afresh)
 
 install() {
     local wheels=$1
@@ -78,11 +81,11 @@ print(' '.join(f'{name}=={version(name)}' for name in sys.argv[1:]))" "${extra[@
     ;;
 kernels)
     measure rea_bench.kernels --budget "${BUDGET:-1}" --compare-seeds 0 --no-inference \
-        --time-limit "${TIME_LIMIT:-420}" ${OPS:+--ops $OPS} "${unconfined[@]}"
+        --time-limit "${TIME_LIMIT:-420}" ${OPS:+--ops $OPS} "${sandbox[@]}"
     ;;
 inference)
     measure rea_bench.inference --budget "${BUDGET:-1}" --search-time-limit "${SEARCH_LIMIT:-150}" \
-        "${unconfined[@]}"
+        "${sandbox[@]}"
     ;;
 tolerance)
     measure rea_bench.tolerance

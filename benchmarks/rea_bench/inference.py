@@ -228,6 +228,12 @@ def main(argv: list[str] | None = None) -> None:
         help="Run candidates without Landlock confinement (for a machine where it keeps a GPU runtime "
         "from starting; every other limit holds).",
     )
+    parser.add_argument(
+        "--afresh",
+        action="store_true",
+        help="Start each sandboxed process afresh rather than fork it from a fork server that has imported "
+        "PyTorch (for a machine where forking gets in a GPU runtime's way; slower, otherwise the same).",
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as jobs run: no timed pass pays for paging in memory freed before it
@@ -261,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=threads,
         time_compiled_reference=not args.no_compile,
         limits=Limits(file_bytes=2 << 30, memory_bytes=int(args.memory_gb * (1 << 30))),
+        fork_server=not args.afresh,
     ).with_confinement(not args.no_confine)
     entries, searched = searched_entries(
         model, prepared, steps, args.budget, settings, args.seed, target.name, args.search_time_limit

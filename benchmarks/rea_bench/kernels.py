@@ -221,6 +221,12 @@ def main(argv: list[str] | None = None) -> None:
         "from starting; every other limit holds).",
     )
     parser.add_argument(
+        "--afresh",
+        action="store_true",
+        help="Start each sandboxed process afresh rather than fork it from a fork server that has imported "
+        "PyTorch (for a machine where forking gets in a GPU runtime's way; slower, otherwise the same).",
+    )
+    parser.add_argument(
         "--llm",
         type=int,
         default=0,
@@ -265,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         cache_flush_bytes=flush,
         limits=limits,
         huge_pages=args.huge_pages,
+        fork_server=not args.afresh,
     ).with_confinement(not args.no_confine)
     shown = {
         "device": target.device_name(),

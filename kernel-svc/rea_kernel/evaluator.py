@@ -6,6 +6,10 @@ trusts nothing the candidate does and checks everything itself:
 
 - The candidate only ever runs in a sandboxed child process (:mod:`rea_kernel.sandbox`), built
   there too. A hang, a crash or a runaway allocation becomes a verdict, never an exception here.
+  The harness's children are forked from a fork server that has imported PyTorch already
+  (:mod:`rea_kernel.forkserver`; :attr:`Settings.fork_server`), with the same limits,
+  confinement and environment as a child started afresh, and memory that holds nothing but
+  the server's imports.
 - The reference output never exists where the candidate runs. The child gets seeds, makes the
   inputs, runs only the candidate and sends its outputs back; the evaluator regenerates the same
   inputs from the seeds, computes the reference here, after the child has exited, and compares.

@@ -1,8 +1,9 @@
 """Start sandboxed Python children by forking a process that has already imported their modules.
 
 Every evaluation runs the harness twice (the candidate's process and the baselines'), and a
-fresh Python spends one to two seconds of CPU importing PyTorch before it does anything: on a
-small machine, more than the evaluation itself. :func:`start_forked` is a
+fresh Python spends one to two seconds of CPU importing PyTorch before it does anything: for a
+small evaluation (a test's, a screened draft's with its build cached), most of the CPU the
+evaluation takes. :func:`start_forked` is a
 :data:`rea_kernel.sandbox.Launcher` that asks a *fork server* instead: a trusted Python started
 once with the children's interpreter flags and import-time environment, which imports the
 program's module (``-m``) and then forks a child for each request, as
@@ -19,7 +20,15 @@ the server's until reseeded (Python's is, on fork; the harness seeds PyTorch's i
 module the server imported has read its environment variables already, so a server serves only
 children with its own environment but for ``HOME``, ``TMPDIR`` and the report descriptor
 (``tempfile``'s cached folder is reset in each child); one server runs per distinct interpreter
-flags, module and environment, the few most recently used are kept.
+flags, module and environment; the few most recently used are kept, and any whose children
+still run.
+
+Forking is safe because the server runs no code of its own in threads. Importing PyTorch
+starts one idle native thread (NumPy's OpenBLAS pool), which OpenBLAS's at-fork handler shuts
+down before the first fork (the server then has one thread; a child starts its own pool when
+it needs one). :mod:`rea_executor.warm` forks training jobs the same way, one at a time
+with its own log; this server runs several children at once and hands each the caller's
+descriptors, which the sandbox's report pipe and stdin need.
 
 Process model: the caller holds one end of a socket pair; the server, the other. A request is
 one message (JSON) with five descriptors: the child's stdin, stdout, stderr and report pipe, and
@@ -39,6 +48,7 @@ import json
 import os
 import runpy
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,7 +207,7 @@ class ForkServer:
         status_read, status_write = os.pipe()
         request = {
             "argv": list(spawn.argv),
-            "directory": str(spawn.directory),
+            "directory": str(spawn.directory.absolute()),  # the server has a folder of its own
             "environment": dict(spawn.environment),
             "limits": spawn.limits.model_dump(mode="json"),
             "confinement": None if spawn.confinement is None else _paths(spawn.confinement),
@@ -237,11 +247,7 @@ class ForkServer:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        for path in sorted(self._home.rglob("*"), reverse=True):
-            with contextlib.suppress(OSError):
-                path.rmdir() if path.is_dir() else path.unlink()
-        with contextlib.suppress(OSError):
-            self._home.rmdir()
+        shutil.rmtree(self._home, ignore_errors=True)
 
 
 class ForkServers:
@@ -303,9 +309,10 @@ def start_forked(spawn: Spawn) -> ForkedChild:
 
 
 def _paths(confinement: Confinement) -> dict[str, Any]:
-    """A confinement as JSON: its grants' paths as strings."""
+    """A confinement as JSON: its grants' paths as strings, absolute from the caller's folder
+    (not resolved: the child follows links itself, as Landlock's rules are made)."""
     return {
-        name: [str(path) for path in value] if isinstance(value, tuple) else value
+        name: [os.path.abspath(path) for path in value] if isinstance(value, tuple) else value
         for name, value in asdict(confinement).items()
     }
 

@@ -22,6 +22,11 @@ On an older kernel the child is confined as far as its Landlock ABI allows, a wa
 what is left open, and :attr:`Exit.landlock_abi` says at which ABI it ran (0: not confined);
 ``Limits.confine`` turns confinement off for a machine where it gets in the way.
 
+A child is started afresh (:func:`start_exec`: fork and execute its program) or forked from a
+process that has already imported its program's modules (:func:`rea_kernel.forkserver.start_forked`),
+whichever :data:`Launcher` its caller passes: limits, confinement, environment, folder,
+descriptors and process group are the same either way, and one contract suite tests both.
+
 Not contained even so: the child runs as the caller's user (as root, with root's capabilities,
 raw sockets among them, and every file it may read, ``/etc/shadow`` included); UDP and every
 protocol but TCP; Unix sockets with a path (a database listening on one is reachable by a child

@@ -80,6 +80,7 @@ def evaluator_settings(settings: Settings) -> EvaluatorSettings:
         huge_pages=settings.kernel_huge_pages,
         cache_flush_bytes=flush,
         cache_dir=settings.home / "kernel-cache",
+        fork_server=settings.kernel_fork_server,
     ).with_confinement(settings.kernel_confine)
 
 

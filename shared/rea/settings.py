@@ -233,6 +233,11 @@ class Settings(BaseSettings):
         "kernel has it (no file beyond what it needs, no TCP, no signal outside); off only where it gets "
         "in the way.",
     )
+    kernel_fork_server: bool = Field(
+        default=True,
+        description="Fork the processes that check and time kernels from one that has imported PyTorch "
+        "already, rather than start each afresh (one to two seconds of CPU each).",
+    )
     log_level: str = "INFO"
     service_name: str = "rea"
 

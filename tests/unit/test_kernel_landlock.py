@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from rea_kernel import landlock, sandbox
+from rea_kernel.forkserver import start_forked
 from rea_kernel.landlock import (
     AccessFs,
     AccessNet,
@@ -29,7 +30,7 @@ from rea_kernel.landlock import (
     landlock_abi,
     prepare,
 )
-from rea_kernel.sandbox import Exit, Limits, confinement, run_sandboxed
+from rea_kernel.sandbox import Exit, Launcher, Limits, confinement, run_sandboxed, start_exec
 from rea_kernel.targets.cpu import FLAGS
 
 ABI = landlock_abi()
@@ -136,6 +137,7 @@ def outcomes(finished: Exit) -> dict[str, int]:
 class Probed:
     layout: Layout
     python: dict[str, int]
+    forked: dict[str, int]
     native: dict[str, int]
     bystander_survived: bool
     landlock_abi: int
@@ -159,31 +161,32 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Probed:
             str(listener.getsockname()[1]),
             str(bystander.pid),
         ]
-        python = run_sandboxed(
-            [sys.executable, "-I", "-c", PYTHON_PROBE, *arguments], where.candidate, LIMITS
-        )
+        probe = [sys.executable, "-I", "-c", PYTHON_PROBE, *arguments]
+        python = run_sandboxed(probe, where.candidate, LIMITS)
+        forked = run_sandboxed(probe, where.candidate, LIMITS, launcher=start_forked)
         built = run_sandboxed(["g++", "-O2", "-o", "probe", "probe.cpp"], where.candidate, LIMITS)
         assert built.returncode == 0, built.stderr
         native = run_sandboxed(["./probe", *arguments], where.candidate, LIMITS)
         survived = bystander.poll() is None
         bystander.kill()
-    return Probed(where, outcomes(python), outcomes(native), survived, python.landlock_abi)
+    assert forked.landlock_abi == python.landlock_abi
+    return Probed(where, outcomes(python), outcomes(forked), outcomes(native), survived, python.landlock_abi)
 
 
-@pytest.mark.parametrize("probe", ["python", "native"])
+@pytest.mark.parametrize("probe", ["python", "forked", "native"])
 def test_a_confined_child_cannot_read_outside_the_allowed_folders(probed: Probed, probe: str) -> None:
     assert getattr(probed, probe)["read"] == errno.EACCES
     assert probed.landlock_abi == ABI
 
 
-@pytest.mark.parametrize("probe", ["python", "native"])
+@pytest.mark.parametrize("probe", ["python", "forked", "native"])
 def test_a_confined_child_cannot_read_another_process_environment(probed: Probed, probe: str) -> None:
     """The evaluator's environment holds REA's settings; the child's own /proc entries stay readable."""
     assert getattr(probed, probe)["parent_environ"] == errno.EACCES
     assert getattr(probed, probe)["own_status"] == 0
 
 
-@pytest.mark.parametrize("probe", ["python", "native"])
+@pytest.mark.parametrize("probe", ["python", "forked", "native"])
 def test_a_confined_child_writes_in_its_directory_and_nowhere_else(probed: Probed, probe: str) -> None:
     assert getattr(probed, probe)["write"] == errno.EACCES
     assert getattr(probed, probe)["write_inside"] == 0
@@ -192,13 +195,13 @@ def test_a_confined_child_writes_in_its_directory_and_nowhere_else(probed: Probe
 
 
 @needs_tcp_rules
-@pytest.mark.parametrize("probe", ["python", "native"])
+@pytest.mark.parametrize("probe", ["python", "forked", "native"])
 def test_a_confined_child_cannot_connect_over_tcp(probed: Probed, probe: str) -> None:
     assert getattr(probed, probe)["connect"] == errno.EACCES
 
 
 @needs_scopes
-@pytest.mark.parametrize("probe", ["python", "native"])
+@pytest.mark.parametrize("probe", ["python", "forked", "native"])
 def test_a_confined_child_cannot_signal_a_process_outside(probed: Probed, probe: str) -> None:
     assert getattr(probed, probe)["kill"] == errno.EPERM
     assert probed.bystander_survived
@@ -255,25 +258,32 @@ def test_a_confined_child_builds_and_runs_an_openmp_kernel_with_torch(tmp_path: 
     assert finished.landlock_abi == ABI
 
 
+@pytest.mark.parametrize("launcher", [start_exec, start_forked], ids=["exec", "forked"])
 def test_a_directory_named_relative_to_the_caller_is_the_childs_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: Launcher
 ) -> None:
     layout(tmp_path)
     monkeypatch.chdir(tmp_path)
     finished = run_sandboxed(
-        [sys.executable, "-I", "-c", "open('made', 'w').close()"], Path("candidate"), LIMITS
+        [sys.executable, "-I", "-c", "open('made', 'w').close()"],
+        Path("candidate"),
+        LIMITS,
+        launcher=launcher,
     )
     assert finished.returncode == 0, finished.stderr
     assert (tmp_path / "candidate" / "made").exists()
 
 
-def test_a_python_path_given_to_the_child_is_readable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", [start_exec, start_forked], ids=["exec", "forked"])
+def test_a_python_path_given_to_the_child_is_readable(tmp_path: Path, launcher: Launcher) -> None:
     """The harness imports REA's kernel package from the PYTHONPATH its evaluator gives it."""
     where = layout(tmp_path)
     (where.secret.parent / "beside.py").write_text("VALUE = 7\n")
     code = "import beside; print(beside.VALUE)"
     environment = {"PYTHONPATH": str(where.secret.parent)}
-    finished = run_sandboxed([sys.executable, "-s", "-c", code], where.candidate, LIMITS, environment)
+    finished = run_sandboxed(
+        [sys.executable, "-s", "-c", code], where.candidate, LIMITS, environment, launcher=launcher
+    )
     assert finished.stdout.strip() == "7", finished.stderr
     assert Path(where.secret.parent) in confinement(where.candidate, environment).read
 
@@ -352,3 +362,4 @@ def test_the_kernel_service_confines_unless_told_not_to() -> None:
     assert not off.limits.confine and not off.compile_limits.confine
     assert off.compile_limits.wall_seconds == on.compile_limits.wall_seconds  # the rest is kept
     assert not on.huge_pages and evaluator_settings(ServiceSettings(kernel_huge_pages=True)).huge_pages
+    assert on.fork_server and not evaluator_settings(ServiceSettings(kernel_fork_server=False)).fork_server
