@@ -172,7 +172,6 @@ class ForkServer:
     """One server process and the caller's end of its socket. :meth:`spawn` is thread-safe."""
 
     def __init__(self, flags: Sequence[str], preload: str | None, environment: Mapping[str, str]) -> None:
-        self.key = (tuple(flags), preload, frozenset(environment.items()))
         self._home = Path(tempfile.mkdtemp(prefix="rea-forkserver-"))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, *flags, "-m", "rea_kernel.forkserver", str(theirs.fileno())]
@@ -201,7 +200,7 @@ class ForkServer:
         with self._lock:
             self._children -= 1
 
-    def spawn(self, spawn: Spawn, program: Program) -> ForkedChild:
+    def spawn(self, spawn: Spawn) -> ForkedChild:
         """Ask for a child; raises :class:`OSError` if it could not be started."""
         stdin_read, stdin_write = os.pipe()
         status_read, status_write = os.pipe()
@@ -267,7 +266,7 @@ class ForkServers:
         for attempt in range(2):
             server = self._server(key, program, shared)
             try:
-                return server.spawn(spawn, program)
+                return server.spawn(spawn)
             except OSError:
                 if server.alive() or attempt:
                     raise
@@ -390,7 +389,12 @@ class _Server:
         program = Program.parse(request["argv"])
         ready_read, ready_write = os.pipe()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(ready_read)
+            os.close(ready_write)
+            raise
         if pid == 0:
             _child(self, request, (stdin, stdout, stderr, report, ready_write), setup, program)
         os.close(ready_write)
@@ -422,7 +426,9 @@ class _Server:
                 self.poller.register(status, 0)  # POLLERR: the caller closed its end
 
     def reap(self, status: int) -> None:
-        pid = next(pid for pid, fd in self.status.items() if fd == status)
+        pid = next((pid for pid, fd in self.status.items() if fd == status), None)
+        if pid is None:
+            return
         with contextlib.suppress(KeyError):
             self.poller.unregister(status)
         with contextlib.suppress(ProcessLookupError, PermissionError):
