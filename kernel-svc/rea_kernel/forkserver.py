@@ -128,6 +128,10 @@ class Program:
 # the caller's side ------------------------------------------------------------------------------
 
 
+class ServerGoneError(OSError):
+    """The server could not take the request or did not answer it: it died, or is stuck."""
+
+
 class ForkedChild:
     """A child of a fork server, driven like :class:`subprocess.Popen` (:class:`rea_kernel.sandbox.Child`)."""
 
@@ -218,10 +222,10 @@ class ForkServer:
                     [json.dumps(request).encode()],
                     [stdin_read, spawn.stdout, spawn.stderr, spawn.report, status_write],
                 )
-        except OSError:
+        except OSError as error:
             for fd in (stdin_read, stdin_write, status_read, status_write):
                 os.close(fd)
-            raise
+            raise ServerGoneError(f"the fork server took no request: {error}") from error
         os.close(stdin_read)
         os.close(status_write)
         status = LineReader(status_read)
@@ -230,10 +234,9 @@ class ForkServer:
         if word != "started":
             os.close(stdin_write)
             os.close(status_read)
-            reason = (
-                detail if word == "failed" else f"the fork server did not answer ({self.process.poll()=})"
-            )
-            raise OSError(f"could not start {list(spawn.argv)[:4]}: {reason}")
+            if word != "failed":
+                raise ServerGoneError(f"the fork server did not answer (exit status {self.process.poll()})")
+            raise OSError(f"could not start {list(spawn.argv)[:4]}: {detail}")
         with self._lock:
             self._children += 1
         return ForkedChild(int(detail), open(stdin_write, "wb"), status, spawn.argv, self._released)
@@ -267,16 +270,23 @@ class ForkServers:
             server = self._server(key, program, shared)
             try:
                 return server.spawn(spawn)
-            except OSError:
-                if server.alive() or attempt:
+            except ServerGoneError:
+                self._retire(key, server)
+                if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def _retire(self, key: tuple[Any, ...], server: ForkServer) -> None:
+        with self._lock:
+            if self._servers.get(key) is server:
+                del self._servers[key]
+        server.close()
 
     def _server(self, key: tuple[Any, ...], program: Program, shared: Mapping[str, str]) -> ForkServer:
         retired = []
         with self._lock:
             server = self._servers.pop(key, None)
-            if server is None or not server.alive():
+            if server is None or not server.alive():  # one that died since is retired on its first request
                 retired += [server] if server is not None else []
                 server = ForkServer(program.flags, program.preload, shared)
             self._servers[key] = server

@@ -4,6 +4,7 @@ with `--llm` the kernels a (local, OpenAI-compatible) model writes set beside th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from rea_bench import kernels
 from rea_bench.inference import main as inference
 from rea_bench.kernels import main
+from rea_bench.sandbox_start import main as sandbox_start
 from rea_kernel.evaluator import EvaluationError
 from rea_kernel.targets import get_target
 from rea_kernel.tuning import TuningOutcome
@@ -157,3 +159,11 @@ def test_the_gpu_script_refuses_an_unknown_step_and_a_folder_without_wheels(tmp_
     assert missing.returncode == 2 and "run 'benchmarks/gpu.sh wheels'" in missing.stdout.replace(
         str(script), "benchmarks/gpu.sh"
     )
+
+
+def test_the_sandbox_start_benchmark_times_both_ways_of_starting(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m rea_bench.sandbox_start`, at its smallest: every row has both ways' times."""
+    sandbox_start(["--starts", "1", "--repeats", "1", "--ops"])
+    printed = capsys.readouterr().out
+    for work in ("a harness process, start to exit", "a small evaluation, build cached"):
+        assert re.search(rf"{work}\W+[\d.]+ m?s\W+[\d.]+ m?s\W+[\d.]+x", printed), printed
