@@ -73,6 +73,7 @@ from rea_kernel.sandbox import (
     Spawn,
     child_setup,
     scrubbed_environment,
+    signal_group,
 )
 
 PER_CHILD_VARIABLES = ("HOME", "TMPDIR", REPORT_FD_VARIABLE)
@@ -149,16 +150,26 @@ class ForkedChild:
         self._status = status
         self._argv = list(argv)
         self._released: Callable[[], None] | None = released
+        self._server_gone = False
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             deadline = None if timeout is None else time.monotonic() + timeout
             line = self._status.line(deadline)
-            if line is None and deadline is not None and time.monotonic() >= deadline:
+            if line is None and not self._status.ended:
                 raise subprocess.TimeoutExpired(self._argv, timeout or 0.0)
             word, _, code = (line or "").partition(" ")
-            self.returncode = int(code) if word == "exit" else -signal.SIGKILL  # the server died
+            self._server_gone = word != "exit"
+            self.returncode = int(code) if word == "exit" else -signal.SIGKILL  # died with the server
         return self.returncode
+
+    def signal_group(self, number: signal.Signals) -> None:
+        """Signal the child's group while its server holds its id: not once the server is seen
+        gone, since the child died with it and its id may have been reaped and taken since."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.wait(timeout=0)
+        if not self._server_gone:
+            signal_group(self.pid, number)
 
     def release(self) -> None:
         """Let the server reap the child: its process id is free for reuse from now on."""

@@ -297,13 +297,16 @@ class Child(Protocol):
     """A started child as :class:`SandboxedProcess` drives it. The child leads its own process
     group (``pid``), which its caller signals; ``wait`` gives its exit status as
     :class:`subprocess.Popen` does (a negative signal number when a signal ended it) and raises
-    :class:`subprocess.TimeoutExpired` after ``timeout``; the caller calls ``release`` last,
-    after which ``pid`` may name another process."""
+    :class:`subprocess.TimeoutExpired` after ``timeout``; ``signal_group`` signals its process
+    group for as long as its id is its own; the caller calls ``release`` last, after which
+    ``pid`` may name another process."""
 
     pid: int
     stdin: IO[bytes] | None
 
     def wait(self, timeout: float | None = None) -> int: ...
+
+    def signal_group(self, number: signal.Signals) -> None: ...
 
     def release(self) -> None: ...
 
@@ -317,6 +320,9 @@ folder, descriptors and process group; they differ in what the child's memory st
 
 class ExecChild(subprocess.Popen[bytes]):
     """A child started afresh; :meth:`wait` reaps it, so :meth:`release` has nothing left to do."""
+
+    def signal_group(self, number: signal.Signals) -> None:
+        signal_group(self.pid, number)  # its id is its own until this process reaps it
 
     def release(self) -> None:
         pass
@@ -344,20 +350,24 @@ class LineReader:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.ended = False
+        """Whether the stream ended (or sent a line too long), rather than a deadline coming."""
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
         self._pending = b""
 
     def line(self, deadline: float | None) -> str | None:
-        """The next line; None at the end of the stream, or when ``deadline`` (monotonic) came."""
+        """The next line; None at the end of the stream, or when ``deadline`` (monotonic) came
+        (what is already there is read even then)."""
         while b"\n" not in self._pending:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if self.ended:
                 return None
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._poller.poll(None if remaining is None else remaining * 1000):
                 return None
             chunk = os.read(self.fd, 1 << 16)
             if not chunk or len(self._pending) > 1 << 20:
+                self.ended = True
                 return None
             self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
@@ -445,7 +455,7 @@ class SandboxedProcess:
         """Stop the child's whole group (SIGSTOP, which it cannot catch), so that it uses no CPU
         while another process is timed; its wall-clock deadline waits while it is stopped."""
         if self._exit is None and self._paused_at is None:
-            _signal_group(self.process.pid, signal.SIGSTOP)
+            self.process.signal_group(signal.SIGSTOP)
             self._paused_at = time.monotonic()
 
     def resume(self) -> None:
@@ -453,7 +463,7 @@ class SandboxedProcess:
         if self._paused_at is not None:
             self.deadline += time.monotonic() - self._paused_at
             self._paused_at = None
-            _signal_group(self.process.pid, signal.SIGCONT)
+            self.process.signal_group(signal.SIGCONT)
 
     @property
     def paused(self) -> bool:
@@ -489,7 +499,7 @@ class SandboxedProcess:
                 self.process.stdin.close()
 
     def _collect(self, killed: bool) -> Exit:
-        _kill_group(self.process.pid)
+        self.process.signal_group(signal.SIGKILL)
         returncode = self.process.wait()
         self.process.release()
         os.close(self._reports.fd)
@@ -528,11 +538,7 @@ def _closed_on_error(fd: int, always: bool = False) -> Iterator[None]:
         os.close(fd)
 
 
-def _kill_group(group: int) -> None:
-    _signal_group(group, signal.SIGKILL)
-
-
-def _signal_group(group: int, number: signal.Signals) -> None:
+def signal_group(group: int, number: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, number)
 
