@@ -417,7 +417,7 @@ class _Server:
             os.close(ready_write)
             raise
         if pid == 0:
-            _child(self, request, (stdin, stdout, stderr, report, ready_write), setup, program)
+            _child(request, (stdin, stdout, stderr, report, ready_write), setup, program)
         os.close(ready_write)
         for fd in (stdin, stdout, stderr, report):
             os.close(fd)
@@ -478,7 +478,6 @@ def _write_line(fd: int, line: str) -> bool:
 
 
 def _child(
-    server: _Server,
     request: dict[str, Any],
     fds: tuple[int, int, int, int, int],
     setup: Callable[[], None],
@@ -495,7 +494,6 @@ def _child(
         for target, fd in enumerate(high):
             os.dup2(fd, target)
         os.closerange(_READY_FD + 1, os.sysconf("SC_OPEN_MAX"))
-        server.status.clear()
         os.chdir(request["directory"])
         os.environ.clear()
         os.environ.update(request["environment"] | {REPORT_FD_VARIABLE: str(_REPORT_FD)})
