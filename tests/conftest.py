@@ -23,6 +23,16 @@ from rea_tools.stack import EmbeddedStack
 from .e2e.helpers import seed_grants
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), the end-to-end tests run as
+    one group, on one worker, one at a time: each runs a stack of services and training jobs,
+    and two at once would crowd a small machine. Every other file is a group of its own, so its
+    module-scoped fixtures (some take minutes) are set up on one worker only."""
+    for item in items:
+        group = "e2e" if item.get_closest_marker("e2e") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
     """When an end-to-end test fails, show the warnings and the last lines its services

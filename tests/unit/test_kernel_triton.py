@@ -7,7 +7,9 @@ end to end, checked for correctness and never timed.
 The interpreter takes effect only where ``TRITON_INTERPRET`` is set before triton is first
 imported (``triton.language``'s own helpers are jit functions too), and this process has
 imported it already, without: so the kernels run in a fresh Python, all cases in one, which
-reports a result per case (``python this_file.py MODE DIRECTORY``).
+reports a result per case (``python this_file.py MODE DIRECTORY SHARE SHARES``). The cases are
+split among as many such Pythons as the machine has cores, run side by side: the interpreter
+runs one program at a time on one core, and takes minutes for them all.
 """
 
 from __future__ import annotations
@@ -176,11 +178,13 @@ def failure_to_compile_for_a_gpu(case: Case, directory: Path) -> str | None:
     return None if compiled else "run() launched no kernel"
 
 
-def check_every_case(mode: Mode, directory: Path) -> None:
-    """The child: each case's problem (None if none), as results.json in ``directory``."""
+def check_cases(mode: Mode, directory: Path, share: int, shares: int) -> None:
+    """The child: the problem (None if none) of every ``shares``-th case from ``share`` on, as
+    results.json in ``directory``."""
     check = mismatch_in_the_interpreter if mode == "interpret" else failure_to_compile_for_a_gpu
+    directory.mkdir(parents=True, exist_ok=True)
     results: dict[str, str | None] = {}
-    for case in CASES:
+    for case in CASES[share::shares]:
         try:
             results[case.id] = check(case, directory / case.id)
         except Exception as error:  # one case's failure is its own, not the others'
@@ -191,33 +195,46 @@ def check_every_case(mode: Mode, directory: Path) -> None:
 # the tests ------------------------------------------------------------------------------
 
 
-def in_a_fresh_python(mode: Mode, directory: Path) -> dict[str, str | None]:
+def in_fresh_pythons(mode: Mode, directory: Path) -> dict[str, str | None]:
+    """Every case's result, from one fresh Python per core, each checking its share."""
     environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     if mode == "interpret":
         environment["TRITON_INTERPRET"] = "1"
     environment["TRITON_CACHE_DIR"] = str(directory / "triton-cache")
-    child = subprocess.run(
-        [sys.executable, __file__, mode, str(directory)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert child.returncode == 0, child.stderr[-3000:]
-    results: dict[str, str | None] = json.loads((directory / "results.json").read_text())
+    shares = max(1, min(len(os.sched_getaffinity(0)), 4))
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, mode, str(directory / str(share)), str(share), str(shares)],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for share in range(shares)
+    ]
+    results: dict[str, str | None] = {}
+    try:
+        for share, child in enumerate(children):
+            _, errors = child.communicate(timeout=300)
+            assert child.returncode == 0, errors[-3000:]
+            results |= json.loads((directory / str(share) / "results.json").read_text())
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert set(results) == {case.id for case in CASES}
     return results
 
 
 @pytest.fixture(scope="module")
 def interpreted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
-    return in_a_fresh_python("interpret", tmp_path_factory.mktemp("interpreted"))
+    return in_fresh_pythons("interpret", tmp_path_factory.mktemp("interpreted"))
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
     pytest.importorskip("triton.backends.nvidia", reason="this triton has no NVIDIA backend")
-    return in_a_fresh_python("compile", tmp_path_factory.mktemp("compiled"))
+    return in_fresh_pythons("compile", tmp_path_factory.mktemp("compiled"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
@@ -319,4 +336,5 @@ def test_a_candidate_passes_the_evaluator_checked_but_never_timed(tmp_path: Path
 
 
 if __name__ == "__main__":
-    check_every_case("compile" if sys.argv[1] == "compile" else "interpret", Path(sys.argv[2]))
+    mode: Mode = "compile" if sys.argv[1] == "compile" else "interpret"
+    check_cases(mode, Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
