@@ -40,13 +40,12 @@ unit: setup
 e2e: setup prometheus
 	$(BIN)/pytest -m e2e
 
-# Two pytest workers: the end-to-end tests first and one after another on one (their services
-# leave a core idle much of the time), every other file on the other and then on both
-# (tests/conftest.py groups them; --no-loadscope-reorder keeps the end-to-end group first).
+# Two pytest workers: the end-to-end tests one after another on one (their services leave a core
+# idle much of the time), the other files beside them (tests/conftest.py schedules them).
 TEST_WORKERS ?= 2
 
 test: lint typecheck prometheus
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 bench: setup
 	$(BIN)/python -m rea_bench.wake_latency

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -22,15 +23,25 @@ from rea_tools.stack import EmbeddedStack
 
 from .e2e.helpers import seed_grants
 
+END_TO_END = "tests/e2e"
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), the end-to-end tests run as
-    one group, on one worker, one at a time: each runs a stack of services and training jobs,
-    and two at once would crowd a small machine. Every other file is a group of its own, so its
-    module-scoped fixtures (some take minutes) are set up on one worker only."""
-    for item in items:
-        group = "e2e" if item.get_closest_marker("e2e") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (``make test`` runs two workers) the end-to-end tests are one unit of
+    work, run first, one test at a time, on one worker: each runs a stack of services and
+    training jobs that leaves a core idle much of the time, and two at once would crowd a small
+    machine. Every other file is a unit of its own, so its module-scoped fixtures (some take a
+    minute) are set up once; those files run beside the end-to-end tests."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class EndToEndBesideTheRest(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return END_TO_END if path.startswith(f"{END_TO_END}/") else path
+
+    config.option.loadscopereorder = False  # keep collection's order: tests/e2e comes first
+    return EndToEndBesideTheRest(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
