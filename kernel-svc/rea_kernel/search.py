@@ -62,6 +62,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.linear_model import BayesianRidge
+from threadpoolctl import ThreadpoolController
 
 from rea.kernels import ParamValue
 
@@ -374,9 +375,13 @@ def mcts_evolution(
     search = _MctsEvolution(log, random.Random(seed), top_k, exploration, warmup, window, drafts, model_share)
     for key, cost in log.evaluate_initial(initial):
         search.record(key, cost)
+    # The cost model's matrices are a few hundred rows: BLAS threads gain nothing there, and
+    # their spinning doubled a proposal's CPU and, beside other work, quintupled its time.
+    one_thread = ThreadpoolController()
     while log.remaining > 0:
         arm = search.choose_arm()
-        proposal = search.propose(arm)
+        with one_thread.limit(limits=1, user_api="blas"):
+            proposal = search.propose(arm)
         if proposal is None:
             break
         key, proposer = proposal
@@ -430,6 +435,7 @@ class _MctsEvolution:
         self.outcomes: dict[Arm, deque[bool]] = {
             arm: deque(maxlen=window) for arm in ("tree", "mutation", "crossover")
         }
+        self.fitted: tuple[int, BayesianRidge | None] = (-1, None)
 
     def record(self, key: _Key, cost: float | None) -> bool:
         """Credit ``cost`` to the tree nodes on ``key``'s path and to its choices; True if it
@@ -514,7 +520,14 @@ class _MctsEvolution:
         while every evaluation failed, and while it explains less than ``_MODEL_FIT`` of the
         variance it was fitted on: on a landscape that is not roughly a product of per-parameter
         factors (a needle in a noisy plateau) its picks would follow noise, and the proposers do
-        better alone."""
+        better alone. Fitted once per evaluation count: the evaluations only ever grow."""
+        count, model = self.fitted
+        if count != len(self.log.costs):
+            model = self.fitted_cost_model()
+            self.fitted = (len(self.log.costs), model)
+        return model
+
+    def fitted_cost_model(self) -> BayesianRidge | None:
         evaluated = list(self.log.costs.items())
         successes = [math.log(cost) for _, cost in evaluated if cost is not None]
         if len(evaluated) < 2 or not successes:
