@@ -40,9 +40,10 @@ unit: setup
 e2e: setup prometheus
 	$(BIN)/pytest -m e2e
 
-# Two pytest workers: the end-to-end tests one after another on one (their services leave a core
-# idle much of the time), the other files beside them (tests/conftest.py schedules them).
-TEST_WORKERS ?= 2
+# TEST_WORKERS=2: two pytest workers, the end-to-end tests one after another on one (their services
+# leave a core idle much of the time), the other files beside them (tests/conftest.py schedules
+# them). Off by default (0: one process) until two-worker runs have a record (README).
+TEST_WORKERS ?= 0
 
 test: lint typecheck prometheus
 	$(BIN)/pytest -n $(TEST_WORKERS)
