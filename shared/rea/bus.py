@@ -75,6 +75,35 @@ def make_broker(settings: Settings, bootstrap: str) -> KafkaBroker:
     )
 
 
+class _PastTheEnd(ConsumerRebalanceListener):
+    """Reads from the beginning any partition the group gives this consumer at an offset past
+    the partition's end, then tells ``inner``. Such an offset was committed from before the
+    broker lost its log (a handler that finished after the loss acknowledged its message), and a
+    broker that lost its log may not answer out of range there (Tansu fetches nothing), so the
+    consumer would wait for offsets the new log has not reached. Re-reading is safe: every
+    handler dedups on ``event_id``."""
+
+    def __init__(self, inner: ConsumerRebalanceListener | None) -> None:
+        self.inner = inner
+        self.subscriber: Any = None
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.inner is not None:
+            await self.inner.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is not None and assigned:
+            ends = await consumer.end_offsets(list(assigned))
+            for partition in assigned:
+                committed = await consumer.committed(partition)
+                if committed is not None and committed > ends[partition]:
+                    log.warning("offset_past_log_end", topic=partition.topic, partition=partition.partition)
+                    await consumer.seek_to_beginning(partition)
+        if self.inner is not None:
+            await self.inner.on_partitions_assigned(assigned)
+
+
 class Bus:
     """Publishes events and wires typed handlers to topics (see the module docstring)."""
 
@@ -171,6 +200,7 @@ class Bus:
             with self.metrics.handler_seconds.labels(service=self.service, type=event.type).time():
                 await self._handle(handler, event, raw, topic, partition, offset)
 
+        past_the_end = _PastTheEnd(listener)
         subscriber = self.broker.subscriber(
             *topics,
             group_id=self.topics.group(group),
@@ -179,8 +209,9 @@ class Bus:
             max_poll_interval_ms=max_poll_interval_ms,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             consumer_timeout_ms=FETCHER_TIMEOUT_MS,
-            listener=listener,
+            listener=past_the_end,
         )
+        past_the_end.subscriber = subscriber
         subscriber(self._awake_around(consume, topics, subscriber))
 
     def subscribe_batch(
@@ -219,6 +250,7 @@ class Bus:
             for item, item_raw, where in batch:
                 await self._handle(alone, item, item_raw, where.topic, where.partition, where.offset)
 
+        past_the_end = _PastTheEnd(None)
         subscriber = self.broker.subscriber(
             *topics,
             group_id=self.topics.group(group),
@@ -229,7 +261,9 @@ class Bus:
             batch_timeout_ms=BATCH_TIMEOUT_MS,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             consumer_timeout_ms=FETCHER_TIMEOUT_MS,
+            listener=past_the_end,
         )
+        past_the_end.subscriber = subscriber
         subscriber(self._awake_around(consume, topics, subscriber))
 
     def _awake_around(
