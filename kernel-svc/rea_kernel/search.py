@@ -523,11 +523,11 @@ class _MctsEvolution:
         better alone. Fitted once per evaluation count: the evaluations only ever grow."""
         count, model = self.fitted
         if count != len(self.log.costs):
-            model = self.fitted_cost_model()
+            model = self.fit_cost_model()
             self.fitted = (len(self.log.costs), model)
         return model
 
-    def fitted_cost_model(self) -> BayesianRidge | None:
+    def fit_cost_model(self) -> BayesianRidge | None:
         evaluated = list(self.log.costs.items())
         successes = [math.log(cost) for _, cost in evaluated if cost is not None]
         if len(evaluated) < 2 or not successes:

@@ -200,19 +200,7 @@ class Bus:
             with self.metrics.handler_seconds.labels(service=self.service, type=event.type).time():
                 await self._handle(handler, event, raw, topic, partition, offset)
 
-        past_the_end = _PastTheEnd(listener)
-        subscriber = self.broker.subscriber(
-            *topics,
-            group_id=self.topics.group(group),
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.ACK,
-            max_poll_interval_ms=max_poll_interval_ms,
-            fetch_max_wait_ms=self.fetch_max_wait_ms,
-            consumer_timeout_ms=FETCHER_TIMEOUT_MS,
-            listener=past_the_end,
-        )
-        past_the_end.subscriber = subscriber
-        subscriber(self._awake_around(consume, topics, subscriber))
+        self._consume(topics, group, consume, listener, max_poll_interval_ms=max_poll_interval_ms)
 
     def subscribe_batch(
         self,
@@ -250,18 +238,30 @@ class Bus:
             for item, item_raw, where in batch:
                 await self._handle(alone, item, item_raw, where.topic, where.partition, where.offset)
 
-        past_the_end = _PastTheEnd(None)
+        options = {"batch": True, "max_records": max_records, "batch_timeout_ms": BATCH_TIMEOUT_MS}
+        self._consume(topics, group, consume, None, **options)
+
+    def _consume(
+        self,
+        topics: list[str],
+        group: str,
+        consume: Callable[[KafkaMessage], Awaitable[None]],
+        listener: ConsumerRebalanceListener | None,
+        **options: Any,
+    ) -> None:
+        """Hand ``consume`` what ``topics`` bring this member of ``group``: committed after it
+        returns, from the beginning where the group has no offset (or one past the log's end:
+        :class:`_PastTheEnd`), kept awake around it (:meth:`_awake_around`)."""
+        past_the_end = _PastTheEnd(listener)
         subscriber = self.broker.subscriber(
             *topics,
             group_id=self.topics.group(group),
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
-            batch=True,
-            max_records=max_records,
-            batch_timeout_ms=BATCH_TIMEOUT_MS,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             consumer_timeout_ms=FETCHER_TIMEOUT_MS,
             listener=past_the_end,
+            **options,
         )
         past_the_end.subscriber = subscriber
         subscriber(self._awake_around(consume, topics, subscriber))
