@@ -14,9 +14,11 @@ decisions, and sends.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import partial
 from uuid import NAMESPACE_URL, uuid5
 
@@ -43,10 +45,22 @@ from rea.runtime import Runtime
 from rea.store import Decision
 from rea_executor import logic, recovery, shares
 from rea_executor.runbook import RUNBOOK
-from rea_executor.state import IN_FLIGHT, PhaseExecution, SlotsGranted, SlotsGrantedPayload, phase_key
+from rea_executor.state import (
+    IN_FLIGHT,
+    PhaseExecution,
+    PhaseSummary,
+    SlotsGranted,
+    SlotsGrantedPayload,
+    phase_key,
+)
 
 CONSUMER = "executor"
 CANCELLATIONS = "executor_cancellations"
+JOINING_PASS_TTL_S = 1.0
+"""How long campaigns' first phases join at a lowest settled pass read before. The read scans
+every running phase, so campaigns arriving by the thousand each paid for a scan of all the
+others; now they share one a second. Settled passes only grow while phases run, so a reading a
+second old is low by at most a second of the workers' CPU: the newcomer is owed that much more."""
 Decide = Callable[..., Decision[PhaseExecution]]
 """A decision of :mod:`rea_executor.logic`: (state, event, room=...) -> Decision."""
 
@@ -54,6 +68,23 @@ log = structlog.get_logger()
 
 WAKING: ContextVar[list[int] | None] = ContextVar("waking", default=None)
 """Jobs submitted while a job result is being handled: the wake latency (``rea_wake_seconds``)."""
+
+
+@dataclass
+class Remembered:
+    """What ``read`` last gave, read again once it is ``ttl_s`` old by ``clock``."""
+
+    ttl_s: float
+    clock: Callable[[], float]
+    read: Callable[[], Awaitable[float]]
+    value: float = 0.0
+    read_at: float = -math.inf
+
+    async def get(self) -> float:
+        now = self.clock()
+        if now - self.read_at >= self.ttl_s:
+            self.value, self.read_at = await self.read(), now
+        return self.value
 
 
 def wire(rt: Runtime) -> None:
@@ -65,7 +96,13 @@ def wire(rt: Runtime) -> None:
 
     async def commit(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
         applied = await rt.store.apply(
-            consumer=CONSUMER, event=event, collection="phases", key=key, model=PhaseExecution, decide=decide
+            consumer=CONSUMER,
+            event=event,
+            collection="phases",
+            key=key,
+            model=PhaseExecution,
+            decide=decide,
+            summarize=PhaseExecution.summary,
         )
         if applied.decision:
             submitted = sum(isinstance(e, JobSubmitted) for e in applied.decision.emit)
@@ -87,17 +124,26 @@ def wire(rt: Runtime) -> None:
             await share_out(event, workers)
         return state
 
-    async def phases_where(status: object) -> list[tuple[str, PhaseExecution]]:
-        return [
-            (str(doc["_id"]), PhaseExecution.model_validate(doc["state"]))
-            async for doc in rt.store.phases.find({"state.status": status})
-        ]
+    async def sharing_phases(status: object) -> list[tuple[str, PhaseSummary]]:
+        """The summaries of the phases in ``status`` that share the workers; a phase saved
+        without one (by an executor before summaries) is read whole."""
+        found: list[tuple[str, PhaseSummary]] = []
+        unsummarised: list[str] = []
+        async for doc in rt.store.phases.find({"state.status": status}, {"summary": 1}):
+            if "summary" in doc:
+                found.append((str(doc["_id"]), PhaseSummary.model_validate(doc["summary"])))
+            else:
+                unsummarised.append(str(doc["_id"]))
+        if unsummarised:
+            async for doc in rt.store.phases.find({"_id": {"$in": unsummarised}}):
+                found.append((str(doc["_id"]), PhaseExecution.model_validate(doc["state"]).summary()))
+        return [(key, summary) for key, summary in found if summary.shares_workers]
 
     async def share_out(cause: Envelope, workers: dict[str, list[int]]) -> None:
-        active = [(key, s) for key, s in await phases_where({"$ne": "concluded"}) if s.shares_workers]
-        running = [(key, state) for key, state in active if state.status == "running"]
-        tenants = [state.tenant(key) for key, state in running]
-        in_flight = [(j.worker, j.partition) for _, s in active for j in s.jobs if j.status in IN_FLIGHT]
+        active = await sharing_phases({"$ne": "concluded"})
+        running = [(key, summary) for key, summary in active if summary.status == "running"]
+        tenants = [summary.tenant(key) for key, summary in running]
+        in_flight = [place for _, summary in active for place in summary.places]
         # Jobs of paused or cancelling phases still run on the workers: they hold their slots.
         held = len(in_flight) - sum(t.in_flight for t in tenants)
         granted = shares.grants(tenants, shares.slots(len(workers), tenants) - held)
@@ -113,6 +159,11 @@ def wire(rt: Runtime) -> None:
                 )
                 await commit(grant, key, logic.on_slots_granted)
 
+    async def lowest_settled_pass() -> float:
+        return shares.joining_pass([summary.tenant(key) for key, summary in await sharing_phases("running")])
+
+    newcomers_pass = Remembered(JOINING_PASS_TTL_S, time.monotonic, lowest_settled_pass)
+
     async def on_phase_started(event: PhaseStarted) -> None:
         cancelled = await cancellations.find_one({"_id": event.campaign_id}) is not None
         # Only the passes of its earlier phases are read; the running phases matter only to a
@@ -123,9 +174,7 @@ def wire(rt: Runtime) -> None:
                 {"state.campaign_id": event.campaign_id}, {"state.stride_pass": 1}
             )
         ]
-        running = [] if earlier else await phases_where("running")
-        tenants = [state.tenant(key) for key, state in running if state.shares_workers]
-        joining = shares.joining_pass(tenants, max(earlier, default=None))
+        joining = max(earlier) if earlier else await newcomers_pass.get()
         decide = partial(logic.on_phase_started, cancelled=cancelled, stride_pass=joining)
         await apply(event, phase_key(event.campaign_id, event.payload.plan.phase), decide)
 

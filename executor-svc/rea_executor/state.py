@@ -96,14 +96,23 @@ class PhaseExecution(BaseModel):
 
     def tenant(self, key: str) -> Tenant:
         """This phase as the share-out of workers sees it."""
-        return Tenant(
-            key=key,
+        return self.summary().tenant(key)
+
+    def summary(self) -> PhaseSummary:
+        """What the share-out of workers reads of this phase, kept beside it in its document."""
+        return PhaseSummary(
+            campaign_id=self.campaign_id,
+            phase=self.phase,
+            correlation_id=self.correlation_id,
+            status=self.status,
+            shares_workers=self.shares_workers,
             weight=self.weight,
             stride_pass=self.stride_pass,
             in_flight=sum(j.status in IN_FLIGHT for j in self.jobs),
-            pending_costs=tuple(j.spec.estimated_cpu_seconds for j in self.jobs if j.status == "pending"),
+            pending_costs=[j.spec.estimated_cpu_seconds for j in self.jobs if j.status == "pending"],
             max_parallel=self.max_parallel_jobs,
             in_flight_cost=self.in_flight_estimate(),
+            places=[(j.worker, j.partition) for j in self.jobs if j.status in IN_FLIGHT],
         )
 
     def in_flight_estimate(self) -> float:
@@ -129,6 +138,40 @@ class PhaseExecution(BaseModel):
             why = f"the next job ({job.estimated_gpu_seconds:g} GPU-s estimated) would cross the GPU budget"
             return "gpu_seconds", why
         return None
+
+
+class PhaseSummary(BaseModel):
+    """A phase as the share-out of workers reads it: written with the phase in the same
+    transaction (``Store.apply``'s ``summarize``), so every share-out and every campaign's first
+    phase reads a few numbers per running phase instead of validating each one's jobs (with many
+    campaigns running, that validation was most of the executor's work)."""
+
+    campaign_id: str
+    phase: str
+    correlation_id: str
+    status: PhaseStatus
+    shares_workers: bool
+    weight: float
+    stride_pass: float
+    in_flight: int
+    pending_costs: list[float]
+    max_parallel: int
+    in_flight_cost: float
+    places: list[tuple[str | None, int | None]] = Field(
+        description="The worker and partition of each job in flight (placed jobs' places)."
+    )
+
+    def tenant(self, key: str) -> Tenant:
+        """The phase stored under ``key`` as a tenant of the share-out."""
+        return Tenant(
+            key=key,
+            weight=self.weight,
+            stride_pass=self.stride_pass,
+            in_flight=self.in_flight,
+            pending_costs=tuple(self.pending_costs),
+            max_parallel=self.max_parallel,
+            in_flight_cost=self.in_flight_cost,
+        )
 
 
 def phase_key(campaign_id: str, phase: str) -> str:

@@ -9,6 +9,8 @@ Consistency and durability contract
   saves the new state with optimistic concurrency (a ``version`` field that must still be
   the one read), and appends the outgoing events to the **outbox**. Either all of that
   is durable or none of it is, so a crash between "save" and "publish" loses nothing.
+  A state document is ``{_id, state, version}``, and ``summary`` where the caller keeps one:
+  a small model derived from the state, saved with it, for readers that scan many states.
 * **At-least-once out, exactly-once effect.** The outbox relay publishes and then marks
   entries; a crash in between publishes an entry twice, which consumers dedup by
   ``event_id``. Entries are published in the order they were written.
@@ -176,8 +178,10 @@ class Store:
         key: str,
         model: type[S],
         decide: Callable[[S | None, E], Decision[S]],
+        summarize: Callable[[S], BaseModel] | None = None,
     ) -> Applied[S]:
-        """Run ``decide`` on the stored state and commit its outcome atomically (see module doc)."""
+        """Run ``decide`` on the stored state and commit its outcome atomically (see module doc).
+        ``summarize``: the new state's summary, saved beside it as ``summary``."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_conflicted),
             stop=stop_after_attempt(8),
@@ -185,7 +189,7 @@ class Store:
             reraise=True,
         ):
             with attempt:
-                return await self._apply_once(consumer, event, collection, key, model, decide)
+                return await self._apply_once(consumer, event, collection, key, model, decide, summarize)
         raise AssertionError("unreachable")
 
     async def _apply_once(
@@ -196,6 +200,7 @@ class Store:
         key: str,
         model: type[S],
         decide: Callable[[S | None, E], Decision[S]],
+        summarize: Callable[[S], BaseModel] | None,
     ) -> Applied[S]:
         coll = self.db[collection]
         async with self.transaction() as session:
@@ -213,6 +218,8 @@ class Store:
             decision = decide(state, event)
             if decision.state is not None:
                 new_doc = {"_id": key, "state": decision.state.model_dump(mode="json")}
+                if summarize is not None:
+                    new_doc["summary"] = summarize(decision.state).model_dump(mode="json")
                 if doc is None:
                     try:
                         await coll.insert_one({**new_doc, "version": 1}, session=session)

@@ -42,7 +42,14 @@ from rea.store import Decision
 from rea.workloads import JobCost, JobError, JobOutput, SplitMetrics, get_workload
 from rea_executor import logic
 from rea_executor.runbook import BACKOFF_BASE_S, MAX_ATTEMPTS
-from rea_executor.state import TERMINAL, PhaseExecution, SlotsGranted, SlotsGrantedPayload, phase_key
+from rea_executor.state import (
+    TERMINAL,
+    PhaseExecution,
+    PhaseSummary,
+    SlotsGranted,
+    SlotsGrantedPayload,
+    phase_key,
+)
 from rea_planner.logic import summarize
 
 FOLLOW = {"campaign_id": "camp-1", "correlation_id": "corr-1"}
@@ -880,6 +887,21 @@ def test_granted_jobs_go_to_the_partitions_they_were_placed_on_and_the_rest_by_k
     assert [e.placed_partition() for e in sent] == [2, 0, None]
     assert [j.partition for j in granted.state.jobs] == [2, 0, None]
     assert parse_event(encode_event(sent[0])) == sent[0]  # the placement travels with the event
+
+
+def test_a_phase_summary_is_what_the_share_out_reads_of_the_phase_and_survives_json() -> None:
+    state = logic.on_phase_started(None, started([spec(0), spec(1), spec(2)], parallel=3), room=0).state
+    assert state is not None
+    placed = SlotsGrantedPayload(phase="validation", slots=2, partitions=[2, 0])
+    granted = logic.on_slots_granted(state, SlotsGranted(**FOLLOW, payload=placed)).state
+    assert granted is not None
+    summary = granted.summary()
+    assert PhaseSummary.model_validate_json(summary.model_dump_json()) == summary
+    tenant = summary.tenant("k")
+    assert tenant.in_flight == 2 and tenant.pending_costs == (10.0,) and tenant.in_flight_cost == 20.0
+    assert (tenant.weight, tenant.stride_pass, tenant.max_parallel) == (1000.0, granted.stride_pass, 3)
+    assert summary.places == [(None, 2), (None, 0)] and summary.shares_workers
+    assert summary.status == "running" and summary.campaign_id == granted.campaign_id
 
 
 def test_every_decision_the_service_wires_takes_the_phases_room() -> None:

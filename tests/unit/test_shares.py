@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from rea_executor.service import JOINING_PASS_TTL_S, Remembered
 from rea_executor.shares import Tenant, grants, joining_pass, placements, slots
 
 
@@ -127,3 +128,19 @@ def test_jobs_go_to_a_partition_of_the_least_busy_worker() -> None:
     assert placements(workers, [(None, 2), (None, 2)], 3) == [0, 0, 0]  # ties: by name
     assert placements(workers, [("w1", 0), ("gone", 5)], 2) == [2, 0]  # "gone": no longer a worker
     assert placements({"w": []}, [], 2) == [None, None]  # no worker has said what it reads yet
+
+
+async def test_newcomers_share_one_reading_of_the_lowest_pass_a_second() -> None:
+    now = [0.0]
+    passes = iter([1.0, 5.0])
+    reads: list[float] = []
+
+    async def read() -> float:
+        reads.append(now[0])
+        return next(passes)
+
+    remembered = Remembered(JOINING_PASS_TTL_S, lambda: now[0], read)
+    assert [await remembered.get() for _ in range(3)] == [1.0, 1.0, 1.0]
+    now[0] = JOINING_PASS_TTL_S
+    assert await remembered.get() == 5.0
+    assert reads == [0.0, JOINING_PASS_TTL_S]

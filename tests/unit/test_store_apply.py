@@ -9,7 +9,7 @@ from rea.store import Store
 from rea_bench.common import job_completed, phase_started
 from rea_executor import logic
 from rea_executor.service import CONSUMER, Decide
-from rea_executor.state import PhaseExecution, phase_key
+from rea_executor.state import PhaseExecution, PhaseSummary, phase_key
 
 
 async def _apply(store: Store, event: Envelope, key: str) -> bool:
@@ -58,3 +58,24 @@ async def test_twins_handled_at_once_take_effect_once(store: Store) -> None:
     assert doc is not None and doc["version"] == 2
     submitted = {"campaign_id": started.campaign_id, "type": "job.submitted"}
     assert await store.outbox.count_documents(submitted) == 2  # at the start, after the completion
+
+
+async def test_a_summary_is_saved_with_each_state_it_summarises(store: Store) -> None:
+    started = phase_started("c" * 32, jobs=3, max_parallel_jobs=1)
+    key = phase_key(started.campaign_id, started.payload.plan.phase)
+    for event in (started, job_completed(started.payload.plan.jobs[0], seed=1)):
+        decide: Decide = logic.on_phase_started if event is started else logic.on_job_finished
+        await store.apply(
+            consumer=CONSUMER,
+            event=event,
+            collection="phases",
+            key=key,
+            model=PhaseExecution,
+            decide=decide,
+            summarize=PhaseExecution.summary,
+        )
+        doc = await store.phases.find_one({"_id": key})
+        assert doc is not None
+        saved = PhaseSummary.model_validate(doc["summary"])
+        assert saved == PhaseExecution.model_validate(doc["state"]).summary()
+    assert saved.in_flight == 1 and len(saved.pending_costs) == 1
