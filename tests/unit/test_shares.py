@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from rea_executor.service import JOINING_PASS_TTL_S, Remembered
+from rea_executor.service import JOINING_PASS_READ_SHARE, JOINING_PASS_TTL_S, Remembered
 from rea_executor.shares import Tenant, grants, joining_pass, placements, slots
 
 
@@ -130,17 +130,23 @@ def test_jobs_go_to_a_partition_of_the_least_busy_worker() -> None:
     assert placements({"w": []}, [], 2) == [None, None]  # no worker has said what it reads yet
 
 
-async def test_newcomers_share_one_reading_of_the_lowest_pass_a_second() -> None:
+async def test_newcomers_share_one_reading_of_the_lowest_pass_for_a_second_or_ten_reads() -> None:
     now = [0.0]
-    passes = iter([1.0, 5.0])
+    read_s = [0.0]
     reads: list[float] = []
 
     async def read() -> float:
         reads.append(now[0])
-        return next(passes)
+        now[0] += read_s[0]
+        return float(len(reads))
 
-    remembered = Remembered(JOINING_PASS_TTL_S, lambda: now[0], read)
+    remembered = Remembered(JOINING_PASS_TTL_S, JOINING_PASS_READ_SHARE, lambda: now[0], read)
     assert [await remembered.get() for _ in range(3)] == [1.0, 1.0, 1.0]
     now[0] = JOINING_PASS_TTL_S
-    assert await remembered.get() == 5.0
-    assert reads == [0.0, JOINING_PASS_TTL_S]
+    read_s[0] = 0.5  # a slow read: reused for ten times as long as it took
+    assert await remembered.get() == 2.0
+    now[0] += 0.5 / JOINING_PASS_READ_SHARE - 0.01
+    assert await remembered.get() == 2.0
+    now[0] += 0.01
+    assert await remembered.get() == 3.0
+    assert reads == [0.0, JOINING_PASS_TTL_S, JOINING_PASS_TTL_S + 0.5 + 0.5 / JOINING_PASS_READ_SHARE]
