@@ -13,10 +13,17 @@ from rea_executor.state import PhaseExecution, PhaseSummary, phase_key
 
 
 async def _apply(store: Store, event: Envelope, key: str) -> bool:
-    """Apply ``event`` to the executor's phase document; True when it was a duplicate."""
+    """Apply ``event`` to the executor's phase document, as the executor does; True when it was
+    a duplicate."""
     decide: Decide = logic.on_phase_started if isinstance(event, PhaseStarted) else logic.on_job_finished
     applied = await store.apply(
-        consumer=CONSUMER, event=event, collection="phases", key=key, model=PhaseExecution, decide=decide
+        consumer=CONSUMER,
+        event=event,
+        collection="phases",
+        key=key,
+        model=PhaseExecution,
+        decide=decide,
+        summarize=PhaseExecution.summary,
     )
     return applied.duplicate
 
@@ -64,16 +71,7 @@ async def test_a_summary_is_saved_with_each_state_it_summarises(store: Store) ->
     started = phase_started("c" * 32, jobs=3, max_parallel_jobs=1)
     key = phase_key(started.campaign_id, started.payload.plan.phase)
     for event in (started, job_completed(started.payload.plan.jobs[0], seed=1)):
-        decide: Decide = logic.on_phase_started if event is started else logic.on_job_finished
-        await store.apply(
-            consumer=CONSUMER,
-            event=event,
-            collection="phases",
-            key=key,
-            model=PhaseExecution,
-            decide=decide,
-            summarize=PhaseExecution.summary,
-        )
+        assert not await _apply(store, event, key)
         doc = await store.phases.find_one({"_id": key})
         assert doc is not None
         saved = PhaseSummary.model_validate(doc["summary"])
