@@ -42,7 +42,7 @@ from rea.events import (
 from rea.leases import JobLeases, WorkerRoster
 from rea.metrics import Metrics
 from rea.runtime import Runtime
-from rea.store import Decision
+from rea.store import Applied, Decision, Store
 from rea_executor import logic, recovery, shares
 from rea_executor.runbook import RUNBOOK
 from rea_executor.state import (
@@ -95,6 +95,19 @@ class Remembered:
         return self.value
 
 
+async def apply_to_phase(store: Store, event: Envelope, key: str, decide: Decide) -> Applied[PhaseExecution]:
+    """``event`` on the phase stored under ``key`` (``Store.apply``), its summary saved with it."""
+    return await store.apply(
+        consumer=CONSUMER,
+        event=event,
+        collection="phases",
+        key=key,
+        model=PhaseExecution,
+        decide=decide,
+        summarize=PhaseExecution.summary,
+    )
+
+
 def wire(rt: Runtime) -> None:
     leases = JobLeases(rt.redis, rt.settings.topic_prefix)
     roster = WorkerRoster(rt.redis, rt.settings.topic_prefix)
@@ -103,15 +116,7 @@ def wire(rt: Runtime) -> None:
     declare_metrics(rt)
 
     async def commit(event: Envelope, key: str, decide: Decide) -> PhaseExecution | None:
-        applied = await rt.store.apply(
-            consumer=CONSUMER,
-            event=event,
-            collection="phases",
-            key=key,
-            model=PhaseExecution,
-            decide=decide,
-            summarize=PhaseExecution.summary,
-        )
+        applied = await apply_to_phase(rt.store, event, key, decide)
         if applied.decision:
             submitted = sum(isinstance(e, JobSubmitted) for e in applied.decision.emit)
             rt.metrics.jobs.labels(service=rt.name, outcome="submitted").inc(submitted)

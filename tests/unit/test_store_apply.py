@@ -8,7 +8,7 @@ from rea.events import Envelope, PhaseStarted
 from rea.store import Store
 from rea_bench.common import job_completed, phase_started
 from rea_executor import logic
-from rea_executor.service import CONSUMER, Decide
+from rea_executor.service import CONSUMER, Decide, apply_to_phase
 from rea_executor.state import PhaseExecution, PhaseSummary, phase_key
 
 
@@ -16,16 +16,7 @@ async def _apply(store: Store, event: Envelope, key: str) -> bool:
     """Apply ``event`` to the executor's phase document, as the executor does; True when it was
     a duplicate."""
     decide: Decide = logic.on_phase_started if isinstance(event, PhaseStarted) else logic.on_job_finished
-    applied = await store.apply(
-        consumer=CONSUMER,
-        event=event,
-        collection="phases",
-        key=key,
-        model=PhaseExecution,
-        decide=decide,
-        summarize=PhaseExecution.summary,
-    )
-    return applied.duplicate
+    return (await apply_to_phase(store, event, key, decide)).duplicate
 
 
 async def _outbox_ids(store: Store, campaign_id: str) -> list[str]:
