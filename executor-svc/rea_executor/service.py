@@ -155,7 +155,7 @@ def wire(rt: Runtime) -> None:
     async def share_out(cause: Envelope, workers: dict[str, list[int]]) -> None:
         active = await sharing_phases({"$ne": "concluded"})
         running = [(key, summary) for key, summary in active if summary.status == "running"]
-        tenants = [summary.tenant(key) for key, summary in running]
+        tenants = [summary.tenant for _, summary in running]
         in_flight = [place for _, summary in active for place in summary.places]
         # Jobs of paused or cancelling phases still run on the workers: they hold their slots.
         held = len(in_flight) - sum(t.in_flight for t in tenants)
@@ -173,7 +173,7 @@ def wire(rt: Runtime) -> None:
                 await commit(grant, key, logic.on_slots_granted)
 
     async def lowest_settled_pass() -> float:
-        return shares.joining_pass([summary.tenant(key) for key, summary in await sharing_phases("running")])
+        return shares.joining_pass([summary.tenant for _, summary in await sharing_phases("running")])
 
     newcomers_pass = Remembered(
         JOINING_PASS_TTL_S, JOINING_PASS_READ_SHARE, time.monotonic, lowest_settled_pass

@@ -96,7 +96,15 @@ class PhaseExecution(BaseModel):
 
     def tenant(self, key: str) -> Tenant:
         """This phase as the share-out of workers sees it."""
-        return self.summary().tenant(key)
+        return Tenant(
+            key=key,
+            weight=self.weight,
+            stride_pass=self.stride_pass,
+            in_flight=sum(j.status in IN_FLIGHT for j in self.jobs),
+            pending_costs=tuple(j.spec.estimated_cpu_seconds for j in self.jobs if j.status == "pending"),
+            max_parallel=self.max_parallel_jobs,
+            in_flight_cost=self.in_flight_estimate(),
+        )
 
     def summary(self) -> PhaseSummary:
         """What the share-out of workers reads of this phase, kept beside it in its document."""
@@ -106,12 +114,7 @@ class PhaseExecution(BaseModel):
             correlation_id=self.correlation_id,
             status=self.status,
             shares_workers=self.shares_workers,
-            weight=self.weight,
-            stride_pass=self.stride_pass,
-            in_flight=sum(j.status in IN_FLIGHT for j in self.jobs),
-            pending_costs=[j.spec.estimated_cpu_seconds for j in self.jobs if j.status == "pending"],
-            max_parallel=self.max_parallel_jobs,
-            in_flight_cost=self.in_flight_estimate(),
+            tenant=self.tenant(phase_key(self.campaign_id, self.phase)),
             places=[(j.worker, j.partition) for j in self.jobs if j.status in IN_FLIGHT],
         )
 
@@ -151,27 +154,10 @@ class PhaseSummary(BaseModel):
     correlation_id: str
     status: PhaseStatus
     shares_workers: bool
-    weight: float
-    stride_pass: float
-    in_flight: int
-    pending_costs: list[float]
-    max_parallel: int
-    in_flight_cost: float
+    tenant: Tenant = Field(description="Keyed by the phase's document id (``phase_key``).")
     places: list[tuple[str | None, int | None]] = Field(
         description="The worker and partition of each job in flight (placed jobs' places)."
     )
-
-    def tenant(self, key: str) -> Tenant:
-        """The phase stored under ``key`` as a tenant of the share-out."""
-        return Tenant(
-            key=key,
-            weight=self.weight,
-            stride_pass=self.stride_pass,
-            in_flight=self.in_flight,
-            pending_costs=tuple(self.pending_costs),
-            max_parallel=self.max_parallel,
-            in_flight_cost=self.in_flight_cost,
-        )
 
 
 def phase_key(campaign_id: str, phase: str) -> str:

@@ -897,7 +897,7 @@ def test_a_phase_summary_is_what_the_share_out_reads_of_the_phase_and_survives_j
     assert granted is not None
     summary = granted.summary()
     assert PhaseSummary.model_validate_json(summary.model_dump_json()) == summary
-    tenant = summary.tenant("k")
+    tenant = summary.tenant
     assert tenant.in_flight == 2 and tenant.pending_costs == (10.0,) and tenant.in_flight_cost == 20.0
     assert (tenant.weight, tenant.stride_pass, tenant.max_parallel) == (1000.0, granted.stride_pass, 3)
     assert summary.places == [(None, 2), (None, 0)] and summary.shares_workers

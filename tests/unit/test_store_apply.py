@@ -67,4 +67,4 @@ async def test_a_summary_is_saved_with_each_state_it_summarises(store: Store) ->
         assert doc is not None
         saved = PhaseSummary.model_validate(doc["summary"])
         assert saved == PhaseExecution.model_validate(doc["state"]).summary()
-    assert saved.in_flight == 1 and len(saved.pending_costs) == 1
+    assert saved.tenant.in_flight == 1 and len(saved.tenant.pending_costs) == 1
